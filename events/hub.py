@@ -1,0 +1,319 @@
+"""The per-process fan-out hub: one channel-layer subscription per worker process, fanned
+out in memory to every local stream.
+
+Each process owns one channel-layer channel and adds it to the group of each tenant that
+has local streams. A broadcast only says "the tenant's log grew"; the tenant's feed then
+reads the new rows from the event log after its cursor, in id order, and hands each
+event (serialized once, shared by all streams) to every local subscriber. So delivery is
+exactly the log: nothing lost if a broadcast is lost (the feed also polls), nothing
+duplicated, nothing reordered. A subscriber that cannot keep up is cut off, never
+allowed to grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+from events.ids import event_id_to_str
+from events.models import Event
+from events.serializers import event_to_dict, iso
+from events.services import tenant_group
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FEED_BATCH = 500
+
+# Stream database work (snapshots, replays, feed reads) runs on its own small pool, so a
+# burst of reconnecting streams never queues behind ordinary requests' sync thread.
+_db_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-db")
+
+
+def _run_with_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    close_old_connections()
+    try:
+        return fn(*args, **kwargs)
+    except DatabaseError:
+        connection.close()  # a broken connection must not poison this thread's next call
+        raise
+
+
+async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking ORM code for a stream off the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_db_executor, partial(_run_with_connection, fn, *args, **kwargs))
+
+
+@dataclass
+class LogEvent:
+    """One stored event as the hub hands it to streams. Frames built from it are cached on
+    it, so an event going to a thousand streams is serialized once per frame shape."""
+
+    id: uuid.UUID
+    ulid: str
+    tenant_id: uuid.UUID
+    type: str
+    occurred_at: str
+    payload: dict[str, Any]
+    changes: dict[str, Any] | None
+    api: dict[str, Any]
+    replayed: bool = False
+    frames: dict[Any, bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_row(cls, event: Event, *, replayed: bool = False) -> LogEvent:
+        return cls(
+            id=event.id,
+            ulid=event_id_to_str(event.id),
+            tenant_id=event.tenant_id,
+            type=event.type,
+            occurred_at=iso(event.occurred_at),
+            payload=event.payload,
+            changes=event.changes,
+            api=event_to_dict(event, replayed=replayed),
+            replayed=replayed,
+        )
+
+    def frame(self, key: Any, build: Callable[[], bytes]) -> bytes:
+        cached = self.frames.get(key)
+        if cached is None:
+            cached = self.frames[key] = build()
+        return cached
+
+
+def fetch_log(tenant_id: uuid.UUID, after: uuid.UUID | None, limit: int) -> list[LogEvent]:
+    rows = Event.objects.filter(tenant_id=tenant_id).select_related("actor").order_by("id")
+    if after is not None:
+        rows = rows.filter(id__gt=after)
+    return [LogEvent.from_row(e) for e in rows[:limit]]
+
+
+def fetch_by_ids(tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[LogEvent]:
+    rows = Event.objects.filter(tenant_id=tenant_id, id__in=ids).select_related("actor").order_by("id")
+    return [LogEvent.from_row(e, replayed=True) for e in rows]
+
+
+def last_log_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
+    return Event.objects.filter(tenant_id=tenant_id).order_by("-id").values_list("id", flat=True).first()
+
+
+class Subscriber:
+    """A local stream's inbox: bounded; overflow marks it for closing (SLOW_CONSUMER)."""
+
+    def __init__(self, tenant_id: uuid.UUID, max_pending: int | None = None) -> None:
+        self.tenant_id = tenant_id
+        self.max_pending = max_pending or settings.SSE_QUEUE_MAX
+        self.pending: deque[LogEvent] = deque()
+        self.overflowed = False
+        self.wakeup = asyncio.Event()
+
+    def offer(self, event: LogEvent) -> None:
+        if self.overflowed:
+            return
+        if len(self.pending) >= self.max_pending:
+            self.overflowed = True
+            self.pending.clear()
+        else:
+            self.pending.append(event)
+        self.wakeup.set()
+
+    def drain(self) -> list[LogEvent]:
+        events = list(self.pending)
+        self.pending.clear()
+        self.wakeup.clear()
+        return events
+
+
+class TenantFeed:
+    def __init__(self, hub: EventHub, tenant_id: uuid.UUID) -> None:
+        self.hub = hub
+        self.tenant_id = tenant_id
+        self.group = tenant_group(tenant_id)
+        self.subscribers: set[Subscriber] = set()
+        self.cursor: uuid.UUID | None = None
+        self.dirty = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.failed: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            await self.hub.join(self.group)
+            self.cursor = await run_db(last_log_id, self.tenant_id)
+        except Exception as exc:
+            self.failed = exc
+            raise
+        finally:
+            self.ready.set()
+        self.task = asyncio.create_task(self.run(), name=f"feed-{self.tenant_id}")
+
+    async def wait_ready(self) -> None:
+        await self.ready.wait()
+        if self.failed is not None:
+            raise RuntimeError("the event feed could not start") from self.failed
+
+    async def run(self) -> None:
+        poll = settings.EVENT_HUB_POLL_SECONDS
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dirty.wait(), timeout=poll)
+            self.dirty.clear()
+            try:
+                await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=feed_read_failed tenant=%s", self.tenant_id, exc_info=True)
+                await asyncio.sleep(min(poll, 1.0))
+
+    async def catch_up(self) -> None:
+        while True:
+            events = await run_db(fetch_log, self.tenant_id, self.cursor, FEED_BATCH)
+            for event in events:
+                self.fan_out(event)
+            if events:
+                self.cursor = events[-1].id
+            if len(events) < FEED_BATCH:
+                return
+
+    def fan_out(self, event: LogEvent) -> None:
+        for subscriber in tuple(self.subscribers):
+            subscriber.offer(event)
+
+    async def replay(self, ids: list[str]) -> None:
+        from events.ids import parse_event_id
+
+        events = await run_db(fetch_by_ids, self.tenant_id, [parse_event_id(i) for i in ids])
+        for event in events:
+            self.fan_out(event)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        await self.hub.leave(self.group)
+
+
+class EventHub:
+    """One per worker process (per event loop)."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.feeds: dict[uuid.UUID, TenantFeed] = {}
+        self.receiver: asyncio.Task[None] | None = None
+        self._channel_lock = asyncio.Lock()
+
+    async def _ensure_channel(self) -> str:
+        async with self._channel_lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel(prefix="hub")
+                self.receiver = asyncio.create_task(self._receive_loop(), name="event-hub-receiver")
+        return self.channel
+
+    async def join(self, group: str) -> None:
+        channel = await self._ensure_channel()
+        try:
+            await self.layer.group_add(group, channel)
+        except Exception:
+            # No broadcast for now; the feed's poll still delivers everything.
+            logger.warning("event=hub_group_add_failed group=%s", group, exc_info=True)
+
+    async def leave(self, group: str) -> None:
+        if self.channel is not None:
+            with contextlib.suppress(Exception):
+                await self.layer.group_discard(group, self.channel)
+
+    async def subscribe(self, tenant_id: uuid.UUID) -> Subscriber:
+        """Register a local stream; events committed after this returns reach it."""
+        subscriber = Subscriber(tenant_id)
+        feed = self.feeds.get(tenant_id)
+        if feed is None:
+            feed = self.feeds[tenant_id] = TenantFeed(self, tenant_id)
+            feed.subscribers.add(subscriber)
+            try:
+                await feed.start()
+            except Exception:
+                self.feeds.pop(tenant_id, None)
+                raise
+        else:
+            feed.subscribers.add(subscriber)
+            try:
+                await feed.wait_ready()
+            except Exception:
+                feed.subscribers.discard(subscriber)
+                raise
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        feed = self.feeds.get(subscriber.tenant_id)
+        if feed is None:
+            return
+        feed.subscribers.discard(subscriber)
+        if not feed.subscribers:
+            del self.feeds[subscriber.tenant_id]
+            asyncio.get_running_loop().create_task(feed.stop())
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=hub_receive_failed channel=%s", self.channel, exc_info=True)
+                await asyncio.sleep(1.0)
+                await self._rejoin_all()
+                continue
+            self._dispatch(message)
+
+    async def _rejoin_all(self) -> None:
+        # After a Redis restart the group memberships are gone; add them again.
+        for feed in list(self.feeds.values()):
+            await self.join(feed.group)
+            feed.dirty.set()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            tenant_id = uuid.UUID(message["tenant"])
+        except (KeyError, ValueError):
+            return
+        feed = self.feeds.get(tenant_id)
+        if feed is None:
+            return
+        if message.get("type") == "log.replayed":
+            asyncio.get_running_loop().create_task(feed.replay(list(message.get("ids", []))))
+        else:
+            feed.dirty.set()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "feeds": len(self.feeds),
+            "subscribers": sum(len(f.subscribers) for f in self.feeds.values()),
+        }
+
+
+_hubs: dict[asyncio.AbstractEventLoop, EventHub] = {}
+
+
+def get_hub() -> EventHub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = EventHub()
+    return hub
+

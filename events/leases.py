@@ -1,0 +1,109 @@
+"""Per-user limits on concurrent streams, counted across worker processes.
+
+Each open stream holds a lease: a member of a Redis sorted set per (stream kind, tenant,
+user) whose score is its expiry time. Streams renew their lease while they run and
+remove it when they end; a stream whose worker was killed simply stops renewing, and
+its lease expires. Without Redis (the embedded default, one process) the same
+bookkeeping lives in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.conf import settings
+
+# Atomically: drop expired leases, count, and add ours if under the limit.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class LeaseStore(Protocol):
+    async def acquire(self, key: str, member: str, limit: int, ttl: float) -> bool: ...
+    async def renew(self, key: str, member: str, ttl: float) -> None: ...
+    async def release(self, key: str, member: str) -> None: ...
+
+
+class MemoryLeaseStore:
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, float]] = {}
+
+    async def acquire(self, key: str, member: str, limit: int, ttl: float) -> bool:
+        now = time.time()
+        leases = {m: exp for m, exp in self.leases.get(key, {}).items() if exp > now}
+        if len(leases) >= limit:
+            self.leases[key] = leases
+            return False
+        leases[member] = now + ttl
+        self.leases[key] = leases
+        return True
+
+    async def renew(self, key: str, member: str, ttl: float) -> None:
+        if member in self.leases.get(key, {}):
+            self.leases[key][member] = time.time() + ttl
+
+    async def release(self, key: str, member: str) -> None:
+        self.leases.get(key, {}).pop(member, None)
+
+
+class RedisLeaseStore:
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.script = self.client.register_script(_ACQUIRE)
+
+    async def acquire(self, key: str, member: str, limit: int, ttl: float) -> bool:
+        now = time.time()
+        args = [now, now + ttl, limit, member, int(ttl * 2000)]
+        return bool(await self.script(keys=[key], args=args))
+
+    async def renew(self, key: str, member: str, ttl: float) -> None:
+        await self.client.zadd(key, {member: time.time() + ttl}, xx=True)
+        await self.client.pexpire(key, int(ttl * 2000))
+
+    async def release(self, key: str, member: str) -> None:
+        await self.client.zrem(key, member)
+
+
+_stores: dict[asyncio.AbstractEventLoop, LeaseStore] = {}
+
+
+def lease_store() -> LeaseStore:
+    loop = asyncio.get_running_loop()
+    store = _stores.get(loop)
+    if store is None:
+        store = _stores[loop] = RedisLeaseStore(settings.REDIS_URL) if settings.REDIS_URL else MemoryLeaseStore()
+    return store
+
+
+@dataclass
+class StreamLease:
+    key: str
+    member: str
+
+    async def renew(self) -> None:
+        await lease_store().renew(self.key, self.member, settings.SSE_LEASE_SECONDS)
+
+    async def release(self) -> None:
+        await lease_store().release(self.key, self.member)
+
+
+async def acquire_stream_lease(kind: str, tenant_id: uuid.UUID, user_id: uuid.UUID, limit: int) -> StreamLease | None:
+    """A lease for one more stream of this kind for this user, or None when at the limit."""
+    key = f"{settings.REDIS_PREFIX}:streams:{kind}:{tenant_id}:{user_id}"
+    lease = StreamLease(key=key, member=uuid.uuid4().hex)
+    if await lease_store().acquire(key, lease.member, limit, settings.SSE_LEASE_SECONDS):
+        return lease
+    return None

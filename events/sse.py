@@ -1,0 +1,140 @@
+"""Server-Sent Events plumbing shared by every stream: framing, the response, and the
+life of a stream (heartbeats, token expiry, idle timeout, slow consumers, lease renewal
+and clean-up on any exit, a vanished client included).
+
+A stream is an async view returning a StreamingHttpResponse over `EventStream.frames()`:
+everything that can fail with a status (auth, body, limits) is checked before the
+response starts; afterwards failures are `error` events followed by closing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+
+from events.hub import EventHub, LogEvent, Subscriber
+from events.leases import StreamLease
+from tenants.callers import Caller
+from tenants.envelope import iso_now
+
+logger = logging.getLogger(__name__)
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def sse_frame(event: str, data: Any, *, id: str | None = None) -> bytes:
+    """One Server-Sent Events frame; `data` is JSON-encoded unless already a string."""
+    lines = []
+    if id:
+        lines.append(f"id: {id}")
+    lines.append(f"event: {event}")
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), default=str)
+    lines.extend(f"data: {line}" for line in payload.split("\n"))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def error_frame(code: str, message: str) -> bytes:
+    return sse_frame("error", {"code": code, "message": message, "timestamp": iso_now()})
+
+
+def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
+    for name, value in SSE_HEADERS.items():
+        response[name] = value
+    return response
+
+
+def new_connection_id() -> str:
+    return f"conn-{uuid.uuid4().hex[:16]}"
+
+
+class EventStream:
+    """Base of the app streams. Subclasses send their opening frames (`opening`) and turn
+    a log event into a frame for this client, or None to skip it (`render`).
+
+    `self.position` is the last event id the client is known to have (the snapshot's log
+    position or the last replayed id); live events at or below it are dropped."""
+
+    kind = "stream"
+
+    def __init__(self, *, caller: Caller, hub: EventHub, subscriber: Subscriber, lease: StreamLease) -> None:
+        self.caller = caller
+        self.hub = hub
+        self.subscriber = subscriber
+        self.lease = lease
+        self.connection_id = new_connection_id()
+        self.position: uuid.UUID | None = None
+        self.started = time.monotonic()
+
+    async def opening(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+        yield b""  # pragma: no cover
+
+    def render(self, event: LogEvent) -> bytes | None:
+        raise NotImplementedError
+
+    def accept(self, event: LogEvent) -> bytes | None:
+        if not event.replayed and self.position is not None and event.id.int <= self.position.int:
+            return None
+        frame = self.render(event)
+        if not event.replayed:
+            self.position = event.id
+        return frame
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        heartbeat = settings.SSE_HEARTBEAT_SECONDS
+        renew_every = settings.SSE_LEASE_SECONDS / 3
+        loop_time = time.monotonic
+        next_heartbeat = loop_time() + heartbeat
+        next_renewal = loop_time() + renew_every
+        idle_deadline = self.started + settings.SSE_IDLE_TIMEOUT_SECONDS
+        expires = self.caller.token_expires_at
+        token_deadline = loop_time() + (expires.timestamp() - time.time()) if expires else float("inf")
+        logger.info("event=stream_open kind=%s conn=%s tenant=%s user=%s", self.kind, self.connection_id,
+                    self.caller.tenant.id, self.caller.user.id)
+        try:
+            yield b"retry: 3000\n\n"
+            async for frame in self.opening():
+                yield frame
+            while True:
+                for event in self.subscriber.drain():
+                    frame = self.accept(event)
+                    if frame is not None:
+                        yield frame
+                if self.subscriber.overflowed:
+                    yield error_frame("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
+                    return
+                now = loop_time()
+                if now >= token_deadline:
+                    yield error_frame("TOKEN_EXPIRED", "Authentication token has expired")
+                    return
+                if now >= idle_deadline:
+                    yield error_frame("IDLE_TIMEOUT", "The stream was open too long without client activity.")
+                    return
+                if now >= next_heartbeat:
+                    yield sse_frame("heartbeat", {"timestamp": iso_now()})
+                    next_heartbeat = now + heartbeat
+                if now >= next_renewal:
+                    with contextlib.suppress(Exception):
+                        await self.lease.renew()
+                    next_renewal = now + renew_every
+                timeout = min(next_heartbeat, next_renewal, token_deadline, idle_deadline) - loop_time()
+                if timeout > 0 and not self.subscriber.pending and not self.subscriber.overflowed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.subscriber.wakeup.wait(), timeout)
+        finally:
+            self.hub.unsubscribe(self.subscriber)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.lease.release())
+            logger.info("event=stream_closed kind=%s conn=%s", self.kind, self.connection_id)

@@ -1,0 +1,31 @@
+"""GET /v2/system/events: the partner event log, paged with `after_id`."""
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from events.selectors import tenant_events
+from events.serializers import EventIdField, EventQuerySerializer, event_to_dict
+from tenants.envelope import ApiError
+
+
+class SystemEventsView(APIView):
+    def get(self, request: Request) -> Response:
+        query = EventQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise ApiError(400, "INVALID_QUERY", "The query parameters are not valid.", query.errors)
+        params = query.validated_data
+        events = tenant_events(
+            request.auth.tenant,
+            after_id=params.get("after_id"),
+            occurred_after=params.get("occurred_after"),
+            type=params.get("type"),
+        )[: params["limit"]]
+        applied = {"limit": params["limit"]}
+        if "after_id" in params:
+            applied["after_id"] = EventIdField().to_representation(params["after_id"])
+        if "occurred_after" in params:
+            applied["occurred_after"] = request.query_params["occurred_after"]
+        if params.get("type"):
+            applied["type"] = params["type"]
+        return Response({"query": applied, "result": [event_to_dict(e) for e in events]})

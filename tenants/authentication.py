@@ -1,0 +1,29 @@
+"""DRF authentication: the tenant headers + JWT, or a browser session of a tenant user."""
+
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from tenants.callers import Caller, caller_for_user, resolve_caller
+from tenants.models import TenantUser
+
+
+class TenantJWTAuthentication(BaseAuthentication):
+    """Resolves the request into a `Caller`: `request.user` is the TenantUser,
+    `request.auth` the Caller. Failures raise ApiError, rendered in the envelope."""
+
+    def authenticate(self, request: Request) -> tuple[TenantUser, Caller] | None:
+        django_request = request._request
+        session_user = getattr(django_request, "user", None)
+        if "authorization" not in request.headers and session_user is not None and session_user.is_authenticated:
+            tenant_user = getattr(session_user, "tenant_user", None)
+            if tenant_user is not None:
+                # Same-origin dashboard: session auth, CSRF enforced as DRF's SessionAuthentication does.
+                from rest_framework.authentication import SessionAuthentication
+
+                SessionAuthentication().enforce_csrf(request)
+                return tenant_user, caller_for_user(tenant_user)
+        caller = resolve_caller(request.headers)
+        return caller.user, caller
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'

@@ -1,0 +1,254 @@
+"""Who is calling: the `Authorization` / `x-tenantid` / `realmname` / `issupportrequest`
+headers turned into one `Caller` (tenant, realm, user, roles, teams, support flag).
+
+Every view and stream goes through `resolve_caller`, so the checks and their error
+codes are the same everywhere."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework_simplejwt.backends import TokenBackend
+from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
+
+from tenants.envelope import ApiError
+from tenants.models import Realm, Tenant, TenantUser
+
+ROLE_USER = "user"
+ROLE_AGENT = "agent"
+ROLE_ADMIN = "admin"
+ROLE_SUPPORT = "support"
+API_ROLES = frozenset({ROLE_USER, ROLE_AGENT, ROLE_ADMIN})
+
+_REALM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_REALM_CACHE_SECONDS = 5.0
+_USER_REFRESH_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: Tenant
+    realm: Realm | None
+    user: TenantUser
+    roles: frozenset[str]
+    teams: tuple[str, ...]
+    support: bool = False
+    token_expires_at: datetime | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_agent(self) -> bool:
+        return bool(self.roles & {ROLE_AGENT, ROLE_ADMIN})
+
+    @property
+    def is_admin(self) -> bool:
+        return ROLE_ADMIN in self.roles
+
+
+def resolve_caller(headers: Mapping[str, str]) -> Caller:
+    """Resolve request headers (case-insensitive mapping) into a Caller or raise ApiError."""
+    tenant_id = _parse_tenant_id(headers.get("x-tenantid"))
+    realm_name = _parse_realm_name(headers.get("realmname"))
+    support = _parse_support_flag(headers.get("issupportrequest"))
+    token = _parse_bearer(headers.get("authorization"))
+    tenant, realm = _lookup_realm(tenant_id, realm_name)
+    claims = _verify_token(realm, token)
+    roles = _roles_from(claims)
+    if not roles & API_ROLES:
+        raise ApiError(403, "MISSING_ROLE", "The token has none of the roles this API needs.", sorted(API_ROLES))
+    if support and ROLE_SUPPORT not in roles:
+        raise ApiError(403, "SUPPORT_ROLE_REQUIRED", "issupportrequest: true needs the `support` role.")
+    teams = _teams_from(claims, realm.teams_claim)
+    user = _user_from_claims(tenant, claims, roles, teams)
+    return Caller(
+        tenant=tenant,
+        realm=realm,
+        user=user,
+        roles=roles,
+        teams=teams,
+        support=support,
+        token_expires_at=datetime.fromtimestamp(claims["exp"], tz=dt_timezone.utc),
+        claims=claims,
+    )
+
+
+def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:
+    """A Caller for a known user without a token (browser session, management commands)."""
+    return Caller(
+        tenant=user.tenant,
+        realm=None,
+        user=user,
+        roles=frozenset(user.roles),
+        teams=tuple(user.teams),
+        support=support,
+    )
+
+
+def _parse_tenant_id(value: str | None) -> uuid.UUID:
+    if not value:
+        raise ApiError(400, "MISSING_HEADER", "The x-tenantid header is required.", {"header": "x-tenantid"})
+    try:
+        return uuid.UUID(value.strip())
+    except ValueError:
+        raise ApiError(
+            400, "INVALID_HEADER", "The x-tenantid header must be a UUID.", {"header": "x-tenantid"}
+        ) from None
+
+
+def _parse_realm_name(value: str | None) -> str:
+    if not value:
+        raise ApiError(400, "MISSING_HEADER", "The realmname header is required.", {"header": "realmname"})
+    if not _REALM_NAME.match(value.strip()):
+        raise ApiError(400, "INVALID_HEADER", "The realmname header is not a valid realm name.", {"header": "realmname"})
+    return value.strip()
+
+
+def _parse_support_flag(value: str | None) -> bool:
+    if value is None or value.strip() == "":
+        return False
+    lowered = value.strip().lower()
+    if lowered not in {"true", "false"}:
+        raise ApiError(
+            400, "INVALID_HEADER", "The issupportrequest header must be true or false.", {"header": "issupportrequest"}
+        )
+    return lowered == "true"
+
+
+def _parse_bearer(value: str | None) -> str:
+    if not value:
+        raise ApiError(401, "MISSING_TOKEN", "The Authorization header with a Bearer token is required.")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or token.count(".") != 2:
+        raise ApiError(401, "INVALID_TOKEN", "The Authorization header must be `Bearer <jwt>`.")
+    return token.strip()
+
+
+# Realm lookups are cached per process for a few seconds: the count endpoint is polled by
+# every open tab. A deactivated tenant or realm is refused at most this much later.
+_realm_cache: dict[tuple[uuid.UUID, str], tuple[float, Tenant, Realm]] = {}
+_backend_cache: dict[tuple[int, str], TokenBackend] = {}
+_cache_lock = threading.Lock()
+
+
+def _lookup_realm(tenant_id: uuid.UUID, realm_name: str) -> tuple[Tenant, Realm]:
+    key = (tenant_id, realm_name)
+    now = time.monotonic()
+    cached = _realm_cache.get(key)
+    if cached and cached[0] > now:
+        return cached[1], cached[2]
+    tenant = Tenant.objects.filter(id=tenant_id, active=True).first()
+    if tenant is None:
+        raise ApiError(404, "TENANT_NOT_FOUND", "No active tenant has this id.", {"tenantId": str(tenant_id)})
+    realm = Realm.objects.filter(tenant=tenant, name=realm_name, active=True).first()
+    if realm is None:
+        raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.", {"realm": realm_name})
+    with _cache_lock:
+        _realm_cache[key] = (now + _REALM_CACHE_SECONDS, tenant, realm)
+    return tenant, realm
+
+
+def clear_realm_cache() -> None:
+    with _cache_lock:
+        _realm_cache.clear()
+        _backend_cache.clear()
+
+
+def token_backend_for(realm: Realm) -> TokenBackend:
+    fingerprint = "|".join(
+        [realm.algorithm, realm.secret, realm.public_key, realm.jwks_url, realm.issuer, realm.audience]
+    )
+    key = (realm.pk, fingerprint)
+    backend = _backend_cache.get(key)
+    if backend is None:
+        if realm.algorithm == Realm.Algorithm.HS256:
+            backend = TokenBackend("HS256", signing_key=realm.secret, issuer=realm.issuer or None,
+                                   audience=realm.audience or None, leeway=settings.SIMPLE_JWT["LEEWAY"])
+        else:
+            backend = TokenBackend(
+                "RS256",
+                verifying_key=realm.public_key or "",
+                jwk_url=None if realm.public_key else (realm.jwks_url or None),
+                issuer=realm.issuer or None,
+                audience=realm.audience or None,
+                leeway=settings.SIMPLE_JWT["LEEWAY"],
+            )
+        with _cache_lock:
+            _backend_cache[key] = backend
+    return backend
+
+
+def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
+    if realm.algorithm == Realm.Algorithm.HS256 and not realm.secret:
+        raise ApiError(401, "INVALID_TOKEN", "The realm has no key to verify tokens with.")
+    try:
+        claims = token_backend_for(realm).decode(token)
+    except TokenBackendExpiredToken:
+        raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.") from None
+    except TokenBackendError:
+        raise ApiError(401, "INVALID_TOKEN", "The token is not valid for this realm.") from None
+    if not isinstance(claims.get("exp"), int | float):
+        raise ApiError(401, "INVALID_TOKEN", "The token has no expiry (`exp`).")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise ApiError(401, "INVALID_TOKEN", "The token has no subject (`sub`).")
+    return claims
+
+
+def _roles_from(claims: Mapping[str, Any]) -> frozenset[str]:
+    realm_access = claims.get("realm_access")
+    roles = realm_access.get("roles") if isinstance(realm_access, dict) else None
+    if not isinstance(roles, list):
+        return frozenset()
+    return frozenset(r for r in roles if isinstance(r, str))
+
+
+def _teams_from(claims: Mapping[str, Any], claim_name: str) -> tuple[str, ...]:
+    teams = claims.get(claim_name)
+    if not isinstance(teams, list):
+        return ()
+    # Keycloak group paths look like "/operation"; the team is the last segment.
+    return tuple(sorted({t.rstrip("/").rsplit("/", 1)[-1] for t in teams if isinstance(t, str) and t.strip("/")}))
+
+
+def _user_from_claims(
+    tenant: Tenant, claims: Mapping[str, Any], roles: frozenset[str], teams: tuple[str, ...]
+) -> TenantUser:
+    subject = claims["sub"]
+    fields = {
+        "username": str(claims.get("preferred_username") or subject)[:150],
+        "name": str(claims.get("name") or "")[:255],
+        "email": str(claims.get("email") or "")[:254],
+        "roles": sorted(roles),
+        "teams": list(teams),
+    }
+    user = TenantUser.objects.filter(tenant=tenant, subject=subject).first()
+    now = timezone.now()
+    if user is None:
+        try:
+            with transaction.atomic():
+                return TenantUser.objects.create(tenant=tenant, subject=subject, last_seen_at=now, **fields)
+        except IntegrityError:
+            # Same subject created by a concurrent request, or the username is taken by
+            # another subject: take the existing row, or keep the username unique.
+            user = TenantUser.objects.filter(tenant=tenant, subject=subject).first()
+            if user is None:
+                fields["username"] = f"{fields['username'][:140]}-{subject[:8]}"
+                return TenantUser.objects.create(tenant=tenant, subject=subject, last_seen_at=now, **fields)
+    changed = {k: v for k, v in fields.items() if k != "username" and getattr(user, k) != v}
+    stale = user.last_seen_at is None or now - user.last_seen_at > timedelta(seconds=_USER_REFRESH_SECONDS)
+    if changed or stale:
+        for name, value in changed.items():
+            setattr(user, name, value)
+        user.last_seen_at = now
+        TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now, **changed)
+    return user

@@ -1,0 +1,54 @@
+"""Print a token of the embedded HS256 realm, for scripts: TOKEN=$(manage.py issue_token ...)."""
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tenants.models import Realm, Tenant
+from tenants.services import issue_token
+
+
+class Command(BaseCommand):
+    help = (
+        "Sign a Keycloak-shaped JWT for a user of a tenant with the tenant's HS256 realm and print it "
+        "(or, with --format headers, the three request headers, one a line)."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--tenant", required=True, help="Tenant slug or id.")
+        parser.add_argument("--user", required=True, help="Username (preferred_username).")
+        parser.add_argument("--realm", help="Realm name; defaults to the tenant's only HS256 realm.")
+        parser.add_argument("--roles", default=None, help="Comma-separated realm roles (default: the user's roles).")
+        parser.add_argument("--teams", default=None, help="Comma-separated teams (default: the user's teams).")
+        parser.add_argument("--ttl", type=int, default=3600, help="Seconds until the token expires (default 3600).")
+        parser.add_argument("--format", choices=["token", "headers"], default="token")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant = Tenant.objects.filter(slug=options["tenant"]).first()
+        if tenant is None:
+            try:
+                tenant = Tenant.objects.filter(id=options["tenant"]).first()
+            except Exception:  # noqa: BLE001  (not a UUID either)
+                tenant = None
+        if tenant is None:
+            raise CommandError(f"No tenant {options['tenant']!r}. Run `python manage.py load_demo` first?")
+        realms = Realm.objects.filter(tenant=tenant, algorithm=Realm.Algorithm.HS256).exclude(secret="")
+        if options["realm"]:
+            realms = realms.filter(name=options["realm"])
+        realm = realms.order_by("name").first()
+        if realm is None:
+            raise CommandError(f"Tenant {tenant.slug} has no HS256 realm to sign with.")
+        user = tenant.users.filter(username=options["user"]).first()
+        roles = _split(options["roles"]) if options["roles"] is not None else (user.roles if user else ["user"])
+        teams = _split(options["teams"]) if options["teams"] is not None else (user.teams if user else [])
+        token = issue_token(realm=realm, username=options["user"], roles=roles, teams=teams,
+                            ttl_seconds=options["ttl"])
+        if options["format"] == "headers":
+            self.stdout.write(f"Authorization: Bearer {token}\nx-tenantid: {tenant.id}\nrealmname: {realm.name}")
+        else:
+            self.stdout.write(token)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]

@@ -1,0 +1,107 @@
+"""Load the demo tenant: a realm, an admin, two agents, two end users, ~200 tickets."""
+
+import random
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from tenants.callers import caller_for_user
+from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
+from tenants.services import subject_for
+
+DEMO_USERS = [
+    # username, name, roles, teams
+    ("admin", "Ada Admin", ["admin", "agent", "support"], ["operation", "network"]),
+    ("alice", "Alice Agent", ["agent"], ["operation"]),
+    ("carol", "Carol Agent", ["agent"], ["network"]),
+    ("bob", "Bob User", ["user"], []),
+    ("dave", "Dave User", ["user"], []),
+]
+SUBJECTS = [
+    "Unable to access VPN", "Laptop will not boot", "Email not syncing on phone", "Printer jams on floor 3",
+    "Request for new monitor", "Password reset", "Slow network in meeting room", "Software license request",
+    "Wi-Fi drops every hour", "Cannot join video call", "Shared drive is full", "New starter account",
+]
+CATEGORIES = ["Network", "Hardware", "Software", "Access Management", "Email"]
+CUSTOMERS = ["Acme Corp", "Globex", "Initech", "Umbrella", ""]
+
+
+class Command(BaseCommand):
+    help = "Create (or complete) the `demo` tenant with users and ~200 tickets. Safe to run again."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--tickets", type=int, default=200, help="How many tickets the tenant should have.")
+        parser.add_argument("--admin-password", default="admin", help="Password of the Django admin `admin`.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Help Desk"})
+        realm, _ = Realm.objects.get_or_create(
+            tenant=tenant,
+            name="demo",
+            defaults={"secret": settings.DEMO_REALM_SECRET, "issuer": "http://127.0.0.1:8000/realms/demo"},
+        )
+        for origin in ("http://127.0.0.1:8000", "http://localhost:8000"):
+            AllowedOrigin.objects.get_or_create(tenant=tenant, origin=origin)
+        users = {name: self._user(tenant, name, full, roles, teams) for name, full, roles, teams in DEMO_USERS}
+        self._admin_login(options["admin_password"])
+        self._tickets(tenant, users, options["tickets"])
+        self.stdout.write(self.style.SUCCESS(f"demo tenant ready: id={tenant.id} realm={realm.name}"))
+
+    def _user(self, tenant: Tenant, username: str, name: str, roles: list[str], teams: list[str]) -> TenantUser:
+        user, _ = TenantUser.objects.update_or_create(
+            tenant=tenant,
+            username=username,
+            defaults={
+                "subject": subject_for(tenant, username),
+                "name": name,
+                "email": f"{username}@demo.example",
+                "roles": roles,
+                "teams": teams,
+            },
+        )
+        return user
+
+    def _admin_login(self, password: str) -> None:
+        User = get_user_model()  # noqa: N806
+        admin, created = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        if created:
+            admin.set_password(password)
+            admin.save()
+
+    def _tickets(self, tenant: Tenant, users: dict[str, TenantUser], wanted: int) -> None:
+        from ticketing import services
+        from ticketing.models import Priority, Status
+
+        existing = tenant.tickets.count()
+        if existing >= wanted:
+            self.stdout.write(f"{existing} tickets already there")
+            return
+        rng = random.Random(42 + existing)  # noqa: S311  (demo data, not security)
+        agents = [users["alice"], users["carol"], users["admin"]]
+        requesters = [users["bob"], users["dave"]]
+        team_of = {"alice": "operation", "carol": "network", "admin": "operation"}
+        admin = caller_for_user(users["admin"])
+        for i in range(existing, wanted):
+            assignee = rng.choice(agents + [None])
+            with transaction.atomic():
+                ticket = services.create_ticket(
+                    caller=caller_for_user(rng.choice(requesters)),
+                    data={"subject": f"{rng.choice(SUBJECTS)} #{i + 1}", "description": "Reported by the demo loader.",
+                          "category": rng.choice(CATEGORIES), "priority": rng.choice(Priority.values)},
+                )
+                services.update_ticket(
+                    caller=admin,
+                    ticket=ticket,
+                    data={
+                        "assignee": assignee,
+                        "team": team_of[assignee.username] if assignee else rng.choice(["operation", "network"]),
+                        "customer": rng.choice(CUSTOMERS),
+                        "status": rng.choice(Status.values),
+                    },
+                )
+            if (i + 1) % 50 == 0:
+                self.stdout.write(f"  {i + 1}/{wanted} tickets")

@@ -1,0 +1,95 @@
+"""Tenants, their authentication realms, allowed browser origins and the local records
+of the people their tokens name."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Tenant(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Realm(models.Model):
+    """An identity provider realm (as Keycloak publishes one) whose tokens a tenant accepts."""
+
+    class Algorithm(models.TextChoices):
+        HS256 = "HS256", "HS256 shared secret"
+        RS256 = "RS256", "RS256 public key or JWKS"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="realms")
+    name = models.CharField(max_length=100)
+    algorithm = models.CharField(max_length=5, choices=Algorithm.choices, default=Algorithm.HS256)
+    secret = models.CharField(max_length=500, blank=True, help_text="HS256 shared secret.")
+    public_key = models.TextField(blank=True, help_text="RS256 public key (PEM).")
+    jwks_url = models.URLField(blank=True, help_text="RS256 JWKS endpoint, used when no public key is set.")
+    issuer = models.CharField(max_length=500, blank=True, help_text="Expected `iss`; empty accepts any.")
+    audience = models.CharField(max_length=200, blank=True, help_text="Expected `aud`; empty skips the check.")
+    teams_claim = models.CharField(max_length=100, default="teams")
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="realm_name_unique_per_tenant")]
+        ordering = ["tenant__slug", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.name}"
+
+
+class AllowedOrigin(models.Model):
+    """A browser origin (scheme://host[:port]) allowed to call the API for a tenant."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="allowed_origins")
+    origin = models.CharField(max_length=300)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "origin"], name="origin_unique_per_tenant")]
+        indexes = [models.Index(fields=["origin"])]
+
+    def __str__(self) -> str:
+        return self.origin
+
+
+class TenantUser(models.Model):
+    """A person of a tenant, created or refreshed from the claims of their token.
+
+    `login` optionally links a Django account so the person can also use the browser
+    dashboard with a session."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="users")
+    subject = models.CharField(max_length=255, help_text="The token's `sub`.")
+    username = models.CharField(max_length=150)
+    name = models.CharField(max_length=255, blank=True)
+    email = models.EmailField(blank=True)
+    roles = models.JSONField(default=list, blank=True)
+    teams = models.JSONField(default=list, blank=True)
+    login = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="tenant_user"
+    )
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "subject"], name="user_subject_unique_per_tenant"),
+            models.UniqueConstraint(fields=["tenant", "username"], name="username_unique_per_tenant"),
+        ]
+        ordering = ["username"]
+
+    def __str__(self) -> str:
+        return self.username
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.username

@@ -1,0 +1,48 @@
+"""Write operations on tenants: signing tokens for the embedded HS256 realm."""
+
+import time
+import uuid
+from typing import Any
+
+from rest_framework_simplejwt.backends import TokenBackend
+
+from tenants.models import Realm, Tenant, TenantUser
+
+
+def subject_for(tenant: Tenant, username: str) -> str:
+    """The stable `sub` the embedded realm gives a username."""
+    return str(uuid.uuid5(tenant.id, username))
+
+
+def issue_token(
+    *,
+    realm: Realm,
+    username: str,
+    roles: list[str],
+    teams: list[str],
+    ttl_seconds: int = 3600,
+    name: str = "",
+    email: str = "",
+    subject: str | None = None,
+) -> str:
+    """Sign a Keycloak-shaped token with an HS256 realm's secret."""
+    if realm.algorithm != Realm.Algorithm.HS256 or not realm.secret:
+        raise ValueError(f"realm {realm} has no HS256 secret to sign with")
+    existing = TenantUser.objects.filter(tenant=realm.tenant, username=username).first()
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": subject or (existing.subject if existing else subject_for(realm.tenant, username)),
+        "preferred_username": username,
+        "name": name or (existing.name if existing else username.title()),
+        "email": email or (existing.email if existing else f"{username}@{realm.tenant.slug}.example"),
+        "realm_access": {"roles": roles},
+        realm.teams_claim: teams,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "typ": "Bearer",
+    }
+    if realm.issuer:
+        claims["iss"] = realm.issuer
+    if realm.audience:
+        claims["aud"] = realm.audience
+    return TokenBackend("HS256", signing_key=realm.secret).encode(claims)

@@ -1,0 +1,149 @@
+"""Read queries on tickets: who may see what, and the filtered, sorted list."""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+
+from tenants.callers import Caller
+from tenants.envelope import ApiError
+from ticketing.filters import MATCH_ALL, Node
+from ticketing.models import PRIORITY_RANK, STATUS_RANK, Comment, Ticket
+from ticketing.serializers import SORT_COLUMNS
+
+SCOPES = ("user", "agent", "template")
+
+
+@dataclass(frozen=True)
+class Scope(Node):
+    """Which tickets a caller sees in a list: `user` = requested by the caller, `agent` =
+    assigned to the caller or one of the caller's teams, `template` = all of the tenant."""
+
+    kind: str
+    user_id: uuid.UUID
+    teams: tuple[str, ...] = ()
+
+    def to_q(self) -> Q:
+        if self.kind == "user":
+            return Q(requester_id=self.user_id)
+        if self.kind == "agent":
+            return Q(assignee_id=self.user_id) | Q(team__in=self.teams) if self.teams else Q(assignee_id=self.user_id)
+        return Q()
+
+    def matches(self, state: Mapping[str, Any]) -> bool:
+        if self.kind == "user":
+            return (state.get("requester") or {}).get("id") == str(self.user_id)
+        if self.kind == "agent":
+            return (state.get("assignee") or {}).get("id") == str(self.user_id) or state.get("team") in self.teams
+        return True
+
+
+def scope_for(caller: Caller, kind: str | None) -> Scope:
+    """The list scope a caller asked for; `template` needs an agent or admin role."""
+    if kind is None:
+        kind = "template" if caller.is_agent else "user"
+    if kind not in SCOPES:
+        raise ApiError(400, "INVALID_QUERY", "type must be one of user, agent, template.", {"allowed": list(SCOPES)})
+    if kind in ("template", "agent") and not caller.is_agent:
+        raise ApiError(403, "FORBIDDEN", f"type={kind} needs the `agent` or `admin` role.")
+    return Scope(kind, caller.user.id, caller.teams)
+
+
+def visible_tickets(caller: Caller) -> QuerySet[Ticket]:
+    """Tickets the caller may open: all of the tenant for agents, their own requests otherwise."""
+    tickets = Ticket.objects.filter(tenant=caller.tenant).select_related("assignee", "requester")
+    if not caller.is_agent:
+        tickets = tickets.filter(requester=caller.user)
+    return tickets
+
+
+def get_visible_ticket(caller: Caller, ticket_id: str) -> Ticket:
+    try:
+        key = uuid.UUID(str(ticket_id))
+    except ValueError:
+        raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.") from None
+    ticket = visible_tickets(caller).filter(id=key).first()
+    if ticket is None:
+        raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
+    return ticket
+
+
+@dataclass(frozen=True)
+class TicketQuery:
+    """A parsed list request: scope, filter, search, order and page."""
+
+    scope: Scope
+    filter: Node = MATCH_ALL
+    search: Node | None = None
+    order: tuple[tuple[str, str], ...] = (("updatedAt", "DESC"),)
+    top: int = 30
+    offset: int = 0
+    nodes: tuple[Node, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", tuple(n for n in (self.scope, self.filter, self.search) if n is not None))
+
+    def matches(self, state: Mapping[str, Any] | None) -> bool:
+        return state is not None and all(node.matches(state) for node in self.nodes)
+
+    def to_q(self) -> Q:
+        q = Q()
+        for node in self.nodes:
+            q &= node.to_q()
+        return q
+
+
+_PRIORITY_RANK = Case(*[When(priority=k, then=Value(v)) for k, v in PRIORITY_RANK.items()], output_field=IntegerField())
+_STATUS_RANK = Case(*[When(status=k, then=Value(v)) for k, v in STATUS_RANK.items()], output_field=IntegerField())
+
+
+def matching_tickets(caller: Caller, query: TicketQuery) -> QuerySet[Ticket]:
+    tickets = Ticket.objects.filter(tenant=caller.tenant).filter(query.to_q())
+    return tickets
+
+
+def list_tickets(caller: Caller, query: TicketQuery) -> tuple[list[Ticket], int]:
+    """One page of the caller's matching tickets, in the requested order, and the total."""
+    tickets = matching_tickets(caller, query)
+    total = tickets.count()
+    ordering = []
+    for column, direction in query.order:
+        name = SORT_COLUMNS[column]
+        if name == "priority_rank":
+            tickets = tickets.annotate(priority_rank=_PRIORITY_RANK)
+        elif name == "status_rank":
+            tickets = tickets.annotate(status_rank=_STATUS_RANK)
+        ordering.append(f"-{name}" if direction == "DESC" else name)
+    # The id makes the order total, so pages never overlap or skip under equal keys.
+    ordering.append("id")
+    page = list(
+        tickets.select_related("assignee", "requester").order_by(*ordering)[query.offset : query.offset + query.top]
+    )
+    return page, total
+
+
+def ticket_comments(ticket: Ticket) -> QuerySet[Comment]:
+    return ticket.comments.select_related("author")
+
+
+def ticket_query_from(caller: Caller, scope_kind: str | None, body: Mapping[str, Any]) -> TicketQuery:
+    """A TicketQuery from a validated list body (TicketListBodySerializer)."""
+    from ticketing.filters import parse_filter, parse_search
+
+    scope = scope_for(caller, scope_kind)
+    order: list[tuple[str, str]] = []
+    if body.get("sort"):
+        order.append((body["sort"], (body.get("searchOrder") or "DESC").upper()))
+    for item in body.get("sortOrder") or []:
+        if item["column"] not in {c for c, _ in order}:
+            order.append((item["column"], item["order"].upper()))
+    return TicketQuery(
+        scope=scope,
+        filter=parse_filter(body.get("filter")),
+        search=parse_search(body.get("search")),
+        order=tuple(order) or (("updatedAt", "DESC"),),
+        top=body["top"],
+        offset=body["offset"],
+    )

@@ -1,0 +1,166 @@
+"""Ticket output shape (camelCase as in the spec) and DRF input validation."""
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from events.serializers import iso
+from tenants.models import Tenant, TenantUser
+from ticketing.models import Comment, Priority, Status, Ticket
+
+PRIORITY_ALIASES = {"critical": "urgent"}
+
+
+def user_ref(user: TenantUser | None) -> dict[str, str] | None:
+    return {"id": str(user.id), "name": user.display_name} if user is not None else None
+
+
+def ticket_state(ticket: Ticket) -> dict[str, Any]:
+    """The ticket as the API, the streams and the event log show it."""
+    return {
+        "id": str(ticket.id),
+        "ticketNumber": ticket.number,
+        "subject": ticket.subject,
+        "description": ticket.description,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "category": ticket.category,
+        "team": ticket.team,
+        "assignee": user_ref(ticket.assignee),
+        "requester": user_ref(ticket.requester),
+        "customer": ticket.customer,
+        "parent": str(ticket.parent_id) if ticket.parent_id else None,
+        "createdAt": iso(ticket.created_at),
+        "updatedAt": iso(ticket.updated_at),
+    }
+
+
+def comment_to_dict(comment: Comment) -> dict[str, Any]:
+    return {
+        "id": str(comment.id),
+        "ticketId": str(comment.ticket_id),
+        "author": user_ref(comment.author),
+        "body": comment.body,
+        "createdAt": iso(comment.created_at),
+    }
+
+
+class PriorityField(serializers.ChoiceField):
+    """`low, medium, high, urgent`; `critical` is accepted as `urgent`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=Priority.choices, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            data = PRIORITY_ALIASES.get(data.lower(), data.lower())
+        return super().to_internal_value(data)
+
+
+class TenantUserField(serializers.Field):
+    """A user of the caller's tenant, given by id or by username; null clears it."""
+
+    default_error_messages = {"unknown": "No user of this tenant has this id or username.", "invalid": "Must be a string."}
+
+    def to_internal_value(self, data: Any) -> TenantUser:
+        if not isinstance(data, str) or not data.strip():
+            self.fail("invalid")
+        tenant: Tenant = self.context["tenant"]
+        users = TenantUser.objects.filter(tenant=tenant)
+        try:
+            user = users.filter(id=uuid.UUID(data)).first()
+        except ValueError:
+            user = None
+        user = user or users.filter(username=data.strip()).first()
+        if user is None:
+            self.fail("unknown")
+        return user
+
+    def to_representation(self, value: TenantUser) -> dict[str, str] | None:
+        return user_ref(value)
+
+
+class ParentTicketField(serializers.Field):
+    default_error_messages = {"unknown": "No ticket of this tenant has this id.", "invalid": "Must be a ticket id."}
+
+    def to_internal_value(self, data: Any) -> Ticket:
+        try:
+            ticket_id = uuid.UUID(str(data))
+        except ValueError:
+            self.fail("invalid")
+        ticket = Ticket.objects.filter(tenant=self.context["tenant"], id=ticket_id).first()
+        if ticket is None:
+            self.fail("unknown")
+        return ticket
+
+    def to_representation(self, value: Ticket) -> str:
+        return str(value.id)
+
+
+class StrictObjectSerializer(serializers.Serializer):
+    """Refuses a body that is not an object or names fields this endpoint does not know,
+    so a typo is an error instead of a silently ignored change."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, dict):
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+        return super().to_internal_value(data)
+
+
+class TicketWriteSerializer(StrictObjectSerializer):
+    subject = serializers.CharField(max_length=300)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    status = serializers.ChoiceField(choices=Status.choices, required=False)
+    priority = PriorityField(required=False)
+    category = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    team = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    assignee = TenantUserField(required=False, allow_null=True)
+    requester = TenantUserField(required=False, allow_null=True)
+    customer = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    parent = ParentTicketField(required=False, allow_null=True)
+
+
+class CommentWriteSerializer(StrictObjectSerializer):
+    body = serializers.CharField(max_length=20000)
+
+
+# --- list / stream request body -------------------------------------------------------
+
+SORT_COLUMNS = {
+    "updatedAt": "updated_at",
+    "createdAt": "created_at",
+    "ticketNumber": "number",
+    "subject": "subject",
+    "status": "status_rank",
+    "priority": "priority_rank",
+    "category": "category",
+    "team": "team",
+    "customer": "customer",
+}
+
+
+class SortOrderItemSerializer(serializers.Serializer):
+    column = serializers.ChoiceField(choices=sorted(SORT_COLUMNS))
+    order = serializers.ChoiceField(choices=["ASC", "DESC", "asc", "desc"], default="ASC")
+
+
+class TicketListBodySerializer(StrictObjectSerializer):
+    """The body of `POST .../ticket/list` and of the list-updates stream."""
+
+    search = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False)
+    top = serializers.IntegerField(min_value=1, default=30)
+    offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
+    sort = serializers.ChoiceField(choices=sorted(SORT_COLUMNS), required=False, allow_blank=True, allow_null=True)
+    searchOrder = serializers.ChoiceField(choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True)
+    sortOrder = SortOrderItemSerializer(many=True, required=False, allow_null=True)
+    filter = serializers.JSONField(required=False, allow_null=True)
+    lastEventId = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+
+    def validate_top(self, value: int) -> int:
+        if value > settings.TICKET_LIST_MAX_TOP:
+            raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}.")
+        return value

@@ -1,0 +1,203 @@
+"""The live ticket list: `POST /api/v2/ticketing/ticket/sse/list/updates`.
+
+Gap-free start: the stream subscribes to the tenant's feed first (so it buffers every
+event committed from then on), then reads the snapshot (or the missed events) together
+with the log position they cover, then sends buffered events above that position."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from events.hub import LogEvent, fetch_log, get_hub, last_log_id, run_db
+from events.ids import event_id_to_str, parse_event_id
+from events.leases import acquire_stream_lease
+from events.selectors import event_exists
+from events.sse import EventStream, sse_frame, sse_response
+from tenants.callers import Caller, resolve_caller
+from tenants.envelope import ApiError, error_response, iso_now
+from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
+from ticketing.serializers import TicketListBodySerializer, ticket_state
+
+# Event types that carry a ticket state change; comments and the like do not move a
+# ticket in or out of a list.
+TICKET_STATE_EVENTS = frozenset(
+    {
+        "tickets.ticket.created",
+        "tickets.ticket.updated",
+        "tickets.ticket.deleted",
+        "tickets.ticket.closed",
+        "tickets.ticket.cancelled",
+        "tickets.ticket.reopened",
+        "tickets.ticket.assigned",
+        "tickets.ticket.merged",
+    }
+)
+
+
+def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """The ticket as it was before and after the event."""
+    ticket = event.payload.get("ticket")
+    if event.type == "tickets.ticket.created":
+        return None, ticket
+    if event.type == "tickets.ticket.deleted":
+        return ticket, None
+    before = dict(ticket)
+    for name, change in (event.changes or {}).items():
+        before[name] = change["from"]
+    return before, ticket
+
+
+def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID | None, list[dict], int]:
+    """The log position and the page it covers, read from one consistent snapshot."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        position = last_log_id(caller.tenant.id)
+        page, total = list_tickets(caller, query)
+        return position, [ticket_state(t) for t in page], total
+
+
+class TicketListStream(EventStream):
+    kind = "list"
+
+    def __init__(self, *, query: TicketQuery, last_event_id: uuid.UUID | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.query = query
+        self.last_event_id = last_event_id
+
+    async def opening(self) -> AsyncIterator[bytes]:
+        yield sse_frame("connected", {"connectionId": self.connection_id, "timestamp": iso_now()})
+        tenant_id = self.caller.tenant.id
+        if self.last_event_id is not None and await run_db(event_exists, tenant_id, self.last_event_id):
+            limit = settings.SSE_RESUME_MAX_EVENTS
+            missed = await run_db(fetch_log, tenant_id, self.last_event_id, limit + 1)
+            if len(missed) <= limit:
+                self.position = self.last_event_id
+                for event in missed:
+                    frame = self.accept(event)
+                    if frame is not None:
+                        yield frame
+                return
+        yield await self.snapshot(reset=self.last_event_id is not None)
+
+    async def snapshot(self, *, reset: bool) -> bytes:
+        position, tickets, total = await run_db(snapshot_at_position, self.caller, self.query)
+        self.position = position
+        data: dict[str, Any] = {"tickets": tickets, "total": total}
+        if reset:
+            data["reset"] = True
+        return sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
+
+    def render(self, event: LogEvent) -> bytes | None:
+        if event.type not in TICKET_STATE_EVENTS:
+            return None
+        before, after = states_of(event)
+        was_in, is_in = self.query.matches(before), self.query.matches(after)
+        real_create = event.type == "tickets.ticket.created"
+        real_delete = event.type == "tickets.ticket.deleted"
+        replayed = event.replayed
+        if is_in and not was_in:
+            key = ("created", real_create, replayed)
+            return event.frame(key, lambda: sse_frame("created", self._created(event, after, real_create), id=event.ulid))
+        if was_in and is_in:
+            key = ("updated", replayed)
+            return event.frame(key, lambda: sse_frame("updated", self._updated(event, after), id=event.ulid))
+        if was_in and not is_in:
+            key = ("deleted", real_delete, replayed)
+            return event.frame(key, lambda: sse_frame("deleted", self._deleted(event, before, real_delete), id=event.ulid))
+        return None
+
+    @staticmethod
+    def _created(event: LogEvent, after: Mapping[str, Any], real: bool) -> dict[str, Any]:
+        data = dict(after)
+        if not real:
+            data["reason"] = "scope"
+        if event.replayed:
+            data["replayed"] = True
+        return data
+
+    @staticmethod
+    def _updated(event: LogEvent, after: Mapping[str, Any]) -> dict[str, Any]:
+        data = dict(after)
+        data["changes"] = event.changes or {}
+        if event.replayed:
+            data["replayed"] = True
+        return data
+
+    @staticmethod
+    def _deleted(event: LogEvent, before: Mapping[str, Any], real: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": before["id"],
+            "ticketNumber": before.get("ticketNumber"),
+            "deletedAt": before.get("deletedAt") or event.occurred_at,
+        }
+        if not real:
+            data["reason"] = "scope"
+        if event.replayed:
+            data["replayed"] = True
+        return data
+
+
+def _parse_body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        raw = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "INVALID_BODY", "The request body is not valid JSON.") from None
+    serializer = TicketListBodySerializer(data=raw)
+    if not serializer.is_valid():
+        raise ApiError(400, "INVALID_BODY", "The request body is not valid.", serializer.errors)
+    return serializer.validated_data
+
+
+def _last_event_id(request: HttpRequest, body: Mapping[str, Any]) -> uuid.UUID | None:
+    raw = request.headers.get("last-event-id") or body.get("lastEventId")
+    if not raw:
+        return None
+    try:
+        return parse_event_id(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (ULID).") from None
+
+
+@csrf_exempt
+async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use POST.", headers={"Allow": "POST"}))
+    try:
+        caller = await run_db(resolve_caller, request.headers)
+        module = request.GET.get("module")
+        if module != "ticketing":
+            raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})
+        if not request.GET.get("type"):
+            raise ApiError(400, "INVALID_QUERY", "type is required (user, agent or template).")
+        body = _parse_body(request)
+        query = ticket_query_from(caller, request.GET["type"], body)
+        last_event_id = _last_event_id(request, body)
+        lease = await acquire_stream_lease(
+            "list", caller.tenant.id, caller.user.id, settings.SSE_MAX_LIST_STREAMS_PER_USER
+        )
+        if lease is None:
+            raise ApiError(
+                429,
+                "TOO_MANY_STREAMS",
+                f"At most {settings.SSE_MAX_LIST_STREAMS_PER_USER} list streams per user.",
+                headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+            )
+    except ApiError as error:
+        return error_response(error)
+    hub = get_hub()
+    try:
+        subscriber = await hub.subscribe(caller.tenant.id)
+    except Exception:
+        await lease.release()
+        return error_response(ApiError(503, "SERVICE_UNAVAILABLE", "The real-time service is unavailable."))
+    stream = TicketListStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query,
+                              last_event_id=last_event_id)
+    return sse_response(stream.frames())
