@@ -70,6 +70,7 @@ class LogEvent:
     payload: dict[str, Any]
     changes: dict[str, Any] | None
     api: dict[str, Any]
+    recipient_id: uuid.UUID | None = None
     replayed: bool = False
     frames: dict[Any, bytes] = field(default_factory=dict, repr=False)
 
@@ -84,6 +85,7 @@ class LogEvent:
             payload=event.payload,
             changes=event.changes,
             api=event_to_dict(event, replayed=replayed),
+            recipient_id=event.recipient_id,
             replayed=replayed,
         )
 
@@ -111,10 +113,14 @@ def last_log_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
 
 
 class Subscriber:
-    """A local stream's inbox: bounded; overflow marks it for closing (SLOW_CONSUMER)."""
+    """A local stream's inbox: bounded; overflow marks it for closing (SLOW_CONSUMER).
 
-    def __init__(self, tenant_id: uuid.UUID, max_pending: int | None = None) -> None:
+    Without `user_id` it receives the tenant's shared events (ticket lifecycle); with it,
+    only the events addressed to that user (notifications)."""
+
+    def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None, max_pending: int | None = None) -> None:
         self.tenant_id = tenant_id
+        self.user_id = user_id
         self.max_pending = max_pending or settings.SSE_QUEUE_MAX
         self.pending: deque[LogEvent] = deque()
         self.overflowed = False
@@ -143,6 +149,7 @@ class TenantFeed:
         self.tenant_id = tenant_id
         self.group = tenant_group(tenant_id)
         self.subscribers: set[Subscriber] = set()
+        self.by_user: dict[uuid.UUID, set[Subscriber]] = {}
         self.cursor: uuid.UUID | None = None
         self.dirty = asyncio.Event()
         self.ready = asyncio.Event()
@@ -189,8 +196,32 @@ class TenantFeed:
             if len(events) < FEED_BATCH:
                 return
 
+    def add(self, subscriber: Subscriber) -> None:
+        if subscriber.user_id is None:
+            self.subscribers.add(subscriber)
+        else:
+            self.by_user.setdefault(subscriber.user_id, set()).add(subscriber)
+
+    def discard(self, subscriber: Subscriber) -> None:
+        if subscriber.user_id is None:
+            self.subscribers.discard(subscriber)
+            return
+        users = self.by_user.get(subscriber.user_id)
+        if users is not None:
+            users.discard(subscriber)
+            if not users:
+                del self.by_user[subscriber.user_id]
+
+    @property
+    def empty(self) -> bool:
+        return not self.subscribers and not self.by_user
+
     def fan_out(self, event: LogEvent) -> None:
-        for subscriber in tuple(self.subscribers):
+        if event.recipient_id is None:
+            targets = tuple(self.subscribers)
+        else:
+            targets = tuple(self.by_user.get(event.recipient_id, ()))
+        for subscriber in targets:
             subscriber.offer(event)
 
     async def replay(self, ids: list[str]) -> None:
@@ -238,24 +269,25 @@ class EventHub:
             with contextlib.suppress(Exception):
                 await self.layer.group_discard(group, self.channel)
 
-    async def subscribe(self, tenant_id: uuid.UUID) -> Subscriber:
-        """Register a local stream; events committed after this returns reach it."""
-        subscriber = Subscriber(tenant_id)
+    async def subscribe(self, tenant_id: uuid.UUID, *, user_id: uuid.UUID | None = None) -> Subscriber:
+        """Register a local stream; events committed after this returns reach it.
+        With `user_id`: only the events addressed to that user."""
+        subscriber = Subscriber(tenant_id, user_id=user_id)
         feed = self.feeds.get(tenant_id)
         if feed is None:
             feed = self.feeds[tenant_id] = TenantFeed(self, tenant_id)
-            feed.subscribers.add(subscriber)
+            feed.add(subscriber)
             try:
                 await feed.start()
             except Exception:
                 self.feeds.pop(tenant_id, None)
                 raise
         else:
-            feed.subscribers.add(subscriber)
+            feed.add(subscriber)
             try:
                 await feed.wait_ready()
             except Exception:
-                feed.subscribers.discard(subscriber)
+                feed.discard(subscriber)
                 raise
         return subscriber
 
@@ -263,8 +295,8 @@ class EventHub:
         feed = self.feeds.get(subscriber.tenant_id)
         if feed is None:
             return
-        feed.subscribers.discard(subscriber)
-        if not feed.subscribers:
+        feed.discard(subscriber)
+        if feed.empty:
             del self.feeds[subscriber.tenant_id]
             asyncio.get_running_loop().create_task(feed.stop())
 
@@ -303,7 +335,7 @@ class EventHub:
     def stats(self) -> dict[str, int]:
         return {
             "feeds": len(self.feeds),
-            "subscribers": sum(len(f.subscribers) for f in self.feeds.values()),
+            "subscribers": sum(len(f.subscribers) + sum(map(len, f.by_user.values())) for f in self.feeds.values()),
         }
 
 

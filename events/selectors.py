@@ -16,8 +16,10 @@ def tenant_events(
     occurred_after: datetime | None = None,
     type: str | None = None,
 ) -> QuerySet[Event]:
-    """The tenant's events oldest first, optionally after a cursor, a time or of one type."""
-    events = Event.objects.filter(tenant=tenant).select_related("actor").order_by("id")
+    """The tenant's partner events oldest first, optionally after a cursor, a time or of one type."""
+    events = (
+        Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER).select_related("actor").order_by("id")
+    )
     if after_id is not None:
         events = events.filter(id__gt=after_id)
     if occurred_after is not None:
@@ -36,4 +38,8 @@ def event_exists(tenant_id: uuid.UUID, event_id: uuid.UUID) -> bool:
 
 
 def ticket_history(tenant: Tenant, ticket_id: uuid.UUID) -> QuerySet[Event]:
-    return Event.objects.filter(tenant=tenant, ticket_id=ticket_id).select_related("actor").order_by("id")
+    return (
+        Event.objects.filter(tenant=tenant, ticket_id=ticket_id, audience=Event.Audience.PARTNER)
+        .select_related("actor")
+        .order_by("id")
+    )

@@ -49,10 +49,13 @@ def record_event(
     ticket_id: uuid.UUID | None = None,
     actor: TenantUser | None = None,
     support: bool | None = None,
+    recipient: TenantUser | None = None,
 ) -> Event:
     """Insert one event in the current transaction and announce it once it commits.
 
-    `actor` and `support` default to the surrounding `acting_as(...)` context."""
+    `actor` and `support` default to the surrounding `acting_as(...)` context. An event
+    with a `recipient` is private to that user (audience "user"): it reaches only their
+    streams and never the partner feed."""
     if not connection.in_atomic_block:
         raise RuntimeError("record_event must run inside the transaction of the change it records")
     acting = current_acting()
@@ -68,6 +71,8 @@ def record_event(
         changes=changes,
         actor=actor if actor is not None else acting.actor,
         support=acting.support if support is None else support,
+        audience=Event.Audience.USER if recipient is not None else Event.Audience.PARTNER,
+        recipient=recipient,
     )
     transaction.on_commit(lambda: announce_commit(tenant.id, event.id))
     return event

@@ -104,9 +104,12 @@ class EventStream:
         logger.info("event=stream_open kind=%s conn=%s tenant=%s user=%s", self.kind, self.connection_id,
                     self.caller.tenant.id, self.caller.user.id)
         try:
-            yield b"retry: 3000\n\n"
+            first = True
             async for frame in self.opening():
-                yield frame
+                # Tell EventSource clients how soon to reconnect, inside the first frame
+                # (a retry-only block is dispatched as an empty message by some clients).
+                yield (b"retry: 3000\n" + frame) if first else frame
+                first = False
             while True:
                 for event in self.subscriber.drain():
                     frame = self.accept(event)

@@ -83,6 +83,18 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
     )
 
 
+def resolve_request_caller(request: Any) -> Caller:
+    """For views outside DRF (the streams): the headers, or, when no Authorization header
+    is sent, the session of a Django account linked to a tenant user (a same-origin
+    browser page using native EventSource). Blocking: call it through run_db."""
+    if "authorization" not in request.headers:
+        account = getattr(request, "user", None)
+        tenant_user = getattr(account, "tenant_user", None) if account is not None and account.is_authenticated else None
+        if tenant_user is not None:
+            return caller_for_user(tenant_user)
+    return resolve_caller(request.headers)
+
+
 def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:
     """A Caller for a known user without a token (browser session, management commands)."""
     return Caller(

@@ -19,7 +19,7 @@ from events.ids import event_id_to_str, parse_event_id
 from events.leases import acquire_stream_lease
 from events.selectors import event_exists
 from events.sse import EventStream, sse_frame, sse_response
-from tenants.callers import Caller, resolve_caller
+from tenants.callers import Caller, resolve_request_caller
 from tenants.envelope import ApiError, error_response, iso_now
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
 from ticketing.serializers import TicketListBodySerializer, ticket_state
@@ -171,7 +171,7 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use POST.", headers={"Allow": "POST"}))
     try:
-        caller = await run_db(resolve_caller, request.headers)
+        caller = await run_db(resolve_request_caller, request)
         module = request.GET.get("module")
         if module != "ticketing":
             raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})

@@ -1,0 +1,125 @@
+"""Shared fixtures: the two-tenant world, API clients, and real server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from tenants.callers import clear_realm_cache
+from tests.builders import World, make_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    clear_realm_cache()
+    yield
+    clear_realm_cache()
+
+
+@pytest.fixture
+def acme(db: None) -> World:
+    return make_world("acme", origins=("https://app.acme.example",))
+
+
+@pytest.fixture
+def globex(db: None) -> World:
+    return make_world("globex", origins=("https://desk.globex.example",))
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    if connection.vendor == "postgresql":
+        user = db.get("USER") or "postgres"
+        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+        return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    return f"sqlite:///{db['NAME']}"
+
+
+class ServerProcess:
+    """A real daphne process serving config.asgi on a free port, against the test database."""
+
+    def __init__(self, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "SECRET_KEY": "test-only-secret-key",
+            "DEBUG": "0",
+            "SSE_HEARTBEAT_SECONDS": "1",
+            "EVENT_HUB_POLL_SECONDS": "0.5",
+            "SSE_LEASE_SECONDS": "6",
+            "LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ServerProcess:
+        log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(ROOT / f'.server-{self.port}.log').read_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.url}/api/schema/", timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start in 30 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        (ROOT / f".server-{self.port}.log").unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
+    """One server process for the session's stream tests."""
+    proc = ServerProcess().start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def second_server(django_db_setup: None) -> Iterator[ServerProcess]:
+    proc = ServerProcess().start()
+    yield proc
+    proc.stop()

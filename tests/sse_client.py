@@ -1,0 +1,59 @@
+"""A small real SSE client for tests, on httpx + httpx-sse, with every wait bounded."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource, ServerSentEvent
+
+
+@dataclass
+class Frame:
+    event: str
+    data: Any
+    id: str | None
+
+
+class SseStream:
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.events = EventSource(response).iter_sse()
+        self.last_id: str | None = None
+
+    def next(self, *, skip: tuple[str, ...] = ("heartbeat",), timeout: float = 10.0) -> Frame:
+        """The next frame whose event is not in `skip`; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sse: ServerSentEvent = next(self.events)
+            if sse.id:
+                self.last_id = sse.id
+            if sse.event in skip:
+                continue
+            return Frame(sse.event, json.loads(sse.data) if sse.data else None, sse.id or None)
+        raise TimeoutError(f"no frame within {timeout} s")
+
+    def collect(self, count: int, **kwargs: Any) -> list[Frame]:
+        return [self.next(**kwargs) for _ in range(count)]
+
+
+@contextmanager
+def open_stream(method: str, url: str, *, headers: dict[str, str], json_body: Any = None,
+                read_timeout: float = 10.0) -> Iterator[SseStream]:
+    """Open a stream; fails unless the server answers 200 text/event-stream."""
+    with httpx.Client(timeout=httpx.Timeout(10.0, read=read_timeout)) as client, client.stream(
+        method, url, headers={"accept": "text/event-stream", **headers}, json=json_body
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+            raise AssertionError(f"stream refused: {response.status_code} {response.text}")
+        yield SseStream(response)
+
+
+def list_updates_url(base: str, type: str = "template") -> str:
+    return f"{base}/api/v2/ticketing/ticket/sse/list/updates?type={type}&module=ticketing"
