@@ -1,0 +1,155 @@
+"""Turning the request headers into a caller: every failure has its status and code."""
+
+import time
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tenants.models import Realm, TenantUser
+from tests.builders import World, base_claims, signed
+
+EVENTS = "/v2/system/events"
+
+
+def get(api, headers: dict[str, str]):
+    return api.get(EVENTS, headers=headers)
+
+
+def assert_error(response, status: int, code: str) -> None:
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    assert "details" in body["error"] and body["timestamp"]
+
+
+@pytest.mark.django_db
+class TestHeaderErrors:
+    def test_valid_headers_are_accepted(self, api, acme: World):
+        assert get(api, acme.headers("alice")).status_code == 200
+
+    def test_missing_tenant_header_is_400(self, api, acme: World):
+        headers = acme.headers("alice")
+        del headers["x-tenantid"]
+        assert_error(get(api, headers), 400, "MISSING_HEADER")
+
+    @pytest.mark.parametrize("value", ["not-a-uuid", "123", "' OR 1=1 --", "0" * 40])
+    def test_malformed_tenant_header_is_400(self, api, acme: World, value: str):
+        assert_error(get(api, {**acme.headers("alice"), "x-tenantid": value}), 400, "INVALID_HEADER")
+
+    def test_missing_realm_header_is_400(self, api, acme: World):
+        headers = acme.headers("alice")
+        del headers["realmname"]
+        assert_error(get(api, headers), 400, "MISSING_HEADER")
+
+    def test_malformed_realm_header_is_400(self, api, acme: World):
+        assert_error(get(api, {**acme.headers("alice"), "realmname": "../etc/passwd"}), 400, "INVALID_HEADER")
+
+    @pytest.mark.parametrize("value", ["yes", "1", "TRUE!", "maybe"])
+    def test_support_flag_other_than_true_false_is_400(self, api, acme: World, value: str):
+        assert_error(get(api, {**acme.headers("admin"), "issupportrequest": value}), 400, "INVALID_HEADER")
+
+
+@pytest.mark.django_db
+class TestTenantAndRealm:
+    def test_unknown_tenant_is_404(self, api, acme: World):
+        headers = {**acme.headers("alice"), "x-tenantid": "00000000-0000-4000-8000-000000000000"}
+        assert_error(get(api, headers), 404, "TENANT_NOT_FOUND")
+
+    def test_inactive_tenant_is_404(self, api, acme: World):
+        acme.tenant.active = False
+        acme.tenant.save()
+        assert_error(get(api, acme.headers("alice")), 404, "TENANT_NOT_FOUND")
+
+    def test_unknown_realm_is_404(self, api, acme: World):
+        assert_error(get(api, {**acme.headers("alice"), "realmname": "nope"}), 404, "REALM_NOT_FOUND")
+
+    def test_inactive_realm_is_404(self, api, acme: World):
+        Realm.objects.filter(pk=acme.realm.pk).update(active=False)
+        assert_error(get(api, acme.headers("alice")), 404, "REALM_NOT_FOUND")
+
+    def test_realm_of_another_tenant_is_404(self, api, acme: World, globex: World):
+        headers = {**acme.headers("alice"), "realmname": "other"}
+        Realm.objects.create(tenant=globex.tenant, name="other", secret="x" * 40)
+        assert_error(get(api, headers), 404, "REALM_NOT_FOUND")
+
+
+@pytest.mark.django_db
+class TestTokens:
+    def test_missing_token_is_401(self, api, acme: World):
+        headers = acme.headers("alice")
+        del headers["Authorization"]
+        assert_error(get(api, headers), 401, "MISSING_TOKEN")
+
+    @pytest.mark.parametrize("value", ["Bearer", "Basic abc", "Bearer not-a-jwt", "Token a.b.c", "Bearer a.b"])
+    def test_malformed_authorization_is_401(self, api, acme: World, value: str):
+        assert_error(get(api, {**acme.headers("alice"), "Authorization": value}), 401, "INVALID_TOKEN")
+
+    def test_expired_token_is_401_token_expired(self, api, acme: World):
+        token = signed(base_claims(acme, exp=int(time.time()) - 5), acme.realm.secret)
+        assert_error(get(api, acme.raw_headers(token)), 401, "TOKEN_EXPIRED")
+
+    def test_wrongly_signed_token_is_401(self, api, acme: World):
+        token = signed(base_claims(acme), "some-other-secret-0123456789abcdefghij")
+        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+
+    def test_alg_none_token_is_401(self, api, acme: World):
+        token = signed(base_claims(acme), None, algorithm="none")
+        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+
+    def test_token_from_another_realm_is_401(self, api, acme: World, globex: World):
+        token = globex.token("alice")
+        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+
+    def test_token_with_wrong_issuer_is_401(self, api, acme: World):
+        token = signed(base_claims(acme, iss="https://evil.example/realms/acme"), acme.realm.secret)
+        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+
+    def test_token_without_expiry_is_401(self, api, acme: World):
+        claims = base_claims(acme)
+        del claims["exp"]
+        assert_error(get(api, acme.raw_headers(signed(claims, acme.realm.secret))), 401, "INVALID_TOKEN")
+
+    def test_token_without_known_role_is_403(self, api, acme: World):
+        token = signed(base_claims(acme, realm_access={"roles": ["offline_access"]}), acme.realm.secret)
+        assert_error(get(api, acme.raw_headers(token)), 403, "MISSING_ROLE")
+
+    def test_support_request_without_support_role_is_403(self, api, acme: World):
+        headers = {**acme.headers("alice"), "issupportrequest": "true"}
+        assert_error(get(api, headers), 403, "SUPPORT_ROLE_REQUIRED")
+
+    def test_support_request_with_support_role_is_allowed(self, api, acme: World):
+        assert get(api, {**acme.headers("admin"), "issupportrequest": "true"}).status_code == 200
+
+    def test_rs256_realm_verifies_with_its_public_key(self, api, acme: World):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+        Realm.objects.create(tenant=acme.tenant, name="kc", algorithm="RS256", public_key=public_pem,
+                             issuer="https://kc.example/realms/kc")
+        private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        claims = base_claims(acme, iss="https://kc.example/realms/kc")
+        headers = {**acme.raw_headers(signed(claims, private_pem, algorithm="RS256")), "realmname": "kc"}
+        assert get(api, headers).status_code == 200
+
+
+@pytest.mark.django_db
+class TestUserRecord:
+    def test_unknown_subject_creates_the_user_from_the_token(self, api, acme: World):
+        claims = base_claims(acme, sub="kc-subject-42", preferred_username="erin", name="Erin Example",
+                             email="erin@acme.example", realm_access={"roles": ["agent"]}, teams=["/support/l2"])
+        assert get(api, acme.raw_headers(signed(claims, acme.realm.secret))).status_code == 200
+        erin = TenantUser.objects.get(tenant=acme.tenant, subject="kc-subject-42")
+        assert (erin.username, erin.name, erin.email, erin.roles, erin.teams) == (
+            "erin", "Erin Example", "erin@acme.example", ["agent"], ["l2"]
+        )
+
+    def test_changed_claims_refresh_the_user(self, api, acme: World):
+        claims = base_claims(acme, "alice", name="Alice Renamed", realm_access={"roles": ["agent", "admin"]})
+        assert get(api, acme.raw_headers(signed(claims, acme.realm.secret))).status_code == 200
+        alice = TenantUser.objects.get(pk=acme.users["alice"].pk)
+        assert alice.name == "Alice Renamed" and alice.roles == ["admin", "agent"]

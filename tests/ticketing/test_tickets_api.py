@@ -1,0 +1,209 @@
+"""The ticket REST API: shapes, permissions, bad input, and tenant isolation."""
+
+import re
+
+import pytest
+
+from events.models import Event
+from tests.builders import World
+from ticketing.models import Comment, Ticket
+
+pytestmark = pytest.mark.django_db
+BASE = "/api/v2/ticketing/ticket"
+
+
+def create(api, world: World, user: str = "alice", **fields):
+    return api.post(BASE, {"subject": "VPN down", **fields}, format="json", headers=world.headers(user))
+
+
+def test_create_returns_the_ticket_in_camel_case_with_a_number(api, acme: World):
+    response = create(api, acme, priority="critical", team="operation", assignee="alice", category="Network")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["success"] is True and body["timestamp"]
+    ticket = body["data"]
+    assert re.fullmatch(r"TKT-\d{4}-\d{6}", ticket["ticketNumber"])
+    assert ticket["priority"] == "urgent"  # critical is an alias on input only
+    assert ticket["assignee"] == {"id": str(acme.users["alice"].id), "name": "Alice"}
+    assert ticket["requester"]["id"] == str(acme.users["alice"].id)
+    assert set(ticket) >= {"id", "subject", "status", "team", "createdAt", "updatedAt", "customer", "parent"}
+
+
+def test_ticket_numbers_follow_each_other_per_tenant(api, acme: World, globex: World):
+    first = create(api, acme).json()["data"]["ticketNumber"]
+    second = create(api, acme).json()["data"]["ticketNumber"]
+    other = create(api, globex).json()["data"]["ticketNumber"]
+    assert int(second[-6:]) == int(first[-6:]) + 1
+    assert other.endswith("000001")
+
+
+def test_assignee_by_user_id_or_username(api, acme: World):
+    carol = acme.users["carol"]
+    by_id = create(api, acme, assignee=str(carol.id)).json()["data"]
+    by_name = create(api, acme, assignee="carol").json()["data"]
+    assert by_id["assignee"]["id"] == by_name["assignee"]["id"] == str(carol.id)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"subject": ""},
+        {"description": "no subject"},
+        {"subject": "x", "priority": "extreme"},
+        {"subject": "x", "status": "done"},
+        {"subject": "x", "assignee": "nobody"},
+        {"subject": "x", "surprise": 1},
+        {"subject": "x", "parent": "not-a-uuid"},
+        ["subject"],
+    ],
+)
+def test_bad_create_body_is_400_and_creates_nothing(api, acme: World, body):
+    response = api.post(BASE, body, format="json", headers=acme.headers("alice"))
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] in {"INVALID_BODY", "VALIDATION_ERROR"}
+    assert Ticket.objects.count() == 0 and Event.objects.count() == 0
+
+
+def test_malformed_json_is_400_in_the_envelope(api, acme: World):
+    response = api.generic("POST", BASE, "{not json", content_type="application/json", headers=acme.headers("alice"))
+    assert response.status_code == 400
+    assert response.json()["success"] is False
+
+
+def test_assignee_from_another_tenant_is_refused(api, acme: World, globex: World):
+    response = create(api, acme, assignee=str(globex.users["alice"].id))
+    assert response.status_code == 400
+    assert Ticket.objects.count() == 0
+
+
+def test_update_changes_fields_and_ignores_nothing(api, acme: World):
+    ticket = create(api, acme).json()["data"]
+    response = api.patch(f"{BASE}/{ticket['id']}", {"status": "in_progress", "assignee": "carol"}, format="json",
+                         headers=acme.headers("alice"))
+    assert response.status_code == 200
+    assert response.json()["data"]["status"] == "in_progress"
+    assert response.json()["data"]["assignee"]["id"] == str(acme.users["carol"].id)
+
+
+def test_end_user_sees_only_own_tickets(api, acme: World):
+    mine = create(api, acme, user="bob").json()["data"]
+    theirs = create(api, acme, user="dave").json()["data"]
+    assert api.get(f"{BASE}/{mine['id']}", headers=acme.headers("bob")).status_code == 200
+    assert api.get(f"{BASE}/{theirs['id']}", headers=acme.headers("bob")).status_code == 404
+    listed = api.post(f"{BASE}/list", {"top": 50}, format="json", headers=acme.headers("bob")).json()["data"]
+    assert [t["id"] for t in listed["tickets"]] == [mine["id"]]
+
+
+def test_end_user_cannot_assign_but_can_cancel(api, acme: World):
+    ticket = create(api, acme, user="bob").json()["data"]
+    url = f"{BASE}/{ticket['id']}"
+    refused = api.patch(url, {"assignee": "alice"}, format="json", headers=acme.headers("bob"))
+    assert refused.status_code == 403
+    assert Ticket.objects.get(pk=ticket["id"]).assignee_id is None
+    assert api.patch(url, {"status": "cancelled"}, format="json", headers=acme.headers("bob")).status_code == 200
+
+
+def test_delete_needs_admin(api, acme: World):
+    ticket = create(api, acme).json()["data"]
+    url = f"{BASE}/{ticket['id']}"
+    assert api.delete(url, headers=acme.headers("alice")).status_code == 403
+    assert api.delete(url, headers=acme.headers("admin")).status_code == 204
+    assert api.get(url, headers=acme.headers("admin")).status_code == 404
+    assert Event.objects.filter(type="tickets.ticket.deleted", ticket_id=ticket["id"]).count() == 1
+
+
+def test_deleting_a_parent_records_each_child_detached(api, acme: World):
+    parent = create(api, acme).json()["data"]
+    child = create(api, acme, parent=parent["id"]).json()["data"]
+    assert api.delete(f"{BASE}/{parent['id']}", headers=acme.headers("admin")).status_code == 204
+    detached = Event.objects.filter(ticket_id=child["id"]).order_by("-id").first()
+    assert detached.changes["parent"] == {"from": parent["id"], "to": None}
+
+
+def test_comments_are_added_and_listed(api, acme: World):
+    ticket = create(api, acme).json()["data"]
+    url = f"{BASE}/{ticket['id']}/comments"
+    assert api.post(url, {"body": "Rebooted the router"}, format="json", headers=acme.headers("alice")).status_code == 201
+    assert api.post(url, {"body": ""}, format="json", headers=acme.headers("alice")).status_code == 400
+    comments = api.get(url, headers=acme.headers("alice")).json()["data"]
+    assert [c["body"] for c in comments] == ["Rebooted the router"]
+    assert Event.objects.filter(type="tickets.ticket.comment_added").count() == 1
+
+
+def test_list_filters_sorts_and_pages(api, acme: World):
+    for i, priority in enumerate(["low", "urgent", "high", "urgent"]):
+        create(api, acme, subject=f"Ticket {i}", priority=priority)
+    body = {
+        "top": 1, "offset": 1, "sort": "priority", "searchOrder": "DESC",
+        "filter": {"op": "OR", "operand": [
+            {"id": "p", "op": "IN", "column": "priority", "operand": ["urgent", "high"]},
+        ]},
+    }
+    page = api.post(f"{BASE}/list", body, format="json", headers=acme.headers("alice")).json()["data"]
+    assert page["total"] == 3
+    assert [t["priority"] for t in page["tickets"]] == ["urgent"]
+    everything = api.post(f"{BASE}/list", {**body, "top": 10, "offset": 0}, format="json",
+                          headers=acme.headers("alice")).json()["data"]
+    assert [t["priority"] for t in everything["tickets"]] == ["urgent", "urgent", "high"]
+
+
+def test_list_search_is_case_insensitive_over_subject_description_and_number(api, acme: World):
+    vpn = create(api, acme, subject="VPN flaps").json()["data"]
+    create(api, acme, subject="Printer", description="the vpn client crashes")
+    create(api, acme, subject="Mouse")
+    page = api.post(f"{BASE}/list", {"top": 10, "search": "vpn"}, format="json", headers=acme.headers("alice"))
+    assert page.json()["data"]["total"] == 2
+    by_number = api.post(f"{BASE}/list", {"top": 10, "search": vpn["ticketNumber"].lower()}, format="json",
+                         headers=acme.headers("alice"))
+    assert [t["id"] for t in by_number.json()["data"]["tickets"]] == [vpn["id"]]
+
+
+def test_list_bad_filter_is_422_naming_the_condition(api, acme: World):
+    body = {"top": 10, "filter": {"op": "AND", "operand": [{"id": "c-7", "op": "GT", "column": "status",
+                                                            "operand": "open"}]}}
+    response = api.post(f"{BASE}/list", body, format="json", headers=acme.headers("alice"))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "INVALID_FILTER"
+    assert response.json()["error"]["details"]["conditionId"] == "c-7"
+
+
+@pytest.mark.parametrize("body", [{"top": 0}, {"top": 10_000}, {"top": "ten"}, {"offset": -1},
+                                  {"sort": "password"}, {"searchOrder": "SIDEWAYS"}, {"unknown": True}])
+def test_list_bad_body_is_400(api, acme: World, body):
+    response = api.post(f"{BASE}/list", body, format="json", headers=acme.headers("alice"))
+    assert response.status_code == 400, response.content
+
+
+def test_list_query_count_does_not_grow_with_the_page(api, acme: World, django_assert_max_num_queries):
+    for i in range(25):
+        create(api, acme, subject=f"T{i}", assignee="alice")
+    with django_assert_max_num_queries(6):
+        response = api.post(f"{BASE}/list", {"top": 25}, format="json", headers=acme.headers("alice"))
+    assert len(response.json()["data"]["tickets"]) == 25
+
+
+class TestTenantIsolation:
+    """A caller of globex reads, changes and pages nothing of acme."""
+
+    def test_other_tenant_cannot_read_change_delete_or_comment(self, api, acme: World, globex: World):
+        ticket = create(api, acme).json()["data"]
+        url = f"{BASE}/{ticket['id']}"
+        intruder = globex.headers("admin")
+        assert api.get(url, headers=intruder).status_code == 404
+        assert api.patch(url, {"subject": "pwned"}, format="json", headers=intruder).status_code == 404
+        assert api.delete(url, headers=intruder).status_code == 404
+        assert api.get(f"{url}/comments", headers=intruder).status_code == 404
+        assert api.post(f"{url}/comments", {"body": "hi"}, format="json", headers=intruder).status_code == 404
+        assert Ticket.objects.get(pk=ticket["id"]).subject == "VPN down"
+        assert Comment.objects.count() == 0
+
+    def test_other_tenant_lists_and_pages_nothing(self, api, acme: World, globex: World):
+        create(api, acme)
+        listed = api.post(f"{BASE}/list", {"top": 50}, format="json", headers=globex.headers("admin"))
+        assert listed.json()["data"]["total"] == 0
+        events = api.get("/v2/system/events", headers=globex.headers("admin")).json()
+        assert events["result"] == []
+
+    def test_token_of_one_tenant_with_the_other_tenant_header_is_refused(self, api, acme: World, globex: World):
+        headers = {**acme.headers("admin"), "x-tenantid": str(globex.tenant.id), "realmname": globex.realm.name}
+        assert api.get("/v2/system/events", headers=headers).status_code == 401
