@@ -168,7 +168,9 @@ class Group(Node):
 
     def to_q(self) -> Q:
         if not self.children:
-            return Q()
+            # Not Q(): Django drops an empty Q when combining, which would turn
+            # `x OR (empty group)` into `x` instead of "everything".
+            return Q(pk__isnull=False)
         combine = (lambda a, b: a & b) if self.op == "AND" else (lambda a, b: a | b)
         return reduce(combine, (c.to_q() for c in self.children))
 

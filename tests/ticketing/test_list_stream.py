@@ -1,5 +1,7 @@
 """The live ticket list, against a real server process with a real SSE client."""
 
+import time
+
 import httpx
 import pytest
 
@@ -45,3 +47,233 @@ def test_stream_sends_connected_snapshot_then_created_and_updated(server, acme: 
         assert updated.event == "updated"
         assert updated.data["changes"]["status"] == {"from": "open", "to": "in_progress"}
         assert updated.id > created.id
+
+
+def status_filter(*statuses: str) -> dict:
+    return {**BODY, "filter": {"op": "AND", "operand": [
+        {"id": "st", "op": "IN", "column": "status", "operand": list(statuses)}]}}
+
+
+def test_tickets_entering_and_leaving_the_filter_come_as_created_and_deleted_with_reason_scope(server, acme: World):
+    ticket = create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"),
+                     json_body=status_filter("open")) as stream:
+        assert [stream.next().event, stream.next().event] == ["connected", "snapshot"]
+        patch(server, acme, ticket["id"], status="in_progress")
+        left = stream.next()
+        assert left.event == "deleted" and left.data["reason"] == "scope"
+        assert left.data["id"] == ticket["id"] and left.data["ticketNumber"] == ticket["ticketNumber"]
+        patch(server, acme, ticket["id"], status="on_hold")  # outside before and after: nothing
+        patch(server, acme, ticket["id"], status="open")
+        entered = stream.next()
+        assert entered.event == "created" and entered.data["reason"] == "scope"
+        assert entered.data["status"] == "open"
+
+
+def test_a_real_delete_is_sent_without_reason(server, acme: World):
+    ticket = create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("admin"), json_body=BODY) as stream:
+        stream.collect(2)
+        assert httpx.delete(f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}", headers=acme.headers("admin"),
+                            timeout=10).status_code == 204
+        deleted = stream.next()
+        assert deleted.event == "deleted" and "reason" not in deleted.data and deleted.data["deletedAt"]
+
+
+def test_agent_scope_gets_only_tickets_of_the_agent_or_their_teams(server, acme: World):
+    with open_stream("POST", list_updates_url(server.url, "agent"), headers=acme.headers("carol"),
+                     json_body=BODY) as stream:
+        stream.collect(2)
+        create(server, acme, team="operation")  # not carol's team, not assigned to her
+        mine = create(server, acme, team="operation", assignee="carol")
+        team = create(server, acme, team="network")
+        assert [stream.next().data["id"], stream.next().data["id"]] == [mine["id"], team["id"]]
+
+
+def test_user_scope_gets_only_the_callers_requests(server, acme: World):
+    with open_stream("POST", list_updates_url(server.url, "user"), headers=acme.headers("bob"),
+                     json_body=BODY) as stream:
+        stream.collect(2)
+        create(server, acme, user="dave")
+        own = create(server, acme, user="bob")
+        assert stream.next().data["id"] == own["id"]
+
+
+def test_search_applies_to_live_events(server, acme: World):
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"),
+                     json_body={**BODY, "search": "vpn"}) as stream:
+        stream.collect(2)
+        create(server, acme, subject="Printer")
+        vpn = create(server, acme, subject="VPN again")
+        assert stream.next().data["id"] == vpn["id"]
+
+
+def test_resume_with_last_event_id_replays_exactly_what_was_missed(server, acme: World):
+    first = create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        patch(server, acme, first["id"], priority="low")
+        seen = stream.next()
+        last_id = seen.id
+    # Missed while disconnected:
+    second = create(server, acme, subject="while away")
+    patch(server, acme, first["id"], status="on_hold")
+    headers = {**acme.headers("alice"), "Last-Event-ID": last_id}
+    with open_stream("POST", list_updates_url(server.url), headers=headers, json_body=BODY) as stream:
+        assert stream.next().event == "connected"
+        replayed = stream.collect(2)
+        assert [(f.event, f.data["id"]) for f in replayed] == [("created", second["id"]), ("updated", first["id"])]
+        assert replayed[1].data["changes"]["status"] == {"from": "open", "to": "on_hold"}
+        assert last_id < replayed[0].id < replayed[1].id
+        live = create(server, acme, subject="live again")
+        assert stream.next().data["id"] == live["id"]  # then live, nothing repeated in between
+
+
+def test_resume_id_in_the_body_works_like_the_header(server, acme: World):
+    create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        snapshot = stream.collect(2)[1]
+    missed = create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"),
+                     json_body={**BODY, "lastEventId": snapshot.id}) as stream:
+        assert stream.collect(2)[1].data["id"] == missed["id"]
+
+
+def test_unknown_last_event_id_gets_a_fresh_snapshot_marked_reset(server, acme: World):
+    create(server, acme)
+    headers = {**acme.headers("alice"), "Last-Event-ID": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
+    with open_stream("POST", list_updates_url(server.url), headers=headers, json_body=BODY) as stream:
+        snapshot = stream.collect(2)[1]
+        assert snapshot.event == "snapshot" and snapshot.data["reset"] is True and snapshot.data["total"] == 1
+
+
+def test_token_expiry_sends_token_expired_and_closes(server, acme: World):
+    headers = acme.headers("alice", ttl=2)
+    with open_stream("POST", list_updates_url(server.url), headers=headers, json_body=BODY) as stream:
+        stream.collect(2)
+        error = stream.next(timeout=8)
+        assert error.event == "error" and error.data["code"] == "TOKEN_EXPIRED"
+        with pytest.raises(StopIteration):
+            stream.next(timeout=5)
+
+
+def test_heartbeats_keep_an_idle_stream_alive(server, acme: World):
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        beat = stream.next(skip=(), timeout=5)
+        assert beat.event == "heartbeat" and beat.data["timestamp"]
+
+
+def test_streams_of_one_tenant_never_see_another_tenants_tickets(server, acme: World, globex: World):
+    with open_stream("POST", list_updates_url(server.url), headers=globex.headers("admin"),
+                     json_body=BODY) as stream:
+        snapshot = stream.collect(2)[1]
+        assert snapshot.data["total"] == 0
+        create(server, acme, subject="acme secret")
+        own = create(server, globex, subject="globex ticket")
+        assert stream.next().data["id"] == own["id"]
+
+
+def test_response_headers_make_proxies_stream_it(server, acme: World):
+    with httpx.stream("POST", list_updates_url(server.url), headers={**acme.headers("alice"),
+                      "Accept-Encoding": "gzip"}, json=BODY, timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("query", "body", "status", "code"),
+    [
+        ("type=template&module=ticketing", {"top": "ten"}, 400, "INVALID_BODY"),
+        ("type=template&module=ticketing", {"top": 10, "bogus": 1}, 400, "INVALID_BODY"),
+        ("type=template&module=assets", BODY, 400, "INVALID_QUERY"),
+        ("type=everything&module=ticketing", BODY, 400, "INVALID_QUERY"),
+        ("module=ticketing", BODY, 400, "INVALID_QUERY"),
+        ("type=template&module=ticketing",
+         {**BODY, "filter": {"op": "AND", "operand": [{"id": "f1", "op": "EQ", "column": "secret", "operand": 1}]}},
+         422, "INVALID_FILTER"),
+    ],
+)
+def test_bad_requests_are_refused_before_any_stream_opens(server, acme: World, query, body, status, code):
+    response = httpx.post(f"{server.url}/api/v2/ticketing/ticket/sse/list/updates?{query}",
+                          headers=acme.headers("alice"), json=body, timeout=10)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+
+
+def test_non_json_body_is_400(server, acme: World):
+    response = httpx.post(list_updates_url(server.url), headers={**acme.headers("alice"),
+                          "content-type": "application/json"}, content=b"{oops", timeout=10)
+    assert response.status_code == 400
+
+
+def test_auth_failures_are_refused_before_any_stream_opens(server, acme: World):
+    url = list_updates_url(server.url)
+    assert httpx.post(url, headers={**acme.headers("alice"), "Authorization": "Bearer x.y.z"}, json=BODY,
+                      timeout=10).status_code == 401
+    assert httpx.post(url, headers={**acme.headers("alice"), "x-tenantid": "nope"}, json=BODY,
+                      timeout=10).status_code == 400
+    # An end user may not watch the whole tenant.
+    response = httpx.post(url, headers=acme.headers("bob"), json=BODY, timeout=10)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme: World):
+    from contextlib import ExitStack
+
+    url = list_updates_url(server.url)
+    with ExitStack() as stack:
+        streams = [stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
+                   for _ in range(8)]
+        for stream in streams:
+            stream.next()
+        refused = httpx.post(url, headers=acme.headers("carol"), json=BODY, timeout=10)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
+        # Another user is not affected.
+        with open_stream("POST", url, headers=acme.headers("alice"), json_body=BODY) as other:
+            assert other.next().event == "connected"
+    # All eight clients went away: their slots are free again within seconds.
+    deadline = time.monotonic() + 5
+    while True:
+        with httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10) as response:
+            if response.status_code == 200 or time.monotonic() > deadline:
+                break
+        time.sleep(0.2)
+    assert response.status_code == 200
+
+
+def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, acme: World, settings):
+    """The change is made in this process with its broadcast sent nowhere the server listens."""
+    from channels.layers import channel_layers
+
+    from tenants.callers import caller_for_user
+    from ticketing import services
+
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+        channel_layers.backends.clear()
+        try:
+            ticket = services.create_ticket(caller=caller_for_user(acme.users["alice"]),
+                                            data={"subject": "silent change"})
+        finally:
+            channel_layers.backends.clear()
+        arrived = stream.next(timeout=5)
+        assert arrived.event == "created" and arrived.data["id"] == str(ticket.id)
+
+
+def test_a_change_made_through_one_worker_reaches_a_stream_on_another(server, second_server, acme: World):
+    with open_stream("POST", list_updates_url(second_server.url), headers=acme.headers("alice"),
+                     json_body=BODY) as stream:
+        stream.collect(2)
+        started = time.monotonic()
+        ticket = create(server, acme, subject="from worker A")
+        arrived = stream.next(timeout=5)
+        assert arrived.data["id"] == ticket["id"]
+        assert time.monotonic() - started < 3
