@@ -32,7 +32,11 @@ run: install
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+	@# The SLA monitor runs beside the server and stops when the server exits.
+	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
+	trap 'kill $$monitor 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application; status=$$?; \
+	kill $$monitor 2>/dev/null; wait $$monitor 2>/dev/null; exit $$status
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).

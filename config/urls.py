@@ -14,6 +14,8 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="api-docs",
     ),
+    # Before ticketing.urls, whose `ticket/<ticket_id>` would match `ticket/notifications`.
+    path("api/v2/ticketing/", include("notifications.urls")),
     path("api/v2/ticketing/", include("ticketing.urls")),
     path("v2/system/events", SystemEventsView.as_view(), name="system-events"),
     path("api/v2/system/events", SystemEventsView.as_view(), name="api-system-events"),

@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 
 from events.selectors import ticket_history
-from ticketing.models import Comment, Status, Ticket, Watcher
+from ticketing.models import Approval, Comment, SlaPolicy, Status, Ticket, TicketMarks, TicketSla, Watcher
 from ticketing.services import bulk_set_status
 
 
@@ -70,3 +70,77 @@ class CommentAdmin(admin.ModelAdmin):
     search_fields = ("body", "ticket__number")
     list_select_related = ("ticket", "author")
     readonly_fields = ("ticket", "author", "created_at")
+
+
+# --- approvals, SLAs, merge and escalation state (issue 4) ------------------------------
+
+
+class ApprovalInline(admin.TabularInline):
+    model = Approval
+    extra = 0
+    fields = ("approval_type", "approver", "requested_by", "state", "decided_at", "decision_comment")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class SlaInline(admin.StackedInline):
+    model = TicketSla
+    fk_name = "ticket"
+    can_delete = False
+    exclude = ("tenant",)
+    readonly_fields = [f.name for f in TicketSla._meta.fields if f.name not in ("tenant",)]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class MarksInline(admin.StackedInline):
+    model = TicketMarks
+    fk_name = "ticket"
+    can_delete = False
+    readonly_fields = ("merged_into", "merged_at", "escalation_level", "escalated_at")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, SlaInline, MarksInline]
+
+
+@admin.register(SlaPolicy)
+class SlaPolicyAdmin(admin.ModelAdmin):
+    """Editable: a policy applies to tickets created (or changing priority) afterwards."""
+
+    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent")
+    list_filter = ("tenant", "priority")
+    list_select_related = ("tenant",)
+
+
+@admin.register(Approval)
+class ApprovalAdmin(admin.ModelAdmin):
+    """Read-only history: decisions are made by the approver through the API."""
+
+    list_display = ("ticket", "approval_type", "approver", "requested_by", "state", "created_at", "decided_at")
+    list_filter = ("state", "approval_type")
+    search_fields = ("ticket__number", "approver__username")
+    list_select_related = ("ticket", "approver", "requested_by")
+    readonly_fields = [f.name for f in Approval._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(TicketSla)
+class TicketSlaAdmin(admin.ModelAdmin):
+    list_display = ("ticket", "response_due", "responded_at", "response_breached_at", "resolution_due",
+                    "resolved_at", "resolution_breached_at")
+    list_filter = ("tenant",)
+    search_fields = ("ticket__number",)
+    list_select_related = ("ticket",)
+    readonly_fields = [f.name for f in TicketSla._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

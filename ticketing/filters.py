@@ -47,7 +47,7 @@ def simple_upper(text: str) -> str:
 class Column:
     name: str  # as the API names it
     field: str  # the model field for Q()
-    kind: str  # "text" | "enum" | "uuid" | "datetime"
+    kind: str  # "text" | "enum" | "uuid" | "datetime" | "boolean"
     ops: tuple[str, ...]
     nullable: bool = False
     choices: frozenset[str] = frozenset()
@@ -295,13 +295,19 @@ def _typed_value(column: Column, raw: Any, cid: str | None, *, allow_null: bool)
             value = raw.lower()
             if column.name == "priority":
                 value = {"critical": "urgent"}.get(value, value)
-            if value not in column.choices:
+            # Case-insensitive, answering the canonical spelling (e.g. "statusChange").
+            canonical = {choice.lower(): choice for choice in column.choices}.get(value)
+            if canonical is None:
                 raise invalid_filter(
                     f"{raw!r} is not a {column.name}.", cid, allowedValues=sorted(column.choices)
                 )
-            return value
+            return canonical
         if "\x00" in raw:
             raise invalid_filter("The operand contains a NUL character.", cid)
+        return raw
+    if column.kind == "boolean":
+        if not isinstance(raw, bool):
+            raise invalid_filter(f"Column {column.name} takes true or false.", cid)
         return raw
     if column.kind == "uuid":
         try:

@@ -119,3 +119,113 @@ class Watcher(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["ticket", "user"], name="watcher_unique")]
+
+
+# --- approvals, merge/escalation state and SLAs (issue 4: notifications) ---------------
+
+
+class Approval(models.Model):
+    """A request that one person approve a ticket (a purchase, an access grant...)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey("tenants.TenantUser", on_delete=models.CASCADE, related_name="approvals_to_give")
+    requested_by = models.ForeignKey(
+        "tenants.TenantUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="approvals_requested"
+    )
+    approval_type = models.CharField(max_length=50, default="manager")
+    note = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    decision_comment = models.TextField(blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["approver", "state"], name="approval_approver_state")]
+
+    def __str__(self) -> str:
+        return f"{self.approval_type} approval of {self.ticket_id} by {self.approver_id} ({self.state})"
+
+
+class TicketMarks(models.Model):
+    """Merge and escalation state of a ticket, kept beside it so the ticket row and its
+    event payload keep the shape the list stream documents."""
+
+    ticket = models.OneToOneField(Ticket, primary_key=True, on_delete=models.CASCADE, related_name="marks")
+    merged_into = models.ForeignKey(
+        Ticket, null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from"
+    )
+    merged_at = models.DateTimeField(null=True, blank=True)
+    escalation_level = models.PositiveSmallIntegerField(default=0)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"marks of {self.ticket_id}"
+
+
+class SlaPolicy(models.Model):
+    """Response and resolution targets of a tenant for one ticket priority. A warning is
+    due once `warning_percent` of the time to a target has passed."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="sla_policies")
+    priority = models.CharField(max_length=10, choices=Priority.choices)
+    response_minutes = models.PositiveIntegerField(help_text="Time to the first response.")
+    resolution_minutes = models.PositiveIntegerField(help_text="Time to resolution.")
+    warning_percent = models.PositiveSmallIntegerField(
+        default=80, help_text="Warn when this share (1-99 %) of the time to a target has passed."
+    )
+
+    class Meta:
+        verbose_name = "SLA policy"
+        verbose_name_plural = "SLA policies"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "priority"], name="sla_policy_unique_per_priority"),
+            models.CheckConstraint(
+                condition=models.Q(warning_percent__gte=1, warning_percent__lte=99), name="sla_warning_percent_range"
+            ),
+        ]
+        ordering = ["tenant", "priority"]
+
+    def __str__(self) -> str:
+        return f"{self.priority}: respond {self.response_minutes} min, resolve {self.resolution_minutes} min"
+
+
+class TicketSla(models.Model):
+    """One ticket's SLA clock. `*_warn_at` / `*_due` are when the monitor must act;
+    `*_warned_at` / `*_breached_at` are set by the monitor's conditional UPDATE that claims
+    the warning or breach, so each is emitted once per ticket and target."""
+
+    ticket = models.OneToOneField(Ticket, primary_key=True, on_delete=models.CASCADE, related_name="sla")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    response_due = models.DateTimeField()
+    response_warn_at = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+    response_warned_at = models.DateTimeField(null=True, blank=True)
+    response_breached_at = models.DateTimeField(null=True, blank=True)
+    resolution_due = models.DateTimeField()
+    resolution_warn_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution_warned_at = models.DateTimeField(null=True, blank=True)
+    resolution_breached_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "ticket SLA"
+        indexes = [
+            models.Index(fields=["response_warn_at"], name="sla_response_warn",
+                         condition=models.Q(responded_at__isnull=True, response_warned_at__isnull=True)),
+            models.Index(fields=["response_due"], name="sla_response_due",
+                         condition=models.Q(responded_at__isnull=True, response_breached_at__isnull=True)),
+            models.Index(fields=["resolution_warn_at"], name="sla_resolution_warn",
+                         condition=models.Q(resolved_at__isnull=True, resolution_warned_at__isnull=True)),
+            models.Index(fields=["resolution_due"], name="sla_resolution_due",
+                         condition=models.Q(resolved_at__isnull=True, resolution_breached_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return f"SLA of {self.ticket_id}"

@@ -9,8 +9,9 @@ from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
 from tenants.callers import Caller
 from tenants.envelope import ApiError
+from tenants.models import TenantUser
 from ticketing.filters import MATCH_ALL, Node
-from ticketing.models import PRIORITY_RANK, STATUS_RANK, Comment, Ticket
+from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, SlaPolicy, Ticket
 from ticketing.serializers import SORT_COLUMNS
 
 SCOPES = ("user", "agent", "template")
@@ -147,3 +148,42 @@ def ticket_query_from(caller: Caller, scope_kind: str | None, body: Mapping[str,
         top=body["top"],
         offset=body["offset"],
     )
+
+
+def can_see_ticket(user: TenantUser, ticket: Ticket) -> bool:
+    """The rule of visible_tickets for one user: agents and admins see every ticket of
+    their tenant, end users the tickets they requested."""
+    return user.tenant_id == ticket.tenant_id and (
+        bool({"agent", "admin"} & set(user.roles or [])) or user.id == ticket.requester_id
+    )
+
+
+def get_visible_ticket_or_approver(caller: Caller, ticket_id: str) -> Ticket:
+    """A ticket the caller may open, or one they were asked to approve."""
+    try:
+        return get_visible_ticket(caller, ticket_id)
+    except ApiError:
+        ticket = Ticket.objects.filter(tenant=caller.tenant, approvals__approver=caller.user,
+                                       id=_uuid_or_none(ticket_id)).first()
+        if ticket is None:
+            raise
+        return ticket
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def get_ticket_approval(ticket: Ticket, approval_id: str) -> Approval:
+    key = _uuid_or_none(approval_id)
+    approval = Approval.objects.filter(ticket=ticket, id=key).select_related("ticket").first() if key else None
+    if approval is None:
+        raise ApiError(404, "APPROVAL_NOT_FOUND", "No approval of this ticket has this id.")
+    return approval
+
+
+def sla_policies(tenant: object) -> QuerySet[SlaPolicy]:
+    return SlaPolicy.objects.filter(tenant=tenant).order_by("priority")

@@ -164,3 +164,60 @@ class TicketListBodySerializer(StrictObjectSerializer):
         if value > settings.TICKET_LIST_MAX_TOP:
             raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}.")
         return value
+
+
+# --- watchers, approvals, merge, escalation, SLA policies (issue 4) --------------------
+
+
+class WatcherWriteSerializer(StrictObjectSerializer):
+    user = TenantUserField()
+
+
+class ApprovalRequestSerializer(StrictObjectSerializer):
+    approver = TenantUserField()
+    approvalType = serializers.CharField(max_length=50, default="manager")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
+class ApprovalDecisionSerializer(StrictObjectSerializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
+class MergeSerializer(StrictObjectSerializer):
+    into = ParentTicketField()
+
+
+class EscalateSerializer(StrictObjectSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    team = serializers.CharField(required=False, max_length=100)
+
+
+class SlaPolicySerializer(StrictObjectSerializer):
+    priority = PriorityField()
+    responseMinutes = serializers.IntegerField(min_value=1, max_value=525_600)
+    resolutionMinutes = serializers.IntegerField(min_value=1, max_value=525_600)
+    warningPercent = serializers.IntegerField(min_value=1, max_value=99, default=80)
+
+
+def approval_to_dict(approval: Any) -> dict[str, Any]:
+    return {
+        "id": str(approval.id),
+        "ticketId": str(approval.ticket_id),
+        "approvalType": approval.approval_type,
+        "approver": user_ref(approval.approver),
+        "requestedBy": user_ref(approval.requested_by),
+        "note": approval.note,
+        "state": approval.state,
+        "decisionComment": approval.decision_comment,
+        "decidedAt": iso(approval.decided_at) if approval.decided_at else None,
+        "createdAt": iso(approval.created_at),
+    }
+
+
+def sla_policy_to_dict(policy: Any) -> dict[str, Any]:
+    return {
+        "priority": policy.priority,
+        "responseMinutes": policy.response_minutes,
+        "resolutionMinutes": policy.resolution_minutes,
+        "warningPercent": policy.warning_percent,
+    }

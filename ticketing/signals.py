@@ -10,7 +10,7 @@ from django.utils import timezone
 from events.serializers import iso
 from events.services import record_event
 from tenants.models import TenantUser
-from ticketing.models import CLOSED_STATUSES, TRACKED_FIELDS, Comment, Status, Ticket
+from ticketing.models import CLOSED_STATUSES, TRACKED_FIELDS, Comment, Status, Ticket, TicketMarks
 from ticketing.serializers import ticket_state, user_ref
 
 _API_NAMES = {"assignee_id": "assignee", "requester_id": "requester", "parent_id": "parent"}
@@ -104,3 +104,20 @@ def record_comment_added(sender: type[Comment], instance: Comment, created: bool
     payload = ticket_payload(ticket)
     payload["comment"] = {"id": str(instance.id), "author": user_ref(instance.author), "body": instance.body}
     record_event(tenant=ticket.tenant, type="tickets.ticket.comment_added", payload=payload, ticket_id=ticket.id)
+
+
+@receiver(post_save, sender=TicketMarks, dispatch_uid="record_ticket_marked")
+def record_ticket_marked(sender: type[TicketMarks], instance: TicketMarks, raw: bool = False,
+                         update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
+    """Merges and escalations: the services save exactly the fields of the change."""
+    if raw or not update_fields:
+        return
+    ticket = instance.ticket
+    if "merged_into" in update_fields and instance.merged_into_id:
+        payload = ticket_payload(ticket)
+        payload["mergedInto"] = {"id": str(instance.merged_into_id), "ticketNumber": instance.merged_into.number}
+        record_event(tenant=ticket.tenant, type="tickets.ticket.merged", payload=payload, ticket_id=ticket.id)
+    if "escalation_level" in update_fields:
+        payload = ticket_payload(ticket)
+        payload["escalation"] = {"level": instance.escalation_level}
+        record_event(tenant=ticket.tenant, type="tickets.ticket.escalated", payload=payload, ticket_id=ticket.id)

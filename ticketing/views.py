@@ -9,14 +9,32 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tenants.envelope import ApiError, ok
+from tenants.permissions import require_admin
 from ticketing import services
-from ticketing.selectors import get_visible_ticket, list_tickets, ticket_comments, ticket_query_from
+from ticketing.selectors import (
+    get_ticket_approval,
+    get_visible_ticket,
+    get_visible_ticket_or_approver,
+    list_tickets,
+    sla_policies,
+    ticket_comments,
+    ticket_query_from,
+)
 from ticketing.serializers import (
+    ApprovalDecisionSerializer,
+    ApprovalRequestSerializer,
     CommentWriteSerializer,
+    EscalateSerializer,
+    MergeSerializer,
+    SlaPolicySerializer,
     TicketListBodySerializer,
     TicketWriteSerializer,
+    WatcherWriteSerializer,
+    approval_to_dict,
     comment_to_dict,
+    sla_policy_to_dict,
     ticket_state,
+    user_ref,
 )
 
 
@@ -78,3 +96,101 @@ class TicketCommentsView(APIView):
         data = validated(CommentWriteSerializer(data=request.data))
         comment = services.add_comment(caller=request.auth, ticket=ticket, body=data["body"])
         return ok(comment_to_dict(comment), status=201)
+
+
+# --- watchers, approvals, merge, escalation, reopening, SLA policies (issue 4) ----------
+
+
+class TicketWatchersView(APIView):
+    @extend_schema(summary="List a ticket's watchers")
+    def get(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        return ok([user_ref(u) for u in ticket.watchers.order_by("username")])
+
+    @extend_schema(request=WatcherWriteSerializer, summary="Add a watcher (notifies them: watchAdded)")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(WatcherWriteSerializer(data=request.data, context={"tenant": request.auth.tenant}))
+        added = services.add_watcher(caller=request.auth, ticket=ticket, user=data["user"])
+        return ok({"user": user_ref(data["user"]), "added": added}, status=201 if added else 200)
+
+
+class TicketWatcherView(APIView):
+    @extend_schema(summary="Remove a watcher")
+    def delete(self, request: Request, ticket_id: str, user: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(WatcherWriteSerializer(data={"user": user}, context={"tenant": request.auth.tenant}))
+        if not services.remove_watcher(caller=request.auth, ticket=ticket, user=data["user"]):
+            raise ApiError(404, "WATCHER_NOT_FOUND", "This user does not watch the ticket.")
+        return Response(status=204)
+
+
+class TicketApprovalsView(APIView):
+    @extend_schema(summary="List a ticket's approvals")
+    def get(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        approvals = ticket.approvals.select_related("approver", "requested_by")
+        return ok([approval_to_dict(a) for a in approvals])
+
+    @extend_schema(request=ApprovalRequestSerializer, summary="Request an approval (notifies the approver)")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(ApprovalRequestSerializer(data=request.data, context={"tenant": request.auth.tenant}))
+        approval = services.request_approval(caller=request.auth, ticket=ticket, approver=data["approver"],
+                                             approval_type=data["approvalType"], note=data["note"])
+        return ok(approval_to_dict(approval), status=201)
+
+
+class ApprovalDecisionView(APIView):
+    decision = "approve"
+
+    @extend_schema(request=ApprovalDecisionSerializer, summary="Approve or reject (the approver)")
+    def post(self, request: Request, ticket_id: str, approval_id: str) -> Response:
+        ticket = get_visible_ticket_or_approver(request.auth, ticket_id)
+        approval = get_ticket_approval(ticket, approval_id)
+        data = validated(ApprovalDecisionSerializer(data=request.data))
+        approval = services.decide_approval(caller=request.auth, approval=approval,
+                                            approve=self.decision == "approve", comment=data["comment"])
+        return ok(approval_to_dict(approval))
+
+
+class TicketMergeView(APIView):
+    @extend_schema(request=MergeSerializer, summary="Merge this ticket into another (watchers of both notified)")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(MergeSerializer(data=request.data, context={"tenant": request.auth.tenant}))
+        ticket = services.merge_ticket(caller=request.auth, ticket=ticket, into=data["into"])
+        return ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)})
+
+
+class TicketEscalateView(APIView):
+    @extend_schema(request=EscalateSerializer, summary="Escalate a ticket")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(EscalateSerializer(data=request.data))
+        marks = services.escalate_ticket(caller=request.auth, ticket=ticket, reason=data["reason"],
+                                         team=data.get("team"))
+        return ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level})
+
+
+class TicketReopenView(APIView):
+    @extend_schema(summary="Reopen a resolved, closed or cancelled ticket")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = services.reopen_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id))
+        return ok(ticket_state(ticket))
+
+
+class SlaPolicyView(APIView):
+    @extend_schema(summary="The tenant's SLA policies (admin)")
+    def get(self, request: Request) -> Response:
+        require_admin(request.auth)
+        return ok([sla_policy_to_dict(p) for p in sla_policies(request.auth.tenant)])
+
+    @extend_schema(request=SlaPolicySerializer, summary="Create or replace the SLA policy of one priority (admin)")
+    def put(self, request: Request) -> Response:
+        data = validated(SlaPolicySerializer(data=request.data))
+        policy = services.set_sla_policy(caller=request.auth, priority=data["priority"],
+                                         response_minutes=data["responseMinutes"],
+                                         resolution_minutes=data["resolutionMinutes"],
+                                         warning_percent=data["warningPercent"])
+        return ok(sla_policy_to_dict(policy))

@@ -1,0 +1,63 @@
+"""`manage.py sla_monitor`: send SLA warnings and breaches as they fall due."""
+
+import logging
+import signal
+import time
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from notifications.services import emit_due_sla_notifications
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = (
+        "Watch ticket SLA clocks and notify the assignee (or the ticket's team) when a response or "
+        "resolution target is near (slaWarning) or missed (slaBreach). Runs until stopped; each warning "
+        "and breach is sent exactly once per ticket and target, even with several monitors running "
+        "(each claims a stage with a conditional UPDATE in the transaction of its notifications). "
+        "Use --once from cron or tests."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Check once and exit.")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=settings.SLA_MONITOR_INTERVAL_SECONDS,
+            help="Seconds between checks (default: SLA_MONITOR_INTERVAL_SECONDS, 30).",
+        )
+        parser.add_argument("--batch", type=int, default=500, help="At most this many tickets per stage per check.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stopping = False
+
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        while True:
+            try:
+                claimed = emit_due_sla_notifications(batch=options["batch"])
+            except Exception:
+                if options["once"]:
+                    raise
+                logger.exception("event=sla_monitor_failed")
+                claimed = 0
+            if claimed or options["verbosity"] > 1:
+                self.stdout.write(f"event=sla_monitor_checked claimed={claimed}")
+            if options["once"] or stopping:
+                return
+            if claimed >= options["batch"]:
+                continue  # a backlog (the monitor was down): keep going without waiting
+            deadline = time.monotonic() + options["interval"]
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(min(0.5, options["interval"]))
+            close_old_connections()  # a long-running process: drop a broken or expired connection

@@ -1,0 +1,152 @@
+"""Notification output shapes (as the three notification specs show them) and DRF
+validation of the list, read and preference requests."""
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+from events.serializers import iso
+from notifications.models import Notification, NotificationCounter, NotificationType
+from tenants.models import TenantUser
+from ticketing.models import Priority
+from ticketing.serializers import StrictObjectSerializer
+
+ID_PREFIX = "notif-"
+TYPES = tuple(NotificationType.values)
+PRIORITIES = tuple(Priority.values)
+
+# Sortable fields of the list (spec "Sortable Fields") and the model field behind each.
+SORT_FIELDS = {
+    "notified_at": "created_at",
+    "createdAt": "created_at",
+    "type": "type",
+    "priority": "priority_rank",
+    "read": "read",
+    "ticketNumber": "ticket_number",
+}
+
+
+def public_id(notification_id: uuid.UUID) -> str:
+    return f"{ID_PREFIX}{notification_id}"
+
+
+def parse_public_id(value: Any) -> uuid.UUID:
+    """`notif-<uuid>` as the API shows it, or the bare UUID; ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    text = value.strip()
+    return uuid.UUID(text.removeprefix(ID_PREFIX))
+
+
+def actor_ref(user: TenantUser | None) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    return {"id": str(user.id), "name": user.display_name, "email": user.email or None, "avatar": None}
+
+
+def notification_to_dict(notification: Notification) -> dict[str, Any]:
+    created = iso(notification.created_at)
+    return {
+        "id": public_id(notification.id),
+        "type": notification.type,
+        "ticketId": str(notification.ticket_id) if notification.ticket_id else None,
+        "ticketNumber": notification.ticket_number,
+        "title": notification.title,
+        "message": notification.message,
+        "priority": notification.priority,
+        "category": notification.category,
+        "read": notification.read,
+        "notified_at": created,
+        "createdAt": created,
+        "actionUrl": notification.action_url,
+        "actor": actor_ref(notification.actor),
+        "metadata": notification.metadata,
+    }
+
+
+def zero_by_type() -> dict[str, int]:
+    return dict.fromkeys(TYPES, 0)
+
+
+def zero_by_priority() -> dict[str, int]:
+    return dict.fromkeys(("urgent", "high", "medium", "low"), 0)
+
+
+def counts_to_dict(counter: NotificationCounter | None) -> dict[str, Any]:
+    """The count endpoint's `data` (and the stream's `count` event): unread by type and by
+    priority, every key present; `count` repeats `unread` for clients of the minimal form."""
+    by_type, by_priority = zero_by_type(), zero_by_priority()
+    if counter is None:
+        return {"total": 0, "unread": 0, "count": 0, "byType": by_type, "byPriority": by_priority, "lastUpdated": None}
+    for name, value in counter.unread_by_type.items():
+        by_type[name] = value
+    for name, value in counter.unread_by_priority.items():
+        by_priority[name] = value
+    return {
+        "total": counter.total,
+        "unread": counter.unread,
+        "count": counter.unread,
+        "byType": by_type,
+        "byPriority": by_priority,
+        "lastUpdated": iso(counter.updated_at) if counter.updated_at else None,
+    }
+
+
+class NotificationListSerializer(StrictObjectSerializer):
+    """The body of `POST ticket/notifications` (and the query of `GET ticket/notification/list`)."""
+
+    search = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False
+    )
+    top = serializers.IntegerField(min_value=1, default=100)
+    offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
+    sort = serializers.ChoiceField(choices=sorted(SORT_FIELDS), required=False, allow_blank=True, allow_null=True)
+    searchOrder = serializers.ChoiceField(
+        choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True
+    )
+    filter = serializers.JSONField(required=False, allow_null=True)
+
+    def validate_top(self, value: int) -> int:
+        if value > settings.NOTIFICATION_LIST_MAX_TOP:
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.NOTIFICATION_LIST_MAX_TOP}."
+            )
+        return value
+
+
+class MarkReadSerializer(StrictObjectSerializer):
+    """Exactly one of `ids`, `all: true` or `before`."""
+
+    ids = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, max_length=1000, allow_empty=False
+    )
+    all = serializers.BooleanField(required=False)
+    before = serializers.DateTimeField(required=False)
+
+    def validate_ids(self, value: list[str]) -> list[uuid.UUID]:
+        try:
+            return [parse_public_id(v) for v in value]
+        except ValueError:
+            raise serializers.ValidationError("Each id must be a notification id (notif-<uuid> or a UUID).") from None
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        given = [name for name in ("ids", "all", "before") if name in attrs]
+        if len(given) != 1:
+            raise serializers.ValidationError("Send exactly one of ids, all (true) or before.")
+        if given == ["all"] and attrs["all"] is not True:
+            raise serializers.ValidationError({"all": ["Only `true` is meaningful."]})
+        return attrs
+
+
+class PreferenceSerializer(StrictObjectSerializer):
+    """`{"notificationTypes": {"comment": false, ...}}`: types not named keep their setting."""
+
+    notificationTypes = serializers.DictField(child=serializers.BooleanField())
+
+    def validate_notificationTypes(self, value: dict[str, bool]) -> dict[str, bool]:
+        unknown = sorted(set(value) - set(TYPES))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown notification types: {', '.join(unknown)}.")
+        return value

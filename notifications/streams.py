@@ -1,0 +1,137 @@
+"""The live notification stream: `GET /api/v2/ticketing/ticket/sse/notifications`.
+
+Built on the shared stream machinery (events.sse, events.hub): the stream subscribes to
+the hub for the caller's private events only, then sends `connected` and either the
+events missed since `Last-Event-ID` (read from the log by the caller's (tenant,
+recipient, id) index, rendered exactly as live ones) or the current counts. Live events
+at or below that position are dropped, so nothing is sent twice or skipped.
+
+Frames: `notification` (with the event id as SSE `id:`) followed by `count` for a new
+notification; `count` alone (with `id:`) when notifications are read or deleted."""
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from events.hub import LogEvent, get_hub, last_log_id, run_db
+from events.ids import event_id_to_str, parse_event_id
+from events.leases import acquire_stream_lease
+from events.selectors import event_exists
+from events.sse import EventStream, error_frame, sse_frame, sse_response
+from notifications.selectors import notification_counts, user_events_after
+from notifications.serializers import counts_to_dict
+from notifications.services import CREATED, DELETED, READ
+from tenants.callers import Caller, resolve_request_caller
+from tenants.envelope import ApiError, error_response, iso_now
+
+STREAM_KIND = "notifications"
+COUNT_REASONS = {CREATED: "created", READ: "read", DELETED: "deleted"}
+
+
+def counts_at_position(caller: Caller) -> tuple[uuid.UUID | None, dict[str, Any]]:
+    """The log position and the counts it covers, read from one consistent snapshot."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        position = last_log_id(caller.tenant.id)
+        return position, counts_to_dict(notification_counts(caller.user))
+
+
+def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent] | None:
+    """The caller's events after `after`, or None when `after` is not an event of the
+    tenant or too much was missed (the stream then starts afresh)."""
+    if not event_exists(caller.tenant.id, after):
+        return None
+    rows = user_events_after(caller.user, after, limit + 1)
+    return None if len(rows) > limit else [LogEvent.from_row(row) for row in rows]
+
+
+class NotificationStream(EventStream):
+    kind = STREAM_KIND
+
+    def __init__(self, *, last_event_id: uuid.UUID | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_event_id = last_event_id
+
+    async def opening(self) -> AsyncIterator[bytes]:
+        yield sse_frame(
+            "connected",
+            {"message": "Connected to notification stream", "userId": str(self.caller.user.id), "timestamp": iso_now()},
+        )
+        if self.last_event_id is not None:
+            missed = await run_db(missed_events, self.caller, self.last_event_id, settings.SSE_RESUME_MAX_EVENTS)
+            if missed is not None:
+                self.position = self.last_event_id
+                for event in missed:
+                    frame = self.accept(event)
+                    if frame is not None:
+                        yield frame
+                return
+        position, counts = await run_db(counts_at_position, self.caller)
+        self.position = position
+        data = {**counts, "reason": "snapshot"}
+        if self.last_event_id is not None:
+            data["reset"] = True  # the missed events could not be replayed: reload the list
+        yield sse_frame("count", data, id=event_id_to_str(position) if position else None)
+
+    def render(self, event: LogEvent) -> bytes | None:
+        reason = COUNT_REASONS.get(event.type)
+        if reason is None or event.recipient_id != self.caller.user.id:
+            return None
+        return event.frame("notification", lambda: self._frames(event, reason))
+
+    @staticmethod
+    def _frames(event: LogEvent, reason: str) -> bytes:
+        counts = {**((event.changes or {}).get("counts") or {}).get("to", {}), "reason": reason}
+        if reason != "created":
+            counts["ids"] = event.payload.get("ids")
+            return sse_frame("count", counts, id=event.ulid)
+        return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
+
+
+def _last_event_id(request: HttpRequest) -> uuid.UUID | None:
+    raw = request.headers.get("last-event-id") or request.GET.get("lastEventId")
+    if not raw:
+        return None
+    try:
+        return parse_event_id(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (ULID).") from None
+
+
+async def _subscription_failed() -> AsyncIterator[bytes]:
+    yield error_frame("SUBSCRIPTION_ERROR", "Failed to subscribe to notification channel")
+
+
+@csrf_exempt
+async def notification_stream(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use GET.", headers={"Allow": "GET"}))
+    limit = settings.SSE_MAX_NOTIFICATION_STREAMS_PER_USER
+    try:
+        caller = await run_db(resolve_request_caller, request)
+        last_event_id = _last_event_id(request)
+        lease = await acquire_stream_lease(STREAM_KIND, caller.tenant.id, caller.user.id, limit)
+        if lease is None:
+            raise ApiError(
+                429,
+                "TOO_MANY_STREAMS",
+                f"At most {limit} notification streams per user.",
+                headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+            )
+    except ApiError as error:
+        return error_response(error)
+    hub = get_hub()
+    try:
+        subscriber = await hub.subscribe(caller.tenant.id, user_id=caller.user.id)
+    except Exception:
+        await lease.release()
+        return sse_response(_subscription_failed())
+    stream = NotificationStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id)
+    return sse_response(stream.frames())

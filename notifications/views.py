@@ -1,0 +1,100 @@
+"""Notification REST endpoints (all under /api/v2/ticketing/): thin, the caller's own
+notifications in the caller's tenant only."""
+
+import json
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifications import services
+from notifications.selectors import (
+    enabled_types,
+    list_notifications,
+    notification_counts,
+    notification_query_from,
+)
+from notifications.serializers import (
+    MarkReadSerializer,
+    NotificationListSerializer,
+    PreferenceSerializer,
+    counts_to_dict,
+    notification_to_dict,
+    parse_public_id,
+)
+from tenants.envelope import ApiError, ok
+from ticketing.views import validated
+
+
+def _list_response(request: Request, data: Any) -> Response:
+    body = validated(NotificationListSerializer(data=data))
+    result = list_notifications(request.user, notification_query_from(body))
+    return ok(
+        {
+            "notifications": [notification_to_dict(n) for n in result["page"]],
+            "pagination": result["pagination"],
+            "summary": result["summary"],
+        },
+        message="Notifications retrieved successfully",
+    )
+
+
+class NotificationListView(APIView):
+    @extend_schema(request=NotificationListSerializer, summary="The caller's notifications: filter, search, sort, page")
+    def post(self, request: Request) -> Response:
+        return _list_response(request, request.data)
+
+
+class NotificationListQueryView(APIView):
+    @extend_schema(summary="The same list with the body's fields as query parameters (filter as JSON)")
+    def get(self, request: Request) -> Response:
+        data: dict[str, Any] = dict(request.query_params.items())
+        if "filter" in data:
+            try:
+                data["filter"] = json.loads(data["filter"])
+            except ValueError:
+                raise ApiError(400, "INVALID_QUERY", "filter must be a JSON array.", {"field": "filter"}) from None
+        return _list_response(request, data)
+
+
+class NotificationCountView(APIView):
+    @extend_schema(summary="Unread badge counts (one row read, for frequent polling)")
+    def get(self, request: Request) -> Response:
+        return ok(
+            counts_to_dict(notification_counts(request.user)), message="Notification count retrieved successfully"
+        )
+
+
+class NotificationReadView(APIView):
+    @extend_schema(request=MarkReadSerializer, summary="Mark notifications read: ids, all, or before a time")
+    def put(self, request: Request) -> Response:
+        body = validated(MarkReadSerializer(data=request.data))
+        changed = services.mark_notifications_read(
+            user=request.user, ids=body.get("ids"), everything=body.get("all", False), before=body.get("before")
+        )
+        return ok({"updated": changed, "counts": counts_to_dict(notification_counts(request.user))})
+
+
+class NotificationDetailView(APIView):
+    @extend_schema(summary="Delete one of the caller's notifications")
+    def delete(self, request: Request, notification_id: str) -> Response:
+        try:
+            key = parse_public_id(notification_id)
+        except ValueError:
+            raise ApiError(404, "NOTIFICATION_NOT_FOUND", "No notification of yours has this id.") from None
+        services.delete_notification(user=request.user, notification_id=key)
+        return Response(status=204)
+
+
+class PreferenceView(APIView):
+    @extend_schema(summary="Which notification types the caller receives")
+    def get(self, request: Request) -> Response:
+        return ok({"notificationTypes": enabled_types(request.user)})
+
+    @extend_schema(request=PreferenceSerializer, summary="Turn notification types on or off")
+    def put(self, request: Request) -> Response:
+        body = validated(PreferenceSerializer(data=request.data))
+        services.set_notification_preferences(user=request.user, types=body["notificationTypes"])
+        return ok({"notificationTypes": enabled_types(request.user)})
