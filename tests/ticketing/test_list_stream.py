@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.builders import World
-from tests.sse_client import list_updates_url, open_stream
+from tests.sse_client import SseStream, list_updates_url, open_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -230,22 +230,29 @@ def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme
         streams = [stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
                    for _ in range(8)]
         for stream in streams:
-            stream.next()
+            stream.collect(2)
         refused = httpx.post(url, headers=acme.headers("carol"), json=BODY, timeout=10)
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) > 0
         assert refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
         # Another user is not affected.
         with open_stream("POST", url, headers=acme.headers("alice"), json_body=BODY) as other:
-            assert other.next().event == "connected"
+            assert [f.event for f in other.collect(2)] == ["connected", "snapshot"]
     # All eight clients went away: their slots are free again within seconds.
     deadline = time.monotonic() + 5
-    while True:
-        with httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10) as response:
-            if response.status_code == 200 or time.monotonic() > deadline:
-                break
-        time.sleep(0.2)
-    assert response.status_code == 200
+    statuses = []
+    with ExitStack() as stack:
+        while len(statuses) < 8 and time.monotonic() < deadline:
+            response = stack.enter_context(httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY,
+                                                        timeout=10))
+            statuses.append(response.status_code)
+            if response.status_code != 200:
+                statuses.clear()
+                stack.close()
+                time.sleep(0.2)
+                continue
+            SseStream(response).collect(2)  # connected + snapshot: the stream is fully up
+    assert statuses == [200] * 8
 
 
 def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, acme: World, settings):
