@@ -17,9 +17,7 @@ def tenant_events(
     type: str | None = None,
 ) -> QuerySet[Event]:
     """The tenant's partner events oldest first, optionally after a cursor, a time or of one type."""
-    events = (
-        Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER).select_related("actor").order_by("id")
-    )
+    events = Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER).select_related("actor").order_by("id")
     if after_id is not None:
         events = events.filter(id__gt=after_id)
     if occurred_after is not None:
@@ -43,3 +41,15 @@ def ticket_history(tenant: Tenant, ticket_id: uuid.UUID) -> QuerySet[Event]:
         .select_related("actor")
         .order_by("id")
     )
+
+
+def cursor_is_expired(after_id: uuid.UUID) -> bool:
+    """A cursor minted before the retention window points into pruned history."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from events.ids import event_id_time
+
+    return event_id_time(after_id) < timezone.now() - timedelta(days=settings.EVENTS_RETENTION_DAYS)

@@ -1,20 +1,31 @@
 """GET /v2/system/events: the partner event log, paged with `after_id`."""
 
+from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events.selectors import tenant_events
+from events.selectors import cursor_is_expired, tenant_events
 from events.serializers import EventIdField, EventQuerySerializer, event_to_dict
+from tenants.authentication import EventReaderAuthentication
 from tenants.envelope import ApiError
 
 
 class SystemEventsView(APIView):
+    authentication_classes = [EventReaderAuthentication]
+
     def get(self, request: Request) -> Response:
         query = EventQuerySerializer(data=request.query_params)
         if not query.is_valid():
             raise ApiError(400, "INVALID_QUERY", "The query parameters are not valid.", query.errors)
         params = query.validated_data
+        if "after_id" in params and cursor_is_expired(params["after_id"]):
+            raise ApiError(
+                410,
+                "CURSOR_EXPIRED",
+                "after_id is older than the event retention; start again from occurred_after or without a cursor.",
+                {"retentionDays": settings.EVENTS_RETENTION_DAYS},
+            )
         events = tenant_events(
             request.auth.tenant,
             after_id=params.get("after_id"),

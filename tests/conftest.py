@@ -23,17 +23,19 @@ from tests.builders import World, make_world
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _flush_retrying_deadlocks(original):  # noqa: ANN001, ANN202
+def _flush_retrying_deadlocks(original):
     """Teardown of transactional tests truncates every table. A server process polling the
     log at that instant can deadlock with the TRUNCATE; PostgreSQL then cancels one side,
     and the right answer is to truncate again."""
 
-    def teardown(self):  # noqa: ANN001, ANN202
+    def teardown(self):
         for attempt in range(5):
             try:
                 return original(self)
             except Exception as exc:
-                if "deadlock" not in str(exc).lower() and "deadlock" not in str(exc.__cause__).lower() or attempt == 4:
+                if (
+                    "deadlock" not in str(exc).lower() and "deadlock" not in str(exc.__cause__).lower()
+                ) or attempt == 4:
                     raise
                 time.sleep(0.2)
         return None
@@ -104,7 +106,10 @@ class ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

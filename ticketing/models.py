@@ -50,6 +50,9 @@ class TicketSequence(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "year"], name="ticket_sequence_unique")]
 
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.year}: {self.last_value}"
+
 
 class Ticket(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -119,3 +122,6 @@ class Watcher(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["ticket", "user"], name="watcher_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} watches {self.ticket_id}"

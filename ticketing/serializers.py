@@ -62,7 +62,10 @@ class PriorityField(serializers.ChoiceField):
 class TenantUserField(serializers.Field):
     """A user of the caller's tenant, given by id or by username; null clears it."""
 
-    default_error_messages = {"unknown": "No user of this tenant has this id or username.", "invalid": "Must be a string."}
+    default_error_messages = {
+        "unknown": "No user of this tenant has this id or username.",
+        "invalid": "Must be a string.",
+    }
 
     def to_internal_value(self, data: Any) -> TenantUser:
         if not isinstance(data, str) or not data.strip():
@@ -151,16 +154,22 @@ class SortOrderItemSerializer(serializers.Serializer):
 class TicketListBodySerializer(StrictObjectSerializer):
     """The body of `POST .../ticket/list` and of the list-updates stream."""
 
-    search = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False)
+    search = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False
+    )
     top = serializers.IntegerField(min_value=1, default=30)
     offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
     sort = serializers.ChoiceField(choices=sorted(SORT_COLUMNS), required=False, allow_blank=True, allow_null=True)
-    searchOrder = serializers.ChoiceField(choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True)
+    searchOrder = serializers.ChoiceField(
+        choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True
+    )
     sortOrder = SortOrderItemSerializer(many=True, required=False, allow_null=True)
     filter = serializers.JSONField(required=False, allow_null=True)
     lastEventId = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
 
     def validate_top(self, value: int) -> int:
         if value > settings.TICKET_LIST_MAX_TOP:
-            raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}.")
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}."
+            )
         return value

@@ -34,8 +34,11 @@ def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
         fields["requester"] = caller.user
     fields.setdefault("requester", caller.user)
     with acting_as(caller.user, support=caller.support):
-        ticket = Ticket(tenant=caller.tenant, number=next_ticket_number(tenant_id=caller.tenant.id,
-                                                                       year=timezone.now().year), **fields)
+        ticket = Ticket(
+            tenant=caller.tenant,
+            number=next_ticket_number(tenant_id=caller.tenant.id, year=timezone.now().year),
+            **fields,
+        )
         ticket.save()
     return ticket
 

@@ -74,17 +74,28 @@ def _remember_loaded(ticket: Ticket) -> None:
 
 
 @receiver(post_save, sender=Ticket, dispatch_uid="record_ticket_saved")
-def record_ticket_saved(sender: type[Ticket], instance: Ticket, created: bool, raw: bool = False, **kwargs: Any) -> None:
+def record_ticket_saved(
+    sender: type[Ticket], instance: Ticket, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
     if raw:  # fixtures loading
         return
     if created:
-        record_event(tenant=instance.tenant, type="tickets.ticket.created", payload=ticket_payload(instance),
-                     ticket_id=instance.id)
+        record_event(
+            tenant=instance.tenant,
+            type="tickets.ticket.created",
+            payload=ticket_payload(instance),
+            ticket_id=instance.id,
+        )
     else:
         changes = _changes(instance)
         if changes:
-            record_event(tenant=instance.tenant, type=update_event_type(changes), payload=ticket_payload(instance),
-                         changes=changes, ticket_id=instance.id)
+            record_event(
+                tenant=instance.tenant,
+                type=update_event_type(changes),
+                payload=ticket_payload(instance),
+                changes=changes,
+                ticket_id=instance.id,
+            )
     _remember_loaded(instance)
 
 
@@ -96,8 +107,9 @@ def record_ticket_deleted(sender: type[Ticket], instance: Ticket, **kwargs: Any)
 
 
 @receiver(post_save, sender=Comment, dispatch_uid="record_comment_added")
-def record_comment_added(sender: type[Comment], instance: Comment, created: bool, raw: bool = False,
-                         **kwargs: Any) -> None:
+def record_comment_added(
+    sender: type[Comment], instance: Comment, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
     if raw or not created:
         return
     ticket = instance.ticket

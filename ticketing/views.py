@@ -62,8 +62,9 @@ class TicketListView(APIView):
         body = validated(TicketListBodySerializer(data=request.data))
         query = ticket_query_from(request.auth, request.query_params.get("type"), body)
         page, total = list_tickets(request.auth, query)
-        return ok({"tickets": [ticket_state(t) for t in page], "total": total, "top": query.top,
-                   "offset": query.offset})
+        return ok(
+            {"tickets": [ticket_state(t) for t in page], "total": total, "top": query.top, "offset": query.offset}
+        )
 
 
 class TicketCommentsView(APIView):
