@@ -295,3 +295,18 @@ class TestEventsApi:
                 tenant=acme.tenant, type="notifications.notification.created", payload={}, recipient=acme.users["bob"]
             )
         assert api.get(self.URL, headers=acme.headers("alice")).json()["result"] == []
+
+
+@pytest.mark.django_db
+def test_the_paging_fast_path_shows_events_exactly_as_the_event_serializer(api, acme: World):
+    from events.serializers import event_to_dict
+
+    alice = caller_for_user(acme.users["alice"])
+    support = caller_for_user(acme.users["admin"], support=True)
+    ticket = services.create_ticket(caller=alice, data={"subject": 'Quotes " and \\ backslashes', "customer": "Ünï"})
+    services.update_ticket(caller=support, ticket=ticket, data={"status": "closed", "assignee": acme.users["carol"]})
+    services.add_comment(caller=alice, ticket=ticket, body="done")
+    result = api.get("/v2/system/events", headers=acme.headers("alice")).json()["result"]
+    expected = [event_to_dict(e) for e in Event.objects.select_related("actor").order_by("id")]
+    assert result == expected
+    assert result[1]["support"] is True and result[1]["actor"]["name"] == "Admin"
