@@ -38,9 +38,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kb = int(
-            next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1]
-        )
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_kb = int(next(row for row in meminfo if row.startswith("MemTotal")).split()[1])
     except (OSError, StopIteration, ValueError):
         mem_kb = 0
     return f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB RAM"
