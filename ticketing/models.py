@@ -125,3 +125,20 @@ class Watcher(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} watches {self.ticket_id}"
+
+
+class TicketProduct(models.Model):
+    """A product or asset on a ticket, with a quantity (one row per SKU)."""
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="products")
+    sku = models.CharField(max_length=100)
+    name = models.CharField(max_length=200)
+    quantity = models.PositiveIntegerField(default=1)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [models.UniqueConstraint(fields=["ticket", "sku"], name="ticket_product_unique_sku")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.sku} on {self.ticket_id}"

@@ -17,6 +17,11 @@ def user_ref(user: TenantUser | None) -> dict[str, str] | None:
     return {"id": str(user.id), "name": user.display_name} if user is not None else None
 
 
+def ticket_products(ticket: Ticket) -> list[dict[str, Any]]:
+    """Products/assets on the ticket, by SKU (uses prefetched rows when a list prefetched them)."""
+    return [{"sku": p.sku, "name": p.name, "quantity": p.quantity} for p in ticket.products.all()]
+
+
 def ticket_state(ticket: Ticket) -> dict[str, Any]:
     """The ticket as the API, the streams and the event log show it."""
     return {
@@ -32,8 +37,23 @@ def ticket_state(ticket: Ticket) -> dict[str, Any]:
         "requester": user_ref(ticket.requester),
         "customer": ticket.customer,
         "parent": str(ticket.parent_id) if ticket.parent_id else None,
+        "products": ticket_products(ticket),
         "createdAt": iso(ticket.created_at),
         "updatedAt": iso(ticket.updated_at),
+    }
+
+
+def ticket_payload(ticket: Ticket) -> dict[str, Any]:
+    """`{ticket, parent_ticket, customer}` as system-events.md shows it."""
+    parent = ticket.parent if ticket.parent_id else None
+    return {
+        "ticket": ticket_state(ticket),
+        "parent_ticket": (
+            {"id": str(parent.id), "ticketNumber": parent.number, "subject": parent.subject, "status": parent.status}
+            if parent is not None
+            else None
+        ),
+        "customer": {"name": ticket.customer} if ticket.customer else None,
     }
 
 
@@ -173,3 +193,9 @@ class TicketListBodySerializer(StrictObjectSerializer):
                 f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}."
             )
         return value
+
+
+class ProductWriteSerializer(StrictObjectSerializer):
+    sku = serializers.RegexField(r"^[A-Za-z0-9._:/-]{1,100}$")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)

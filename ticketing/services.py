@@ -11,7 +11,7 @@ from events.context import acting_as
 from tenants.callers import Caller
 from tenants.envelope import ApiError
 from tenants.models import TenantUser
-from ticketing.models import CLOSED_STATUSES, Comment, Status, Ticket, TicketSequence
+from ticketing.models import CLOSED_STATUSES, Comment, Status, Ticket, TicketProduct, TicketSequence
 
 END_USER_EDITABLE = frozenset({"subject", "description"})
 
@@ -95,3 +95,70 @@ def bulk_set_status(*, tickets: QuerySet[Ticket], status: str, actor: TenantUser
 
 def is_reopening(previous: str, new: str) -> bool:
     return previous in CLOSED_STATUSES and new not in CLOSED_STATUSES
+
+
+def _record_products_change(
+    *, ticket: Ticket, type: str, before: list[dict[str, Any]], product: dict[str, Any]
+) -> None:
+    from events.services import record_event
+    from ticketing.serializers import ticket_payload
+
+    ticket = Ticket.objects.select_related("assignee", "requester", "parent").get(pk=ticket.pk)
+    payload = ticket_payload(ticket)
+    payload["product"] = product
+    record_event(
+        tenant=ticket.tenant,
+        type=type,
+        payload=payload,
+        changes={"products": {"from": before, "to": payload["ticket"]["products"]}},
+        ticket_id=ticket.id,
+    )
+
+
+@transaction.atomic
+def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity: int) -> TicketProduct:
+    """Put `quantity` more of a product on the ticket (a new SKU, or more of one already there)."""
+    from ticketing.serializers import ticket_products
+
+    if not caller.is_agent:
+        raise ApiError(403, "FORBIDDEN", "Adding products needs the `agent` or `admin` role.")
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    before = ticket_products(ticket)
+    product, created = TicketProduct.objects.get_or_create(
+        ticket=ticket, sku=sku, defaults={"name": name, "quantity": quantity}
+    )
+    if not created:
+        product.quantity += quantity
+        product.name = name or product.name
+        product.save(update_fields=["quantity", "name"])
+    with acting_as(caller.user, support=caller.support):
+        ticket.save(update_fields=["updated_at"])
+        _record_products_change(
+            ticket=ticket,
+            type="tickets.ticket.product_added",
+            before=before,
+            product={"sku": sku, "name": product.name, "quantity": quantity},
+        )
+    return product
+
+
+@transaction.atomic
+def remove_product(*, caller: Caller, ticket: Ticket, sku: str) -> None:
+    from ticketing.serializers import ticket_products
+
+    if not caller.is_agent:
+        raise ApiError(403, "FORBIDDEN", "Removing products needs the `agent` or `admin` role.")
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    before = ticket_products(ticket)
+    product = TicketProduct.objects.filter(ticket=ticket, sku=sku).first()
+    if product is None:
+        raise ApiError(404, "PRODUCT_NOT_FOUND", "The ticket has no product with this SKU.")
+    product.delete()
+    with acting_as(caller.user, support=caller.support):
+        ticket.save(update_fields=["updated_at"])
+        _record_products_change(
+            ticket=ticket,
+            type="tickets.ticket.product_removed",
+            before=before,
+            product={"sku": sku, "name": product.name, "quantity": product.quantity},
+        )

@@ -11,23 +11,9 @@ from events.serializers import iso
 from events.services import record_event
 from tenants.models import TenantUser
 from ticketing.models import CLOSED_STATUSES, TRACKED_FIELDS, Comment, Status, Ticket
-from ticketing.serializers import ticket_state, user_ref
+from ticketing.serializers import ticket_payload, user_ref
 
 _API_NAMES = {"assignee_id": "assignee", "requester_id": "requester", "parent_id": "parent"}
-
-
-def ticket_payload(ticket: Ticket) -> dict[str, Any]:
-    """`{ticket, parent_ticket, customer}` as system-events.md shows it."""
-    parent = ticket.parent if ticket.parent_id else None
-    return {
-        "ticket": ticket_state(ticket),
-        "parent_ticket": (
-            {"id": str(parent.id), "ticketNumber": parent.number, "subject": parent.subject, "status": parent.status}
-            if parent is not None
-            else None
-        ),
-        "customer": {"name": ticket.customer} if ticket.customer else None,
-    }
 
 
 def _api_value(field: str, value: Any) -> Any:

@@ -36,6 +36,8 @@ TICKET_STATE_EVENTS = frozenset(
         "tickets.ticket.reopened",
         "tickets.ticket.assigned",
         "tickets.ticket.merged",
+        "tickets.ticket.product_added",
+        "tickets.ticket.product_removed",
     }
 )
 

@@ -13,6 +13,7 @@ from ticketing import services
 from ticketing.selectors import get_visible_ticket, list_tickets, ticket_comments, ticket_query_from
 from ticketing.serializers import (
     CommentWriteSerializer,
+    ProductWriteSerializer,
     TicketListBodySerializer,
     TicketWriteSerializer,
     comment_to_dict,
@@ -79,3 +80,19 @@ class TicketCommentsView(APIView):
         data = validated(CommentWriteSerializer(data=request.data))
         comment = services.add_comment(caller=request.auth, ticket=ticket, body=data["body"])
         return ok(comment_to_dict(comment), status=201)
+
+
+class TicketProductsView(APIView):
+    @extend_schema(request=ProductWriteSerializer, summary="Add a product or asset to a ticket")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(ProductWriteSerializer(data=request.data))
+        services.add_product(caller=request.auth, ticket=ticket, **data)
+        return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)), status=201)
+
+
+class TicketProductDetailView(APIView):
+    @extend_schema(summary="Remove a product from a ticket")
+    def delete(self, request: Request, ticket_id: str, sku: str) -> Response:
+        services.remove_product(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id), sku=sku)
+        return Response(status=204)

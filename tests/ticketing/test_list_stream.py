@@ -329,3 +329,20 @@ def test_a_change_made_through_one_worker_reaches_a_stream_on_another(server, se
         arrived = stream.next(timeout=5)
         assert arrived.data["id"] == ticket["id"]
         assert time.monotonic() - started < 3
+
+
+def test_product_changes_come_as_updates_with_the_product_list(server, acme: World):
+    ticket = create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        response = httpx.post(
+            f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}/products",
+            headers=acme.headers("alice"),
+            json={"sku": "DOCK-1", "name": "Dock"},
+            timeout=10,
+        )
+        assert response.status_code == 201
+        updated = stream.next()
+        assert updated.event == "updated"
+        assert updated.data["products"] == [{"sku": "DOCK-1", "name": "Dock", "quantity": 1}]
+        assert updated.data["changes"]["products"] == {"from": [], "to": updated.data["products"]}

@@ -233,3 +233,56 @@ class TestTenantIsolation:
     def test_token_of_one_tenant_with_the_other_tenant_header_is_refused(self, api, acme: World, globex: World):
         headers = {**acme.headers("admin"), "x-tenantid": str(globex.tenant.id), "realmname": globex.realm.name}
         assert api.get("/v2/system/events", headers=headers).status_code == 401
+
+
+class TestProducts:
+    def test_products_are_added_counted_and_removed_with_their_events(self, api, acme: World):
+        ticket = create(api, acme).json()["data"]
+        url = f"{BASE}/{ticket['id']}/products"
+        headers = acme.headers("alice")
+        added = api.post(url, {"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 2}, format="json", headers=headers)
+        assert added.status_code == 201
+        assert added.json()["data"]["products"] == [{"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 2}]
+        more = api.post(url, {"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 1}, format="json", headers=headers)
+        assert more.json()["data"]["products"][0]["quantity"] == 3
+        assert api.delete(f"{url}/LAPTOP-14", headers=headers).status_code == 204
+        assert api.get(f"{BASE}/{ticket['id']}", headers=headers).json()["data"]["products"] == []
+        events = list(Event.objects.filter(ticket_id=ticket["id"]).order_by("id"))
+        assert [e.type for e in events] == [
+            "tickets.ticket.created",
+            "tickets.ticket.product_added",
+            "tickets.ticket.product_added",
+            "tickets.ticket.product_removed",
+        ]
+        assert events[2].payload["product"] == {"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 1}
+        assert events[2].changes["products"]["from"][0]["quantity"] == 2
+        assert events[2].changes["products"]["to"][0]["quantity"] == 3
+        assert set(events[3].payload) >= {"ticket", "parent_ticket", "customer", "product"}
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"sku": ""},
+            {"sku": "A B"},
+            {"sku": "X", "quantity": 0},
+            {"sku": "X", "quantity": "two"},
+            {"sku": "X", "color": "red"},
+        ],
+    )
+    def test_bad_product_body_is_400_and_changes_nothing(self, api, acme: World, body):
+        ticket = create(api, acme).json()["data"]
+        response = api.post(f"{BASE}/{ticket['id']}/products", body, format="json", headers=acme.headers("alice"))
+        assert response.status_code == 400
+        assert Event.objects.filter(type="tickets.ticket.product_added").count() == 0
+
+    def test_removing_an_unknown_product_is_404(self, api, acme: World):
+        ticket = create(api, acme).json()["data"]
+        response = api.delete(f"{BASE}/{ticket['id']}/products/NOPE", headers=acme.headers("alice"))
+        assert response.status_code == 404 and response.json()["error"]["code"] == "PRODUCT_NOT_FOUND"
+
+    def test_end_users_and_other_tenants_cannot_change_products(self, api, acme: World, globex: World):
+        ticket = create(api, acme, user="bob").json()["data"]
+        url = f"{BASE}/{ticket['id']}/products"
+        assert api.post(url, {"sku": "X"}, format="json", headers=acme.headers("bob")).status_code == 403
+        assert api.post(url, {"sku": "X"}, format="json", headers=globex.headers("admin")).status_code == 404
+        assert Event.objects.filter(type="tickets.ticket.product_added").count() == 0
