@@ -87,10 +87,10 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------
 # DATABASE_URL=postgres://user@host:5432/name selects PostgreSQL (psycopg 3); without it
-# a SQLite file in the project folder.
+# a SQLite file in the project folder (or at SQLITE_PATH).
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        default=f"sqlite:///{os.environ.get('SQLITE_PATH') or BASE_DIR / 'db.sqlite3'}",
         conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
     )
 }

@@ -1,5 +1,10 @@
 """Websocket routes (Channels consumers)."""
 
-from django.urls import URLPattern
+from django.urls import path
 
-websocket_urlpatterns: list[URLPattern] = []
+from events.consumers import PartnerEventsConsumer
+
+websocket_urlpatterns = [
+    path("v2/system/events/ws", PartnerEventsConsumer.as_asgi()),
+    path("api/v2/system/events/ws", PartnerEventsConsumer.as_asgi()),
+]

@@ -15,7 +15,7 @@ class Acting:
     support: bool = False
 
 
-_acting: ContextVar[Acting] = ContextVar("acting", default=Acting())
+_acting: ContextVar[Acting] = ContextVar("acting", default=Acting())  # noqa: B039  (frozen, immutable)
 
 
 def current_acting() -> Acting:

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from events.ids import event_id_to_str
-from events.models import Event
+from events.models import REPLAY_TYPE, Event
 from events.serializers import event_to_dict, iso
 from events.services import tenant_group
 
@@ -190,7 +190,10 @@ class TenantFeed:
         while True:
             events = await run_db(fetch_log, self.tenant_id, self.cursor, FEED_BATCH)
             for event in events:
-                self.fan_out(event)
+                if event.type == REPLAY_TYPE:
+                    await self.replay(event.payload.get("ids", []))
+                else:
+                    self.fan_out(event)
             if events:
                 self.cursor = events[-1].id
             if len(events) < FEED_BATCH:
@@ -327,10 +330,7 @@ class EventHub:
         feed = self.feeds.get(tenant_id)
         if feed is None:
             return
-        if message.get("type") == "log.replayed":
-            asyncio.get_running_loop().create_task(feed.replay(list(message.get("ids", []))))
-        else:
-            feed.dirty.set()
+        feed.dirty.set()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -348,4 +348,3 @@ def get_hub() -> EventHub:
     if hub is None:
         hub = _hubs[loop] = EventHub()
     return hub
-

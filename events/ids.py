@@ -2,6 +2,7 @@
 orders them by their bytes (time first) on PostgreSQL and SQLite alike."""
 
 import uuid
+from datetime import datetime
 
 from ulid import ULID
 
@@ -31,3 +32,13 @@ def parse_event_id(value: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise ValueError(f"{value!r} is neither a ULID nor a UUID") from None
+
+
+def event_id_time(value: uuid.UUID) -> datetime:
+    """When an id was minted (the ULID's millisecond timestamp)."""
+    return ULID.from_uuid(value).datetime
+
+
+def first_event_id_at(moment: datetime) -> uuid.UUID:
+    """The smallest id minted at or after `moment`: ids below it are older."""
+    return uuid.UUID(int=int(moment.timestamp() * 1000) << 80)

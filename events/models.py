@@ -7,11 +7,14 @@ from django.db import models
 
 from events.ids import event_id_to_str
 
+REPLAY_TYPE = "system.replay"
+
 
 class Event(models.Model):
     class Audience(models.TextChoices):
         PARTNER = "partner", "Partner feed (ticket lifecycle)"
         USER = "user", "One user's stream (notifications)"
+        SYSTEM = "system", "Instructions to the streams themselves (replays)"
 
     id = models.UUIDField(primary_key=True, editable=False, help_text="A ULID, stored as its 128 bits.")
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="events")
@@ -20,9 +23,7 @@ class Event(models.Model):
     ticket_id = models.UUIDField(null=True, blank=True, help_text="The ticket the event is about, if any.")
     payload = models.JSONField(default=dict)
     changes = models.JSONField(null=True, blank=True)
-    actor = models.ForeignKey(
-        "tenants.TenantUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    actor = models.ForeignKey("tenants.TenantUser", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     support = models.BooleanField(default=False, help_text="Caused by a support request (issupportrequest).")
     # Per-user events (a notification created, read or deleted) share the log, its ids and
     # its ordering, but are addressed to one recipient and never shown to partners.

@@ -17,9 +17,7 @@ def tenant_events(
     type: str | None = None,
 ) -> QuerySet[Event]:
     """The tenant's partner events oldest first, optionally after a cursor, a time or of one type."""
-    events = (
-        Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER).select_related("actor").order_by("id")
-    )
+    events = Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER).select_related("actor").order_by("id")
     if after_id is not None:
         events = events.filter(id__gt=after_id)
     if occurred_after is not None:
@@ -43,3 +41,52 @@ def ticket_history(tenant: Tenant, ticket_id: uuid.UUID) -> QuerySet[Event]:
         .select_related("actor")
         .order_by("id")
     )
+
+
+def cursor_is_expired(after_id: uuid.UUID) -> bool:
+    """A cursor minted before the retention window points into pruned history."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from events.ids import event_id_time
+
+    return event_id_time(after_id) < timezone.now() - timedelta(days=settings.EVENTS_RETENTION_DAYS)
+
+
+def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
+    """One page of events as the JSON text of the REST `result` list, and its length.
+
+    The hot path of partners paging through the log: payloads are read as JSON text and
+    spliced in unparsed, and actor names are read once per page, which is several times
+    faster than decoding every payload into Python only to encode it again. The shape is
+    exactly `events.serializers.event_to_dict` (a test holds them together)."""
+    import json
+
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
+    from events.ids import event_id_to_str
+    from events.serializers import iso
+    from tenants.models import TenantUser
+
+    rows = list(
+        events.select_related(None)
+        .annotate(payload_text=Cast("payload", TextField()), changes_text=Cast("changes", TextField()))
+        .values_list("id", "type", "occurred_at", "payload_text", "changes_text", "actor_id", "support")[:limit]
+    )
+    actor_ids = {row[5] for row in rows if row[5] is not None}
+    names = {u.id: u.display_name for u in TenantUser.objects.filter(id__in=actor_ids)} if actor_ids else {}
+    actors = {i: json.dumps({"id": str(i), "name": name}) for i, name in names.items()}
+    types: dict[str, str] = {}
+    items = []
+    for event_id, type_, occurred_at, payload, changes, actor_id, support in rows:
+        type_json = types.get(type_) or types.setdefault(type_, json.dumps(type_))
+        changes_part = f',"changes":{changes}' if changes is not None and changes != "null" else ""
+        items.append(
+            f'{{"id":"{event_id_to_str(event_id)}","type":{type_json},"occurred_at":"{iso(occurred_at)}",'
+            f'"payload":{payload}{changes_part},"actor":{actors.get(actor_id, "null")},'
+            f'"support":{"true" if support else "false"}}}'
+        )
+    return "[" + ",".join(items) + "]", len(rows)

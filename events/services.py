@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from events.context import current_acting
 from events.ids import event_id_to_str, new_event_id
-from events.models import Event
+from events.models import REPLAY_TYPE, Event
 from tenants.models import Tenant, TenantUser
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def record_event(
     actor: TenantUser | None = None,
     support: bool | None = None,
     recipient: TenantUser | None = None,
+    audience: str | None = None,
 ) -> Event:
     """Insert one event in the current transaction and announce it once it commits.
 
@@ -71,19 +72,32 @@ def record_event(
         changes=changes,
         actor=actor if actor is not None else acting.actor,
         support=acting.support if support is None else support,
-        audience=Event.Audience.USER if recipient is not None else Event.Audience.PARTNER,
+        audience=audience or (Event.Audience.USER if recipient is not None else Event.Audience.PARTNER),
         recipient=recipient,
     )
     transaction.on_commit(lambda: announce_commit(tenant.id, event.id))
     return event
 
 
-def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID, *, replayed_ids: list[str] | None = None) -> None:
-    """Tell every worker process that the tenant's log has grown (or, for a replay, which
-    stored events to send again). Loss is tolerated: hubs also poll the log."""
+@transaction.atomic
+def request_replay(*, tenant: Tenant, event_ids: list[uuid.UUID]) -> Event:
+    """Ask every live stream to send these stored events again (marked replayed).
+
+    The request is itself a row of the log, so it reaches every worker process the way
+    any event does (even without Redis, and even if a broadcast is lost), at its place
+    in the order; partners never see it."""
+    return record_event(
+        tenant=tenant,
+        type=REPLAY_TYPE,
+        payload={"ids": [event_id_to_str(i) for i in event_ids]},
+        audience=Event.Audience.SYSTEM,
+    )
+
+
+def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
+    """Tell every worker process that the tenant's log has grown. Loss is tolerated:
+    hubs also poll the log."""
     message: dict[str, Any] = {"type": "log.committed", "tenant": str(tenant_id), "id": event_id_to_str(event_id)}
-    if replayed_ids:
-        message = {"type": "log.replayed", "tenant": str(tenant_id), "ids": replayed_ids}
     try:
         async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), message)
     except Exception:

@@ -101,8 +101,13 @@ class EventStream:
         idle_deadline = self.started + settings.SSE_IDLE_TIMEOUT_SECONDS
         expires = self.caller.token_expires_at
         token_deadline = loop_time() + (expires.timestamp() - time.time()) if expires else float("inf")
-        logger.info("event=stream_open kind=%s conn=%s tenant=%s user=%s", self.kind, self.connection_id,
-                    self.caller.tenant.id, self.caller.user.id)
+        logger.info(
+            "event=stream_open kind=%s conn=%s tenant=%s user=%s",
+            self.kind,
+            self.connection_id,
+            self.caller.tenant.id,
+            self.caller.user.id,
+        )
         try:
             first = True
             async for frame in self.opening():

@@ -1,26 +1,39 @@
 """GET /v2/system/events: the partner event log, paged with `after_id`."""
 
+import json
+
+from django.conf import settings
+from django.http import HttpResponse
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events.selectors import tenant_events
-from events.serializers import EventIdField, EventQuerySerializer, event_to_dict
+from events.selectors import cursor_is_expired, partner_page_json, tenant_events
+from events.serializers import EventIdField, EventQuerySerializer
+from tenants.authentication import EventReaderAuthentication
 from tenants.envelope import ApiError
 
 
 class SystemEventsView(APIView):
-    def get(self, request: Request) -> Response:
+    authentication_classes = [EventReaderAuthentication]
+
+    def get(self, request: Request) -> HttpResponse:
         query = EventQuerySerializer(data=request.query_params)
         if not query.is_valid():
             raise ApiError(400, "INVALID_QUERY", "The query parameters are not valid.", query.errors)
         params = query.validated_data
+        if "after_id" in params and cursor_is_expired(params["after_id"]):
+            raise ApiError(
+                410,
+                "CURSOR_EXPIRED",
+                "after_id is older than the event retention; start again from occurred_after or without a cursor.",
+                {"retentionDays": settings.EVENTS_RETENTION_DAYS},
+            )
         events = tenant_events(
             request.auth.tenant,
             after_id=params.get("after_id"),
             occurred_after=params.get("occurred_after"),
             type=params.get("type"),
-        )[: params["limit"]]
+        )
         applied = {"limit": params["limit"]}
         if "after_id" in params:
             applied["after_id"] = EventIdField().to_representation(params["after_id"])
@@ -28,4 +41,5 @@ class SystemEventsView(APIView):
             applied["occurred_after"] = request.query_params["occurred_after"]
         if params.get("type"):
             applied["type"] = params["type"]
-        return Response({"query": applied, "result": [event_to_dict(e) for e in events]})
+        result, _ = partner_page_json(events, params["limit"])
+        return HttpResponse(f'{{"query":{json.dumps(applied)},"result":{result}}}', content_type="application/json")

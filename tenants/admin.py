@@ -1,6 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
-from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
+from tenants.models import AllowedOrigin, ApiKey, Realm, Tenant, TenantUser
+from tenants.services import create_api_key, revoke_api_key
 
 
 class RealmInline(admin.StackedInline):
@@ -41,3 +44,34 @@ class TenantUserAdmin(admin.ModelAdmin):
     list_filter = ("tenant",)
     search_fields = ("username", "name", "email", "subject")
     readonly_fields = ("subject", "last_seen_at")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created here with their secret shown once, in the success message."""
+
+    list_display = ("name", "tenant", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("tenant", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("name", "prefix", "tenant__slug")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("tenant", "name", "scopes", "prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "tenant", "scopes") if obj else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: object, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, full = create_api_key(tenant=obj.tenant, name=obj.name, scopes=obj.scopes or None)
+        obj.pk, obj.prefix = key.pk, key.prefix
+        self.message_user(
+            request, f"API key created. Copy it now, it will not be shown again: {full}", messages.WARNING
+        )
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            revoke_api_key(key=key)
+        self.message_user(request, f"{queryset.count()} key(s) revoked.")

@@ -3,7 +3,7 @@
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from tenants.callers import Caller, caller_for_user, resolve_caller
+from tenants.callers import Caller, EventReader, caller_for_user, resolve_caller, resolve_event_reader
 from tenants.models import TenantUser
 
 
@@ -27,3 +27,14 @@ class TenantJWTAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+class EventReaderAuthentication(BaseAuthentication):
+    """For the event API: a partner API key, or a JWT with a role that may read events.
+    `request.auth` is the reader (it has `.tenant`)."""
+
+    def authenticate(self, request: Request) -> tuple[None, EventReader]:
+        return None, resolve_event_reader(request.headers)
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api", ApiKey'

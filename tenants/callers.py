@@ -6,14 +6,14 @@ codes are the same everywhere."""
 
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,13 +23,14 @@ from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 
 from tenants.envelope import ApiError
-from tenants.models import Realm, Tenant, TenantUser
+from tenants.models import ApiKey, Realm, Tenant, TenantUser
 
 ROLE_USER = "user"
 ROLE_AGENT = "agent"
 ROLE_ADMIN = "admin"
 ROLE_SUPPORT = "support"
-API_ROLES = frozenset({ROLE_USER, ROLE_AGENT, ROLE_ADMIN})
+ROLE_PARTNER = "partner"
+API_ROLES = frozenset({ROLE_USER, ROLE_AGENT, ROLE_ADMIN, ROLE_PARTNER})
 
 _REALM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _REALM_CACHE_SECONDS = 5.0
@@ -78,7 +79,7 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
         roles=roles,
         teams=teams,
         support=support,
-        token_expires_at=datetime.fromtimestamp(claims["exp"], tz=dt_timezone.utc),
+        token_expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
         claims=claims,
     )
 
@@ -89,7 +90,8 @@ def resolve_request_caller(request: Any) -> Caller:
     browser page using native EventSource). Blocking: call it through run_db."""
     if "authorization" not in request.headers:
         account = getattr(request, "user", None)
-        tenant_user = getattr(account, "tenant_user", None) if account is not None and account.is_authenticated else None
+        signed_in = account is not None and account.is_authenticated
+        tenant_user = getattr(account, "tenant_user", None) if signed_in else None
         if tenant_user is not None:
             return caller_for_user(tenant_user)
     return resolve_caller(request.headers)
@@ -122,7 +124,9 @@ def _parse_realm_name(value: str | None) -> str:
     if not value:
         raise ApiError(400, "MISSING_HEADER", "The realmname header is required.", {"header": "realmname"})
     if not _REALM_NAME.match(value.strip()):
-        raise ApiError(400, "INVALID_HEADER", "The realmname header is not a valid realm name.", {"header": "realmname"})
+        raise ApiError(
+            400, "INVALID_HEADER", "The realmname header is not a valid realm name.", {"header": "realmname"}
+        )
     return value.strip()
 
 
@@ -184,8 +188,13 @@ def token_backend_for(realm: Realm) -> TokenBackend:
     backend = _backend_cache.get(key)
     if backend is None:
         if realm.algorithm == Realm.Algorithm.HS256:
-            backend = TokenBackend("HS256", signing_key=realm.secret, issuer=realm.issuer or None,
-                                   audience=realm.audience or None, leeway=settings.SIMPLE_JWT["LEEWAY"])
+            backend = TokenBackend(
+                "HS256",
+                signing_key=realm.secret,
+                issuer=realm.issuer or None,
+                audience=realm.audience or None,
+                leeway=settings.SIMPLE_JWT["LEEWAY"],
+            )
         else:
             backend = TokenBackend(
                 "RS256",
@@ -264,3 +273,58 @@ def _user_from_claims(
         user.last_seen_at = now
         TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now, **changed)
     return user
+
+
+# --- partner API keys -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerKeyCaller:
+    """A partner system calling with a tenant-scoped API key (event API and websocket)."""
+
+    tenant: Tenant
+    api_key: ApiKey
+
+
+EventReader = Caller | PartnerKeyCaller
+_KEY_TOUCH_SECONDS = 60.0
+
+
+def resolve_event_reader(headers: Mapping[str, str]) -> EventReader:
+    """Who may read the event log: a partner API key (`X-API-Key: <key>` or
+    `Authorization: ApiKey <key>`), or a JWT caller with the agent, admin or partner role."""
+    authorization = (headers.get("authorization") or "").strip()
+    scheme, _, value = authorization.partition(" ")
+    key = headers.get("x-api-key")
+    if key is None and scheme.lower() == "apikey":
+        key = value
+    if key is not None:
+        return resolve_api_key(key, headers.get("x-tenantid"))
+    caller = resolve_caller(headers)
+    if not (caller.is_agent or ROLE_PARTNER in caller.roles):
+        raise ApiError(403, "FORBIDDEN", "Reading the event log needs the agent, admin or partner role.")
+    return caller
+
+
+def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyCaller:
+    from tenants.services import API_KEY_PREFIX, hash_api_key_secret
+
+    parts = value.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
+    _, prefix, secret = parts
+    key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, hash_api_key_secret(secret)):
+        raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
+    if key.revoked_at is not None:
+        raise ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
+    if not key.tenant.active:
+        raise ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
+    if tenant_header and tenant_header.strip().lower() != str(key.tenant_id):
+        raise ApiError(401, "INVALID_API_KEY", "The API key belongs to another tenant.")
+    if ApiKey.SCOPE_EVENTS_READ not in key.scopes:
+        raise ApiError(403, "INSUFFICIENT_SCOPE", f"The API key lacks the {ApiKey.SCOPE_EVENTS_READ} scope.")
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > _KEY_TOUCH_SECONDS:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+    return PartnerKeyCaller(tenant=key.tenant, api_key=key)

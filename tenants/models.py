@@ -93,3 +93,33 @@ class TenantUser(models.Model):
     @property
     def display_name(self) -> str:
         return self.name or self.username
+
+
+class ApiKey(models.Model):
+    """A partner's key to the event API and websocket ("ApiKey" security of the spec).
+
+    Only a SHA-256 of the secret is stored (keys are 256-bit random, so a fast hash is
+    enough); the full key is shown once, when it is created."""
+
+    SCOPE_EVENTS_READ = "events:read"
+    SCOPES = [(SCOPE_EVENTS_READ, "Read the event log and subscribe to it")]
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant__slug", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

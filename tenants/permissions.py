@@ -3,13 +3,13 @@
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from tenants.callers import Caller
+from tenants.callers import Caller, PartnerKeyCaller
 from tenants.envelope import ApiError
 
 
 class IsTenantCaller(BasePermission):
     def has_permission(self, request: Request, view: object) -> bool:
-        return isinstance(request.auth, Caller)
+        return isinstance(request.auth, Caller | PartnerKeyCaller)
 
 
 def require_agent(caller: Caller) -> None:

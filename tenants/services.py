@@ -1,12 +1,16 @@
-"""Write operations on tenants: signing tokens for the embedded HS256 realm."""
+"""Write operations on tenants: signing tokens for the embedded HS256 realm, partner API keys."""
 
+import hashlib
+import secrets
 import time
 import uuid
 from typing import Any
 
+from django.db import transaction
+from django.utils import timezone
 from rest_framework_simplejwt.backends import TokenBackend
 
-from tenants.models import Realm, Tenant, TenantUser
+from tenants.models import ApiKey, Realm, Tenant, TenantUser
 
 
 def subject_for(tenant: Tenant, username: str) -> str:
@@ -46,3 +50,29 @@ def issue_token(
     if realm.audience:
         claims["aud"] = realm.audience
     return TokenBackend("HS256", signing_key=realm.secret).encode(claims)
+
+
+API_KEY_PREFIX = "tk"
+
+
+def hash_api_key_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def create_api_key(*, tenant: Tenant, name: str, scopes: list[str] | None = None) -> tuple[ApiKey, str]:
+    """Create a key and return it with its full text, which is never stored or shown again."""
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_api_key_secret(secret),
+        scopes=scopes if scopes is not None else [ApiKey.SCOPE_EVENTS_READ],
+    )
+    return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
+
+
+def revoke_api_key(*, key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

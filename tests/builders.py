@@ -30,11 +30,17 @@ class World:
     realm: Realm
     users: dict[str, TenantUser] = field(default_factory=dict)
 
-    def token(self, username: str, *, ttl: int = 3600, roles: list[str] | None = None,
-              teams: list[str] | None = None) -> str:
+    def token(
+        self, username: str, *, ttl: int = 3600, roles: list[str] | None = None, teams: list[str] | None = None
+    ) -> str:
         default_roles, default_teams = CAST.get(username, (["user"], []))
-        return issue_token(realm=self.realm, username=username, roles=roles if roles is not None else default_roles,
-                           teams=teams if teams is not None else default_teams, ttl_seconds=ttl)
+        return issue_token(
+            realm=self.realm,
+            username=username,
+            roles=roles if roles is not None else default_roles,
+            teams=teams if teams is not None else default_teams,
+            ttl_seconds=ttl,
+        )
 
     def headers(self, username: str, **kwargs: Any) -> dict[str, str]:
         return {
@@ -49,15 +55,24 @@ class World:
 
 def make_world(slug: str, *, origins: tuple[str, ...] = ()) -> World:
     tenant = Tenant.objects.create(slug=slug, name=slug.title())
-    realm = Realm.objects.create(tenant=tenant, name="main", secret=f"{slug}-secret-0123456789-abcdefghijklmnop",
-                                 issuer=f"https://id.example/realms/{slug}")
+    realm = Realm.objects.create(
+        tenant=tenant,
+        name="main",
+        secret=f"{slug}-secret-0123456789-abcdefghijklmnop",
+        issuer=f"https://id.example/realms/{slug}",
+    )
     for origin in origins:
         AllowedOrigin.objects.create(tenant=tenant, origin=origin)
     world = World(tenant=tenant, realm=realm)
     for username, (roles, teams) in CAST.items():
         world.users[username] = TenantUser.objects.create(
-            tenant=tenant, subject=subject_for(tenant, username), username=username, name=username.title(),
-            email=f"{username}@{slug}.example", roles=roles, teams=teams,
+            tenant=tenant,
+            subject=subject_for(tenant, username),
+            username=username,
+            name=username.title(),
+            email=f"{username}@{slug}.example",
+            roles=roles,
+            teams=teams,
         )
     return world
 

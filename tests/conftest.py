@@ -14,12 +14,36 @@ import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import TransactionTestCase
 from rest_framework.test import APIClient
 
 from tenants.callers import clear_realm_cache
 from tests.builders import World, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flush_retrying_deadlocks(original):
+    """Teardown of transactional tests truncates every table. A server process polling the
+    log at that instant can deadlock with the TRUNCATE; PostgreSQL then cancels one side,
+    and the right answer is to truncate again."""
+
+    def teardown(self):
+        for attempt in range(5):
+            try:
+                return original(self)
+            except Exception as exc:
+                if (
+                    "deadlock" not in str(exc).lower() and "deadlock" not in str(exc.__cause__).lower()
+                ) or attempt == 4:
+                    raise
+                time.sleep(0.2)
+        return None
+
+    return teardown
+
+
+TransactionTestCase._fixture_teardown = _flush_retrying_deadlocks(TransactionTestCase._fixture_teardown)
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +106,10 @@ class ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -110,16 +137,43 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
 
+def wait_until_database_is_quiet(timeout: float = 10.0) -> None:
+    """Wait until no other session is mid-query or mid-transaction on the test database.
+
+    The test's teardown truncates every table; a server process still finishing a
+    snapshot for a stream the test just closed would deadlock with it."""
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state NOT IN ('idle')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
-def server(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
-    """One server process for the session's stream tests."""
+def _server_process(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
     proc = ServerProcess().start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
-def second_server(django_db_setup: None) -> Iterator[ServerProcess]:
+def server(transactional_db: None, _server_process: ServerProcess) -> Iterator[ServerProcess]:
+    """The session's server process, for a test whose data it must see (committed)."""
+    yield _server_process
+    wait_until_database_is_quiet()
+
+
+@pytest.fixture
+def second_server(transactional_db: None) -> Iterator[ServerProcess]:
+    """A second worker process sharing the database and the channel layer."""
     proc = ServerProcess().start()
     yield proc
     proc.stop()
+    wait_until_database_is_quiet()

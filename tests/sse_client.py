@@ -43,12 +43,14 @@ class SseStream:
 
 
 @contextmanager
-def open_stream(method: str, url: str, *, headers: dict[str, str], json_body: Any = None,
-                read_timeout: float = 10.0) -> Iterator[SseStream]:
+def open_stream(
+    method: str, url: str, *, headers: dict[str, str], json_body: Any = None, read_timeout: float = 10.0
+) -> Iterator[SseStream]:
     """Open a stream; fails unless the server answers 200 text/event-stream."""
-    with httpx.Client(timeout=httpx.Timeout(10.0, read=read_timeout)) as client, client.stream(
-        method, url, headers={"accept": "text/event-stream", **headers}, json=json_body
-    ) as response:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=read_timeout)) as client,
+        client.stream(method, url, headers={"accept": "text/event-stream", **headers}, json=json_body) as response,
+    ):
         if response.status_code != 200:
             response.read()
             raise AssertionError(f"stream refused: {response.status_code} {response.text}")

@@ -51,8 +51,9 @@ class TicketAdmin(admin.ModelAdmin):
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Ticket], status: str) -> None:
         changed = 0
         for tenant_id in queryset.values_list("tenant_id", flat=True).distinct():
-            changed += bulk_set_status(tickets=queryset.filter(tenant_id=tenant_id), status=status, actor=None,
-                                       support=True)
+            changed += bulk_set_status(
+                tickets=queryset.filter(tenant_id=tenant_id), status=status, actor=None, support=True
+            )
         self.message_user(request, f"{changed} ticket(s) set to {status}.", messages.SUCCESS)
 
     @admin.action(description="Mark selected tickets resolved")
@@ -135,8 +136,15 @@ class ApprovalAdmin(admin.ModelAdmin):
 
 @admin.register(TicketSla)
 class TicketSlaAdmin(admin.ModelAdmin):
-    list_display = ("ticket", "response_due", "responded_at", "response_breached_at", "resolution_due",
-                    "resolved_at", "resolution_breached_at")
+    list_display = (
+        "ticket",
+        "response_due",
+        "responded_at",
+        "response_breached_at",
+        "resolution_due",
+        "resolved_at",
+        "resolution_breached_at",
+    )
     list_filter = ("tenant",)
     search_fields = ("ticket__number",)
     list_select_related = ("ticket",)

@@ -19,8 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from functools import reduce
 from typing import Any
 
@@ -228,8 +227,9 @@ def _parse_node(raw: Any, *, depth: int, counter: list[int]) -> Node:
             )
         return _parse_condition(raw)
     if depth > settings.FILTER_MAX_DEPTH:
-        raise invalid_filter(f"The filter nests deeper than {settings.FILTER_MAX_DEPTH} levels.",
-                             limit=settings.FILTER_MAX_DEPTH)
+        raise invalid_filter(
+            f"The filter nests deeper than {settings.FILTER_MAX_DEPTH} levels.", limit=settings.FILTER_MAX_DEPTH
+        )
     op = raw.get("op", "AND")
     if not isinstance(op, str) or op.upper() not in ("AND", "OR"):
         raise invalid_filter("A group's op must be AND or OR.", op=op)
@@ -298,9 +298,7 @@ def _typed_value(column: Column, raw: Any, cid: str | None, *, allow_null: bool)
             # Case-insensitive, answering the canonical spelling (e.g. "statusChange").
             canonical = {choice.lower(): choice for choice in column.choices}.get(value)
             if canonical is None:
-                raise invalid_filter(
-                    f"{raw!r} is not a {column.name}.", cid, allowedValues=sorted(column.choices)
-                )
+                raise invalid_filter(f"{raw!r} is not a {column.name}.", cid, allowedValues=sorted(column.choices))
             return canonical
         if "\x00" in raw:
             raise invalid_filter("The operand contains a NUL character.", cid)
@@ -322,7 +320,7 @@ def _typed_value(column: Column, raw: Any, cid: str | None, *, allow_null: bool)
     if parsed is None:
         raise invalid_filter(f"Column {column.name} takes an ISO 8601 date-time.", cid)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 

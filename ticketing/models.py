@@ -50,6 +50,9 @@ class TicketSequence(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "year"], name="ticket_sequence_unique")]
 
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.year}: {self.last_value}"
+
 
 class Ticket(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -119,6 +122,9 @@ class Watcher(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["ticket", "user"], name="watcher_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} watches {self.ticket_id}"
 
 
 # --- approvals, merge/escalation state and SLAs (issue 4: notifications) ---------------
@@ -217,15 +223,44 @@ class TicketSla(models.Model):
     class Meta:
         verbose_name = "ticket SLA"
         indexes = [
-            models.Index(fields=["response_warn_at"], name="sla_response_warn",
-                         condition=models.Q(responded_at__isnull=True, response_warned_at__isnull=True)),
-            models.Index(fields=["response_due"], name="sla_response_due",
-                         condition=models.Q(responded_at__isnull=True, response_breached_at__isnull=True)),
-            models.Index(fields=["resolution_warn_at"], name="sla_resolution_warn",
-                         condition=models.Q(resolved_at__isnull=True, resolution_warned_at__isnull=True)),
-            models.Index(fields=["resolution_due"], name="sla_resolution_due",
-                         condition=models.Q(resolved_at__isnull=True, resolution_breached_at__isnull=True)),
+            models.Index(
+                fields=["response_warn_at"],
+                name="sla_response_warn",
+                condition=models.Q(responded_at__isnull=True, response_warned_at__isnull=True),
+            ),
+            models.Index(
+                fields=["response_due"],
+                name="sla_response_due",
+                condition=models.Q(responded_at__isnull=True, response_breached_at__isnull=True),
+            ),
+            models.Index(
+                fields=["resolution_warn_at"],
+                name="sla_resolution_warn",
+                condition=models.Q(resolved_at__isnull=True, resolution_warned_at__isnull=True),
+            ),
+            models.Index(
+                fields=["resolution_due"],
+                name="sla_resolution_due",
+                condition=models.Q(resolved_at__isnull=True, resolution_breached_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
         return f"SLA of {self.ticket_id}"
+
+
+class TicketProduct(models.Model):
+    """A product or asset on a ticket, with a quantity (one row per SKU)."""
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="products")
+    sku = models.CharField(max_length=100)
+    name = models.CharField(max_length=200)
+    quantity = models.PositiveIntegerField(default=1)
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [models.UniqueConstraint(fields=["ticket", "sku"], name="ticket_product_unique_sku")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.sku} on {self.ticket_id}"

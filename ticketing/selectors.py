@@ -55,6 +55,7 @@ def scope_for(caller: Caller, kind: str | None) -> Scope:
 def visible_tickets(caller: Caller) -> QuerySet[Ticket]:
     """Tickets the caller may open: all of the tenant for agents, their own requests otherwise."""
     tickets = Ticket.objects.filter(tenant=caller.tenant).select_related("assignee", "requester")
+    tickets = tickets.prefetch_related("products")
     if not caller.is_agent:
         tickets = tickets.filter(requester=caller.user)
     return tickets
@@ -120,7 +121,9 @@ def list_tickets(caller: Caller, query: TicketQuery) -> tuple[list[Ticket], int]
     # The id makes the order total, so pages never overlap or skip under equal keys.
     ordering.append("id")
     page = list(
-        tickets.select_related("assignee", "requester").order_by(*ordering)[query.offset : query.offset + query.top]
+        tickets.select_related("assignee", "requester")
+        .prefetch_related("products")
+        .order_by(*ordering)[query.offset : query.offset + query.top]
     )
     return page, total
 
@@ -163,8 +166,9 @@ def get_visible_ticket_or_approver(caller: Caller, ticket_id: str) -> Ticket:
     try:
         return get_visible_ticket(caller, ticket_id)
     except ApiError:
-        ticket = Ticket.objects.filter(tenant=caller.tenant, approvals__approver=caller.user,
-                                       id=_uuid_or_none(ticket_id)).first()
+        ticket = Ticket.objects.filter(
+            tenant=caller.tenant, approvals__approver=caller.user, id=_uuid_or_none(ticket_id)
+        ).first()
         if ticket is None:
             raise
         return ticket

@@ -17,6 +17,11 @@ def user_ref(user: TenantUser | None) -> dict[str, str] | None:
     return {"id": str(user.id), "name": user.display_name} if user is not None else None
 
 
+def ticket_products(ticket: Ticket) -> list[dict[str, Any]]:
+    """Products/assets on the ticket, by SKU (uses prefetched rows when a list prefetched them)."""
+    return [{"sku": p.sku, "name": p.name, "quantity": p.quantity} for p in ticket.products.all()]
+
+
 def ticket_state(ticket: Ticket) -> dict[str, Any]:
     """The ticket as the API, the streams and the event log show it."""
     return {
@@ -32,8 +37,23 @@ def ticket_state(ticket: Ticket) -> dict[str, Any]:
         "requester": user_ref(ticket.requester),
         "customer": ticket.customer,
         "parent": str(ticket.parent_id) if ticket.parent_id else None,
+        "products": ticket_products(ticket),
         "createdAt": iso(ticket.created_at),
         "updatedAt": iso(ticket.updated_at),
+    }
+
+
+def ticket_payload(ticket: Ticket) -> dict[str, Any]:
+    """`{ticket, parent_ticket, customer}` as system-events.md shows it."""
+    parent = ticket.parent if ticket.parent_id else None
+    return {
+        "ticket": ticket_state(ticket),
+        "parent_ticket": (
+            {"id": str(parent.id), "ticketNumber": parent.number, "subject": parent.subject, "status": parent.status}
+            if parent is not None
+            else None
+        ),
+        "customer": {"name": ticket.customer} if ticket.customer else None,
     }
 
 
@@ -62,7 +82,10 @@ class PriorityField(serializers.ChoiceField):
 class TenantUserField(serializers.Field):
     """A user of the caller's tenant, given by id or by username; null clears it."""
 
-    default_error_messages = {"unknown": "No user of this tenant has this id or username.", "invalid": "Must be a string."}
+    default_error_messages = {
+        "unknown": "No user of this tenant has this id or username.",
+        "invalid": "Must be a string.",
+    }
 
     def to_internal_value(self, data: Any) -> TenantUser:
         if not isinstance(data, str) or not data.strip():
@@ -151,18 +174,24 @@ class SortOrderItemSerializer(serializers.Serializer):
 class TicketListBodySerializer(StrictObjectSerializer):
     """The body of `POST .../ticket/list` and of the list-updates stream."""
 
-    search = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False)
+    search = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False
+    )
     top = serializers.IntegerField(min_value=1, default=30)
     offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
     sort = serializers.ChoiceField(choices=sorted(SORT_COLUMNS), required=False, allow_blank=True, allow_null=True)
-    searchOrder = serializers.ChoiceField(choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True)
+    searchOrder = serializers.ChoiceField(
+        choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True
+    )
     sortOrder = SortOrderItemSerializer(many=True, required=False, allow_null=True)
     filter = serializers.JSONField(required=False, allow_null=True)
     lastEventId = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
 
     def validate_top(self, value: int) -> int:
         if value > settings.TICKET_LIST_MAX_TOP:
-            raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}.")
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}."
+            )
         return value
 
 
@@ -221,3 +250,9 @@ def sla_policy_to_dict(policy: Any) -> dict[str, Any]:
         "resolutionMinutes": policy.resolution_minutes,
         "warningPercent": policy.warning_percent,
     }
+
+
+class ProductWriteSerializer(StrictObjectSerializer):
+    sku = serializers.RegexField(r"^[A-Za-z0-9._:/-]{1,100}$")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)

@@ -28,6 +28,7 @@ from ticketing.models import (
     Status,
     Ticket,
     TicketMarks,
+    TicketProduct,
     TicketSequence,
     TicketSla,
     Watcher,
@@ -55,8 +56,11 @@ def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
         fields["requester"] = caller.user
     fields.setdefault("requester", caller.user)
     with acting_as(caller.user, support=caller.support):
-        ticket = Ticket(tenant=caller.tenant, number=next_ticket_number(tenant_id=caller.tenant.id,
-                                                                       year=timezone.now().year), **fields)
+        ticket = Ticket(
+            tenant=caller.tenant,
+            number=next_ticket_number(tenant_id=caller.tenant.id, year=timezone.now().year),
+            **fields,
+        )
         ticket.save()
     start_sla(ticket=ticket)
     notifications.notify_ticket_created(ticket=ticket, actor=caller.user)
@@ -80,8 +84,13 @@ def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ti
         setattr(ticket, name, value)
     with acting_as(caller.user, support=caller.support):
         ticket.save()
-    _after_ticket_change(ticket=ticket, previous_status=previous_status, previous_priority=previous_priority,
-                         previous_assignee=previous_assignee, actor=caller.user)
+    _after_ticket_change(
+        ticket=ticket,
+        previous_status=previous_status,
+        previous_priority=previous_priority,
+        previous_assignee=previous_assignee,
+        actor=caller.user,
+    )
     return ticket
 
 
@@ -118,8 +127,13 @@ def bulk_set_status(*, tickets: QuerySet[Ticket], status: str, actor: TenantUser
             previous_status = ticket.status
             ticket.status = status
             ticket.save()
-            _after_ticket_change(ticket=ticket, previous_status=previous_status, previous_priority=ticket.priority,
-                                 previous_assignee=ticket.assignee, actor=actor)
+            _after_ticket_change(
+                ticket=ticket,
+                previous_status=previous_status,
+                previous_priority=ticket.priority,
+                previous_assignee=ticket.assignee,
+                actor=actor,
+            )
             changed += 1
     return changed
 
@@ -131,11 +145,18 @@ def is_reopening(previous: str, new: str) -> bool:
 # --- follow-ups of a change: SLA clock and notifications -------------------------------
 
 
-def _after_ticket_change(*, ticket: Ticket, previous_status: str, previous_priority: str,
-                         previous_assignee: TenantUser | None, actor: TenantUser | None) -> None:
+def _after_ticket_change(
+    *,
+    ticket: Ticket,
+    previous_status: str,
+    previous_priority: str,
+    previous_assignee: TenantUser | None,
+    actor: TenantUser | None,
+) -> None:
     _update_sla(ticket=ticket, previous_status=previous_status, previous_priority=previous_priority)
-    notifications.notify_ticket_updated(ticket=ticket, previous_status=previous_status,
-                                        previous_assignee=previous_assignee, actor=actor)
+    notifications.notify_ticket_updated(
+        ticket=ticket, previous_status=previous_status, previous_assignee=previous_assignee, actor=actor
+    )
 
 
 def sla_targets(policy: SlaPolicy, start: datetime) -> dict[str, datetime]:
@@ -220,12 +241,14 @@ def remove_watcher(*, caller: Caller, ticket: Ticket, user: TenantUser) -> bool:
 
 
 @transaction.atomic
-def request_approval(*, caller: Caller, ticket: Ticket, approver: TenantUser, approval_type: str = "manager",
-                     note: str = "") -> Approval:
+def request_approval(
+    *, caller: Caller, ticket: Ticket, approver: TenantUser, approval_type: str = "manager", note: str = ""
+) -> Approval:
     require_agent(caller)
     ticket = _locked(ticket)
-    approval = Approval.objects.create(ticket=ticket, approver=approver, requested_by=caller.user,
-                                       approval_type=approval_type, note=note)
+    approval = Approval.objects.create(
+        ticket=ticket, approver=approver, requested_by=caller.user, approval_type=approval_type, note=note
+    )
     notifications.notify_approval_requested(approval=approval, actor=caller.user)
     return approval
 
@@ -258,8 +281,9 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
     ticket, into = locked[ticket.pk], locked[into.pk]
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
     if marks.merged_into_id:
-        raise ApiError(409, "ALREADY_MERGED", "This ticket is already merged.",
-                       {"mergedInto": str(marks.merged_into_id)})
+        raise ApiError(
+            409, "ALREADY_MERGED", "This ticket is already merged.", {"mergedInto": str(marks.merged_into_id)}
+        )
     if TicketMarks.objects.filter(ticket=into, merged_into__isnull=False).exists():
         raise ApiError(409, "TARGET_MERGED", "The target ticket is itself merged into another one.")
     with acting_as(caller.user, support=caller.support):
@@ -311,20 +335,97 @@ def reopen_ticket(*, caller: Caller, ticket: Ticket) -> Ticket:
     ticket.status = Status.OPEN
     with acting_as(caller.user, support=caller.support):
         ticket.save()
-    _after_ticket_change(ticket=ticket, previous_status=previous_status, previous_priority=ticket.priority,
-                         previous_assignee=previous_assignee, actor=caller.user)
+    _after_ticket_change(
+        ticket=ticket,
+        previous_status=previous_status,
+        previous_priority=ticket.priority,
+        previous_assignee=previous_assignee,
+        actor=caller.user,
+    )
     return ticket
 
 
 @transaction.atomic
-def set_sla_policy(*, caller: Caller, priority: str, response_minutes: int, resolution_minutes: int,
-                   warning_percent: int = 80) -> SlaPolicy:
+def set_sla_policy(
+    *, caller: Caller, priority: str, response_minutes: int, resolution_minutes: int, warning_percent: int = 80
+) -> SlaPolicy:
     """Create or replace the tenant's SLA policy for one priority (admins). Applies to
     tickets created, or changing priority, from now on."""
     require_admin(caller)
     policy, _ = SlaPolicy.objects.update_or_create(
-        tenant=caller.tenant, priority=priority,
-        defaults={"response_minutes": response_minutes, "resolution_minutes": resolution_minutes,
-                  "warning_percent": warning_percent},
+        tenant=caller.tenant,
+        priority=priority,
+        defaults={
+            "response_minutes": response_minutes,
+            "resolution_minutes": resolution_minutes,
+            "warning_percent": warning_percent,
+        },
     )
     return policy
+
+
+def _record_products_change(
+    *, ticket: Ticket, type: str, before: list[dict[str, Any]], product: dict[str, Any]
+) -> None:
+    from events.services import record_event
+    from ticketing.serializers import ticket_payload
+
+    ticket = Ticket.objects.select_related("assignee", "requester", "parent").get(pk=ticket.pk)
+    payload = ticket_payload(ticket)
+    payload["product"] = product
+    record_event(
+        tenant=ticket.tenant,
+        type=type,
+        payload=payload,
+        changes={"products": {"from": before, "to": payload["ticket"]["products"]}},
+        ticket_id=ticket.id,
+    )
+
+
+@transaction.atomic
+def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity: int) -> TicketProduct:
+    """Put `quantity` more of a product on the ticket (a new SKU, or more of one already there)."""
+    from ticketing.serializers import ticket_products
+
+    if not caller.is_agent:
+        raise ApiError(403, "FORBIDDEN", "Adding products needs the `agent` or `admin` role.")
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    before = ticket_products(ticket)
+    product, created = TicketProduct.objects.get_or_create(
+        ticket=ticket, sku=sku, defaults={"name": name, "quantity": quantity}
+    )
+    if not created:
+        product.quantity += quantity
+        product.name = name or product.name
+        product.save(update_fields=["quantity", "name"])
+    with acting_as(caller.user, support=caller.support):
+        ticket.save(update_fields=["updated_at"])
+        _record_products_change(
+            ticket=ticket,
+            type="tickets.ticket.product_added",
+            before=before,
+            product={"sku": sku, "name": product.name, "quantity": quantity},
+        )
+    return product
+
+
+@transaction.atomic
+def remove_product(*, caller: Caller, ticket: Ticket, sku: str) -> None:
+    from ticketing.serializers import ticket_products
+
+    if not caller.is_agent:
+        raise ApiError(403, "FORBIDDEN", "Removing products needs the `agent` or `admin` role.")
+    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    before = ticket_products(ticket)
+    product = TicketProduct.objects.filter(ticket=ticket, sku=sku).first()
+    if product is None:
+        raise ApiError(404, "PRODUCT_NOT_FOUND", "The ticket has no product with this SKU.")
+    product.delete()
+    with acting_as(caller.user, support=caller.support):
+        ticket.save(update_fields=["updated_at"])
+        _record_products_change(
+            ticket=ticket,
+            type="tickets.ticket.product_removed",
+            before=before,
+            product={"sku": sku, "name": product.name, "quantity": product.quantity},
+        )

@@ -11,23 +11,9 @@ from events.serializers import iso
 from events.services import record_event
 from tenants.models import TenantUser
 from ticketing.models import CLOSED_STATUSES, TRACKED_FIELDS, Comment, Status, Ticket, TicketMarks
-from ticketing.serializers import ticket_state, user_ref
+from ticketing.serializers import ticket_payload, user_ref
 
 _API_NAMES = {"assignee_id": "assignee", "requester_id": "requester", "parent_id": "parent"}
-
-
-def ticket_payload(ticket: Ticket) -> dict[str, Any]:
-    """`{ticket, parent_ticket, customer}` as system-events.md shows it."""
-    parent = ticket.parent if ticket.parent_id else None
-    return {
-        "ticket": ticket_state(ticket),
-        "parent_ticket": (
-            {"id": str(parent.id), "ticketNumber": parent.number, "subject": parent.subject, "status": parent.status}
-            if parent is not None
-            else None
-        ),
-        "customer": {"name": ticket.customer} if ticket.customer else None,
-    }
 
 
 def _api_value(field: str, value: Any) -> Any:
@@ -74,17 +60,28 @@ def _remember_loaded(ticket: Ticket) -> None:
 
 
 @receiver(post_save, sender=Ticket, dispatch_uid="record_ticket_saved")
-def record_ticket_saved(sender: type[Ticket], instance: Ticket, created: bool, raw: bool = False, **kwargs: Any) -> None:
+def record_ticket_saved(
+    sender: type[Ticket], instance: Ticket, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
     if raw:  # fixtures loading
         return
     if created:
-        record_event(tenant=instance.tenant, type="tickets.ticket.created", payload=ticket_payload(instance),
-                     ticket_id=instance.id)
+        record_event(
+            tenant=instance.tenant,
+            type="tickets.ticket.created",
+            payload=ticket_payload(instance),
+            ticket_id=instance.id,
+        )
     else:
         changes = _changes(instance)
         if changes:
-            record_event(tenant=instance.tenant, type=update_event_type(changes), payload=ticket_payload(instance),
-                         changes=changes, ticket_id=instance.id)
+            record_event(
+                tenant=instance.tenant,
+                type=update_event_type(changes),
+                payload=ticket_payload(instance),
+                changes=changes,
+                ticket_id=instance.id,
+            )
     _remember_loaded(instance)
 
 
@@ -96,8 +93,9 @@ def record_ticket_deleted(sender: type[Ticket], instance: Ticket, **kwargs: Any)
 
 
 @receiver(post_save, sender=Comment, dispatch_uid="record_comment_added")
-def record_comment_added(sender: type[Comment], instance: Comment, created: bool, raw: bool = False,
-                         **kwargs: Any) -> None:
+def record_comment_added(
+    sender: type[Comment], instance: Comment, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
     if raw or not created:
         return
     ticket = instance.ticket
@@ -107,8 +105,13 @@ def record_comment_added(sender: type[Comment], instance: Comment, created: bool
 
 
 @receiver(post_save, sender=TicketMarks, dispatch_uid="record_ticket_marked")
-def record_ticket_marked(sender: type[TicketMarks], instance: TicketMarks, raw: bool = False,
-                         update_fields: frozenset[str] | None = None, **kwargs: Any) -> None:
+def record_ticket_marked(
+    sender: type[TicketMarks],
+    instance: TicketMarks,
+    raw: bool = False,
+    update_fields: frozenset[str] | None = None,
+    **kwargs: Any,
+) -> None:
     """Merges and escalations: the services save exactly the fields of the change."""
     if raw or not update_fields:
         return

@@ -36,6 +36,8 @@ TICKET_STATE_EVENTS = frozenset(
         "tickets.ticket.reopened",
         "tickets.ticket.assigned",
         "tickets.ticket.merged",
+        "tickets.ticket.product_added",
+        "tickets.ticket.product_removed",
     }
 )
 
@@ -105,13 +107,17 @@ class TicketListStream(EventStream):
         replayed = event.replayed
         if is_in and not was_in:
             key = ("created", real_create, replayed)
-            return event.frame(key, lambda: sse_frame("created", self._created(event, after, real_create), id=event.ulid))
+            return event.frame(
+                key, lambda: sse_frame("created", self._created(event, after, real_create), id=event.ulid)
+            )
         if was_in and is_in:
             key = ("updated", replayed)
             return event.frame(key, lambda: sse_frame("updated", self._updated(event, after), id=event.ulid))
         if was_in and not is_in:
             key = ("deleted", real_delete, replayed)
-            return event.frame(key, lambda: sse_frame("deleted", self._deleted(event, before, real_delete), id=event.ulid))
+            return event.frame(
+                key, lambda: sse_frame("deleted", self._deleted(event, before, real_delete), id=event.ulid)
+            )
         return None
 
     @staticmethod
@@ -198,6 +204,7 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     except Exception:
         await lease.release()
         return error_response(ApiError(503, "SERVICE_UNAVAILABLE", "The real-time service is unavailable."))
-    stream = TicketListStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query,
-                              last_event_id=last_event_id)
+    stream = TicketListStream(
+        caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id
+    )
     return sse_response(stream.frames())

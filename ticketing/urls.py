@@ -11,12 +11,24 @@ urlpatterns = [
     path("ticket/<str:ticket_id>/watchers", views.TicketWatchersView.as_view(), name="ticket-watchers"),
     path("ticket/<str:ticket_id>/watchers/<str:user>", views.TicketWatcherView.as_view(), name="ticket-watcher"),
     path("ticket/<str:ticket_id>/approvals", views.TicketApprovalsView.as_view(), name="ticket-approvals"),
-    path("ticket/<str:ticket_id>/approvals/<str:approval_id>/approve",
-         views.ApprovalDecisionView.as_view(decision="approve"), name="approval-approve"),
-    path("ticket/<str:ticket_id>/approvals/<str:approval_id>/reject",
-         views.ApprovalDecisionView.as_view(decision="reject"), name="approval-reject"),
+    path(
+        "ticket/<str:ticket_id>/approvals/<str:approval_id>/approve",
+        views.ApprovalDecisionView.as_view(decision="approve"),
+        name="approval-approve",
+    ),
+    path(
+        "ticket/<str:ticket_id>/approvals/<str:approval_id>/reject",
+        views.ApprovalDecisionView.as_view(decision="reject"),
+        name="approval-reject",
+    ),
     path("ticket/<str:ticket_id>/merge", views.TicketMergeView.as_view(), name="ticket-merge"),
     path("ticket/<str:ticket_id>/escalate", views.TicketEscalateView.as_view(), name="ticket-escalate"),
     path("ticket/<str:ticket_id>/reopen", views.TicketReopenView.as_view(), name="ticket-reopen"),
     path("sla/policy", views.SlaPolicyView.as_view(), name="sla-policies"),
+    path("ticket/<str:ticket_id>/products", views.TicketProductsView.as_view(), name="ticket-products"),
+    path(
+        "ticket/<str:ticket_id>/products/<str:sku>",
+        views.TicketProductDetailView.as_view(),
+        name="ticket-product-detail",
+    ),
 ]

@@ -26,6 +26,7 @@ from ticketing.serializers import (
     CommentWriteSerializer,
     EscalateSerializer,
     MergeSerializer,
+    ProductWriteSerializer,
     SlaPolicySerializer,
     TicketListBodySerializer,
     TicketWriteSerializer,
@@ -80,8 +81,9 @@ class TicketListView(APIView):
         body = validated(TicketListBodySerializer(data=request.data))
         query = ticket_query_from(request.auth, request.query_params.get("type"), body)
         page, total = list_tickets(request.auth, query)
-        return ok({"tickets": [ticket_state(t) for t in page], "total": total, "top": query.top,
-                   "offset": query.offset})
+        return ok(
+            {"tickets": [ticket_state(t) for t in page], "total": total, "top": query.top, "offset": query.offset}
+        )
 
 
 class TicketCommentsView(APIView):
@@ -136,8 +138,13 @@ class TicketApprovalsView(APIView):
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(ApprovalRequestSerializer(data=request.data, context={"tenant": request.auth.tenant}))
-        approval = services.request_approval(caller=request.auth, ticket=ticket, approver=data["approver"],
-                                             approval_type=data["approvalType"], note=data["note"])
+        approval = services.request_approval(
+            caller=request.auth,
+            ticket=ticket,
+            approver=data["approver"],
+            approval_type=data["approvalType"],
+            note=data["note"],
+        )
         return ok(approval_to_dict(approval), status=201)
 
 
@@ -149,8 +156,9 @@ class ApprovalDecisionView(APIView):
         ticket = get_visible_ticket_or_approver(request.auth, ticket_id)
         approval = get_ticket_approval(ticket, approval_id)
         data = validated(ApprovalDecisionSerializer(data=request.data))
-        approval = services.decide_approval(caller=request.auth, approval=approval,
-                                            approve=self.decision == "approve", comment=data["comment"])
+        approval = services.decide_approval(
+            caller=request.auth, approval=approval, approve=self.decision == "approve", comment=data["comment"]
+        )
         return ok(approval_to_dict(approval))
 
 
@@ -168,8 +176,9 @@ class TicketEscalateView(APIView):
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(EscalateSerializer(data=request.data))
-        marks = services.escalate_ticket(caller=request.auth, ticket=ticket, reason=data["reason"],
-                                         team=data.get("team"))
+        marks = services.escalate_ticket(
+            caller=request.auth, ticket=ticket, reason=data["reason"], team=data.get("team")
+        )
         return ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level})
 
 
@@ -189,8 +198,27 @@ class SlaPolicyView(APIView):
     @extend_schema(request=SlaPolicySerializer, summary="Create or replace the SLA policy of one priority (admin)")
     def put(self, request: Request) -> Response:
         data = validated(SlaPolicySerializer(data=request.data))
-        policy = services.set_sla_policy(caller=request.auth, priority=data["priority"],
-                                         response_minutes=data["responseMinutes"],
-                                         resolution_minutes=data["resolutionMinutes"],
-                                         warning_percent=data["warningPercent"])
+        policy = services.set_sla_policy(
+            caller=request.auth,
+            priority=data["priority"],
+            response_minutes=data["responseMinutes"],
+            resolution_minutes=data["resolutionMinutes"],
+            warning_percent=data["warningPercent"],
+        )
         return ok(sla_policy_to_dict(policy))
+
+
+class TicketProductsView(APIView):
+    @extend_schema(request=ProductWriteSerializer, summary="Add a product or asset to a ticket")
+    def post(self, request: Request, ticket_id: str) -> Response:
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        data = validated(ProductWriteSerializer(data=request.data))
+        services.add_product(caller=request.auth, ticket=ticket, **data)
+        return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)), status=201)
+
+
+class TicketProductDetailView(APIView):
+    @extend_schema(summary="Remove a product from a ticket")
+    def delete(self, request: Request, ticket_id: str, sku: str) -> Response:
+        services.remove_product(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id), sku=sku)
+        return Response(status=204)

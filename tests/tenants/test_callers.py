@@ -125,13 +125,21 @@ class TestTokens:
 
     def test_rs256_realm_verifies_with_its_public_key(self, api, acme: World):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        public_pem = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode()
-        Realm.objects.create(tenant=acme.tenant, name="kc", algorithm="RS256", public_key=public_pem,
-                             issuer="https://kc.example/realms/kc")
-        private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
+        public_pem = (
+            key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+        Realm.objects.create(
+            tenant=acme.tenant,
+            name="kc",
+            algorithm="RS256",
+            public_key=public_pem,
+            issuer="https://kc.example/realms/kc",
+        )
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         claims = base_claims(acme, iss="https://kc.example/realms/kc")
         headers = {**acme.raw_headers(signed(claims, private_pem, algorithm="RS256")), "realmname": "kc"}
         assert get(api, headers).status_code == 200
@@ -140,12 +148,23 @@ class TestTokens:
 @pytest.mark.django_db
 class TestUserRecord:
     def test_unknown_subject_creates_the_user_from_the_token(self, api, acme: World):
-        claims = base_claims(acme, sub="kc-subject-42", preferred_username="erin", name="Erin Example",
-                             email="erin@acme.example", realm_access={"roles": ["agent"]}, teams=["/support/l2"])
+        claims = base_claims(
+            acme,
+            sub="kc-subject-42",
+            preferred_username="erin",
+            name="Erin Example",
+            email="erin@acme.example",
+            realm_access={"roles": ["agent"]},
+            teams=["/support/l2"],
+        )
         assert get(api, acme.raw_headers(signed(claims, acme.realm.secret))).status_code == 200
         erin = TenantUser.objects.get(tenant=acme.tenant, subject="kc-subject-42")
         assert (erin.username, erin.name, erin.email, erin.roles, erin.teams) == (
-            "erin", "Erin Example", "erin@acme.example", ["agent"], ["l2"]
+            "erin",
+            "Erin Example",
+            "erin@acme.example",
+            ["agent"],
+            ["l2"],
         )
 
     def test_changed_claims_refresh_the_user(self, api, acme: World):

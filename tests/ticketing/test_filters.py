@@ -14,10 +14,20 @@ def cond(column: str, op: str, operand, id: str = "c1") -> dict:
 
 def state(**fields) -> dict:
     base = {
-        "id": "5f0c5a9e-3f4b-4a53-9d8e-0b6f3c8f1a11", "ticketNumber": "TKT-2026-000001", "subject": "VPN down",
-        "description": "", "status": "open", "priority": "high", "category": "Network", "team": "operation",
-        "assignee": None, "requester": None, "customer": "", "parent": None,
-        "createdAt": "2026-01-01T10:00:00Z", "updatedAt": "2026-01-01T10:00:00Z",
+        "id": "5f0c5a9e-3f4b-4a53-9d8e-0b6f3c8f1a11",
+        "ticketNumber": "TKT-2026-000001",
+        "subject": "VPN down",
+        "description": "",
+        "status": "open",
+        "priority": "high",
+        "category": "Network",
+        "team": "operation",
+        "assignee": None,
+        "requester": None,
+        "customer": "",
+        "parent": None,
+        "createdAt": "2026-01-01T10:00:00Z",
+        "updatedAt": "2026-01-01T10:00:00Z",
     }
     return {**base, **fields}
 
@@ -39,17 +49,29 @@ class TestRefusals:
         details = rejects({"op": "AND", "operand": [cond("status", "CONTAINS", "x")]}, "c1")
         assert details["supportedOperators"] == ["EQ", "NE", "GT", "GE", "LT", "LE", "LIKE", "IN"]
 
-    @pytest.mark.parametrize(("column", "op"), [("status", "GT"), ("priority", "LIKE"), ("assignee", "LIKE"),
-                                                ("createdAt", "LIKE"), ("subject", "GE")])
+    @pytest.mark.parametrize(
+        ("column", "op"),
+        [("status", "GT"), ("priority", "LIKE"), ("assignee", "LIKE"), ("createdAt", "LIKE"), ("subject", "GE")],
+    )
     def test_operator_that_does_not_apply_to_the_column(self, column, op):
         rejects({"op": "AND", "operand": [cond(column, op, "x")]}, "c1")
 
     @pytest.mark.parametrize(
         ("column", "op", "operand"),
-        [("status", "EQ", "done"), ("status", "EQ", 3), ("priority", "IN", ["high", "extreme"]),
-         ("createdAt", "GE", "yesterday"), ("createdAt", "GE", "2025-13-01T00:00:00Z"), ("assignee", "EQ", "bob"),
-         ("subject", "EQ", None), ("subject", "IN", []), ("subject", "IN", "abc"), ("subject", "LIKE", ""),
-         ("subject", "EQ", ["a"]), ("subject", "EQ", "x" * 501)],
+        [
+            ("status", "EQ", "done"),
+            ("status", "EQ", 3),
+            ("priority", "IN", ["high", "extreme"]),
+            ("createdAt", "GE", "yesterday"),
+            ("createdAt", "GE", "2025-13-01T00:00:00Z"),
+            ("assignee", "EQ", "bob"),
+            ("subject", "EQ", None),
+            ("subject", "IN", []),
+            ("subject", "IN", "abc"),
+            ("subject", "LIKE", ""),
+            ("subject", "EQ", ["a"]),
+            ("subject", "EQ", "x" * 501),
+        ],
     )
     def test_operand_of_the_wrong_type(self, column, op, operand):
         rejects({"op": "AND", "operand": [cond(column, op, operand)]}, "c1")
@@ -62,8 +84,15 @@ class TestRefusals:
 
     @override_settings(FILTER_MAX_DEPTH=3)
     def test_too_deep(self):
-        tree = {"op": "AND", "operand": [{"op": "OR", "operand": [{"op": "AND", "operand": [
-            {"op": "OR", "operand": [cond("status", "EQ", "open")]}]}]}]}
+        tree = {
+            "op": "AND",
+            "operand": [
+                {
+                    "op": "OR",
+                    "operand": [{"op": "AND", "operand": [{"op": "OR", "operand": [cond("status", "EQ", "open")]}]}],
+                }
+            ],
+        }
         assert rejects(tree)["limit"] == 3
 
     @override_settings(FILTER_MAX_CONDITIONS=3)
@@ -71,7 +100,9 @@ class TestRefusals:
         tree = {"op": "AND", "operand": [cond("status", "EQ", "open", f"c{i}") for i in range(5)]}
         rejects(tree, "c3")
 
-    @pytest.mark.parametrize("raw", ["status = open", 42, [cond("status", "EQ", "open")], {"op": "AND", "operand": "x"}])
+    @pytest.mark.parametrize(
+        "raw", ["status = open", 42, [cond("status", "EQ", "open")], {"op": "AND", "operand": "x"}]
+    )
     def test_not_a_filter_object(self, raw):
         rejects(raw)
 
@@ -102,10 +133,13 @@ class TestMeaning:
         assert not after.matches(state(createdAt="2026-01-01T09:59:59.999999Z"))
 
     def test_nested_groups(self):
-        tree = {"op": "OR", "operand": [
-            cond("priority", "EQ", "urgent"),
-            {"op": "AND", "operand": [cond("team", "EQ", "network"), cond("status", "IN", ["open", "on_hold"])]},
-        ]}
+        tree = {
+            "op": "OR",
+            "operand": [
+                cond("priority", "EQ", "urgent"),
+                {"op": "AND", "operand": [cond("team", "EQ", "network"), cond("status", "IN", ["open", "on_hold"])]},
+            ],
+        }
         node = parse_filter(tree)
         assert node.matches(state(priority="urgent", team="operation"))
         assert node.matches(state(priority="low", team="network", status="on_hold"))

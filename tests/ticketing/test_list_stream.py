@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.builders import World
-from tests.sse_client import list_updates_url, open_stream
+from tests.sse_client import SseStream, list_updates_url, open_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -14,15 +14,20 @@ BODY = {"top": 10, "offset": 0, "sort": "updatedAt", "searchOrder": "DESC"}
 
 
 def create(server, world: World, user: str = "alice", **fields) -> dict:
-    response = httpx.post(f"{server.url}/api/v2/ticketing/ticket", headers=world.headers(user),
-                          json={"subject": "Printer on fire", **fields}, timeout=10)
+    response = httpx.post(
+        f"{server.url}/api/v2/ticketing/ticket",
+        headers=world.headers(user),
+        json={"subject": "Printer on fire", **fields},
+        timeout=10,
+    )
     assert response.status_code == 201, response.text
     return response.json()["data"]
 
 
 def patch(server, world: World, ticket_id: str, user: str = "alice", **fields) -> dict:
-    response = httpx.patch(f"{server.url}/api/v2/ticketing/ticket/{ticket_id}", headers=world.headers(user),
-                           json=fields, timeout=10)
+    response = httpx.patch(
+        f"{server.url}/api/v2/ticketing/ticket/{ticket_id}", headers=world.headers(user), json=fields, timeout=10
+    )
     assert response.status_code == 200, response.text
     return response.json()["data"]
 
@@ -50,14 +55,17 @@ def test_stream_sends_connected_snapshot_then_created_and_updated(server, acme: 
 
 
 def status_filter(*statuses: str) -> dict:
-    return {**BODY, "filter": {"op": "AND", "operand": [
-        {"id": "st", "op": "IN", "column": "status", "operand": list(statuses)}]}}
+    return {
+        **BODY,
+        "filter": {"op": "AND", "operand": [{"id": "st", "op": "IN", "column": "status", "operand": list(statuses)}]},
+    }
 
 
 def test_tickets_entering_and_leaving_the_filter_come_as_created_and_deleted_with_reason_scope(server, acme: World):
     ticket = create(server, acme)
-    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"),
-                     json_body=status_filter("open")) as stream:
+    with open_stream(
+        "POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=status_filter("open")
+    ) as stream:
         assert [stream.next().event, stream.next().event] == ["connected", "snapshot"]
         patch(server, acme, ticket["id"], status="in_progress")
         left = stream.next()
@@ -74,15 +82,20 @@ def test_a_real_delete_is_sent_without_reason(server, acme: World):
     ticket = create(server, acme)
     with open_stream("POST", list_updates_url(server.url), headers=acme.headers("admin"), json_body=BODY) as stream:
         stream.collect(2)
-        assert httpx.delete(f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}", headers=acme.headers("admin"),
-                            timeout=10).status_code == 204
+        assert (
+            httpx.delete(
+                f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}", headers=acme.headers("admin"), timeout=10
+            ).status_code
+            == 204
+        )
         deleted = stream.next()
         assert deleted.event == "deleted" and "reason" not in deleted.data and deleted.data["deletedAt"]
 
 
 def test_agent_scope_gets_only_tickets_of_the_agent_or_their_teams(server, acme: World):
-    with open_stream("POST", list_updates_url(server.url, "agent"), headers=acme.headers("carol"),
-                     json_body=BODY) as stream:
+    with open_stream(
+        "POST", list_updates_url(server.url, "agent"), headers=acme.headers("carol"), json_body=BODY
+    ) as stream:
         stream.collect(2)
         create(server, acme, team="operation")  # not carol's team, not assigned to her
         mine = create(server, acme, team="operation", assignee="carol")
@@ -91,8 +104,9 @@ def test_agent_scope_gets_only_tickets_of_the_agent_or_their_teams(server, acme:
 
 
 def test_user_scope_gets_only_the_callers_requests(server, acme: World):
-    with open_stream("POST", list_updates_url(server.url, "user"), headers=acme.headers("bob"),
-                     json_body=BODY) as stream:
+    with open_stream(
+        "POST", list_updates_url(server.url, "user"), headers=acme.headers("bob"), json_body=BODY
+    ) as stream:
         stream.collect(2)
         create(server, acme, user="dave")
         own = create(server, acme, user="bob")
@@ -100,8 +114,9 @@ def test_user_scope_gets_only_the_callers_requests(server, acme: World):
 
 
 def test_search_applies_to_live_events(server, acme: World):
-    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"),
-                     json_body={**BODY, "search": "vpn"}) as stream:
+    with open_stream(
+        "POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body={**BODY, "search": "vpn"}
+    ) as stream:
         stream.collect(2)
         create(server, acme, subject="Printer")
         vpn = create(server, acme, subject="VPN again")
@@ -134,8 +149,12 @@ def test_resume_id_in_the_body_works_like_the_header(server, acme: World):
     with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
         snapshot = stream.collect(2)[1]
     missed = create(server, acme)
-    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"),
-                     json_body={**BODY, "lastEventId": snapshot.id}) as stream:
+    with open_stream(
+        "POST",
+        list_updates_url(server.url),
+        headers=acme.headers("alice"),
+        json_body={**BODY, "lastEventId": snapshot.id},
+    ) as stream:
         assert stream.collect(2)[1].data["id"] == missed["id"]
 
 
@@ -165,8 +184,7 @@ def test_heartbeats_keep_an_idle_stream_alive(server, acme: World):
 
 
 def test_streams_of_one_tenant_never_see_another_tenants_tickets(server, acme: World, globex: World):
-    with open_stream("POST", list_updates_url(server.url), headers=globex.headers("admin"),
-                     json_body=BODY) as stream:
+    with open_stream("POST", list_updates_url(server.url), headers=globex.headers("admin"), json_body=BODY) as stream:
         snapshot = stream.collect(2)[1]
         assert snapshot.data["total"] == 0
         create(server, acme, subject="acme secret")
@@ -175,8 +193,13 @@ def test_streams_of_one_tenant_never_see_another_tenants_tickets(server, acme: W
 
 
 def test_response_headers_make_proxies_stream_it(server, acme: World):
-    with httpx.stream("POST", list_updates_url(server.url), headers={**acme.headers("alice"),
-                      "Accept-Encoding": "gzip"}, json=BODY, timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        list_updates_url(server.url),
+        headers={**acme.headers("alice"), "Accept-Encoding": "gzip"},
+        json=BODY,
+        timeout=10,
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
@@ -192,31 +215,48 @@ def test_response_headers_make_proxies_stream_it(server, acme: World):
         ("type=template&module=assets", BODY, 400, "INVALID_QUERY"),
         ("type=everything&module=ticketing", BODY, 400, "INVALID_QUERY"),
         ("module=ticketing", BODY, 400, "INVALID_QUERY"),
-        ("type=template&module=ticketing",
-         {**BODY, "filter": {"op": "AND", "operand": [{"id": "f1", "op": "EQ", "column": "secret", "operand": 1}]}},
-         422, "INVALID_FILTER"),
+        (
+            "type=template&module=ticketing",
+            {**BODY, "filter": {"op": "AND", "operand": [{"id": "f1", "op": "EQ", "column": "secret", "operand": 1}]}},
+            422,
+            "INVALID_FILTER",
+        ),
     ],
 )
 def test_bad_requests_are_refused_before_any_stream_opens(server, acme: World, query, body, status, code):
-    response = httpx.post(f"{server.url}/api/v2/ticketing/ticket/sse/list/updates?{query}",
-                          headers=acme.headers("alice"), json=body, timeout=10)
+    response = httpx.post(
+        f"{server.url}/api/v2/ticketing/ticket/sse/list/updates?{query}",
+        headers=acme.headers("alice"),
+        json=body,
+        timeout=10,
+    )
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == code
 
 
 def test_non_json_body_is_400(server, acme: World):
-    response = httpx.post(list_updates_url(server.url), headers={**acme.headers("alice"),
-                          "content-type": "application/json"}, content=b"{oops", timeout=10)
+    response = httpx.post(
+        list_updates_url(server.url),
+        headers={**acme.headers("alice"), "content-type": "application/json"},
+        content=b"{oops",
+        timeout=10,
+    )
     assert response.status_code == 400
 
 
 def test_auth_failures_are_refused_before_any_stream_opens(server, acme: World):
     url = list_updates_url(server.url)
-    assert httpx.post(url, headers={**acme.headers("alice"), "Authorization": "Bearer x.y.z"}, json=BODY,
-                      timeout=10).status_code == 401
-    assert httpx.post(url, headers={**acme.headers("alice"), "x-tenantid": "nope"}, json=BODY,
-                      timeout=10).status_code == 400
+    assert (
+        httpx.post(
+            url, headers={**acme.headers("alice"), "Authorization": "Bearer x.y.z"}, json=BODY, timeout=10
+        ).status_code
+        == 401
+    )
+    assert (
+        httpx.post(url, headers={**acme.headers("alice"), "x-tenantid": "nope"}, json=BODY, timeout=10).status_code
+        == 400
+    )
     # An end user may not watch the whole tenant.
     response = httpx.post(url, headers=acme.headers("bob"), json=BODY, timeout=10)
     assert response.status_code == 403 and response.json()["error"]["code"] == "FORBIDDEN"
@@ -227,25 +267,35 @@ def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme
 
     url = list_updates_url(server.url)
     with ExitStack() as stack:
-        streams = [stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
-                   for _ in range(8)]
+        streams = [
+            stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
+            for _ in range(8)
+        ]
         for stream in streams:
-            stream.next()
+            stream.collect(2)
         refused = httpx.post(url, headers=acme.headers("carol"), json=BODY, timeout=10)
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) > 0
         assert refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
         # Another user is not affected.
         with open_stream("POST", url, headers=acme.headers("alice"), json_body=BODY) as other:
-            assert other.next().event == "connected"
+            assert [f.event for f in other.collect(2)] == ["connected", "snapshot"]
     # All eight clients went away: their slots are free again within seconds.
     deadline = time.monotonic() + 5
-    while True:
-        with httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10) as response:
-            if response.status_code == 200 or time.monotonic() > deadline:
-                break
-        time.sleep(0.2)
-    assert response.status_code == 200
+    statuses = []
+    with ExitStack() as stack:
+        while len(statuses) < 8 and time.monotonic() < deadline:
+            response = stack.enter_context(
+                httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10)
+            )
+            statuses.append(response.status_code)
+            if response.status_code != 200:
+                statuses.clear()
+                stack.close()
+                time.sleep(0.2)
+                continue
+            SseStream(response).collect(2)  # connected + snapshot: the stream is fully up
+    assert statuses == [200] * 8
 
 
 def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, acme: World, settings):
@@ -260,8 +310,9 @@ def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, ac
         settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
         channel_layers.backends.clear()
         try:
-            ticket = services.create_ticket(caller=caller_for_user(acme.users["alice"]),
-                                            data={"subject": "silent change"})
+            ticket = services.create_ticket(
+                caller=caller_for_user(acme.users["alice"]), data={"subject": "silent change"}
+            )
         finally:
             channel_layers.backends.clear()
         arrived = stream.next(timeout=5)
@@ -269,11 +320,29 @@ def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, ac
 
 
 def test_a_change_made_through_one_worker_reaches_a_stream_on_another(server, second_server, acme: World):
-    with open_stream("POST", list_updates_url(second_server.url), headers=acme.headers("alice"),
-                     json_body=BODY) as stream:
+    with open_stream(
+        "POST", list_updates_url(second_server.url), headers=acme.headers("alice"), json_body=BODY
+    ) as stream:
         stream.collect(2)
         started = time.monotonic()
         ticket = create(server, acme, subject="from worker A")
         arrived = stream.next(timeout=5)
         assert arrived.data["id"] == ticket["id"]
         assert time.monotonic() - started < 3
+
+
+def test_product_changes_come_as_updates_with_the_product_list(server, acme: World):
+    ticket = create(server, acme)
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        response = httpx.post(
+            f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}/products",
+            headers=acme.headers("alice"),
+            json={"sku": "DOCK-1", "name": "Dock"},
+            timeout=10,
+        )
+        assert response.status_code == 201
+        updated = stream.next()
+        assert updated.event == "updated"
+        assert updated.data["products"] == [{"sku": "DOCK-1", "name": "Dock", "quantity": 1}]
+        assert updated.data["changes"]["products"] == {"from": [], "to": updated.data["products"]}

@@ -78,8 +78,12 @@ def test_assignee_from_another_tenant_is_refused(api, acme: World, globex: World
 
 def test_update_changes_fields_and_ignores_nothing(api, acme: World):
     ticket = create(api, acme).json()["data"]
-    response = api.patch(f"{BASE}/{ticket['id']}", {"status": "in_progress", "assignee": "carol"}, format="json",
-                         headers=acme.headers("alice"))
+    response = api.patch(
+        f"{BASE}/{ticket['id']}",
+        {"status": "in_progress", "assignee": "carol"},
+        format="json",
+        headers=acme.headers("alice"),
+    )
     assert response.status_code == 200
     assert response.json()["data"]["status"] == "in_progress"
     assert response.json()["data"]["assignee"]["id"] == str(acme.users["carol"].id)
@@ -123,7 +127,9 @@ def test_deleting_a_parent_records_each_child_detached(api, acme: World):
 def test_comments_are_added_and_listed(api, acme: World):
     ticket = create(api, acme).json()["data"]
     url = f"{BASE}/{ticket['id']}/comments"
-    assert api.post(url, {"body": "Rebooted the router"}, format="json", headers=acme.headers("alice")).status_code == 201
+    assert (
+        api.post(url, {"body": "Rebooted the router"}, format="json", headers=acme.headers("alice")).status_code == 201
+    )
     assert api.post(url, {"body": ""}, format="json", headers=acme.headers("alice")).status_code == 400
     comments = api.get(url, headers=acme.headers("alice")).json()["data"]
     assert [c["body"] for c in comments] == ["Rebooted the router"]
@@ -134,16 +140,23 @@ def test_list_filters_sorts_and_pages(api, acme: World):
     for i, priority in enumerate(["low", "urgent", "high", "urgent"]):
         create(api, acme, subject=f"Ticket {i}", priority=priority)
     body = {
-        "top": 1, "offset": 1, "sort": "priority", "searchOrder": "DESC",
-        "filter": {"op": "OR", "operand": [
-            {"id": "p", "op": "IN", "column": "priority", "operand": ["urgent", "high"]},
-        ]},
+        "top": 1,
+        "offset": 1,
+        "sort": "priority",
+        "searchOrder": "DESC",
+        "filter": {
+            "op": "OR",
+            "operand": [
+                {"id": "p", "op": "IN", "column": "priority", "operand": ["urgent", "high"]},
+            ],
+        },
     }
     page = api.post(f"{BASE}/list", body, format="json", headers=acme.headers("alice")).json()["data"]
     assert page["total"] == 3
     assert [t["priority"] for t in page["tickets"]] == ["urgent"]
-    everything = api.post(f"{BASE}/list", {**body, "top": 10, "offset": 0}, format="json",
-                          headers=acme.headers("alice")).json()["data"]
+    everything = api.post(
+        f"{BASE}/list", {**body, "top": 10, "offset": 0}, format="json", headers=acme.headers("alice")
+    ).json()["data"]
     assert [t["priority"] for t in everything["tickets"]] == ["urgent", "urgent", "high"]
 
 
@@ -153,22 +166,35 @@ def test_list_search_is_case_insensitive_over_subject_description_and_number(api
     create(api, acme, subject="Mouse")
     page = api.post(f"{BASE}/list", {"top": 10, "search": "vpn"}, format="json", headers=acme.headers("alice"))
     assert page.json()["data"]["total"] == 2
-    by_number = api.post(f"{BASE}/list", {"top": 10, "search": vpn["ticketNumber"].lower()}, format="json",
-                         headers=acme.headers("alice"))
+    by_number = api.post(
+        f"{BASE}/list", {"top": 10, "search": vpn["ticketNumber"].lower()}, format="json", headers=acme.headers("alice")
+    )
     assert [t["id"] for t in by_number.json()["data"]["tickets"]] == [vpn["id"]]
 
 
 def test_list_bad_filter_is_422_naming_the_condition(api, acme: World):
-    body = {"top": 10, "filter": {"op": "AND", "operand": [{"id": "c-7", "op": "GT", "column": "status",
-                                                            "operand": "open"}]}}
+    body = {
+        "top": 10,
+        "filter": {"op": "AND", "operand": [{"id": "c-7", "op": "GT", "column": "status", "operand": "open"}]},
+    }
     response = api.post(f"{BASE}/list", body, format="json", headers=acme.headers("alice"))
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "INVALID_FILTER"
     assert response.json()["error"]["details"]["conditionId"] == "c-7"
 
 
-@pytest.mark.parametrize("body", [{"top": 0}, {"top": 10_000}, {"top": "ten"}, {"offset": -1},
-                                  {"sort": "password"}, {"searchOrder": "SIDEWAYS"}, {"unknown": True}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"top": 0},
+        {"top": 10_000},
+        {"top": "ten"},
+        {"offset": -1},
+        {"sort": "password"},
+        {"searchOrder": "SIDEWAYS"},
+        {"unknown": True},
+    ],
+)
 def test_list_bad_body_is_400(api, acme: World, body):
     response = api.post(f"{BASE}/list", body, format="json", headers=acme.headers("alice"))
     assert response.status_code == 400, response.content
@@ -207,3 +233,56 @@ class TestTenantIsolation:
     def test_token_of_one_tenant_with_the_other_tenant_header_is_refused(self, api, acme: World, globex: World):
         headers = {**acme.headers("admin"), "x-tenantid": str(globex.tenant.id), "realmname": globex.realm.name}
         assert api.get("/v2/system/events", headers=headers).status_code == 401
+
+
+class TestProducts:
+    def test_products_are_added_counted_and_removed_with_their_events(self, api, acme: World):
+        ticket = create(api, acme).json()["data"]
+        url = f"{BASE}/{ticket['id']}/products"
+        headers = acme.headers("alice")
+        added = api.post(url, {"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 2}, format="json", headers=headers)
+        assert added.status_code == 201
+        assert added.json()["data"]["products"] == [{"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 2}]
+        more = api.post(url, {"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 1}, format="json", headers=headers)
+        assert more.json()["data"]["products"][0]["quantity"] == 3
+        assert api.delete(f"{url}/LAPTOP-14", headers=headers).status_code == 204
+        assert api.get(f"{BASE}/{ticket['id']}", headers=headers).json()["data"]["products"] == []
+        events = list(Event.objects.filter(ticket_id=ticket["id"]).order_by("id"))
+        assert [e.type for e in events] == [
+            "tickets.ticket.created",
+            "tickets.ticket.product_added",
+            "tickets.ticket.product_added",
+            "tickets.ticket.product_removed",
+        ]
+        assert events[2].payload["product"] == {"sku": "LAPTOP-14", "name": "Laptop 14", "quantity": 1}
+        assert events[2].changes["products"]["from"][0]["quantity"] == 2
+        assert events[2].changes["products"]["to"][0]["quantity"] == 3
+        assert set(events[3].payload) >= {"ticket", "parent_ticket", "customer", "product"}
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"sku": ""},
+            {"sku": "A B"},
+            {"sku": "X", "quantity": 0},
+            {"sku": "X", "quantity": "two"},
+            {"sku": "X", "color": "red"},
+        ],
+    )
+    def test_bad_product_body_is_400_and_changes_nothing(self, api, acme: World, body):
+        ticket = create(api, acme).json()["data"]
+        response = api.post(f"{BASE}/{ticket['id']}/products", body, format="json", headers=acme.headers("alice"))
+        assert response.status_code == 400
+        assert Event.objects.filter(type="tickets.ticket.product_added").count() == 0
+
+    def test_removing_an_unknown_product_is_404(self, api, acme: World):
+        ticket = create(api, acme).json()["data"]
+        response = api.delete(f"{BASE}/{ticket['id']}/products/NOPE", headers=acme.headers("alice"))
+        assert response.status_code == 404 and response.json()["error"]["code"] == "PRODUCT_NOT_FOUND"
+
+    def test_end_users_and_other_tenants_cannot_change_products(self, api, acme: World, globex: World):
+        ticket = create(api, acme, user="bob").json()["data"]
+        url = f"{BASE}/{ticket['id']}/products"
+        assert api.post(url, {"sku": "X"}, format="json", headers=acme.headers("bob")).status_code == 403
+        assert api.post(url, {"sku": "X"}, format="json", headers=globex.headers("admin")).status_code == 404
+        assert Event.objects.filter(type="tickets.ticket.product_added").count() == 0

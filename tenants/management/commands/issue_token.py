@@ -29,7 +29,7 @@ class Command(BaseCommand):
         if tenant is None:
             try:
                 tenant = Tenant.objects.filter(id=options["tenant"]).first()
-            except Exception:  # noqa: BLE001  (not a UUID either)
+            except Exception:
                 tenant = None
         if tenant is None:
             raise CommandError(f"No tenant {options['tenant']!r}. Run `python manage.py load_demo` first?")
@@ -42,8 +42,7 @@ class Command(BaseCommand):
         user = tenant.users.filter(username=options["user"]).first()
         roles = _split(options["roles"]) if options["roles"] is not None else (user.roles if user else ["user"])
         teams = _split(options["teams"]) if options["teams"] is not None else (user.teams if user else [])
-        token = issue_token(realm=realm, username=options["user"], roles=roles, teams=teams,
-                            ttl_seconds=options["ttl"])
+        token = issue_token(realm=realm, username=options["user"], roles=roles, teams=teams, ttl_seconds=options["ttl"])
         if options["format"] == "headers":
             self.stdout.write(f"Authorization: Bearer {token}\nx-tenantid: {tenant.id}\nrealmname: {realm.name}")
         else:

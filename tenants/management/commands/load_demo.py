@@ -22,9 +22,18 @@ DEMO_USERS = [
     ("dave", "Dave User", ["user"], []),
 ]
 SUBJECTS = [
-    "Unable to access VPN", "Laptop will not boot", "Email not syncing on phone", "Printer jams on floor 3",
-    "Request for new monitor", "Password reset", "Slow network in meeting room", "Software license request",
-    "Wi-Fi drops every hour", "Cannot join video call", "Shared drive is full", "New starter account",
+    "Unable to access VPN",
+    "Laptop will not boot",
+    "Email not syncing on phone",
+    "Printer jams on floor 3",
+    "Request for new monitor",
+    "Password reset",
+    "Slow network in meeting room",
+    "Software license request",
+    "Wi-Fi drops every hour",
+    "Cannot join video call",
+    "Shared drive is full",
+    "New starter account",
 ]
 CATEGORIES = ["Network", "Hardware", "Software", "Access Management", "Email"]
 CUSTOMERS = ["Acme Corp", "Globex", "Initech", "Umbrella", ""]
@@ -66,7 +75,7 @@ class Command(BaseCommand):
         return user
 
     def _admin_login(self, password: str) -> None:
-        User = get_user_model()  # noqa: N806
+        User = get_user_model()
         admin, created = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
         if created:
             admin.set_password(password)
@@ -80,18 +89,22 @@ class Command(BaseCommand):
         if existing >= wanted:
             self.stdout.write(f"{existing} tickets already there")
             return
-        rng = random.Random(42 + existing)  # noqa: S311  (demo data, not security)
+        rng = random.Random(42 + existing)
         agents = [users["alice"], users["carol"], users["admin"]]
         requesters = [users["bob"], users["dave"]]
         team_of = {"alice": "operation", "carol": "network", "admin": "operation"}
         admin = caller_for_user(users["admin"])
         for i in range(existing, wanted):
-            assignee = rng.choice(agents + [None])
+            assignee = rng.choice([*agents, None])
             with transaction.atomic():
                 ticket = services.create_ticket(
                     caller=caller_for_user(rng.choice(requesters)),
-                    data={"subject": f"{rng.choice(SUBJECTS)} #{i + 1}", "description": "Reported by the demo loader.",
-                          "category": rng.choice(CATEGORIES), "priority": rng.choice(Priority.values)},
+                    data={
+                        "subject": f"{rng.choice(SUBJECTS)} #{i + 1}",
+                        "description": "Reported by the demo loader.",
+                        "category": rng.choice(CATEGORIES),
+                        "priority": rng.choice(Priority.values),
+                    },
                 )
                 services.update_ticket(
                     caller=admin,

@@ -23,8 +23,13 @@ class Command(BaseCommand):
         if realm is None:
             raise CommandError("No demo tenant: run `python manage.py load_demo` first.")
         user = tenant.users.filter(username=options["user"]).first()
-        token = issue_token(realm=realm, username=options["user"], roles=user.roles if user else ["agent"],
-                            teams=user.teams if user else [], ttl_seconds=12 * 3600)
+        token = issue_token(
+            realm=realm,
+            username=options["user"],
+            roles=user.roles if user else ["agent"],
+            teams=user.teams if user else [],
+            ttl_seconds=12 * 3600,
+        )
         base = options["base_url"].rstrip("/")
         headers = f"-H 'Authorization: Bearer {token}' -H 'x-tenantid: {tenant.id}' -H 'realmname: {realm.name}'"
         self.stdout.write(f"""

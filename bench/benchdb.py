@@ -1,0 +1,54 @@
+"""Shared set-up for the database benchmarks: a separate PostgreSQL database, migrated,
+so a benchmark never touches development or test data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def use_bench_database(name: str, *, base_url: str = "postgres://postgres@127.0.0.1:5432") -> str:
+    """Create (if needed) and migrate database `name`, configure Django for it, return its URL."""
+    url = f"{base_url}/{name}"
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    sys.path.insert(0, str(ROOT))
+    import psycopg
+
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT, check=True, env=os.environ.copy()
+    )
+    import django
+
+    django.setup()
+    return url
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem_kb = int(next(row for row in meminfo if row.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        mem_kb = 0
+    return f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB RAM"
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{title}")
+    print(f"{'metric'.ljust(width)} | value")
+    print(f"{'-' * width}-+-{'-' * 30}")
+    for key, value in rows:
+        print(f"{key.ljust(width)} | {value}")

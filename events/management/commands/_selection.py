@@ -1,0 +1,56 @@
+"""Options shared by the event commands for choosing a tenant's events."""
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import CommandError
+from django.db.models import QuerySet
+from django.utils.dateparse import parse_datetime
+
+from events.ids import parse_event_id
+from events.models import Event
+from tenants.models import Tenant
+
+
+def add_selection_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--tenant", required=True, help="Tenant slug or id.")
+    parser.add_argument("--after-id", help="Only events after this id (ULID or UUID).")
+    parser.add_argument("--occurred-after", help="Only events that occurred after this ISO 8601 time.")
+    parser.add_argument("--type", action="append", dest="types", help="Only this event type (repeatable).")
+
+
+def selected_events(options: dict[str, Any]) -> tuple[Tenant, QuerySet[Event]]:
+    tenant = Tenant.objects.filter(slug=options["tenant"]).first()
+    if tenant is None:
+        try:
+            tenant = Tenant.objects.filter(id=options["tenant"]).first()
+        except Exception:
+            tenant = None
+    if tenant is None:
+        raise CommandError(f"No tenant {options['tenant']!r}.")
+    events = Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER)
+    if options.get("after_id"):
+        try:
+            events = events.filter(id__gt=parse_event_id(options["after_id"]))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    if options.get("occurred_after"):
+        moment = parse_datetime(options["occurred_after"])
+        if moment is None:
+            raise CommandError("--occurred-after must be an ISO 8601 date-time.")
+        events = events.filter(occurred_at__gt=moment)
+    if options.get("types"):
+        events = events.filter(type__in=options["types"])
+    return tenant, events.order_by("id")
+
+
+def keyset_pages(events: QuerySet[Event], size: int) -> Any:
+    """Pages of events by id, each its own query: constant memory over any log size."""
+    cursor = None
+    while True:
+        page = events.filter(id__gt=cursor) if cursor is not None else events
+        batch = list(page[:size])
+        if not batch:
+            return
+        yield batch
+        cursor = batch[-1].id

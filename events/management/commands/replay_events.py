@@ -1,0 +1,36 @@
+"""Re-publish stored events to live subscribers, marked "replayed": true, same ids."""
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from events.management.commands._selection import add_selection_arguments, keyset_pages, selected_events
+from events.services import request_replay
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-publish a tenant's stored events to live SSE and websocket subscribers. They keep their ids and "
+        'carry "replayed": true, so idempotent consumers drop what they already have. Use --dry-run first.'
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        add_selection_arguments(parser)
+        parser.add_argument("--dry-run", action="store_true", help="Only say what would be replayed.")
+        parser.add_argument("--batch", type=int, default=200, help="Events per broadcast (default 200).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        tenant, events = selected_events(options)
+        total = events.count()
+        if options["dry_run"]:
+            first, last = events.first(), events.last()
+            span = f" from {first.ulid} to {last.ulid}" if first else ""
+            self.stdout.write(f"would replay {total} event(s) of tenant {tenant.slug}{span}")
+            return
+        done = 0
+        for batch in keyset_pages(events.only("id", "tenant_id"), options["batch"]):
+            request_replay(tenant=tenant, event_ids=[e.id for e in batch])
+            done += len(batch)
+            self.stderr.write(f"replayed {done}/{total}")
+        self.stdout.write(f"replayed {done} event(s) of tenant {tenant.slug}")

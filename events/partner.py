@@ -1,0 +1,109 @@
+"""The partner feed session behind the websocket: the stored events after the client's
+cursor, in order, then live ones, with no gap and no duplicate at the switch.
+
+Catch-up pages through the log without holding a hub subscription (a long history must
+not fill a live buffer); it then subscribes and reads once more from its position, so an
+event committed between the last page and the subscription is read, not lost, and
+buffered live events at or below the position are dropped, not repeated."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+
+from django.conf import settings
+
+from events.hub import LogEvent, get_hub, run_db
+from events.models import Event
+
+CATCH_UP_BATCH = 500
+
+
+class SlowConsumer(Exception):
+    """The client reads slower than events arrive."""
+
+
+def fetch_partner_events(
+    tenant_id: uuid.UUID, after: uuid.UUID | None, types: frozenset[str], limit: int
+) -> list[LogEvent]:
+    rows = Event.objects.filter(tenant_id=tenant_id, audience=Event.Audience.PARTNER).select_related("actor")
+    if after is not None:
+        rows = rows.filter(id__gt=after)
+    if types:
+        rows = rows.filter(type__in=types)
+    return [LogEvent.from_row(e) for e in rows.order_by("id")[:limit]]
+
+
+def last_partner_event_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
+    return (
+        Event.objects.filter(tenant_id=tenant_id, audience=Event.Audience.PARTNER)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+def event_message(event: LogEvent) -> str:
+    """The Event of the REST API as JSON, built once per event for all sockets."""
+    return event.frame(("ws", event.replayed), lambda: json.dumps(event.api, separators=(",", ":")).encode()).decode()
+
+
+class PartnerFeed:
+    def __init__(
+        self,
+        *,
+        tenant_id: uuid.UUID,
+        types: frozenset[str],
+        after_id: uuid.UUID | None,
+        send: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.types = types
+        self.position = after_id
+        self.send = send
+
+    async def run(self) -> None:
+        """Send until cancelled; raises SlowConsumer when the client falls behind."""
+        if self.position is None:
+            self.position = await run_db(last_partner_event_id, self.tenant_id)
+        else:
+            await self._catch_up()
+        hub = get_hub()
+        subscriber = await hub.subscribe(self.tenant_id)
+        try:
+            await self._catch_up()
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscriber.wakeup.wait(), settings.SSE_HEARTBEAT_SECONDS)
+                if subscriber.overflowed:
+                    raise SlowConsumer
+                for event in subscriber.drain():
+                    await self._deliver(event)
+        finally:
+            hub.unsubscribe(subscriber)
+
+    async def _catch_up(self) -> None:
+        while True:
+            batch = await run_db(fetch_partner_events, self.tenant_id, self.position, self.types, CATCH_UP_BATCH)
+            for event in batch:
+                await self._deliver(event)
+            if len(batch) < CATCH_UP_BATCH:
+                return
+
+    async def _deliver(self, event: LogEvent) -> None:
+        if event.recipient_id is not None or (self.types and event.type not in self.types):
+            if not event.replayed:
+                self._advance(event)
+            return
+        if not event.replayed:
+            if self.position is not None and event.id.int <= self.position.int:
+                return
+            self._advance(event)
+        await self.send(event_message(event))
+
+    def _advance(self, event: LogEvent) -> None:
+        if self.position is None or event.id.int > self.position.int:
+            self.position = event.id
