@@ -194,6 +194,8 @@ CORS_PREFLIGHT_MAX_AGE = 600
 DEMO_REALM_SECRET = os.environ.get("DEMO_REALM_SECRET", "demo-realm-secret-change-me-in-production-0123456789")
 
 TICKET_LIST_MAX_TOP = env_int("TICKET_LIST_MAX_TOP", 200)
+# Totals are exact up to this many tickets, then reported as this number with totalExact: false.
+TICKET_LIST_COUNT_LIMIT = env_int("TICKET_LIST_COUNT_LIMIT", 10_000)
 FILTER_MAX_DEPTH = env_int("FILTER_MAX_DEPTH", 5)
 FILTER_MAX_CONDITIONS = env_int("FILTER_MAX_CONDITIONS", 50)
 FILTER_MAX_IN_VALUES = env_int("FILTER_MAX_IN_VALUES", 500)
