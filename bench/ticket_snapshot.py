@@ -77,7 +77,9 @@ def fill(tenant, users, count: int) -> None:
             "created_at = created_at - (random() * interval '180 days') WHERE updated_at >= %s",
             [now],
         )
-        cursor.execute("ANALYZE ticketing_ticket")
+    with connection.cursor() as cursor:
+        # As autovacuum would after a bulk load: fresh statistics and visibility map.
+        cursor.execute("VACUUM ANALYZE ticketing_ticket")
 
 
 def main() -> None:
@@ -138,7 +140,11 @@ def main() -> None:
                 "filter": f({"op": "EQ", "column": "priority", "operand": "urgent"}),
             },
         ),
-        "template: search 'printer crash'": ("template", {"top": 30, "offset": 0, "search": "printer crash"}),
+        "template: search a ticket number": ("template", {"top": 30, "offset": 0, "search": "TKT-2026-0123456"}),
+        "template: search two common words (worst case)": (
+            "template",
+            {"top": 30, "offset": 0, "search": "printer crash"},
+        ),
         "template: last week, 3rd page": (
             "template",
             {
@@ -153,16 +159,16 @@ def main() -> None:
     for name, (scope, body) in scenarios.items():
         query = ticket_query_from(caller, scope, body)
         times = []
-        total = 0
+        page = None
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            _page, total = list_tickets(caller, query)
+            page = list_tickets(caller, query)
             times.append(time.perf_counter() - t0)
         times.sort()
         p50, p99 = times[len(times) // 2] * 1000, times[min(len(times) - 1, int(len(times) * 0.99))] * 1000
-        rows.append(
-            (name, f"p50 {p50:6.1f} ms | p99 {p99:6.1f} ms | total {total:,} | {'ok' if p99 < 100 else 'SLOW'}")
-        )
+        total = f"{page.total:,}" + ("" if page.total_exact else "+")
+        verdict = "ok" if p99 < 100 else "SLOW"
+        rows.append((name, f"p50 {p50:6.1f} ms | p99 {p99:6.1f} ms | total {total} | {verdict}"))
     print_table(f"Snapshot over {args.tickets:,} tickets of one tenant ({machine()}); target < 100 ms", rows)
 
 

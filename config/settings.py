@@ -194,6 +194,8 @@ CORS_PREFLIGHT_MAX_AGE = 600
 DEMO_REALM_SECRET = os.environ.get("DEMO_REALM_SECRET", "demo-realm-secret-change-me-in-production-0123456789")
 
 TICKET_LIST_MAX_TOP = env_int("TICKET_LIST_MAX_TOP", 200)
+# Totals are exact up to this many tickets, then reported as this number with totalExact: false.
+TICKET_LIST_COUNT_LIMIT = env_int("TICKET_LIST_COUNT_LIMIT", 10_000)
 NOTIFICATION_LIST_MAX_TOP = env_int("NOTIFICATION_LIST_MAX_TOP", 100)
 # How often `manage.py sla_monitor` looks for due SLA warnings and breaches.
 SLA_MONITOR_INTERVAL_SECONDS = env_float("SLA_MONITOR_INTERVAL_SECONDS", 30.0)

@@ -22,7 +22,7 @@ from events.sse import EventStream, sse_frame, sse_response
 from tenants.callers import Caller, resolve_request_caller
 from tenants.envelope import ApiError, error_response, iso_now
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
-from ticketing.serializers import TicketListBodySerializer, ticket_state
+from ticketing.serializers import TicketListBodySerializer
 
 # Event types that carry a ticket state change; comments and the like do not move a
 # ticket in or out of a list.
@@ -55,15 +55,14 @@ def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, A
     return before, ticket
 
 
-def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID | None, list[dict], int]:
+def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID | None, dict[str, Any]]:
     """The log position and the page it covers, read from one consistent snapshot."""
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         position = last_log_id(caller.tenant.id)
-        page, total = list_tickets(caller, query)
-        return position, [ticket_state(t) for t in page], total
+        return position, list_tickets(caller, query).as_data()
 
 
 class TicketListStream(EventStream):
@@ -90,9 +89,8 @@ class TicketListStream(EventStream):
         yield await self.snapshot(reset=self.last_event_id is not None)
 
     async def snapshot(self, *, reset: bool) -> bytes:
-        position, tickets, total = await run_db(snapshot_at_position, self.caller, self.query)
+        position, data = await run_db(snapshot_at_position, self.caller, self.query)
         self.position = position
-        data: dict[str, Any] = {"tickets": tickets, "total": total}
         if reset:
             data["reset"] = True
         return sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)

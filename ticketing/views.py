@@ -80,10 +80,8 @@ class TicketListView(APIView):
     def post(self, request: Request) -> Response:
         body = validated(TicketListBodySerializer(data=request.data))
         query = ticket_query_from(request.auth, request.query_params.get("type"), body)
-        page, total = list_tickets(request.auth, query)
-        return ok(
-            {"tickets": [ticket_state(t) for t in page], "total": total, "top": query.top, "offset": query.offset}
-        )
+        page = list_tickets(request.auth, query)
+        return ok({**page.as_data(), "top": query.top, "offset": query.offset})
 
 
 class TicketCommentsView(APIView):

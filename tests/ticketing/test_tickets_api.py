@@ -286,3 +286,16 @@ class TestProducts:
         assert api.post(url, {"sku": "X"}, format="json", headers=acme.headers("bob")).status_code == 403
         assert api.post(url, {"sku": "X"}, format="json", headers=globex.headers("admin")).status_code == 404
         assert Event.objects.filter(type="tickets.ticket.product_added").count() == 0
+
+
+def test_totals_are_exact_up_to_the_count_limit_then_marked_inexact(api, acme: World, settings):
+    settings.TICKET_LIST_COUNT_LIMIT = 3
+    for i in range(2):
+        create(api, acme, subject=f"T{i}")
+    exact = api.post(f"{BASE}/list", {"top": 10}, format="json", headers=acme.headers("alice")).json()["data"]
+    assert (exact["total"], exact["totalExact"]) == (2, True)
+    for i in range(3):
+        create(api, acme, subject=f"U{i}")
+    capped = api.post(f"{BASE}/list", {"top": 10}, format="json", headers=acme.headers("alice")).json()["data"]
+    assert (capped["total"], capped["totalExact"]) == (3, False)
+    assert len(capped["tickets"]) == 5  # the page itself is never cut by the count limit
