@@ -67,6 +67,7 @@ class NotificationSearch(TextSearch):
     """`search`: case-insensitive substring of the title, the message or the ticket number."""
 
     fields = (("title", "title"), ("message", "message"), ("ticket_number", "ticketNumber"))
+    number_field = "ticket_number"
 
 
 def invalid(message: str, details: str) -> ApiError:

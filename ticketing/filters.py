@@ -191,13 +191,21 @@ class TextSearch(Node):
     text: str
     fields = (("subject", "subject"), ("description", "description"), ("number", "ticketNumber"))
 
+    # The field holding a ticket number (TKT-<year>-<sequence>).
+    number_field = "number"
+
     def to_q(self) -> Q:
         needle = self.text.upper()
-        # Ticket numbers all start with "TKT-" and contain it nowhere else, so a search
-        # starting with it matches a number only as a prefix: a btree range scan instead
-        # of a trigram scan whose trigrams ("TKT", "202"...) every ticket shares.
-        number = Q(number__startswith=needle) if needle.startswith(NUMBER_PREFIX) else Q(number__icontains=self.text)
-        return Q(subject__icontains=self.text) | Q(description__icontains=self.text) | number
+        q = Q()
+        for field, _ in self.fields:
+            if field == self.number_field and needle.startswith(NUMBER_PREFIX):
+                # Ticket numbers all start with "TKT-" and contain it nowhere else, so such
+                # a search matches a number only as a prefix: a btree range scan instead of
+                # a trigram scan whose trigrams ("TKT", "202"...) every ticket shares.
+                q |= Q(**{f"{field}__startswith": needle})
+            else:
+                q |= Q(**{f"{field}__icontains": self.text})
+        return q
 
     def matches(self, state: Mapping[str, Any]) -> bool:
         needle = simple_upper(self.text)
