@@ -1,5 +1,5 @@
-"""Shared set-up for the database benchmarks: a separate PostgreSQL database, migrated,
-so a benchmark never touches development or test data."""
+"""Shared set-up of the benchmarks: Django on the configured database, or on a separate
+PostgreSQL database, migrated, so a benchmark never touches development or test data."""
 
 import os
 import subprocess
@@ -52,3 +52,21 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"{'-' * width}-+-{'-' * 30}")
     for key, value in rows:
         print(f"{key.ljust(width)} | {value}")
+
+
+def django_setup() -> None:
+    """Django on the database the environment names (DATABASE_URL)."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # Persistent connections, as docker-compose.yml runs the service (DB_CONN_MAX_AGE=60).
+    os.environ.setdefault("DB_CONN_MAX_AGE", "60")
+    import django
+
+    django.setup()
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]

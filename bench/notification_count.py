@@ -16,7 +16,7 @@ import time
 import uuid
 from datetime import timedelta
 
-from _setup import django_setup, percentile
+from benchdb import django_setup, percentile
 
 
 def main() -> None:

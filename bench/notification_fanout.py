@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 
-from _setup import ROOT, django_setup, percentile
+from benchdb import ROOT, django_setup, percentile
 
 PATH = "/api/v2/ticketing/ticket/sse/notifications"
 

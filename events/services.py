@@ -33,7 +33,10 @@ def tenant_group(tenant_id: uuid.UUID | str) -> str:
     return f"events.{uuid.UUID(str(tenant_id)).hex}"
 
 
-def _lock_tenant_log(tenant_id: uuid.UUID) -> None:
+def lock_tenant_log(tenant_id: uuid.UUID) -> None:
+    """Serialize this transaction with every other writer of the tenant's log until it
+    ends (PostgreSQL; SQLite has one writer anyway). Take it before any other lock a
+    writer of the log may also take, so two writers never wait for each other."""
     if connection.vendor == "postgresql":
         key = zlib.crc32(tenant_id.bytes) - 2**31
         with connection.cursor() as cursor:
@@ -60,7 +63,7 @@ def record_event(
     if not connection.in_atomic_block:
         raise RuntimeError("record_event must run inside the transaction of the change it records")
     acting = current_acting()
-    _lock_tenant_log(tenant.id)
+    lock_tenant_log(tenant.id)
     last_id = Event.objects.filter(tenant=tenant).order_by("-id").values_list("id", flat=True).first()
     event = Event.objects.create(
         id=new_event_id(after=last_id),

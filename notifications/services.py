@@ -25,7 +25,7 @@ from django.db.models import Count, DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from events.services import _lock_tenant_log, record_event
+from events.services import lock_tenant_log, record_event
 from notifications.models import (
     TYPE_PRIORITY,
     Notification,
@@ -111,7 +111,7 @@ def notify(
     users = _wanted(ticket.tenant_id, type, recipients, actor)
     if not users:
         return []
-    _lock_tenant_log(ticket.tenant_id)
+    lock_tenant_log(ticket.tenant_id)
     now = timezone.now()
     rows = [
         Notification(
@@ -160,7 +160,7 @@ def mark_notifications_read(
     already-read notifications changes nothing and records nothing."""
     if ids is None and not everything and before is None:
         raise ValueError("give ids, everything=True or before")
-    _lock_tenant_log(user.tenant_id)
+    lock_tenant_log(user.tenant_id)
     rows = Notification.objects.filter(recipient=user, read=False)
     if ids is not None:
         rows = rows.filter(id__in=ids)
@@ -195,7 +195,7 @@ def mark_notifications_read(
 @transaction.atomic
 def delete_notification(*, user: TenantUser, notification_id: Any) -> None:
     """Delete one of the user's notifications; someone else's is a 404, as is a missing one."""
-    _lock_tenant_log(user.tenant_id)
+    lock_tenant_log(user.tenant_id)
     notification = Notification.objects.filter(recipient=user, id=notification_id).first()
     if notification is None:
         raise ApiError(404, "NOTIFICATION_NOT_FOUND", "No notification of yours has this id.")
@@ -480,7 +480,7 @@ def _claim_sla_stage(
     *, ticket_id: Any, tenant_id: Any, pending: Q, stamp: str, target: str, breached: bool, now: datetime
 ) -> bool:
     # The tenant lock first, as every ticket change takes it before touching TicketSla.
-    _lock_tenant_log(tenant_id)
+    lock_tenant_log(tenant_id)
     updates: dict[str, Any] = {stamp: now}
     if breached:
         warned = f"{target}_warned_at"

@@ -154,6 +154,7 @@ def _parse_bearer(value: str | None) -> str:
 # every open tab. A deactivated tenant or realm is refused at most this much later.
 _realm_cache: dict[tuple[uuid.UUID, str], tuple[float, Tenant, Realm]] = {}
 _backend_cache: dict[tuple[int, str], TokenBackend] = {}
+_user_cache: dict[tuple[uuid.UUID, str], tuple[float, dict[str, Any], TenantUser]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -178,6 +179,7 @@ def clear_realm_cache() -> None:
     with _cache_lock:
         _realm_cache.clear()
         _backend_cache.clear()
+        _user_cache.clear()
 
 
 def token_backend_for(realm: Realm) -> TokenBackend:
@@ -252,6 +254,12 @@ def _user_from_claims(
         "roles": sorted(roles),
         "teams": list(teams),
     }
+    cache_key = (tenant.id, subject)
+    cached = _user_cache.get(cache_key)
+    if cached is not None and cached[0] > time.monotonic() and cached[1] == fields:
+        # Same claims seen a moment ago: the record is current (the count endpoint is
+        # polled by every open tab, so this saves a query on most requests).
+        return cached[2]
     user = TenantUser.objects.filter(tenant=tenant, subject=subject).first()
     now = timezone.now()
     if user is None:
@@ -272,6 +280,10 @@ def _user_from_claims(
             setattr(user, name, value)
         user.last_seen_at = now
         TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now, **changed)
+    with _cache_lock:
+        if len(_user_cache) > 10_000:
+            _user_cache.clear()
+        _user_cache[cache_key] = (time.monotonic() + _REALM_CACHE_SECONDS, fields, user)
     return user
 
 

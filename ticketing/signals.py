@@ -1,15 +1,16 @@
 """Record ticket changes in the event log. Nothing else belongs here: the rules of what a
 change means live in ticketing.services; this only writes down what happened."""
 
+import threading
 from typing import Any
 
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
 from events.serializers import iso
 from events.services import record_event
-from tenants.models import TenantUser
+from tenants.models import Tenant, TenantUser
 from ticketing.models import CLOSED_STATUSES, TRACKED_FIELDS, Comment, Status, Ticket, TicketMarks
 from ticketing.serializers import ticket_payload, user_ref
 
@@ -85,8 +86,31 @@ def record_ticket_saved(
     _remember_loaded(instance)
 
 
+# Tenants being deleted in this thread: their tickets go with them, and recording events
+# in a log that is being deleted too would only fail.
+_tenants_being_deleted = threading.local()
+
+
+def _deleting_tenants() -> set:
+    if not hasattr(_tenants_being_deleted, "ids"):
+        _tenants_being_deleted.ids = set()
+    return _tenants_being_deleted.ids
+
+
+@receiver(pre_delete, sender=Tenant, dispatch_uid="note_tenant_deleting")
+def note_tenant_deleting(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> None:
+    _deleting_tenants().add(instance.pk)
+
+
+@receiver(post_delete, sender=Tenant, dispatch_uid="note_tenant_deleted")
+def note_tenant_deleted(sender: type[Tenant], instance: Tenant, **kwargs: Any) -> None:
+    _deleting_tenants().discard(instance.pk)
+
+
 @receiver(post_delete, sender=Ticket, dispatch_uid="record_ticket_deleted")
 def record_ticket_deleted(sender: type[Ticket], instance: Ticket, **kwargs: Any) -> None:
+    if instance.tenant_id in _deleting_tenants():
+        return
     payload = ticket_payload(instance)
     payload["ticket"]["deletedAt"] = iso(timezone.now())
     record_event(tenant=instance.tenant, type="tickets.ticket.deleted", payload=payload, ticket_id=instance.id)

@@ -299,3 +299,12 @@ def test_totals_are_exact_up_to_the_count_limit_then_marked_inexact(api, acme: W
     capped = api.post(f"{BASE}/list", {"top": 10}, format="json", headers=acme.headers("alice")).json()["data"]
     assert (capped["total"], capped["totalExact"]) == (3, False)
     assert len(capped["tickets"]) == 5  # the page itself is never cut by the count limit
+
+
+def test_deleting_a_tenant_takes_its_tickets_and_events_along(api, acme: World, globex: World):
+    create(api, acme)
+    create(api, globex)
+    acme_id = acme.tenant.pk
+    acme.tenant.delete()
+    assert Ticket.objects.count() == 1 and Event.objects.filter(tenant=globex.tenant).exists()
+    assert not Event.objects.filter(tenant_id=acme_id).exists()

@@ -1,0 +1,865 @@
+"""Live ticket-list stream fan-out benchmark.
+
+Starts the service as N daphne worker processes on the local PostgreSQL / Redis (its own
+database `ticketing_bench`, Redis prefix `bench`), opens many concurrent
+`POST /api/v2/ticketing/ticket/sse/list/updates` streams with varied filters from
+light-weight client processes, changes tickets through the REST API at a fixed rate,
+and checks every stream against what it should have received:
+
+  events sent       ticket changes committed by the writer (each is one log event)
+  frames expected   created / updated / deleted frames the streams' filters call for
+  frames delivered  the frames the streams received
+  lost / dup / wrong  expected-but-missing, same id twice on a stream, not expected
+  latency           receipt time - time the writer's HTTP response returned (commit)
+  RSS per stream    (worker RSS with the streams open and idle - RSS before) / streams
+
+Example:
+    .venv/bin/python bench/list_stream_fanout.py                   # 2,000 streams, 20/s, 60 s
+    .venv/bin/python bench/list_stream_fanout.py --find-max        # ramp 2k, 4k, 8k, ...
+
+The figures are for client and server on the same machine; the client processes are
+counted in the machine's load, not in the server's CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sse_load import StreamSpec, reader_main
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+ASGI_APP = ["config.asgi:application"]
+STREAM_PATH = "/api/v2/ticketing/ticket/sse/list/updates?type=template&module=ticketing"
+TICKET_PATH = "/api/v2/ticketing/ticket"
+TEAMS = ["operation", "network", "support"]
+PRIORITIES = ["low", "medium", "high", "urgent"]
+STATUSES = ["open", "in_progress", "on_hold", "resolved"]
+ASSIGNEES = ["alice", "carol", "admin"]
+SUBJECTS = [
+    "Unable to access VPN",
+    "Printer jams on floor 3",
+    "Slow network in meeting room",
+    "Password reset",
+    "Laptop will not boot",
+    "Email not syncing on phone",
+]
+LIKE_WORDS = ["vpn", "printer", "network", "password"]
+TICKET_STATE_EVENTS = (
+    "tickets.ticket.created",
+    "tickets.ticket.updated",
+    "tickets.ticket.deleted",
+    "tickets.ticket.closed",
+    "tickets.ticket.cancelled",
+    "tickets.ticket.reopened",
+    "tickets.ticket.assigned",
+    "tickets.ticket.merged",
+)
+
+
+# --- filters: the menu the streams cycle through, and the bench's own matcher ----------
+
+
+def cond(column: str, op: str, operand: Any, n: int = 1) -> dict[str, Any]:
+    return {"id": f"c{n}", "op": op, "column": column, "operand": operand}
+
+
+def filter_menu(user_ids: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    menu: list[tuple[str, dict[str, Any]]] = []
+    for team in TEAMS:
+        menu.append((f"team={team}", {"op": "AND", "operand": [cond("team", "EQ", team)]}))
+    for priority in PRIORITIES:
+        menu.append((f"priority={priority}", {"op": "AND", "operand": [cond("priority", "EQ", priority)]}))
+    menu.append(("status IN open,in_progress", {"op": "AND", "operand": [cond("status", "IN", STATUSES[:2])]}))
+    menu.append(("status IN on_hold,resolved", {"op": "AND", "operand": [cond("status", "IN", STATUSES[2:])]}))
+    for name in ASSIGNEES:
+        menu.append((f"assignee={name}", {"op": "AND", "operand": [cond("assignee", "EQ", user_ids[name])]}))
+    for word in LIKE_WORDS:
+        menu.append((f"subject LIKE {word}", {"op": "AND", "operand": [cond("subject", "LIKE", word)]}))
+    for team in TEAMS[:2]:
+        menu.append(
+            (
+                f"team={team} AND priority IN high,urgent",
+                {"op": "AND", "operand": [cond("team", "EQ", team), cond("priority", "IN", ["high", "urgent"], 2)]},
+            )
+        )
+    menu.append(
+        (
+            "status NE resolved OR priority=urgent",
+            {"op": "OR", "operand": [cond("status", "NE", "resolved"), cond("priority", "EQ", "urgent", 2)]},
+        )
+    )
+    menu.append(("match-all", {"op": "AND", "operand": []}))
+    return menu
+
+
+def _value(state: dict[str, Any], column: str) -> Any:
+    value = state.get(column)
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value
+
+
+def matches(node: dict[str, Any], state: dict[str, Any] | None) -> bool:
+    if state is None:
+        return False
+    if "column" not in node:
+        parts = [matches(child, state) for child in node["operand"]]
+        if not parts:
+            return True
+        return all(parts) if node["op"] == "AND" else any(parts)
+    value, op, operand = _value(state, node["column"]), node["op"], node["operand"]
+    if op == "EQ":
+        return value is not None and value == operand
+    if op == "NE":
+        return value is None or value != operand
+    if op == "IN":
+        return value is not None and value in operand
+    if op == "LIKE":
+        return value is not None and operand.upper() in value.upper()
+    raise ValueError(op)
+
+
+def expected_kind(node: dict[str, Any], before: dict | None, after: dict | None) -> str | None:
+    was, now = matches(node, before), matches(node, after)
+    if now and not was:
+        return "created"
+    if was and now:
+        return "updated"
+    if was and not now:
+        return "deleted"
+    return None
+
+
+# --- machine / process helpers ------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+# --- database / tenant setup ------------------------------------------------------------
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{args.db}",
+            "REDIS_URL": args.redis_url,
+            "REDIS_PREFIX": "bench",
+            "SECRET_KEY": "bench-only-secret-key-not-for-production",
+            "DEBUG": "0",
+            "DB_CONN_MAX_AGE": "60",
+            "LOG_LEVEL": args.log_level,
+            "SSE_HEARTBEAT_SECONDS": str(args.heartbeat),
+            "SSE_MAX_LIST_STREAMS_PER_USER": str(args.streams_per_user * 2),
+            "SSE_IDLE_TIMEOUT_SECONDS": "36000",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def prepare_database(args: argparse.Namespace) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.db]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{args.db}"')
+            print(f"created database {args.db}")
+    env = server_env(args)
+    python = str(VENV_BIN / "python")
+    subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [python, "manage.py", "load_demo", "--tickets", str(args.tickets)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def flush_redis(args: argparse.Namespace) -> None:
+    import redis
+
+    client = redis.Redis.from_url(args.redis_url)
+    keys = list(client.scan_iter(match="bench:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@dataclass
+class Tenancy:
+    tenant_id: str
+    realm: str
+    secret: str
+    issuer: str
+    audience: str
+    teams_claim: str
+    user_ids: dict[str, str]
+    tickets: dict[str, dict[str, Any]]
+
+
+def load_tenancy(args: argparse.Namespace) -> Tenancy:
+    os.environ.update(server_env(args))
+    import django
+
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+    from django.db import connections
+
+    from tenants.models import Realm, TenantUser
+    from ticketing.models import Ticket
+    from ticketing.serializers import ticket_state
+
+    realm = Realm.objects.select_related("tenant").get(tenant__slug="demo", name="demo")
+    users = {u.username: str(u.id) for u in TenantUser.objects.filter(tenant=realm.tenant, username__in=ASSIGNEES)}
+    tickets = {
+        str(t.id): ticket_state(t)
+        for t in Ticket.objects.filter(tenant=realm.tenant).select_related("assignee", "requester")
+    }
+    tenancy = Tenancy(
+        tenant_id=str(realm.tenant_id),
+        realm=realm.name,
+        secret=realm.secret,
+        issuer=realm.issuer or "",
+        audience=realm.audience or "",
+        teams_claim=realm.teams_claim,
+        user_ids=users,
+        tickets=tickets,
+    )
+    connections.close_all()
+    return tenancy
+
+
+def run_events(tenant_id: str, after_id: str | None) -> list[tuple[str, str, str, str, float]]:
+    """(ulid, type, ticket id, ticket updatedAt, occurred_at epoch) of the tenant's ticket-state
+    events after an id. `occurred_at` is set in the writing transaction just before its commit."""
+    from django.db import connections
+
+    from events.ids import event_id_to_str
+    from events.models import Event
+
+    rows = Event.objects.filter(tenant_id=tenant_id, type__in=TICKET_STATE_EVENTS).order_by("id")
+    if after_id:
+        rows = rows.filter(id__gt=after_id)
+    out = [
+        (
+            event_id_to_str(e.id),
+            e.type,
+            str(e.ticket_id),
+            (e.payload.get("ticket") or {}).get("updatedAt"),
+            e.occurred_at.timestamp(),
+        )
+        for e in rows.only("id", "type", "ticket_id", "payload", "occurred_at")
+    ]
+    connections.close_all()
+    return out
+
+
+def last_event_id(tenant_id: str) -> str | None:
+    from django.db import connections
+
+    from events.models import Event
+
+    value = Event.objects.filter(tenant_id=tenant_id).order_by("-id").values_list("id", flat=True).first()
+    connections.close_all()
+    return str(value) if value else None
+
+
+def make_token(tenancy: Tenancy, username: str, ttl: int = 7200) -> str:
+    import uuid
+
+    import jwt
+
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": str(uuid.uuid5(uuid.UUID(tenancy.tenant_id), username)),
+        "preferred_username": username,
+        "name": username.title(),
+        "email": f"{username}@demo.example",
+        "realm_access": {"roles": ["agent"]},
+        tenancy.teams_claim: ["operation"],
+        "iat": now,
+        "exp": now + ttl,
+        "typ": "Bearer",
+    }
+    if tenancy.issuer:
+        claims["iss"] = tenancy.issuer
+    if tenancy.audience:
+        claims["aud"] = tenancy.audience
+    return jwt.encode(claims, tenancy.secret, algorithm="HS256")
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+class Server:
+    """N daphne processes, one port each, in their own process groups."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.ports = [args.base_port + i for i in range(args.workers)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Any] = []
+
+    def start(self) -> None:
+        env = server_env(self.args)
+        log_dir = Path(self.args.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for port in self.ports:
+            log = open(log_dir / f"daphne-{port}.log", "wb")  # noqa: SIM115
+            self.logs.append(log)
+            self.procs.append(
+                subprocess.Popen(
+                    [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", *ASGI_APP],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        deadline = time.monotonic() + 60
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"daphne on port {port} exited; see {log_dir}/daphne-{port}.log")
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"daphne on port {port} did not start")
+                time.sleep(0.2)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def rss_kb(self) -> int:
+        return sum(rss_kb(pid) for pid in self.pids)
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for log in self.logs:
+            log.close()
+        self.procs.clear()
+        self.logs.clear()
+
+
+# --- one run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Change:
+    index: int
+    kind: str
+    ticket: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None = None
+    sent_at: float = 0.0
+    returned_at: float = 0.0
+    status: int = 0
+
+
+@dataclass
+class RunResult:
+    streams: int
+    figures: dict[str, Any] = field(default_factory=dict)
+    ok: bool = False
+
+
+async def warm_up(ports: list[int], tenancy: Tenancy, token: str) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}", "x-tenantid": tenancy.tenant_id, "realmname": tenancy.realm}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for port in ports:
+            for _ in range(3):
+                response = await client.post(
+                    f"http://127.0.0.1:{port}{TICKET_PATH}/list?type=template", json={"top": 5}, headers=headers
+                )
+                response.raise_for_status()
+
+
+async def writer(
+    args: argparse.Namespace, ports: list[int], tenancy: Tenancy, token: str, rng: random.Random, changes: list[Change]
+) -> dict[str, Any]:
+    """Change tickets at a fixed rate; never two changes of one ticket in flight."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}", "x-tenantid": tenancy.tenant_id, "realmname": tenancy.realm}
+    state = tenancy.tickets
+    in_flight: set[str] = set()
+    clients = [
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=httpx.Limits(max_connections=32))
+        for port in ports
+    ]
+    total = int(args.rate * args.duration)
+    behind = skipped = 0
+    failures: list[str] = []
+
+    async def one(change: Change, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+        key = change.ticket
+        change.sent_at = time.monotonic()
+        try:
+            if change.kind == "create":
+                response = await client.post(TICKET_PATH, json=body, headers=headers)
+            else:
+                response = await client.patch(f"{TICKET_PATH}/{change.ticket}", json=body, headers=headers)
+            change.returned_at = time.monotonic()
+            change.status = response.status_code
+            if response.status_code in (200, 201):
+                change.after = response.json()["data"]
+                change.ticket = change.after["id"]
+                state[change.ticket] = change.after
+            else:
+                failures.append(f"{response.status_code} {response.text[:200]}")
+        except Exception as exc:
+            failures.append(repr(exc))
+        finally:
+            in_flight.discard(key)
+
+    tasks: list[asyncio.Task[None]] = []
+    gate = asyncio.Semaphore(args.max_in_flight)
+    start = time.monotonic()
+
+    async def gated(change: Change, client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+        try:
+            await one(change, client, body)
+        finally:
+            gate.release()
+
+    for k in range(total):
+        delay = start + k / args.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await gate.acquire()
+        if start + k / args.rate - time.monotonic() < -0.5:
+            behind += 1
+        if rng.random() < args.create_share:
+            change = Change(k, "create", ticket=f"new-{k}", before=None)
+            body = {
+                "subject": f"{rng.choice(SUBJECTS)} (bench {k})",
+                "priority": rng.choice(PRIORITIES),
+                "team": rng.choice(TEAMS),
+                "status": rng.choice(STATUSES),
+                "assignee": rng.choice(ASSIGNEES),
+            }
+        else:
+            free = [t for t in state if t not in in_flight]
+            if not free:
+                skipped += 1
+                gate.release()
+                continue
+            ticket = rng.choice(free)
+            before = state[ticket]
+            kind = rng.choice(["team", "priority", "status", "assignee", "subject"])
+            if kind == "team":
+                body = {"team": rng.choice([t for t in TEAMS if t != before["team"]])}
+            elif kind == "priority":
+                body = {"priority": rng.choice([p for p in PRIORITIES if p != before["priority"]])}
+            elif kind == "status":
+                body = {"status": rng.choice([s for s in STATUSES if s != before["status"]])}
+            elif kind == "assignee":
+                current = (before.get("assignee") or {}).get("id")
+                body = {"assignee": rng.choice([a for a in ASSIGNEES if tenancy.user_ids[a] != current])}
+            else:
+                body = {"subject": rng.choice([s for s in SUBJECTS if s != before["subject"]]) + f" #{k}"}
+            change = Change(k, kind, ticket=ticket, before=dict(before))
+        in_flight.add(change.ticket)
+        changes.append(change)
+        tasks.append(asyncio.create_task(gated(change, clients[k % len(clients)], body)))
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - start
+    for client in clients:
+        await client.aclose()
+    return {"elapsed": elapsed, "behind": behind, "skipped": skipped, "failures": failures}
+
+
+async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, streams: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    rng = random.Random(args.seed)
+    menu = filter_menu(tenancy.user_ids)
+    writer_token = make_token(tenancy, "alice")
+    await warm_up(server.ports, tenancy, writer_token)
+    await asyncio.sleep(1)
+    rss_before = server.rss_kb()
+
+    tokens: dict[int, str] = {}
+    specs: list[StreamSpec] = []
+    for i in range(streams):
+        user = i // args.streams_per_user
+        if user not in tokens:
+            tokens[user] = make_token(tenancy, f"bench-u{user:05d}")
+        body = json.dumps({"top": 30, "offset": 0, "filter": menu[i % len(menu)][1]}).encode()
+        specs.append(StreamSpec(i, server.ports[i % len(server.ports)], tokens[user], body))
+
+    ctx = mp.get_context("spawn")
+    options = {
+        "path": STREAM_PATH,
+        "tenant_id": tenancy.tenant_id,
+        "realm": tenancy.realm,
+        "concurrency": args.open_concurrency,
+        "open_timeout": args.open_timeout,
+    }
+    readers = []
+    open_started = time.monotonic()
+    try:
+        for r in range(args.client_procs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=reader_main, args=(child, specs[r :: args.client_procs], options), daemon=True)
+            proc.start()
+            child.close()
+            readers.append((proc, parent))
+        opened = 0
+        open_errors: list[str] = []
+        for _, conn in readers:
+            _, ok, errors = await loop.run_in_executor(None, conn.recv)
+            opened += ok
+            open_errors += errors
+        open_seconds = time.monotonic() - open_started
+        print(f"  {opened}/{streams} streams open in {open_seconds:.1f}s; settling {args.settle}s", flush=True)
+        if open_errors:
+            print(f"  open errors (first): {open_errors[:3]}", flush=True)
+        await asyncio.sleep(args.settle)
+        rss_open = server.rss_kb()
+        position = await loop.run_in_executor(None, last_event_id, tenancy.tenant_id)
+
+        cpu_before = server.cpu_seconds()
+        wall_before = time.monotonic()
+        changes: list[Change] = []
+        print(f"  writing {args.rate}/s for {args.duration}s", flush=True)
+        write = await writer(args, server.ports, tenancy, writer_token, rng, changes)
+        await asyncio.sleep(args.drain)
+        cpu_used = server.cpu_seconds() - cpu_before
+        wall = time.monotonic() - wall_before
+        server_alive = server.alive()
+
+        for _, conn in readers:
+            conn.send("stop")
+        results: list[dict[str, Any]] = []
+        for proc, conn in readers:
+            _kind, payload = await loop.run_in_executor(None, conn.recv)
+            results.extend(json.loads(payload))
+            proc.join(10)
+    finally:
+        for proc, conn in readers:
+            if proc.is_alive():
+                proc.terminate()
+            conn.close()
+    events = await loop.run_in_executor(None, run_events, tenancy.tenant_id, position)
+    return {
+        "clock_offset": time.time() - time.monotonic(),
+        "streams": streams,
+        "opened": opened,
+        "open_seconds": open_seconds,
+        "open_errors": open_errors,
+        "rss_before": rss_before,
+        "rss_open": rss_open,
+        "cpu_used": cpu_used,
+        "wall": wall,
+        "write": write,
+        "changes": changes,
+        "results": results,
+        "events": events,
+        "menu": menu,
+        "server_alive": server_alive,
+    }
+
+
+def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
+    changes: list[Change] = [c for c in phase["changes"] if c.after is not None]
+    by_key = {(c.ticket, c.after["updatedAt"]): c for c in changes}
+    event_change: dict[str, Change] = {}
+    committed_at: dict[str, float] = {}  # on the monotonic clock
+    unmapped: set[str] = set()
+    offset = phase["clock_offset"]
+    for ulid, _type, ticket, updated_at, occurred_at in phase["events"]:
+        change = by_key.get((ticket, updated_at))
+        if change is None:
+            unmapped.add(ulid)  # committed, but the writer saw no success (HTTP error)
+        else:
+            event_change[ulid] = change
+            committed_at[ulid] = occurred_at - offset
+    menu = phase["menu"]
+    # Expected frames per filter of the menu: {event id: kind}
+    expected_by_filter = []
+    for _, node in menu:
+        expected = {}
+        for ulid, change in event_change.items():
+            kind = expected_kind(node, change.before, change.after)
+            if kind:
+                expected[ulid] = kind
+        expected_by_filter.append(expected)
+
+    delivered = lost = dup = wrong = 0
+    expected_total = 0
+    latencies: list[float] = []  # receipt - the event's occurred_at (just before commit)
+    latencies_response: list[float] = []  # receipt - the writer's HTTP response returned
+    unpredicted = 0
+    streams_ok = 0
+    closed_early = 0
+    errors: dict[str, int] = {}
+    first_send = min((c.sent_at for c in changes), default=0.0)
+    last_receipt = first_send
+    for result in phase["results"]:
+        if result["status"] == 200 and result["ready_at"]:
+            streams_ok += 1
+        else:
+            continue
+        closed_early += result["closed_early"]
+        for error in result["errors"]:
+            errors[error[:80]] = errors.get(error[:80], 0) + 1
+        expected = expected_by_filter[result["index"] % len(menu)]
+        expected_total += len(expected)
+        seen: set[str] = set()
+        for received_at, kind, ulid in result["frames"]:
+            delivered += 1
+            last_receipt = max(last_receipt, received_at)
+            if ulid in seen:
+                dup += 1
+                continue
+            seen.add(ulid)
+            if ulid in unmapped:
+                unpredicted += 1
+                continue
+            want = expected.get(ulid)
+            if want != kind:
+                wrong += 1
+                continue
+            change = event_change[ulid]
+            latencies.append(received_at - committed_at[ulid])
+            latencies_response.append(received_at - change.returned_at)
+        lost += sum(1 for ulid in expected if ulid not in seen)
+    streams = phase["streams"]
+    rss_delta = phase["rss_open"] - phase["rss_before"]
+    active = max(1e-9, last_receipt - first_send)
+    p99 = percentile(latencies, 99)
+    writes = [c.returned_at - c.sent_at for c in changes]
+    return {
+        "streams": streams,
+        "streams open": f"{phase['opened']} ({phase['open_seconds']:.1f} s)",
+        "events sent (changes)": f"{len(changes)} ({len(phase['changes']) - len(changes)} failed)",
+        "events committed, HTTP failed": f"{len(unmapped)} ({unpredicted} frames, not scored)",
+        "frames expected": expected_total,
+        "frames delivered": delivered,
+        "lost": lost,
+        "duplicated": dup,
+        "wrong/unexpected": wrong,
+        "closed early": closed_early,
+        "commit->receipt p50 ms": round(percentile(latencies, 50) * 1000, 1),
+        "commit->receipt p99 ms": round(p99 * 1000, 1),
+        "commit->receipt max ms": round(max(latencies, default=float("nan")) * 1000, 1),
+        "response->receipt p50/p99 ms": "/".join(
+            str(round(percentile(latencies_response, p) * 1000, 1)) for p in (50, 99)
+        ),
+        "write request p50/p99 ms": "/".join(str(round(percentile(writes, p) * 1000, 1)) for p in (50, 99)),
+        "frames/s delivered": round(delivered / active),
+        "server CPU s (all workers)": round(phase["cpu_used"], 1),
+        "server cores busy": round(phase["cpu_used"] / phase["wall"], 2),
+        "frames per server CPU-s": round(delivered / max(1e-9, phase["cpu_used"])),
+        "vs naive 2,000 frames/s/core": f"{delivered / max(1e-9, phase['cpu_used']) / 2000:.1f}x",
+        "server RSS before (MiB)": round(phase["rss_before"] / 1024, 1),
+        "server RSS streams open (MiB)": round(phase["rss_open"] / 1024, 1),
+        "RSS per idle stream (KB)": round(rss_delta / max(1, phase["opened"]), 1),
+        "writes/s achieved": round(len(changes) / phase["write"]["elapsed"], 1),
+        "writes >0.5 s behind schedule": phase["write"]["behind"],
+        "writer failures": "; ".join(f[:60].replace("\n", " ") for f in phase["write"]["failures"][:3]) or "-",
+        "stream errors": "; ".join(f"{k} x{v}" for k, v in errors.items()) or "-",
+        "server alive": phase["server_alive"],
+        "_p99": p99,
+        "_ok": phase["opened"] == streams and lost == 0 and dup == 0 and wrong == 0 and phase["server_alive"],
+    }
+
+
+def one_run(args: argparse.Namespace, tenancy: Tenancy, streams: int) -> dict[str, Any]:
+    flush_redis(args)
+    server = Server(args)
+    try:
+        server.start()
+        print(f"run: {streams} streams on {args.workers} workers (pids {server.pids}), load {loadavg()}", flush=True)
+        phase = asyncio.run(run_phase(args, server, tenancy, streams))
+    finally:
+        server.stop()
+    # The writer changed tickets: the next run starts from their new states.
+    for change in phase["changes"]:
+        if change.after is not None:
+            tenancy.tickets[change.ticket] = change.after
+    figures = analyse(args, phase)
+    figures["load avg after"] = loadavg()
+    return figures
+
+
+def print_table(title: str, runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    info = machine()
+    print()
+    print(f"## {title}")
+    print()
+    print(
+        f"machine: {info['nproc']} cores, {info['cpu']}, {info['ram']} RAM, Python {info['python']}, "
+        f"kernel {info['kernel']}"
+    )
+    print(
+        f"parameters: workers={args.workers} rate={args.rate}/s duration={args.duration}s "
+        f"create_share={args.create_share} client_procs={args.client_procs} tickets={args.tickets} "
+        f"heartbeat={args.heartbeat}s streams/user={args.streams_per_user} seed={args.seed}"
+    )
+    print()
+    keys = [k for k in runs[0] if not k.startswith("_")]
+    header = ["metric"] + [f"{r['streams']} streams" for r in runs]
+    rows = [[k] + [str(r.get(k, "")) for r in runs] for k in keys if k != "streams"]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=2000, help="concurrent streams (default 2000)")
+    parser.add_argument("--workers", type=int, default=2, help="daphne worker processes, one port each (default 2)")
+    parser.add_argument("--rate", type=float, default=20.0, help="ticket changes per second (default 20)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes (default 60)")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=8,
+        help="most writer requests in flight; a slower server makes the writer fall behind instead of piling up "
+        "requests (each holds a PostgreSQL connection)",
+    )
+    parser.add_argument("--create-share", type=float, default=0.1, help="share of changes that create a ticket")
+    parser.add_argument("--tickets", type=int, default=300, help="tickets in the bench tenant (default 300)")
+    parser.add_argument("--client-procs", type=int, default=2, help="client processes holding the streams")
+    parser.add_argument("--streams-per-user", type=int, default=8, help="streams per bench user (default 8)")
+    parser.add_argument("--open-concurrency", type=int, default=32, help="stream opens in flight per client process")
+    parser.add_argument("--open-timeout", type=float, default=120.0, help="seconds for a stream to get its snapshot")
+    parser.add_argument("--heartbeat", type=float, default=15.0, help="SSE_HEARTBEAT_SECONDS for the server")
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds with streams open before RSS")
+    parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait for frames after the last change")
+    parser.add_argument("--base-port", type=int, default=18100, help="first worker port (default 18100)")
+    parser.add_argument("--db", default="ticketing_bench", help="PostgreSQL database (default ticketing_bench)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--log-level", default="WARNING", help="server LOG_LEVEL (INFO logs every stream)")
+    parser.add_argument("--log-dir", default="/tmp/list_stream_fanout", help="where the daphne logs go")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--find-max", action="store_true", help="ramp the stream count; report the largest held")
+    parser.add_argument("--ramp", default="2000,4000,8000,12000,16000", help="stream counts for --find-max")
+    parser.add_argument("--max-p99", type=float, default=1.0, help="p99 limit in seconds for --find-max")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    print(f"load before: {loadavg()}", flush=True)
+    prepare_database(args)
+    tenancy = load_tenancy(args)
+    print(f"tenant {tenancy.tenant_id}: {len(tenancy.tickets)} tickets", flush=True)
+
+    runs: list[dict[str, Any]] = []
+    if args.find_max:
+        best = 0
+        for count in [int(c) for c in args.ramp.split(",")]:
+            figures = one_run(args, tenancy, count)
+            runs.append(figures)
+            held = figures["_ok"] and figures["_p99"] <= args.max_p99
+            print(
+                f"  -> {count} streams: p99 {figures['commit->receipt p99 ms']} ms, lost {figures['lost']}, "
+                f"{'held' if held else 'NOT held'}",
+                flush=True,
+            )
+            if not held:
+                break
+            best = count
+        print_table("list stream fan-out: ramp", runs, args)
+        print(f"largest stream count held with p99 <= {args.max_p99 * 1000:.0f} ms and no loss: {best}")
+    else:
+        runs.append(one_run(args, tenancy, args.streams))
+        print_table("list stream fan-out", runs, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "args": vars(args), "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
