@@ -311,3 +311,19 @@ def test_the_paging_fast_path_shows_events_exactly_as_the_event_serializer(api, 
     expected = [event_to_dict(e) for e in partner_events]
     assert result == expected
     assert result[1]["support"] is True and result[1]["actor"]["name"] == "Admin"
+
+
+def test_event_id_text_is_the_ulid_of_its_bits():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from events.ids import event_id_to_str, parse_event_id
+
+    @given(st.integers(min_value=0, max_value=2**128 - 1))
+    def check(bits: int) -> None:
+        value = uuid.UUID(int=bits)
+        text = event_id_to_str(value)
+        assert text == str(ULID.from_uuid(value))
+        assert parse_event_id(text) == value
+
+    check()
