@@ -1,12 +1,20 @@
 """Read queries on the event log."""
 
+import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import QuerySet
+from django.conf import settings
+from django.db import connection
+from django.db.models import F, Func, QuerySet, TextField
+from django.db.models.functions import Cast
+from django.utils import timezone
 
+from events.ids import event_id_time, event_id_to_str
 from events.models import Event
-from tenants.models import Tenant
+from events.serializers import iso
+from tenants.models import Tenant, TenantUser
 
 
 def tenant_events(
@@ -45,14 +53,14 @@ def ticket_history(tenant: Tenant, ticket_id: uuid.UUID) -> QuerySet[Event]:
 
 def cursor_is_expired(after_id: uuid.UUID) -> bool:
     """A cursor minted before the retention window points into pruned history."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
-    from events.ids import event_id_time
-
     return event_id_time(after_id) < timezone.now() - timedelta(days=settings.EVENTS_RETENTION_DAYS)
+
+
+_PG_ISO_UTC = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+
+def _text(occurred_at: Any) -> str:
+    return occurred_at if isinstance(occurred_at, str) else iso(occurred_at)
 
 
 def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
@@ -62,19 +70,19 @@ def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
     spliced in unparsed, and actor names are read once per page, which is several times
     faster than decoding every payload into Python only to encode it again. The shape is
     exactly `events.serializers.event_to_dict` (a test holds them together)."""
-    import json
-
-    from django.db.models import TextField
-    from django.db.models.functions import Cast
-
-    from events.ids import event_id_to_str
-    from events.serializers import iso
-    from tenants.models import TenantUser
-
+    occurred: Any = "occurred_at"
+    if connection.vendor == "postgresql":
+        # Formatted by the database, exactly as events.serializers.iso does it: parsing
+        # a timestamp into Python only to format it again is a fifth of the page's time.
+        occurred = Func(F("occurred_at"), template=_PG_ISO_UTC, output_field=TextField())
     rows = list(
         events.select_related(None)
-        .annotate(payload_text=Cast("payload", TextField()), changes_text=Cast("changes", TextField()))
-        .values_list("id", "type", "occurred_at", "payload_text", "changes_text", "actor_id", "support")[:limit]
+        .annotate(
+            payload_text=Cast("payload", TextField()),
+            changes_text=Cast("changes", TextField()),
+            occurred_text=occurred,
+        )
+        .values_list("id", "type", "occurred_text", "payload_text", "changes_text", "actor_id", "support")[:limit]
     )
     actor_ids = {row[5] for row in rows if row[5] is not None}
     names = {u.id: u.display_name for u in TenantUser.objects.filter(id__in=actor_ids)} if actor_ids else {}
@@ -85,7 +93,7 @@ def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
         type_json = types.get(type_) or types.setdefault(type_, json.dumps(type_))
         changes_part = f',"changes":{changes}' if changes is not None and changes != "null" else ""
         items.append(
-            f'{{"id":"{event_id_to_str(event_id)}","type":{type_json},"occurred_at":"{iso(occurred_at)}",'
+            f'{{"id":"{event_id_to_str(event_id)}","type":{type_json},"occurred_at":"{_text(occurred_at)}",'
             f'"payload":{payload}{changes_part},"actor":{actors.get(actor_id, "null")},'
             f'"support":{"true" if support else "false"}}}'
         )

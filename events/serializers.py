@@ -11,7 +11,8 @@ from events.models import Event
 
 
 def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    """UTC, always with microseconds (so every timestamp has one fixed shape)."""
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def event_to_dict(event: Event, *, replayed: bool = False) -> dict[str, Any]:
