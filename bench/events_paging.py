@@ -84,9 +84,9 @@ def fill(tenant, count: int) -> None:
 def explain_page(tenant, after) -> str:
     from django.db import connection
 
-    from events.selectors import tenant_events
+    from events.selectors import partner_page_query, tenant_events
 
-    sql, params = tenant_events(tenant, after_id=after)[:1000].query.sql_with_params()
+    sql, params = partner_page_query(tenant_events(tenant, after_id=after), 1000).query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())

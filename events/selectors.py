@@ -63,19 +63,14 @@ def _text(occurred_at: Any) -> str:
     return occurred_at if isinstance(occurred_at, str) else iso(occurred_at)
 
 
-def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
-    """One page of events as the JSON text of the REST `result` list, and its length.
-
-    The hot path of partners paging through the log: payloads are read as JSON text and
-    spliced in unparsed, and actor names are read once per page, which is several times
-    faster than decoding every payload into Python only to encode it again. The shape is
-    exactly `events.serializers.event_to_dict` (a test holds them together)."""
+def partner_page_query(events: QuerySet[Event], limit: int) -> QuerySet:
+    """The rows of one page for `partner_page_json`, payloads and changes as JSON text."""
     occurred: Any = "occurred_at"
     if connection.vendor == "postgresql":
         # Formatted by the database, exactly as events.serializers.iso does it: parsing
         # a timestamp into Python only to format it again is a fifth of the page's time.
         occurred = Func(F("occurred_at"), template=_PG_ISO_UTC, output_field=TextField())
-    rows = list(
+    return (
         events.select_related(None)
         .annotate(
             payload_text=Cast("payload", TextField()),
@@ -84,6 +79,16 @@ def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
         )
         .values_list("id", "type", "occurred_text", "payload_text", "changes_text", "actor_id", "support")[:limit]
     )
+
+
+def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
+    """One page of events as the JSON text of the REST `result` list, and its length.
+
+    The hot path of partners paging through the log: payloads are read as JSON text and
+    spliced in unparsed, and actor names are read once per page, which is several times
+    faster than decoding every payload into Python only to encode it again. The shape is
+    exactly `events.serializers.event_to_dict` (a test holds them together)."""
+    rows = list(partner_page_query(events, limit))
     actor_ids = {row[5] for row in rows if row[5] is not None}
     names = {u.id: u.display_name for u in TenantUser.objects.filter(id__in=actor_ids)} if actor_ids else {}
     actors = {i: json.dumps({"id": str(i), "name": name}) for i, name in names.items()}
