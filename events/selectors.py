@@ -65,7 +65,7 @@ def _text(occurred_at: Any) -> str:
 
 def partner_page_query(events: QuerySet[Event], limit: int) -> QuerySet:
     """The rows of one page for `partner_page_json`, payloads and changes as JSON text."""
-    occurred: Any = "occurred_at"
+    occurred: Any = F("occurred_at")
     if connection.vendor == "postgresql":
         # Formatted by the database, exactly as events.serializers.iso does it: parsing
         # a timestamp into Python only to format it again is a fifth of the page's time.
