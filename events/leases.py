@@ -13,7 +13,10 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tenants.callers import Caller
 
 from django.conf import settings
 
@@ -107,3 +110,18 @@ async def acquire_stream_lease(kind: str, tenant_id: uuid.UUID, user_id: uuid.UU
     if await lease_store().acquire(key, lease.member, limit, settings.SSE_LEASE_SECONDS):
         return lease
     return None
+
+
+async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease:
+    """A lease for one more stream of `kind`, or `429 TOO_MANY_STREAMS` with Retry-After."""
+    from tenants.envelope import ApiError
+
+    lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit)
+    if lease is None:
+        raise ApiError(
+            429,
+            "TOO_MANY_STREAMS",
+            f"At most {limit} {kind} streams per user.",
+            headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+        )
+    return lease

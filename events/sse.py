@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
 from events.hub import EventHub, LogEvent, Subscriber
+from events.ids import parse_event_id
 from events.leases import StreamLease
 from tenants.callers import Caller
-from tenants.envelope import iso_now
+from tenants.envelope import ApiError, iso_now
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +147,15 @@ class EventStream:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.lease.release())
             logger.info("event=stream_closed kind=%s conn=%s", self.kind, self.connection_id)
+
+
+def last_event_id_from(request: HttpRequest, fallback: str | None = None) -> uuid.UUID | None:
+    """The client's resume position: the `Last-Event-ID` header (what EventSource sends
+    on reconnect), else `fallback` (a body or query field); 400 if it is not an event id."""
+    raw = request.headers.get("last-event-id") or fallback
+    if not raw:
+        return None
+    try:
+        return parse_event_id(raw)
+    except ValueError:
+        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (ULID).") from None

@@ -19,10 +19,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from events.hub import LogEvent, get_hub, last_log_id, run_db
-from events.ids import event_id_to_str, parse_event_id
-from events.leases import acquire_stream_lease
+from events.ids import event_id_to_str
+from events.leases import take_stream_slot
 from events.selectors import event_exists
-from events.sse import EventStream, error_frame, sse_frame, sse_response
+from events.sse import EventStream, error_frame, last_event_id_from, sse_frame, sse_response
 from notifications.selectors import notification_counts, user_events_after
 from notifications.serializers import counts_to_dict
 from notifications.services import CREATED, DELETED, READ
@@ -95,16 +95,6 @@ class NotificationStream(EventStream):
         return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
 
 
-def _last_event_id(request: HttpRequest) -> uuid.UUID | None:
-    raw = request.headers.get("last-event-id") or request.GET.get("lastEventId")
-    if not raw:
-        return None
-    try:
-        return parse_event_id(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (ULID).") from None
-
-
 async def _subscription_failed() -> AsyncIterator[bytes]:
     yield error_frame("SUBSCRIPTION_ERROR", "Failed to subscribe to notification channel")
 
@@ -116,15 +106,8 @@ async def notification_stream(request: HttpRequest) -> HttpResponse:
     limit = settings.SSE_MAX_NOTIFICATION_STREAMS_PER_USER
     try:
         caller = await run_db(resolve_request_caller, request)
-        last_event_id = _last_event_id(request)
-        lease = await acquire_stream_lease(STREAM_KIND, caller.tenant.id, caller.user.id, limit)
-        if lease is None:
-            raise ApiError(
-                429,
-                "TOO_MANY_STREAMS",
-                f"At most {limit} notification streams per user.",
-                headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
-            )
+        last_event_id = last_event_id_from(request, request.GET.get("lastEventId"))
+        lease = await take_stream_slot(STREAM_KIND, caller, limit)
     except ApiError as error:
         return error_response(error)
     hub = get_hub()

@@ -15,10 +15,10 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from events.hub import LogEvent, fetch_log, get_hub, last_log_id, run_db
-from events.ids import event_id_to_str, parse_event_id
-from events.leases import acquire_stream_lease
+from events.ids import event_id_to_str
+from events.leases import take_stream_slot
 from events.selectors import event_exists
-from events.sse import EventStream, sse_frame, sse_response
+from events.sse import EventStream, last_event_id_from, sse_frame, sse_response
 from tenants.callers import Caller, resolve_request_caller
 from tenants.envelope import ApiError, error_response, iso_now
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
@@ -160,16 +160,6 @@ def _parse_body(request: HttpRequest) -> dict[str, Any]:
     return serializer.validated_data
 
 
-def _last_event_id(request: HttpRequest, body: Mapping[str, Any]) -> uuid.UUID | None:
-    raw = request.headers.get("last-event-id") or body.get("lastEventId")
-    if not raw:
-        return None
-    try:
-        return parse_event_id(raw)
-    except ValueError:
-        raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (ULID).") from None
-
-
 @csrf_exempt
 async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
@@ -183,17 +173,8 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
             raise ApiError(400, "INVALID_QUERY", "type is required (user, agent or template).")
         body = _parse_body(request)
         query = ticket_query_from(caller, request.GET["type"], body)
-        last_event_id = _last_event_id(request, body)
-        lease = await acquire_stream_lease(
-            "list", caller.tenant.id, caller.user.id, settings.SSE_MAX_LIST_STREAMS_PER_USER
-        )
-        if lease is None:
-            raise ApiError(
-                429,
-                "TOO_MANY_STREAMS",
-                f"At most {settings.SSE_MAX_LIST_STREAMS_PER_USER} list streams per user.",
-                headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
-            )
+        last_event_id = last_event_id_from(request, body.get("lastEventId"))
+        lease = await take_stream_slot("list", caller, settings.SSE_MAX_LIST_STREAMS_PER_USER)
     except ApiError as error:
         return error_response(error)
     hub = get_hub()
