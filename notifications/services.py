@@ -254,16 +254,23 @@ def _label(status: str) -> str:
     return Status(status).label if status in Status.values else status
 
 
+def _notify_assignment(*, ticket: Ticket, previous_assignee: TenantUser | None, actor: TenantUser | None) -> None:
+    notify(
+        type=NotificationType.ASSIGNMENT,
+        ticket=ticket,
+        recipients=[ticket.assignee],
+        actor=actor,
+        message=f"You have been assigned ticket {ticket.number}",
+        metadata={
+            "previousAssignee": str(previous_assignee.id) if previous_assignee else None,
+            "assignedBy": str(actor.id) if actor else None,
+        },
+    )
+
+
 def notify_ticket_created(*, ticket: Ticket, actor: TenantUser | None) -> None:
     if ticket.assignee_id:
-        notify(
-            type=NotificationType.ASSIGNMENT,
-            ticket=ticket,
-            recipients=[ticket.assignee],
-            actor=actor,
-            message=f"You have been assigned ticket {ticket.number}",
-            metadata={"previousAssignee": None, "assignedBy": str(actor.id) if actor else None},
-        )
+        _notify_assignment(ticket=ticket, previous_assignee=None, actor=actor)
 
 
 def notify_ticket_updated(
@@ -276,17 +283,7 @@ def notify_ticket_updated(
 
     if previous_assignee != ticket.assignee:
         if ticket.assignee is not None:
-            notify(
-                type=NotificationType.ASSIGNMENT,
-                ticket=ticket,
-                recipients=[ticket.assignee],
-                actor=actor,
-                message=f"You have been assigned ticket {ticket.number}",
-                metadata={
-                    "previousAssignee": str(previous_assignee.id) if previous_assignee else None,
-                    "assignedBy": str(actor.id) if actor else None,
-                },
-            )
+            _notify_assignment(ticket=ticket, previous_assignee=previous_assignee, actor=actor)
         if previous_assignee is not None:
             to = ticket.assignee.display_name if ticket.assignee else "nobody"
             notify(
