@@ -43,12 +43,16 @@ _db_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-db")
 
 
 def _run_with_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    # Each call is treated like a request: the thread's connection is kept only as long
+    # as CONN_MAX_AGE allows (with the default 0, closed after every call).
     close_old_connections()
     try:
         return fn(*args, **kwargs)
     except DatabaseError:
         connection.close()  # a broken connection must not poison this thread's next call
         raise
+    finally:
+        close_old_connections()
 
 
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

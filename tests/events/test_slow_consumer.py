@@ -1,0 +1,68 @@
+"""A stream whose client does not keep up is cut off, not allowed to grow without bound."""
+
+import asyncio
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from events.hub import EventHub, LogEvent
+from events.leases import acquire_stream_lease
+from events.sse import EventStream, sse_frame
+from tenants.callers import caller_for_user
+from tests.builders import World
+
+
+class CountingStream(EventStream):
+    async def opening(self):
+        yield sse_frame("connected", {})
+
+    def render(self, event: LogEvent) -> bytes:
+        return sse_frame("updated", {"n": event.payload["n"]}, id=event.ulid)
+
+
+def log_event(tenant_id: uuid.UUID, n: int) -> LogEvent:
+    event_id = uuid.UUID(int=(1 << 100) + n)
+    return LogEvent(
+        id=event_id,
+        ulid=f"{n:026d}",
+        tenant_id=tenant_id,
+        type="tickets.ticket.updated",
+        occurred_at="",
+        payload={"n": n},
+        changes=None,
+        api={},
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(SSE_QUEUE_MAX=5, SSE_HEARTBEAT_SECONDS=30)
+def test_a_stream_more_than_the_queue_behind_gets_slow_consumer_and_ends(acme: World):
+    caller = caller_for_user(acme.users["alice"])
+
+    async def scenario() -> list[bytes]:
+        hub = EventHub()
+        subscriber = await hub.subscribe(acme.tenant.id)
+        lease = await acquire_stream_lease("test", acme.tenant.id, acme.users["alice"].id, 1)
+        stream = CountingStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease)
+        frames = stream.frames()
+        received = [await frames.__anext__()]  # connected
+        feed = hub.feeds[acme.tenant.id]
+        for n in range(3):  # within the bound: delivered
+            feed.fan_out(log_event(acme.tenant.id, n))
+        received += [await frames.__anext__() for _ in range(3)]
+        for n in range(3, 20):  # the client stops reading: 17 events, queue of 5
+            feed.fan_out(log_event(acme.tenant.id, n))
+        received += [frame async for frame in frames]
+        assert acme.tenant.id not in hub.feeds  # the stream left the hub when it ended
+        # The slot is free again.
+        again = await acquire_stream_lease("test", acme.tenant.id, acme.users["alice"].id, 1)
+        assert again is not None
+        await again.release()
+        return received
+
+    frames = asyncio.run(scenario())
+    assert b"event: connected" in frames[0]
+    assert [b'"n":0' in frames[1], b'"n":1' in frames[2], b'"n":2' in frames[3]] == [True] * 3
+    assert len(frames) == 5
+    assert b"event: error" in frames[4] and b"SLOW_CONSUMER" in frames[4]
