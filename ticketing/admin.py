@@ -3,6 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
+from events.admin import staff_actor
 from events.selectors import ticket_history
 from ticketing.models import Comment, Status, Ticket, Watcher
 from ticketing.services import bulk_set_status
@@ -52,7 +53,10 @@ class TicketAdmin(admin.ModelAdmin):
         changed = 0
         for tenant_id in queryset.values_list("tenant_id", flat=True).distinct():
             changed += bulk_set_status(
-                tickets=queryset.filter(tenant_id=tenant_id), status=status, actor=None, support=True
+                tickets=queryset.filter(tenant_id=tenant_id),
+                status=status,
+                actor=staff_actor(request, tenant_id),
+                support=True,
             )
         self.message_user(request, f"{changed} ticket(s) set to {status}.", messages.SUCCESS)
 
