@@ -72,7 +72,7 @@ def history_row(event: Event) -> dict[str, Any]:
     ]
     return {
         "occurred_at": event.occurred_at,
-        "type": event.type.removeprefix("tickets.ticket."),
+        "type": event.type.removeprefix("tickets.ticket.").replace("_", " "),
         "actor": event.actor.display_name if event.actor else "system",
         "support": event.support,
         "changes": changes,

@@ -10,10 +10,10 @@
     statusChange: ["⟳", "Status change"],
     comment: ["✎", "Comment"],
     mention: ["@", "Mention"],
-    slaWarning: ["⏱", "SLA warning"],
-    slaBreach: ["!", "SLA breach"],
+    slaWarning: ["!", "SLA warning"],
+    slaBreach: ["!!", "SLA breach"],
     approval: ["✓", "Approval"],
-    escalation: ["⇑", "Escalation"],
+    escalation: ["↑", "Escalation"],
   };
 
   const root = document.getElementById("bell");

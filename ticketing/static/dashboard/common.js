@@ -217,11 +217,12 @@
     return days + " d ago";
   }
 
-  function shortTime(iso) {
+  function shortTime(iso, withSeconds) {
     if (!iso) return "";
     const d = new Date(iso);
     const pad = function (n) { return String(n).padStart(2, "0"); };
-    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+    const text = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+    return withSeconds ? text + ":" + pad(d.getSeconds()) : text;
   }
 
   function el(tag, attrs, children) {

@@ -227,7 +227,7 @@
         return Dash.el("span", { text: e[0] + ": " + text(e[1].from) + " → " + text(e[1].to) });
       });
     const line = Dash.el("li", {}, [
-      Dash.el("time", { datetime: data.updatedAt, text: Dash.shortTime(data.updatedAt) }),
+      Dash.el("time", { datetime: data.updatedAt, text: Dash.shortTime(data.updatedAt, true) }),
       " ",
       Dash.el("strong", { text: data.replayed ? "updated (replayed)" : "updated" }),
       " ",
