@@ -107,6 +107,10 @@ def ticket_page(request: HttpRequest, caller: Caller, ticket_id: str) -> HttpRes
     except ApiError:
         raise Http404("No such ticket") from None
     users = TenantUser.objects.filter(tenant=caller.tenant).order_by("username")
+    assignable = _agents(caller)
+    if ticket.assignee is not None and ticket.assignee not in assignable:
+        # Keep the current assignee selectable, or saving the form would unassign them.
+        assignable.append(ticket.assignee)
     config = {
         "me": {"id": str(caller.user.id), "name": caller.user.display_name, "username": caller.user.username},
         "ticket": ticket_state(ticket),
@@ -123,7 +127,7 @@ def ticket_page(request: HttpRequest, caller: Caller, ticket_id: str) -> HttpRes
         "statuses": Status.choices,
         "priorities": Priority.choices,
         "teams": _teams(caller),
-        "agents": _agents(caller),
+        "agents": assignable,
         "config": config,
     }
     return render(request, "dashboard/ticket.html", context)
