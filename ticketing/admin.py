@@ -51,9 +51,11 @@ class TicketAdmin(admin.ModelAdmin):
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Ticket], status: str) -> None:
         changed = 0
-        for tenant_id in queryset.values_list("tenant_id", flat=True).distinct():
+        for tenant_id in queryset.order_by().values_list("tenant_id", flat=True).distinct():
             changed += bulk_set_status(
-                tickets=queryset.filter(tenant_id=tenant_id),
+                # No joins: PostgreSQL cannot lock the nullable side of the
+                # outer joins that list_select_related adds.
+                tickets=queryset.filter(tenant_id=tenant_id).select_related(None),
                 status=status,
                 actor=staff_actor(request, tenant_id),
                 support=True,
