@@ -203,9 +203,19 @@
     }
   }
 
+  /* Changes in quick succession (a few clicks in the filter bar) open one stream, not one
+     per click: each stream being opened costs the server a subscription and a snapshot. */
+  let restartTimer = null;
   function restart() {
-    writeUrl();
+    clearTimeout(restartTimer);
     if (state.stream) state.stream.stop();
+    state.stream = null;
+    Dash.showConnection("connecting");
+    restartTimer = setTimeout(openStream, 150);
+  }
+
+  function openStream() {
+    writeUrl();
     state.stream = new Dash.FetchEventStream({
       url: Dash.listStreamUrl(field("view").value),
       body: body(),
