@@ -139,7 +139,9 @@ def main(base: str) -> None:
         admin.screenshot(path=str(HERE / "admin-events.png"))
         admin.goto(f"{base}/admin/ticketing/ticket/?q=Badge")
         admin.locator("#result_list tbody th a").first.click()
-        admin.screenshot(path=str(HERE / "admin-ticket.png"), full_page=True)
+        # The admin scrolls inside its own container, so a full-page shot needs a tall window.
+        admin.set_viewport_size({"width": 1440, "height": 1400})
+        admin.screenshot(path=str(HERE / "admin-ticket.png"))
         browser.close()
     print(json.dumps(sorted(p.name for p in HERE.glob("*.png"))))
 
