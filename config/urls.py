@@ -1,12 +1,16 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
-from django.urls import include, path
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from events.views import SystemEventsView
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="dashboard:tickets", permanent=False)),
+    path("dashboard/", include("ticketing.dashboard", namespace="dashboard")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
     path(
@@ -23,3 +27,10 @@ urlpatterns = [
 
 if settings.DEBUG:
     urlpatterns += staticfiles_urlpatterns()
+else:
+    # The dashboard's few JS/CSS files and the admin's are served by the app itself (daphne
+    # serves no files, and the service has no front-end build or CDN); put a static file
+    # server in front (collectstatic to STATIC_ROOT) when the traffic calls for it.
+    urlpatterns += [
+        re_path(rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve_static, {"insecure": True}),
+    ]

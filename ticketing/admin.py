@@ -3,6 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
+from events.admin import staff_actor
 from events.selectors import ticket_history
 from ticketing.models import Approval, Comment, SlaPolicy, Status, Ticket, TicketMarks, TicketSla, Watcher
 from ticketing.services import bulk_set_status
@@ -50,9 +51,14 @@ class TicketAdmin(admin.ModelAdmin):
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Ticket], status: str) -> None:
         changed = 0
-        for tenant_id in queryset.values_list("tenant_id", flat=True).distinct():
+        for tenant_id in queryset.order_by().values_list("tenant_id", flat=True).distinct():
             changed += bulk_set_status(
-                tickets=queryset.filter(tenant_id=tenant_id), status=status, actor=None, support=True
+                # No joins: PostgreSQL cannot lock the nullable side of the
+                # outer joins that list_select_related adds.
+                tickets=queryset.filter(tenant_id=tenant_id).select_related(None),
+                status=status,
+                actor=staff_actor(request, tenant_id),
+                support=True,
             )
         self.message_user(request, f"{changed} ticket(s) set to {status}.", messages.SUCCESS)
 

@@ -1,4 +1,5 @@
-"""Load the demo tenant: a realm, an admin, two agents, two end users, ~200 tickets."""
+"""Load the demo tenant: a realm, an admin, two agents, two end users, ~200 tickets, and
+Django accounts linked to those users so they can sign in to the browser dashboard."""
 
 import random
 from argparse import ArgumentParser
@@ -37,6 +38,8 @@ SUBJECTS = [
 ]
 CATEGORIES = ["Network", "Hardware", "Software", "Access Management", "Email"]
 CUSTOMERS = ["Acme Corp", "Globex", "Initech", "Umbrella", ""]
+# Dashboard passwords of the demo accounts (the admin's is --admin-password).
+DEMO_PASSWORD = "demo1234"  # noqa: S105  (documented demo credential)
 
 
 class Command(BaseCommand):
@@ -45,6 +48,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--tickets", type=int, default=200, help="How many tickets the tenant should have.")
         parser.add_argument("--admin-password", default="admin", help="Password of the Django admin `admin`.")
+        parser.add_argument(
+            "--user-password",
+            default=DEMO_PASSWORD,
+            help="Dashboard password of alice, carol, bob and dave (set when their accounts are created).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Help Desk"})
@@ -57,6 +65,9 @@ class Command(BaseCommand):
             AllowedOrigin.objects.get_or_create(tenant=tenant, origin=origin)
         users = {name: self._user(tenant, name, full, roles, teams) for name, full, roles, teams in DEMO_USERS}
         self._admin_login(options["admin_password"])
+        for username, tenant_user in users.items():
+            password = options["admin_password"] if username == "admin" else options["user_password"]
+            self._link_login(tenant_user, password)
         self._tickets(tenant, users, options["tickets"])
         self.stdout.write(self.style.SUCCESS(f"demo tenant ready: id={tenant.id} realm={realm.name}"))
 
@@ -80,6 +91,23 @@ class Command(BaseCommand):
         if created:
             admin.set_password(password)
             admin.save()
+
+    def _link_login(self, tenant_user: TenantUser, password: str) -> None:
+        """A Django account of the same name, linked so the person can use the dashboard.
+        An existing account keeps its password; one linked to someone else is left alone."""
+        account, created = get_user_model().objects.get_or_create(username=tenant_user.username)
+        if created:
+            account.email = tenant_user.email
+            account.set_password(password)
+            account.save()
+        if tenant_user.login_id == account.pk:
+            return
+        linked_elsewhere = TenantUser.objects.filter(login=account).exclude(pk=tenant_user.pk).exists()
+        if linked_elsewhere:
+            self.stderr.write(f"account {account.username} is linked to another tenant user; not linking it")
+            return
+        tenant_user.login = account
+        tenant_user.save(update_fields=["login"])
 
     def _tickets(self, tenant: Tenant, users: dict[str, TenantUser], wanted: int) -> None:
         from ticketing import services

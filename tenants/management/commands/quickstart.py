@@ -1,16 +1,21 @@
-"""Print what a newcomer needs after `make run`: a ready curl command, the admin URL."""
+"""Print what a newcomer needs after `make run`: the dashboard and its demo sign-ins, a
+ready curl command, the admin URL."""
 
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from tenants.management.commands.load_demo import DEMO_PASSWORD
 from tenants.models import Realm, Tenant
 from tenants.services import issue_token
 
 
 class Command(BaseCommand):
-    help = "Print ready-to-paste curl commands (with a fresh 12-hour token for alice) and the admin URL."
+    help = (
+        "Print the dashboard URL and demo sign-ins, ready-to-paste curl commands (with a fresh 12-hour token "
+        "for alice) and the admin URL."
+    )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
@@ -34,6 +39,10 @@ class Command(BaseCommand):
         headers = f"-H 'Authorization: Bearer {token}' -H 'x-tenantid: {tenant.id}' -H 'realmname: {realm.name}'"
         self.stdout.write(f"""
 ==> The service is starting on {base}
+
+Dashboard: {base}/dashboard/
+  sign in as alice or carol (agents), bob or dave (end users), password {DEMO_PASSWORD};
+  or as admin, password admin (agent, admin and support roles; also the Django admin)
 
 Create a ticket (as {options["user"]}; the token is valid for 12 hours):
   curl -s -X POST {base}/api/v2/ticketing/ticket {headers} -H 'content-type: application/json' \\

@@ -1,0 +1,155 @@
+/* The notification bell: unread badge, a dropdown of recent notifications, mark one / all
+   read, live updates from the notification stream (native EventSource, session cookie),
+   and a BroadcastChannel so every open tab shows the same state at once. */
+(function () {
+  "use strict";
+  const Dash = window.Dash;
+  const BASE = "/api/v2/ticketing/ticket/";
+  const ICONS = {
+    assignment: ["➜", "Assignment"],
+    statusChange: ["⟳", "Status change"],
+    comment: ["✎", "Comment"],
+    mention: ["@", "Mention"],
+    slaWarning: ["!", "SLA warning"],
+    slaBreach: ["!!", "SLA breach"],
+    approval: ["✓", "Approval"],
+    escalation: ["↑", "Escalation"],
+  };
+
+  const root = document.getElementById("bell");
+  if (!root) return;
+  const button = document.getElementById("bell-button");
+  const badge = document.getElementById("bell-badge");
+  const panel = document.getElementById("bell-panel");
+  const list = document.getElementById("bell-list");
+  const emptyNote = document.getElementById("bell-empty");
+  const markAll = document.getElementById("bell-mark-all");
+  const channel = "BroadcastChannel" in window ? new BroadcastChannel("dashboard-notifications") : null;
+  let items = [];
+
+  function setUnread(unread) {
+    const count = Math.max(0, Number(unread) || 0);
+    badge.dataset.count = String(count);
+    badge.textContent = count > 99 ? "99+" : String(count);
+    badge.hidden = count === 0;
+    button.setAttribute("aria-label", count ? "Notifications, " + count + " unread" : "Notifications");
+  }
+
+  function ticketLink(item) {
+    if (item.ticketId) return "/dashboard/tickets/" + encodeURIComponent(item.ticketId) + "/";
+    return item.actionUrl || "#";
+  }
+
+  function renderItem(item) {
+    const icon = ICONS[item.type] || ["•", item.type || "Notification"];
+    const markButton = item.read
+      ? null
+      : Dash.el("button", { type: "button", className: "link-button mark-one", text: "Mark read", "aria-label": "Mark read: " + (item.title || item.message) });
+    if (markButton) markButton.addEventListener("click", function () { markRead({ ids: [item.id] }); });
+    return Dash.el("li", { className: item.read ? "read" : "unread", "data-id": item.id, "data-type": item.type }, [
+      Dash.el("span", { className: "type-icon type-" + item.type, "aria-hidden": "true", text: icon[0] }),
+      Dash.el("div", { className: "bell-body" }, [
+        Dash.el("span", { className: "visually-hidden", text: icon[1] + ": " }),
+        Dash.el("a", { href: ticketLink(item), className: "bell-message", text: item.message || item.title || "" }),
+        Dash.el("div", { className: "bell-meta" }, [
+          (item.actor ? item.actor.name + " · " : "") + (item.ticketNumber ? item.ticketNumber + " · " : ""),
+          Dash.el("time", { datetime: item.createdAt, title: item.createdAt, text: Dash.relativeTime(item.createdAt) }),
+        ]),
+      ]),
+      markButton,
+    ]);
+  }
+
+  function render() {
+    list.replaceChildren.apply(list, items.slice(0, 10).map(renderItem));
+    emptyNote.hidden = items.length > 0;
+  }
+
+  async function refreshCount() {
+    try {
+      const body = await Dash.api("GET", BASE + "notification/count");
+      setUnread(body.data.unread);
+      root.dataset.available = "true";
+    } catch (error) {
+      root.dataset.available = "false";
+    }
+  }
+
+  async function refreshList() {
+    try {
+      const body = await Dash.api("GET", BASE + "notification/list?top=10");
+      items = body.data.notifications || [];
+      render();
+    } catch (error) {
+      /* the count call reports availability */
+    }
+  }
+
+  async function markRead(selection) {
+    try {
+      await Dash.api("PUT", BASE + "notification/read", selection);
+    } catch (error) {
+      return;
+    }
+    for (const item of items) {
+      if (selection.all || selection.ids.indexOf(item.id) >= 0) item.read = true;
+    }
+    render();
+    await refreshCount();
+    if (channel) channel.postMessage({ type: "changed" });
+  }
+
+  function openPanel(open) {
+    panel.hidden = !open;
+    button.setAttribute("aria-expanded", String(open));
+    if (open) {
+      refreshList();
+      markAll.focus();
+    }
+  }
+
+  button.addEventListener("click", function () { openPanel(panel.hidden); });
+  markAll.addEventListener("click", function () { markRead({ all: true }); });
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && !panel.hidden) {
+      openPanel(false);
+      button.focus();
+    }
+  });
+  document.addEventListener("click", function (event) {
+    if (!panel.hidden && !root.contains(event.target)) openPanel(false);
+  });
+  if (channel) {
+    channel.onmessage = function () {
+      refreshCount();
+      refreshList();
+    };
+  }
+
+  function connect() {
+    if (!("EventSource" in window)) return;
+    const source = new EventSource(BASE + "sse/notifications");
+    root.dataset.stream = "connecting";
+    source.addEventListener("connected", function () { root.dataset.stream = "live"; });
+    source.addEventListener("notification", function (event) {
+      const item = JSON.parse(event.data);
+      items = [item].concat(items.filter(function (x) { return x.id !== item.id; }));
+      render();
+      if (!item.read) setUnread(Number(badge.dataset.count) + 1);
+      const first = list.querySelector("li");
+      if (first) Dash.flash(first);
+    });
+    source.addEventListener("count", function (event) {
+      setUnread(JSON.parse(event.data).unread);
+    });
+    source.onerror = function () {
+      root.dataset.stream = source.readyState === EventSource.CLOSED ? "closed" : "reconnecting";
+      // EventSource retries network drops itself, but gives up on an HTTP error status.
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 15000);
+    };
+  }
+
+  refreshCount();
+  refreshList();
+  connect();
+})();
