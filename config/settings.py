@@ -140,7 +140,7 @@ else:
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/dashboard/login/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -164,7 +164,10 @@ class TenantFeed:
         try:
             await self.hub.join(self.group)
             self.cursor = await run_db(last_log_id, self.tenant_id)
-        except Exception as exc:
+        except BaseException as exc:
+            # Cancelled too (the client that started the feed went away): a feed that
+            # never started reading must not stay registered, or its tenant's streams in
+            # this process would wait forever.
             self.failed = exc
             raise
         finally:
@@ -286,14 +289,15 @@ class EventHub:
             feed.add(subscriber)
             try:
                 await feed.start()
-            except Exception:
-                self.feeds.pop(tenant_id, None)
+            except BaseException:
+                if self.feeds.get(tenant_id) is feed:
+                    del self.feeds[tenant_id]
                 raise
         else:
             feed.add(subscriber)
             try:
                 await feed.wait_ready()
-            except Exception:
+            except BaseException:
                 feed.discard(subscriber)
                 raise
         return subscriber

@@ -159,3 +159,19 @@ def last_event_id_from(request: HttpRequest, fallback: str | None = None) -> uui
         return parse_event_id(raw)
     except ValueError:
         raise ApiError(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event id (ULID).") from None
+
+
+async def subscribe_with_lease(
+    hub: EventHub, lease: StreamLease, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None
+) -> Subscriber | None:
+    """Subscribe a stream that holds `lease`. If that fails, or the client goes away
+    meanwhile, the lease is given back at once; None means the hub could not subscribe."""
+    try:
+        return await hub.subscribe(tenant_id, user_id=user_id)
+    except asyncio.CancelledError:
+        await asyncio.shield(lease.release())
+        raise
+    except Exception:
+        logger.warning("event=subscribe_failed tenant=%s", tenant_id, exc_info=True)
+        await lease.release()
+        return None

@@ -22,7 +22,14 @@ from events.hub import LogEvent, get_hub, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.leases import take_stream_slot
 from events.selectors import event_exists
-from events.sse import EventStream, error_frame, last_event_id_from, sse_frame, sse_response
+from events.sse import (
+    EventStream,
+    error_frame,
+    last_event_id_from,
+    sse_frame,
+    sse_response,
+    subscribe_with_lease,
+)
 from notifications.selectors import notification_counts, user_events_after
 from notifications.serializers import counts_to_dict
 from notifications.services import CREATED, DELETED, READ
@@ -111,10 +118,8 @@ async def notification_stream(request: HttpRequest) -> HttpResponse:
     except ApiError as error:
         return error_response(error)
     hub = get_hub()
-    try:
-        subscriber = await hub.subscribe(caller.tenant.id, user_id=caller.user.id)
-    except Exception:
-        await lease.release()
+    subscriber = await subscribe_with_lease(hub, lease, caller.tenant.id, caller.user.id)
+    if subscriber is None:
         return sse_response(_subscription_failed())
     stream = NotificationStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id)
     return sse_response(stream.frames())

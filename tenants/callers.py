@@ -87,14 +87,25 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
 def resolve_request_caller(request: Any) -> Caller:
     """For views outside DRF (the streams): the headers, or, when no Authorization header
     is sent, the session of a Django account linked to a tenant user (a same-origin
-    browser page using native EventSource). Blocking: call it through run_db."""
+    browser page). Session callers of unsafe methods must pass Django's CSRF check, as
+    DRF's session authentication requires. Blocking: call it through run_db."""
     if "authorization" not in request.headers:
         account = getattr(request, "user", None)
         signed_in = account is not None and account.is_authenticated
         tenant_user = getattr(account, "tenant_user", None) if signed_in else None
         if tenant_user is not None:
+            if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
+                _check_csrf(request)
             return caller_for_user(tenant_user)
     return resolve_caller(request.headers)
+
+
+def _check_csrf(request: Any) -> None:
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    refused = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+    if refused is not None:
+        raise ApiError(403, "CSRF_FAILED", "A session request needs the CSRF token (X-CSRFToken header).")
 
 
 def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:

@@ -57,7 +57,7 @@ class TicketSequence(models.Model):
 class Ticket(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="tickets")
-    number = models.CharField(max_length=32, help_text="TKT-<year>-<6-digit sequence>")
+    number = models.CharField(max_length=32, help_text="TKT-year-sequence (6 digits), e.g. TKT-2026-000042")
     subject = models.CharField(max_length=300)
     description = models.TextField(blank=True, default="")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)

@@ -18,7 +18,7 @@ from events.hub import LogEvent, fetch_log, get_hub, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.leases import take_stream_slot
 from events.selectors import event_exists
-from events.sse import EventStream, last_event_id_from, sse_frame, sse_response
+from events.sse import EventStream, last_event_id_from, sse_frame, sse_response, subscribe_with_lease
 from tenants.callers import Caller, resolve_request_caller
 from tenants.envelope import ApiError, error_response, iso_now
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
@@ -178,10 +178,8 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     except ApiError as error:
         return error_response(error)
     hub = get_hub()
-    try:
-        subscriber = await hub.subscribe(caller.tenant.id)
-    except Exception:
-        await lease.release()
+    subscriber = await subscribe_with_lease(hub, lease, caller.tenant.id)
+    if subscriber is None:
         return error_response(ApiError(503, "SERVICE_UNAVAILABLE", "The real-time service is unavailable."))
     stream = TicketListStream(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id

@@ -66,3 +66,42 @@ def test_a_stream_more_than_the_queue_behind_gets_slow_consumer_and_ends(acme: W
     assert [b'"n":0' in frames[1], b'"n":1' in frames[2], b'"n":2' in frames[3]] == [True] * 3
     assert len(frames) == 5
     assert b"event: error" in frames[4] and b"SLOW_CONSUMER" in frames[4]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscription_cancelled_while_starting_leaves_no_dead_feed(acme: World):
+    """A client that goes away while its request starts the tenant's feed must not leave
+    a feed that never reads the log (every later stream of the tenant would starve)."""
+
+    async def scenario() -> None:
+        hub = EventHub()
+        starting = asyncio.create_task(hub.subscribe(acme.tenant.id))
+        await asyncio.sleep(0)  # it is now waiting inside the feed's start
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        assert acme.tenant.id not in hub.feeds
+        subscriber = await hub.subscribe(acme.tenant.id)
+        assert hub.feeds[acme.tenant.id].task is not None  # this feed does read the log
+        hub.unsubscribe(subscriber)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.django_db(transaction=True)  # the stream reads the session on its own thread
+def test_a_session_stream_request_without_the_csrf_token_is_refused(acme: World):
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    account = get_user_model().objects.create_user("alice-login", password="x")
+    acme.users["alice"].login = account
+    acme.users["alice"].save()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(account)
+    response = client.post(
+        "/api/v2/ticketing/ticket/sse/list/updates?type=template&module=ticketing",
+        {"top": 5},
+        content_type="application/json",
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "CSRF_FAILED"
