@@ -1,9 +1,12 @@
 """Support screens: a user's notifications (read-only), counters and preferences."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from notifications.models import Notification, NotificationCounter, NotificationPreference
+from notifications.services import mark_notifications_read
+from tenants.models import TenantUser
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -26,6 +29,18 @@ class NotificationAdmin(ReadOnlyAdmin):
     search_fields = ("ticket_number", "title", "message", "recipient__username")
     list_select_related = ("recipient", "actor")
     date_hierarchy = "created_at"
+    actions = ["mark_read"]
+
+    @admin.action(description="Mark the selected notifications read")
+    def mark_read(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        # Per recipient, through the service: it keeps the badge counters and tells the
+        # recipient's open tabs (a `count` event on their stream).
+        changed = 0
+        for recipient_id in queryset.values_list("recipient_id", flat=True).distinct():
+            user = TenantUser.objects.get(pk=recipient_id)
+            ids = list(queryset.filter(recipient_id=recipient_id).values_list("id", flat=True))
+            changed += mark_notifications_read(user=user, ids=ids)
+        self.message_user(request, f"{changed} notification(s) marked read.", messages.SUCCESS)
 
 
 @admin.register(NotificationCounter)
