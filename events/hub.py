@@ -77,6 +77,7 @@ class LogEvent:
     recipient_id: uuid.UUID | None = None
     replayed: bool = False
     frames: dict[Any, bytes] = field(default_factory=dict, repr=False)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_row(cls, event: Event, *, replayed: bool = False) -> LogEvent:
@@ -130,8 +131,14 @@ class Subscriber:
         self.overflowed = False
         self.wakeup = asyncio.Event()
 
+    # Set by a stream that can tell from the event alone that it has nothing to send,
+    # so it is not woken (nor its buffer filled) for events outside its filter.
+    accepts: Callable[[LogEvent], bool] | None = None
+
     def offer(self, event: LogEvent) -> None:
         if self.overflowed:
+            return
+        if self.accepts is not None and not event.replayed and not self.accepts(event):
             return
         if len(self.pending) >= self.max_pending:
             self.overflowed = True

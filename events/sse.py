@@ -141,7 +141,8 @@ class EventStream:
                 timeout = min(next_heartbeat, next_renewal, token_deadline, idle_deadline) - loop_time()
                 if timeout > 0 and not self.subscriber.pending and not self.subscriber.overflowed:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.subscriber.wakeup.wait(), timeout)
+                        async with asyncio.timeout(timeout):  # no extra task per wait
+                            await self.subscriber.wakeup.wait()
         finally:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):

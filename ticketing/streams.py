@@ -43,7 +43,14 @@ TICKET_STATE_EVENTS = frozenset(
 
 
 def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
-    """The ticket as it was before and after the event."""
+    """The ticket as it was before and after the event (worked out once per event)."""
+    states = event.memo.get("states")
+    if states is None:
+        states = event.memo["states"] = _states_of(event)
+    return states
+
+
+def _states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     ticket = event.payload.get("ticket")
     if event.type == "tickets.ticket.created":
         return None, ticket
@@ -94,6 +101,13 @@ class TicketListStream(EventStream):
         if reset:
             data["reset"] = True
         return sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
+
+    def interested(self, event: LogEvent) -> bool:
+        """Whether the event can concern this list at all (checked before waking it)."""
+        if event.type not in TICKET_STATE_EVENTS:
+            return False
+        before, after = states_of(event)
+        return self.query.matches(before) or self.query.matches(after)
 
     def render(self, event: LogEvent) -> bytes | None:
         if event.type not in TICKET_STATE_EVENTS:
@@ -184,4 +198,5 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     stream = TicketListStream(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id
     )
+    subscriber.accepts = stream.interested
     return sse_response(stream.frames())
