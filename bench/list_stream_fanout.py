@@ -208,7 +208,7 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
             "REDIS_PREFIX": "bench",
             "SECRET_KEY": "bench-only-secret-key-not-for-production",
             "DEBUG": "0",
-            "DB_CONN_MAX_AGE": "60",
+            "DB_CONN_MAX_AGE": "0",
             "LOG_LEVEL": args.log_level,
             "SSE_HEARTBEAT_SECONDS": str(args.heartbeat),
             "SSE_MAX_LIST_STREAMS_PER_USER": str(args.streams_per_user * 2),
