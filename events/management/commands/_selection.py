@@ -10,6 +10,7 @@ from django.utils.dateparse import parse_datetime
 from events.ids import parse_event_id
 from events.models import Event
 from tenants.models import Tenant
+from tenants.selectors import tenant_by_slug_or_id
 
 
 def add_selection_arguments(parser: ArgumentParser) -> None:
@@ -20,12 +21,7 @@ def add_selection_arguments(parser: ArgumentParser) -> None:
 
 
 def selected_events(options: dict[str, Any]) -> tuple[Tenant, QuerySet[Event]]:
-    tenant = Tenant.objects.filter(slug=options["tenant"]).first()
-    if tenant is None:
-        try:
-            tenant = Tenant.objects.filter(id=options["tenant"]).first()
-        except Exception:
-            tenant = None
+    tenant = tenant_by_slug_or_id(options["tenant"])
     if tenant is None:
         raise CommandError(f"No tenant {options['tenant']!r}.")
     events = Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER)

@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.models import Realm, Tenant
+from tenants.models import Realm
+from tenants.selectors import tenant_by_slug_or_id
 from tenants.services import issue_token
 
 
@@ -25,12 +26,7 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=["token", "headers"], default="token")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        tenant = Tenant.objects.filter(slug=options["tenant"]).first()
-        if tenant is None:
-            try:
-                tenant = Tenant.objects.filter(id=options["tenant"]).first()
-            except Exception:
-                tenant = None
+        tenant = tenant_by_slug_or_id(options["tenant"])
         if tenant is None:
             raise CommandError(f"No tenant {options['tenant']!r}. Run `python manage.py load_demo` first?")
         realms = Realm.objects.filter(tenant=tenant, algorithm=Realm.Algorithm.HS256).exclude(secret="")
