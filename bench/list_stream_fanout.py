@@ -63,16 +63,6 @@ SUBJECTS = [
     "Email not syncing on phone",
 ]
 LIKE_WORDS = ["vpn", "printer", "network", "password"]
-TICKET_STATE_EVENTS = (
-    "tickets.ticket.created",
-    "tickets.ticket.updated",
-    "tickets.ticket.deleted",
-    "tickets.ticket.closed",
-    "tickets.ticket.cancelled",
-    "tickets.ticket.reopened",
-    "tickets.ticket.assigned",
-    "tickets.ticket.merged",
-)
 
 
 # --- filters: the menu the streams cycle through, and the bench's own matcher ----------
@@ -300,6 +290,7 @@ def run_events(tenant_id: str, after_id: str | None) -> list[tuple[str, str, str
 
     from events.ids import event_id_to_str
     from events.models import Event
+    from ticketing.streams import TICKET_STATE_EVENTS
 
     rows = Event.objects.filter(tenant_id=tenant_id, type__in=TICKET_STATE_EVENTS).order_by("id")
     if after_id:
