@@ -35,7 +35,7 @@ run: install
 	@# The SLA monitor runs beside the server and stops when the server exits.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
 	trap 'kill $$monitor 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application; status=$$?; \
+	$(BIN)/python -m config.serve --host $(HOST) --port $(PORT); status=$$?; \
 	kill $$monitor 2>/dev/null; wait $$monitor 2>/dev/null; exit $$status
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,

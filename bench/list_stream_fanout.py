@@ -1,6 +1,6 @@
 """Live ticket-list stream fan-out benchmark.
 
-Starts the service as N daphne worker processes on the local PostgreSQL / Redis (its own
+Starts the service as N worker processes (config.serve) on the local PostgreSQL / Redis (its own
 database `ticketing_bench`, Redis prefix `bench`), opens many concurrent
 `POST /api/v2/ticketing/ticket/sse/list/updates` streams with varied filters from
 light-weight client processes, changes tickets through the REST API at a fixed rate,
@@ -47,7 +47,6 @@ from sse_load import StreamSpec, reader_main
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-ASGI_APP = ["config.asgi:application"]
 STREAM_PATH = "/api/v2/ticketing/ticket/sse/list/updates?type=template&module=ticketing"
 TICKET_PATH = "/api/v2/ticketing/ticket"
 TEAMS = ["operation", "network", "support"]
@@ -347,7 +346,7 @@ def make_token(tenancy: Tenancy, username: str, ttl: int = 7200) -> str:
 
 
 class Server:
-    """N daphne processes, one port each, in their own process groups."""
+    """N server processes (config.serve), one port each, in their own process groups."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -360,11 +359,11 @@ class Server:
         log_dir = Path(self.args.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         for port in self.ports:
-            log = open(log_dir / f"daphne-{port}.log", "wb")  # noqa: SIM115
+            log = open(log_dir / f"server-{port}.log", "wb")  # noqa: SIM115
             self.logs.append(log)
             self.procs.append(
                 subprocess.Popen(
-                    [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "-v", "0", *ASGI_APP],
+                    [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)],
                     cwd=ROOT,
                     env=env,
                     stdout=log,
@@ -376,11 +375,11 @@ class Server:
         for port, proc in zip(self.ports, self.procs, strict=True):
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"daphne on port {port} exited; see {log_dir}/daphne-{port}.log")
+                    raise RuntimeError(f"server on port {port} exited; see {log_dir}/server-{port}.log")
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne on port {port} did not start")
+                    raise RuntimeError(f"server on port {port} did not start")
                 time.sleep(0.2)
 
     @property
@@ -788,7 +787,7 @@ def print_table(title: str, runs: list[dict[str, Any]], args: argparse.Namespace
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=2000, help="concurrent streams (default 2000)")
-    parser.add_argument("--workers", type=int, default=2, help="daphne worker processes, one port each (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="server processes, one port each (default 2)")
     parser.add_argument("--rate", type=float, default=20.0, help="ticket changes per second (default 20)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes (default 60)")
     parser.add_argument(
@@ -811,7 +810,7 @@ def main() -> None:
     parser.add_argument("--db", default="ticketing_bench", help="PostgreSQL database (default ticketing_bench)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--log-level", default="WARNING", help="server LOG_LEVEL (INFO logs every stream)")
-    parser.add_argument("--log-dir", default="/tmp/list_stream_fanout", help="where the daphne logs go")
+    parser.add_argument("--log-dir", default="/tmp/list_stream_fanout", help="where the server logs go")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--find-max", action="store_true", help="ramp the stream count; report the largest held")
     parser.add_argument("--ramp", default="2000,4000,8000,12000,16000", help="stream counts for --find-max")

@@ -145,7 +145,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "DEBUG": "0", "LOG_LEVEL": "WARNING", "SSE_HEARTBEAT_SECONDS": "30"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -28,8 +28,8 @@ urlpatterns = [
 if settings.DEBUG:
     urlpatterns += staticfiles_urlpatterns()
 else:
-    # The dashboard's few JS/CSS files and the admin's are served by the app itself (daphne
-    # serves no files, and the service has no front-end build or CDN); put a static file
+    # The dashboard's few JS/CSS files and the admin's are served by the app itself (the ASGI
+    # server serves no files, and the service has no front-end build or CDN); put a static file
     # server in front (collectstatic to STATIC_ROOT) when the traffic calls for it.
     urlpatterns += [
         re_path(rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve_static, {"insecure": True}),

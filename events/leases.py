@@ -10,6 +10,7 @@ bookkeeping lives in memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from tenants.callers import Caller
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 # Atomically: drop expired leases, count, and add ours if under the limit.
 _ACQUIRE = """
@@ -60,11 +63,19 @@ class MemoryLeaseStore:
         self.leases.get(key, {}).pop(member, None)
 
 
+# Connections per worker process for lease calls. A burst of stream opens waits for a free
+# one (up to the socket timeout) instead of failing: redis-py's default pool raises at 100.
+LEASE_POOL_SIZE = 32
+
+
 class RedisLeaseStore:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=LEASE_POOL_SIZE, timeout=5, socket_timeout=5, socket_connect_timeout=5
+        )
+        self.client = redis.Redis(connection_pool=pool)
         self.script = self.client.register_script(_ACQUIRE)
 
     async def acquire(self, key: str, member: str, limit: int, ttl: float) -> bool:
@@ -113,10 +124,22 @@ async def acquire_stream_lease(kind: str, tenant_id: uuid.UUID, user_id: uuid.UU
 
 
 async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease:
-    """A lease for one more stream of `kind`, or `429 TOO_MANY_STREAMS` with Retry-After."""
+    """A lease for one more stream of `kind`, or `429 TOO_MANY_STREAMS` with Retry-After;
+    `503 SERVICE_UNAVAILABLE` when the lease store (Redis) cannot be reached."""
+    from redis.exceptions import RedisError
+
     from tenants.envelope import ApiError
 
-    lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit)
+    try:
+        lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit)
+    except (RedisError, OSError) as error:
+        logger.warning("event=lease_store_unavailable kind=%s error=%s", kind, error)
+        raise ApiError(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The real-time service is unavailable; retry shortly.",
+            headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+        ) from None
     if lease is None:
         raise ApiError(
             429,

@@ -28,6 +28,7 @@ from events.sse import (
     last_event_id_from,
     sse_frame,
     sse_response,
+    stream_view,
     subscribe_with_lease,
 )
 from notifications.selectors import notification_counts, user_events_after
@@ -106,6 +107,7 @@ async def _subscription_failed() -> AsyncIterator[bytes]:
     yield error_frame("SUBSCRIPTION_ERROR", "Failed to subscribe to notification channel")
 
 
+@stream_view
 @csrf_exempt
 async def notification_stream(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +46,6 @@ class Caller:
     teams: tuple[str, ...]
     support: bool = False
     token_expires_at: datetime | None = None
-    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_agent(self) -> bool:
@@ -80,7 +79,6 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
         teams=teams,
         support=support,
         token_expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
-        claims=claims,
     )
 
 

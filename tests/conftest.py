@@ -84,7 +84,7 @@ def test_database_url() -> str:
 
 
 class ServerProcess:
-    """A real daphne process serving config.asgi on a free port, against the test database."""
+    """A real server process (config.serve: uvicorn) on a free port, against the test database."""
 
     def __init__(self, **env: str) -> None:
         self.port = free_port()
@@ -105,7 +105,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=ROOT,
             env=self.env,
             stdout=log,

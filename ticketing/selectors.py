@@ -41,6 +41,11 @@ class Scope(Node):
             return (state.get("assignee") or {}).get("id") == str(self.user_id) or state.get("team") in self.teams
         return True
 
+    @property
+    def match_key(self) -> tuple[Any, ...]:
+        # A template list shows the same tickets to every agent of the tenant.
+        return ("template",) if self.kind == "template" else (self.kind, self.user_id, self.teams)
+
 
 def scope_for(caller: Caller, kind: str | None) -> Scope:
     """The list scope a caller asked for; `template` needs an agent or admin role."""
@@ -84,9 +89,14 @@ class TicketQuery:
     top: int = 30
     offset: int = 0
     nodes: tuple[Node, ...] = field(init=False)
+    # Equal for queries that select the same tickets whoever asks (order and page aside),
+    # so a live event is matched once per distinct list, not once per stream. A string,
+    # because it is a dict key on every event and a string caches its hash.
+    match_key: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(n for n in (self.scope, self.filter, self.search) if n is not None))
+        object.__setattr__(self, "match_key", repr((self.scope.match_key, self.filter, self.search)))
 
     def matches(self, state: Mapping[str, Any] | None) -> bool:
         return state is not None and all(node.matches(state) for node in self.nodes)

@@ -18,7 +18,14 @@ from events.hub import LogEvent, fetch_log, get_hub, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.leases import take_stream_slot
 from events.selectors import event_exists
-from events.sse import EventStream, last_event_id_from, sse_frame, sse_response, subscribe_with_lease
+from events.sse import (
+    EventStream,
+    last_event_id_from,
+    sse_frame,
+    sse_response,
+    stream_view,
+    subscribe_with_lease,
+)
 from tenants.callers import Caller, resolve_request_caller
 from tenants.envelope import ApiError, error_response, iso_now
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
@@ -60,6 +67,17 @@ def _states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, 
     for name, change in (event.changes or {}).items():
         before[name] = change["from"]
     return before, ticket
+
+
+def membership(event: LogEvent, query: TicketQuery) -> tuple[bool, bool]:
+    """Whether the event's ticket was in the query's list before it and is after it. Worked
+    out once per event and distinct list: streams with the same filter share the answer."""
+    answers = event.memo.setdefault("membership", {})
+    answer = answers.get(query.match_key)
+    if answer is None:
+        before, after = states_of(event)
+        answer = answers[query.match_key] = (query.matches(before), query.matches(after))
+    return answer
 
 
 def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID | None, dict[str, Any]]:
@@ -106,14 +124,14 @@ class TicketListStream(EventStream):
         """Whether the event can concern this list at all (checked before waking it)."""
         if event.type not in TICKET_STATE_EVENTS:
             return False
-        before, after = states_of(event)
-        return self.query.matches(before) or self.query.matches(after)
+        was_in, is_in = membership(event, self.query)
+        return was_in or is_in
 
     def render(self, event: LogEvent) -> bytes | None:
         if event.type not in TICKET_STATE_EVENTS:
             return None
         before, after = states_of(event)
-        was_in, is_in = self.query.matches(before), self.query.matches(after)
+        was_in, is_in = membership(event, self.query)
         real_create = event.type == "tickets.ticket.created"
         real_delete = event.type == "tickets.ticket.deleted"
         replayed = event.replayed
@@ -174,6 +192,7 @@ def _parse_body(request: HttpRequest) -> dict[str, Any]:
     return serializer.validated_data
 
 
+@stream_view
 @csrf_exempt
 async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":

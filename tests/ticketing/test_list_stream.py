@@ -1,11 +1,17 @@
 """The live ticket list, against a real server process with a real SSE client."""
 
+import json
+import re
+import socket
 import time
+from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.builders import World
+from tests.conftest import ServerProcess, free_port
 from tests.sse_client import SseStream, list_updates_url, open_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -263,8 +269,6 @@ def test_auth_failures_are_refused_before_any_stream_opens(server, acme: World):
 
 
 def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme: World):
-    from contextlib import ExitStack
-
     url = list_updates_url(server.url)
     with ExitStack() as stack:
         streams = [
@@ -346,3 +350,52 @@ def test_product_changes_come_as_updates_with_the_product_list(server, acme: Wor
         assert updated.event == "updated"
         assert updated.data["products"] == [{"sku": "DOCK-1", "name": "Dock", "quantity": 1}]
         assert updated.data["changes"]["products"] == {"from": [], "to": updated.data["products"]}
+
+
+def _thread_count(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))
+
+
+def test_open_streams_do_not_keep_a_thread_each(server, acme: World):
+    """An idle stream holds no thread of its own (at thousands of streams per process, a
+    thread each was half of the server's memory)."""
+    url = list_updates_url(server.url)
+    body = json.dumps(BODY).encode()
+
+    def open_raw(username: str) -> socket.socket:
+        head = "".join(f"{k}: {v}\r\n" for k, v in acme.headers(username, roles=["agent"]).items())
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(
+            f"POST {url.removeprefix(server.url)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while b"event: snapshot" not in received:
+            received += sock.recv(65536)
+        return sock
+
+    sockets = [open_raw(f"warm{n}") for n in range(3)]  # the feed and the database pool start
+    try:
+        before = _thread_count(server.proc.pid)
+        sockets += [open_raw(f"agent{n}") for n in range(15)]
+        during = _thread_count(server.proc.pid)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert during - before <= 3, f"{before} -> {during} threads for 15 more streams"
+
+
+def test_streams_are_refused_with_503_while_the_stream_registry_is_unreachable(transactional_db, acme: World):
+    """Redis (which counts each user's streams across workers) is down: the client gets a
+    clear 503 with Retry-After in the error envelope, not a 500, and no stream opens."""
+    worker = ServerProcess(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").start()
+    try:
+        response = httpx.post(list_updates_url(worker.url), headers=acme.headers("alice"), json=BODY, timeout=30)
+    finally:
+        worker.stop()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert int(response.headers["retry-after"]) > 0
