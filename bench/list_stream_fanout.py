@@ -11,7 +11,8 @@ and checks every stream against what it should have received:
   frames delivered  the frames the streams received
   lost / dup / wrong  expected-but-missing, same id twice on a stream, not expected
   latency           receipt time - time the writer's HTTP response returned (commit)
-  RSS per stream    (worker RSS with the streams open and idle - RSS before) / streams
+  RSS per stream    (worker RSS with the streams open and idle - RSS before) / streams,
+                    "before" being after a warm-up that opened and closed a few streams
 
 Example:
     .venv/bin/python bench/list_stream_fanout.py                   # 2,000 streams, 20/s, 60 s
@@ -437,9 +438,21 @@ class RunResult:
 
 
 async def warm_up(ports: list[int], tenancy: Tenancy, token: str) -> None:
+    """Make each worker do once what it does once per process (imports, the stream database
+    pool and its connections, the Redis pools, the tenant feed), so that the RSS taken after
+    this is the baseline of a running server and the per-stream figure is per stream."""
     import httpx
 
     headers = {"Authorization": f"Bearer {token}", "x-tenantid": tenancy.tenant_id, "realmname": tenancy.realm}
+
+    async def one_stream(client: httpx.AsyncClient, port: int) -> None:
+        url = f"http://127.0.0.1:{port}{STREAM_PATH}"
+        async with client.stream("POST", url, json={"top": 30}, headers=headers) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                if b"event: snapshot" in chunk:
+                    return
+
     async with httpx.AsyncClient(timeout=30) as client:
         for port in ports:
             for _ in range(3):
@@ -447,6 +460,8 @@ async def warm_up(ports: list[int], tenancy: Tenancy, token: str) -> None:
                     f"http://127.0.0.1:{port}{TICKET_PATH}/list?type=template", json={"top": 5}, headers=headers
                 )
                 response.raise_for_status()
+            # Several at once, so that every thread of the stream database pool starts.
+            await asyncio.gather(*(one_stream(client, port) for _ in range(6)))
 
 
 async def writer(
@@ -550,7 +565,7 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
     menu = filter_menu(tenancy.user_ids)
     writer_token = make_token(tenancy, "alice")
     await warm_up(server.ports, tenancy, writer_token)
-    await asyncio.sleep(1)
+    await asyncio.sleep(2)  # the warm-up streams are closed and gone
     rss_before = server.rss_kb()
 
     tokens: dict[int, str] = {}

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -117,23 +116,32 @@ def last_log_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
     return Event.objects.filter(tenant_id=tenant_id).order_by("-id").values_list("id", flat=True).first()
 
 
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Subscriber:
     """A local stream's inbox: bounded; overflow marks it for closing (SLOW_CONSUMER).
 
     Without `user_id` it receives the tenant's shared events (ticket lifecycle); with it,
-    only the events addressed to that user (notifications)."""
+    only the events addressed to that user (notifications).
+
+    Kept small (slots, a plain list, a future only while waiting): a process holds one
+    per open stream, thousands of them mostly idle."""
+
+    __slots__ = ("_waiter", "accepts", "max_pending", "overflowed", "pending", "tenant_id", "user_id")
 
     def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None, max_pending: int | None = None) -> None:
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.max_pending = max_pending or settings.SSE_QUEUE_MAX
-        self.pending: deque[LogEvent] = deque()
+        self.pending: list[LogEvent] = []
         self.overflowed = False
-        self.wakeup = asyncio.Event()
-
-    # Set by a stream that can tell from the event alone that it has nothing to send,
-    # so it is not woken (nor its buffer filled) for events outside its filter.
-    accepts: Callable[[LogEvent], bool] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        # Set by a stream that can tell from the event alone that it has nothing to send,
+        # so it is not woken (nor its buffer filled) for events outside its filter.
+        self.accepts: Callable[[LogEvent], bool] | None = None
 
     def offer(self, event: LogEvent) -> None:
         if self.overflowed:
@@ -142,15 +150,34 @@ class Subscriber:
             return
         if len(self.pending) >= self.max_pending:
             self.overflowed = True
-            self.pending.clear()
+            self.pending = []
         else:
             self.pending.append(event)
-        self.wakeup.set()
+        if self._waiter is not None:
+            _release(self._waiter)
+
+    @property
+    def ready(self) -> bool:
+        """Something to do: events to send, or the stream must end (overflow)."""
+        return bool(self.pending) or self.overflowed
+
+    async def wait(self, at_most: float) -> None:
+        """Return when an event is offered (at once if one is pending) or after `at_most`
+        seconds. One future and one timer per wait: cheaper than asyncio.timeout around
+        an asyncio.Event, and nothing at all while the stream is busy."""
+        if self.ready or at_most <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(at_most, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     def drain(self) -> list[LogEvent]:
-        events = list(self.pending)
-        self.pending.clear()
-        self.wakeup.clear()
+        events, self.pending = self.pending, []
         return events
 
 

@@ -8,8 +8,6 @@ buffered live events at or below the position are dropped, not repeated."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -76,8 +74,7 @@ class PartnerFeed:
         try:
             await self._catch_up()
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(subscriber.wakeup.wait(), settings.SSE_HEARTBEAT_SECONDS)
+                await subscriber.wait(settings.SSE_HEARTBEAT_SECONDS)
                 if subscriber.overflowed:
                     raise SlowConsumer
                 for event in subscriber.drain():

@@ -182,11 +182,8 @@ class EventStream:
                     with contextlib.suppress(Exception):
                         await self.lease.renew()
                     next_renewal = now + renew_every
-                timeout = min(next_heartbeat, next_renewal, token_deadline, idle_deadline) - loop_time()
-                if timeout > 0 and not self.subscriber.pending and not self.subscriber.overflowed:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(timeout):  # no extra task per wait
-                            await self.subscriber.wakeup.wait()
+                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline)
+                await self.subscriber.wait(next_due - loop_time())
         finally:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):

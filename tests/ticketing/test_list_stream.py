@@ -399,3 +399,24 @@ def test_streams_are_refused_with_503_while_the_stream_registry_is_unreachable(t
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert int(response.headers["retry-after"]) > 0
+
+
+def test_a_long_open_stream_keeps_its_slot_past_the_lease_time(server, acme: World):
+    """Slots are leases that expire (so a killed worker's streams free theirs); a stream
+    that stays open renews its lease, so the limit still holds long after it opened."""
+    url = list_updates_url(server.url)
+    lease_seconds = float(server.env["SSE_LEASE_SECONDS"])
+    with ExitStack() as stack:
+        streams = [
+            stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
+            for _ in range(8)
+        ]
+        for stream in streams:
+            stream.collect(2)
+        deadline = time.monotonic() + lease_seconds * 1.5
+        while time.monotonic() < deadline:
+            for stream in streams:  # keep reading, as a live client does (heartbeats)
+                stream.next(skip=(), timeout=5)
+        with httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10) as ninth:
+            status = ninth.status_code  # a 200 here would be a stream: do not read it to the end
+    assert status == 429
