@@ -5,7 +5,7 @@ watcher's `notification` frame?
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/ticketing REDIS_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python bench/notification_fanout.py --users 1000 --watchers 50 --rounds 20
 
-One daphne process serves the streams (started here, on a free port). The commits are
+One server process (`config.serve`) serves the streams (started here, on a free port). The commits are
 made in this process through ticketing.services.add_comment (the same path as the REST
 endpoint); the commit time is taken by an on_commit callback registered before the
 change's own, i.e. right after COMMIT and before the announcements. The streams are raw
@@ -192,7 +192,7 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"database {connection.vendor}, channel layer {'redis' if settings.REDIS_URL else 'in-memory'}, "
-        "1 daphne process; client and committer in one process on the same machine"
+        "1 server process (uvicorn); client and committer in one process on the same machine"
     )
     print(
         f"{len(streams)} streams open in {open_seconds:.1f} s ({dead} closed during the run); "
