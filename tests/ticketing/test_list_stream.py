@@ -1,6 +1,7 @@
 """The live ticket list, against a real server process with a real SSE client."""
 
 import json
+import os
 import re
 import socket
 import time
@@ -357,29 +358,38 @@ def _thread_count(pid: int) -> int:
     return int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))
 
 
+def open_raw_stream(server: ServerProcess, world: World, username: str) -> socket.socket:
+    """A list stream on a plain socket, read up to its snapshot and then left alone."""
+    body = json.dumps(BODY).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in world.headers(username, roles=["agent"]).items())
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(
+        f"POST {list_updates_url(server.url).removeprefix(server.url)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    while b"event: snapshot" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"stream refused: {received[:300]!r}"
+        received += chunk
+    return sock
+
+
+def new_stream_status(server: ServerProcess, world: World, username: str) -> int:
+    with httpx.stream(
+        "POST", list_updates_url(server.url), headers=world.headers(username, roles=["agent"]), json=BODY, timeout=10
+    ) as response:
+        return response.status_code  # a 200 is a stream: do not read it to the end
+
+
 def test_open_streams_do_not_keep_a_thread_each(server, acme: World):
     """An idle stream holds no thread of its own (at thousands of streams per process, a
     thread each was half of the server's memory)."""
-    url = list_updates_url(server.url)
-    body = json.dumps(BODY).encode()
-
-    def open_raw(username: str) -> socket.socket:
-        head = "".join(f"{k}: {v}\r\n" for k, v in acme.headers(username, roles=["agent"]).items())
-        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        sock.sendall(
-            f"POST {url.removeprefix(server.url)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        received = b""
-        while b"event: snapshot" not in received:
-            received += sock.recv(65536)
-        return sock
-
-    sockets = [open_raw(f"warm{n}") for n in range(3)]  # the feed and the database pool start
+    sockets = [open_raw_stream(server, acme, f"warm{n}") for n in range(3)]  # the feed and pools start
     try:
         before = _thread_count(server.proc.pid)
-        sockets += [open_raw(f"agent{n}") for n in range(15)]
+        sockets += [open_raw_stream(server, acme, f"agent{n}") for n in range(15)]
         during = _thread_count(server.proc.pid)
     finally:
         for sock in sockets:
@@ -417,6 +427,27 @@ def test_a_long_open_stream_keeps_its_slot_past_the_lease_time(server, acme: Wor
         while time.monotonic() < deadline:
             for stream in streams:  # keep reading, as a live client does (heartbeats)
                 stream.next(skip=(), timeout=5)
-        with httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10) as ninth:
-            status = ninth.status_code  # a 200 here would be a stream: do not read it to the end
+        status = new_stream_status(server, acme, "carol")
     assert status == 429
+
+
+def test_a_killed_workers_streams_give_their_slots_back_when_their_leases_expire(server, acme: World):
+    """A worker dies without closing anything: its streams' slots are leases that stop
+    being renewed, so the user can open streams again (on any worker) once they expire.
+    With Redis the slots are shared by the workers: until then, the limit still holds."""
+    lease_seconds = 3.0
+    worker = ServerProcess(SSE_LEASE_SECONDS=str(lease_seconds)).start()
+    sockets: list[socket.socket] = []
+    try:
+        sockets = [open_raw_stream(worker, acme, "carol") for _ in range(8)]
+        worker.kill()
+        killed_at = time.monotonic()
+        if os.environ.get("REDIS_URL"):
+            assert new_stream_status(server, acme, "carol") == 429
+        while new_stream_status(server, acme, "carol") != 200:
+            assert time.monotonic() - killed_at < lease_seconds + 3, "the dead worker's slots were never freed"
+            time.sleep(0.25)
+    finally:
+        for sock in sockets:
+            sock.close()
+        worker.stop()
