@@ -269,19 +269,31 @@ def test_auth_failures_are_refused_before_any_stream_opens(server, acme: World):
     assert response.status_code == 403 and response.json()["error"]["code"] == "FORBIDDEN"
 
 
+STREAMS_PER_USER = 8  # the default SSE_MAX_LIST_STREAMS_PER_USER
+
+
+def open_a_users_every_stream(stack: ExitStack, server, world: World, username: str) -> list[SseStream]:
+    """As many streams as the user may hold, each read up to its snapshot. Keep the list:
+    a stream whose reader is garbage-collected closes its connection."""
+    url = list_updates_url(server.url)
+    streams = [
+        stack.enter_context(open_stream("POST", url, headers=world.headers(username), json_body=BODY))
+        for _ in range(STREAMS_PER_USER)
+    ]
+    for stream in streams:
+        stream.collect(2)
+    return streams
+
+
 def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme: World):
     url = list_updates_url(server.url)
     with ExitStack() as stack:
-        streams = [
-            stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
-            for _ in range(8)
-        ]
-        for stream in streams:
-            stream.collect(2)
+        streams = open_a_users_every_stream(stack, server, acme, "carol")
         refused = httpx.post(url, headers=acme.headers("carol"), json=BODY, timeout=10)
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) > 0
         assert refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
+        assert streams[-1].next(skip=(), timeout=5).event == "heartbeat"  # the open ones go on
         # Another user is not affected.
         with open_stream("POST", url, headers=acme.headers("alice"), json_body=BODY) as other:
             assert [f.event for f in other.collect(2)] == ["connected", "snapshot"]
@@ -289,7 +301,7 @@ def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme
     deadline = time.monotonic() + 5
     statuses = []
     with ExitStack() as stack:
-        while len(statuses) < 8 and time.monotonic() < deadline:
+        while len(statuses) < STREAMS_PER_USER and time.monotonic() < deadline:
             response = stack.enter_context(
                 httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10)
             )
@@ -300,7 +312,7 @@ def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme
                 time.sleep(0.2)
                 continue
             SseStream(response).collect(2)  # connected + snapshot: the stream is fully up
-    assert statuses == [200] * 8
+    assert statuses == [200] * STREAMS_PER_USER
 
 
 def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, acme: World, settings):
@@ -414,15 +426,9 @@ def test_streams_are_refused_with_503_while_the_stream_registry_is_unreachable(t
 def test_a_long_open_stream_keeps_its_slot_past_the_lease_time(server, acme: World):
     """Slots are leases that expire (so a killed worker's streams free theirs); a stream
     that stays open renews its lease, so the limit still holds long after it opened."""
-    url = list_updates_url(server.url)
     lease_seconds = float(server.env["SSE_LEASE_SECONDS"])
     with ExitStack() as stack:
-        streams = [
-            stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY))
-            for _ in range(8)
-        ]
-        for stream in streams:
-            stream.collect(2)
+        streams = open_a_users_every_stream(stack, server, acme, "carol")
         deadline = time.monotonic() + lease_seconds * 1.5
         while time.monotonic() < deadline:
             for stream in streams:  # keep reading, as a live client does (heartbeats)
@@ -439,7 +445,7 @@ def test_a_killed_workers_streams_give_their_slots_back_when_their_leases_expire
     worker = ServerProcess(SSE_LEASE_SECONDS=str(lease_seconds)).start()
     sockets: list[socket.socket] = []
     try:
-        sockets = [open_raw_stream(worker, acme, "carol") for _ in range(8)]
+        sockets = [open_raw_stream(worker, acme, "carol") for _ in range(STREAMS_PER_USER)]
         worker.kill()
         killed_at = time.monotonic()
         if os.environ.get("REDIS_URL"):
