@@ -120,7 +120,7 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "DEBUG": "0", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "60"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "config.serve", "--port", str(port)],
+        [sys.executable, "-m", "config.serve", "--port", str(port), "--workers", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

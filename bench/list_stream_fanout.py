@@ -48,6 +48,7 @@ from sse_load import StreamSpec, reader_main
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+SERVE = [sys.executable, "-m", "config.serve", "--workers", "1", "--host", "127.0.0.1"]
 STREAM_PATH = "/api/v2/ticketing/ticket/sse/list/updates?type=template&module=ticketing"
 TICKET_PATH = "/api/v2/ticketing/ticket"
 TEAMS = ["operation", "network", "support"]
@@ -364,7 +365,7 @@ class Server:
             self.logs.append(log)
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)],
+                    [*SERVE, "--port", str(port)],
                     cwd=ROOT,
                     env=env,
                     stdout=log,

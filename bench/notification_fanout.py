@@ -145,7 +145,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "DEBUG": "0", "LOG_LEVEL": "WARNING", "SSE_HEARTBEAT_SECONDS": "30"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -12,12 +12,13 @@ client that stops reading is caught by the hub's bounded queue (SLOW_CONSUMER).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import uvicorn
 
-# Streams never end by themselves: on SIGTERM, give them this long, then cut them (their
-# clients reconnect to another worker with Last-Event-ID).
+# On SIGTERM the streams are told to end (events.hub closes them with SERVER_SHUTDOWN);
+# whatever is still open after this long is cut.
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
@@ -41,8 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         # Django has no lifespan support; "auto" would only log that at every start.
         lifespan="off",
         access_log=args.access_log,
-        log_level=os.environ.get("LOG_LEVEL", "INFO").lower(),
+        # As a number: uvicorn knows fewer level names than logging (WARN, FATAL, NOTSET).
+        log_level=logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper()),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # Partner events are small JSON messages; compressing them costs more memory per
+        # socket than it saves.
+        ws_per_message_deflate=False,
     )
 
 

@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from events.hub import run_db
 from events.ids import parse_event_id
-from events.partner import PartnerFeed, SlowConsumer
+from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
 from events.selectors import cursor_is_expired
 from tenants.callers import resolve_event_reader
 from tenants.envelope import ApiError, iso_now
@@ -32,6 +32,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_SLOW_CONSUMER = 4408
 CLOSE_CURSOR_EXPIRED = 4410
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455's "service restart": reconnect with after_id
 # Handshake failures: missing or malformed credentials (400/401) are all "unauthorized".
 HANDSHAKE_CLOSE_CODES = {400: CLOSE_UNAUTHORIZED, 401: CLOSE_UNAUTHORIZED, 403: CLOSE_FORBIDDEN, 404: CLOSE_NOT_FOUND}
 MAX_TYPES = 50
@@ -103,6 +104,8 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await feed.run()
         except SlowConsumer:
             await self._refuse(CLOSE_SLOW_CONSUMER, "The client fell behind; reconnect with after_id.")
+        except ShuttingDown:
+            await self._refuse(CLOSE_SERVICE_RESTART, "The server is restarting; reconnect with after_id.")
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from types import FrameType
 from typing import Any, TypeVar
 
 from channels.layers import get_channel_layer
@@ -130,7 +133,7 @@ class Subscriber:
     Kept small (slots, a plain list, a future only while waiting): a process holds one
     per open stream, thousands of them mostly idle."""
 
-    __slots__ = ("_waiter", "accepts", "max_pending", "overflowed", "pending", "tenant_id", "user_id")
+    __slots__ = ("_waiter", "accepts", "closing", "max_pending", "overflowed", "pending", "tenant_id", "user_id")
 
     def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None, max_pending: int | None = None) -> None:
         self.tenant_id = tenant_id
@@ -138,6 +141,7 @@ class Subscriber:
         self.max_pending = max_pending or settings.SSE_QUEUE_MAX
         self.pending: list[LogEvent] = []
         self.overflowed = False
+        self.closing = False  # the process is shutting down: end the stream now
         self._waiter: asyncio.Future[None] | None = None
         # Set by a stream that can tell from the event alone that it has nothing to send,
         # so it is not woken (nor its buffer filled) for events outside its filter.
@@ -156,10 +160,15 @@ class Subscriber:
         if self._waiter is not None:
             _release(self._waiter)
 
+    def close(self) -> None:
+        self.closing = True
+        if self._waiter is not None:
+            _release(self._waiter)
+
     @property
     def ready(self) -> bool:
-        """Something to do: events to send, or the stream must end (overflow)."""
-        return bool(self.pending) or self.overflowed
+        """Something to do: events to send, or the stream must end (overflow, shutdown)."""
+        return bool(self.pending) or self.overflowed or self.closing
 
     async def wait(self, at_most: float) -> None:
         """Return when an event is offered (at once if one is pending) or after `at_most`
@@ -374,6 +383,15 @@ class EventHub:
             return
         feed.dirty.set()
 
+    def close_all(self) -> None:
+        """Ask every local stream to end now (the process is shutting down)."""
+        for feed in self.feeds.values():
+            for subscriber in feed.subscribers:
+                subscriber.close()
+            for subscribers in feed.by_user.values():
+                for subscriber in subscribers:
+                    subscriber.close()
+
     def stats(self) -> dict[str, int]:
         return {
             "feeds": len(self.feeds),
@@ -389,4 +407,29 @@ def get_hub() -> EventHub:
     hub = _hubs.get(loop)
     if hub is None:
         hub = _hubs[loop] = EventHub()
+        _close_streams_before_shutdown(loop, hub)
     return hub
+
+
+def _close_streams_before_shutdown(loop: asyncio.AbstractEventLoop, hub: EventHub) -> None:
+    """On SIGTERM / SIGINT, end every local stream cleanly, then let the server shut down.
+
+    The server (uvicorn) waits a few seconds for open requests and then cancels them, and
+    the process exits before a cancelled stream gets to release its lease: after every
+    deploy, users at their stream limit would get 429s until the leases expired. So the
+    server's own signal handler is wrapped: streams are told first (they send
+    SERVER_SHUTDOWN, release their lease and end; clients reconnect with Last-Event-ID
+    to another worker). Only where a server has installed a handler, in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(received: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(hub.close_all)
+            previous(received, frame)
+
+        signal.signal(signum, handler)

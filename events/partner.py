@@ -24,6 +24,10 @@ class SlowConsumer(Exception):
     """The client reads slower than events arrive."""
 
 
+class ShuttingDown(Exception):
+    """The process is shutting down; the client reconnects with its last id."""
+
+
 def fetch_partner_events(
     tenant_id: uuid.UUID, after: uuid.UUID | None, types: frozenset[str], limit: int
 ) -> list[LogEvent]:
@@ -77,6 +81,8 @@ class PartnerFeed:
                 await subscriber.wait(settings.SSE_HEARTBEAT_SECONDS)
                 if subscriber.overflowed:
                     raise SlowConsumer
+                if subscriber.closing:
+                    raise ShuttingDown
                 for event in subscriber.drain():
                     await self._deliver(event)
         finally:

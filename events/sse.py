@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 
@@ -30,6 +30,8 @@ from tenants.envelope import ApiError, iso_now
 
 logger = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., Any])
+
+LEASE_RENEWAL_TIMEOUT = 2.0  # seconds; leases last SSE_LEASE_SECONDS (45), renewed every third of it
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -85,10 +87,7 @@ class StreamAwareASGIHandler(ASGIHandler):
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "http":
-            path = scope["path"]
-            root = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root) :]
+            path = scope["path"].removeprefix(get_script_prefix(scope))  # Django's path_info
             if serves_stream(path):
                 await self.handle(scope, receive, send)
                 return
@@ -168,6 +167,9 @@ class EventStream:
                 if self.subscriber.overflowed:
                     yield error_frame("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
                     return
+                if self.subscriber.closing:
+                    yield error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
+                    return
                 now = loop_time()
                 if now >= token_deadline:
                     yield error_frame("TOKEN_EXPIRED", "Authentication token has expired")
@@ -179,8 +181,11 @@ class EventStream:
                     yield sse_frame("heartbeat", {"timestamp": iso_now()})
                     next_heartbeat = now + heartbeat
                 if now >= next_renewal:
+                    # Bounded: a Redis that stops answering must not hold up the stream's
+                    # events; a renewal missed now is made up at the next one.
                     with contextlib.suppress(Exception):
-                        await self.lease.renew()
+                        async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
+                            await self.lease.renew()
                     next_renewal = now + renew_every
                 next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline)
                 await self.subscriber.wait(next_due - loop_time())

@@ -105,7 +105,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             cwd=ROOT,
             env=self.env,
             stdout=log,

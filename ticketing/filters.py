@@ -16,6 +16,7 @@ Semantics shared by both sides:
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,12 +45,12 @@ def simple_upper(text: str) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    name: str  # as the API names it
-    field: str  # the model field for Q()
-    kind: str  # "text" | "enum" | "uuid" | "datetime" | "boolean"
-    ops: tuple[str, ...]
-    nullable: bool = False
-    choices: frozenset[str] = frozenset()
+    name: str  # as the API names it; alone in the repr, since it names one column
+    field: str = dataclasses.field(repr=False)  # the model field for Q()
+    kind: str = dataclasses.field(repr=False)  # "text" | "enum" | "uuid" | "datetime" | "boolean"
+    ops: tuple[str, ...] = dataclasses.field(repr=False)
+    nullable: bool = dataclasses.field(default=False, repr=False)
+    choices: frozenset[str] = dataclasses.field(default=frozenset(), repr=False)
 
     def state_value(self, state: Mapping[str, Any]) -> Any:
         value = state.get(self.name)
@@ -106,6 +107,10 @@ def _state_datetime(value: str) -> datetime:
 
 
 class Node:
+    """A parsed filter node. Its repr is its identity for ticketing.selectors.TicketQuery's
+    `match_key` (equal reprs must select the same tickets): fields that do not change what
+    a node selects, such as a condition's client-chosen `id`, are left out of the repr."""
+
     def to_q(self) -> Q:
         raise NotImplementedError
 
@@ -115,7 +120,7 @@ class Node:
 
 @dataclass(frozen=True)
 class Condition(Node):
-    id: str
+    id: str = dataclasses.field(repr=False)
     column: Column
     op: str
     value: Any  # typed: str, datetime, uuid.UUID, None, or a tuple of those for IN

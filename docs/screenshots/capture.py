@@ -1,5 +1,5 @@
-"""Take the screenshots of docs/dashboard.md from a running demo (`make run`, or daphne on
-another port): `.venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8000`.
+"""Take the screenshots of docs/dashboard.md from a running demo (`make run`, or
+`python -m config.serve` on another port): `.venv/bin/python docs/screenshots/capture.py http://127.0.0.1:8000`.
 
 Uses Debian's chromium through Playwright. The notification bell is shown with sample
 notifications served by the script itself (page.route), so the picture does not depend

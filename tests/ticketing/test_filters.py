@@ -154,3 +154,28 @@ class TestMeaning:
         assert search.matches(state())
         assert parse_search("client crash").matches(state(description="The CLIENT CRASH again"))
         assert parse_search("   ") is None
+
+
+def test_lists_that_select_the_same_tickets_share_one_match_key_and_others_do_not():
+    """Live events are matched once per distinct list (TicketQuery.match_key): the key must
+    ignore what does not change the selection and keep everything that does."""
+    import uuid
+
+    from ticketing.selectors import Scope, TicketQuery
+
+    def query(kind: str, user: uuid.UUID, teams=(), *, cid="c1", team="network", search=None) -> TicketQuery:
+        condition = {"id": cid, "op": "EQ", "column": "team", "operand": team}
+        return TicketQuery(
+            scope=Scope(kind, user, teams),
+            filter=parse_filter({"op": "AND", "operand": [condition]}),
+            search=parse_search(search),
+        )
+
+    ann, ben = uuid.uuid4(), uuid.uuid4()
+    same = query("template", ann, cid="a-random-id").match_key
+    assert query("template", ben, cid="another-id").match_key == same  # who asks and the ids do not matter
+    assert query("template", ann, team="support").match_key != same
+    assert query("template", ann, search="vpn").match_key != same
+    assert query("agent", ann, ("network",)).match_key != query("agent", ben, ("network",)).match_key
+    assert query("agent", ann, ("network",)).match_key != query("agent", ann, ("support",)).match_key
+    assert query("user", ann).match_key != query("agent", ann).match_key

@@ -457,3 +457,22 @@ def test_a_killed_workers_streams_give_their_slots_back_when_their_leases_expire
         for sock in sockets:
             sock.close()
         worker.stop()
+
+
+def test_a_worker_shutting_down_ends_its_streams_and_gives_their_slots_back(server, acme: World):
+    """A deploy stops a worker with SIGTERM: its streams end with SERVER_SHUTDOWN (clients
+    reconnect with Last-Event-ID elsewhere) and release their slots at once, rather than
+    being cut off and leaving the user at the limit until the leases expire."""
+    worker = ServerProcess().start()
+    try:
+        with ExitStack() as stack:
+            streams = open_a_users_every_stream(stack, worker, acme, "carol")
+            stopping = time.monotonic()
+            worker.proc.terminate()
+            last = [stream.next(timeout=5) for stream in streams]
+            assert [(f.event, f.data["code"]) for f in last] == [("error", "SERVER_SHUTDOWN")] * STREAMS_PER_USER
+        worker.proc.wait(timeout=10)
+        assert time.monotonic() - stopping < 4, "the worker waited for its streams instead of ending them"
+    finally:
+        worker.stop()
+    assert new_stream_status(server, acme, "carol") == 200
