@@ -214,11 +214,12 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
 def prepare_database(args: argparse.Namespace) -> None:
     import psycopg
 
+    # A fresh database each time: every run creates tickets and events, and runs are only
+    # comparable if each starts from the same `--tickets` and an empty log.
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.db]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{args.db}"')
-            print(f"created database {args.db}")
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{args.db}"')
+        print(f"created database {args.db}")
     env = server_env(args)
     python = str(VENV_BIN / "python")
     subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
