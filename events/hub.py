@@ -157,11 +157,13 @@ class Subscriber:
             self.pending = []
         else:
             self.pending.append(event)
-        if self._waiter is not None:
-            _release(self._waiter)
+        self._wake()
 
     def close(self) -> None:
         self.closing = True
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None:
             _release(self._waiter)
 

@@ -125,6 +125,25 @@ class TestWebsocket:
                     ws.recv(timeout=5)
             assert closed.value.rcvd.code == 4400
 
+    def test_a_worker_shutting_down_closes_its_sockets_with_service_restart(self, transactional_db, acme: World):
+        """A deploy stops the worker: its partners are told to reconnect (1012, RFC 6455's
+        "service restart") rather than seeing the connection drop."""
+        from tests.conftest import ServerProcess
+
+        _, key = create_api_key(tenant=acme.tenant, name="crm")
+        worker = ServerProcess().start()
+        try:
+            with connect(ws_url(worker), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+                ws.send(json.dumps({"action": "subscribe", "types": []}))
+                assert receive_json(ws)["action"] == "subscribed"
+                worker.proc.terminate()
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        ws.recv(timeout=5)
+                assert closed.value.rcvd.code == 1012
+        finally:
+            worker.stop()
+
     def test_ping_is_answered(self, server, acme: World):
         _, key = create_api_key(tenant=acme.tenant, name="crm")
         with connect(ws_url(server) + f"?api_key={key}", open_timeout=5) as ws:
