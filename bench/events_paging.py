@@ -118,7 +118,14 @@ def main() -> None:
     plan_middle = explain_page(tenant, middle)
 
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "0", "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "60"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "DB_CONN_MAX_AGE": "60",
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "config.serve", "--port", str(port), "--workers", "1"],
         cwd=ROOT,

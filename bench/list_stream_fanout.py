@@ -199,6 +199,8 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
             "REDIS_PREFIX": "bench",
             "SECRET_KEY": "bench-only-secret-key-not-for-production",
             "DEBUG": "0",
+            # Plain http on loopback: no redirect to https.
+            "SECURE_SSL_REDIRECT": "0",
             "DB_CONN_MAX_AGE": "0",
             "LOG_LEVEL": args.log_level,
             "SSE_HEARTBEAT_SECONDS": str(args.heartbeat),

@@ -143,7 +143,13 @@ def main() -> None:
             )
 
         port = free_port()
-        env = {**os.environ, "DEBUG": "0", "LOG_LEVEL": "WARNING", "SSE_HEARTBEAT_SECONDS": "30"}
+        env = {
+            **os.environ,
+            "DEBUG": "0",
+            "SECURE_SSL_REDIRECT": "0",
+            "LOG_LEVEL": "WARNING",
+            "SSE_HEARTBEAT_SECONDS": "30",
+        }
         server = subprocess.Popen(
             [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             cwd=ROOT,

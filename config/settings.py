@@ -33,6 +33,37 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for local work).")
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105
 
+# --- Security -------------------------------------------------------------------------
+# With DEBUG off the service expects HTTPS (directly or behind a TLS-terminating proxy):
+# secure cookies, HSTS and a redirect from http. A server with DEBUG off over plain http
+# (a test or staging box) turns these off one by one from the environment; browsers treat
+# http://127.0.0.1 and http://localhost as secure, so Secure cookies still work there.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+# Behind a proxy that terminates TLS: trust its X-Forwarded-Proto (only set this when the
+# proxy always overwrites that header).
+if env_bool("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+# Every page loads its scripts and styles from this origin (config.csp); `{nonce}` is the
+# per-request nonce of the Swagger UI page's inline start-up script and style.
+CONTENT_SECURITY_POLICY = os.environ.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+)
+# With DEBUG on the policy is only reported (browser console), so Django's debug pages,
+# which use inline styles and scripts, still render.
+CONTENT_SECURITY_POLICY_REPORT_ONLY = env_bool("CONTENT_SECURITY_POLICY_REPORT_ONLY", DEBUG)
+# uvicorn closes a connection whose request head (request line and headers) is not
+# complete this long after it started (config.serve): slow-header ("slowloris") clients.
+HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0)
+
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
@@ -56,8 +87,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "corsheaders.middleware.CorsMiddleware",
+    # First: on /api/ and /v2/ paths every failure, wherever it is raised, is answered in
+    # the error envelope (core.errors).
+    "core.errors.ApiErrorMiddleware",
+    # django-cors-headers, with the per-tenant origin lookup kept off the event loop.
+    "tenants.cors.TenantCorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -109,6 +145,11 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # Prefix of every key this service keeps in Redis (channel layer, stream leases).
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "ticketing")
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -124,6 +165,10 @@ if REDIS_URL:
                         "socket_keepalive": True,
                         "max_connections": env_int("REDIS_MAX_CONNECTIONS", 200),
                         "health_check_interval": 15,
+                        # After a Redis restart, pooled connections are dead: a command
+                        # on one reconnects and is sent again instead of failing.
+                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
                     }
                 ],
                 "capacity": env_int("CHANNEL_CAPACITY", 5000),
@@ -154,9 +199,10 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.TenantJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.IsTenantCaller"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "tenants.envelope.envelope_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only, refusing what Python or PostgreSQL cannot hold (core.json_input).
+    "DEFAULT_PARSER_CLASSES": ["core.json_input.JSONBodyParser"],
+    "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "config.openapi.TicketingAutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -167,6 +213,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # config/openapi.py: the SSE streams (plain async views) and the long description.
+    "PREPROCESSING_HOOKS": ["config.openapi.add_stream_endpoints"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.openapi.describe_api"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SortOrderEnum": ["ASC", "DESC", "asc", "desc"],
+        "TicketSortColumnEnum": "config.openapi.TICKET_SORT_CHOICES",
+        "NotificationSortFieldEnum": "config.openapi.NOTIFICATION_SORT_CHOICES",
+    },
 }
 
 # simplejwt: realms carry their own keys, so these defaults only name the claims.
@@ -187,6 +242,9 @@ CORS_ALLOW_HEADERS = [
 ]
 CORS_URLS_REGEX = r"^/(api/|v2/).*$"
 CORS_PREFLIGHT_MAX_AGE = 600
+# Browsers may send credentials (EventSource `withCredentials`, fetch `credentials: "include"`)
+# to an allowed origin's API calls; only origins a tenant listed are ever echoed back.
+CORS_ALLOW_CREDENTIALS = True
 
 # --- Product settings -----------------------------------------------------------------
 # The embedded HS256 realm that `load_demo` creates and `issue_token` signs for.
@@ -212,16 +270,23 @@ SSE_MAX_NOTIFICATION_STREAMS_PER_USER = env_int("SSE_MAX_NOTIFICATION_STREAMS_PE
 SSE_LEASE_SECONDS = env_float("SSE_LEASE_SECONDS", 45.0)
 SSE_RETRY_AFTER_SECONDS = env_int("SSE_RETRY_AFTER_SECONDS", 5)
 SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000)
+# A stream whose client reads nothing for this long while a frame waits is cut
+# (SLOW_CONSUMER if that can still be written, else the connection is dropped).
+SSE_SEND_TIMEOUT = env_float("SSE_SEND_TIMEOUT", 30.0)
 SSE_RESUME_MAX_EVENTS = env_int("SSE_RESUME_MAX_EVENTS", 5000)
 # The per-process hub re-reads the log this often even without a broadcast, so a lost
 # broadcast (Redis restart, worker killed between commit and publish) only delays events.
 EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)
+# `Retry-After` of the 503 a request gets when the database failed it (core.db_retry).
+DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"kv": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
+    # Credentials never reach a log line, whoever logs them (config.log_redaction).
+    "filters": {"redact_credentials": {"()": "config.log_redaction.RedactCredentials"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["redact_credentials"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

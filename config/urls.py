@@ -34,3 +34,10 @@ else:
     urlpatterns += [
         re_path(rf"^{settings.STATIC_URL.lstrip('/')}(?P<path>.*)$", serve_static, {"insecure": True}),
     ]
+
+# Failures outside a view (URL resolution, middleware): the envelope on API paths, Django's
+# pages elsewhere (core.errors).
+handler400 = "core.errors.bad_request"
+handler403 = "core.errors.permission_denied"
+handler404 = "core.errors.page_not_found"
+handler500 = "core.errors.server_error"

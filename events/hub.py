@@ -29,6 +29,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
+from core.db_retry import call_with_retry
 from events.ids import event_id_to_str
 from events.models import REPLAY_TYPE, Event
 from events.serializers import event_to_dict, iso
@@ -38,6 +39,12 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FEED_BATCH = 500
+# How often a process checks that Redis still has its group memberships (a restarted
+# Redis has none), and the bound on one group_add.
+MEMBERSHIP_CHECK_SECONDS = 1.0
+GROUP_ADD_TIMEOUT = 2.0
+# Memberships are re-added this often, well inside channels-redis's group expiry (a day).
+GROUP_REFRESH_SECONDS = 600.0
 
 # Stream database work (snapshots, replays, feed reads) runs on its own small pool, so a
 # burst of reconnecting streams never queues behind ordinary requests' sync thread.
@@ -49,7 +56,9 @@ def _run_with_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # as CONN_MAX_AGE allows (with the default 0, closed after every call).
     close_old_connections()
     try:
-        return fn(*args, **kwargs)
+        # A lost connection or rolled-back transaction is retried once, else it becomes
+        # DatabaseUnavailable: an ApiError, so a stream that has not started yet answers 503.
+        return call_with_retry(fn, *args, **kwargs)
     except DatabaseError:
         connection.close()  # a broken connection must not poison this thread's next call
         raise
@@ -302,6 +311,10 @@ class EventHub:
         self.channel: str | None = None
         self.feeds: dict[uuid.UUID, TenantFeed] = {}
         self.receiver: asyncio.Task[None] | None = None
+        self.keeper: asyncio.Task[None] | None = None
+        # A group this process should be in but is not (a group_add failed): the keeper
+        # adds them all again as soon as Redis answers.
+        self.rejoin_needed = False
         self._channel_lock = asyncio.Lock()
 
     async def _ensure_channel(self) -> str:
@@ -309,15 +322,73 @@ class EventHub:
             if self.channel is None:
                 self.channel = await self.layer.new_channel(prefix="hub")
                 self.receiver = asyncio.create_task(self._receive_loop(), name="event-hub-receiver")
+                if settings.REDIS_URL:
+                    # The marker goes in before the first group_add, so that a restart
+                    # at any time after it is seen.
+                    try:
+                        await self._refresh_marker()
+                    except Exception:
+                        self.rejoin_needed = True
+                    self.keeper = asyncio.create_task(self._keep_memberships(), name="event-hub-keeper")
         return self.channel
 
     async def join(self, group: str) -> None:
         channel = await self._ensure_channel()
         try:
-            await self.layer.group_add(group, channel)
+            # Bounded: an unreachable Redis must not hold up a stream's opening; the keeper
+            # joins later and the feed's poll delivers meanwhile.
+            async with asyncio.timeout(GROUP_ADD_TIMEOUT):
+                await self.layer.group_add(group, channel)
         except Exception:
             # No broadcast for now; the feed's poll still delivers everything.
+            self.rejoin_needed = True
             logger.warning("event=hub_group_add_failed group=%s", group, exc_info=True)
+
+    async def _refresh_marker(self) -> bool:
+        """Set this process's marker key; whether it was there before. Raises when Redis
+        does not answer within GROUP_ADD_TIMEOUT."""
+        from events.leases import lease_store
+
+        marker = f"{settings.REDIS_PREFIX}:hub-alive:{self.channel}"
+        async with asyncio.timeout(GROUP_ADD_TIMEOUT):
+            client = lease_store().client  # type: ignore[attr-defined]
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.exists(marker)
+                pipe.set(marker, 1, ex=int(MEMBERSHIP_CHECK_SECONDS * 30))
+                existed, _ = await pipe.execute()
+        return bool(existed)
+
+    async def _keep_memberships(self) -> None:
+        """Keep this process in its tenants' groups across Redis restarts.
+
+        A restarted Redis has lost the group memberships, and nothing tells the process:
+        its blocking receive reconnects (redis-py retries) without an error, and the feeds
+        would quietly fall back to polling. So a marker key of this process's channel, set
+        before its first group_add, is checked about every second (one round trip); when
+        it is gone (Redis restarted or was flushed), or a group_add failed, every group is
+        joined again and every feed reads the log at once. Memberships are also refreshed
+        now and then, so they never reach the channel layer's group expiry."""
+        loop = asyncio.get_running_loop()
+        last_refresh = loop.time()
+        while True:
+            await asyncio.sleep(MEMBERSHIP_CHECK_SECONDS)
+            try:
+                existed = await self._refresh_marker()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                # Redis is away: the feeds' polls deliver meanwhile; check again shortly.
+                logger.debug("event=hub_membership_check_failed error=%r", error)
+                self.rejoin_needed = True
+                continue
+            now = loop.time()
+            if existed and not self.rejoin_needed and now - last_refresh < GROUP_REFRESH_SECONDS:
+                continue
+            if not existed:
+                logger.warning("event=hub_memberships_lost channel=%s feeds=%d", self.channel, len(self.feeds))
+            self.rejoin_needed = False
+            last_refresh = now
+            await self._rejoin_all()
 
     async def leave(self, group: str) -> None:
         if self.channel is not None:

@@ -1,8 +1,9 @@
 """Event ids: ULIDs, stored as the same 128 bits in a UUID column so that the database
 orders them by their bytes (time first) on PostgreSQL and SQLite alike."""
 
+import contextlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ulid import ULID
 
@@ -20,18 +21,27 @@ def event_id_to_str(value: uuid.UUID) -> str:
     return str(ULID.from_uuid(value))
 
 
+# Ids are minted from the clock; one whose millisecond timestamp is past the year 9999
+# was never minted, and Python's datetime (cursor checks, retention) cannot hold its time.
+MAX_ID_MILLISECONDS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)
+
+
 def parse_event_id(value: str) -> uuid.UUID:
-    """Accept a ULID (26 characters, Crockford base32) or the same bits as a UUID."""
+    """Accept a ULID (26 characters, Crockford base32) or the same bits as a UUID, of a
+    time up to the year 9999; ValueError otherwise."""
     text = value.strip()
+    parsed: uuid.UUID | None = None
     if len(text) == 26:
+        with contextlib.suppress(ValueError):  # 26 characters, yet not a ULID: maybe a UUID
+            parsed = ULID.from_str(text.upper()).to_uuid()
+    if parsed is None:
         try:
-            return ULID.from_str(text.upper()).to_uuid()
+            parsed = uuid.UUID(text)
         except ValueError:
-            pass
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise ValueError(f"{value!r} is neither a ULID nor a UUID") from None
+            raise ValueError(f"{value!r} is neither a ULID nor a UUID") from None
+    if parsed.int >> 80 > MAX_ID_MILLISECONDS:
+        raise ValueError(f"{value!r} is an id of a time past the year 9999")
+    return parsed
 
 
 def event_id_time(value: uuid.UUID) -> datetime:

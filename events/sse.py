@@ -4,17 +4,23 @@ and clean-up on any exit, a vanished client included).
 
 A stream is an async view returning a StreamingHttpResponse over `EventStream.frames()`:
 everything that can fail with a status (auth, body, limits) is checked before the
-response starts; afterwards failures are `error` events followed by closing."""
+response starts; afterwards failures are `error` events followed by closing.
+
+`StreamConnection` owns the socket side of a stream: every write is bounded by
+`SSE_SEND_TIMEOUT`, a client that went away (whatever the socket's write state) ends the
+stream within a second, and the stream's generator is closed there and then, so its
+lease and hub subscription are given back without waiting for garbage collection."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -32,6 +38,11 @@ logger = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., Any])
 
 LEASE_RENEWAL_TIMEOUT = 2.0  # seconds; leases last SSE_LEASE_SECONDS (45), renewed every third of it
+# How often a write blocked by flow control checks whether the client is still there.
+SEND_PROBE_SECONDS = 1.0
+# After SSE_SEND_TIMEOUT, how long the SLOW_CONSUMER frame may take before the connection
+# is simply dropped.
+SLOW_CONSUMER_GRACE_SECONDS = 1.0
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -55,6 +66,9 @@ def error_frame(code: str, message: str) -> bytes:
 
 
 def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    connection = _stream_connection.get()
+    if connection is not None and isinstance(frames, AsyncGenerator):
+        connection.streams.append(frames)
     response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
     for name, value in SSE_HEADERS.items():
         response[name] = value
@@ -76,6 +90,102 @@ def serves_stream(path: str) -> bool:
     return getattr(match.func, "long_lived_stream", False)
 
 
+class StreamConnection:
+    """The server side of one stream response: Django's `send`, made safe for clients that
+    vanish or stop reading.
+
+    Django ends a streaming response when the server reports `http.disconnect`, but it
+    then leaves the stream's generator to the garbage collector, and a server only reports
+    the disconnect once the connection is fully lost: a client that half-closes, or whose
+    connection dies while the server's writes are blocked by flow control, can keep a
+    stream (and its slot) alive. So each body write is bounded:
+
+    - before and while a write waits, the connection is checked about every second; once
+      the transport is closing or closed the stream ends;
+    - a write still blocked after `SSE_SEND_TIMEOUT` (the client is connected but reads
+      nothing) gets a short chance to send `SLOW_CONSUMER`, then the connection is aborted,
+      which also drops the server's buffered bytes;
+    - on either, the stream's generator is closed at once (lease released, hub left).
+
+    The transport is found on uvicorn's `send` (a bound method of its request cycle);
+    under a server where it is not, only the timeout applies and the connection is left
+    for the server to close."""
+
+    def __init__(self, send: Callable[..., Any]) -> None:
+        self._send = send
+        self.transport: asyncio.BaseTransport | None = getattr(getattr(send, "__self__", None), "transport", None)
+        self.streams: list[AsyncGenerator[bytes, None]] = []
+        self.ended = False  # the stream was ended here: no more frames
+        self.aborted = False  # the connection was dropped: nothing more is written
+
+    def client_gone(self) -> bool:
+        return self.transport is not None and self.transport.is_closing()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.aborted or (self.ended and message.get("more_body")):
+            return
+        if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        loop = asyncio.get_running_loop()
+        # Once the stream was cut, its last chunk gets only the grace period.
+        deadline = loop.time() + (SLOW_CONSUMER_GRACE_SECONDS if self.ended else settings.SSE_SEND_TIMEOUT)
+        while True:
+            if self.client_gone():
+                await self.end(reason="client_gone", abort=True)
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if self.ended:
+                    await self.end(reason="send_timeout", abort=True)
+                else:
+                    await self._cut_slow_consumer()
+                return
+            try:
+                # Cancelling uvicorn's send while it waits for the socket to drain writes
+                # nothing, so the same message can be sent again on the next turn.
+                async with asyncio.timeout(min(SEND_PROBE_SECONDS, remaining)):
+                    await self._send(message)
+                return
+            except TimeoutError:
+                continue
+
+    async def _cut_slow_consumer(self) -> None:
+        frame = error_frame("SLOW_CONSUMER", "The client did not read; reconnect with Last-Event-ID.")
+        try:
+            async with asyncio.timeout(SLOW_CONSUMER_GRACE_SECONDS):
+                await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+        except TimeoutError:
+            await self.end(reason="send_timeout", abort=True)
+        else:
+            await self.end(reason="slow_consumer", abort=False)
+
+    async def end(self, *, reason: str, abort: bool) -> None:
+        """End the stream now: close its generator (its `finally` gives the slot back),
+        and with `abort` drop the connection and whatever the server still buffers."""
+        if not self.ended:
+            self.ended = True
+            logger.info("event=stream_cut reason=%s", reason)
+        await self.close_streams()
+        if abort and not self.aborted:
+            self.aborted = True
+            if self.transport is not None:
+                self.transport.abort()  # type: ignore[attr-defined]
+
+    async def close_streams(self) -> None:
+        streams, self.streams = self.streams, []
+        for frames in streams:
+            with contextlib.suppress(Exception):
+                await frames.aclose()
+
+
+# The connection of the stream request being handled (set per request by the handler, read
+# by sse_response to register the stream's generator).
+_stream_connection: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar(
+    "stream_connection", default=None
+)
+
+
 class StreamAwareASGIHandler(ASGIHandler):
     """Django's ASGI handler, except that a stream does not hold a thread for its lifetime.
 
@@ -89,7 +199,15 @@ class StreamAwareASGIHandler(ASGIHandler):
         if scope["type"] == "http":
             path = scope["path"].removeprefix(get_script_prefix(scope))  # Django's path_info
             if serves_stream(path):
-                await self.handle(scope, receive, send)
+                connection = StreamConnection(send)
+                token = _stream_connection.set(connection)
+                try:
+                    await self.handle(scope, receive, connection.send)
+                finally:
+                    _stream_connection.reset(token)
+                    # Django may have dropped the response on disconnect without closing
+                    # the generator: close it now, not whenever it is collected.
+                    await asyncio.shield(connection.close_streams())
                 return
         await super().__call__(scope, receive, send)
 

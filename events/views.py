@@ -4,18 +4,21 @@ import json
 
 from django.conf import settings
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
+from config import openapi
+from core.views import RetryingAPIView
 from events.selectors import cursor_is_expired, partner_page_json, tenant_events
 from events.serializers import EventIdField, EventQuerySerializer
 from tenants.authentication import EventReaderAuthentication
 from tenants.envelope import ApiError
 
 
-class SystemEventsView(APIView):
+class SystemEventsView(RetryingAPIView):
     authentication_classes = [EventReaderAuthentication]
 
+    @extend_schema(**openapi.SYSTEM_EVENTS)
     def get(self, request: Request) -> HttpResponse:
         query = EventQuerySerializer(data=request.query_params)
         if not query.is_valid():

@@ -7,7 +7,8 @@ Conditions of the list are AND-ed; an item may itself be a group
 ticketing.filters' (Condition / Group / Column, `to_q()`): one engine, two parsers.
 Errors are `INVALID_FILTER` whose `details` is a sentence naming what is supported, as
 list-ticket-notifications.md shows: 422 for an unknown field, operator or a bad value,
-400 for a filter that is not this shape at all."""
+400 for a filter that is not this shape at all. Values are typed by the shared engine,
+which also holds them to what PostgreSQL can compare (ticketing.filters)."""
 
 from __future__ import annotations
 

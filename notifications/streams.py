@@ -34,8 +34,9 @@ from events.sse import (
 from notifications.selectors import notification_counts, user_events_after
 from notifications.serializers import counts_to_dict
 from notifications.services import CREATED, DELETED, READ
-from tenants.callers import Caller, resolve_request_caller
+from tenants.callers import Caller
 from tenants.envelope import ApiError, error_response, iso_now
+from tenants.policy import authorized_caller
 
 STREAM_KIND = "notifications"
 COUNT_REASONS = {CREATED: "created", READ: "read", DELETED: "deleted"}
@@ -114,7 +115,7 @@ async def notification_stream(request: HttpRequest) -> HttpResponse:
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use GET.", headers={"Allow": "GET"}))
     limit = settings.SSE_MAX_NOTIFICATION_STREAMS_PER_USER
     try:
-        caller = await run_db(resolve_request_caller, request)
+        caller = await run_db(authorized_caller, request)
         last_event_id = last_event_id_from(request, request.GET.get("lastEventId"))
         lease = await take_stream_slot(STREAM_KIND, caller, limit)
     except ApiError as error:

@@ -1,14 +1,15 @@
 """Notification REST endpoints (all under /api/v2/ticketing/): thin, the caller's own
 notifications in the caller's tenant only."""
 
-import json
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from config import openapi
+from core.json_input import load_json
+from core.views import RetryingAPIView
 from notifications import services
 from notifications.selectors import (
     enabled_types,
@@ -41,34 +42,40 @@ def _list_response(request: Request, data: Any) -> Response:
     )
 
 
-class NotificationListView(APIView):
-    @extend_schema(request=NotificationListSerializer, summary="The caller's notifications: filter, search, sort, page")
+class NotificationListView(RetryingAPIView):
+    @extend_schema(**openapi.NOTIFICATION_LIST)
     def post(self, request: Request) -> Response:
         return _list_response(request, request.data)
 
 
-class NotificationListQueryView(APIView):
-    @extend_schema(summary="The same list with the body's fields as query parameters (filter as JSON)")
+class NotificationListQueryView(RetryingAPIView):
+    @extend_schema(**openapi.NOTIFICATION_LIST_GET)
     def get(self, request: Request) -> Response:
         data: dict[str, Any] = dict(request.query_params.items())
         if "filter" in data:
             try:
-                data["filter"] = json.loads(data["filter"])
-            except ValueError:
+                data["filter"] = load_json(data["filter"])
+            except ApiError:
                 raise ApiError(400, "INVALID_QUERY", "filter must be a JSON array.", {"field": "filter"}) from None
         return _list_response(request, data)
 
 
-class NotificationCountView(APIView):
-    @extend_schema(summary="Unread badge counts (one row read, for frequent polling)")
+class NotificationCountView(RetryingAPIView):
+    @extend_schema(
+        responses=openapi.NOTIFICATION_COUNTS, summary="Unread badge counts (one row read, for frequent polling)"
+    )
     def get(self, request: Request) -> Response:
         return ok(
             counts_to_dict(notification_counts(request.user)), message="Notification count retrieved successfully"
         )
 
 
-class NotificationReadView(APIView):
-    @extend_schema(request=MarkReadSerializer, summary="Mark notifications read: ids, all, or before a time")
+class NotificationReadView(RetryingAPIView):
+    @extend_schema(
+        request=MarkReadSerializer,
+        responses=openapi.MARK_READ_RESULT,
+        summary="Mark notifications read: ids, all, or before a time",
+    )
     def put(self, request: Request) -> Response:
         body = validated(MarkReadSerializer(data=request.data))
         changed = services.mark_notifications_read(
@@ -77,8 +84,8 @@ class NotificationReadView(APIView):
         return ok({"updated": changed, "counts": counts_to_dict(notification_counts(request.user))})
 
 
-class NotificationDetailView(APIView):
-    @extend_schema(summary="Delete one of the caller's notifications")
+class NotificationDetailView(RetryingAPIView):
+    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Delete one of the caller's notifications")
     def delete(self, request: Request, notification_id: str) -> Response:
         try:
             key = parse_public_id(notification_id)
@@ -88,12 +95,14 @@ class NotificationDetailView(APIView):
         return Response(status=204)
 
 
-class PreferenceView(APIView):
-    @extend_schema(summary="Which notification types the caller receives")
+class PreferenceView(RetryingAPIView):
+    @extend_schema(responses=openapi.PREFERENCES, summary="Which notification types the caller receives")
     def get(self, request: Request) -> Response:
         return ok({"notificationTypes": enabled_types(request.user)})
 
-    @extend_schema(request=PreferenceSerializer, summary="Turn notification types on or off")
+    @extend_schema(
+        request=PreferenceSerializer, responses=openapi.PREFERENCES, summary="Turn notification types on or off"
+    )
     def put(self, request: Request) -> Response:
         body = validated(PreferenceSerializer(data=request.data))
         services.set_notification_preferences(user=request.user, types=body["notificationTypes"])

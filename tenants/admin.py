@@ -40,21 +40,27 @@ class AllowedOriginAdmin(admin.ModelAdmin):
 
 @admin.register(TenantUser)
 class TenantUserAdmin(admin.ModelAdmin):
-    list_display = ("username", "name", "email", "tenant", "last_seen_at")
-    list_filter = ("tenant",)
+    list_display = ("username", "name", "email", "tenant", "realm", "last_seen_at")
+    list_filter = ("tenant", "realm")
     search_fields = ("username", "name", "email", "subject")
     readonly_fields = ("subject", "last_seen_at")
+    list_select_related = ("tenant", "realm__tenant")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: TenantUser | None = None) -> tuple[str, ...]:
+        # (realm, subject) is who the person is: changing the realm of an existing record
+        # would hand it, with its tickets and notifications, to another realm's tokens.
+        return (*self.readonly_fields, "realm") if obj else self.readonly_fields
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created here with their secret shown once, in the success message."""
 
-    list_display = ("name", "tenant", "prefix", "scopes", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("tenant", ("revoked_at", admin.EmptyFieldListFilter))
+    list_display = ("name", "tenant", "prefix", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_filter = ("tenant", ("revoked_at", admin.EmptyFieldListFilter), ("expires_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "prefix", "tenant__slug")
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
-    fields = ("tenant", "name", "scopes", "prefix", "created_at", "last_used_at", "revoked_at")
+    fields = ("tenant", "name", "scopes", "expires_at", "prefix", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
@@ -64,7 +70,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, full = create_api_key(tenant=obj.tenant, name=obj.name, scopes=obj.scopes or None)
+        key, full = create_api_key(
+            tenant=obj.tenant, name=obj.name, scopes=obj.scopes or None, expires_at=obj.expires_at
+        )
         obj.pk, obj.prefix = key.pk, key.prefix
         self.message_user(
             request, f"API key created. Copy it now, it will not be shown again: {full}", messages.WARNING

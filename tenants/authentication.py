@@ -3,7 +3,16 @@
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from tenants.callers import Caller, EventReader, caller_for_user, resolve_caller, resolve_event_reader
+from tenants.callers import (
+    Caller,
+    EventReader,
+    PartnerKeyCaller,
+    api_key_from,
+    caller_for_user,
+    resolve_api_key,
+    resolve_caller,
+    resolve_event_reader,
+)
 from tenants.models import TenantUser
 
 
@@ -11,7 +20,12 @@ class TenantJWTAuthentication(BaseAuthentication):
     """Resolves the request into a `Caller`: `request.user` is the TenantUser,
     `request.auth` the Caller. Failures raise ApiError, rendered in the envelope."""
 
-    def authenticate(self, request: Request) -> tuple[TenantUser, Caller] | None:
+    def authenticate(self, request: Request) -> tuple[TenantUser | None, Caller | PartnerKeyCaller] | None:
+        key = api_key_from(request.headers)
+        if key is not None:
+            # A valid partner key is recognised everywhere, so that the policy (not a
+            # confusing "bad token" 401) tells the partner this route is not theirs.
+            return None, resolve_api_key(key, request.headers.get("x-tenantid"))
         django_request = request._request
         session_user = getattr(django_request, "user", None)
         if "authorization" not in request.headers and session_user is not None and session_user.is_authenticated:
@@ -30,8 +44,8 @@ class TenantJWTAuthentication(BaseAuthentication):
 
 
 class EventReaderAuthentication(BaseAuthentication):
-    """For the event API: a partner API key, or a JWT with a role that may read events.
-    `request.auth` is the reader (it has `.tenant`)."""
+    """For the event API: a partner API key, or a JWT (the policy decides which roles may
+    read). `request.auth` is the reader (it has `.tenant`)."""
 
     def authenticate(self, request: Request) -> tuple[None, EventReader]:
         return None, resolve_event_reader(request.headers)

@@ -7,9 +7,11 @@ codes are the same everywhere."""
 from __future__ import annotations
 
 import hmac
+import math
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,7 +72,7 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
     if support and ROLE_SUPPORT not in roles:
         raise ApiError(403, "SUPPORT_ROLE_REQUIRED", "issupportrequest: true needs the `support` role.")
     teams = _teams_from(claims, realm.teams_claim)
-    user = _user_from_claims(tenant, claims, roles, teams)
+    user = _user_from_claims(tenant, realm, claims, roles, teams)
     return Caller(
         tenant=tenant,
         realm=realm,
@@ -82,11 +84,16 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
     )
 
 
-def resolve_request_caller(request: Any) -> Caller:
-    """For views outside DRF (the streams): the headers, or, when no Authorization header
-    is sent, the session of a Django account linked to a tenant user (a same-origin
-    browser page). Session callers of unsafe methods must pass Django's CSRF check, as
-    DRF's session authentication requires. Blocking: call it through run_db."""
+def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
+    """For views outside DRF (the streams): a partner API key, the headers, or, when no
+    Authorization header is sent, the session of a Django account linked to a tenant user
+    (a same-origin browser page). Session callers of unsafe methods must pass Django's
+    CSRF check, as DRF's session authentication requires. Which of them may call the
+    route is the policy's (`tenants.policy.authorized_caller`). Blocking: call it through
+    run_db."""
+    key = api_key_from(request.headers)
+    if key is not None:
+        return resolve_api_key(key, request.headers.get("x-tenantid"))
     if "authorization" not in request.headers:
         account = getattr(request, "user", None)
         signed_in = account is not None and account.is_authenticated
@@ -163,7 +170,7 @@ def _parse_bearer(value: str | None) -> str:
 # every open tab. A deactivated tenant or realm is refused at most this much later.
 _realm_cache: dict[tuple[uuid.UUID, str], tuple[float, Tenant, Realm]] = {}
 _backend_cache: dict[tuple[int, str], TokenBackend] = {}
-_user_cache: dict[tuple[uuid.UUID, str], tuple[float, dict[str, Any], TenantUser]] = {}
+_user_cache: dict[tuple[uuid.UUID, int, str], tuple[float, dict[str, Any], TenantUser]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -221,6 +228,8 @@ def token_backend_for(realm: Realm) -> TokenBackend:
 
 
 def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
+    """The token's claims, signature and every claim we store checked: nothing is
+    written for a token that fails here (each failure is 401)."""
     if realm.algorithm == Realm.Algorithm.HS256 and not realm.secret:
         raise ApiError(401, "INVALID_TOKEN", "The realm has no key to verify tokens with.")
     try:
@@ -229,11 +238,70 @@ def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.") from None
     except TokenBackendError:
         raise ApiError(401, "INVALID_TOKEN", "The token is not valid for this realm.") from None
-    if not isinstance(claims.get("exp"), int | float):
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        # Odd JSON the JWT library does not anticipate (a header nested thousands deep,
+        # numbers it cannot convert): the token is unusable, not a server fault.
+        raise ApiError(401, "INVALID_TOKEN", "The token is not valid for this realm.") from None
+    if not isinstance(claims, dict):
+        raise ApiError(401, "INVALID_TOKEN", "The token's payload is not a JSON object.")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise ApiError(401, "INVALID_TOKEN", "The token has no expiry (`exp`).")
-    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+    if not math.isfinite(exp) or exp > _MAX_TIMESTAMP:
+        raise ApiError(401, "INVALID_TOKEN", "The token's expiry (`exp`) is not a usable time.", {"claim": "exp"})
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
         raise ApiError(401, "INVALID_TOKEN", "The token has no subject (`sub`).")
+    _check_claim_text("sub", sub, _SUBJECT_MAX, strict=True)
+    for claim, limit in _PROFILE_CLAIMS.items():
+        value = claims.get(claim)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ApiError(401, "INVALID_TOKEN", f"The token's `{claim}` must be a string.", {"claim": claim})
+            _check_claim_text(claim, value, limit)
+    for claim in ("realm_access", realm.teams_claim):
+        entries = claims.get(claim)
+        if claim == "realm_access":
+            entries = entries.get("roles") if isinstance(entries, dict) else None
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, str):
+                _check_claim_text(claim, entry, _GROUP_MAX)
     return claims
+
+
+# Longest values a token may carry for what we store: the column sizes (a longer `sub`
+# cannot be stored whole, and a cut one could name someone else).
+_SUBJECT_MAX = 255
+_PROFILE_CLAIMS = {"preferred_username": 255, "name": 255, "email": 254}
+_GROUP_MAX = 255
+_MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z, the last second datetime can hold
+
+
+def _check_claim_text(claim: str, value: str, limit: int, *, strict: bool = False) -> None:
+    """Refuse text no column can store (NUL and lone surrogates break PostgreSQL) and, for
+    an identifier (`strict`), any invisible or control character that makes two ids look
+    alike."""
+    bad = _ID_FORBIDDEN if strict else _TEXT_FORBIDDEN
+    if len(value) > limit or any(unicodedata.category(ch) in bad for ch in value):
+        raise ApiError(
+            401,
+            "INVALID_TOKEN",
+            f"The token's `{claim}` is too long or contains control characters.",
+            {"claim": claim, "maxLength": limit},
+        )
+
+
+_TEXT_FORBIDDEN = frozenset({"Cc", "Cs"})
+_ID_FORBIDDEN = frozenset({"Cc", "Cs", "Cf", "Co", "Cn", "Zl", "Zp"})
+
+
+def _profile_from(claims: Mapping[str, Any], subject: str) -> dict[str, Any]:
+    """The profile fields a token sets (already checked by _verify_token)."""
+    return {
+        "username": (claims.get("preferred_username") or subject)[:150],
+        "name": (claims.get("name") or "")[:255],
+        "email": (claims.get("email") or "")[:254],
+    }
 
 
 def _roles_from(claims: Mapping[str, Any]) -> frozenset[str]:
@@ -253,35 +321,34 @@ def _teams_from(claims: Mapping[str, Any], claim_name: str) -> tuple[str, ...]:
 
 
 def _user_from_claims(
-    tenant: Tenant, claims: Mapping[str, Any], roles: frozenset[str], teams: tuple[str, ...]
+    tenant: Tenant, realm: Realm, claims: Mapping[str, Any], roles: frozenset[str], teams: tuple[str, ...]
 ) -> TenantUser:
+    """The person the token names: (tenant, realm, sub), created or refreshed. The same
+    `sub` from another realm of the tenant is another person."""
     subject = claims["sub"]
-    fields = {
-        "username": str(claims.get("preferred_username") or subject)[:150],
-        "name": str(claims.get("name") or "")[:255],
-        "email": str(claims.get("email") or "")[:254],
-        "roles": sorted(roles),
-        "teams": list(teams),
-    }
-    cache_key = (tenant.id, subject)
+    fields = _profile_from(claims, subject)
+    fields["roles"] = sorted(roles)
+    fields["teams"] = list(teams)
+    cache_key = (tenant.id, realm.pk, subject)
     cached = _user_cache.get(cache_key)
     if cached is not None and cached[0] > time.monotonic() and cached[1] == fields:
         # Same claims seen a moment ago: the record is current (the count endpoint is
         # polled by every open tab, so this saves a query on most requests).
         return cached[2]
-    user = TenantUser.objects.filter(tenant=tenant, subject=subject).first()
+    identity = {"tenant": tenant, "realm": realm, "subject": subject}
+    user = TenantUser.objects.filter(**identity).first()
     now = timezone.now()
     if user is None:
         try:
             with transaction.atomic():
-                return TenantUser.objects.create(tenant=tenant, subject=subject, last_seen_at=now, **fields)
+                return TenantUser.objects.create(**identity, last_seen_at=now, **fields)
         except IntegrityError:
-            # Same subject created by a concurrent request, or the username is taken by
-            # another subject: take the existing row, or keep the username unique.
-            user = TenantUser.objects.filter(tenant=tenant, subject=subject).first()
+            # Same person created by a concurrent request, or the username is taken by
+            # another person: take the existing row, or keep the username unique.
+            user = TenantUser.objects.filter(**identity).first()
             if user is None:
-                fields["username"] = f"{fields['username'][:140]}-{subject[:8]}"
-                return TenantUser.objects.create(tenant=tenant, subject=subject, last_seen_at=now, **fields)
+                fields["username"] = f"{fields['username'][:140]}-{uuid.uuid4().hex[:8]}"
+                return TenantUser.objects.create(**identity, last_seen_at=now, **fields)
     changed = {k: v for k, v in fields.items() if k != "username" and getattr(user, k) != v}
     stale = user.last_seen_at is None or now - user.last_seen_at > timedelta(seconds=_USER_REFRESH_SECONDS)
     if changed or stale:
@@ -311,20 +378,24 @@ EventReader = Caller | PartnerKeyCaller
 _KEY_TOUCH_SECONDS = 60.0
 
 
-def resolve_event_reader(headers: Mapping[str, str]) -> EventReader:
-    """Who may read the event log: a partner API key (`X-API-Key: <key>` or
-    `Authorization: ApiKey <key>`), or a JWT caller with the agent, admin or partner role."""
-    authorization = (headers.get("authorization") or "").strip()
-    scheme, _, value = authorization.partition(" ")
+def api_key_from(headers: Mapping[str, str]) -> str | None:
+    """The partner API key a request carries (`X-API-Key: <key>` or
+    `Authorization: ApiKey <key>`), or None."""
     key = headers.get("x-api-key")
-    if key is None and scheme.lower() == "apikey":
-        key = value
+    if key is None:
+        scheme, _, value = (headers.get("authorization") or "").strip().partition(" ")
+        if scheme.lower() == "apikey":
+            key = value
+    return key
+
+
+def resolve_event_reader(headers: Mapping[str, str]) -> EventReader:
+    """Who is calling the event API or websocket: a partner API key, or a JWT caller.
+    Whether this caller may read the log is the policy's (tenants.policy)."""
+    key = api_key_from(headers)
     if key is not None:
         return resolve_api_key(key, headers.get("x-tenantid"))
-    caller = resolve_caller(headers)
-    if not (caller.is_agent or ROLE_PARTNER in caller.roles):
-        raise ApiError(403, "FORBIDDEN", "Reading the event log needs the agent, admin or partner role.")
-    return caller
+    return resolve_caller(headers)
 
 
 def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyCaller:
@@ -339,6 +410,8 @@ def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyC
         raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
     if key.revoked_at is not None:
         raise ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
+    if key.expired:
+        raise ApiError(401, "API_KEY_EXPIRED", "The API key has expired.", {"expiredAt": key.expires_at.isoformat()})
     if not key.tenant.active:
         raise ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
     if tenant_header and tenant_header.strip().lower() != str(key.tenant_id):

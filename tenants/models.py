@@ -64,12 +64,27 @@ class AllowedOrigin(models.Model):
 class TenantUser(models.Model):
     """A person of a tenant, created or refreshed from the claims of their token.
 
+    A person is (tenant, realm, sub): `sub` is only unique within the realm that issued
+    it, so the same `sub` from another realm of the tenant is another person. A user
+    without a realm is local (created by an operator or a loader, reachable only through
+    a dashboard session), never by a token.
+
     `login` optionally links a Django account so the person can also use the browser
     dashboard with a session."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="users")
-    subject = models.CharField(max_length=255, help_text="The token's `sub`.")
+    # RESTRICT, not CASCADE: deleting a realm must not silently delete its people and
+    # their tickets (deactivate the realm instead); deleting the tenant still cascades.
+    realm = models.ForeignKey(
+        Realm,
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="users",
+        help_text="The realm whose tokens name this person; empty for a local (session-only) user.",
+    )
+    subject = models.CharField(max_length=255, help_text="The token's `sub`, unique within the realm.")
     username = models.CharField(max_length=150)
     name = models.CharField(max_length=255, blank=True)
     email = models.EmailField(blank=True)
@@ -82,7 +97,13 @@ class TenantUser(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "subject"], name="user_subject_unique_per_tenant"),
+            models.UniqueConstraint(fields=["tenant", "realm", "subject"], name="user_subject_unique_per_realm"),
+            # NULL realms are distinct in a unique index: local users need their own rule.
+            models.UniqueConstraint(
+                fields=["tenant", "subject"],
+                condition=models.Q(realm__isnull=True),
+                name="local_user_subject_unique_per_tenant",
+            ),
             models.UniqueConstraint(fields=["tenant", "username"], name="username_unique_per_tenant"),
         ]
         ordering = ["username"]
@@ -93,6 +114,12 @@ class TenantUser(models.Model):
     @property
     def display_name(self) -> str:
         return self.name or self.username
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.realm_id is not None and self.tenant_id is not None and self.realm.tenant_id != self.tenant_id:
+            raise ValidationError({"realm": "The realm belongs to another tenant."})
 
 
 class ApiKey(models.Model):
@@ -113,6 +140,9 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The key is refused from this moment on; empty never expires."
+    )
 
     class Meta:
         ordering = ["tenant__slug", "name"]
@@ -121,5 +151,11 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @property
+    def expired(self) -> bool:
+        from django.utils import timezone
+
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired

@@ -4,6 +4,7 @@ import hashlib
 import secrets
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -60,8 +61,11 @@ def hash_api_key_secret(secret: str) -> str:
 
 
 @transaction.atomic
-def create_api_key(*, tenant: Tenant, name: str, scopes: list[str] | None = None) -> tuple[ApiKey, str]:
-    """Create a key and return it with its full text, which is never stored or shown again."""
+def create_api_key(
+    *, tenant: Tenant, name: str, scopes: list[str] | None = None, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its full text, which is never stored or shown again.
+    From `expires_at` on (when given) the key is refused as `API_KEY_EXPIRED`."""
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
     key = ApiKey.objects.create(
@@ -70,6 +74,7 @@ def create_api_key(*, tenant: Tenant, name: str, scopes: list[str] | None = None
         prefix=prefix,
         secret_hash=hash_api_key_secret(secret),
         scopes=scopes if scopes is not None else [ApiKey.SCOPE_EVENTS_READ],
+        expires_at=expires_at,
     )
     return key, f"{API_KEY_PREFIX}_{prefix}_{secret}"
 

@@ -67,6 +67,7 @@ def make_world(slug: str, *, origins: tuple[str, ...] = ()) -> World:
     for username, (roles, teams) in CAST.items():
         world.users[username] = TenantUser.objects.create(
             tenant=tenant,
+            realm=realm,
             subject=subject_for(tenant, username),
             username=username,
             name=username.title(),

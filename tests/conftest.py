@@ -22,6 +22,11 @@ from tests.builders import World, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The suite runs with DEBUG off (production settings) but speaks plain http, through the
+# test client and to its server processes (ServerProcess sets the same through the
+# environment): no redirect to https. Cookies stay Secure, as in production.
+settings.SECURE_SSL_REDIRECT = False
+
 
 def _flush_retrying_deadlocks(original):
     """Teardown of transactional tests truncates every table. A server process polling the
@@ -94,6 +99,9 @@ class ServerProcess:
             "DATABASE_URL": test_database_url(),
             "SECRET_KEY": "test-only-secret-key",
             "DEBUG": "0",
+            # Production settings over plain http://127.0.0.1: no redirect to https (cookies
+            # stay Secure, which browsers accept from 127.0.0.1; HSTS is only sent over https).
+            "SECURE_SSL_REDIRECT": "0",
             "SSE_HEARTBEAT_SECONDS": "1",
             "EVENT_HUB_POLL_SECONDS": "0.5",
             "SSE_LEASE_SECONDS": "6",

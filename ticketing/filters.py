@@ -12,6 +12,12 @@ Semantics shared by both sides:
   ordering ops (`GT`...) and `LIKE` never match NULL.
 - `LIKE` is a case-insensitive substring match; `%`, `_` and `\\` are literal.
 - An empty group matches everything (a UI that sends no conditions wants no filter).
+
+Operands are held at parse time to what the database can take, so a filter that parses
+never fails in a query or a stream after it has started: text without NUL and at most
+500 characters, date-times with a UTC offset within ±15:59 and a year from 1 to 9999 once
+in UTC (they are kept in UTC). JSON that Python or PostgreSQL cannot hold at all (NaN,
+lone surrogates, absurd nesting) never gets here (core.json_input).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
 
@@ -333,7 +339,17 @@ def _typed_value(column: Column, raw: Any, cid: str | None, *, allow_null: bool)
             return uuid.UUID(str(raw)) if isinstance(raw, str) else _raise()
         except (ValueError, TypeError):
             raise invalid_filter(f"Column {column.name} takes a UUID.", cid) from None
-    # datetime
+    return _typed_datetime(column, raw, cid)
+
+
+# PostgreSQL refuses UTC offsets from ±16:00 on ("time zone displacement out of range");
+# the offsets in use run from -12:00 to +14:00.
+MAX_UTC_OFFSET = timedelta(hours=15, minutes=59)
+
+
+def _typed_datetime(column: Column, raw: Any, cid: str | None) -> datetime:
+    """An aware date-time in UTC, held to what the database can compare: an offset within
+    ±15:59 and a UTC year from 1 to 9999 (Python's range; also SQLite's adapter's)."""
     try:
         parsed = parse_datetime(raw) if isinstance(raw, str) else None
     except ValueError:
@@ -342,7 +358,14 @@ def _typed_value(column: Column, raw: Any, cid: str | None, *, allow_null: bool)
         raise invalid_filter(f"Column {column.name} takes an ISO 8601 date-time.", cid)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    offset = parsed.utcoffset()
+    if offset is not None and abs(offset) > MAX_UTC_OFFSET:
+        raise invalid_filter(f"Column {column.name}: the UTC offset must be within ±15:59.", cid)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        message = f"Column {column.name}: the date-time is outside the years 1 to 9999 in UTC."
+        raise invalid_filter(message, cid) from None
 
 
 def _raise() -> Any:

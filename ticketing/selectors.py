@@ -11,6 +11,7 @@ from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 from tenants.callers import Caller
 from tenants.envelope import ApiError
 from tenants.models import TenantUser
+from tenants.policy import authorize_list_scope
 from ticketing.filters import MATCH_ALL, Node
 from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, SlaPolicy, Ticket
 from ticketing.serializers import SORT_COLUMNS
@@ -53,8 +54,7 @@ def scope_for(caller: Caller, kind: str | None) -> Scope:
         kind = "template" if caller.is_agent else "user"
     if kind not in SCOPES:
         raise ApiError(400, "INVALID_QUERY", "type must be one of user, agent, template.", {"allowed": list(SCOPES)})
-    if kind in ("template", "agent") and not caller.is_agent:
-        raise ApiError(403, "FORBIDDEN", f"type={kind} needs the `agent` or `admin` role.")
+    authorize_list_scope(caller, kind)
     return Scope(kind, caller.user.id, caller.teams)
 
 

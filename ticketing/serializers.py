@@ -131,7 +131,33 @@ class StrictObjectSerializer(serializers.Serializer):
             unknown = set(data) - set(self.fields)
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+            mistyped = {
+                name: [problem]
+                for name, field in self.fields.items()
+                if name in data and (problem := json_type_problem(field, data[name]))
+            }
+            if mistyped:
+                raise serializers.ValidationError(mistyped)
         return super().to_internal_value(data)
+
+
+def json_type_problem(field: serializers.Field, value: Any) -> str | None:
+    """What is wrong with the JSON type of `value` for `field`, or None. DRF would turn
+    `0` into `"0"` and `1` into `true`: a strict body takes the types the schema names
+    (integers may still come as digits: the notification list also reads query strings)."""
+    if value is None:
+        return None
+    if isinstance(field, serializers.CharField) and not isinstance(value, str):
+        return "Must be a string."
+    if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+        return "Must be true or false."
+    if isinstance(field, serializers.IntegerField) and isinstance(value, bool):
+        return "Must be an integer."
+    if isinstance(field, serializers.DictField) and isinstance(value, dict):
+        return next(filter(None, (json_type_problem(field.child, item) for item in value.values())), None)
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        return next(filter(None, (json_type_problem(field.child, item) for item in value)), None)
+    return None
 
 
 class TicketWriteSerializer(StrictObjectSerializer):
@@ -166,7 +192,7 @@ SORT_COLUMNS = {
 }
 
 
-class SortOrderItemSerializer(serializers.Serializer):
+class SortOrderItemSerializer(StrictObjectSerializer):
     column = serializers.ChoiceField(choices=sorted(SORT_COLUMNS))
     order = serializers.ChoiceField(choices=["ASC", "DESC", "asc", "desc"], default="ASC")
 
@@ -183,7 +209,9 @@ class TicketListBodySerializer(StrictObjectSerializer):
     searchOrder = serializers.ChoiceField(
         choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True
     )
-    sortOrder = SortOrderItemSerializer(many=True, required=False, allow_null=True)
+    # A ListField, not `many=True`: DRF passes `allow_null` of a many=True serializer on
+    # to its items too, and `[null]` would then reach the query as an item.
+    sortOrder = serializers.ListField(child=SortOrderItemSerializer(), required=False, allow_null=True)
     filter = serializers.JSONField(required=False, allow_null=True)
     lastEventId = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
 

@@ -2,13 +2,15 @@
 changes are written by ticketing.signals inside that same transaction, and the
 notifications they cause by notifications.services, also inside it.
 
-Lock order, to never deadlock: the ticket row, then the tenant's event-log lock (taken
-when the first event is recorded), then SLA and notification rows."""
+Lock order, to never deadlock: the ticket row, then the tenant's parent-link lock (only
+when a parent changes), then the tenant's event-log lock (taken when the first event is
+recorded), then SLA and notification rows."""
 
+import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -36,6 +38,10 @@ from ticketing.models import (
 from ticketing.selectors import can_see_ticket
 
 END_USER_EDITABLE = frozenset({"subject", "description"})
+# What an end user may set on a ticket they open (they are its requester).
+END_USER_CREATABLE = END_USER_EDITABLE | {"category", "priority"}
+# Advisory-lock namespace of parent changes (first key of the two-key form), "TPAR".
+_PARENT_LOCK_CLASS = 0x54504152 - 2**31
 
 
 def next_ticket_number(*, tenant_id: Any, year: int) -> str:
@@ -51,9 +57,16 @@ def next_ticket_number(*, tenant_id: Any, year: int) -> str:
 def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
     fields = dict(data)
     if not caller.is_agent:
-        # End users open tickets for themselves, and only set what they can describe.
-        fields = {k: v for k, v in fields.items() if k in END_USER_EDITABLE | {"category", "priority"}}
-        fields["requester"] = caller.user
+        # End users open tickets for themselves, and only set what they can describe;
+        # anything else is refused as PATCH refuses it, never silently dropped.
+        forbidden = set(fields) - END_USER_CREATABLE
+        if forbidden:
+            raise ApiError(
+                403,
+                "FORBIDDEN",
+                "End users may set subject, description, category and priority of a new ticket.",
+                {"fields": sorted(forbidden)},
+            )
     fields.setdefault("requester", caller.user)
     with acting_as(caller.user, support=caller.support):
         ticket = Ticket(
@@ -79,6 +92,8 @@ def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ti
                 {"fields": sorted(forbidden | ({"status"} if "status" in data else set()))},
             )
     ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    if data.get("parent") is not None:
+        check_parent(ticket=ticket, parent=data["parent"])
     previous_status, previous_priority, previous_assignee = ticket.status, ticket.priority, ticket.assignee
     for name, value in data.items():
         setattr(ticket, name, value)
@@ -92,6 +107,34 @@ def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ti
         actor=caller.user,
     )
     return ticket
+
+
+def check_parent(*, ticket: Ticket, parent: Ticket) -> None:
+    """Refuse (400) a parent that is the ticket itself or one of its descendants: the
+    parent links must stay a forest. Parent changes of a tenant are serialized (an
+    advisory lock on PostgreSQL, held to the end of the transaction), so two concurrent
+    changes (A under B, B under A) cannot each pass the check and make a cycle together."""
+    if parent.pk == ticket.pk:
+        raise ApiError(400, "INVALID_BODY", "A ticket cannot be its own parent.", {"parent": ["Self reference."]})
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(ticket.tenant_id.bytes) - 2**31
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_PARENT_LOCK_CLASS, key])
+    # Walk up from the new parent, reading committed links (after the lock, so a change
+    # that committed while this one waited is seen).
+    links = Ticket.objects.filter(tenant_id=ticket.tenant_id)
+    seen: set[Any] = set()
+    ancestor: Any = parent.pk
+    while ancestor is not None and ancestor not in seen:
+        if ancestor == ticket.pk:
+            raise ApiError(
+                400,
+                "INVALID_BODY",
+                "This parent would make a cycle: it is the ticket's own descendant.",
+                {"parent": ["Cycle: the parent is a descendant of this ticket."]},
+            )
+        seen.add(ancestor)
+        ancestor = links.filter(pk=ancestor).values_list("parent_id", flat=True).first()
 
 
 @transaction.atomic

@@ -4,7 +4,6 @@ Gap-free start: the stream subscribes to the tenant's feed first (so it buffers 
 event committed from then on), then reads the snapshot (or the missed events) together
 with the log position they cover, then sends buffered events above that position."""
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -14,6 +13,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from core.json_input import read_json_body
 from events.hub import LogEvent, fetch_log, get_hub, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.leases import take_stream_slot
@@ -26,8 +26,9 @@ from events.sse import (
     stream_view,
     subscribe_with_lease,
 )
-from tenants.callers import Caller, resolve_request_caller
+from tenants.callers import Caller
 from tenants.envelope import ApiError, error_response, iso_now
+from tenants.policy import authorized_caller
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
 from ticketing.serializers import TicketListBodySerializer
 
@@ -182,10 +183,7 @@ class TicketListStream(EventStream):
 
 
 def _parse_body(request: HttpRequest) -> dict[str, Any]:
-    try:
-        raw = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "INVALID_BODY", "The request body is not valid JSON.") from None
+    raw = read_json_body(request, default={})  # 400 INVALID_JSON / 413, as on the DRF views
     serializer = TicketListBodySerializer(data=raw)
     if not serializer.is_valid():
         raise ApiError(400, "INVALID_BODY", "The request body is not valid.", serializer.errors)
@@ -198,7 +196,7 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use POST.", headers={"Allow": "POST"}))
     try:
-        caller = await run_db(resolve_request_caller, request)
+        caller = await run_db(authorized_caller, request)
         module = request.GET.get("module")
         if module != "ticketing":
             raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})
@@ -213,7 +211,10 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
     hub = get_hub()
     subscriber = await subscribe_with_lease(hub, lease, caller.tenant.id)
     if subscriber is None:
-        return error_response(ApiError(503, "SERVICE_UNAVAILABLE", "The real-time service is unavailable."))
+        retry_after = {"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)}
+        return error_response(
+            ApiError(503, "SERVICE_UNAVAILABLE", "The real-time service is unavailable.", headers=retry_after)
+        )
     stream = TicketListStream(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id
     )

@@ -6,10 +6,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from config import openapi
+from core.views import RetryingAPIView
 from tenants.envelope import ApiError, ok
-from tenants.permissions import require_admin
 from ticketing import services
 from ticketing.selectors import (
     get_ticket_approval,
@@ -45,38 +45,36 @@ def validated(serializer: serializers.Serializer) -> dict[str, Any]:
     return serializer.validated_data
 
 
-class TicketCollectionView(APIView):
-    @extend_schema(request=TicketWriteSerializer, summary="Create a ticket")
+class TicketCollectionView(RetryingAPIView):
+    @extend_schema(request=TicketWriteSerializer, responses={201: openapi.TICKET}, summary="Create a ticket")
     def post(self, request: Request) -> Response:
         data = validated(TicketWriteSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         ticket = services.create_ticket(caller=request.auth, data=data)
         return ok(ticket_state(ticket), status=201)
 
 
-class TicketDetailView(APIView):
-    @extend_schema(summary="Read a ticket")
+class TicketDetailView(RetryingAPIView):
+    @extend_schema(responses=openapi.TICKET, summary="Read a ticket")
     def get(self, request: Request, ticket_id: str) -> Response:
         return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)))
 
-    @extend_schema(request=TicketWriteSerializer, summary="Change a ticket")
+    @extend_schema(request=TicketWriteSerializer, responses=openapi.TICKET, summary="Change a ticket")
     def patch(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(
             TicketWriteSerializer(data=request.data, partial=True, context={"tenant": request.auth.tenant})
         )
-        if "parent" in data and data["parent"] is not None and data["parent"].pk == ticket.pk:
-            raise ApiError(400, "INVALID_BODY", "A ticket cannot be its own parent.", {"parent": ["Self reference."]})
         ticket = services.update_ticket(caller=request.auth, ticket=ticket, data=data)
         return ok(ticket_state(ticket))
 
-    @extend_schema(summary="Delete a ticket (admin)")
+    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Delete a ticket (admin)")
     def delete(self, request: Request, ticket_id: str) -> Response:
         services.delete_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id))
         return Response(status=204)
 
 
-class TicketListView(APIView):
-    @extend_schema(request=TicketListBodySerializer, summary="List tickets with filter, search, sort and paging")
+class TicketListView(RetryingAPIView):
+    @extend_schema(**openapi.TICKET_LIST)
     def post(self, request: Request) -> Response:
         body = validated(TicketListBodySerializer(data=request.data))
         query = ticket_query_from(request.auth, request.query_params.get("type"), body)
@@ -84,13 +82,13 @@ class TicketListView(APIView):
         return ok({**page.as_data(), "top": query.top, "offset": query.offset})
 
 
-class TicketCommentsView(APIView):
-    @extend_schema(summary="List a ticket's comments")
+class TicketCommentsView(RetryingAPIView):
+    @extend_schema(responses=openapi.COMMENTS, summary="List a ticket's comments")
     def get(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         return ok([comment_to_dict(c) for c in ticket_comments(ticket)])
 
-    @extend_schema(request=CommentWriteSerializer, summary="Comment on a ticket")
+    @extend_schema(request=CommentWriteSerializer, responses={201: openapi.COMMENT}, summary="Comment on a ticket")
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(CommentWriteSerializer(data=request.data))
@@ -101,13 +99,13 @@ class TicketCommentsView(APIView):
 # --- watchers, approvals, merge, escalation, reopening, SLA policies (issue 4) ----------
 
 
-class TicketWatchersView(APIView):
-    @extend_schema(summary="List a ticket's watchers")
+class TicketWatchersView(RetryingAPIView):
+    @extend_schema(responses=openapi.WATCHERS, summary="List a ticket's watchers")
     def get(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         return ok([user_ref(u) for u in ticket.watchers.order_by("username")])
 
-    @extend_schema(request=WatcherWriteSerializer, summary="Add a watcher (notifies them: watchAdded)")
+    @extend_schema(**openapi.WATCHER_ADD)
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(WatcherWriteSerializer(data=request.data, context={"tenant": request.auth.tenant}))
@@ -115,24 +113,31 @@ class TicketWatchersView(APIView):
         return ok({"user": user_ref(data["user"]), "added": added}, status=201 if added else 200)
 
 
-class TicketWatcherView(APIView):
-    @extend_schema(summary="Remove a watcher")
+class TicketWatcherView(RetryingAPIView):
+    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Remove a watcher")
     def delete(self, request: Request, ticket_id: str, user: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
-        data = validated(WatcherWriteSerializer(data={"user": user}, context={"tenant": request.auth.tenant}))
-        if not services.remove_watcher(caller=request.auth, ticket=ticket, user=data["user"]):
+        named = WatcherWriteSerializer(data={"user": user}, context={"tenant": request.auth.tenant})
+        # The user is a path segment, not a body: one the tenant does not know watches nothing.
+        if not named.is_valid() or not services.remove_watcher(
+            caller=request.auth, ticket=ticket, user=named.validated_data["user"]
+        ):
             raise ApiError(404, "WATCHER_NOT_FOUND", "This user does not watch the ticket.")
         return Response(status=204)
 
 
-class TicketApprovalsView(APIView):
-    @extend_schema(summary="List a ticket's approvals")
+class TicketApprovalsView(RetryingAPIView):
+    @extend_schema(responses=openapi.APPROVALS, summary="List a ticket's approvals")
     def get(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         approvals = ticket.approvals.select_related("approver", "requested_by")
         return ok([approval_to_dict(a) for a in approvals])
 
-    @extend_schema(request=ApprovalRequestSerializer, summary="Request an approval (notifies the approver)")
+    @extend_schema(
+        request=ApprovalRequestSerializer,
+        responses={201: openapi.APPROVAL},
+        summary="Request an approval (notifies the approver)",
+    )
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(ApprovalRequestSerializer(data=request.data, context={"tenant": request.auth.tenant}))
@@ -146,10 +151,10 @@ class TicketApprovalsView(APIView):
         return ok(approval_to_dict(approval), status=201)
 
 
-class ApprovalDecisionView(APIView):
+class ApprovalDecisionView(RetryingAPIView):
     decision = "approve"
 
-    @extend_schema(request=ApprovalDecisionSerializer, summary="Approve or reject (the approver)")
+    @extend_schema(**openapi.APPROVAL_DECISION)
     def post(self, request: Request, ticket_id: str, approval_id: str) -> Response:
         ticket = get_visible_ticket_or_approver(request.auth, ticket_id)
         approval = get_ticket_approval(ticket, approval_id)
@@ -160,8 +165,8 @@ class ApprovalDecisionView(APIView):
         return ok(approval_to_dict(approval))
 
 
-class TicketMergeView(APIView):
-    @extend_schema(request=MergeSerializer, summary="Merge this ticket into another (watchers of both notified)")
+class TicketMergeView(RetryingAPIView):
+    @extend_schema(**openapi.TICKET_MERGE)
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(MergeSerializer(data=request.data, context={"tenant": request.auth.tenant}))
@@ -169,8 +174,8 @@ class TicketMergeView(APIView):
         return ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)})
 
 
-class TicketEscalateView(APIView):
-    @extend_schema(request=EscalateSerializer, summary="Escalate a ticket")
+class TicketEscalateView(RetryingAPIView):
+    @extend_schema(request=EscalateSerializer, responses=openapi.ESCALATED_TICKET, summary="Escalate a ticket")
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(EscalateSerializer(data=request.data))
@@ -180,20 +185,23 @@ class TicketEscalateView(APIView):
         return ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level})
 
 
-class TicketReopenView(APIView):
-    @extend_schema(summary="Reopen a resolved, closed or cancelled ticket")
+class TicketReopenView(RetryingAPIView):
+    @extend_schema(**openapi.TICKET_REOPEN)
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = services.reopen_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id))
         return ok(ticket_state(ticket))
 
 
-class SlaPolicyView(APIView):
-    @extend_schema(summary="The tenant's SLA policies (admin)")
+class SlaPolicyView(RetryingAPIView):
+    @extend_schema(responses=openapi.SLA_POLICIES, summary="The tenant's SLA policies (admin)")
     def get(self, request: Request) -> Response:
-        require_admin(request.auth)
         return ok([sla_policy_to_dict(p) for p in sla_policies(request.auth.tenant)])
 
-    @extend_schema(request=SlaPolicySerializer, summary="Create or replace the SLA policy of one priority (admin)")
+    @extend_schema(
+        request=SlaPolicySerializer,
+        responses=openapi.SLA_POLICY,
+        summary="Create or replace the SLA policy of one priority (admin)",
+    )
     def put(self, request: Request) -> Response:
         data = validated(SlaPolicySerializer(data=request.data))
         policy = services.set_sla_policy(
@@ -206,8 +214,10 @@ class SlaPolicyView(APIView):
         return ok(sla_policy_to_dict(policy))
 
 
-class TicketProductsView(APIView):
-    @extend_schema(request=ProductWriteSerializer, summary="Add a product or asset to a ticket")
+class TicketProductsView(RetryingAPIView):
+    @extend_schema(
+        request=ProductWriteSerializer, responses={201: openapi.TICKET}, summary="Add a product or asset to a ticket"
+    )
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
         data = validated(ProductWriteSerializer(data=request.data))
@@ -215,8 +225,8 @@ class TicketProductsView(APIView):
         return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)), status=201)
 
 
-class TicketProductDetailView(APIView):
-    @extend_schema(summary="Remove a product from a ticket")
+class TicketProductDetailView(RetryingAPIView):
+    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Remove a product from a ticket")
     def delete(self, request: Request, ticket_id: str, sku: str) -> Response:
         services.remove_product(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id), sku=sku)
         return Response(status=204)

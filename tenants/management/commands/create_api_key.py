@@ -1,12 +1,26 @@
 """Create a partner API key and print it (the only time it is shown)."""
 
+import re
 from argparse import ArgumentParser
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from tenants.models import ApiKey, Tenant
 from tenants.services import create_api_key
+
+_DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: str) -> timedelta:
+    """`90s`, `15m`, `12h`, `30d`, `2w` as a timedelta."""
+    match = _DURATION.match(str(value).strip())
+    if not match or int(match.group(1)) == 0:
+        raise CommandError(f"--expires-in {value!r} is not a duration like 30d, 12h, 15m, 90s or 2w.")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 class Command(BaseCommand):
@@ -25,11 +39,19 @@ class Command(BaseCommand):
             choices=[s for s, _ in ApiKey.SCOPES],
             help=f"Scope (repeatable); default {ApiKey.SCOPE_EVENTS_READ}.",
         )
+        parser.add_argument(
+            "--expires-in",
+            help="Lifetime, e.g. 30d, 12h, 15m, 2w; the key is refused (API_KEY_EXPIRED) afterwards. "
+            "Default: never expires.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=options["tenant"]).first()
         if tenant is None:
             raise CommandError(f"No tenant {options['tenant']!r}.")
-        key, full = create_api_key(tenant=tenant, name=options["name"], scopes=options["scopes"])
-        self.stderr.write(f"created key {key.prefix} for {tenant.slug}; store it now, it is not shown again")
+        lifetime = parse_duration(options["expires_in"]) if options["expires_in"] is not None else None
+        expires_at = timezone.now() + lifetime if lifetime else None
+        key, full = create_api_key(tenant=tenant, name=options["name"], scopes=options["scopes"], expires_at=expires_at)
+        until = f", expires {expires_at.isoformat()}" if expires_at else ""
+        self.stderr.write(f"created key {key.prefix} for {tenant.slug}{until}; store it now, it is not shown again")
         self.stdout.write(full)

@@ -63,7 +63,7 @@ class Command(BaseCommand):
         )
         for origin in ("http://127.0.0.1:8000", "http://localhost:8000"):
             AllowedOrigin.objects.get_or_create(tenant=tenant, origin=origin)
-        users = {name: self._user(tenant, name, full, roles, teams) for name, full, roles, teams in DEMO_USERS}
+        users = {name: self._user(tenant, realm, name, full, roles, teams) for name, full, roles, teams in DEMO_USERS}
         self._admin_login(options["admin_password"])
         for username, tenant_user in users.items():
             password = options["admin_password"] if username == "admin" else options["user_password"]
@@ -71,11 +71,15 @@ class Command(BaseCommand):
         self._tickets(tenant, users, options["tickets"])
         self.stdout.write(self.style.SUCCESS(f"demo tenant ready: id={tenant.id} realm={realm.name}"))
 
-    def _user(self, tenant: Tenant, username: str, name: str, roles: list[str], teams: list[str]) -> TenantUser:
+    def _user(
+        self, tenant: Tenant, realm: Realm, username: str, name: str, roles: list[str], teams: list[str]
+    ) -> TenantUser:
+        # The demo realm's tokens (`issue_token`) name these people: same realm, same sub.
         user, _ = TenantUser.objects.update_or_create(
             tenant=tenant,
             username=username,
             defaults={
+                "realm": realm,
                 "subject": subject_for(tenant, username),
                 "name": name,
                 "email": f"{username}@demo.example",

@@ -1,5 +1,6 @@
 /* The notification bell: unread badge, a dropdown of recent notifications, mark one / all
-   read, live updates from the notification stream (native EventSource, session cookie),
+   read, live updates from the notification stream (session cookie; Dash.FetchEventStream,
+   which resumes with Last-Event-ID after any drop or refusal),
    and a BroadcastChannel so every open tab shows the same state at once. */
 (function () {
   "use strict";
@@ -126,27 +127,35 @@
     };
   }
 
+  /* The stream goes through the list stream's client (Dash.FetchEventStream) rather than
+     a native EventSource: that one gives up for good on a refused open (503, 429) and
+     cannot send Last-Event-ID when reopened by hand, so notifications made meanwhile
+     never arrived live. This one retries with backoff and resumes from the last id. */
   function connect() {
-    if (!("EventSource" in window)) return;
-    const source = new EventSource(BASE + "sse/notifications");
-    root.dataset.stream = "connecting";
-    source.addEventListener("connected", function () { root.dataset.stream = "live"; });
-    source.addEventListener("notification", function (event) {
-      const item = JSON.parse(event.data);
-      items = [item].concat(items.filter(function (x) { return x.id !== item.id; }));
-      render();
-      if (!item.read) setUnread(Number(badge.dataset.count) + 1);
-      const first = list.querySelector("li");
-      if (first) Dash.flash(first);
-    });
-    source.addEventListener("count", function (event) {
-      setUnread(JSON.parse(event.data).unread);
-    });
-    source.onerror = function () {
-      root.dataset.stream = source.readyState === EventSource.CLOSED ? "closed" : "reconnecting";
-      // EventSource retries network drops itself, but gives up on an HTTP error status.
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 15000);
-    };
+    let connections = 0;
+    new Dash.FetchEventStream({
+      url: BASE + "sse/notifications",
+      method: "GET",
+      onState: function (state) {
+        root.dataset.stream = state === "failed" ? "closed" : state;
+      },
+      onEvent: function (event, data) {
+        if (event === "connected") {
+          connections += 1;
+        } else if (event === "notification") {
+          items = [data].concat(items.filter(function (x) { return x.id !== data.id; }));
+          render();
+          if (!data.read) setUnread(Number(badge.dataset.count) + 1);
+          const first = list.querySelector("li");
+          if (first) Dash.flash(first);
+        } else if (event === "count") {
+          setUnread(data.unread);
+          // A fresh start after a reconnect (the missed events could not be replayed):
+          // the counts are current, the dropdown's list is reloaded to match.
+          if (data.reason === "snapshot" && (connections > 1 || data.reset)) refreshList();
+        }
+      },
+    }).start();
   }
 
   refreshCount();

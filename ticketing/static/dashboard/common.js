@@ -43,10 +43,14 @@
 
   /* One SSE stream over fetch: parses frames, remembers the last `id:`, reconnects with
      exponential backoff (and jitter) sending Last-Event-ID, and treats a silence longer
-     than three heartbeats as a dead connection. */
+     than three heartbeats as a dead connection. Unlike a native EventSource, it also
+     retries a refused open (503 while Redis is down, 429 at the stream limit), waiting
+     for the server's Retry-After, so no event is lost while it is refused. Both streams
+     use it: the list (POST with a body) and the bell (GET). */
   class FetchEventStream {
     constructor(options) {
       this.url = options.url;
+      this.method = options.method || "POST";
       this.body = options.body;
       this.onEvent = options.onEvent;
       this.onState = options.onState || function () {};
@@ -84,15 +88,16 @@
       const controller = new AbortController();
       this.controller = controller;
       this.onState(this.attempt === 0 ? "connecting" : "reconnecting");
-      const headers = { "Content-Type": "application/json", Accept: "text/event-stream", "X-CSRFToken": csrfToken() };
+      const headers = { Accept: "text/event-stream", "X-CSRFToken": csrfToken() };
+      if (this.method !== "GET") headers["Content-Type"] = "application/json";
       if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
       let retryAfter = null;
       try {
         const response = await fetch(this.url, {
-          method: "POST",
+          method: this.method,
           credentials: "same-origin",
           headers: headers,
-          body: JSON.stringify(this.body),
+          body: this.method === "GET" ? undefined : JSON.stringify(this.body),
           signal: controller.signal,
           cache: "no-store",
         });

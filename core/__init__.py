@@ -1,0 +1,1 @@
+"""Plumbing that belongs to no feature app (see /work/shared/conventions.md)."""

@@ -1,0 +1,183 @@
+"""Surviving database faults: one unit of work (a request, a stream's read) that fails
+because the connection was lost or PostgreSQL rolled it back (serialization failure,
+deadlock) is run once more on a fresh connection when that cannot apply it twice; else
+the client gets `503 SERVICE_UNAVAILABLE` with `Retry-After`, in the envelope.
+
+When is a second run safe? When the first one certainly changed nothing:
+- the failure came before COMMIT was sent: the transaction died with the connection;
+- PostgreSQL reported 40001 / 40P01: it rolled the transaction back itself;
+- the failing statement was a read outside a transaction.
+A connection lost *during* COMMIT, or during a write that ran outside a transaction
+(autocommit), leaves the outcome unknown: running it again could apply it twice, so the
+client is told so (`details.outcome: "unknown"`) instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from tenants.envelope import ApiError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Outcome = Literal["not_applied", "unknown"]
+
+# PostgreSQL rolled the transaction back and said so.
+ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# The server ended or refused the session: class 08 (connection exception), 57P01-03
+# (admin shutdown, e.g. pg_terminate_backend; crash shutdown; cannot connect now).
+LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# A rolled-back transaction is retried after a short random pause, so that the two
+# transactions that deadlocked do not meet again in the same order at once.
+ROLLBACK_PAUSE_SECONDS = (0.02, 0.12)
+_READ_STATEMENTS = frozenset({"SELECT", "SHOW", "SET"})
+
+
+class DatabaseUnavailable(ApiError):
+    """503 in the envelope: the database failed and the request was not (or may not have
+    been) applied. An ApiError, so every view and stream that renders ApiErrors renders it."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        if outcome == "unknown":
+            message = (
+                "The database connection was lost while the change was being committed: it may or may not "
+                "have been applied. Read the resource (or the event log) before sending it again."
+            )
+        else:
+            message = "The database is unavailable; nothing was changed. Send the same request again."
+        super().__init__(
+            503,
+            "SERVICE_UNAVAILABLE",
+            message,
+            {"outcome": outcome},
+            headers={"Retry-After": str(settings.DATABASE_RETRY_AFTER_SECONDS)},
+        )
+        self.outcome = outcome
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    # Django re-raises the driver's error as its own class, `from` the original.
+    return getattr(exc.__cause__, "sqlstate", None) or getattr(exc, "sqlstate", None)
+
+
+def _connection_is_gone(exc: BaseException) -> bool:
+    # Judged from the error itself: by the time it reaches us, Django may already have
+    # replaced the dead connection (Atomic.__exit__ reconnects to restore autocommit).
+    if isinstance(exc, InterfaceError):  # Django's "connection already closed"
+        return True
+    sqlstate = _sqlstate(exc)
+    if sqlstate is not None:
+        return sqlstate.startswith("08") or sqlstate in LOST_CONNECTION_SQLSTATES
+    # An OperationalError without SQLSTATE was raised by the driver (libpq), not the
+    # server: the socket failed ("server closed the connection unexpectedly", "the
+    # connection is lost", "connection failed: ..."). SQLite's errors are never this.
+    return type(exc.__cause__).__module__.startswith("psycopg")
+
+
+def _raised_by_commit(exc: BaseException) -> bool:
+    """Whether the error came out of the database wrapper's COMMIT (Django's
+    `BaseDatabaseWrapper._commit`; a failed commit is re-raised by `Atomic.__exit__`
+    with its traceback intact)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "_commit" and frame.f_globals.get("__name__", "").startswith("django.db.backends"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _StatementWatch:
+    """An execute wrapper noting whether a failed statement may have committed by
+    itself: a write sent outside a transaction (autocommit)."""
+
+    def __init__(self) -> None:
+        self.autocommit_write_failed = False
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict) -> Any:
+        try:
+            return execute(sql, params, many, context)
+        except DatabaseError:
+            conn = context["connection"]
+            words = sql.split(None, 1)
+            if not conn.in_atomic_block and (not words or words[0].upper() not in _READ_STATEMENTS):
+                self.autocommit_write_failed = True
+            raise
+
+
+@contextlib.contextmanager
+def _watching(watch: _StatementWatch) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for conn in connections.all():
+            stack.enter_context(conn.execute_wrapper(watch))
+        yield
+
+
+def database_fault(exc: BaseException) -> bool:
+    """Whether `exc` is a fault `call_with_retry` deals with (connection lost, or the
+    transaction rolled back by the server)."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    return _sqlstate(exc) in ROLLED_BACK_SQLSTATES or _connection_is_gone(exc)
+
+
+def _outcome(exc: BaseException, watch: _StatementWatch) -> Outcome:
+    if _sqlstate(exc) in ROLLED_BACK_SQLSTATES:
+        return "not_applied"
+    if _raised_by_commit(exc) or watch.autocommit_write_failed:
+        return "unknown"
+    return "not_applied"
+
+
+def _drop_connections() -> None:
+    # The next attempt gets a fresh connection (a dead one would only fail again).
+    for conn in connections.all(initialized_only=True):
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _inside_transaction() -> bool:
+    return any(conn.in_atomic_block for conn in connections.all(initialized_only=True))
+
+
+def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwargs: Any) -> T:
+    """Run `fn` (one whole unit of work: its transactions start and end inside it, and it
+    is either one transaction or safe to repeat, like reads and upserts). On a
+    database fault that certainly applied nothing, run it once more on a fresh
+    connection (`retry=False`: never); if that fails too, or the outcome is unknown,
+    raise `DatabaseUnavailable`. Called inside an open transaction (a test's atomic
+    block, an outer service), it only runs `fn`: the outer transaction is lost anyway."""
+    if _inside_transaction():
+        return fn(*args, **kwargs)
+    attempts = 2 if retry else 1
+    for attempt in range(1, attempts + 1):
+        watch = _StatementWatch()
+        try:
+            with _watching(watch):
+                return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            if not database_fault(exc):
+                raise
+            outcome = _outcome(exc, watch)
+            _drop_connections()
+            logger.warning(
+                "event=database_fault attempt=%s outcome=%s sqlstate=%s error=%s",
+                attempt,
+                outcome,
+                _sqlstate(exc),
+                str(exc).strip().replace("\n", " ")[:200],
+            )
+            if outcome == "unknown" or attempt == attempts:
+                raise DatabaseUnavailable(outcome) from exc
+            if _sqlstate(exc) in ROLLED_BACK_SQLSTATES:
+                time.sleep(random.uniform(*ROLLBACK_PAUSE_SECONDS))
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,146 @@
+"""The server's edges, through a real server process (config.serve: uvicorn): slow
+request heads are cut, streams are not, and no credential reaches its log."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tenants.services import create_api_key
+from tests.builders import World
+from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEADER_TIMEOUT = 2.0
+NOTIFICATIONS = "/api/v2/ticketing/ticket/sse/notifications"
+
+
+@pytest.fixture(scope="module")
+def _edge_process(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
+    proc = ServerProcess(HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT), LOG_LEVEL="INFO").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def edge_server(transactional_db: None, _edge_process: ServerProcess) -> Iterator[ServerProcess]:
+    """A server with a short header timeout that logs at INFO (into its log file)."""
+    yield _edge_process
+    wait_until_database_is_quiet()
+
+
+def raw_connection(server: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=HEADER_TIMEOUT * 4)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed it;
+    fails if it is still open after `limit` seconds."""
+    started = time.monotonic()
+    received = b""
+    sock.settimeout(limit)
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return received, time.monotonic() - started
+            received += chunk
+    except TimeoutError:
+        pytest.fail(f"the server kept the connection open for {limit} s; received {received!r}")
+    except ConnectionResetError:
+        return received, time.monotonic() - started
+
+
+def test_a_connection_that_sends_half_a_request_line_is_closed_after_the_header_timeout(edge_server):
+    with raw_connection(edge_server) as sock:
+        sock.sendall(b"GET /api/v2/ticketing/ticket/notification/co")
+        received, elapsed = read_until_closed(sock, HEADER_TIMEOUT + 5)
+    assert elapsed >= HEADER_TIMEOUT - 0.5, "closed before the client had its time"
+    assert received.startswith(b"HTTP/1.1 408"), received
+
+
+def test_headers_trickling_in_past_the_timeout_are_cut_and_a_silent_connection_too(edge_server):
+    with raw_connection(edge_server) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /api/schema/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        # One header line every half second: never complete, always "active".
+        while time.monotonic() - started < HEADER_TIMEOUT + 5:
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                closed = True
+                break
+            sock.settimeout(0.5)
+            try:
+                if sock.recv(4096).startswith(b"HTTP/1.1 408"):
+                    closed = True
+                    break
+            except TimeoutError:
+                continue
+        assert closed, "a head sent one header at a time was never cut"
+        assert time.monotonic() - started < HEADER_TIMEOUT + 3
+    # A connection that never sends anything (a pre-connection) is closed without a word.
+    with raw_connection(edge_server) as silent:
+        received, elapsed = read_until_closed(silent, HEADER_TIMEOUT + 5)
+    assert elapsed >= HEADER_TIMEOUT - 0.5
+    assert received == b""
+
+
+def test_a_head_completed_in_time_is_served_and_a_stream_outlives_the_header_timeout(edge_server, acme: World):
+    with raw_connection(edge_server) as sock:
+        for part in (b"GET /api/schema/ HTT", b"P/1.1\r\nHost: 127.0.0.1\r\n", b"Connection: close\r\n\r\n"):
+            sock.sendall(part)
+            time.sleep(HEADER_TIMEOUT / 4)
+        received, _ = read_until_closed(sock, 10)
+    assert received.startswith(b"HTTP/1.1 200"), received[:200]
+
+    # Headers complete, then a stream that stays open (heartbeats every second) for
+    # several header timeouts, and a keep-alive connection reused after it.
+    started = time.monotonic()
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=5.0)) as client,
+        client.stream("GET", edge_server.url + NOTIFICATIONS, headers=acme.headers("alice")) as response,
+    ):
+        assert response.status_code == 200
+        events = []
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                events.append(line.split(":", 1)[1].strip())
+            if time.monotonic() - started > HEADER_TIMEOUT * 2.5:
+                break
+    assert events[0] == "connected"
+    assert events.count("heartbeat") >= 3, events
+
+
+def test_no_credential_reaches_the_server_log(edge_server, acme: World):
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    ws_url = edge_server.url.replace("http://", "ws://") + "/v2/system/events/ws"
+    with connect(f"{ws_url}?api_key={key}", open_timeout=5) as ws:
+        ws.send(json.dumps({"action": "ping"}))
+        assert json.loads(ws.recv(timeout=5))["action"] == "pong"
+    # A wrong key in the query, and tokens in query strings of plain requests.
+    bogus_key = "tk_bogus_" + "z" * 40
+    with (
+        connect(f"{ws_url}?api_key={bogus_key}&token=query-token-secret-1", open_timeout=5) as ws,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(timeout=5)
+    assert closed.value.rcvd.code == 4401
+    token = acme.token("alice")
+    httpx.get(f"{edge_server.url}{NOTIFICATIONS}?access_token={token}", headers={"Connection": "close"}, timeout=5)
+    time.sleep(0.5)  # let the server flush its log lines
+    log = (ROOT / f".server-{edge_server.port}.log").read_text()
+    assert "WebSocket /v2/system/events/ws" in log, log[-2000:]  # the line is written...
+    assert "[REDACTED]" in log
+    for secret in (key, key.split("_", 2)[-1], bogus_key, "query-token-secret-1", token):
+        assert secret not in log, f"{secret[:12]}… is in the server log"

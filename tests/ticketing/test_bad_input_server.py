@@ -1,0 +1,477 @@
+"""Bad input through the real server: every piece of it is a 4xx in the error envelope
+(never a 500, never HTML), on the sync DRF views, the async stream views and the partner
+websocket, and it changes nothing."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from django.db import connection
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tenants.services import create_api_key
+from tests import conftest
+from tests.builders import World
+from tests.sse_client import list_updates_url, open_stream
+from ticketing.models import Ticket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+API = "/api/v2/ticketing"
+TIMEOUT = 15
+# A ULID whose 48-bit timestamp is past the year 9999 (the largest ULID there is).
+FAR_FUTURE_ULID = "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
+DEEP_JSON = "[" * 5000 + "]" * 5000
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is `status`, JSON, in the error envelope (and `code` when given)."""
+    assert response.status_code == status, f"{response.status_code} {response.text[:300]}"
+    assert response.headers["content-type"].startswith("application/json"), response.headers["content-type"]
+    body = response.json()
+    assert body["success"] is False and body["timestamp"], body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    assert body["error"]["message"], body
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body
+
+
+def post(server, path: str, world: World, body: Any, user: str = "alice", **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", headers=world.headers(user), json=body, timeout=TIMEOUT, **kwargs)
+
+
+def post_raw(server, path: str, world: World, content: str | bytes, user: str = "alice") -> httpx.Response:
+    headers = {**world.headers(user), "content-type": "application/json"}
+    return httpx.post(f"{server.url}{path}", headers=headers, content=content, timeout=TIMEOUT)
+
+
+def open_list_stream(server, world: World, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    """POST the list stream; answers the refusal (read in full), or fails if it started."""
+    with (
+        httpx.Client(timeout=TIMEOUT) as client,
+        client.stream(
+            "POST",
+            list_updates_url(server.url),
+            headers={"accept": "text/event-stream", **world.headers("alice"), **(headers or {})},
+            content=body if isinstance(body, str | bytes) else json.dumps(body),
+        ) as response,
+    ):
+        if response.status_code == 200:
+            raise AssertionError("the stream started: " + next(response.iter_text(), ""))
+        response.read()
+        return response
+
+
+def ticket_filter(column: str, op: str, operand: Any) -> dict[str, Any]:
+    return {
+        "top": 10,
+        "filter": {"op": "AND", "operand": [{"id": "c1", "column": column, "op": op, "operand": operand}]},
+    }
+
+
+def create_ticket(server, world: World, user: str = "alice", **fields: Any) -> dict[str, Any]:
+    response = post(server, f"{API}/ticket", world, {"subject": "Printer on fire", **fields}, user=user)
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+# --- 1. values PostgreSQL would refuse ------------------------------------------------------
+
+OUT_OF_RANGE_DATETIMES = [
+    "2024-01-01T00:00:00+23:00",  # offset beyond PostgreSQL's ±15:59
+    "2024-01-01T00:00:00-16:00",
+    "0001-01-01T00:00:00+01:00",  # year 0 once in UTC
+    "9999-12-31T23:00:00-05:00",  # year 10000 once in UTC
+]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE_DATETIMES)
+def test_filter_datetime_postgres_cannot_hold_is_422_on_lists_and_stream(server, acme: World, value: str):
+    create_ticket(server, acme)
+    body = ticket_filter("createdAt", "GT", value)
+    assert_envelope(post(server, f"{API}/ticket/list", acme, body), 422, "INVALID_FILTER")
+    assert_envelope(open_list_stream(server, acme, body), 422, "INVALID_FILTER")
+    notification_filter = {"filter": [{"field": "createdAt", "op": "GT", "value": value}]}
+    assert_envelope(post(server, f"{API}/ticket/notifications", acme, notification_filter), 422, "INVALID_FILTER")
+    query = httpx.get(
+        f"{server.url}{API}/ticket/notification/list",
+        params={"filter": json.dumps(notification_filter["filter"])},
+        headers=acme.headers("alice"),
+        timeout=TIMEOUT,
+    )
+    assert_envelope(query, 422, "INVALID_FILTER")
+
+
+def test_filter_datetime_with_a_real_offset_still_compares_as_an_instant(server, acme: World):
+    ticket = create_ticket(server, acme)
+    # +14:00 (Kiribati) is the furthest offset in use; an hour ago there is still "before".
+    response = post(server, f"{API}/ticket/list", acme, ticket_filter("createdAt", "GT", "2000-01-01T00:00:00+14:00"))
+    assert response.status_code == 200, response.text
+    assert [t["id"] for t in response.json()["data"]["tickets"]] == [ticket["id"]]
+    with open_stream(
+        "POST",
+        list_updates_url(server.url),
+        headers=acme.headers("alice"),
+        json_body=ticket_filter("createdAt", "GT", "2000-01-01T00:00:00-15:59"),
+    ) as stream:
+        assert stream.next().event == "connected"
+        snapshot = stream.next()
+        assert snapshot.event == "snapshot" and [t["id"] for t in snapshot.data["tickets"]] == [ticket["id"]]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"top": NaN}',
+        '{"top": Infinity}',
+        '{"top": 1e400}',
+        '{"filter": {"op": "AND", "operand": [{"id": "x", "column": "subject", "op": "EQ", "operand": -Infinity}]}}',
+        '{"search": "\\ud800"}',  # a lone surrogate: no UTF-8 encoding, PostgreSQL cannot take it
+        '{"filter": {"op": "AND", "operand": [{"id": "x", "column": "subject", "op": "LIKE", "operand": "\\udfff"}]}}',
+        '{"top": 1' + "0" * 5000 + "}",  # beyond Python's int parsing limit
+    ],
+)
+def test_json_postgres_or_python_cannot_hold_is_400_on_list_and_stream(server, acme: World, content: str):
+    assert_envelope(post_raw(server, f"{API}/ticket/list", acme, content), 400)
+    assert_envelope(open_list_stream(server, acme, content), 400)
+
+
+def test_ticket_text_with_a_lone_surrogate_is_400_and_creates_nothing(server, acme: World):
+    assert_envelope(post_raw(server, f"{API}/ticket", acme, '{"subject": "a\\ud83d b"}'), 400, "INVALID_JSON")
+    assert not Ticket.objects.exists()
+
+
+def test_nul_in_ticket_text_and_filters_is_a_4xx(server, acme: World):
+    assert_envelope(post(server, f"{API}/ticket", acme, {"subject": "a\x00b"}), 400, "INVALID_BODY")
+    assert_envelope(post(server, f"{API}/ticket/list", acme, ticket_filter("subject", "EQ", "a\x00")), 422)
+    assert_envelope(post(server, f"{API}/ticket/list", acme, ticket_filter("status", "IN", ["open\x00"])), 422)
+    assert_envelope(post(server, f"{API}/ticket/list", acme, {"search": "x\x00"}), 400)
+    assert not Ticket.objects.exists()
+
+
+# --- 2. wrong element types in sort and paging fields -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sortOrder": [None]},
+        {"sortOrder": [1]},
+        {"sortOrder": ["updatedAt"]},
+        {"sortOrder": [[{"column": "subject"}]]},
+        {"sortOrder": {"column": "subject"}},
+        {"sortOrder": [{"column": None}]},
+        {"sortOrder": [{"column": "subject", "order": None}]},
+        {"sortOrder": [{"column": "subject", "order": "sideways"}]},
+        {"sortOrder": [{"column": "subject", "extra": 1}]},
+        {"top": True},
+        {"top": 1.5},
+        {"top": [10]},
+        {"offset": {"n": 1}},
+        {"offset": -1},
+        {"sort": ["subject"]},
+        {"searchOrder": {"x": 1}},
+        {"lastEventId": ["x"]},
+        {"search": ["x"]},
+    ],
+)
+def test_wrong_types_in_sort_and_paging_are_400_on_list_and_stream(server, acme: World, body: dict[str, Any]):
+    assert_envelope(post(server, f"{API}/ticket/list", acme, body), 400, "INVALID_BODY")
+    assert_envelope(open_list_stream(server, acme, body), 400, "INVALID_BODY")
+
+
+@pytest.mark.parametrize(
+    "body", [{"top": True}, {"offset": [1]}, {"sort": {"x": 1}}, {"search": ["x"]}, {"filter": "x"}]
+)
+def test_wrong_types_in_notification_list_paging_are_400(server, acme: World, body: dict[str, Any]):
+    assert_envelope(post(server, f"{API}/ticket/notifications", acme, body), 400)
+
+
+# --- 3. JSON nested 5,000 deep --------------------------------------------------------------
+
+
+def test_deeply_nested_json_is_400_on_every_json_endpoint(server, acme: World):
+    ticket = create_ticket(server, acme)
+    for path in (
+        f"{API}/ticket",
+        f"{API}/ticket/list",
+        f"{API}/ticket/{ticket['id']}/comments",
+        f"{API}/ticket/notifications",
+    ):
+        assert_envelope(post_raw(server, path, acme, DEEP_JSON), 400, "INVALID_JSON")
+        assert_envelope(post_raw(server, path, acme, '{"filter": ' + DEEP_JSON + "}"), 400, "INVALID_JSON")
+    patched = httpx.patch(
+        f"{server.url}{API}/ticket/{ticket['id']}",
+        headers={**acme.headers("alice"), "content-type": "application/json"},
+        content='{"subject": ' + DEEP_JSON + "}",
+        timeout=TIMEOUT,
+    )
+    assert_envelope(patched, 400, "INVALID_JSON")
+    assert_envelope(open_list_stream(server, acme, DEEP_JSON), 400, "INVALID_JSON")
+    query = httpx.get(
+        f"{server.url}{API}/ticket/notification/list",
+        params={"filter": DEEP_JSON},
+        headers=acme.headers("alice"),
+        timeout=TIMEOUT,
+    )
+    assert_envelope(query, 400)
+    assert Ticket.objects.get().subject == "Printer on fire"
+
+
+def ws_url(server) -> str:
+    return server.url.replace("http://", "ws://") + "/v2/system/events/ws"
+
+
+def closing_message(ws) -> tuple[int, dict[str, Any] | None]:
+    """Read until the server closes: its close code and the last `error` message it sent."""
+    error = None
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            message = json.loads(ws.recv(timeout=5))
+            if message.get("action") == "error":
+                error = message
+    assert closed.value.rcvd is not None, "closed without a close frame (1006)"
+    return closed.value.rcvd.code, error
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        DEEP_JSON,
+        '{"action": "subscribe", "types": ' + DEEP_JSON + "}",
+        '{"action": "ping", "x": NaN}',
+        '{"action": "subscribe", "types": ["\\ud800"]}',
+    ],
+)
+def test_websocket_message_json_that_cannot_be_read_closes_4400_with_a_message(server, acme: World, message: str):
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+        ws.send(message)
+        code, error = closing_message(ws)
+    assert code == 4400
+    assert error is not None and error["code"] == 4400 and error["message"]
+
+
+# --- 4. cursors whose timestamp is past the year 9999 ---------------------------------------
+
+
+def test_cursor_past_year_9999_is_400_on_rest_streams_and_4400_on_websocket(server, acme: World):
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    for path in ("/v2/system/events", "/api/v2/system/events"):
+        response = httpx.get(
+            f"{server.url}{path}", params={"after_id": FAR_FUTURE_ULID}, headers={"X-API-Key": key}, timeout=TIMEOUT
+        )
+        assert_envelope(response, 400, "INVALID_QUERY")
+    # Same bits written as a UUID.
+    response = httpx.get(
+        f"{server.url}/v2/system/events",
+        params={"after_id": str(uuid.UUID(int=(1 << 128) - 1))},
+        headers={"X-API-Key": key},
+        timeout=TIMEOUT,
+    )
+    assert_envelope(response, 400, "INVALID_QUERY")
+    stream = open_list_stream(server, acme, {"top": 5}, headers={"Last-Event-ID": FAR_FUTURE_ULID})
+    assert_envelope(stream, 400, "INVALID_LAST_EVENT_ID")
+    assert_envelope(open_list_stream(server, acme, {"lastEventId": FAR_FUTURE_ULID}), 400, "INVALID_LAST_EVENT_ID")
+    notifications = httpx.get(
+        f"{server.url}{API}/ticket/sse/notifications",
+        headers={**acme.headers("bob"), "Last-Event-ID": FAR_FUTURE_ULID, "accept": "text/event-stream"},
+        timeout=TIMEOUT,
+    )
+    assert_envelope(notifications, 400, "INVALID_LAST_EVENT_ID")
+    with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+        ws.send(json.dumps({"action": "subscribe", "types": [], "after_id": FAR_FUTURE_ULID}))
+        code, error = closing_message(ws)
+    assert code == 4400 and error is not None and "after_id" in error["message"]
+
+
+# --- 5. the edges of HTTP: size, parameter count, unknown paths, methods, 500s ----------------
+
+
+def test_body_over_the_upload_limit_is_413_on_views_and_stream(server, acme: World):
+    big = json.dumps({"subject": "x" * 3_000_000})  # DATA_UPLOAD_MAX_MEMORY_SIZE is 2.5 MB
+    assert_envelope(post_raw(server, f"{API}/ticket", acme, big), 413, "PAYLOAD_TOO_LARGE")
+    assert_envelope(post_raw(server, f"{API}/ticket/list", acme, json.dumps({"search": "x" * 3_000_000})), 413)
+    assert_envelope(open_list_stream(server, acme, big), 413, "PAYLOAD_TOO_LARGE")
+    assert not Ticket.objects.exists()
+
+
+def test_more_than_1000_query_parameters_is_400_on_views_and_streams(server, acme: World):
+    params = {f"p{i}": "1" for i in range(1100)}
+    for path in (f"{API}/ticket/notification/list", f"{API}/ticket/notification/count", "/v2/system/events"):
+        response = httpx.get(f"{server.url}{path}", params=params, headers=acme.headers("alice"), timeout=TIMEOUT)
+        assert_envelope(response, 400, "TOO_MANY_PARAMETERS")
+    response = httpx.post(
+        f"{server.url}{API}/ticket/list", params=params, headers=acme.headers("alice"), json={}, timeout=TIMEOUT
+    )
+    assert_envelope(response, 400, "TOO_MANY_PARAMETERS")
+    stream = httpx.post(
+        list_updates_url(server.url) + "&" + "&".join(f"p{i}=1" for i in range(1100)),
+        headers=acme.headers("alice"),
+        json={},
+        timeout=TIMEOUT,
+    )
+    assert_envelope(stream, 400, "TOO_MANY_PARAMETERS")
+    notifications = httpx.get(
+        f"{server.url}{API}/ticket/sse/notifications", params=params, headers=acme.headers("bob"), timeout=TIMEOUT
+    )
+    assert_envelope(notifications, 400, "TOO_MANY_PARAMETERS")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/nope", "/api/v2/ticketing/nope", "/api/v2/ticketing/ticket/x/nope", "/v2/nope", "/v2/system/events/x"],
+)
+def test_unknown_api_paths_are_404_in_the_envelope(server, acme: World, path: str):
+    assert_envelope(httpx.get(f"{server.url}{path}", headers=acme.headers("alice"), timeout=TIMEOUT), 404, "NOT_FOUND")
+    assert_envelope(httpx.post(f"{server.url}{path}", json={}, timeout=TIMEOUT), 404, "NOT_FOUND")
+
+
+def test_unknown_browser_page_is_still_an_html_404(server):
+    response = httpx.get(f"{server.url}/no-such-page", timeout=TIMEOUT)
+    assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", f"{API}/ticket/list", "POST"),
+        ("DELETE", f"{API}/ticket", "POST"),
+        ("POST", "/v2/system/events", "GET"),
+        ("GET", f"{API}/ticket/sse/list/updates?type=agent&module=ticketing", "POST"),
+        ("POST", f"{API}/ticket/sse/notifications", "GET"),
+    ],
+)
+def test_wrong_method_is_405_in_the_envelope(server, acme: World, method: str, path: str, allow: str):
+    response = httpx.request(method, f"{server.url}{path}", headers=acme.headers("alice"), json={}, timeout=TIMEOUT)
+    assert_envelope(response, 405, "METHOD_NOT_ALLOWED")
+    assert allow in response.headers["allow"]
+
+
+@contextmanager
+def empty_database() -> Iterator[str]:
+    """The URL of a new database without a single table (a deploy that skipped its
+    migrations), dropped afterwards."""
+    if connection.vendor != "postgresql":
+        with tempfile.TemporaryDirectory() as folder:
+            yield f"sqlite:///{folder}/empty.sqlite3"
+        return
+    name = f"{connection.settings_dict['NAME']}_empty_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(conftest.test_database_url(), autocommit=True)
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield conftest.test_database_url().rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_unhandled_errors_are_500_in_the_envelope_and_logged_with_a_traceback(transactional_db, acme: World):
+    """A server whose database has no tables fails every request that reads one, with an
+    exception nobody handles: the sync views, the async stream views and the event API
+    answer 500 in the envelope (never HTML), and the server log has each traceback."""
+    paths = [
+        ("POST", f"{API}/ticket"),
+        ("POST", f"{API}/ticket/list"),
+        ("GET", "/v2/system/events"),
+        ("POST", f"{API}/ticket/sse/list/updates?type=agent&module=ticketing"),
+        ("GET", f"{API}/ticket/sse/notifications"),
+    ]
+    with empty_database() as url:
+        broken = conftest.ServerProcess(DATABASE_URL=url).start()
+        try:
+            responses = [
+                httpx.request(method, f"{broken.url}{path}", headers=acme.headers("alice"), json={}, timeout=TIMEOUT)
+                for method, path in paths
+            ]
+            log = (conftest.ROOT / f".server-{broken.port}.log").read_text(errors="replace")
+        finally:
+            broken.stop()
+    for (_, path), response in zip(paths, responses, strict=True):
+        assert_envelope(response, 500, "INTERNAL_ERROR")
+        assert f"event=unhandled_exception method={response.request.method} path={path.split('?')[0]}" in log
+    assert log.count("Traceback (most recent call last)") >= len(paths), log[-3000:]
+
+
+# --- 6. tickets: end-user create, parent cycles ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"assignee": "alice"},
+        {"status": "resolved"},
+        {"team": "network"},
+        {"requester": "dave"},
+        {"customer": "Initech"},
+        {"assignee": None, "team": "operation"},
+    ],
+)
+def test_end_user_create_refuses_agent_fields_as_patch_does(server, acme: World, fields: dict[str, Any]):
+    body = assert_envelope(post(server, f"{API}/ticket", acme, {"subject": "Help", **fields}, user="bob"), 403)
+    assert body["error"]["code"] == "FORBIDDEN"
+    assert body["error"]["details"]["fields"] == sorted(fields)
+    assert not Ticket.objects.exists()
+    ticket = create_ticket(server, acme, user="bob", description="d", category="hw", priority="high")
+    assert ticket["requester"]["id"] == str(acme.users["bob"].id)
+    patched = httpx.patch(
+        f"{server.url}{API}/ticket/{ticket['id']}", headers=acme.headers("bob"), json=fields, timeout=TIMEOUT
+    )
+    assert patched.status_code == 403 and patched.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_parent_cycles_are_refused_and_change_nothing(server, acme: World):
+    a, b, c = (create_ticket(server, acme, subject=name) for name in "ABC")
+
+    def set_parent(child: dict[str, Any], parent: dict[str, Any] | None) -> httpx.Response:
+        return httpx.patch(
+            f"{server.url}{API}/ticket/{child['id']}",
+            headers=acme.headers("alice"),
+            json={"parent": parent["id"] if parent else None},
+            timeout=TIMEOUT,
+        )
+
+    assert_envelope(set_parent(a, a), 400, "INVALID_BODY")
+    assert set_parent(a, b).status_code == 200  # A -> B
+    assert_envelope(set_parent(b, a), 400, "INVALID_BODY")  # B -> A -> B
+    assert set_parent(b, c).status_code == 200  # A -> B -> C
+    body = assert_envelope(set_parent(c, a), 400, "INVALID_BODY")  # C -> A -> B -> C
+    assert "parent" in body["error"]["details"]
+    assert Ticket.objects.get(pk=c["id"]).parent_id is None
+    assert Ticket.objects.get(pk=b["id"]).parent_id == uuid.UUID(c["id"])
+    assert set_parent(a, None).status_code == 200
+    assert set_parent(c, a).status_code == 200  # no cycle any more: B -> C -> A
+
+
+def test_create_with_a_parent_of_another_tenant_is_400(server, acme: World, globex: World):
+    theirs = create_ticket(server, globex)
+    response = post(server, f"{API}/ticket", acme, {"subject": "x", "parent": theirs["id"]})
+    assert_envelope(response, 400, "INVALID_BODY")
+
+
+def test_concurrent_opposite_parent_changes_never_make_a_cycle(server, acme: World):
+    """A under B and B under A at the same moment: one of them is refused, every time."""
+    headers = acme.headers("alice")
+
+    def set_parent(child: str, parent: str) -> int:
+        url = f"{server.url}{API}/ticket/{child}"
+        return httpx.patch(url, headers=headers, json={"parent": parent}, timeout=TIMEOUT).status_code
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(5):
+            a, b = (create_ticket(server, acme)["id"] for _ in range(2))
+            statuses = sorted(pool.map(set_parent, [a, b], [b, a]))
+            assert statuses == [200, 400], statuses
+            links = dict(Ticket.objects.filter(pk__in=[a, b]).values_list("pk", "parent_id"))
+            assert None in links.values(), links
