@@ -198,6 +198,8 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
             "REDIS_URL": args.redis_url,
             "REDIS_PREFIX": "bench",
             "SECRET_KEY": "bench-only-secret-key-not-for-production",
+            # load_demo refuses the published demo credentials when DEBUG is off.
+            "DEMO_REALM_SECRET": "bench-only-demo-realm-secret-0123456789-abcdef",
             "DEBUG": "0",
             # Plain http on loopback: no redirect to https.
             "SECURE_SSL_REDIRECT": "0",
@@ -226,12 +228,16 @@ def prepare_database(args: argparse.Namespace) -> None:
     python = str(VENV_BIN / "python")
     subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
-        [python, "manage.py", "load_demo", "--tickets", str(args.tickets)],
+        [python, "manage.py", "load_demo", "--tickets", str(args.tickets), *BENCH_DEMO_PASSWORDS],
         cwd=ROOT,
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+# load_demo refuses the published demo passwords when DEBUG is off.
+BENCH_DEMO_PASSWORDS = ("--admin-password", "bench-admin-password", "--user-password", "bench-user-password")
 
 
 def flush_redis(args: argparse.Namespace) -> None:

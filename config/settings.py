@@ -247,8 +247,10 @@ CORS_PREFLIGHT_MAX_AGE = 600
 CORS_ALLOW_CREDENTIALS = True
 
 # --- Product settings -----------------------------------------------------------------
-# The embedded HS256 realm that `load_demo` creates and `issue_token` signs for.
-DEMO_REALM_SECRET = os.environ.get("DEMO_REALM_SECRET", "demo-realm-secret-change-me-in-production-0123456789")
+# The embedded HS256 realm that `load_demo` creates and `issue_token` signs for. The
+# default is public (it is in this file), so `load_demo` refuses it when DEBUG is off.
+DEMO_REALM_SECRET_DEFAULT = "demo-realm-secret-change-me-in-production-0123456789"  # noqa: S105
+DEMO_REALM_SECRET = os.environ.get("DEMO_REALM_SECRET", DEMO_REALM_SECRET_DEFAULT)
 
 TICKET_LIST_MAX_TOP = env_int("TICKET_LIST_MAX_TOP", 200)
 # Totals are exact up to this many tickets, then reported as this number with totalExact: false.

@@ -38,7 +38,7 @@ def test_a_ticket_created_with_an_assignee_notifies_that_assignee(acme: World):
 
 
 def test_reassignment_tells_the_previous_assignee_and_assignment_the_new_one(acme: World):
-    ticket = make_ticket(acme, by="bob", assignee=None)
+    ticket = make_ticket(acme, by="bob")
     services.update_ticket(caller=as_user(acme, "admin"), ticket=ticket, data={"assignee": acme.users["alice"]})
     services.update_ticket(caller=as_user(acme, "admin"), ticket=ticket, data={"assignee": acme.users["carol"]})
     (reassigned,) = told(acme, "reassignment")["alice"]
@@ -63,7 +63,7 @@ def test_status_change_tells_requester_assignee_and_watchers_but_not_the_actor(a
 
 
 def test_resolving_sends_resolution_and_reopening_sends_reopened_instead_of_status_change(acme: World):
-    ticket = make_ticket(acme, by="bob", assignee=None)
+    ticket = make_ticket(acme, by="bob")
     alice = as_user(acme, "alice")
     services.update_ticket(caller=alice, ticket=ticket, data={"status": "resolved"})
     assert recipients(acme, "resolution") == {"bob"}
@@ -78,7 +78,7 @@ def test_resolving_sends_resolution_and_reopening_sends_reopened_instead_of_stat
 
 
 def test_comment_tells_watchers_requester_and_assignee_and_mention_replaces_comment(acme: World):
-    ticket = make_ticket(acme, by="bob", assignee=None)
+    ticket = make_ticket(acme, by="bob")
     admin = as_user(acme, "admin")
     services.update_ticket(caller=admin, ticket=ticket, data={"assignee": acme.users["alice"]})
     services.add_watcher(caller=admin, ticket=ticket, user=acme.users["carol"])
@@ -160,7 +160,7 @@ def test_merge_tells_the_watchers_of_both_tickets(acme: World):
 
 
 def test_escalation_tells_the_assignee_and_watchers_or_the_team_when_unassigned(acme: World):
-    assigned = make_ticket(acme, by="bob", assignee=None)
+    assigned = make_ticket(acme, by="bob")
     admin = as_user(acme, "admin")
     services.update_ticket(caller=admin, ticket=assigned, data={"assignee": acme.users["alice"]})
     services.add_watcher(caller=admin, ticket=assigned, user=acme.users["bob"])

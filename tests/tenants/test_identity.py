@@ -222,7 +222,14 @@ def test_demo_loader_users_keep_working_with_tokens(server, settings):
     """load_demo's people belong to the demo realm, so the demo realm's tokens find them
     (and do not create a second alice)."""
     settings.DEMO_REALM_SECRET = "a-test-only-demo-secret-0123456789-abcdefghij"
-    call_command("load_demo", tickets=0, stdout=StringIO(), stderr=StringIO())
+    call_command(
+        "load_demo",
+        tickets=0,
+        admin_password="x-admin-pw",
+        user_password="x-user-pw",
+        stdout=StringIO(),
+        stderr=StringIO(),
+    )
     realm = Realm.objects.get(tenant__slug="demo", name="demo")
     alice = TenantUser.objects.get(tenant=realm.tenant, username="alice")
     assert alice.realm_id == realm.pk and alice.subject == subject_for(realm.tenant, "alice")

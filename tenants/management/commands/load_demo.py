@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from tenants.callers import caller_for_user
@@ -40,6 +40,7 @@ CATEGORIES = ["Network", "Hardware", "Software", "Access Management", "Email"]
 CUSTOMERS = ["Acme Corp", "Globex", "Initech", "Umbrella", ""]
 # Dashboard passwords of the demo accounts (the admin's is --admin-password).
 DEMO_PASSWORD = "demo1234"  # noqa: S105  (documented demo credential)
+DEMO_ADMIN_PASSWORD = "admin"  # noqa: S105  (documented demo credential)
 
 
 class Command(BaseCommand):
@@ -47,7 +48,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--tickets", type=int, default=200, help="How many tickets the tenant should have.")
-        parser.add_argument("--admin-password", default="admin", help="Password of the Django admin `admin`.")
+        parser.add_argument(
+            "--admin-password", default=DEMO_ADMIN_PASSWORD, help="Password of the Django admin `admin`."
+        )
         parser.add_argument(
             "--user-password",
             default=DEMO_PASSWORD,
@@ -55,6 +58,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            # Outside development the demo's published credentials would let anyone sign
+            # tokens for the demo realm or sign in as its admin.
+            if settings.DEMO_REALM_SECRET == settings.DEMO_REALM_SECRET_DEFAULT:
+                raise CommandError(
+                    "DEBUG is off: set DEMO_REALM_SECRET to a secret of your own before loading the demo."
+                )
+            if options["admin_password"] == DEMO_ADMIN_PASSWORD or options["user_password"] == DEMO_PASSWORD:
+                raise CommandError("DEBUG is off: pass --admin-password and --user-password of your own.")
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Help Desk"})
         realm, _ = Realm.objects.get_or_create(
             tenant=tenant,
