@@ -44,7 +44,12 @@ def main() -> None:
     try:
         realm = Realm.objects.create(tenant=tenant, name="bench", secret="bench-secret-0123456789-abcdefghijkl")  # noqa: S106
         user = TenantUser.objects.create(
-            tenant=tenant, subject=subject_for(tenant, "agent"), username="agent", roles=["agent"], teams=["operation"]
+            tenant=tenant,
+            realm=realm,
+            subject=subject_for(tenant, "agent"),
+            username="agent",
+            roles=["agent"],
+            teams=["operation"],
         )
         started = time.perf_counter()
         types = list(NotificationType.values)

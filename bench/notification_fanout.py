@@ -111,6 +111,7 @@ def main() -> None:
         users = TenantUser.objects.bulk_create(
             TenantUser(
                 tenant=tenant,
+                realm=realm,
                 subject=subject_for(tenant, f"user{i}"),
                 username=f"user{i}",
                 roles=["agent"],
@@ -119,7 +120,12 @@ def main() -> None:
             for i in range(args.users)
         )
         agent = TenantUser.objects.create(
-            tenant=tenant, subject=subject_for(tenant, "actor"), username="actor", roles=["agent"], teams=["operation"]
+            tenant=tenant,
+            realm=realm,
+            subject=subject_for(tenant, "actor"),
+            username="actor",
+            roles=["agent"],
+            teams=["operation"],
         )
         actor = caller_for_user(agent)
         ticket = services.create_ticket(caller=actor, data={"subject": "Fan-out"})

@@ -472,18 +472,61 @@ LAST_EVENT_ID_HEADER = OpenApiParameter(
     description="Resume after this event-log id (EventSource sends it on reconnect).",
 )
 
+# The error codes each generic status can carry, as the code raises them (an `ApiError`
+# with that status, or core.errors' code for a bare status). Kept true by
+# tests/contract/test_openapi_schema.py, which greps the code for every code it raises.
+# Not listed: `VALIDATION_ERROR`, core.errors' mapping of a DRF ValidationError, which no
+# view lets through (they validate with `is_valid()` and answer `INVALID_BODY`).
+ERROR_CODES: dict[int, tuple[str, ...]] = {
+    400: (
+        "MISSING_HEADER",
+        "INVALID_HEADER",
+        "INVALID_QUERY",
+        "INVALID_BODY",
+        "INVALID_JSON",
+        "INVALID_FILTER",
+        "INVALID_LAST_EVENT_ID",
+        "TOO_MANY_PARAMETERS",
+        "BAD_REQUEST",
+    ),
+    401: (
+        "MISSING_TOKEN",
+        "INVALID_TOKEN",
+        "TOKEN_EXPIRED",
+        "INVALID_API_KEY",
+        "REVOKED_API_KEY",
+        "API_KEY_EXPIRED",
+    ),
+    403: ("MISSING_ROLE", "FORBIDDEN", "INSUFFICIENT_SCOPE", "SUPPORT_ROLE_REQUIRED", "CSRF_FAILED"),
+    404: (
+        "TENANT_NOT_FOUND",
+        "REALM_NOT_FOUND",
+        "TICKET_NOT_FOUND",
+        "NOTIFICATION_NOT_FOUND",
+        "APPROVAL_NOT_FOUND",
+        "WATCHER_NOT_FOUND",
+        "PRODUCT_NOT_FOUND",
+        "NOT_FOUND",
+    ),
+    406: ("NOT_ACCEPTABLE",),
+    413: ("PAYLOAD_TOO_LARGE",),
+    415: ("UNSUPPORTED_MEDIA_TYPE",),
+    503: ("SERVICE_UNAVAILABLE",),
+}
+_ERROR_SUMMARIES = {
+    400: "Malformed headers, query or body",
+    401: "No or bad credentials",
+    403: "The caller's roles do not allow this",
+    404: "Unknown tenant, realm or object, or one the caller may not see",
+    406: "The `Accept` header excludes JSON",
+    413: "The body is larger than the upload limit (`details.limit`)",
+    415: "The body is not `application/json`",
+    503: "The database or Redis is unreachable, with `Retry-After`; a database failure carries "
+    "`details.outcome` (`not_applied` or `unknown`)",
+}
 _ERROR_DESCRIPTIONS = {
-    400: "Malformed headers, query or body (`MISSING_HEADER`, `INVALID_HEADER`, `INVALID_QUERY`, "
-    "`INVALID_BODY`, `VALIDATION_ERROR`, `BAD_REQUEST`)",
-    401: "No or bad credentials (`MISSING_TOKEN`, `INVALID_TOKEN`, `TOKEN_EXPIRED`, `INVALID_API_KEY`, "
-    "`REVOKED_API_KEY`)",
-    403: "The caller's roles do not allow this (`MISSING_ROLE`, `FORBIDDEN`, `SUPPORT_ROLE_REQUIRED`, `CSRF_FAILED`)",
-    404: "Unknown tenant, realm or object, or one the caller may not see (`TENANT_NOT_FOUND`, "
-    "`REALM_NOT_FOUND`, `TICKET_NOT_FOUND`, ...)",
-    406: "The `Accept` header excludes JSON (`NOT_ACCEPTABLE`)",
-    413: "The body is larger than the upload limit",
-    415: "The body is not `application/json` (`UNSUPPORTED_MEDIA_TYPE`)",
-    503: "The database or Redis is unreachable (`SERVICE_UNAVAILABLE`, with `Retry-After`)",
+    status: f"{_ERROR_SUMMARIES[status]} ({', '.join(f'`{code}`' for code in codes)})"
+    for status, codes in ERROR_CODES.items()
 }
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -692,7 +735,8 @@ _STREAM_COMMON = (
     "`SERVER_SHUTDOWN`, `IDLE_TIMEOUT`). Every stream sends `heartbeat {timestamp}` every "
     "`SSE_HEARTBEAT_SECONDS`. Event-log ids are the SSE `id:`; reconnect with `Last-Event-ID`. "
     "At most `SSE_MAX_*_STREAMS_PER_USER` streams per user (429 `TOO_MANY_STREAMS` with "
-    "`Retry-After`); 503 `SERVICE_UNAVAILABLE` when Redis is unreachable."
+    "`Retry-After`); 503 `SERVICE_UNAVAILABLE` with `Retry-After` when Redis, the subscription or "
+    "the database fails (a database failure with `details.outcome`)."
 )
 
 LIST_STREAM_EVENTS = (
@@ -706,8 +750,8 @@ NOTIFICATION_STREAM_EVENTS = (
     "Events: `connected {message, userId, timestamp}`; `count` (NotificationCounts plus `reason`: "
     "`snapshot` at the start, `reset: true` when a resume was not possible; `created`, `read`, "
     "`deleted` with `ids` after changes); `notification` (a Notification, followed by its "
-    "`count`); `heartbeat {timestamp}`; `error {code, message, timestamp}` before closing "
-    "(`SUBSCRIPTION_ERROR` when the stream cannot subscribe)."
+    "`count`); `heartbeat {timestamp}`; `error {code, message, timestamp}` before closing. "
+    "A stream that cannot subscribe answers 503 before starting, as the list stream does."
 )
 
 

@@ -6,10 +6,14 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.health import healthz, readyz
 from events.views import SystemEventsView
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:tickets", permanent=False)),
+    # Probes for orchestrators (core.health): no credentials, outside the API's schema.
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("dashboard/", include("ticketing.dashboard", namespace="dashboard")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),

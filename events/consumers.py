@@ -6,32 +6,37 @@ Protocol: the client authenticates with the handshake (an `X-API-Key` header, an
 `{"action": "subscribe", "types": [...], "after_id": "..."}` and receives Events as in
 the REST API. `{"action": "ping"}` is answered with `{"action": "pong"}`; the server also
 pings at the websocket level. Close codes: 4401 unauthorized, 4403 forbidden, 4404 unknown
-tenant or realm, 4400 bad message, 4408 slow consumer, 4410 cursor older than retention.
+tenant or realm, 4400 bad message, 4408 slow consumer, 4410 cursor older than retention,
+1013 database unavailable at the handshake (try again later). The close reason is the
+error code an HTTP request would get.
 
 The credential is checked at the handshake and again every `CREDENTIAL_CHECK_SECONDS`
-while the socket is open: a revoked or expired API key, an expired token, a deactivated
-tenant or realm close the socket with 4401. A browser handshake (one with `Origin`) is
-accepted only from an origin the caller's tenant allows (tenants.AllowedOrigin) or from
-this server's own origin, else closed with 4403; clients that send no Origin (servers)
-are not affected."""
+while the socket is open (`tenants.callers.check_still_valid`): a revoked or expired API
+key, an expired token, a deactivated tenant or realm close the socket with 4401 (the
+credential stopped holding), with the reason a new handshake would get. A browser
+handshake (one with `Origin`) is accepted only from an origin the caller's tenant allows
+(tenants.AllowedOrigin) or from this server's own origin, else closed with 4403; clients
+that send no Origin (servers) are not affected. Messages that reach a socket after we
+refused it are ignored."""
 
 import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from core.db_retry import DatabaseUnavailable
 from core.json_input import load_json
 from events.hub import run_db
 from events.ids import parse_event_id
 from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
 from events.selectors import cursor_is_expired
-from tenants.callers import Caller, EventReader, PartnerKeyCaller, resolve_event_reader
+from tenants.callers import check_still_valid, resolve_event_reader
+from tenants.cors import tenants_allowing_origin
 from tenants.envelope import ApiError, iso_now
 from tenants.policy import EVENTS_WEBSOCKET, authorize
 
@@ -45,49 +50,36 @@ CLOSE_SLOW_CONSUMER = 4408
 CLOSE_CURSOR_EXPIRED = 4410
 CLOSE_SERVICE_RESTART = 1012  # RFC 6455's "service restart": reconnect with after_id
 # Handshake failures: missing or malformed credentials (400/401) are all "unauthorized".
-HANDSHAKE_CLOSE_CODES = {400: CLOSE_UNAUTHORIZED, 401: CLOSE_UNAUTHORIZED, 403: CLOSE_FORBIDDEN, 404: CLOSE_NOT_FOUND}
+# The database unavailable (503) is RFC 6455's 1013 "try again later", not a refusal.
+CLOSE_TRY_AGAIN_LATER = 1013
+HANDSHAKE_CLOSE_CODES = {
+    400: CLOSE_UNAUTHORIZED,
+    401: CLOSE_UNAUTHORIZED,
+    403: CLOSE_FORBIDDEN,
+    404: CLOSE_NOT_FOUND,
+    503: CLOSE_TRY_AGAIN_LATER,
+}
 MAX_TYPES = 50
 # A revoked key or deactivated tenant ends open sockets within this long (plus a query).
 CREDENTIAL_CHECK_SECONDS = 2.0
 
 
-def credential_problem(reader: EventReader) -> ApiError | None:
-    """Why `reader`'s credential no longer holds (revoked or expired key, expired token,
-    inactive tenant or realm), or None. Blocking: call it through run_db."""
-    from tenants.models import ApiKey, Realm, Tenant
-
-    if isinstance(reader, PartnerKeyCaller):
-        key = ApiKey.objects.select_related("tenant").filter(pk=reader.api_key.pk).first()
-        if key is None or key.revoked_at is not None:
-            return ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
-        if key.expired:
-            return ApiError(401, "API_KEY_EXPIRED", "The API key has expired.")
-        if not key.tenant.active:
-            return ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
-        return None
-    if isinstance(reader, Caller):
-        if reader.token_expires_at is not None and reader.token_expires_at.timestamp() <= time.time():
-            return ApiError(401, "TOKEN_EXPIRED", "Authentication token has expired")
-        if not Tenant.objects.filter(pk=reader.tenant.pk, active=True).exists():
-            return ApiError(401, "TENANT_INACTIVE", "The tenant is not active.")
-        if reader.realm is not None and not Realm.objects.filter(pk=reader.realm.pk, active=True).exists():
-            return ApiError(401, "REALM_INACTIVE", "The authentication realm is not active.")
-    return None
-
-
 def origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> bool:
     """Whether a browser page at `origin` may open the socket for this tenant: one of the
-    tenant's allowed origins, or this server's own pages. Blocking: through run_db."""
-    from tenants.models import AllowedOrigin
-
+    tenant's allowed origins (the CORS table's lookup), or this server's own pages.
+    Blocking: through run_db."""
     if host and urlsplit(origin).netloc.lower() == host.lower():
         return True
-    return AllowedOrigin.objects.filter(tenant_id=tenant_id, origin=origin, tenant__active=True).exists()
+    return tenant_id in tenants_allowing_origin(origin)
 
 
 class PartnerEventsConsumer(AsyncWebsocketConsumer):
     feed_task: asyncio.Task | None = None
     watch_task: asyncio.Task | None = None
+    # Set once the socket is being closed by us: messages the client sent before it saw
+    # the close are dropped (without a reader they would fail; after a refusal they
+    # must not start a feed).
+    refused = False
 
     async def connect(self) -> None:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
@@ -99,13 +91,24 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             authorize(self.reader, EVENTS_WEBSOCKET, "GET")
         except ApiError as error:
             # Authenticated before accepting; accepted only to say why, with a close code.
+            self.refused = True
             await self.accept()
             await self.close(code=HANDSHAKE_CLOSE_CODES.get(error.status, CLOSE_UNAUTHORIZED), reason=error.code)
             return
         origin = headers.get("origin")
-        if origin is not None and not await run_db(origin_allowed, self.reader.tenant.id, origin, headers.get("host")):
+        try:
+            allowed = origin is None or await run_db(origin_allowed, self.reader.tenant.id, origin, headers.get("host"))
+        except ApiError as error:  # the database went away between the two lookups
+            allowed, reason = False, error
+        else:
+            reason = None
+        if not allowed:
+            self.refused = True
             await self.accept()
-            await self.close(code=CLOSE_FORBIDDEN, reason="ORIGIN_NOT_ALLOWED")
+            if reason is not None:
+                await self.close(code=HANDSHAKE_CLOSE_CODES.get(reason.status, CLOSE_UNAUTHORIZED), reason=reason.code)
+            else:
+                await self.close(code=CLOSE_FORBIDDEN, reason="ORIGIN_NOT_ALLOWED")
             return
         await self.accept()
         self.watch_task = asyncio.create_task(self._watch_credential())
@@ -117,23 +120,29 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
 
     async def _watch_credential(self) -> None:
         """Re-check the credential while the socket is open; close with 4401 when it
-        stops holding. A failed check (database away) keeps the socket: it is retried."""
+        stops holding, the reason being the code a new handshake would get. A failed
+        check (database away) keeps the socket: it is retried."""
         while True:
             await asyncio.sleep(CREDENTIAL_CHECK_SECONDS)
             try:
-                problem = await run_db(credential_problem, self.reader)
+                await run_db(check_still_valid, self.reader)
+                continue
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.warning("event=partner_credential_check_failed tenant=%s", self.reader.tenant.id, exc_info=True)
+            except DatabaseUnavailable:
+                logger.warning("event=partner_credential_check_failed tenant=%s", self.reader.tenant.id)
                 continue
-            if problem is not None:
+            except ApiError as problem:
                 logger.info("event=partner_socket_unauthorized tenant=%s code=%s", self.reader.tenant.id, problem.code)
                 await self._stop_feed()
                 await self._refuse(CLOSE_UNAUTHORIZED, problem.message, reason=problem.code)
                 return
+            except Exception:
+                logger.warning("event=partner_credential_check_failed tenant=%s", self.reader.tenant.id, exc_info=True)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.refused:
+            return
         try:
             message = load_json(text_data or "")  # deep nesting, NaN, lone surrogates: refused too
         except ApiError as error:
@@ -195,6 +204,7 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             self.feed_task = None
 
     async def _refuse(self, code: int, message: str, *, reason: str | None = None) -> None:
+        self.refused = True
         with contextlib.suppress(Exception):
             await self.send(text_data=json.dumps({"action": "error", "code": code, "message": message}))
         await self.close(code=code, reason=(reason or message)[:120])

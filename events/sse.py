@@ -28,9 +28,10 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 
-from events.hub import EventHub, LogEvent, Subscriber
+from core.db_retry import DatabaseUnavailable
+from events.hub import EventHub, LogEvent, Subscriber, get_hub
 from events.ids import parse_event_id
-from events.leases import StreamLease
+from events.leases import StreamLease, take_stream_slot
 from tenants.callers import Caller
 from tenants.envelope import ApiError, iso_now
 
@@ -113,7 +114,10 @@ class StreamConnection:
 
     def __init__(self, send: Callable[..., Any]) -> None:
         self._send = send
-        self.transport: asyncio.BaseTransport | None = getattr(getattr(send, "__self__", None), "transport", None)
+        cycle = getattr(send, "__self__", None)
+        self.transport: asyncio.BaseTransport | None = getattr(cycle, "transport", None)
+        # uvicorn's send waits only while its flow control has paused writing.
+        self._flow: Any = getattr(cycle, "flow", None)
         self.streams: list[AsyncGenerator[bytes, None]] = []
         self.ended = False  # the stream was ended here: no more frames
         self.aborted = False  # the connection was dropped: nothing more is written
@@ -125,6 +129,10 @@ class StreamConnection:
         if self.aborted or (self.ended and message.get("more_body")):
             return
         if message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        if self._flow is not None and not self._flow.write_paused and not self.ended and not self.client_gone():
+            # Fast path, nearly every frame: the write cannot block, so it needs no timer.
             await self._send(message)
             return
         loop = asyncio.get_running_loop()
@@ -328,15 +336,45 @@ def last_event_id_from(request: HttpRequest, fallback: str | None = None) -> uui
 
 async def subscribe_with_lease(
     hub: EventHub, lease: StreamLease, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None
-) -> Subscriber | None:
-    """Subscribe a stream that holds `lease`. If that fails, or the client goes away
-    meanwhile, the lease is given back at once; None means the hub could not subscribe."""
+) -> Subscriber:
+    """Subscribe a stream that holds `lease`, before its response starts. If that fails,
+    or the client goes away meanwhile, the lease is given back at once.
+
+    A failure is the one answer every stream gives before starting, a 503 with
+    Retry-After in the envelope, which browser clients retry with backoff: the database's
+    own `DatabaseUnavailable` (with `details.outcome` and DATABASE_RETRY_AFTER_SECONDS,
+    as on every endpoint) when the feed's database read failed, else SERVICE_UNAVAILABLE
+    with SSE_RETRY_AFTER_SECONDS."""
     try:
         return await hub.subscribe(tenant_id, user_id=user_id)
     except asyncio.CancelledError:
         await asyncio.shield(lease.release())
         raise
-    except Exception:
+    except Exception as exc:
         logger.warning("event=subscribe_failed tenant=%s", tenant_id, exc_info=True)
-        await lease.release()
-        return None
+        with contextlib.suppress(Exception):  # the lease store may be what failed
+            await lease.release()
+        # A stream that joined a feed another stream was starting sees that start's
+        # failure as the cause of its own.
+        database = exc if isinstance(exc, DatabaseUnavailable) else exc.__cause__
+        if isinstance(database, DatabaseUnavailable):
+            raise DatabaseUnavailable(database.outcome) from exc
+        raise ApiError(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The real-time service is unavailable; retry shortly.",
+            headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+        ) from exc
+
+
+async def open_subscription(
+    kind: str, caller: Caller, limit: int, *, private: bool = False
+) -> tuple[EventHub, Subscriber, StreamLease]:
+    """What every stream takes before its response starts: one of the user's `limit`
+    slots for streams of `kind` (429 / 503, see `take_stream_slot`) and a hub subscription
+    for the caller's tenant, or with `private` for the events addressed to the caller only
+    (503, see `subscribe_with_lease`). Raises ApiError; the view answers it."""
+    lease = await take_stream_slot(kind, caller, limit)
+    hub = get_hub()
+    user_id = caller.user.id if private else None
+    return hub, await subscribe_with_lease(hub, lease, caller.tenant.id, user_id), lease

@@ -18,18 +18,16 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from events.hub import LogEvent, get_hub, last_log_id, run_db
+from events.hub import LogEvent, last_log_id, run_db
 from events.ids import event_id_to_str
-from events.leases import take_stream_slot
 from events.selectors import event_exists
 from events.sse import (
     EventStream,
-    error_frame,
     last_event_id_from,
+    open_subscription,
     sse_frame,
     sse_response,
     stream_view,
-    subscribe_with_lease,
 )
 from notifications.selectors import notification_counts, user_events_after
 from notifications.serializers import counts_to_dict
@@ -104,10 +102,6 @@ class NotificationStream(EventStream):
         return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
 
 
-async def _subscription_failed() -> AsyncIterator[bytes]:
-    yield error_frame("SUBSCRIPTION_ERROR", "Failed to subscribe to notification channel")
-
-
 @stream_view
 @csrf_exempt
 async def notification_stream(request: HttpRequest) -> HttpResponse:
@@ -117,12 +111,8 @@ async def notification_stream(request: HttpRequest) -> HttpResponse:
     try:
         caller = await run_db(authorized_caller, request)
         last_event_id = last_event_id_from(request, request.GET.get("lastEventId"))
-        lease = await take_stream_slot(STREAM_KIND, caller, limit)
+        hub, subscriber, lease = await open_subscription(STREAM_KIND, caller, limit, private=True)
     except ApiError as error:
         return error_response(error)
-    hub = get_hub()
-    subscriber = await subscribe_with_lease(hub, lease, caller.tenant.id, caller.user.id)
-    if subscriber is None:
-        return sse_response(_subscription_failed())
     stream = NotificationStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id)
     return sse_response(stream.frames())

@@ -7,11 +7,8 @@ from tenants.callers import (
     Caller,
     EventReader,
     PartnerKeyCaller,
-    api_key_from,
-    caller_for_user,
-    resolve_api_key,
-    resolve_caller,
     resolve_event_reader,
+    resolve_request_caller,
 )
 from tenants.models import TenantUser
 
@@ -20,24 +17,14 @@ class TenantJWTAuthentication(BaseAuthentication):
     """Resolves the request into a `Caller`: `request.user` is the TenantUser,
     `request.auth` the Caller. Failures raise ApiError, rendered in the envelope."""
 
-    def authenticate(self, request: Request) -> tuple[TenantUser | None, Caller | PartnerKeyCaller] | None:
-        key = api_key_from(request.headers)
-        if key is not None:
-            # A valid partner key is recognised everywhere, so that the policy (not a
-            # confusing "bad token" 401) tells the partner this route is not theirs.
-            return None, resolve_api_key(key, request.headers.get("x-tenantid"))
-        django_request = request._request
-        session_user = getattr(django_request, "user", None)
-        if "authorization" not in request.headers and session_user is not None and session_user.is_authenticated:
-            tenant_user = getattr(session_user, "tenant_user", None)
-            if tenant_user is not None:
-                # Same-origin dashboard: session auth, CSRF enforced as DRF's SessionAuthentication does.
-                from rest_framework.authentication import SessionAuthentication
-
-                SessionAuthentication().enforce_csrf(request)
-                return tenant_user, caller_for_user(tenant_user)
-        caller = resolve_caller(request.headers)
-        return caller.user, caller
+    def authenticate(self, request: Request) -> tuple[TenantUser | None, Caller | PartnerKeyCaller]:
+        # The streams' resolver, so DRF views and streams accept the same callers (a valid
+        # partner key is recognised everywhere, so that the policy, not a confusing "bad
+        # token" 401, tells the partner this route is not theirs) and refuse a session
+        # write without the CSRF token alike (403 CSRF_FAILED). `_request`: Django's
+        # request, whose `user` is the session's account (DRF's `user` would recurse here).
+        caller = resolve_request_caller(request._request)
+        return (caller.user if isinstance(caller, Caller) else None), caller
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -85,10 +86,11 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
 
 
 def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
-    """For views outside DRF (the streams): a partner API key, the headers, or, when no
+    """The one resolver of a request (a Django `HttpRequest`; DRF's authentication passes
+    its `_request`): a partner API key, the headers, or, when neither an API key nor an
     Authorization header is sent, the session of a Django account linked to a tenant user
-    (a same-origin browser page). Session callers of unsafe methods must pass Django's
-    CSRF check, as DRF's session authentication requires. Which of them may call the
+    (a same-origin browser page, see `_session_applies`). Session callers of unsafe
+    methods must pass Django's CSRF check (`403 CSRF_FAILED`). Which of them may call the
     route is the policy's (`tenants.policy.authorized_caller`). Blocking: call it through
     run_db."""
     key = api_key_from(request.headers)
@@ -98,11 +100,30 @@ def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
         account = getattr(request, "user", None)
         signed_in = account is not None and account.is_authenticated
         tenant_user = getattr(account, "tenant_user", None) if signed_in else None
-        if tenant_user is not None:
+        if tenant_user is not None and _session_applies(request, tenant_user):
             if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
                 _check_csrf(request)
             return caller_for_user(tenant_user)
     return resolve_caller(request.headers)
+
+
+def _session_applies(request: Any, user: TenantUser) -> bool:
+    """Whether the session cookie may stand for the caller. CORS (tenants.cors) admits a
+    credentialed cross-origin request on the strength of `x-tenantid` alone, so a page on
+    another tenant's allowed origin would otherwise read this user's data with the
+    browser's cookie: the session is ignored (the request then needs a token, `401`) when
+    the request comes from another origin (an `Origin` whose host is not this server's),
+    or names another tenant in `x-tenantid` than the session user's."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        try:
+            host = request.get_host()
+        except Exception:  # DisallowedHost: not our own origin, whatever it says
+            return False
+        if urlsplit(origin).netloc.lower() != host.lower():
+            return False
+    tenant_header = request.headers.get("x-tenantid")
+    return tenant_header is None or tenant_header.strip().lower() == str(user.tenant_id)
 
 
 def _check_csrf(request: Any) -> None:
@@ -114,7 +135,9 @@ def _check_csrf(request: Any) -> None:
 
 
 def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:
-    """A Caller for a known user without a token (browser session, management commands)."""
+    """A Caller for a known user without a token (browser session, management commands).
+    A deactivated tenant or realm refuses its session users as it refuses its tokens."""
+    require_active(user.tenant_id, user.realm_id)
     return Caller(
         tenant=user.tenant,
         realm=None,
@@ -123,6 +146,16 @@ def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:
         teams=tuple(user.teams),
         support=support,
     )
+
+
+def require_active(tenant_id: uuid.UUID, realm_id: int | None) -> None:
+    """Raise `404 TENANT_NOT_FOUND` / `REALM_NOT_FOUND` (the token path's answers) unless
+    the tenant, and the realm when there is one, are active. Uncached: it is the check
+    that ends sessions and sockets of a deactivated tenant."""
+    if not Tenant.objects.filter(pk=tenant_id, active=True).exists():
+        raise ApiError(404, "TENANT_NOT_FOUND", "No active tenant has this id.", {"tenantId": str(tenant_id)})
+    if realm_id is not None and not Realm.objects.filter(pk=realm_id, active=True).exists():
+        raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.")
 
 
 def _parse_tenant_id(value: str | None) -> uuid.UUID:
@@ -408,12 +441,7 @@ def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyC
     key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
     if key is None or not hmac.compare_digest(key.secret_hash, hash_api_key_secret(secret)):
         raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
-    if key.revoked_at is not None:
-        raise ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
-    if key.expired:
-        raise ApiError(401, "API_KEY_EXPIRED", "The API key has expired.", {"expiredAt": key.expires_at.isoformat()})
-    if not key.tenant.active:
-        raise ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
+    _check_api_key_holds(key)
     if tenant_header and tenant_header.strip().lower() != str(key.tenant_id):
         raise ApiError(401, "INVALID_API_KEY", "The API key belongs to another tenant.")
     if ApiKey.SCOPE_EVENTS_READ not in key.scopes:
@@ -422,3 +450,30 @@ def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyC
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > _KEY_TOUCH_SECONDS:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
     return PartnerKeyCaller(tenant=key.tenant, api_key=key)
+
+
+def _check_api_key_holds(key: ApiKey) -> None:
+    if key.revoked_at is not None:
+        raise ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
+    if key.expired:
+        raise ApiError(401, "API_KEY_EXPIRED", "The API key has expired.", {"expiredAt": key.expires_at.isoformat()})
+    if not key.tenant.active:
+        raise ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
+
+
+def check_still_valid(reader: EventReader) -> None:
+    """Raise the ApiError a new request with `reader`'s credential would get now, if the
+    credential stopped holding: a revoked, deleted or expired key or its tenant
+    deactivated (the codes of `resolve_api_key`), an expired token (`TOKEN_EXPIRED`), the
+    token's tenant or realm deactivated (`TENANT_NOT_FOUND` / `REALM_NOT_FOUND`, as
+    `resolve_caller` answers). For connections that outlive their handshake (the partner
+    websocket). Blocking: call it through run_db."""
+    if isinstance(reader, PartnerKeyCaller):
+        key = ApiKey.objects.select_related("tenant").filter(pk=reader.api_key.pk).first()
+        if key is None:
+            raise ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
+        _check_api_key_holds(key)
+        return
+    if reader.token_expires_at is not None and reader.token_expires_at <= timezone.now():
+        raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
+    require_active(reader.tenant.pk, reader.realm.pk if reader.realm is not None else None)

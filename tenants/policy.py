@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from tenants.callers import (
     ROLE_ADMIN,
     ROLE_AGENT,
     ROLE_PARTNER,
+    ROLE_SUPPORT,
     ROLE_USER,
     Caller,
     PartnerKeyCaller,
@@ -74,15 +75,34 @@ class Rule:
     # user's roles) is accepted instead of a token. The partner feed takes credentials only.
     session: bool = True
 
-    def allows(self, kind: CallerKind) -> bool:
-        """Whether a caller of this kind passes (support requests act with the agent role
-        their token carries next to `support`; the flag is recorded on the events)."""
+    def admits(self, roles: frozenset[str], *, api_key: bool = False) -> bool:
+        """The decision: whether a caller with these token (or session user) roles, or
+        with a partner API key, may call it. Enforcement (`is_allowed`), the docs table and
+        the matrix test all ask this."""
         if self.access is not Access.API:
             return self.access is Access.PUBLIC
-        if kind is CallerKind.PARTNER_KEY:
+        if api_key:
             return self.api_key
-        roles = {CallerKind.SUPPORT: ROLE_AGENT}.get(kind, kind.value)
-        return roles in self.roles
+        # Roles, not a column: a token with `user` and `partner` is an end user too, and
+        # `support` adds no rights (a support request acts with the roles next to it).
+        return bool(roles & self.roles)
+
+
+# The credential each column of the table stands for: the roles of its token (the
+# `support` column is an agent's token carrying `support`, sent with issupportrequest).
+KIND_ROLES: dict[CallerKind, frozenset[str]] = {
+    CallerKind.USER: frozenset({ROLE_USER}),
+    CallerKind.AGENT: frozenset({ROLE_AGENT}),
+    CallerKind.ADMIN: frozenset({ROLE_ADMIN}),
+    CallerKind.SUPPORT: frozenset({ROLE_AGENT, ROLE_SUPPORT}),
+    CallerKind.PARTNER: frozenset({ROLE_PARTNER}),
+    CallerKind.PARTNER_KEY: frozenset(),
+}
+
+
+def admits_kind(rule: Rule, kind: CallerKind) -> bool:
+    """Whether the column `kind` of the table is allowed by `rule` (the same decision)."""
+    return rule.admits(KIND_ROLES[kind], api_key=kind is CallerKind.PARTNER_KEY)
 
 
 def _members(summary: str) -> Rule:
@@ -151,6 +171,9 @@ ROUTES: dict[str, dict[str, Rule]] = {
     EVENTS_WEBSOCKET: {
         "GET": Rule("Partner event feed (websocket handshake)", roles=EVENT_READERS, api_key=True, session=False)
     },
+    # probes for orchestrators (core.health)
+    "healthz": {"GET": Rule("Liveness: the process answers (touches no dependency)", Access.PUBLIC)},
+    "readyz": {"GET": Rule("Readiness: database, Redis (if set), migrations; 503 names what fails", Access.PUBLIC)},
     # documentation, pages, files
     "schema": {"GET": Rule("OpenAPI schema", Access.PUBLIC)},
     "api-docs": {"GET": Rule("Swagger UI", Access.PUBLIC)},
@@ -189,31 +212,13 @@ def rule_for(route: str, method: str) -> Rule | None:
     return rules.get(method) or rules.get("*")
 
 
-def kind_of(caller: Caller | PartnerKeyCaller) -> CallerKind:
-    """The table column a caller falls in (the strongest role of its token)."""
-    if isinstance(caller, PartnerKeyCaller):
-        return CallerKind.PARTNER_KEY
-    if ROLE_ADMIN in caller.roles:
-        return CallerKind.ADMIN
-    if caller.support:
-        return CallerKind.SUPPORT
-    if ROLE_AGENT in caller.roles:
-        return CallerKind.AGENT
-    if ROLE_USER in caller.roles:
-        return CallerKind.USER
-    return CallerKind.PARTNER
-
-
 def is_allowed(caller: Caller | PartnerKeyCaller, route: str, method: str) -> bool:
     rule = rule_for(route, method)
     if rule is None:
         return False
-    if rule.access is not Access.API:
-        return rule.access is Access.PUBLIC
     if isinstance(caller, PartnerKeyCaller):
-        return rule.api_key
-    # Roles, not the column: a token with `user` and `partner` is an end user too.
-    return bool(caller.roles & rule.roles)
+        return rule.admits(frozenset(), api_key=True)
+    return rule.admits(caller.roles)
 
 
 def authorize(caller: Caller | PartnerKeyCaller, route: str, method: str) -> None:
@@ -248,9 +253,9 @@ def authorized_caller(request: Any) -> Caller:
     or the dashboard session) and ask the policy. Blocking: call it through run_db."""
     caller = resolve_request_caller(request)
     authorize(caller, route_of(request), request.method)
-    if not isinstance(caller, Caller):  # no route taking this path admits an API key
-        raise ApiError(403, "FORBIDDEN", "A partner API key may only read the event log.")
-    return caller
+    # No route served this way admits an API key (`api_key=False`), so `authorize` has
+    # refused one already.
+    return cast(Caller, caller)
 
 
 # --- list scopes ------------------------------------------------------------------------
@@ -284,7 +289,7 @@ def policy_table_markdown() -> str:
     for route, rules in entries:
         for method, rule in rules.items():
             if rule.access is Access.API:
-                cells = ["yes" if rule.allows(kind) else "403" for kind in kinds]
+                cells = ["yes" if admits_kind(rule, kind) else "403" for kind in kinds]
                 cells.append("its user's roles" if rule.session else "401")
             else:
                 cells = [_ACCESS_CELL[rule.access]] * (len(kinds) + 1)

@@ -33,7 +33,9 @@ def issue_token(
     """Sign a Keycloak-shaped token with an HS256 realm's secret."""
     if realm.algorithm != Realm.Algorithm.HS256 or not realm.secret:
         raise ValueError(f"realm {realm} has no HS256 secret to sign with")
-    existing = TenantUser.objects.filter(tenant=realm.tenant, username=username).first()
+    # The person is (tenant, realm, sub): a user of the same name in another realm is
+    # someone else, whose `sub` this token must not carry.
+    existing = TenantUser.objects.filter(tenant=realm.tenant, realm=realm, username=username).first()
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": subject or (existing.subject if existing else subject_for(realm.tenant, username)),

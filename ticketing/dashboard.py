@@ -40,9 +40,13 @@ def tenant_caller_required(view: Callable[..., HttpResponse]) -> View:
     @ensure_csrf_cookie
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         tenant_user: TenantUser | None = getattr(request.user, "tenant_user", None)
-        if tenant_user is None or not tenant_user.tenant.active:
+        if tenant_user is None:
             return render(request, "dashboard/not_linked.html", status=403)
-        return view(request, caller_for_user(tenant_user), *args, **kwargs)
+        try:
+            caller = caller_for_user(tenant_user)
+        except ApiError:  # the tenant or the user's realm was deactivated
+            return render(request, "dashboard/not_linked.html", status=403)
+        return view(request, caller, *args, **kwargs)
 
     return wrapper
 

@@ -4,7 +4,10 @@ notifications they cause by notifications.services, also inside it.
 
 Lock order, to never deadlock: the ticket row, then the tenant's parent-link lock (only
 when a parent changes), then the tenant's event-log lock (taken when the first event is
-recorded), then SLA and notification rows."""
+recorded), then SLA and notification rows. An API request that writes runs in one
+transaction around the whole view (core.views), so these locks are held until the view's
+response is built and committed: keep the work after the service call small. (The
+deadlocks between the ticket row and the log lock are the write-path issue's to remove.)"""
 
 import zlib
 from datetime import datetime, timedelta

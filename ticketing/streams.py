@@ -14,17 +14,16 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core.json_input import read_json_body
-from events.hub import LogEvent, fetch_log, get_hub, last_log_id, run_db
+from events.hub import LogEvent, fetch_log, last_log_id, run_db
 from events.ids import event_id_to_str
-from events.leases import take_stream_slot
 from events.selectors import event_exists
 from events.sse import (
     EventStream,
     last_event_id_from,
+    open_subscription,
     sse_frame,
     sse_response,
     stream_view,
-    subscribe_with_lease,
 )
 from tenants.callers import Caller
 from tenants.envelope import ApiError, error_response, iso_now
@@ -205,16 +204,9 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
         body = _parse_body(request)
         query = ticket_query_from(caller, request.GET["type"], body)
         last_event_id = last_event_id_from(request, body.get("lastEventId"))
-        lease = await take_stream_slot("list", caller, settings.SSE_MAX_LIST_STREAMS_PER_USER)
+        hub, subscriber, lease = await open_subscription("list", caller, settings.SSE_MAX_LIST_STREAMS_PER_USER)
     except ApiError as error:
         return error_response(error)
-    hub = get_hub()
-    subscriber = await subscribe_with_lease(hub, lease, caller.tenant.id)
-    if subscriber is None:
-        retry_after = {"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)}
-        return error_response(
-            ApiError(503, "SERVICE_UNAVAILABLE", "The real-time service is unavailable.", headers=retry_after)
-        )
     stream = TicketListStream(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id
     )

@@ -5,8 +5,10 @@ schemes, the envelopes, the statuses, the SSE streams and the websocket."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,47 @@ def test_the_running_server_serves_the_same_schema(server: ServerProcess, genera
     served = yaml.safe_load(response.text)
     assert set(served["paths"]) == set(schema["paths"])
     assert served["components"]["securitySchemes"] == schema["components"]["securitySchemes"]
+
+
+# Every error code the code raises with a status, literally: `ApiError(404, "TICKET_NOT_FOUND", ...`
+# (also split over lines) and DatabaseUnavailable's `__init__(503, "SERVICE_UNAVAILABLE", ...`.
+RAISED_CODE = re.compile(r'(?:ApiError|__init__)\(\s*(\d{3}),\s*"([A-Z][A-Z_]+)"')
+# core.errors' answer to a DRF ValidationError, which no view lets through (see
+# config.openapi.ERROR_CODES); documenting it would promise clients a code they never get.
+NEVER_ANSWERED = {"VALIDATION_ERROR"}
+
+
+def _codes_the_code_raises() -> dict[int, set[str]]:
+    raised: dict[int, set[str]] = defaultdict(set)
+    for path in ROOT.rglob("*.py"):
+        top = path.relative_to(ROOT).parts[0]
+        if top.startswith(".") or top in {"tests", "node_modules"}:
+            continue
+        for status, code in RAISED_CODE.findall(path.read_text()):
+            raised[int(status)].add(code)
+    return raised
+
+
+def test_the_schema_lists_every_error_code_the_code_raises_and_no_other(generated: tuple) -> None:
+    """The per-status code lists are checked against the source, so a new code (or one
+    that is gone) fails here instead of leaving the documented contract stale."""
+    from config.openapi import ERROR_CODES
+    from core.errors import STATUS_CODES
+
+    raised = _codes_the_code_raises()
+    assert raised[401] and raised[404], "the scan found no raised codes"
+    for status, documented in ERROR_CODES.items():
+        must = raised[status] - NEVER_ANSWERED
+        may = must | {STATUS_CODES[status]}  # the code of a bare status (Http404, DRF's 406/415 ...)
+        assert must <= set(documented), (status, sorted(must - set(documented)))
+        assert set(documented) <= may, (status, sorted(set(documented) - may))
+        assert len(set(documented)) == len(documented), (status, documented)
+
+    _, schema = generated
+    descriptions: dict[str, str] = defaultdict(str)
+    for _, _, op in _operations(schema):
+        for status, response in op["responses"].items():
+            descriptions[status] += response.get("description", "")
+    for status, documented in ERROR_CODES.items():
+        for code in documented:
+            assert f"`{code}`" in descriptions[str(status)], (status, code)

@@ -7,10 +7,15 @@ database while the socket is open, as an admin's action would."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -20,6 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 from tenants.models import Realm, Tenant
 from tenants.services import create_api_key, revoke_api_key
 from tests.builders import World
+from tests.conftest import ROOT, ServerProcess
 
 CLOSE_WITHIN = 5.0
 
@@ -95,7 +101,9 @@ def test_an_open_token_socket_is_closed_4401_when_its_realm_or_tenant_is_deactiv
         else:
             Tenant.objects.filter(pk=acme.tenant.pk).update(active=False)
         code, reason, _ = close_code_within(ws, CLOSE_WITHIN)
-    assert code == 4401 and reason == f"{deactivate.upper()}_INACTIVE"
+    # The reason a new handshake would get now (`404 TENANT_NOT_FOUND` there), closed 4401:
+    # the credential stopped holding.
+    assert code == 4401 and reason == f"{deactivate.upper()}_NOT_FOUND"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -132,3 +140,120 @@ def test_a_browser_socket_is_refused_4403_unless_its_origin_is_allowed_for_the_t
             else:
                 code, reason, _ = close_code_within(ws, 5)
                 assert (code, reason) == (4403, "ORIGIN_NOT_ALLOWED")
+
+
+# --- refusals: what a client is told, and what the server does after -------------------
+
+
+def _frame(text: str) -> bytes:
+    """A masked client text frame (RFC 6455), for a client that pipelines."""
+    payload = text.encode()
+    mask = b"\x01\x02\x03\x04"
+    assert len(payload) < 126
+    return b"\x81" + bytes([0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class RawSocket:
+    """A websocket client on a plain socket, to do what a library will not: keep sending
+    after the server's close frame, as a client whose messages crossed it does."""
+
+    def __init__(self, server: ServerProcess, headers: dict[str, str]) -> None:
+        port = int(server.url.rsplit(":", 1)[1])
+        lines = [
+            "GET /v2/system/events/ws HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{name}: {value}" for name, value in headers.items()),
+        ]
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._read()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _read(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the TCP connection"
+        return chunk
+
+    def send(self, text: str) -> None:
+        payload, mask = text.encode(), os.urandom(4)
+        assert len(payload) < 126
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(b"\x81" + bytes([0x80 | len(payload)]) + mask + masked)
+
+    def recv(self, timeout: float) -> tuple[int, bytes]:
+        """The next server frame: (opcode, payload). Server frames are unmasked."""
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self.buffer) >= 2:
+                length, start = self.buffer[1] & 0x7F, 2
+                if length == 126:
+                    length, start = int.from_bytes(self.buffer[2:4], "big"), 4
+                elif length == 127:
+                    length, start = int.from_bytes(self.buffer[2:10], "big"), 10
+                if len(self.buffer) >= start + length:
+                    opcode, payload = self.buffer[0] & 0x0F, self.buffer[start : start + length]
+                    self.buffer = self.buffer[start + length :]
+                    return opcode, payload
+            self.buffer += self._read()
+
+
+def test_messages_crossing_a_refusal_are_ignored(server, acme: World):
+    """The server refuses an open socket (its key was revoked) while the client's
+    messages are on their way: it must not act on them (start a feed, answer, fail)."""
+    key, secret = create_api_key(tenant=acme.tenant, name="crm")
+    log = server_log(server)
+    before = log.stat().st_size
+    ws = RawSocket(server, {"X-API-Key": secret})
+    try:
+        ws.send(json.dumps({"action": "subscribe", "types": []}))
+        assert json.loads(ws.recv(5)[1])["action"] == "subscribed"
+        revoke_api_key(key=key)
+        deadline = time.monotonic() + CLOSE_WITHIN
+        frames = []
+        while time.monotonic() < deadline:
+            # The client has not seen the close yet: it keeps asking (and never answers
+            # the close frame, so the server keeps reading until its close timeout).
+            ws.send(json.dumps({"action": "subscribe", "types": []}))
+            ws.send(json.dumps({"action": "ping"}))
+            with contextlib.suppress(TimeoutError):
+                opcode, payload = ws.recv(0.05)
+                frames.append((opcode, payload))
+                if opcode == 0x8:
+                    break
+        assert frames and frames[-1][0] == 0x8, frames
+        assert int.from_bytes(frames[-1][1][:2], "big") == 4401
+        for _ in range(10):  # messages that cross the close
+            ws.send(json.dumps({"action": "subscribe", "types": []}))
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        ws.sock.close()
+    with log.open("rb") as f:
+        f.seek(before)
+        written = f.read().decode(errors="replace")
+    assert "Traceback" not in written and "Exception" not in written, written[-3000:]
+
+
+def server_log(server: ServerProcess) -> Path:
+    return ROOT / f".server-{server.port}.log"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_handshake_while_the_database_is_down_closes_1013_try_again_later(acme: World):
+    """Not 4401: the credential may be fine, so the client should retry, not give up."""
+    _, secret = create_api_key(tenant=acme.tenant, name="crm")
+    # A server whose database cannot be reached (nothing listens on port 9).
+    down = ServerProcess(DATABASE_URL="postgres://postgres@127.0.0.1:9/ticketing").start()
+    try:
+        with connect(ws_url(down), additional_headers={"X-API-Key": secret}, open_timeout=15) as ws:
+            code, reason, _ = close_code_within(ws, 15)
+    finally:
+        down.stop()
+    assert (code, reason) == (1013, "SERVICE_UNAVAILABLE")

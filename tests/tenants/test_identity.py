@@ -242,3 +242,20 @@ def test_demo_loader_users_keep_working_with_tokens(server, settings):
     }
     assert httpx.get(server.url + COUNT, headers=headers, timeout=10).status_code == 200
     assert TenantUser.objects.filter(tenant=realm.tenant, username__startswith="alice").count() == 1
+
+
+def test_issue_token_takes_the_subject_of_the_user_of_its_own_realm_only(acme: World):
+    """A token of the second realm for "alice" must not carry the `sub` (and profile) of
+    the main realm's alice: she is another person there."""
+    from tenants.services import issue_token
+
+    TenantUser.objects.filter(pk=acme.users["alice"].pk).update(subject="kc-alice-main", name="Alice of Main")
+    partners = second_realm(acme)
+
+    def claims_of(token: str) -> dict:
+        return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+
+    main = claims_of(issue_token(realm=acme.realm, username="alice", roles=["agent"], teams=[]))
+    other = claims_of(issue_token(realm=partners, username="alice", roles=["user"], teams=[]))
+    assert (main["sub"], main["name"]) == ("kc-alice-main", "Alice of Main")
+    assert other["sub"] == subject_for(acme.tenant, "alice") and other["name"] != "Alice of Main"

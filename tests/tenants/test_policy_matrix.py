@@ -272,7 +272,7 @@ def check(route: Route, method: str, kind: str, response: httpx.Response) -> str
         if status == 401 and response.json()["error"]["code"] in ("MISSING_TOKEN", "INVALID_TOKEN"):
             return None
         return f"{status} (expected 401)"
-    allowed = rule.allows(AS_KIND.get(kind) or policy.CallerKind(kind))
+    allowed = policy.admits_kind(rule, AS_KIND.get(kind) or policy.CallerKind(kind))
     if allowed:
         if status == 401 or is_policy_denial(response, route.key):
             return f"{status} {response.text[:200]} (the policy allows it)"
@@ -334,7 +334,7 @@ def test_partner_websocket_admits_only_what_the_policy_says(server, acme: World,
     headers = caller_headers(kind, server, acme, globex, other)
     rule = policy.rule_for(policy.EVENTS_WEBSOCKET, "GET")
     unauthenticated = kind in UNAUTHENTICATED or (kind == DASHBOARD_SESSION and not rule.session)
-    allowed = not unauthenticated and rule.allows(AS_KIND.get(kind) or policy.CallerKind(kind))
+    allowed = not unauthenticated and policy.admits_kind(rule, AS_KIND.get(kind) or policy.CallerKind(kind))
     url = server.url.replace("http://", "ws://") + "/v2/system/events/ws"
     with connect(url, additional_headers=headers, open_timeout=5) as ws:
         try:
