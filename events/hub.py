@@ -32,6 +32,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from core.db_retry import call_with_retry
 from events.ids import event_id_to_str
 from events.models import REPLAY_TYPE, Event
+from events.selectors import last_event_id, log_after
 from events.serializers import event_to_dict, iso
 from events.services import tenant_group
 
@@ -113,19 +114,18 @@ class LogEvent:
 
 
 def fetch_log(tenant_id: uuid.UUID, after: uuid.UUID | None, limit: int) -> list[LogEvent]:
-    rows = Event.objects.filter(tenant_id=tenant_id).select_related("actor").order_by("id")
-    if after is not None:
-        rows = rows.filter(id__gt=after)
-    return [LogEvent.from_row(e) for e in rows[:limit]]
+    """The hub's catch-up and the list stream's resume: every audience, after a cursor."""
+    return [LogEvent.from_row(e) for e in log_after(tenant_id, after).select_related("actor")[:limit]]
 
 
 def fetch_by_ids(tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[LogEvent]:
+    # A handful of named events: looked up by primary key, not by walking the tenant's log.
     rows = Event.objects.filter(tenant_id=tenant_id, id__in=ids).select_related("actor").order_by("id")
     return [LogEvent.from_row(e, replayed=True) for e in rows]
 
 
-def last_log_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
-    return Event.objects.filter(tenant_id=tenant_id).order_by("-id").values_list("id", flat=True).first()
+# The streams import it under this name; it is the one selector of the newest id.
+last_log_id = last_event_id
 
 
 def _release(waiter: asyncio.Future[None]) -> None:

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from events.hub import LogEvent, get_hub, run_db
 from events.models import Event
+from events.selectors import last_event_id, log_after
 
 CATCH_UP_BATCH = 500
 
@@ -31,21 +32,12 @@ class ShuttingDown(Exception):
 def fetch_partner_events(
     tenant_id: uuid.UUID, after: uuid.UUID | None, types: frozenset[str], limit: int
 ) -> list[LogEvent]:
-    rows = Event.objects.filter(tenant_id=tenant_id, audience=Event.Audience.PARTNER).select_related("actor")
-    if after is not None:
-        rows = rows.filter(id__gt=after)
-    if types:
-        rows = rows.filter(type__in=types)
-    return [LogEvent.from_row(e) for e in rows.order_by("id")[:limit]]
+    rows = log_after(tenant_id, after, audience=Event.Audience.PARTNER, types=types).select_related("actor")
+    return [LogEvent.from_row(e) for e in rows[:limit]]
 
 
 def last_partner_event_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
-    return (
-        Event.objects.filter(tenant_id=tenant_id, audience=Event.Audience.PARTNER)
-        .order_by("-id")
-        .values_list("id", flat=True)
-        .first()
-    )
+    return last_event_id(tenant_id, audience=Event.Audience.PARTNER)
 
 
 def event_message(event: LogEvent) -> str:

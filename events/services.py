@@ -20,6 +20,7 @@ from django.utils import timezone
 from events.context import current_acting
 from events.ids import event_id_to_str, new_event_id
 from events.models import REPLAY_TYPE, Event
+from events.selectors import last_event_id
 from tenants.models import Tenant, TenantUser
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def record_event(
         raise RuntimeError("record_event must run inside the transaction of the change it records")
     acting = current_acting()
     lock_tenant_log(tenant.id)
-    last_id = Event.objects.filter(tenant=tenant).order_by("-id").values_list("id", flat=True).first()
+    last_id = last_event_id(tenant.id)
     event = Event.objects.create(
         id=new_event_id(after=last_id),
         tenant=tenant,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from events.models import Event
+from events.selectors import log_after
 from notifications.filters import NotificationSearch, parse_notification_filter
 from notifications.models import Notification, NotificationCounter, NotificationPreference
 from notifications.serializers import SORT_FIELDS, TYPES, zero_by_priority, zero_by_type
@@ -129,8 +130,4 @@ def enabled_types(user: TenantUser) -> dict[str, bool]:
 
 def user_events_after(user: TenantUser, after: uuid.UUID, limit: int) -> list[Event]:
     """The user's private events after an event id, oldest first (the stream's resume)."""
-    return list(
-        Event.objects.filter(tenant_id=user.tenant_id, recipient=user, id__gt=after)
-        .select_related("actor")
-        .order_by("id")[:limit]
-    )
+    return list(log_after(user.tenant_id, after).filter(recipient=user).select_related("actor")[:limit])

@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from events.ids import parse_event_id
 from events.models import Event
+from events.selectors import log_after
 from tenants.models import Tenant
 from tenants.selectors import tenant_by_slug_or_id
 
@@ -24,20 +25,17 @@ def selected_events(options: dict[str, Any]) -> tuple[Tenant, QuerySet[Event]]:
     tenant = tenant_by_slug_or_id(options["tenant"])
     if tenant is None:
         raise CommandError(f"No tenant {options['tenant']!r}.")
-    events = Event.objects.filter(tenant=tenant, audience=Event.Audience.PARTNER)
-    if options.get("after_id"):
-        try:
-            events = events.filter(id__gt=parse_event_id(options["after_id"]))
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+    try:
+        after = parse_event_id(options["after_id"]) if options.get("after_id") else None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    events = log_after(tenant, after, audience=Event.Audience.PARTNER, types=options.get("types") or ())
     if options.get("occurred_after"):
         moment = parse_datetime(options["occurred_after"])
         if moment is None:
             raise CommandError("--occurred-after must be an ISO 8601 date-time.")
         events = events.filter(occurred_at__gt=moment)
-    if options.get("types"):
-        events = events.filter(type__in=options["types"])
-    return tenant, events.order_by("id")
+    return tenant, events
 
 
 def keyset_pages(events: QuerySet[Event], size: int) -> Any:
