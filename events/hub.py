@@ -316,6 +316,10 @@ class EventHub:
         # adds them all again as soon as Redis answers.
         self.rejoin_needed = False
         self._channel_lock = asyncio.Lock()
+        # Joins and leaves of one group are serialized: a feed that stops while a new one
+        # of the same tenant starts must not take the process out of the group after the
+        # new feed joined it (its events would then only be polled).
+        self._group_locks: dict[str, asyncio.Lock] = {}
 
     async def _ensure_channel(self) -> str:
         async with self._channel_lock:
@@ -332,12 +336,15 @@ class EventHub:
                     self.keeper = asyncio.create_task(self._keep_memberships(), name="event-hub-keeper")
         return self.channel
 
+    def _group_lock(self, group: str) -> asyncio.Lock:
+        return self._group_locks.setdefault(group, asyncio.Lock())
+
     async def join(self, group: str) -> None:
         channel = await self._ensure_channel()
         try:
             # Bounded: an unreachable Redis must not hold up a stream's opening; the keeper
             # joins later and the feed's poll delivers meanwhile.
-            async with asyncio.timeout(GROUP_ADD_TIMEOUT):
+            async with self._group_lock(group), asyncio.timeout(GROUP_ADD_TIMEOUT):
                 await self.layer.group_add(group, channel)
         except Exception:
             # No broadcast for now; the feed's poll still delivers everything.
@@ -391,7 +398,13 @@ class EventHub:
             await self._rejoin_all()
 
     async def leave(self, group: str) -> None:
-        if self.channel is not None:
+        """Leave the group, unless a feed of it started meanwhile (a stream reopened while
+        the previous feed was stopping): that feed needs the membership."""
+        if self.channel is None:
+            return
+        async with self._group_lock(group):
+            if any(feed.group == group for feed in self.feeds.values()):
+                return
             with contextlib.suppress(Exception):
                 await self.layer.group_discard(group, self.channel)
 
