@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -19,6 +20,9 @@ from rest_framework.test import APIClient
 
 from tenants.callers import clear_realm_cache
 from tests.builders import World, make_world
+
+if TYPE_CHECKING:
+    from tests.faults.redis_server import PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,6 +166,16 @@ def wait_until_database_is_quiet(timeout: float = 10.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
             time.sleep(0.05)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A Redis of the test's own on a free port, which the test may stop and restart."""
+    from tests.faults.redis_server import PrivateRedis  # it imports this module
+
+    redis_server = PrivateRedis().start()
+    yield redis_server
+    redis_server.close()
 
 
 @pytest.fixture(scope="session")

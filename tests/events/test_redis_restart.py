@@ -22,13 +22,6 @@ POLL_SECONDS = 5
 
 
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def redis_server(transactional_db: None, private_redis: PrivateRedis) -> Iterator[ServerProcess]:
     proc = ServerProcess(
         REDIS_URL=private_redis.url, REDIS_PREFIX="restart", EVENT_HUB_POLL_SECONDS=str(POLL_SECONDS)

@@ -16,13 +16,6 @@ FAULT_POLL_SECONDS = 3
 
 
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def two_workers(transactional_db: None, private_redis: PrivateRedis) -> Iterator[list[ServerProcess]]:
     """Two server processes on PostgreSQL (the test database) and `private_redis`."""
     env = {
