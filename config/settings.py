@@ -150,6 +150,13 @@ if REDIS_URL:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    # After a Redis restart every pooled connection is dead: a command on one reconnects
+    # and is sent again instead of failing (a 503 at a stream open, a lost announcement).
+    # Used by the channel layer's pools and the stream-lease pool (events.leases).
+    REDIS_RETRY_OPTIONS = {
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -165,10 +172,7 @@ if REDIS_URL:
                         "socket_keepalive": True,
                         "max_connections": env_int("REDIS_MAX_CONNECTIONS", 200),
                         "health_check_interval": 15,
-                        # After a Redis restart, pooled connections are dead: a command
-                        # on one reconnects and is sent again instead of failing.
-                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                        **REDIS_RETRY_OPTIONS,
                     }
                 ],
                 "capacity": env_int("CHANNEL_CAPACITY", 5000),

@@ -79,10 +79,6 @@ LEASE_POOL_SIZE = 32
 class RedisLeaseStore:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         pool = redis.BlockingConnectionPool.from_url(
             url,
@@ -90,11 +86,9 @@ class RedisLeaseStore:
             timeout=5,
             socket_timeout=5,
             socket_connect_timeout=5,
-            # After Redis restarts every pooled connection is dead; without a retry each
-            # one would fail a stream open (503) once before being replaced. With it, a
-            # command on a dead connection reconnects and is sent again.
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            # Dead pooled connections after a Redis restart reconnect instead of failing
+            # a stream open (503) once each.
+            **settings.REDIS_RETRY_OPTIONS,
         )
         self.client = redis.Redis(connection_pool=pool)
         self.acquire_script = self.client.register_script(_ACQUIRE)
