@@ -300,9 +300,9 @@ def run_events(tenant_id: str, after_id: str | None) -> list[tuple[str, str, str
 
     from events.ids import event_id_to_str
     from events.models import Event
-    from ticketing.streams import TICKET_STATE_EVENTS
+    from ticketing.events import STATE_EVENTS
 
-    rows = Event.objects.filter(tenant_id=tenant_id, type__in=TICKET_STATE_EVENTS).order_by("id")
+    rows = Event.objects.filter(tenant_id=tenant_id, type__in=STATE_EVENTS).order_by("id")
     if after_id:
         rows = rows.filter(id__gt=after_id)
     out = [

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "tenants",
     "events",
     "ticketing",
+    "sla",
     "notifications",
 ]
 
@@ -130,6 +131,22 @@ DATABASES = {
     )
 }
 IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+if IS_POSTGRES and env_bool("DB_POOL", True):
+    # Connections are reused through Django's psycopg pool (docs/architecture.md, "Database
+    # connections"): opening one costs more CPU on both sides than a whole ticket change.
+    # Under ASGI every request runs in a thread of its own, so persistent connections
+    # (CONN_MAX_AGE) would be opened per request anyway; the pool is shared by the threads
+    # of a process, and a connection goes back to it when the request ends.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must hand them back
+    # A pooled connection may have died (PostgreSQL restarted, backend terminated): with
+    # health checks on, Django has the pool check it when handing it out.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 2),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 20),
+        # Waiting longer than this for a free connection fails the request (503).
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+    }
 if not IS_POSTGRES:
     # Stream tests run a server in another process, so the SQLite test database must be
     # a file both processes can open, not the in-memory default.

@@ -24,6 +24,7 @@ urlpatterns = [
     ),
     # Before ticketing.urls, whose `ticket/<ticket_id>` would match `ticket/notifications`.
     path("api/v2/ticketing/", include("notifications.urls")),
+    path("api/v2/ticketing/", include("sla.urls")),
     path("api/v2/ticketing/", include("ticketing.urls")),
     path("v2/system/events", SystemEventsView.as_view(), name="system-events"),
     path("api/v2/system/events", SystemEventsView.as_view(), name="api-system-events"),

@@ -18,6 +18,7 @@ from django.http import HttpRequest, HttpResponseBase, RawPostDataException, Unr
 from rest_framework.views import APIView
 
 from core.db_retry import DatabaseUnavailable, call_with_retry, database_fault
+from events.recording import unit_of_work
 from tenants.envelope import error_response
 
 # Reads only (HTTP semantics): running one twice is harmless, so no transaction is needed.
@@ -41,7 +42,7 @@ class RetryingAPIView(APIView):
             return error_response(error)
 
     def _dispatch_in_transaction(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        with transaction.atomic():
+        with unit_of_work():
             response = super().dispatch(request, *args, **kwargs)
             if response.status_code >= 400:
                 # A refused request changes nothing (not even the caller's profile sync).

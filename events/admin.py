@@ -5,7 +5,6 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from events.context import acting_as
 from events.models import REPLAY_TYPE, Event
 from events.services import request_replay
 from tenants.models import Tenant, TenantUser
@@ -50,8 +49,7 @@ class EventAdmin(admin.ModelAdmin):
             return
         for tenant_id, event_ids in by_tenant.items():
             tenant = Tenant.objects.get(pk=tenant_id)
-            with acting_as(staff_actor(request, tenant_id), support=True):
-                request_replay(tenant=tenant, event_ids=event_ids)
+            request_replay(tenant=tenant, event_ids=event_ids, actor=staff_actor(request, tenant_id), support=True)
         count = sum(len(ids) for ids in by_tenant.values())
         self.message_user(
             request, f"Replay of {count} event(s) requested for {len(by_tenant)} tenant(s).", messages.SUCCESS

@@ -32,9 +32,9 @@ from django.db import DatabaseError, close_old_connections, connection
 from core.db_retry import call_with_retry
 from events.ids import event_id_to_str
 from events.models import REPLAY_TYPE, Event
+from events.recording import tenant_group
 from events.selectors import last_event_id, log_after
 from events.serializers import event_to_dict, iso
-from events.services import tenant_group
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

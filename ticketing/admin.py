@@ -6,7 +6,7 @@ from django.utils.html import format_html_join
 from events.admin import staff_actor
 from events.selectors import ticket_history
 from ticketing.models import Approval, Comment, SlaPolicy, Status, Ticket, TicketMarks, TicketSla, Watcher
-from ticketing.services import bulk_set_status
+from ticketing.services import bulk_set_status, delete_tickets
 
 
 class CommentInline(admin.TabularInline):
@@ -48,6 +48,16 @@ class TicketAdmin(admin.ModelAdmin):
     def history(self, obj: Ticket) -> str:
         rows = ((e.ulid, e.type, e.occurred_at, e.actor or "system") for e in ticket_history(obj.tenant, obj.id))
         return format_html_join("", "<div><code>{}</code> {} at {} by {}</div>", rows) or "-"
+
+    def delete_model(self, request: HttpRequest, obj: Ticket) -> None:
+        self.delete_queryset(request, Ticket.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Ticket]) -> None:
+        # Through the service, so every deletion is in the event log like the API's.
+        for tenant_id in queryset.order_by().values_list("tenant_id", flat=True).distinct():
+            delete_tickets(
+                tickets=queryset.filter(tenant_id=tenant_id), actor=staff_actor(request, tenant_id), support=True
+            )
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[Ticket], status: str) -> None:
         changed = 0

@@ -1,22 +1,8 @@
 """Tickets, their comments and watchers, and the per-tenant ticket number sequence."""
 
 import uuid
-from typing import Any
 
 from django.db import models
-
-TRACKED_FIELDS = (
-    "subject",
-    "description",
-    "status",
-    "priority",
-    "category",
-    "team",
-    "assignee_id",
-    "requester_id",
-    "customer",
-    "parent_id",
-)
 
 
 class Status(models.TextChoices):
@@ -90,14 +76,6 @@ class Ticket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.number} {self.subject}"
-
-    @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> "Ticket":
-        instance = super().from_db(db, field_names, values)
-        # Remember what was loaded so the event recorder can tell exactly what changed.
-        instance._loaded_values = {f: getattr(instance, f) for f in TRACKED_FIELDS if f in instance.__dict__}
-        instance._loaded_updated_at = instance.__dict__.get("updated_at")
-        return instance
 
 
 class Comment(models.Model):

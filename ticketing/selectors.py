@@ -13,7 +13,7 @@ from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from tenants.policy import authorize_list_scope
 from ticketing.filters import MATCH_ALL, Node
-from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, SlaPolicy, Ticket
+from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, Ticket
 from ticketing.serializers import SORT_COLUMNS
 
 SCOPES = ("user", "agent", "template")
@@ -220,7 +220,3 @@ def get_ticket_approval(ticket: Ticket, approval_id: str) -> Approval:
     if approval is None:
         raise ApiError(404, "APPROVAL_NOT_FOUND", "No approval of this ticket has this id.")
     return approval
-
-
-def sla_policies(tenant: object) -> QuerySet[SlaPolicy]:
-    return SlaPolicy.objects.filter(tenant=tenant).order_by("priority")

@@ -249,13 +249,6 @@ class EscalateSerializer(StrictObjectSerializer):
     team = serializers.CharField(required=False, max_length=100)
 
 
-class SlaPolicySerializer(StrictObjectSerializer):
-    priority = PriorityField()
-    responseMinutes = serializers.IntegerField(min_value=1, max_value=525_600)
-    resolutionMinutes = serializers.IntegerField(min_value=1, max_value=525_600)
-    warningPercent = serializers.IntegerField(min_value=1, max_value=99, default=80)
-
-
 def approval_to_dict(approval: Any) -> dict[str, Any]:
     return {
         "id": str(approval.id),
@@ -268,15 +261,6 @@ def approval_to_dict(approval: Any) -> dict[str, Any]:
         "decisionComment": approval.decision_comment,
         "decidedAt": iso(approval.decided_at) if approval.decided_at else None,
         "createdAt": iso(approval.created_at),
-    }
-
-
-def sla_policy_to_dict(policy: Any) -> dict[str, Any]:
-    return {
-        "priority": policy.priority,
-        "responseMinutes": policy.response_minutes,
-        "resolutionMinutes": policy.resolution_minutes,
-        "warningPercent": policy.warning_percent,
     }
 
 

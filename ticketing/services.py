@@ -1,44 +1,43 @@
-"""Write operations on tickets. Each runs in one transaction; the event log rows for the
-changes are written by ticketing.signals inside that same transaction, and the
-notifications they cause by notifications.services, also inside it.
+"""Write operations on tickets. Each is a unit of work (events.recording): it locks what it
+changes, changes it, and records what happened with `_record` (the ticket event
+vocabulary is ticketing.events). Other apps react to those events through their
+handlers (notifications, SLA), inside the same transaction; this module calls none of
+them.
 
-Lock order, to never deadlock: the ticket row, then the tenant's parent-link lock (only
-when a parent changes), then the tenant's event-log lock (taken when the first event is
-recorded), then SLA and notification rows. An API request that writes runs in one
-transaction around the whole view (core.views), so these locks are held until the view's
-response is built and committed: keep the work after the service call small. (The
-deadlocks between the ticket row and the log lock are the write-path issue's to remove.)"""
+Lock order (the whole of it is in events.recording): every change of a ticket starts by
+locking the ticket's row (two tickets: in primary-key order); then the tenant's
+parent-link lock, only when a parent changes; then rows that belong to the ticket. The
+tenant's log lock is taken last, by the unit, just before COMMIT."""
 
 import zlib
-from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from events.context import acting_as
-from notifications import services as notifications
+from events.recording import record_event, unit_of_work
+from events.serializers import iso
 from tenants.callers import Caller
 from tenants.envelope import ApiError
 from tenants.models import TenantUser
-from tenants.permissions import require_admin, require_agent
+from tenants.permissions import require_agent
+from ticketing.events import TicketChange, TicketEvent, TicketState, update_type
 from ticketing.models import (
     CLOSED_STATUSES,
     PRIORITY_RANK,
     Approval,
     Comment,
     Priority,
-    SlaPolicy,
     Status,
     Ticket,
     TicketMarks,
     TicketProduct,
     TicketSequence,
-    TicketSla,
     Watcher,
 )
 from ticketing.selectors import can_see_ticket
+from ticketing.serializers import ticket_payload, ticket_products, user_ref
 
 END_USER_EDITABLE = frozenset({"subject", "description"})
 # What an end user may set on a ticket they open (they are its requester).
@@ -56,7 +55,76 @@ def next_ticket_number(*, tenant_id: Any, year: int) -> str:
     return f"TKT-{year}-{sequence.last_value:06d}"
 
 
-@transaction.atomic
+def lock_ticket(ticket: Ticket) -> Ticket:
+    """The ticket's row, locked until commit, with the users its events show. `FOR UPDATE
+    OF` the ticket alone: the joined user rows are only read."""
+    return (
+        Ticket.objects.select_for_update(of=("self",))
+        .select_related("tenant", "assignee", "requester")
+        .get(pk=ticket.pk)
+    )
+
+
+def _record(
+    type: TicketEvent,
+    *,
+    ticket: Ticket,
+    actor: TenantUser | None,
+    support: bool,
+    changes: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    ticket_extra: dict[str, Any] | None = None,
+    **context: Any,
+) -> None:
+    """Record one ticket event: the ticket as it is now (`ticket_payload`, its `ticket`
+    part updated with `ticket_extra`) and `extra` beside it."""
+    payload = ticket_payload(ticket)
+    payload["ticket"].update(ticket_extra or {})
+    payload.update(extra or {})
+    record_event(
+        tenant=ticket.tenant,
+        type=type,
+        payload=payload,
+        changes=changes,
+        ticket_id=ticket.id,
+        actor=actor,
+        support=support,
+        message=TicketChange(ticket=ticket, actor=actor, **context),
+    )
+
+
+def _save_fields(
+    ticket: Ticket,
+    values: dict[str, Any],
+    *,
+    actor: TenantUser | None,
+    support: bool,
+    part_of: TicketEvent | None = None,
+) -> TicketState:
+    """Set fields of a locked ticket, save it, and record the change (nothing when no
+    tracked field changed). Returns the state before."""
+    before, updated_before = TicketState.of(ticket), ticket.updated_at
+    for name, value in values.items():
+        setattr(ticket, name, value)
+    ticket.save()
+    after = TicketState.of(ticket)
+    changes: dict[str, Any] = before.changes_to(after)
+    if changes:
+        changes["updatedAt"] = {"from": iso(updated_before), "to": iso(ticket.updated_at)}
+        _record(
+            update_type(before, after),
+            ticket=ticket,
+            actor=actor,
+            support=support,
+            changes=changes,
+            before=before,
+            after=after,
+            part_of=part_of,
+        )
+    return before
+
+
+@unit_of_work()
 def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
     fields = dict(data)
     if not caller.is_agent:
@@ -71,19 +139,23 @@ def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
                 {"fields": sorted(forbidden)},
             )
     fields.setdefault("requester", caller.user)
-    with acting_as(caller.user, support=caller.support):
-        ticket = Ticket(
-            tenant=caller.tenant,
-            number=next_ticket_number(tenant_id=caller.tenant.id, year=timezone.now().year),
-            **fields,
-        )
-        ticket.save()
-    start_sla(ticket=ticket)
-    notifications.notify_ticket_created(ticket=ticket, actor=caller.user)
+    ticket = Ticket(
+        tenant=caller.tenant,
+        number=next_ticket_number(tenant_id=caller.tenant.id, year=timezone.now().year),
+        **fields,
+    )
+    ticket.save()
+    _record(
+        TicketEvent.CREATED,
+        ticket=ticket,
+        actor=caller.user,
+        support=caller.support,
+        after=TicketState.of(ticket),
+    )
     return ticket
 
 
-@transaction.atomic
+@unit_of_work()
 def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ticket:
     if not caller.is_agent:
         forbidden = set(data) - END_USER_EDITABLE - {"status"}
@@ -94,21 +166,10 @@ def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ti
                 "End users may change subject and description, or cancel their ticket.",
                 {"fields": sorted(forbidden | ({"status"} if "status" in data else set()))},
             )
-    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    ticket = lock_ticket(ticket)
     if data.get("parent") is not None:
         check_parent(ticket=ticket, parent=data["parent"])
-    previous_status, previous_priority, previous_assignee = ticket.status, ticket.priority, ticket.assignee
-    for name, value in data.items():
-        setattr(ticket, name, value)
-    with acting_as(caller.user, support=caller.support):
-        ticket.save()
-    _after_ticket_change(
-        ticket=ticket,
-        previous_status=previous_status,
-        previous_priority=previous_priority,
-        previous_assignee=previous_assignee,
-        actor=caller.user,
-    )
+    _save_fields(ticket, data, actor=caller.user, support=caller.support)
     return ticket
 
 
@@ -140,171 +201,148 @@ def check_parent(*, ticket: Ticket, parent: Ticket) -> None:
         ancestor = links.filter(pk=ancestor).values_list("parent_id", flat=True).first()
 
 
-@transaction.atomic
+@unit_of_work()
 def delete_ticket(*, caller: Caller, ticket: Ticket) -> None:
     if not caller.is_admin:
         raise ApiError(403, "FORBIDDEN", "Deleting a ticket needs the `admin` role.")
-    with acting_as(caller.user, support=caller.support):
-        # Detach children one by one (the database's SET NULL would bypass the event log).
-        for child in Ticket.objects.select_for_update().filter(parent=ticket):
-            child.parent = None
-            child.save()
+    delete_tickets(tickets=Ticket.objects.filter(pk=ticket.pk), actor=caller.user, support=caller.support)
+
+
+@unit_of_work()
+def delete_tickets(*, tickets: QuerySet[Ticket], actor: TenantUser | None, support: bool) -> int:
+    """Delete tickets (the API's DELETE, the admin), each with its `deleted` event; their
+    children are detached first, each with its own change (the database's SET NULL would
+    change them silently)."""
+    deleted = 0
+    for ticket_id in list(tickets.order_by("pk").values_list("pk", flat=True)):
+        ticket = lock_ticket(Ticket(pk=ticket_id))
+        for child_id in Ticket.objects.filter(parent_id=ticket_id).order_by("pk").values_list("pk", flat=True):
+            _save_fields(lock_ticket(Ticket(pk=child_id)), {"parent": None}, actor=actor, support=support)
+        _record(
+            TicketEvent.DELETED,
+            ticket=ticket,
+            actor=actor,
+            support=support,
+            ticket_extra={"deletedAt": iso(timezone.now())},
+            before=TicketState.of(ticket),
+        )
         ticket.delete()
+        deleted += 1
+    return deleted
 
 
-@transaction.atomic
+@unit_of_work()
 def add_comment(*, caller: Caller, ticket: Ticket, body: str) -> Comment:
-    with acting_as(caller.user, support=caller.support):
-        comment = Comment.objects.create(ticket=ticket, author=caller.user, body=body)
-    ticket = Ticket.objects.select_related("assignee", "requester").get(pk=ticket.pk)  # who is concerned now
-    if caller.is_agent and caller.user.id != ticket.requester_id:
-        _mark_responded(ticket=ticket)
-    notifications.notify_comment_added(ticket=ticket, comment_id=comment.id, body=body, actor=caller.user)
+    ticket = lock_ticket(ticket)  # the event shows the ticket as it is when the comment commits
+    comment = Comment.objects.create(ticket=ticket, author=caller.user, body=body)
+    _record(
+        TicketEvent.COMMENT_ADDED,
+        ticket=ticket,
+        actor=caller.user,
+        support=caller.support,
+        extra={"comment": {"id": str(comment.id), "author": user_ref(caller.user), "body": body}},
+        comment=comment,
+        # An agent's comment to someone else's ticket is a response (SLA).
+        is_response=caller.is_agent and caller.user.id != ticket.requester_id,
+    )
     return comment
 
 
-@transaction.atomic
+@unit_of_work()
 def bulk_set_status(*, tickets: QuerySet[Ticket], status: str, actor: TenantUser | None, support: bool) -> int:
     """Set one status on many tickets (support staff in the admin), one event per changed
     ticket: a queryset update() would bypass the event log."""
     changed = 0
-    with acting_as(actor, support=support):
-        for ticket in tickets.select_for_update().exclude(status=status):
-            previous_status = ticket.status
-            ticket.status = status
-            ticket.save()
-            _after_ticket_change(
-                ticket=ticket,
-                previous_status=previous_status,
-                previous_priority=ticket.priority,
-                previous_assignee=ticket.assignee,
-                actor=actor,
-            )
+    for ticket_id in list(tickets.exclude(status=status).order_by("pk").values_list("pk", flat=True)):
+        ticket = lock_ticket(Ticket(pk=ticket_id))
+        if ticket.status != status:
+            _save_fields(ticket, {"status": status}, actor=actor, support=support)
             changed += 1
     return changed
 
 
-def is_reopening(previous: str, new: str) -> bool:
-    return previous in CLOSED_STATUSES and new not in CLOSED_STATUSES
+# --- watchers, approvals, merge, escalation, reopening, products ------------------------
 
 
-# --- follow-ups of a change: SLA clock and notifications -------------------------------
-
-
-def _after_ticket_change(
-    *,
-    ticket: Ticket,
-    previous_status: str,
-    previous_priority: str,
-    previous_assignee: TenantUser | None,
-    actor: TenantUser | None,
-) -> None:
-    _update_sla(ticket=ticket, previous_status=previous_status, previous_priority=previous_priority)
-    notifications.notify_ticket_updated(
-        ticket=ticket, previous_status=previous_status, previous_assignee=previous_assignee, actor=actor
-    )
-
-
-def sla_targets(policy: SlaPolicy, start: datetime) -> dict[str, datetime]:
-    """Due and warning times of both targets of a policy, counted from `start`."""
-    response = timedelta(minutes=policy.response_minutes)
-    resolution = timedelta(minutes=policy.resolution_minutes)
-    share = policy.warning_percent / 100
-    return {
-        "response_due": start + response,
-        "response_warn_at": start + response * share,
-        "resolution_due": start + resolution,
-        "resolution_warn_at": start + resolution * share,
-    }
-
-
-def start_sla(*, ticket: Ticket) -> TicketSla | None:
-    """Start the ticket's SLA clock from its tenant's policy for its priority, if any."""
-    policy = SlaPolicy.objects.filter(tenant_id=ticket.tenant_id, priority=ticket.priority).first()
-    if policy is None:
-        return None
-    return TicketSla.objects.create(ticket=ticket, tenant_id=ticket.tenant_id, **sla_targets(policy, ticket.created_at))
-
-
-def _mark_responded(*, ticket: Ticket) -> None:
-    TicketSla.objects.filter(pk=ticket.pk, responded_at__isnull=True).update(responded_at=timezone.now())
-
-
-def _update_sla(*, ticket: Ticket, previous_status: str, previous_priority: str) -> None:
-    """A new priority moves the targets (counted from the ticket's creation); leaving
-    `open` is the first response; a closed status meets the resolution target, and
-    reopening restarts waiting for it."""
-    sla = TicketSla.objects.select_for_update().filter(pk=ticket.pk).first()
-    if previous_priority != ticket.priority:
-        policy = SlaPolicy.objects.filter(tenant_id=ticket.tenant_id, priority=ticket.priority).first()
-        if policy is not None and sla is None:
-            sla = start_sla(ticket=ticket)
-        elif policy is not None:
-            for name, value in sla_targets(policy, ticket.created_at).items():
-                setattr(sla, name, value)
-    if sla is None:
-        return
-    now = timezone.now()
-    if previous_status != ticket.status:
-        if ticket.status != Status.OPEN and sla.responded_at is None:
-            sla.responded_at = now
-        if ticket.status in CLOSED_STATUSES:
-            sla.resolved_at = sla.resolved_at or now
-        else:
-            sla.resolved_at = None
-    sla.save()
-
-
-# --- watchers, approvals, merge, escalation, reopening, SLA policies ----------------------
-
-
-def _locked(ticket: Ticket) -> Ticket:
-    # Without select_related: FOR UPDATE would lock the joined user rows too.
-    return Ticket.objects.select_for_update().get(pk=ticket.pk)
-
-
-@transaction.atomic
+@unit_of_work()
 def add_watcher(*, caller: Caller, ticket: Ticket, user: TenantUser) -> bool:
     """Add a watcher (agents: anyone who may see the ticket; end users: themselves).
-    Returns False when they were already watching (nothing is sent again)."""
+    Returns False when they were already watching (nothing is recorded again)."""
     if not caller.is_agent and user.id != caller.user.id:
         raise ApiError(403, "FORBIDDEN", "End users may only add themselves as watchers.")
-    ticket = _locked(ticket)
+    ticket = lock_ticket(ticket)
     if not can_see_ticket(user, ticket):
         raise ApiError(422, "WATCHER_CANNOT_SEE_TICKET", "This user may not see the ticket.", {"user": str(user.id)})
     _, created = Watcher.objects.get_or_create(ticket=ticket, user=user)
     if created:
-        notifications.notify_watch_added(ticket=ticket, user=user, actor=caller.user)
+        _record(
+            TicketEvent.WATCHER_ADDED,
+            ticket=ticket,
+            actor=caller.user,
+            support=caller.support,
+            extra={"watcher": user_ref(user)},
+            watcher=user,
+        )
     return created
 
 
-@transaction.atomic
+@unit_of_work()
 def remove_watcher(*, caller: Caller, ticket: Ticket, user: TenantUser) -> bool:
     if not caller.is_agent and user.id != caller.user.id:
         raise ApiError(403, "FORBIDDEN", "End users may only remove themselves as watchers.")
-    deleted, _ = Watcher.objects.filter(ticket=_locked(ticket), user=user).delete()
+    ticket = lock_ticket(ticket)
+    deleted, _ = Watcher.objects.filter(ticket=ticket, user=user).delete()
+    if deleted:
+        _record(
+            TicketEvent.WATCHER_REMOVED,
+            ticket=ticket,
+            actor=caller.user,
+            support=caller.support,
+            extra={"watcher": user_ref(user)},
+            watcher=user,
+        )
     return bool(deleted)
 
 
-@transaction.atomic
+def _approval_dict(approval: Approval) -> dict[str, Any]:
+    return {
+        "id": str(approval.id),
+        "approvalType": approval.approval_type,
+        "approver": user_ref(approval.approver),
+        "requestedBy": user_ref(approval.requested_by),
+        "state": approval.state,
+        "note": approval.note,
+        "decisionComment": approval.decision_comment,
+        "decidedAt": iso(approval.decided_at) if approval.decided_at else None,
+    }
+
+
+@unit_of_work()
 def request_approval(
     *, caller: Caller, ticket: Ticket, approver: TenantUser, approval_type: str = "manager", note: str = ""
 ) -> Approval:
     require_agent(caller)
-    ticket = _locked(ticket)
+    ticket = lock_ticket(ticket)
     approval = Approval.objects.create(
         ticket=ticket, approver=approver, requested_by=caller.user, approval_type=approval_type, note=note
     )
-    notifications.notify_approval_requested(approval=approval, actor=caller.user)
+    _record(
+        TicketEvent.APPROVAL_REQUESTED,
+        ticket=ticket,
+        actor=caller.user,
+        support=caller.support,
+        extra={"approval": _approval_dict(approval)},
+        approval=approval,
+    )
     return approval
 
 
-@transaction.atomic
+@unit_of_work()
 def decide_approval(*, caller: Caller, approval: Approval, approve: bool, comment: str = "") -> Approval:
     """The approver (or an admin) approves or rejects a pending approval, once."""
     if caller.user.id != approval.approver_id and not caller.is_admin:
         raise ApiError(403, "FORBIDDEN", "Only the approver (or an admin) may decide this approval.")
-    _locked(approval.ticket)
+    ticket = lock_ticket(approval.ticket)
     approval = Approval.objects.select_for_update().get(pk=approval.pk)
     if approval.state != Approval.State.PENDING:
         raise ApiError(409, "APPROVAL_ALREADY_DECIDED", f"This approval is already {approval.state}.")
@@ -312,18 +350,27 @@ def decide_approval(*, caller: Caller, approval: Approval, approve: bool, commen
     approval.decision_comment = comment
     approval.decided_at = timezone.now()
     approval.save()
-    notifications.notify_approval_decided(approval=approval, actor=caller.user)
+    approval.ticket = ticket
+    _record(
+        TicketEvent.APPROVAL_DECIDED,
+        ticket=ticket,
+        actor=caller.user,
+        support=caller.support,
+        extra={"approval": _approval_dict(approval)},
+        approval=approval,
+    )
     return approval
 
 
-@transaction.atomic
+@unit_of_work()
 def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
     """Close `ticket` as a duplicate merged into `into`; watchers of both are told."""
     require_agent(caller)
     if ticket.pk == into.pk or ticket.tenant_id != into.tenant_id:
         raise ApiError(400, "INVALID_BODY", "A ticket can only be merged into another ticket of its tenant.")
     # Both rows, locked in one fixed order so two opposite merges cannot deadlock.
-    locked = {t.pk: t for t in Ticket.objects.select_for_update().filter(pk__in=[ticket.pk, into.pk]).order_by("pk")}
+    first, second = sorted([ticket.pk, into.pk])
+    locked = {pk: lock_ticket(Ticket(pk=pk)) for pk in (first, second)}
     ticket, into = locked[ticket.pk], locked[into.pk]
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
     if marks.merged_into_id:
@@ -332,110 +379,89 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
         )
     if TicketMarks.objects.filter(ticket=into, merged_into__isnull=False).exists():
         raise ApiError(409, "TARGET_MERGED", "The target ticket is itself merged into another one.")
-    with acting_as(caller.user, support=caller.support):
-        if ticket.status != Status.CLOSED:
-            ticket.status = Status.CLOSED
-            ticket.save()
-        marks.merged_into, marks.merged_at = into, timezone.now()
-        marks.save(update_fields=["merged_into", "merged_at"])
-    TicketSla.objects.filter(pk=ticket.pk, resolved_at__isnull=True).update(resolved_at=timezone.now())
-    notifications.notify_merged(ticket=ticket, into=into, actor=caller.user)
+    if ticket.status != Status.CLOSED:
+        _save_fields(
+            ticket, {"status": Status.CLOSED}, actor=caller.user, support=caller.support, part_of=TicketEvent.MERGED
+        )
+    marks.merged_into, marks.merged_at = into, timezone.now()
+    marks.save(update_fields=["merged_into", "merged_at"])
+    _record(
+        TicketEvent.MERGED,
+        ticket=ticket,
+        actor=caller.user,
+        support=caller.support,
+        extra={"mergedInto": {"id": str(into.id), "ticketNumber": into.number}},
+        merged_into=into,
+    )
     return ticket
 
 
-@transaction.atomic
+@unit_of_work()
 def escalate_ticket(*, caller: Caller | None, ticket: Ticket, reason: str = "", team: str | None = None) -> TicketMarks:
     """Raise the escalation level, the priority to at least `high`, and optionally hand the
     ticket to another team. `caller` None is the system (no actor)."""
     if caller is not None:
         require_agent(caller)
     actor = caller.user if caller is not None else None
-    ticket = _locked(ticket)
-    previous_priority = ticket.priority
+    support = caller.support if caller is not None else False
+    ticket = lock_ticket(ticket)
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
-    with acting_as(actor, support=caller.support if caller else False):
-        if PRIORITY_RANK[ticket.priority] < PRIORITY_RANK[Priority.HIGH]:
-            ticket.priority = Priority.HIGH
-        if team is not None:
-            ticket.team = team
-        ticket.save()
-        marks.escalation_level += 1
-        marks.escalated_at = timezone.now()
-        marks.save(update_fields=["escalation_level", "escalated_at"])
-    _update_sla(ticket=ticket, previous_status=ticket.status, previous_priority=previous_priority)
-    notifications.notify_escalated(ticket=ticket, level=marks.escalation_level, reason=reason, actor=actor)
+    values: dict[str, Any] = {}
+    if PRIORITY_RANK[ticket.priority] < PRIORITY_RANK[Priority.HIGH]:
+        values["priority"] = Priority.HIGH
+    if team is not None:
+        values["team"] = team
+    _save_fields(ticket, values, actor=actor, support=support, part_of=TicketEvent.ESCALATED)
+    marks.escalation_level += 1
+    marks.escalated_at = timezone.now()
+    marks.save(update_fields=["escalation_level", "escalated_at"])
+    _record(
+        TicketEvent.ESCALATED,
+        ticket=ticket,
+        actor=actor,
+        support=support,
+        extra={"escalation": {"level": marks.escalation_level, "reason": reason}},
+        escalation_level=marks.escalation_level,
+        escalation_reason=reason,
+    )
     return marks
 
 
-@transaction.atomic
+@unit_of_work()
 def reopen_ticket(*, caller: Caller, ticket: Ticket) -> Ticket:
     """Back to `open` from resolved, closed or cancelled (agents, or the requester)."""
     if not caller.is_agent and caller.user.id != ticket.requester_id:
         raise ApiError(403, "FORBIDDEN", "Only agents or the requester may reopen a ticket.")
-    ticket = _locked(ticket)
+    ticket = lock_ticket(ticket)
     if ticket.status not in CLOSED_STATUSES:
         raise ApiError(409, "TICKET_NOT_CLOSED", f"The ticket is {ticket.status}, not closed.")
     if TicketMarks.objects.filter(ticket=ticket, merged_into__isnull=False).exists():
         raise ApiError(409, "ALREADY_MERGED", "A merged ticket cannot be reopened; reopen its target.")
-    previous_status, previous_assignee = ticket.status, ticket.assignee
-    ticket.status = Status.OPEN
-    with acting_as(caller.user, support=caller.support):
-        ticket.save()
-    _after_ticket_change(
-        ticket=ticket,
-        previous_status=previous_status,
-        previous_priority=ticket.priority,
-        previous_assignee=previous_assignee,
-        actor=caller.user,
-    )
+    _save_fields(ticket, {"status": Status.OPEN}, actor=caller.user, support=caller.support)
     return ticket
 
 
-@transaction.atomic
-def set_sla_policy(
-    *, caller: Caller, priority: str, response_minutes: int, resolution_minutes: int, warning_percent: int = 80
-) -> SlaPolicy:
-    """Create or replace the tenant's SLA policy for one priority (admins). Applies to
-    tickets created, or changing priority, from now on."""
-    require_admin(caller)
-    policy, _ = SlaPolicy.objects.update_or_create(
-        tenant=caller.tenant,
-        priority=priority,
-        defaults={
-            "response_minutes": response_minutes,
-            "resolution_minutes": resolution_minutes,
-            "warning_percent": warning_percent,
-        },
-    )
-    return policy
-
-
 def _record_products_change(
-    *, ticket: Ticket, type: str, before: list[dict[str, Any]], product: dict[str, Any]
+    *, caller: Caller, ticket: Ticket, type: TicketEvent, before: list[dict[str, Any]], product: dict[str, Any]
 ) -> None:
-    from events.services import record_event
-    from ticketing.serializers import ticket_payload
-
-    ticket = Ticket.objects.select_related("assignee", "requester", "parent").get(pk=ticket.pk)
-    payload = ticket_payload(ticket)
-    payload["product"] = product
-    record_event(
-        tenant=ticket.tenant,
-        type=type,
-        payload=payload,
-        changes={"products": {"from": before, "to": payload["ticket"]["products"]}},
-        ticket_id=ticket.id,
+    ticket.save(update_fields=["updated_at"])
+    payload_products = ticket_products(ticket)
+    _record(
+        type,
+        ticket=ticket,
+        actor=caller.user,
+        support=caller.support,
+        changes={"products": {"from": before, "to": payload_products}},
+        extra={"product": product},
     )
 
 
-@transaction.atomic
+@unit_of_work()
 def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity: int) -> TicketProduct:
     """Put `quantity` more of a product on the ticket (a new SKU, or more of one already there)."""
-    from ticketing.serializers import ticket_products
-
     if not caller.is_agent:
         raise ApiError(403, "FORBIDDEN", "Adding products needs the `agent` or `admin` role.")
-    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    ticket = lock_ticket(ticket)
     before = ticket_products(ticket)
     product, created = TicketProduct.objects.get_or_create(
         ticket=ticket, sku=sku, defaults={"name": name, "quantity": quantity}
@@ -444,34 +470,30 @@ def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity
         product.quantity += quantity
         product.name = name or product.name
         product.save(update_fields=["quantity", "name"])
-    with acting_as(caller.user, support=caller.support):
-        ticket.save(update_fields=["updated_at"])
-        _record_products_change(
-            ticket=ticket,
-            type="tickets.ticket.product_added",
-            before=before,
-            product={"sku": sku, "name": product.name, "quantity": quantity},
-        )
+    _record_products_change(
+        caller=caller,
+        ticket=ticket,
+        type=TicketEvent.PRODUCT_ADDED,
+        before=before,
+        product={"sku": sku, "name": product.name, "quantity": quantity},
+    )
     return product
 
 
-@transaction.atomic
+@unit_of_work()
 def remove_product(*, caller: Caller, ticket: Ticket, sku: str) -> None:
-    from ticketing.serializers import ticket_products
-
     if not caller.is_agent:
         raise ApiError(403, "FORBIDDEN", "Removing products needs the `agent` or `admin` role.")
-    ticket = Ticket.objects.select_for_update().get(pk=ticket.pk)
+    ticket = lock_ticket(ticket)
     before = ticket_products(ticket)
     product = TicketProduct.objects.filter(ticket=ticket, sku=sku).first()
     if product is None:
         raise ApiError(404, "PRODUCT_NOT_FOUND", "The ticket has no product with this SKU.")
     product.delete()
-    with acting_as(caller.user, support=caller.support):
-        ticket.save(update_fields=["updated_at"])
-        _record_products_change(
-            ticket=ticket,
-            type="tickets.ticket.product_removed",
-            before=before,
-            product={"sku": sku, "name": product.name, "quantity": product.quantity},
-        )
+    _record_products_change(
+        caller=caller,
+        ticket=ticket,
+        type=TicketEvent.PRODUCT_REMOVED,
+        before=before,
+        product={"sku": sku, "name": product.name, "quantity": product.quantity},
+    )

@@ -28,25 +28,9 @@ from events.sse import (
 from tenants.callers import Caller
 from tenants.envelope import ApiError, error_response, iso_now
 from tenants.policy import authorized_caller
+from ticketing.events import STATE_EVENTS, TicketEvent
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
 from ticketing.serializers import TicketListBodySerializer
-
-# Event types that carry a ticket state change; comments and the like do not move a
-# ticket in or out of a list.
-TICKET_STATE_EVENTS = frozenset(
-    {
-        "tickets.ticket.created",
-        "tickets.ticket.updated",
-        "tickets.ticket.deleted",
-        "tickets.ticket.closed",
-        "tickets.ticket.cancelled",
-        "tickets.ticket.reopened",
-        "tickets.ticket.assigned",
-        "tickets.ticket.merged",
-        "tickets.ticket.product_added",
-        "tickets.ticket.product_removed",
-    }
-)
 
 
 def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
@@ -59,9 +43,9 @@ def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, A
 
 def _states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     ticket = event.payload.get("ticket")
-    if event.type == "tickets.ticket.created":
+    if event.type == TicketEvent.CREATED:
         return None, ticket
-    if event.type == "tickets.ticket.deleted":
+    if event.type == TicketEvent.DELETED:
         return ticket, None
     before = dict(ticket)
     for name, change in (event.changes or {}).items():
@@ -122,18 +106,18 @@ class TicketListStream(EventStream):
 
     def interested(self, event: LogEvent) -> bool:
         """Whether the event can concern this list at all (checked before waking it)."""
-        if event.type not in TICKET_STATE_EVENTS:
+        if event.type not in STATE_EVENTS:
             return False
         was_in, is_in = membership(event, self.query)
         return was_in or is_in
 
     def render(self, event: LogEvent) -> bytes | None:
-        if event.type not in TICKET_STATE_EVENTS:
+        if event.type not in STATE_EVENTS:
             return None
         before, after = states_of(event)
         was_in, is_in = membership(event, self.query)
-        real_create = event.type == "tickets.ticket.created"
-        real_delete = event.type == "tickets.ticket.deleted"
+        real_create = event.type == TicketEvent.CREATED
+        real_delete = event.type == TicketEvent.DELETED
         replayed = event.replayed
         if is_in and not was_in:
             key = ("created", real_create, replayed)

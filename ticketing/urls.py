@@ -24,7 +24,6 @@ urlpatterns = [
     path("ticket/<str:ticket_id>/merge", views.TicketMergeView.as_view(), name="ticket-merge"),
     path("ticket/<str:ticket_id>/escalate", views.TicketEscalateView.as_view(), name="ticket-escalate"),
     path("ticket/<str:ticket_id>/reopen", views.TicketReopenView.as_view(), name="ticket-reopen"),
-    path("sla/policy", views.SlaPolicyView.as_view(), name="sla-policies"),
     path("ticket/<str:ticket_id>/products", views.TicketProductsView.as_view(), name="ticket-products"),
     path(
         "ticket/<str:ticket_id>/products/<str:sku>",

@@ -16,7 +16,6 @@ from ticketing.selectors import (
     get_visible_ticket,
     get_visible_ticket_or_approver,
     list_tickets,
-    sla_policies,
     ticket_comments,
     ticket_query_from,
 )
@@ -27,13 +26,11 @@ from ticketing.serializers import (
     EscalateSerializer,
     MergeSerializer,
     ProductWriteSerializer,
-    SlaPolicySerializer,
     TicketListBodySerializer,
     TicketWriteSerializer,
     WatcherWriteSerializer,
     approval_to_dict,
     comment_to_dict,
-    sla_policy_to_dict,
     ticket_state,
     user_ref,
 )
@@ -190,28 +187,6 @@ class TicketReopenView(RetryingAPIView):
     def post(self, request: Request, ticket_id: str) -> Response:
         ticket = services.reopen_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id))
         return ok(ticket_state(ticket))
-
-
-class SlaPolicyView(RetryingAPIView):
-    @extend_schema(responses=openapi.SLA_POLICIES, summary="The tenant's SLA policies (admin)")
-    def get(self, request: Request) -> Response:
-        return ok([sla_policy_to_dict(p) for p in sla_policies(request.auth.tenant)])
-
-    @extend_schema(
-        request=SlaPolicySerializer,
-        responses=openapi.SLA_POLICY,
-        summary="Create or replace the SLA policy of one priority (admin)",
-    )
-    def put(self, request: Request) -> Response:
-        data = validated(SlaPolicySerializer(data=request.data))
-        policy = services.set_sla_policy(
-            caller=request.auth,
-            priority=data["priority"],
-            response_minutes=data["responseMinutes"],
-            resolution_minutes=data["resolutionMinutes"],
-            warning_percent=data["warningPercent"],
-        )
-        return ok(sla_policy_to_dict(policy))
 
 
 class TicketProductsView(RetryingAPIView):

@@ -12,8 +12,8 @@ from django.db import connection, transaction
 from ulid import ULID
 
 from events.models import Event
+from events.recording import record_event, tenant_group, unit_of_work
 from events.selectors import tenant_events
-from events.services import record_event, tenant_group
 from tenants.callers import caller_for_user
 from tests.builders import World
 from ticketing import services
@@ -290,7 +290,7 @@ class TestEventsApi:
         assert len(api.get("/api" + self.URL, headers=acme.headers("alice")).json()["result"]) == 1
 
     def test_private_user_events_are_not_on_the_partner_feed(self, api, acme: World):
-        with transaction.atomic():
+        with unit_of_work():
             record_event(
                 tenant=acme.tenant, type="notifications.notification.created", payload={}, recipient=acme.users["bob"]
             )

@@ -27,7 +27,7 @@ from tenants.services import create_api_key
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.sse_client import SseStream, list_updates_url, open_stream
-from ticketing.streams import TICKET_STATE_EVENTS
+from ticketing.events import STATE_EVENTS
 
 pytestmark = [
     pytest.mark.faults,
@@ -269,7 +269,7 @@ def test_sigterm_of_one_worker_under_load_loses_and_doubles_nothing(workers, acm
     # Every client catches up on the surviving worker with what the log holds.
     def caught_up() -> bool:
         return (
-            _ids(listed) == _expected(acme, _start(listed), TICKET_STATE_EVENTS)
+            _ids(listed) == _expected(acme, _start(listed), STATE_EVENTS)
             and _ids(notified)
             == _expected(acme, _start(notified), frozenset({CREATED, READ, DELETED}), recipient=acme.users["bob"])
             and partner.ids == _expected(acme, partner_start, _partner_types(), audience=Event.Audience.PARTNER)
@@ -289,7 +289,7 @@ def test_sigterm_of_one_worker_under_load_loses_and_doubles_nothing(workers, acm
     assert not writes.bad, writes.bad[:5]
     assert writes.statuses.count(201) > 10, "too little load to mean anything"
     # Nothing lost, nothing twice, in log order.
-    assert _ids(listed) == _expected(acme, _start(listed), TICKET_STATE_EVENTS)
+    assert _ids(listed) == _expected(acme, _start(listed), STATE_EVENTS)
     assert _ids(notified) == _expected(
         acme, _start(notified), frozenset({CREATED, READ, DELETED}), recipient=acme.users["bob"]
     )

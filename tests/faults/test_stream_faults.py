@@ -31,7 +31,7 @@ from tests.builders import World
 from tests.conftest import ServerProcess
 from tests.faults.conftest import FAULT_POLL_SECONDS
 from tests.faults.redis_server import PrivateRedis
-from ticketing.streams import TICKET_STATE_EVENTS
+from ticketing.events import STATE_EVENTS
 
 pytestmark = [
     pytest.mark.faults,
@@ -268,7 +268,7 @@ def expected_ids(world: World, start: str) -> dict[str, list[str]]:
         return [event_id_to_str(i) for i in rows.values_list("id", flat=True)]
 
     return {
-        "list": ids(after.filter(type__in=TICKET_STATE_EVENTS, recipient__isnull=True)),
+        "list": ids(after.filter(type__in=STATE_EVENTS, recipient__isnull=True)),
         "notifications": ids(after.filter(recipient=carol, type__in=[CREATED, READ, DELETED])),
         "partner": ids(after.filter(audience=Event.Audience.PARTNER)),
     }

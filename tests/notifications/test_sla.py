@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from notifications.models import Notification
-from notifications.services import emit_due_sla_notifications
+from sla.services import claim_due_sla_stages
 from tests import conftest
 from tests.builders import World
 from tests.notifications.support import as_user, make_ticket, told
@@ -56,10 +56,10 @@ class TestMonitor:
         ticket = make_ticket(
             acme, by="admin", priority="high", assignee=acme.users["alice"], requester=acme.users["bob"]
         )
-        assert emit_due_sla_notifications() == 0
+        assert claim_due_sla_stages() == 0
         shift_clock(ticket, 50)  # 10 minutes left to respond
-        assert emit_due_sla_notifications() == 1
-        assert emit_due_sla_notifications() == 0
+        assert claim_due_sla_stages() == 1
+        assert claim_due_sla_stages() == 0
         (warning,) = told(acme, "slaWarning")["alice"]
         assert warning.actor is None and warning.priority == "high"
         assert warning.metadata["slaType"] == "response"
@@ -69,18 +69,18 @@ class TestMonitor:
         assert warning.message in {f"SLA response time warning: {m} minutes remaining" for m in (9, 10)}
 
         shift_clock(ticket, 15)
-        assert emit_due_sla_notifications() == 1
+        assert claim_due_sla_stages() == 1
         (breach,) = told(acme, "slaBreach")["alice"]
         assert breach.priority == "urgent" and breach.actor is None
         assert breach.metadata["slaType"] == "response" and breach.metadata["timeRemaining"] < 0
         assert set(told(acme)) == {"alice"}  # the requester hears nothing of SLAs
-        assert emit_due_sla_notifications() == 0
+        assert claim_due_sla_stages() == 0
 
     def test_an_unassigned_ticket_warns_the_agents_of_its_team(self, acme: World):
         policy(acme)
         ticket = make_ticket(acme, by="alice", priority="high", team="network", requester=acme.users["bob"])
         shift_clock(ticket, 50)
-        emit_due_sla_notifications()
+        claim_due_sla_stages()
         assert set(told(acme, "slaWarning")) == {"carol", "admin"}
 
     def test_a_met_target_sends_nothing(self, acme: World):
@@ -91,7 +91,7 @@ class TestMonitor:
             caller=as_user(acme, "alice"), ticket=ticket, data={"status": "resolved", "assignee": acme.users["alice"]}
         )
         shift_clock(ticket, 500)
-        assert emit_due_sla_notifications() == 0
+        assert claim_due_sla_stages() == 0
         assert not Notification.objects.filter(type__in=["slaWarning", "slaBreach"]).exists()
 
     def test_a_monitor_that_was_down_sends_the_breach_not_a_late_warning(self, acme: World):
@@ -99,7 +99,7 @@ class TestMonitor:
         ticket = make_ticket(acme, by="admin", priority="high", assignee=acme.users["alice"])
         services.add_comment(caller=as_user(acme, "alice"), ticket=ticket, body="ack")  # response met
         shift_clock(ticket, 300)  # resolution target long gone
-        assert emit_due_sla_notifications() == 1
+        assert claim_due_sla_stages() == 1
         sla_notes = Notification.objects.filter(type__startswith="sla")
         assert [(n.type, n.metadata["slaType"]) for n in sla_notes] == [("slaBreach", "resolution")]
 
@@ -145,7 +145,7 @@ def test_two_monitors_at_once_send_each_warning_and_breach_exactly_once(acme: Wo
         assert monitor.returncode == 0, err.decode()[-2000:]
         claims += sum(int(word.split("=")[1]) for word in out.decode().split() if word.startswith("claimed="))
     # Both saw the same due tickets; a --once run with a small batch may leave some for later.
-    while claimed := emit_due_sla_notifications(batch=5):
+    while claimed := claim_due_sla_stages(batch=5):
         claims += claimed
     assert claims == 30  # 15 warnings + 15 breaches: no stage claimed twice
     notes = Notification.objects.filter(recipient=acme.users["alice"], type__in=["slaWarning", "slaBreach"])

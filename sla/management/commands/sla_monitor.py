@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from notifications.services import emit_due_sla_notifications
+from sla.services import claim_due_sla_stages
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class Command(BaseCommand):
         "Watch ticket SLA clocks and notify the assignee (or the ticket's team) when a response or "
         "resolution target is near (slaWarning) or missed (slaBreach). Runs until stopped; each warning "
         "and breach is sent exactly once per ticket and target, even with several monitors running "
-        "(each claims a stage with a conditional UPDATE in the transaction of its notifications). "
+        "(each claims a stage with a conditional UPDATE in the transaction of its event). "
         "Use --once from cron or tests."
     )
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         while True:
             try:
-                claimed = emit_due_sla_notifications(batch=options["batch"])
+                claimed = claim_due_sla_stages(batch=options["batch"])
             except Exception:
                 if options["once"]:
                     raise

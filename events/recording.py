@@ -1,0 +1,229 @@
+"""The one way a change reaches the event log: a unit of work.
+
+A service that changes something runs in `unit_of_work()` (a transaction) and says what
+happened with `record_event(...)`. Nothing is written to the log then: the event is
+handed to the handlers subscribed to its type (other apps' reactions, inside the same
+transaction) and kept in the unit. When the outermost unit ends, its events are numbered
+and inserted together, just before COMMIT:
+
+    request ─► view ─► unit_of_work ─► service: lock rows, change them, record_event(...)
+                                          └─► handlers (notifications, SLA, ...): more writes,
+                                              more deferred writes, more events
+               end of the unit: deferred writes (e.g. notification counters, one sorted lock)
+                                ─► the tenant's log lock ─► ids ─► one INSERT ─► COMMIT
+                                ─► after commit: "log grew" to every worker (channel layer)
+
+Lock order, the same for every writer, so writers never wait for each other in a circle:
+1. rows of the business change (a ticket row first: every ticket change starts by locking
+   it; two tickets in primary-key order), then rows that belong to it (its SLA clock);
+2. at the end of the unit, deferred writes in a fixed order, each locking its rows in one
+   sorted statement (notification counters by user id);
+3. last, the tenant's log lock (PostgreSQL advisory lock, held until COMMIT, which follows
+   at once). Ids are chosen under it, above the tenant's newest id, so they increase in
+   commit order: a reader paging with `after_id` can never miss a late commit.
+SQLite has a single writer, which gives the same order.
+
+Events recorded inside a savepoint that is rolled back are dropped with it (the unit asks
+Django's own list of on-commit callbacks, which savepoint rollbacks prune)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+
+from events.ids import event_id_to_str, new_event_id
+from events.models import Event
+from events.selectors import last_event_id
+from tenants.models import Tenant, TenantUser
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The advisory-lock namespace of the event log (first key of the two-key form).
+_EVENT_LOCK_CLASS = 0x45564E54 - 2**31  # "EVNT", as a signed int4
+# Where a connection keeps its open unit (one per connection, like its transaction).
+_UNIT_ATTRIBUTE = "recording_unit"
+
+
+def tenant_group(tenant_id: uuid.UUID | str) -> str:
+    """The channel-layer group a tenant's commit announcements go to."""
+    return f"events.{uuid.UUID(str(tenant_id)).hex}"
+
+
+@dataclass
+class Recorded:
+    """An event as handlers receive it: the row that will be written (its id is chosen at
+    commit) and, in process only, what the recording service knew (`message`, e.g. the
+    ticket before and after), so handlers need not read it again."""
+
+    event: Event
+    message: Any = None
+
+
+Handler = Callable[[Recorded], None]
+_handlers: dict[str, list[Handler]] = defaultdict(list)
+
+
+def subscribe(handler: Handler, *, types: Iterable[str]) -> None:
+    """Call `handler` for every recorded event of these types, inside the recording
+    transaction (so its writes commit or roll back with the change). Wired once, in
+    the reacting app's `AppConfig.ready()`; handlers run in the order they were wired."""
+    for type_ in types:
+        if handler not in _handlers[type_]:
+            _handlers[type_].append(handler)
+
+
+def _alive_marker() -> Callable[[], None]:
+    def marker() -> None:
+        """Does nothing after commit; its presence in the on-commit list before commit
+        says the savepoint it was registered in was not rolled back."""
+
+    transaction.on_commit(marker)
+    return marker
+
+
+@dataclass
+class _Unit:
+    events: list[tuple[Callable[[], None], Recorded]] = field(default_factory=list)
+    # Deferred writes by key: (write function, [(marker, item), ...]), run in key order of first use.
+    deferred: dict[str, tuple[Callable[[list[Any]], None], list[tuple[Callable[[], None], Any]]]] = field(
+        default_factory=dict
+    )
+
+    def finish(self, conn: BaseDatabaseWrapper) -> None:
+        alive = {id(callback) for _, callback, _ in conn.run_on_commit}
+        # Deferred writes may record events (and defer more): drain until nothing is left.
+        while self.deferred:
+            key = next(iter(self.deferred))
+            write, items = self.deferred.pop(key)
+            live_items = [item for marker, item in items if id(marker) in alive]
+            if live_items:
+                write(live_items)
+                alive = {id(callback) for _, callback, _ in conn.run_on_commit}
+        recorded = [r.event for marker, r in self.events if id(marker) in alive]
+        # The markers have told what they had to: leave the on-commit list as Django's.
+        markers = {id(marker) for marker, _ in self.events}
+        conn.run_on_commit = [entry for entry in conn.run_on_commit if id(entry[1]) not in markers]
+        if recorded:
+            _number_and_insert(recorded)
+
+
+def _open_unit() -> _Unit:
+    unit = getattr(connection, _UNIT_ATTRIBUTE, None)
+    if unit is None:
+        raise RuntimeError("events are recorded inside unit_of_work(), the transaction of the change they record")
+    return unit
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+    """One transaction whose recorded events are written at its end (see the module
+    docstring). Nested units join the outermost one; it may itself run inside a plain
+    `transaction.atomic()` (a test, a command), and then still writes its events at its
+    own end, in that transaction."""
+    with transaction.atomic():
+        if getattr(connection, _UNIT_ATTRIBUTE, None) is not None:
+            yield
+            return
+        unit = _Unit()
+        setattr(connection, _UNIT_ATTRIBUTE, unit)
+        try:
+            yield
+            if not connection.needs_rollback:
+                unit.finish(connection)
+        finally:
+            setattr(connection, _UNIT_ATTRIBUTE, None)
+
+
+def record_event(
+    *,
+    tenant: Tenant | uuid.UUID,
+    type: str,
+    payload: dict[str, Any],
+    changes: dict[str, Any] | None = None,
+    ticket_id: uuid.UUID | None = None,
+    actor: TenantUser | None = None,
+    support: bool = False,
+    recipient: TenantUser | None = None,
+    audience: str | None = None,
+    message: Any = None,
+) -> Event:
+    """Record that something happened, in the current unit of work: the handlers of its
+    type run now, and the row is written when the unit ends. An event with a `recipient`
+    is private to that user (audience "user"): it reaches only their streams and never
+    the partner feed."""
+    unit = _open_unit()
+    event = Event(
+        tenant_id=tenant.pk if isinstance(tenant, Tenant) else tenant,
+        type=type,
+        occurred_at=timezone.now(),
+        ticket_id=ticket_id,
+        payload=payload,
+        changes=changes,
+        actor=actor,
+        support=support,
+        audience=audience or (Event.Audience.USER if recipient is not None else Event.Audience.PARTNER),
+        recipient=recipient,
+    )
+    recorded = Recorded(event=event, message=message)
+    unit.events.append((_alive_marker(), recorded))
+    for handler in _handlers.get(type, ()):
+        handler(recorded)
+    return event
+
+
+def defer_write(key: str, item: T, write: Callable[[list[T]], None]) -> None:
+    """Keep `item` for one call of `write(items)` when the unit ends, before its events are
+    numbered: for writes that lock shared rows (one sorted lock for the whole unit instead
+    of one per change) or that are cheaper in one statement. `write` may record events."""
+    unit = _open_unit()
+    _, items = unit.deferred.setdefault(key, (write, []))
+    items.append((_alive_marker(), item))
+
+
+def lock_tenant_log(tenant_id: uuid.UUID) -> None:
+    """Serialize this transaction with every other writer of the tenant's log until it
+    ends (PostgreSQL; SQLite has one writer anyway). The last lock a writer takes."""
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(tenant_id.bytes) - 2**31
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENT_LOCK_CLASS, key])
+
+
+def _number_and_insert(events: list[Event]) -> None:
+    by_tenant: dict[uuid.UUID, list[Event]] = defaultdict(list)
+    for event in events:
+        by_tenant[event.tenant_id].append(event)
+    newest: dict[uuid.UUID, uuid.UUID] = {}
+    for tenant_id in sorted(by_tenant, key=lambda t: t.bytes):  # several tenants: always in one order
+        lock_tenant_log(tenant_id)
+        last = last_event_id(tenant_id)
+        for event in by_tenant[tenant_id]:
+            event.id = last = new_event_id(after=last)
+        newest[tenant_id] = last
+    Event.objects.bulk_create(events)
+    for tenant_id, event_id in newest.items():
+        transaction.on_commit(lambda t=tenant_id, e=event_id: announce_commit(t, e))
+
+
+def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
+    """Tell every worker process that the tenant's log has grown (to `event_id`). Loss is
+    tolerated: hubs also poll the log."""
+    message: dict[str, Any] = {"type": "log.committed", "tenant": str(tenant_id), "id": event_id_to_str(event_id)}
+    try:
+        async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), message)
+    except Exception:
+        # The event is safe in the log; streams catch up on their next poll.
+        logger.warning("event=announce_failed tenant=%s id=%s", tenant_id, message.get("id"), exc_info=True)
