@@ -138,14 +138,16 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
     # (CONN_MAX_AGE) would be opened per request anyway; the pool is shared by the threads
     # of a process, and a connection goes back to it when the request ends.
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must hand them back
-    # A pooled connection may have died (PostgreSQL restarted, backend terminated): with
-    # health checks on, Django has the pool check it when handing it out.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # No check when a connection is handed out: psycopg_pool sleeps a second after a
+    # failed check. A dead pooled connection fails its first statement instead, and the
+    # unit of work is retried on a new pool (core.db_retry).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 2),
         "max_size": env_int("DB_POOL_MAX_SIZE", 20),
-        # Waiting longer than this for a free connection fails the request (503).
-        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10.0),
+        # Waiting longer than this for a connection fails the request (503, not retried):
+        # also how long a request waits when PostgreSQL cannot be reached at all.
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 3.0),
     }
 if not IS_POSTGRES:
     # Stream tests run a server in another process, so the SQLite test database must be

@@ -23,6 +23,7 @@ from typing import Any, Literal, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from psycopg_pool import PoolTimeout
 
 from tenants.envelope import ApiError
 
@@ -130,6 +131,12 @@ def database_fault(exc: BaseException) -> bool:
     return _sqlstate(exc) in ROLLED_BACK_SQLSTATES or _connection_is_gone(exc)
 
 
+def _waited_for_the_pool(exc: BaseException) -> bool:
+    # The connection pool found no usable connection within its timeout: it has already
+    # waited (and kept trying to connect) that long; a second wait would only double it.
+    return isinstance(exc.__cause__, PoolTimeout)
+
+
 def _outcome(exc: BaseException, watch: _StatementWatch) -> Outcome:
     if _sqlstate(exc) in ROLLED_BACK_SQLSTATES:
         return "not_applied"
@@ -138,11 +145,19 @@ def _outcome(exc: BaseException, watch: _StatementWatch) -> Outcome:
     return "not_applied"
 
 
-def _drop_connections() -> None:
+def _drop_connections(*, renew_pools: bool) -> None:
     # The next attempt gets a fresh connection (a dead one would only fail again).
     for conn in connections.all(initialized_only=True):
         with contextlib.suppress(Exception):
             conn.close()
+        if renew_pools and conn.settings_dict.get("OPTIONS", {}).get("pool"):
+            # A lost connection seldom comes alone (PostgreSQL restarted, backends
+            # terminated, the network cut): start a new pool instead of letting the next
+            # requests find its dead connections one at a time, and without the old
+            # pool's reconnection backoff (psycopg_pool waits 1 s, 2 s, 4 s... between
+            # failed attempts), so service resumes as soon as the database is back.
+            with contextlib.suppress(Exception):
+                conn.close_pool()
 
 
 def _inside_transaction() -> bool:
@@ -168,7 +183,7 @@ def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwar
             if not database_fault(exc):
                 raise
             outcome = _outcome(exc, watch)
-            _drop_connections()
+            _drop_connections(renew_pools=_connection_is_gone(exc))
             logger.warning(
                 "event=database_fault attempt=%s outcome=%s sqlstate=%s error=%s",
                 attempt,
@@ -176,7 +191,7 @@ def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwar
                 _sqlstate(exc),
                 str(exc).strip().replace("\n", " ")[:200],
             )
-            if outcome == "unknown" or attempt == attempts:
+            if outcome == "unknown" or attempt == attempts or _waited_for_the_pool(exc):
                 raise DatabaseUnavailable(outcome) from exc
             if _sqlstate(exc) in ROLLED_BACK_SQLSTATES:
                 time.sleep(random.uniform(*ROLLBACK_PAUSE_SECONDS))

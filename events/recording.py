@@ -133,10 +133,13 @@ def unit_of_work() -> Iterator[None]:
     docstring). Nested units join the outermost one; it may itself run inside a plain
     `transaction.atomic()` (a test, a command), and then still writes its events at its
     own end, in that transaction."""
-    with transaction.atomic():
-        if getattr(connection, _UNIT_ATTRIBUTE, None) is not None:
+    if getattr(connection, _UNIT_ATTRIBUTE, None) is not None:
+        # Joining the open unit: no savepoint of its own (two round trips per service
+        # call). A failure inside fails the whole unit, which is what a request wants.
+        with transaction.atomic(savepoint=False):
             yield
-            return
+        return
+    with transaction.atomic():
         unit = _Unit()
         setattr(connection, _UNIT_ATTRIBUTE, unit)
         try:

@@ -1,0 +1,71 @@
+"""A change does a small, bounded number of queries, however many people it concerns:
+the ticket lock, the change, its event's payload, the handlers' reads, one write of the
+unit's notifications with one sorted lock of their counters, the log lock, the newest
+id, one INSERT of the unit's events. Counted around the service call as a request makes
+it (the request's own unit of work is open, as in core.views.RetryingAPIView)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from events.models import Event
+from events.recording import unit_of_work
+from tenants.callers import caller_for_user
+from tests.builders import World
+from ticketing import services
+from ticketing.models import Ticket
+
+pytestmark = pytest.mark.django_db
+
+
+def queries_of(fn: Callable[[], Any]) -> list[str]:
+    with CaptureQueriesContext(connection) as captured, unit_of_work():
+        fn()
+    return [q["sql"] for q in captured.captured_queries]
+
+
+@pytest.fixture
+def ticket(acme: World) -> Ticket:
+    admin = caller_for_user(acme.users["admin"])
+    return services.create_ticket(
+        caller=admin, data={"subject": "Printer", "assignee": acme.users["carol"], "requester": acme.users["bob"]}
+    )
+
+
+def watch(acme: World, ticket: Ticket, *names: str) -> None:
+    admin = caller_for_user(acme.users["admin"])
+    for name in names:
+        services.add_watcher(caller=admin, ticket=ticket, user=acme.users[name])
+
+
+def test_a_status_change_telling_three_people_is_at_most_16_queries_and_one_event_insert(acme: World, ticket):
+    alice = caller_for_user(acme.users["alice"])
+    watch(acme, ticket, "admin")
+    before = Event.objects.count()
+    sql = queries_of(lambda: services.update_ticket(caller=alice, ticket=ticket, data={"status": "in_progress"}))
+    # The change, and one statusChange for each of requester, assignee and watcher.
+    assert Event.objects.count() - before == 4
+    assert len(sql) <= 16, "\n".join(sql)
+    assert sum(s.startswith('INSERT INTO "events_event"') for s in sql) == 1
+    assert sum("pg_advisory_xact_lock" in s for s in sql) <= 1
+
+
+def test_more_watchers_do_not_mean_more_queries(acme: World, ticket):
+    alice = caller_for_user(acme.users["alice"])
+    few = len(queries_of(lambda: services.add_comment(caller=alice, ticket=ticket, body="first")))
+    watch(acme, ticket, "admin", "carol")
+    many = len(queries_of(lambda: services.add_comment(caller=alice, ticket=ticket, body="second")))
+    assert many == few <= 16
+
+
+def test_creating_and_commenting_stay_small(acme: World, ticket):
+    alice = caller_for_user(acme.users["alice"])
+    created = queries_of(
+        lambda: services.create_ticket(caller=alice, data={"subject": "Mouse", "assignee": acme.users["carol"]})
+    )
+    mentioned = queries_of(lambda: services.add_comment(caller=alice, ticket=ticket, body="@admin have a look"))
+    assert len(created) <= 16, "\n".join(created)
+    assert len(mentioned) <= 17, "\n".join(mentioned)
