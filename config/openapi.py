@@ -62,7 +62,7 @@ class ErrorBodySchema(serializers.Serializer):
 
 
 class ErrorEnvelopeSerializer(serializers.Serializer):
-    """Every non-2xx JSON response (tenants/envelope.py)."""
+    """Every non-2xx JSON response (core/http.py)."""
 
     success = serializers.BooleanField(help_text="Always false.")
     error = ErrorBodySchema()

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from tenants.envelope import ApiError
+from core.http import ApiError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -18,8 +18,8 @@ from django.http import HttpRequest, HttpResponseBase, RawPostDataException, Unr
 from rest_framework.views import APIView
 
 from core.db_retry import DatabaseUnavailable, call_with_retry, database_fault
+from core.http import error_response
 from events.recording import unit_of_work
-from tenants.envelope import error_response
 
 # Reads only (HTTP semantics): running one twice is harmless, so no transaction is needed.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

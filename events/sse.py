@@ -29,11 +29,11 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 
 from core.db_retry import DatabaseUnavailable
+from core.http import ApiError, iso_now
 from events.hub import EventHub, LogEvent, Subscriber, get_hub
 from events.ids import parse_event_id
 from events.leases import StreamLease, take_stream_slot
 from tenants.callers import Caller
-from tenants.envelope import ApiError, iso_now
 
 logger = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., Any])

@@ -17,8 +17,8 @@ from typing import Any
 
 from django.conf import settings
 
+from core.http import ApiError
 from notifications.models import NotificationType
-from tenants.envelope import ApiError
 from ticketing.filters import (
     DATETIME_OPS,
     ENUM_OPS,

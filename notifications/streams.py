@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from core.http import ApiError, error_response, iso_now
 from events.hub import LogEvent, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.selectors import event_exists
@@ -33,7 +34,6 @@ from notifications.selectors import notification_counts, user_events_after
 from notifications.serializers import counts_to_dict
 from notifications.services import CREATED, DELETED, READ
 from tenants.callers import Caller
-from tenants.envelope import ApiError, error_response, iso_now
 from tenants.policy import authorized_caller
 
 STREAM_KIND = "notifications"

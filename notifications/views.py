@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config import openapi
+from core.http import ApiError, ok
 from core.json_input import load_json
 from core.views import RetryingAPIView
 from notifications import services
@@ -25,7 +26,6 @@ from notifications.serializers import (
     notification_to_dict,
     parse_public_id,
 )
-from tenants.envelope import ApiError, ok
 from ticketing.views import validated
 
 

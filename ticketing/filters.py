@@ -34,7 +34,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils.dateparse import parse_datetime
 
-from tenants.envelope import ApiError
+from core.http import ApiError
 from ticketing.models import Priority, Status
 
 OPS = ("EQ", "NE", "GT", "GE", "LT", "LE", "LIKE", "IN")

@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
+from core.http import ApiError
 from tenants.callers import Caller
-from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from tenants.policy import authorize_list_scope
 from ticketing.filters import MATCH_ALL, Node

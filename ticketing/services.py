@@ -16,10 +16,10 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core.http import ApiError
 from events.recording import record_event, unit_of_work
 from events.serializers import iso
 from tenants.callers import Caller
-from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from tenants.permissions import require_agent
 from ticketing.events import TicketChange, TicketEvent, TicketState, update_type

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from core.http import ApiError, error_response, iso_now
 from core.json_input import read_json_body
 from events.hub import LogEvent, fetch_log, last_log_id, run_db
 from events.ids import event_id_to_str
@@ -26,7 +27,6 @@ from events.sse import (
     stream_view,
 )
 from tenants.callers import Caller
-from tenants.envelope import ApiError, error_response, iso_now
 from tenants.policy import authorized_caller
 from ticketing.events import STATE_EVENTS, TicketEvent
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from

@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config import openapi
+from core.http import ApiError, ok
 from core.views import RetryingAPIView
-from tenants.envelope import ApiError, ok
 from ticketing import services
 from ticketing.selectors import (
     get_ticket_approval,

@@ -4,7 +4,7 @@ and what the conditions mean."""
 import pytest
 from django.test import override_settings
 
-from tenants.envelope import ApiError
+from core.http import ApiError
 from ticketing.filters import MATCH_ALL, parse_filter, parse_search
 
 
