@@ -15,6 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from core.http import ApiError, error_response, iso_now
 from core.json_input import read_json_body
+from core.views import validated
 from events.hub import LogEvent, fetch_log, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.selectors import event_exists
@@ -167,10 +168,7 @@ class TicketListStream(EventStream):
 
 def _parse_body(request: HttpRequest) -> dict[str, Any]:
     raw = read_json_body(request, default={})  # 400 INVALID_JSON / 413, as on the DRF views
-    serializer = TicketListBodySerializer(data=raw)
-    if not serializer.is_valid():
-        raise ApiError(400, "INVALID_BODY", "The request body is not valid.", serializer.errors)
-    return serializer.validated_data
+    return validated(TicketListBodySerializer(data=raw))
 
 
 @stream_view
