@@ -8,9 +8,7 @@ from rest_framework import serializers
 
 from events.serializers import iso
 from tenants.models import Tenant, TenantUser
-from ticketing.models import Comment, Priority, Status, Ticket
-
-PRIORITY_ALIASES = {"critical": "urgent"}
+from ticketing.models import PRIORITY_ALIASES, Comment, Priority, Status, Ticket
 
 
 def user_ref(user: TenantUser | None) -> dict[str, str] | None:
