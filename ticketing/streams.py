@@ -13,22 +13,14 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from core.http import ApiError, error_response, iso_now
+from core.http import ApiError, iso_now
 from core.json_input import read_json_body
 from core.views import validated
 from events.hub import LogEvent, fetch_log, last_log_id, run_db
 from events.ids import event_id_to_str
 from events.selectors import event_exists
-from events.sse import (
-    EventStream,
-    last_event_id_from,
-    open_subscription,
-    sse_frame,
-    sse_response,
-    stream_view,
-)
+from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
-from tenants.policy import authorized_caller
 from ticketing.events import STATE_EVENTS, TicketEvent
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
 from ticketing.serializers import TicketListBodySerializer
@@ -78,10 +70,9 @@ def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID 
 class TicketListStream(EventStream):
     kind = "list"
 
-    def __init__(self, *, query: TicketQuery, last_event_id: uuid.UUID | None, **kwargs: Any) -> None:
+    def __init__(self, *, query: TicketQuery, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.query = query
-        self.last_event_id = last_event_id
 
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame("connected", {"connectionId": self.connection_id, "timestamp": iso_now()})
@@ -166,31 +157,27 @@ class TicketListStream(EventStream):
         return data
 
 
-def _parse_body(request: HttpRequest) -> dict[str, Any]:
+def _list_request(request: HttpRequest, caller: Caller) -> StreamArguments:
+    """The list's query string (`module`, `type`) and body: the list it follows, and where
+    it resumes (`lastEventId`)."""
+    module = request.GET.get("module")
+    if module != "ticketing":
+        raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})
+    if not request.GET.get("type"):
+        raise ApiError(400, "INVALID_QUERY", "type is required (user, agent or template).")
     raw = read_json_body(request, default={})  # 400 INVALID_JSON / 413, as on the DRF views
-    return validated(TicketListBodySerializer(data=raw))
+    body = validated(TicketListBodySerializer(data=raw))
+    query = ticket_query_from(caller, request.GET["type"], body)
+    return StreamArguments({"query": query}, resume_from=body.get("lastEventId"))
 
 
 @stream_view
 @csrf_exempt
 async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use POST.", headers={"Allow": "POST"}))
-    try:
-        caller = await run_db(authorized_caller, request)
-        module = request.GET.get("module")
-        if module != "ticketing":
-            raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})
-        if not request.GET.get("type"):
-            raise ApiError(400, "INVALID_QUERY", "type is required (user, agent or template).")
-        body = _parse_body(request)
-        query = ticket_query_from(caller, request.GET["type"], body)
-        last_event_id = last_event_id_from(request, body.get("lastEventId"))
-        hub, subscriber, lease = await open_subscription("list", caller, settings.SSE_MAX_LIST_STREAMS_PER_USER)
-    except ApiError as error:
-        return error_response(error)
-    stream = TicketListStream(
-        caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id
+    return await serve_stream(
+        request,
+        TicketListStream,
+        method="POST",
+        limit=settings.SSE_MAX_LIST_STREAMS_PER_USER,
+        read_request=_list_request,
     )
-    subscriber.accepts = stream.interested
-    return sse_response(stream.frames())
