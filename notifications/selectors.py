@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -15,8 +14,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from core.querylang import MATCH_ALL, Node
-from events.models import Event
-from events.selectors import log_after
 from notifications.filters import parse_notification_filter, parse_notification_search
 from notifications.models import Notification, NotificationCounter, NotificationPreference
 from notifications.serializers import SORT_FIELDS, TYPES, zero_by_priority, zero_by_type
@@ -125,8 +122,3 @@ def enabled_types(user: TenantUser) -> dict[str, bool]:
     preference = NotificationPreference.objects.filter(pk=user.pk).first()
     disabled = set(preference.disabled_types or []) if preference else set()
     return {name: name not in disabled for name in TYPES}
-
-
-def user_events_after(user: TenantUser, after: uuid.UUID, limit: int) -> list[Event]:
-    """The user's private events after an event id, oldest first (the stream's resume)."""
-    return list(log_after(user.tenant_id, after).filter(recipient=user).select_related("actor")[:limit])

@@ -14,16 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core.http import iso_now
-from events.hub import LogEvent, last_log_id, run_db
+from events.hub import LogEvent, fetch_log, run_db
 from events.ids import event_id_to_str
-from events.selectors import event_exists
+from events.selectors import at_log_position, event_exists
 from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
-from notifications.selectors import notification_counts, user_events_after
+from notifications.selectors import notification_counts
 from notifications.serializers import counts_to_dict
 from notifications.services import CREATED, DELETED, READ
 from tenants.callers import Caller
@@ -34,12 +33,7 @@ COUNT_REASONS = {CREATED: "created", READ: "read", DELETED: "deleted"}
 
 def counts_at_position(caller: Caller) -> tuple[uuid.UUID | None, dict[str, Any]]:
     """The log position and the counts it covers, read from one consistent snapshot."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        position = last_log_id(caller.tenant.id)
-        return position, counts_to_dict(notification_counts(caller.user))
+    return at_log_position(caller.tenant.id, lambda: counts_to_dict(notification_counts(caller.user)))
 
 
 def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent] | None:
@@ -47,8 +41,8 @@ def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent
     tenant or too much was missed (the stream then starts afresh)."""
     if not event_exists(caller.tenant.id, after):
         return None
-    rows = user_events_after(caller.user, after, limit + 1)
-    return None if len(rows) > limit else [LogEvent.from_row(row) for row in rows]
+    events = fetch_log(caller.tenant.id, after, limit + 1, recipient=caller.user.id)
+    return None if len(events) > limit else events
 
 
 class NotificationStream(EventStream):

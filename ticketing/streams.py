@@ -9,16 +9,15 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core.http import ApiError, iso_now
 from core.json_input import read_json_body
 from core.views import validated
-from events.hub import LogEvent, fetch_log, last_log_id, run_db
+from events.hub import LogEvent, fetch_log, run_db
 from events.ids import event_id_to_str
-from events.selectors import event_exists
+from events.selectors import at_log_position, event_exists
 from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
 from ticketing.events import STATE_EVENTS, TicketEvent
@@ -59,12 +58,7 @@ def membership(event: LogEvent, query: TicketQuery) -> tuple[bool, bool]:
 
 def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID | None, dict[str, Any]]:
     """The log position and the page it covers, read from one consistent snapshot."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        position = last_log_id(caller.tenant.id)
-        return position, list_tickets(caller, query).as_data()
+    return at_log_position(caller.tenant.id, lambda: list_tickets(caller, query).as_data())
 
 
 class TicketListStream(EventStream):
