@@ -41,6 +41,7 @@ def fill(tenant, count: int) -> None:
 
     from events.ids import new_event_id
     from events.models import Event
+    from events.selectors import last_event_id
 
     have = Event.objects.filter(tenant=tenant).count()
     if have >= count:
@@ -66,7 +67,7 @@ def fill(tenant, count: int) -> None:
         "customer": {"name": "Acme Corp"},
     }
     changes = {"status": {"from": "open", "to": "in_progress"}}
-    last = Event.objects.filter(tenant=tenant).order_by("-id").values_list("id", flat=True).first()
+    last = last_event_id(tenant)
     batch = 20_000
     started = time.monotonic()
     while have < count:
@@ -210,6 +211,7 @@ def run_mix(args: argparse.Namespace) -> None:
 
     from events.ids import event_id_to_str
     from events.models import Event
+    from events.selectors import log_after
     from tenants.models import Tenant
     from tenants.services import create_api_key
 
@@ -225,8 +227,8 @@ def run_mix(args: argparse.Namespace) -> None:
             cursor.execute("TRUNCATE events_event")
         fill_mix(big, smalls, big_events, small_events)
     small = smalls[0]
-    small_cursor = Event.objects.filter(tenant=small).order_by("id").values_list("id", flat=True)[small_events // 2]
-    big_cursor = Event.objects.filter(tenant=big).order_by("id").values_list("id", flat=True)[big_events // 2]
+    small_cursor = log_after(small).values_list("id", flat=True)[small_events // 2]
+    big_cursor = log_after(big).values_list("id", flat=True)[big_events // 2]
     small_plan, small_db_ms = explain_analyze_page(small, small_cursor)
     big_plan, big_db_ms = explain_analyze_page(big, big_cursor)
     _, small_key = create_api_key(tenant=small, name="bench")
@@ -308,9 +310,9 @@ def main() -> None:
     fill(tenant, args.events)
     _, key = create_api_key(tenant=tenant, name="bench")
     plan = explain_page(tenant, None)
-    from events.models import Event
+    from events.selectors import log_after
 
-    middle = Event.objects.filter(tenant=tenant).order_by("id").values_list("id", flat=True)[args.events // 2]
+    middle = log_after(tenant).values_list("id", flat=True)[args.events // 2]
     plan_middle = explain_page(tenant, middle)
 
     server, port = start_server(url)

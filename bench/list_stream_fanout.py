@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,12 +300,10 @@ def run_events(tenant_id: str, after_id: str | None) -> list[tuple[str, str, str
     from django.db import connections
 
     from events.ids import event_id_to_str
-    from events.models import Event
+    from events.selectors import log_after
     from ticketing.events import STATE_EVENTS
 
-    rows = Event.objects.filter(tenant_id=tenant_id, type__in=STATE_EVENTS).order_by("id")
-    if after_id:
-        rows = rows.filter(id__gt=after_id)
+    rows = log_after(uuid.UUID(tenant_id), uuid.UUID(after_id) if after_id else None, types=STATE_EVENTS)
     out = [
         (
             event_id_to_str(e.id),
@@ -322,16 +321,14 @@ def run_events(tenant_id: str, after_id: str | None) -> list[tuple[str, str, str
 def last_event_id(tenant_id: str) -> str | None:
     from django.db import connections
 
-    from events.models import Event
+    from events import selectors
 
-    value = Event.objects.filter(tenant_id=tenant_id).order_by("-id").values_list("id", flat=True).first()
+    value = selectors.last_event_id(uuid.UUID(tenant_id))
     connections.close_all()
     return str(value) if value else None
 
 
 def make_token(tenancy: Tenancy, username: str, ttl: int = 7200) -> str:
-    import uuid
-
     import jwt
 
     now = int(time.time())

@@ -33,6 +33,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import ListBodySerializer
 from events.serializers import EventQuerySerializer
 from notifications.models import NotificationType
 from notifications.serializers import SORT_FIELDS, NotificationListSerializer
@@ -62,7 +63,7 @@ class ErrorBodySchema(serializers.Serializer):
 
 
 class ErrorEnvelopeSerializer(serializers.Serializer):
-    """Every non-2xx JSON response (tenants/envelope.py)."""
+    """Every non-2xx JSON response (core/http.py)."""
 
     success = serializers.BooleanField(help_text="Always false.")
     error = ErrorBodySchema()
@@ -608,20 +609,15 @@ class EventReaderScheme(OpenApiAuthenticationExtension):
 
 # --- request bodies: what the strict serializers refuse, said in the schema ----------------
 
-# `top` is capped by a setting in `validate_top`, which drf-spectacular cannot see.
-_TOP_LIMITS = {
-    "TicketListBodySerializer": "TICKET_LIST_MAX_TOP",
-    "NotificationListSerializer": "NOTIFICATION_LIST_MAX_TOP",
-}
 # Not blank once trimmed (DRF's CharField trims, then refuses an empty string).
 _NOT_BLANK = r"\S"
 
 
 class StrictObjectSchema(OpenApiSerializerExtension):
-    """ticketing.serializers.StrictObjectSerializer refuses unknown fields:
+    """core.serializers.StrictObjectSerializer refuses unknown fields:
     `additionalProperties: false`, and the limits its validators add."""
 
-    target_class = "ticketing.serializers.StrictObjectSerializer"
+    target_class = "core.serializers.StrictObjectSerializer"
     match_subclasses = True
 
     def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
@@ -634,9 +630,9 @@ class StrictObjectSchema(OpenApiSerializerExtension):
                 continue
             if isinstance(field, serializers.CharField) and not field.allow_blank and field.trim_whitespace:
                 prop.setdefault("pattern", _NOT_BLANK)
-        limit = _TOP_LIMITS.get(type(serializer).__name__)
-        if limit and "top" in properties:
-            properties["top"]["maximum"] = getattr(settings, limit)
+        # A list's `top` is capped by a setting in `validate_top`, which drf-spectacular cannot see.
+        if isinstance(serializer, ListBodySerializer) and "top" in properties:
+            properties["top"]["maximum"] = getattr(settings, serializer.max_top_setting)
         if direction == "request":
             schema["additionalProperties"] = False
         if schema.get("description", "").startswith("Refuses a body"):

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from psycopg_pool import PoolTimeout
 
-from tenants.envelope import ApiError
+from core.http import ApiError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

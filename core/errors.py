@@ -36,7 +36,7 @@ from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from tenants.envelope import ApiError, error_response
+from core.http import ApiError, error_response
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 
-from tenants.envelope import ApiError, error_response
+from core.http import ApiError, error_response
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from rest_framework.parsers import BaseParser
 
-from tenants.envelope import ApiError
+from core.http import ApiError
 
 MAX_JSON_DEPTH = 64
 

@@ -1,6 +1,7 @@
-"""The base class of every DRF API view: DRF's APIView, run through `call_with_retry`,
-so a lost database connection or a rolled-back transaction is retried once when that is
-safe and otherwise answered `503 SERVICE_UNAVAILABLE` in the envelope, never a 500.
+"""What every DRF API view builds on: `validated` for its request body, and its base
+class `RetryingAPIView`, DRF's APIView run through `call_with_retry`, so a lost database
+connection or a rolled-back transaction is retried once when that is safe and otherwise
+answered `503 SERVICE_UNAVAILABLE` in the envelope, never a 500.
 
 A request that may write runs in one transaction, so it has exactly one COMMIT: a fault
 before it leaves nothing behind (and is retried), a fault during it is the only case
@@ -15,14 +16,22 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponseBase, RawPostDataException, UnreadablePostError
+from rest_framework import serializers
 from rest_framework.views import APIView
 
 from core.db_retry import DatabaseUnavailable, call_with_retry, database_fault
+from core.http import ApiError, error_response
 from events.recording import unit_of_work
-from tenants.envelope import error_response
 
 # Reads only (HTTP semantics): running one twice is harmless, so no transaction is needed.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def validated(serializer: serializers.Serializer) -> dict[str, Any]:
+    """The serializer's validated data, or `400 INVALID_BODY` with its errors as details."""
+    if not serializer.is_valid():
+        raise ApiError(400, "INVALID_BODY", "The request body is not valid.", serializer.errors)
+    return serializer.validated_data
 
 
 class RetryingAPIView(APIView):

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from core.db_retry import DatabaseUnavailable
+from core.http import ApiError, iso_now
 from core.json_input import load_json
 from events.hub import run_db
 from events.ids import parse_event_id
@@ -37,7 +38,6 @@ from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
 from events.selectors import cursor_is_expired
 from tenants.callers import check_still_valid, resolve_event_reader
 from tenants.cors import tenants_allowing_origin
-from tenants.envelope import ApiError, iso_now
 from tenants.policy import EVENTS_WEBSOCKET, authorize
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import logging
 import signal
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,7 +33,7 @@ from core.db_retry import call_with_retry
 from events.ids import event_id_to_str
 from events.models import REPLAY_TYPE, Event
 from events.recording import tenant_group
-from events.selectors import last_event_id, log_after
+from events.selectors import events_by_ids, last_event_id, log_after
 from events.serializers import event_to_dict, iso
 
 logger = logging.getLogger(__name__)
@@ -113,19 +113,23 @@ class LogEvent:
         return cached
 
 
-def fetch_log(tenant_id: uuid.UUID, after: uuid.UUID | None, limit: int) -> list[LogEvent]:
-    """The hub's catch-up and the list stream's resume: every audience, after a cursor."""
-    return [LogEvent.from_row(e) for e in log_after(tenant_id, after).select_related("actor")[:limit]]
+def fetch_log(
+    tenant_id: uuid.UUID,
+    after: uuid.UUID | None,
+    limit: int,
+    *,
+    audience: str | None = None,
+    types: Collection[str] = (),
+    recipient: uuid.UUID | None = None,
+) -> list[LogEvent]:
+    """At most `limit` events after a cursor (`events.selectors.log_after`, same filters),
+    as streams take them: the hub's catch-up, the streams' resume, the partner socket's."""
+    events = log_after(tenant_id, after, audience=audience, types=types, recipient=recipient)
+    return [LogEvent.from_row(e) for e in events.select_related("actor")[:limit]]
 
 
 def fetch_by_ids(tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[LogEvent]:
-    # A handful of named events: looked up by primary key, not by walking the tenant's log.
-    rows = Event.objects.filter(tenant_id=tenant_id, id__in=ids).select_related("actor").order_by("id")
-    return [LogEvent.from_row(e, replayed=True) for e in rows]
-
-
-# The streams import it under this name; it is the one selector of the newest id.
-last_log_id = last_event_id
+    return [LogEvent.from_row(e, replayed=True) for e in events_by_ids(tenant_id, ids)]
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
@@ -217,7 +221,7 @@ class TenantFeed:
     async def start(self) -> None:
         try:
             await self.hub.join(self.group)
-            self.cursor = await run_db(last_log_id, self.tenant_id)
+            self.cursor = await run_db(last_event_id, self.tenant_id)
         except BaseException as exc:
             # Cancelled too (the client that started the feed went away): a feed that
             # never started reading must not stay registered, or its tenant's streams in

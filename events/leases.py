@@ -143,7 +143,7 @@ async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease
     `503 SERVICE_UNAVAILABLE` when the lease store (Redis) cannot be reached."""
     from redis.exceptions import RedisError
 
-    from tenants.envelope import ApiError
+    from core.http import ApiError
 
     try:
         lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit)

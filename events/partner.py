@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
-from events.hub import LogEvent, get_hub, run_db
+from events.hub import LogEvent, fetch_log, get_hub, run_db
 from events.models import Event
-from events.selectors import last_event_id, log_after
+from events.selectors import last_event_id
 
 CATCH_UP_BATCH = 500
 
@@ -27,17 +27,6 @@ class SlowConsumer(Exception):
 
 class ShuttingDown(Exception):
     """The process is shutting down; the client reconnects with its last id."""
-
-
-def fetch_partner_events(
-    tenant_id: uuid.UUID, after: uuid.UUID | None, types: frozenset[str], limit: int
-) -> list[LogEvent]:
-    rows = log_after(tenant_id, after, audience=Event.Audience.PARTNER, types=types).select_related("actor")
-    return [LogEvent.from_row(e) for e in rows[:limit]]
-
-
-def last_partner_event_id(tenant_id: uuid.UUID) -> uuid.UUID | None:
-    return last_event_id(tenant_id, audience=Event.Audience.PARTNER)
 
 
 def event_message(event: LogEvent) -> str:
@@ -62,7 +51,7 @@ class PartnerFeed:
     async def run(self) -> None:
         """Send until cancelled; raises SlowConsumer when the client falls behind."""
         if self.position is None:
-            self.position = await run_db(last_partner_event_id, self.tenant_id)
+            self.position = await run_db(last_event_id, self.tenant_id, audience=Event.Audience.PARTNER)
         else:
             await self._catch_up()
         hub = get_hub()
@@ -82,7 +71,14 @@ class PartnerFeed:
 
     async def _catch_up(self) -> None:
         while True:
-            batch = await run_db(fetch_partner_events, self.tenant_id, self.position, self.types, CATCH_UP_BATCH)
+            batch = await run_db(
+                fetch_log,
+                self.tenant_id,
+                self.position,
+                CATCH_UP_BATCH,
+                audience=Event.Audience.PARTNER,
+                types=self.types,
+            )
             for event in batch:
                 await self._deliver(event)
             if len(batch) < CATCH_UP_BATCH:

@@ -2,12 +2,12 @@
 
 import json
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import BooleanField, F, Func, QuerySet, TextField, UUIDField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -16,6 +16,8 @@ from events.ids import event_id_time, event_id_to_str
 from events.models import Event
 from events.serializers import iso
 from tenants.models import Tenant, TenantUser
+
+T = TypeVar("T")
 
 
 class _OfTenant(Func):
@@ -59,8 +61,11 @@ def log_after(
     *,
     audience: str | None = None,
     types: Collection[str] = (),
+    recipient: uuid.UUID | None = None,
 ) -> QuerySet[Event]:
-    """The tenant's events after a cursor (all of them without one), oldest first."""
+    """The tenant's events after a cursor (all of them without one), oldest first: of one
+    audience, of some types, or addressed to one user. The one reader of the log after a
+    cursor: the hub, the streams, the partner socket, the REST pages and the commands."""
     events = tenant_log(tenant)
     if after is not None:
         events = events.filter(id__gt=after)
@@ -68,6 +73,8 @@ def log_after(
         events = events.filter(audience=audience)
     if types:
         events = events.filter(type__in=types)
+    if recipient is not None:
+        events = events.filter(recipient_id=recipient)
     return events
 
 
@@ -85,16 +92,36 @@ def tenant_events(
     return events.select_related("actor")
 
 
-def last_event_id(tenant_id: uuid.UUID, *, audience: str | None = None) -> uuid.UUID | None:
-    """The id of the tenant's newest event (of one audience), None for an empty log."""
-    events = tenant_log(tenant_id).order_by("-tenant_id", "-id")
+def last_event_id(tenant: Tenant | uuid.UUID, *, audience: str | None = None) -> uuid.UUID | None:
+    """The id of the tenant's newest event (of one audience), None for an empty log. The
+    one reader of the log's position: the writers numbering events, the hub's and the
+    partner socket's start, the streams' snapshots (`at_log_position`)."""
+    events = tenant_log(tenant).order_by("-tenant_id", "-id")
     if audience is not None:
         events = events.filter(audience=audience)
     return events.values_list("id", flat=True).first()
 
 
+def at_log_position(tenant: Tenant | uuid.UUID, read: Callable[[], T]) -> tuple[uuid.UUID | None, T]:
+    """`read()` and the log position it covers, from one consistent snapshot (on
+    PostgreSQL; SQLite has one writer anyway): a stream's opening state, so that live
+    events above the position are exactly the ones the state does not show yet."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        position = last_event_id(tenant)
+        return position, read()
+
+
 def event_exists(tenant_id: uuid.UUID, event_id: uuid.UUID) -> bool:
     return Event.objects.filter(tenant_id=tenant_id, id=event_id).exists()
+
+
+def events_by_ids(tenant_id: uuid.UUID, ids: Collection[uuid.UUID]) -> QuerySet[Event]:
+    """A handful of named events (a replay), oldest first: looked up by primary key, not by
+    walking the tenant's log (tests/events/test_log_query_plans.py)."""
+    return Event.objects.filter(tenant_id=tenant_id, id__in=ids).select_related("actor").order_by("id")
 
 
 def ticket_history(tenant: Tenant, ticket_id: uuid.UUID) -> QuerySet[Event]:

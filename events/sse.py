@@ -2,9 +2,11 @@
 life of a stream (heartbeats, token expiry, idle timeout, slow consumers, lease renewal
 and clean-up on any exit, a vanished client included).
 
-A stream is an async view returning a StreamingHttpResponse over `EventStream.frames()`:
-everything that can fail with a status (auth, body, limits) is checked before the
-response starts; afterwards failures are `error` events followed by closing.
+A stream is an async view that states what is its own (method, stream class, limit, how
+it reads its request) and leaves the rest to `serve_stream`, which returns a
+StreamingHttpResponse over `EventStream.frames()`: everything that can fail with a status
+(auth, body, limits) is checked before the response starts; afterwards failures are
+`error` events followed by closing.
 
 `StreamConnection` owns the socket side of a stream: every write is bounded by
 `SSE_SEND_TIMEOUT`, a client that went away (whatever the socket's write state) ends the
@@ -21,19 +23,20 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import Resolver404, resolve
 
 from core.db_retry import DatabaseUnavailable
-from events.hub import EventHub, LogEvent, Subscriber, get_hub
+from core.http import ApiError, error_response, iso_now
+from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, take_stream_slot
 from tenants.callers import Caller
-from tenants.envelope import ApiError, iso_now
+from tenants.policy import authorized_caller
 
 logger = logging.getLogger(__name__)
 View = TypeVar("View", bound=Callable[..., Any])
@@ -226,18 +229,32 @@ def new_connection_id() -> str:
 
 class EventStream:
     """Base of the app streams. Subclasses send their opening frames (`opening`) and turn
-    a log event into a frame for this client, or None to skip it (`render`).
+    a log event into a frame for this client, or None to skip it (`render`); a view opens
+    one with `serve_stream`.
 
     `self.position` is the last event id the client is known to have (the snapshot's log
     position or the last replayed id); live events at or below it are dropped."""
 
     kind = "stream"
+    # A stream that can tell from the event alone that it has nothing to send sets this to
+    # a method, so it is not woken for such events (Subscriber.accepts).
+    interested: Callable[[LogEvent], bool] | None = None
 
-    def __init__(self, *, caller: Caller, hub: EventHub, subscriber: Subscriber, lease: StreamLease) -> None:
+    def __init__(
+        self,
+        *,
+        caller: Caller,
+        hub: EventHub,
+        subscriber: Subscriber,
+        lease: StreamLease,
+        last_event_id: uuid.UUID | None = None,
+    ) -> None:
         self.caller = caller
         self.hub = hub
         self.subscriber = subscriber
         self.lease = lease
+        # Where the client asks to resume (`last_event_id_from`); None for a fresh start.
+        self.last_event_id = last_event_id
         self.connection_id = new_connection_id()
         self.position: uuid.UUID | None = None
         self.started = time.monotonic()
@@ -378,3 +395,40 @@ async def open_subscription(
     hub = get_hub()
     user_id = caller.user.id if private else None
     return hub, await subscribe_with_lease(hub, lease, caller.tenant.id, user_id), lease
+
+
+class StreamArguments(NamedTuple):
+    """What a stream view reads from its request, besides what every stream reads."""
+
+    options: dict[str, Any]  # the stream class's own keyword arguments
+    resume_from: str | None = None  # a body or query `lastEventId` (the header wins)
+
+
+async def serve_stream(
+    request: HttpRequest,
+    stream_class: type[EventStream],
+    *,
+    method: str,
+    limit: int,
+    private: bool = False,
+    read_request: Callable[[HttpRequest, Caller], StreamArguments],
+) -> HttpResponse:
+    """The whole of a stream view but what is its own: the method check, the caller (and
+    the policy), the view's own reading of the request (`read_request`, given the
+    caller; raises ApiError), the resume position, a slot of the user's `limit` for
+    streams of `stream_class.kind` and a hub subscription (`open_subscription`), in this
+    order. Every failure before the response starts is answered in the envelope."""
+    if request.method != method:
+        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", f"Use {method}.", headers={"Allow": method}))
+    try:
+        caller = await run_db(authorized_caller, request)
+        arguments = read_request(request, caller)
+        last_event_id = last_event_id_from(request, arguments.resume_from)
+        hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
+    except ApiError as error:
+        return error_response(error)
+    stream = stream_class(
+        caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id, **arguments.options
+    )
+    subscriber.accepts = stream.interested
+    return sse_response(stream.frames())

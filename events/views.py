@@ -8,11 +8,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 
 from config import openapi
+from core.http import ApiError
 from core.views import RetryingAPIView
 from events.selectors import cursor_is_expired, partner_page_json, tenant_events
 from events.serializers import EventIdField, EventQuerySerializer
 from tenants.authentication import EventReaderAuthentication
-from tenants.envelope import ApiError
 
 
 class SystemEventsView(RetryingAPIView):

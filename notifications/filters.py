@@ -4,11 +4,11 @@
 
 Conditions of the list are AND-ed; an item may itself be a group
 `{"op": "AND" | "OR", "operand": [...]}` (spec README, "Filter shapes"). The tree is
-ticketing.filters' (Condition / Group / Column, `to_q()`): one engine, two parsers.
+core.querylang's (Condition / Group / Column, `to_q()`): one engine, two parsers.
 Errors are `INVALID_FILTER` whose `details` is a sentence naming what is supported, as
 list-ticket-notifications.md shows: 422 for an unknown field, operator or a bad value,
 400 for a filter that is not this shape at all. Values are typed by the shared engine,
-which also holds them to what PostgreSQL can compare (ticketing.filters)."""
+which also holds them to what PostgreSQL can compare (core.querylang)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from typing import Any
 
 from django.conf import settings
 
-from notifications.models import NotificationType
-from tenants.envelope import ApiError
-from ticketing.filters import (
+from core.http import ApiError
+from core.querylang import (
     DATETIME_OPS,
     ENUM_OPS,
     MATCH_ALL,
@@ -31,9 +30,11 @@ from ticketing.filters import (
     Group,
     Node,
     TextSearch,
-    _typed_value,
+    parse_search,
+    typed_value,
 )
-from ticketing.models import Priority
+from notifications.models import NotificationType
+from ticketing.models import PRIORITY_ALIASES, TICKET_NUMBER_PREFIX, Priority
 
 BOOLEAN_OPS = ("EQ", "NE")
 SPEC_OPS = ("EQ", "NE", "GT", "GE", "LT", "LE", "IN", "LIKE")  # the spec's order, for its error details
@@ -42,7 +43,7 @@ FIELDS: dict[str, Column] = {
     c.name: c
     for c in (
         Column("type", "type", "enum", ENUM_OPS, choices=frozenset(NotificationType.values)),
-        Column("priority", "priority", "enum", ENUM_OPS, choices=frozenset(Priority.values)),
+        Column("priority", "priority", "enum", ENUM_OPS, choices=frozenset(Priority.values), aliases=PRIORITY_ALIASES),
         Column("read", "read", "boolean", BOOLEAN_OPS),
         Column("notified_at", "created_at", "datetime", DATETIME_OPS),
         Column("createdAt", "created_at", "datetime", DATETIME_OPS),
@@ -69,6 +70,7 @@ class NotificationSearch(TextSearch):
 
     fields = (("title", "title"), ("message", "message"), ("ticket_number", "ticketNumber"))
     number_field = "ticket_number"
+    number_prefix = TICKET_NUMBER_PREFIX
 
 
 def invalid(message: str, details: str) -> ApiError:
@@ -79,6 +81,10 @@ def invalid(message: str, details: str) -> ApiError:
 def malformed(message: str, details: str) -> ApiError:
     """Filter syntax: not the array / condition / group shape at all (400, as the spec's "invalid filter syntax")."""
     return ApiError(400, "INVALID_FILTER", message, details)
+
+
+def parse_notification_search(raw: Any) -> Node | None:
+    return parse_search(raw, NotificationSearch)
 
 
 def parse_notification_filter(raw: Any) -> Node:
@@ -162,7 +168,7 @@ def _typed(column: Column, value: Any) -> Any:
     if column.kind == "datetime" and isinstance(value, str) and _DATE_ONLY.match(value.strip()):
         value = f"{value.strip()}T00:00:00Z"  # a date alone is its midnight UTC
     try:
-        return _typed_value(column, value, None, allow_null=False)
+        return typed_value(column, value, None, allow_null=False)
     except ApiError:
         raise invalid(
             f"Invalid value {value!r} for field {column.name!r}", f"{column.name} takes {_expects(column)}."

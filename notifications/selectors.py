@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -14,13 +13,11 @@ from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from events.models import Event
-from events.selectors import log_after
-from notifications.filters import NotificationSearch, parse_notification_filter
+from core.querylang import MATCH_ALL, Node
+from notifications.filters import parse_notification_filter, parse_notification_search
 from notifications.models import Notification, NotificationCounter, NotificationPreference
 from notifications.serializers import SORT_FIELDS, TYPES, zero_by_priority, zero_by_type
 from tenants.models import TenantUser
-from ticketing.filters import MATCH_ALL, Node, parse_search
 from ticketing.models import PRIORITY_RANK
 
 _PRIORITY_RANK = Case(*[When(priority=k, then=Value(v)) for k, v in PRIORITY_RANK.items()], output_field=IntegerField())
@@ -46,10 +43,9 @@ class NotificationQuery:
 
 def notification_query_from(body: Mapping[str, Any]) -> NotificationQuery:
     """A query from a validated NotificationListSerializer body (filter errors are 422)."""
-    search = parse_search(body.get("search"))
     return NotificationQuery(
         filter=parse_notification_filter(body.get("filter")),
-        search=NotificationSearch(search.text) if search is not None else None,
+        search=parse_notification_search(body.get("search")),
         sort=body.get("sort") or "notified_at",
         descending=(body.get("searchOrder") or "DESC").upper() == "DESC",
         top=body["top"],
@@ -126,8 +122,3 @@ def enabled_types(user: TenantUser) -> dict[str, bool]:
     preference = NotificationPreference.objects.filter(pk=user.pk).first()
     disabled = set(preference.disabled_types or []) if preference else set()
     return {name: name not in disabled for name in TYPES}
-
-
-def user_events_after(user: TenantUser, after: uuid.UUID, limit: int) -> list[Event]:
-    """The user's private events after an event id, oldest first (the stream's resume)."""
-    return list(log_after(user.tenant_id, after).filter(recipient=user).select_related("actor")[:limit])

@@ -4,14 +4,13 @@ validation of the list, read and preference requests."""
 import uuid
 from typing import Any
 
-from django.conf import settings
 from rest_framework import serializers
 
+from core.serializers import ListBodySerializer, StrictObjectSerializer
 from events.serializers import iso
 from notifications.models import Notification, NotificationCounter, NotificationType
 from tenants.models import TenantUser
 from ticketing.models import Priority
-from ticketing.serializers import StrictObjectSerializer
 
 ID_PREFIX = "notif-"
 TYPES = tuple(NotificationType.values)
@@ -94,26 +93,12 @@ def counts_to_dict(counter: NotificationCounter | None) -> dict[str, Any]:
     }
 
 
-class NotificationListSerializer(StrictObjectSerializer):
+class NotificationListSerializer(ListBodySerializer):
     """The body of `POST ticket/notifications` (and the query of `GET ticket/notification/list`)."""
 
-    search = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False
-    )
-    top = serializers.IntegerField(min_value=1, default=100)
-    offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
-    sort = serializers.ChoiceField(choices=sorted(SORT_FIELDS), required=False, allow_blank=True, allow_null=True)
-    searchOrder = serializers.ChoiceField(
-        choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True
-    )
-    filter = serializers.JSONField(required=False, allow_null=True)
-
-    def validate_top(self, value: int) -> int:
-        if value > settings.NOTIFICATION_LIST_MAX_TOP:
-            raise serializers.ValidationError(
-                f"Ensure this value is less than or equal to {settings.NOTIFICATION_LIST_MAX_TOP}."
-            )
-        return value
+    sort_columns = SORT_FIELDS
+    default_top = 100
+    max_top_setting = "NOTIFICATION_LIST_MAX_TOP"
 
 
 class MarkReadSerializer(StrictObjectSerializer):

@@ -24,6 +24,7 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
+from core.http import ApiError
 from events.recording import defer_write, record_event, unit_of_work
 from notifications.models import (
     TYPE_PRIORITY,
@@ -32,7 +33,6 @@ from notifications.models import (
     NotificationPreference,
 )
 from notifications.serializers import counts_to_dict, notification_to_dict, public_id
-from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from ticketing.models import Ticket
 

@@ -14,27 +14,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from events.hub import LogEvent, last_log_id, run_db
+from core.http import iso_now
+from events.hub import LogEvent, fetch_log, run_db
 from events.ids import event_id_to_str
-from events.selectors import event_exists
-from events.sse import (
-    EventStream,
-    last_event_id_from,
-    open_subscription,
-    sse_frame,
-    sse_response,
-    stream_view,
-)
-from notifications.selectors import notification_counts, user_events_after
+from events.selectors import at_log_position, event_exists
+from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
+from notifications.selectors import notification_counts
 from notifications.serializers import counts_to_dict
 from notifications.services import CREATED, DELETED, READ
 from tenants.callers import Caller
-from tenants.envelope import ApiError, error_response, iso_now
-from tenants.policy import authorized_caller
 
 STREAM_KIND = "notifications"
 COUNT_REASONS = {CREATED: "created", READ: "read", DELETED: "deleted"}
@@ -42,12 +33,7 @@ COUNT_REASONS = {CREATED: "created", READ: "read", DELETED: "deleted"}
 
 def counts_at_position(caller: Caller) -> tuple[uuid.UUID | None, dict[str, Any]]:
     """The log position and the counts it covers, read from one consistent snapshot."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        position = last_log_id(caller.tenant.id)
-        return position, counts_to_dict(notification_counts(caller.user))
+    return at_log_position(caller.tenant.id, lambda: counts_to_dict(notification_counts(caller.user)))
 
 
 def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent] | None:
@@ -55,16 +41,12 @@ def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent
     tenant or too much was missed (the stream then starts afresh)."""
     if not event_exists(caller.tenant.id, after):
         return None
-    rows = user_events_after(caller.user, after, limit + 1)
-    return None if len(rows) > limit else [LogEvent.from_row(row) for row in rows]
+    events = fetch_log(caller.tenant.id, after, limit + 1, recipient=caller.user.id)
+    return None if len(events) > limit else events
 
 
 class NotificationStream(EventStream):
     kind = STREAM_KIND
-
-    def __init__(self, *, last_event_id: uuid.UUID | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.last_event_id = last_event_id
 
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame(
@@ -102,17 +84,20 @@ class NotificationStream(EventStream):
         return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
 
 
+def _notification_request(request: HttpRequest, caller: Caller) -> StreamArguments:
+    """Only where the stream resumes: the `lastEventId` query parameter, for clients that
+    cannot set the header."""
+    return StreamArguments({}, resume_from=request.GET.get("lastEventId"))
+
+
 @stream_view
 @csrf_exempt
 async def notification_stream(request: HttpRequest) -> HttpResponse:
-    if request.method != "GET":
-        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use GET.", headers={"Allow": "GET"}))
-    limit = settings.SSE_MAX_NOTIFICATION_STREAMS_PER_USER
-    try:
-        caller = await run_db(authorized_caller, request)
-        last_event_id = last_event_id_from(request, request.GET.get("lastEventId"))
-        hub, subscriber, lease = await open_subscription(STREAM_KIND, caller, limit, private=True)
-    except ApiError as error:
-        return error_response(error)
-    stream = NotificationStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id)
-    return sse_response(stream.frames())
+    return await serve_stream(
+        request,
+        NotificationStream,
+        method="GET",
+        limit=settings.SSE_MAX_NOTIFICATION_STREAMS_PER_USER,
+        private=True,  # only the events addressed to the caller
+        read_request=_notification_request,
+    )

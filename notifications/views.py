@@ -8,8 +8,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config import openapi
+from core.http import ApiError, ok
 from core.json_input import load_json
-from core.views import RetryingAPIView
+from core.views import RetryingAPIView, validated
 from notifications import services
 from notifications.selectors import (
     enabled_types,
@@ -25,8 +26,6 @@ from notifications.serializers import (
     notification_to_dict,
     parse_public_id,
 )
-from tenants.envelope import ApiError, ok
-from ticketing.views import validated
 
 
 def _list_response(request: Request, data: Any) -> Response:

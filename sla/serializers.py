@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from ticketing.serializers import PriorityField, StrictObjectSerializer
+from core.serializers import StrictObjectSerializer
+from ticketing.serializers import PriorityField
 
 
 class SlaPolicySerializer(StrictObjectSerializer):

@@ -5,12 +5,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config import openapi
-from core.views import RetryingAPIView
+from core.http import ok
+from core.views import RetryingAPIView, validated
 from sla import services
 from sla.selectors import sla_policies
 from sla.serializers import SlaPolicySerializer, sla_policy_to_dict
-from tenants.envelope import ok
-from ticketing.views import validated
 
 
 class SlaPolicyView(RetryingAPIView):

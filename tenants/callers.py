@@ -25,7 +25,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 
-from tenants.envelope import ApiError
+from core.http import ApiError
 from tenants.models import ApiKey, Realm, Tenant, TenantUser
 
 ROLE_USER = "user"

@@ -4,8 +4,8 @@ services keep for callers that do not come through a route (commands, the dashbo
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from core.http import ApiError
 from tenants.callers import Caller, PartnerKeyCaller
-from tenants.envelope import ApiError
 from tenants.policy import ADMINS, AGENTS, authorize, route_of, rules_for
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
+from core.http import ApiError
 from tenants.callers import (
     ROLE_ADMIN,
     ROLE_AGENT,
@@ -32,7 +33,6 @@ from tenants.callers import (
     PartnerKeyCaller,
     resolve_request_caller,
 )
-from tenants.envelope import ApiError
 
 
 class Access(StrEnum):

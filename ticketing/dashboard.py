@@ -17,10 +17,10 @@ from django.shortcuts import render
 from django.urls import path, reverse_lazy
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from core.http import ApiError
 from events.models import Event
 from events.selectors import ticket_history
 from tenants.callers import Caller, caller_for_user
-from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from ticketing.models import Priority, Status, Ticket
 from ticketing.selectors import SCOPES, get_visible_ticket, ticket_comments

@@ -21,6 +21,8 @@ class Priority(models.TextChoices):
     URGENT = "urgent"
 
 
+# Other spellings clients send for a priority (lower case), each read as the priority it names.
+PRIORITY_ALIASES = {"critical": "urgent"}
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2, "urgent": 3}
 STATUS_RANK = {s.value: i for i, s in enumerate(Status)}
 CLOSED_STATUSES = frozenset({Status.RESOLVED, Status.CLOSED, Status.CANCELLED})
@@ -38,6 +40,10 @@ class TicketSequence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.year}: {self.last_value}"
+
+
+# Every ticket number starts with it (TKT-<year>-<6-digit sequence>) and holds it nowhere else.
+TICKET_NUMBER_PREFIX = "TKT-"
 
 
 class Ticket(models.Model):

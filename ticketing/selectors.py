@@ -8,11 +8,12 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
+from core.http import ApiError
+from core.querylang import MATCH_ALL, Node
 from tenants.callers import Caller
-from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from tenants.policy import authorize_list_scope
-from ticketing.filters import MATCH_ALL, Node
+from ticketing.filters import parse_ticket_filter, parse_ticket_search
 from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, Ticket
 from ticketing.serializers import SORT_COLUMNS
 
@@ -167,8 +168,6 @@ def ticket_comments(ticket: Ticket) -> QuerySet[Comment]:
 
 def ticket_query_from(caller: Caller, scope_kind: str | None, body: Mapping[str, Any]) -> TicketQuery:
     """A TicketQuery from a validated list body (TicketListBodySerializer)."""
-    from ticketing.filters import parse_filter, parse_search
-
     scope = scope_for(caller, scope_kind)
     order: list[tuple[str, str]] = []
     if body.get("sort"):
@@ -178,8 +177,8 @@ def ticket_query_from(caller: Caller, scope_kind: str | None, body: Mapping[str,
             order.append((item["column"], item["order"].upper()))
     return TicketQuery(
         scope=scope,
-        filter=parse_filter(body.get("filter")),
-        search=parse_search(body.get("search")),
+        filter=parse_ticket_filter(body.get("filter")),
+        search=parse_ticket_search(body.get("search")),
         order=tuple(order) or (("updatedAt", "DESC"),),
         top=body["top"],
         offset=body["offset"],

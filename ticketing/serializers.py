@@ -3,14 +3,12 @@
 import uuid
 from typing import Any
 
-from django.conf import settings
 from rest_framework import serializers
 
+from core.serializers import SORT_DIRECTIONS, ListBodySerializer, StrictObjectSerializer
 from events.serializers import iso
 from tenants.models import Tenant, TenantUser
-from ticketing.models import Comment, Priority, Status, Ticket
-
-PRIORITY_ALIASES = {"critical": "urgent"}
+from ticketing.models import PRIORITY_ALIASES, Comment, Priority, Status, Ticket
 
 
 def user_ref(user: TenantUser | None) -> dict[str, str] | None:
@@ -122,44 +120,6 @@ class ParentTicketField(serializers.Field):
         return str(value.id)
 
 
-class StrictObjectSerializer(serializers.Serializer):
-    """Refuses a body that is not an object or names fields this endpoint does not know,
-    so a typo is an error instead of a silently ignored change."""
-
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        if isinstance(data, dict):
-            unknown = set(data) - set(self.fields)
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-            mistyped = {
-                name: [problem]
-                for name, field in self.fields.items()
-                if name in data and (problem := json_type_problem(field, data[name]))
-            }
-            if mistyped:
-                raise serializers.ValidationError(mistyped)
-        return super().to_internal_value(data)
-
-
-def json_type_problem(field: serializers.Field, value: Any) -> str | None:
-    """What is wrong with the JSON type of `value` for `field`, or None. DRF would turn
-    `0` into `"0"` and `1` into `true`: a strict body takes the types the schema names
-    (integers may still come as digits: the notification list also reads query strings)."""
-    if value is None:
-        return None
-    if isinstance(field, serializers.CharField) and not isinstance(value, str):
-        return "Must be a string."
-    if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
-        return "Must be true or false."
-    if isinstance(field, serializers.IntegerField) and isinstance(value, bool):
-        return "Must be an integer."
-    if isinstance(field, serializers.DictField) and isinstance(value, dict):
-        return next(filter(None, (json_type_problem(field.child, item) for item in value.values())), None)
-    if isinstance(field, serializers.ListField) and isinstance(value, list):
-        return next(filter(None, (json_type_problem(field.child, item) for item in value)), None)
-    return None
-
-
 class TicketWriteSerializer(StrictObjectSerializer):
     subject = serializers.CharField(max_length=300)
     description = serializers.CharField(required=False, allow_blank=True, max_length=20000)
@@ -194,33 +154,20 @@ SORT_COLUMNS = {
 
 class SortOrderItemSerializer(StrictObjectSerializer):
     column = serializers.ChoiceField(choices=sorted(SORT_COLUMNS))
-    order = serializers.ChoiceField(choices=["ASC", "DESC", "asc", "desc"], default="ASC")
+    order = serializers.ChoiceField(choices=SORT_DIRECTIONS, default="ASC")
 
 
-class TicketListBodySerializer(StrictObjectSerializer):
+class TicketListBodySerializer(ListBodySerializer):
     """The body of `POST .../ticket/list` and of the list-updates stream."""
 
-    search = serializers.CharField(
-        required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False
-    )
-    top = serializers.IntegerField(min_value=1, default=30)
-    offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
-    sort = serializers.ChoiceField(choices=sorted(SORT_COLUMNS), required=False, allow_blank=True, allow_null=True)
-    searchOrder = serializers.ChoiceField(
-        choices=["ASC", "DESC", "asc", "desc"], required=False, allow_null=True, allow_blank=True
-    )
+    sort_columns = SORT_COLUMNS
+    default_top = 30
+    max_top_setting = "TICKET_LIST_MAX_TOP"
+
     # A ListField, not `many=True`: DRF passes `allow_null` of a many=True serializer on
     # to its items too, and `[null]` would then reach the query as an item.
     sortOrder = serializers.ListField(child=SortOrderItemSerializer(), required=False, allow_null=True)
-    filter = serializers.JSONField(required=False, allow_null=True)
     lastEventId = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
-
-    def validate_top(self, value: int) -> int:
-        if value > settings.TICKET_LIST_MAX_TOP:
-            raise serializers.ValidationError(
-                f"Ensure this value is less than or equal to {settings.TICKET_LIST_MAX_TOP}."
-            )
-        return value
 
 
 # --- watchers, approvals, merge, escalation, SLA policies (issue 4) --------------------

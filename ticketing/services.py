@@ -16,16 +16,17 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core.http import ApiError
 from events.recording import record_event, unit_of_work
 from events.serializers import iso
 from tenants.callers import Caller
-from tenants.envelope import ApiError
 from tenants.models import TenantUser
 from tenants.permissions import require_agent
 from ticketing.events import TicketChange, TicketEvent, TicketState, update_type
 from ticketing.models import (
     CLOSED_STATUSES,
     PRIORITY_RANK,
+    TICKET_NUMBER_PREFIX,
     Approval,
     Comment,
     Priority,
@@ -52,7 +53,7 @@ def next_ticket_number(*, tenant_id: Any, year: int) -> str:
     sequence, _ = TicketSequence.objects.select_for_update().get_or_create(tenant_id=tenant_id, year=year)
     sequence.last_value += 1
     sequence.save(update_fields=["last_value"])
-    return f"TKT-{year}-{sequence.last_value:06d}"
+    return f"{TICKET_NUMBER_PREFIX}{year}-{sequence.last_value:06d}"
 
 
 def lock_ticket(ticket: Ticket) -> Ticket:

@@ -9,25 +9,17 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from core.http import ApiError, iso_now
 from core.json_input import read_json_body
-from events.hub import LogEvent, fetch_log, last_log_id, run_db
+from core.views import validated
+from events.hub import LogEvent, fetch_log, run_db
 from events.ids import event_id_to_str
-from events.selectors import event_exists
-from events.sse import (
-    EventStream,
-    last_event_id_from,
-    open_subscription,
-    sse_frame,
-    sse_response,
-    stream_view,
-)
+from events.selectors import at_log_position, event_exists
+from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
-from tenants.envelope import ApiError, error_response, iso_now
-from tenants.policy import authorized_caller
 from ticketing.events import STATE_EVENTS, TicketEvent
 from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
 from ticketing.serializers import TicketListBodySerializer
@@ -66,21 +58,15 @@ def membership(event: LogEvent, query: TicketQuery) -> tuple[bool, bool]:
 
 def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID | None, dict[str, Any]]:
     """The log position and the page it covers, read from one consistent snapshot."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        position = last_log_id(caller.tenant.id)
-        return position, list_tickets(caller, query).as_data()
+    return at_log_position(caller.tenant.id, lambda: list_tickets(caller, query).as_data())
 
 
 class TicketListStream(EventStream):
     kind = "list"
 
-    def __init__(self, *, query: TicketQuery, last_event_id: uuid.UUID | None, **kwargs: Any) -> None:
+    def __init__(self, *, query: TicketQuery, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.query = query
-        self.last_event_id = last_event_id
 
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame("connected", {"connectionId": self.connection_id, "timestamp": iso_now()})
@@ -165,34 +151,27 @@ class TicketListStream(EventStream):
         return data
 
 
-def _parse_body(request: HttpRequest) -> dict[str, Any]:
+def _list_request(request: HttpRequest, caller: Caller) -> StreamArguments:
+    """The list's query string (`module`, `type`) and body: the list it follows, and where
+    it resumes (`lastEventId`)."""
+    module = request.GET.get("module")
+    if module != "ticketing":
+        raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})
+    if not request.GET.get("type"):
+        raise ApiError(400, "INVALID_QUERY", "type is required (user, agent or template).")
     raw = read_json_body(request, default={})  # 400 INVALID_JSON / 413, as on the DRF views
-    serializer = TicketListBodySerializer(data=raw)
-    if not serializer.is_valid():
-        raise ApiError(400, "INVALID_BODY", "The request body is not valid.", serializer.errors)
-    return serializer.validated_data
+    body = validated(TicketListBodySerializer(data=raw))
+    query = ticket_query_from(caller, request.GET["type"], body)
+    return StreamArguments({"query": query}, resume_from=body.get("lastEventId"))
 
 
 @stream_view
 @csrf_exempt
 async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use POST.", headers={"Allow": "POST"}))
-    try:
-        caller = await run_db(authorized_caller, request)
-        module = request.GET.get("module")
-        if module != "ticketing":
-            raise ApiError(400, "INVALID_QUERY", "module must be `ticketing`.", {"module": module})
-        if not request.GET.get("type"):
-            raise ApiError(400, "INVALID_QUERY", "type is required (user, agent or template).")
-        body = _parse_body(request)
-        query = ticket_query_from(caller, request.GET["type"], body)
-        last_event_id = last_event_id_from(request, body.get("lastEventId"))
-        hub, subscriber, lease = await open_subscription("list", caller, settings.SSE_MAX_LIST_STREAMS_PER_USER)
-    except ApiError as error:
-        return error_response(error)
-    stream = TicketListStream(
-        caller=caller, hub=hub, subscriber=subscriber, lease=lease, query=query, last_event_id=last_event_id
+    return await serve_stream(
+        request,
+        TicketListStream,
+        method="POST",
+        limit=settings.SSE_MAX_LIST_STREAMS_PER_USER,
+        read_request=_list_request,
     )
-    subscriber.accepts = stream.interested
-    return sse_response(stream.frames())

@@ -1,15 +1,12 @@
 """Ticket REST endpoints: thin, each validates, calls a service or selector, shapes."""
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from config import openapi
-from core.views import RetryingAPIView
-from tenants.envelope import ApiError, ok
+from core.http import ApiError, ok
+from core.views import RetryingAPIView, validated
 from ticketing import services
 from ticketing.selectors import (
     get_ticket_approval,
@@ -34,12 +31,6 @@ from ticketing.serializers import (
     ticket_state,
     user_ref,
 )
-
-
-def validated(serializer: serializers.Serializer) -> dict[str, Any]:
-    if not serializer.is_valid():
-        raise ApiError(400, "INVALID_BODY", "The request body is not valid.", serializer.errors)
-    return serializer.validated_data
 
 
 class TicketCollectionView(RetryingAPIView):

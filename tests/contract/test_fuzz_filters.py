@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.querylang import OPS
 from notifications.filters import FIELDS
 from tests.builders import World
 from tests.sse_client import list_updates_url
-from ticketing.filters import COLUMNS, OPS
+from ticketing.filters import COLUMNS
 
 pytestmark = [pytest.mark.contract, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

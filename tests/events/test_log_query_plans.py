@@ -20,10 +20,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from events import hub, partner, selectors
+from events import hub, selectors
 from events.management.commands._selection import keyset_pages, selected_events
 from events.models import Event
-from notifications.selectors import user_events_after
 from tenants.models import Tenant, TenantUser
 
 pytestmark = [
@@ -34,6 +33,7 @@ pytestmark = [
 ROWS = 120_000
 BIG = uuid.UUID("80000000-0000-0000-0000-000000000000")
 SMALL = [uuid.UUID(int=n) for n in (1, 2, 3)]
+PARTNER = Event.Audience.PARTNER
 # The composite indexes that start with the tenant (events/models.py): reading one of
 # them visits only the tenant's rows.
 TENANT_INDEXES = {"event_tenant_id", "event_tenant_audience_id", "event_tenant_type_id", "event_tenant_recipient_id"}
@@ -129,19 +129,18 @@ def _readers(tenant_id: uuid.UUID, cursor: uuid.UUID, user: TenantUser | None) -
             selectors.tenant_events(tenant_id, after_id=cursor, type="tickets.ticket.created"), 1000
         ),
         "hub catch-up / list stream resume": lambda: hub.fetch_log(tenant_id, cursor, 500),
-        "last event id": lambda: selectors.last_event_id(tenant_id),
-        "hub start position": lambda: hub.last_log_id(tenant_id),
-        "partner socket catch-up": lambda: partner.fetch_partner_events(tenant_id, cursor, frozenset(), 500),
-        "partner socket catch-up, some types": lambda: partner.fetch_partner_events(
-            tenant_id, cursor, frozenset({"tickets.ticket.created", "tickets.ticket.updated"}), 500
+        "last event id (writers, hub start, stream snapshots)": lambda: selectors.last_event_id(tenant_id),
+        "partner socket catch-up": lambda: hub.fetch_log(tenant_id, cursor, 500, audience=PARTNER),
+        "partner socket catch-up, some types": lambda: hub.fetch_log(
+            tenant_id, cursor, 500, audience=PARTNER, types={"tickets.ticket.created", "tickets.ticket.updated"}
         ),
-        "partner socket start position": lambda: partner.last_partner_event_id(tenant_id),
+        "partner socket start position": lambda: selectors.last_event_id(tenant_id, audience=PARTNER),
         "export/replay command page": lambda: next(
             keyset_pages(selected_events({"tenant": str(tenant_id), "after_id": str(cursor)})[1], 1000)
         ),
     }
     if user is not None:
-        readers["notification stream resume"] = lambda: user_events_after(user, cursor, 500)
+        readers["notification stream resume"] = lambda: hub.fetch_log(tenant_id, cursor, 500, recipient=user.id)
     return readers
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders import World
-from ticketing.filters import COLUMNS, parse_filter
+from ticketing.filters import COLUMNS, parse_ticket_filter
 from ticketing.models import Priority, Status, Ticket
 from ticketing.serializers import ticket_state
 
@@ -136,7 +136,7 @@ def test_sql_and_in_memory_select_the_same_tickets(acme: World, tickets: list[di
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(raw=trees(id_values(tickets)))
     def check(raw: dict) -> None:
-        node = parse_filter(raw)
+        node = parse_ticket_filter(raw)
         in_sql = {
             str(i) for i in Ticket.objects.filter(tenant=acme.tenant).filter(node.to_q()).values_list("id", flat=True)
         }

@@ -4,8 +4,9 @@ and what the conditions mean."""
 import pytest
 from django.test import override_settings
 
-from tenants.envelope import ApiError
-from ticketing.filters import MATCH_ALL, parse_filter, parse_search
+from core.http import ApiError
+from core.querylang import MATCH_ALL
+from ticketing.filters import parse_ticket_filter, parse_ticket_search
 
 
 def cond(column: str, op: str, operand, id: str = "c1") -> dict:
@@ -34,7 +35,7 @@ def state(**fields) -> dict:
 
 def rejects(raw, condition_id=None) -> dict:
     with pytest.raises(ApiError) as caught:
-        parse_filter(raw)
+        parse_ticket_filter(raw)
     assert caught.value.status == 422 and caught.value.code == "INVALID_FILTER"
     assert caught.value.details["conditionId"] == condition_id
     return caught.value.details
@@ -109,26 +110,26 @@ class TestRefusals:
 
 class TestMeaning:
     def test_no_filter_matches_everything(self):
-        assert parse_filter(None) is MATCH_ALL and parse_filter({}) is MATCH_ALL
-        assert parse_filter({"op": "AND", "operand": []}).matches(state())
+        assert parse_ticket_filter(None) is MATCH_ALL and parse_ticket_filter({}) is MATCH_ALL
+        assert parse_ticket_filter({"op": "AND", "operand": []}).matches(state())
 
     def test_like_is_case_insensitive_substring_with_literal_wildcards(self):
-        like = parse_filter({"op": "AND", "operand": [cond("subject", "LIKE", "50%_off")]})
+        like = parse_ticket_filter({"op": "AND", "operand": [cond("subject", "LIKE", "50%_off")]})
         assert like.matches(state(subject="Get 50%_OFF now"))
         assert not like.matches(state(subject="Get 50% off now"))
 
     def test_ne_matches_unassigned_tickets(self):
         alice = "11111111-1111-4111-8111-111111111111"
-        ne = parse_filter({"op": "AND", "operand": [cond("assignee", "NE", alice)]})
+        ne = parse_ticket_filter({"op": "AND", "operand": [cond("assignee", "NE", alice)]})
         assert ne.matches(state(assignee=None))
         assert not ne.matches(state(assignee={"id": alice, "name": "Alice"}))
 
     def test_eq_null_means_unassigned(self):
-        unassigned = parse_filter({"op": "AND", "operand": [cond("assignee", "EQ", None)]})
+        unassigned = parse_ticket_filter({"op": "AND", "operand": [cond("assignee", "EQ", None)]})
         assert unassigned.matches(state(assignee=None))
 
     def test_datetimes_compare_as_instants_whatever_the_offset(self):
-        after = parse_filter({"op": "AND", "operand": [cond("createdAt", "GE", "2026-01-01T12:00:00+02:00")]})
+        after = parse_ticket_filter({"op": "AND", "operand": [cond("createdAt", "GE", "2026-01-01T12:00:00+02:00")]})
         assert after.matches(state(createdAt="2026-01-01T10:00:00Z"))
         assert not after.matches(state(createdAt="2026-01-01T09:59:59.999999Z"))
 
@@ -140,20 +141,20 @@ class TestMeaning:
                 {"op": "AND", "operand": [cond("team", "EQ", "network"), cond("status", "IN", ["open", "on_hold"])]},
             ],
         }
-        node = parse_filter(tree)
+        node = parse_ticket_filter(tree)
         assert node.matches(state(priority="urgent", team="operation"))
         assert node.matches(state(priority="low", team="network", status="on_hold"))
         assert not node.matches(state(priority="low", team="network", status="closed"))
 
     def test_critical_is_read_as_urgent(self):
-        node = parse_filter({"op": "AND", "operand": [cond("priority", "EQ", "critical")]})
+        node = parse_ticket_filter({"op": "AND", "operand": [cond("priority", "EQ", "critical")]})
         assert node.matches(state(priority="urgent"))
 
     def test_search_covers_subject_description_and_number(self):
-        search = parse_search("tkt-2026")
+        search = parse_ticket_search("tkt-2026")
         assert search.matches(state())
-        assert parse_search("client crash").matches(state(description="The CLIENT CRASH again"))
-        assert parse_search("   ") is None
+        assert parse_ticket_search("client crash").matches(state(description="The CLIENT CRASH again"))
+        assert parse_ticket_search("   ") is None
 
 
 def test_lists_that_select_the_same_tickets_share_one_match_key_and_others_do_not():
@@ -167,8 +168,8 @@ def test_lists_that_select_the_same_tickets_share_one_match_key_and_others_do_no
         condition = {"id": cid, "op": "EQ", "column": "team", "operand": team}
         return TicketQuery(
             scope=Scope(kind, user, teams),
-            filter=parse_filter({"op": "AND", "operand": [condition]}),
-            search=parse_search(search),
+            filter=parse_ticket_filter({"op": "AND", "operand": [condition]}),
+            search=parse_ticket_search(search),
         )
 
     ann, ben = uuid.uuid4(), uuid.uuid4()

@@ -1,5 +1,8 @@
 """Load the demo tenant: a realm, an admin, two agents, two end users, ~200 tickets, and
-Django accounts linked to those users so they can sign in to the browser dashboard."""
+Django accounts linked to those users so they can sign in to the browser dashboard.
+
+A ticketing command: the demo is a help desk, its tickets are made through
+ticketing.services, and ticketing may use tenants (never the other way round)."""
 
 import random
 from argparse import ArgumentParser
@@ -13,6 +16,8 @@ from django.db import transaction
 from tenants.callers import caller_for_user
 from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
 from tenants.services import subject_for
+from ticketing import services
+from ticketing.models import Priority, Status
 
 DEMO_USERS = [
     # username, name, roles, teams
@@ -126,9 +131,6 @@ class Command(BaseCommand):
         tenant_user.save(update_fields=["login"])
 
     def _tickets(self, tenant: Tenant, users: dict[str, TenantUser], wanted: int) -> None:
-        from ticketing import services
-        from ticketing.models import Priority, Status
-
         existing = tenant.tickets.count()
         if existing >= wanted:
             self.stdout.write(f"{existing} tickets already there")

@@ -1,14 +1,14 @@
 """Print what a newcomer needs after `make run`: the dashboard and its demo sign-ins, a
-ready curl command, the admin URL."""
+ready curl command, the admin URL. Beside `load_demo`, whose demo it describes."""
 
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.management.commands.load_demo import DEMO_PASSWORD
 from tenants.models import Realm, Tenant
 from tenants.services import issue_token
+from ticketing.management.commands.load_demo import DEMO_PASSWORD
 
 
 class Command(BaseCommand):

@@ -1,0 +1,89 @@
+"""Request-body validation every feature app builds on: `StrictObjectSerializer`, which
+takes exactly the JSON the schema names, and `ListBodySerializer`, the body (or query)
+of a list request: search, paging, sort and filter, each list stating its own sort
+columns, page size and extra fields."""
+
+from collections.abc import Collection
+from typing import Any, ClassVar
+
+from django.conf import settings
+from rest_framework import serializers
+
+
+class StrictObjectSerializer(serializers.Serializer):
+    """Refuses a body that is not an object or names fields this endpoint does not know,
+    so a typo is an error instead of a silently ignored change."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, dict):
+            unknown = set(data) - set(self.fields)
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
+            mistyped = {
+                name: [problem]
+                for name, field in self.fields.items()
+                if name in data and (problem := json_type_problem(field, data[name]))
+            }
+            if mistyped:
+                raise serializers.ValidationError(mistyped)
+        return super().to_internal_value(data)
+
+
+def json_type_problem(field: serializers.Field, value: Any) -> str | None:
+    """What is wrong with the JSON type of `value` for `field`, or None. DRF would turn
+    `0` into `"0"` and `1` into `true`: a strict body takes the types the schema names
+    (integers may still come as digits: the notification list also reads query strings)."""
+    if value is None:
+        return None
+    if isinstance(field, serializers.CharField) and not isinstance(value, str):
+        return "Must be a string."
+    if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
+        return "Must be true or false."
+    if isinstance(field, serializers.IntegerField) and isinstance(value, bool):
+        return "Must be an integer."
+    if isinstance(field, serializers.DictField) and isinstance(value, dict):
+        return next(filter(None, (json_type_problem(field.child, item) for item in value.values())), None)
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        return next(filter(None, (json_type_problem(field.child, item) for item in value)), None)
+    return None
+
+
+SORT_DIRECTIONS = ["ASC", "DESC", "asc", "desc"]
+
+
+class ListBodySerializer(StrictObjectSerializer):
+    """What every list request takes: `search`, `top`, `offset`, `sort`, `searchOrder` and
+    `filter`. A list's serializer sets `sort_columns` (what `sort` may name), `default_top`
+    and `max_top_setting` (the setting that caps `top`, read when a request is validated),
+    and declares only the fields that are its own."""
+
+    sort_columns: ClassVar[Collection[str]] = ()
+    default_top: ClassVar[int] = 30
+    max_top_setting: ClassVar[str]
+
+    search = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=200, trim_whitespace=False
+    )
+    offset = serializers.IntegerField(min_value=0, max_value=1_000_000, default=0)
+    searchOrder = serializers.ChoiceField(choices=SORT_DIRECTIONS, required=False, allow_null=True, allow_blank=True)
+    filter = serializers.JSONField(required=False, allow_null=True)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        declared = super().get_fields()
+        # `top` and `sort` depend on the list; they keep their place in the schema.
+        fields = {
+            "search": declared.pop("search"),
+            "top": serializers.IntegerField(min_value=1, default=self.default_top),
+            "offset": declared.pop("offset"),
+            "sort": serializers.ChoiceField(
+                choices=sorted(self.sort_columns), required=False, allow_blank=True, allow_null=True
+            ),
+        }
+        fields.update(declared)
+        return fields
+
+    def validate_top(self, value: int) -> int:
+        limit = getattr(settings, self.max_top_setting)
+        if value > limit:
+            raise serializers.ValidationError(f"Ensure this value is less than or equal to {limit}.")
+        return value
