@@ -12,7 +12,8 @@ def ticket_created(recorded: Recorded) -> None:
 
 def ticket_updated(recorded: Recorded) -> None:
     change: TicketChange = recorded.message
-    if change.before is not None and change.after is not None:
+    before, after = change.before, change.after
+    if before is not None and after is not None and (before.status, before.priority) != (after.status, after.priority):
         move_clock(ticket=change.ticket, previous_status=change.before.status, previous_priority=change.before.priority)
 
 

@@ -8,12 +8,14 @@ tracked ticket column is one line in `TicketState`."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from core.querylang import ENUM_OPS, TEXT_OPS, UUID_OPS, Column
 from tenants.models import TenantUser
-from ticketing.models import CLOSED_STATUSES, Approval, Comment, Status, Ticket
+from ticketing.models import CLOSED_STATUSES, PRIORITY_ALIASES, Approval, Comment, Priority, Status, Ticket
 
 
 class TicketEvent(StrEnum):
@@ -57,32 +59,51 @@ def _uuid(value: uuid.UUID | None) -> str | None:
     return str(value) if value is not None else None
 
 
-def _tracked(api: str, shown: Any = None) -> dict[str, Any]:
-    """A tracked field's metadata: its name in the API and in `changes`, and how its value
-    is shown there."""
-    return {"api": api, "shown": shown}
+def _tracked(column: Column, shown: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """A tracked field's metadata: its filter column (whose name is the field's name in
+    the API, in `changes` and in list filters) and how its value is shown there."""
+    return {"column": column, "shown": shown}
 
 
 @dataclass(frozen=True)
 class TicketState:
     """The tracked fields of a ticket at one moment (model attribute names; users as loaded
     objects, so showing a change reads nothing). `changes` of an update event, the list
-    stream's "before", and the handlers' comparisons all come from two of these."""
+    stream's "before", the handlers' comparisons, the ticket's API shape and the filter
+    columns all come from here: a new tracked column is one line below (plus the model)."""
 
-    subject: str = field(metadata=_tracked("subject"))
-    description: str = field(metadata=_tracked("description"))
-    status: str = field(metadata=_tracked("status"))
-    priority: str = field(metadata=_tracked("priority"))
-    category: str = field(metadata=_tracked("category"))
-    team: str = field(metadata=_tracked("team"))
-    assignee: TenantUser | None = field(metadata=_tracked("assignee", _user))
-    requester: TenantUser | None = field(metadata=_tracked("requester", _user))
-    customer: str = field(metadata=_tracked("customer"))
-    parent_id: uuid.UUID | None = field(metadata=_tracked("parent", _uuid))
+    subject: str = field(metadata=_tracked(Column("subject", "subject", "text", TEXT_OPS)))
+    description: str = field(metadata=_tracked(Column("description", "description", "text", TEXT_OPS)))
+    status: str = field(
+        metadata=_tracked(Column("status", "status", "enum", ENUM_OPS, choices=frozenset(Status.values)))
+    )
+    priority: str = field(
+        metadata=_tracked(
+            Column(
+                "priority", "priority", "enum", ENUM_OPS, choices=frozenset(Priority.values), aliases=PRIORITY_ALIASES
+            )
+        )
+    )
+    category: str = field(metadata=_tracked(Column("category", "category", "text", TEXT_OPS)))
+    team: str = field(metadata=_tracked(Column("team", "team", "text", TEXT_OPS)))
+    assignee: TenantUser | None = field(
+        metadata=_tracked(Column("assignee", "assignee_id", "uuid", UUID_OPS, nullable=True), _user)
+    )
+    requester: TenantUser | None = field(
+        metadata=_tracked(Column("requester", "requester_id", "uuid", UUID_OPS, nullable=True), _user)
+    )
+    customer: str = field(metadata=_tracked(Column("customer", "customer", "text", TEXT_OPS)))
+    parent_id: uuid.UUID | None = field(
+        metadata=_tracked(Column("parent", "parent_id", "uuid", UUID_OPS, nullable=True), _uuid)
+    )
 
     @classmethod
     def of(cls, ticket: Ticket) -> TicketState:
         return cls(**{f.name: getattr(ticket, f.name) for f in fields(cls)})
+
+    def shown(self) -> dict[str, Any]:
+        """`{apiName: value as the API shows it}` of every tracked field."""
+        return {f.metadata["column"].name: _show(f, getattr(self, f.name)) for f in fields(self)}
 
     def changes_to(self, after: TicketState) -> dict[str, dict[str, Any]]:
         """`{apiName: {"from": ..., "to": ...}}` for every tracked field that differs."""
@@ -90,9 +111,17 @@ class TicketState:
         for f in fields(self):
             old, new = getattr(self, f.name), getattr(after, f.name)
             if old != new:
-                show = f.metadata["shown"] or (lambda value: value)
-                changes[f.metadata["api"]] = {"from": show(old), "to": show(new)}
+                changes[f.metadata["column"].name] = {"from": _show(f, old), "to": _show(f, new)}
         return changes
+
+
+def _show(f: Field, value: Any) -> Any:
+    shown = f.metadata["shown"]
+    return shown(value) if shown is not None else value
+
+
+# The filter columns of the tracked fields (ticketing.filters adds id, number and times).
+TRACKED_COLUMNS: tuple[Column, ...] = tuple(f.metadata["column"] for f in fields(TicketState))
 
 
 def is_reopening(previous: str, new: str) -> bool:

@@ -6,7 +6,6 @@ from typing import Any
 
 from core.querylang import (
     DATETIME_OPS,
-    ENUM_OPS,
     TEXT_OPS,
     UUID_OPS,
     Column,
@@ -15,23 +14,15 @@ from core.querylang import (
     parse_filter,
     parse_search,
 )
-from ticketing.models import PRIORITY_ALIASES, TICKET_NUMBER_PREFIX, Priority, Status
+from ticketing.events import TRACKED_COLUMNS
+from ticketing.models import TICKET_NUMBER_PREFIX
 
 COLUMNS: dict[str, Column] = {
     c.name: c
     for c in (
         Column("id", "id", "uuid", UUID_OPS),
         Column("ticketNumber", "number", "text", TEXT_OPS),
-        Column("subject", "subject", "text", TEXT_OPS),
-        Column("description", "description", "text", TEXT_OPS),
-        Column("status", "status", "enum", ENUM_OPS, choices=frozenset(Status.values)),
-        Column("priority", "priority", "enum", ENUM_OPS, choices=frozenset(Priority.values), aliases=PRIORITY_ALIASES),
-        Column("category", "category", "text", TEXT_OPS),
-        Column("team", "team", "text", TEXT_OPS),
-        Column("customer", "customer", "text", TEXT_OPS),
-        Column("assignee", "assignee_id", "uuid", UUID_OPS, nullable=True),
-        Column("requester", "requester_id", "uuid", UUID_OPS, nullable=True),
-        Column("parent", "parent_id", "uuid", UUID_OPS, nullable=True),
+        *TRACKED_COLUMNS,
         Column("createdAt", "created_at", "datetime", DATETIME_OPS),
         Column("updatedAt", "updated_at", "datetime", DATETIME_OPS),
     )

@@ -68,12 +68,17 @@ def visible_tickets(caller: Caller) -> QuerySet[Ticket]:
     return tickets
 
 
-def get_visible_ticket(caller: Caller, ticket_id: str) -> Ticket:
+def get_visible_ticket(caller: Caller, ticket_id: str, *, to_change: bool = False) -> Ticket:
+    """A ticket the caller may open (404 otherwise). `to_change`: only its row, for a view
+    that hands it to a service, which locks it and loads what the change shows."""
     try:
         key = uuid.UUID(str(ticket_id))
     except ValueError:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.") from None
-    ticket = visible_tickets(caller).filter(id=key).first()
+    tickets = visible_tickets(caller)
+    if to_change:
+        tickets = tickets.select_related(None).prefetch_related(None)
+    ticket = tickets.filter(id=key).first()
     if ticket is None:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
     return ticket

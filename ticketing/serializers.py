@@ -8,6 +8,7 @@ from rest_framework import serializers
 from core.serializers import SORT_DIRECTIONS, ListBodySerializer, StrictObjectSerializer
 from events.serializers import iso
 from tenants.models import Tenant, TenantUser
+from ticketing.events import TicketState
 from ticketing.models import PRIORITY_ALIASES, Comment, Priority, Status, Ticket
 
 
@@ -21,20 +22,12 @@ def ticket_products(ticket: Ticket) -> list[dict[str, Any]]:
 
 
 def ticket_state(ticket: Ticket) -> dict[str, Any]:
-    """The ticket as the API, the streams and the event log show it."""
+    """The ticket as the API, the streams and the event log show it: its tracked fields
+    (ticketing.events.TicketState), plus identity, products and times."""
     return {
         "id": str(ticket.id),
         "ticketNumber": ticket.number,
-        "subject": ticket.subject,
-        "description": ticket.description,
-        "status": ticket.status,
-        "priority": ticket.priority,
-        "category": ticket.category,
-        "team": ticket.team,
-        "assignee": user_ref(ticket.assignee),
-        "requester": user_ref(ticket.requester),
-        "customer": ticket.customer,
-        "parent": str(ticket.parent_id) if ticket.parent_id else None,
+        **TicketState.of(ticket).shown(),
         "products": ticket_products(ticket),
         "createdAt": iso(ticket.created_at),
         "updatedAt": iso(ticket.updated_at),

@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
 from core.http import ApiError
@@ -57,13 +57,20 @@ def next_ticket_number(*, tenant_id: Any, year: int) -> str:
 
 
 def lock_ticket(ticket: Ticket) -> Ticket:
-    """The ticket's row, locked until commit, with the users its events show. `FOR UPDATE
-    OF` the ticket alone: the joined user rows are only read."""
+    """The ticket's row, locked until commit, with what its events and the response show
+    (users, parent, products). `FOR UPDATE OF` the ticket alone: the joined rows are only read."""
     return (
         Ticket.objects.select_for_update(of=("self",))
-        .select_related("tenant", "assignee", "requester")
+        .select_related("tenant", "assignee", "requester", "parent")
+        .prefetch_related("products")
         .get(pk=ticket.pk)
     )
+
+
+def _reload_products(ticket: Ticket) -> None:
+    """After its products changed: what lock_ticket loaded of them is stale."""
+    ticket._prefetched_objects_cache.pop("products", None)
+    prefetch_related_objects([ticket], "products")
 
 
 def _record(
@@ -446,6 +453,7 @@ def _record_products_change(
     *, caller: Caller, ticket: Ticket, type: TicketEvent, before: list[dict[str, Any]], product: dict[str, Any]
 ) -> None:
     ticket.save(update_fields=["updated_at"])
+    _reload_products(ticket)
     payload_products = ticket_products(ticket)
     _record(
         type,

@@ -48,7 +48,7 @@ class TicketDetailView(RetryingAPIView):
 
     @extend_schema(request=TicketWriteSerializer, responses=openapi.TICKET, summary="Change a ticket")
     def patch(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(
             TicketWriteSerializer(data=request.data, partial=True, context={"tenant": request.auth.tenant})
         )
@@ -57,7 +57,7 @@ class TicketDetailView(RetryingAPIView):
 
     @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Delete a ticket (admin)")
     def delete(self, request: Request, ticket_id: str) -> Response:
-        services.delete_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id))
+        services.delete_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True))
         return Response(status=204)
 
 
@@ -78,7 +78,7 @@ class TicketCommentsView(RetryingAPIView):
 
     @extend_schema(request=CommentWriteSerializer, responses={201: openapi.COMMENT}, summary="Comment on a ticket")
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(CommentWriteSerializer(data=request.data))
         comment = services.add_comment(caller=request.auth, ticket=ticket, body=data["body"])
         return ok(comment_to_dict(comment), status=201)
@@ -95,7 +95,7 @@ class TicketWatchersView(RetryingAPIView):
 
     @extend_schema(**openapi.WATCHER_ADD)
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(WatcherWriteSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         added = services.add_watcher(caller=request.auth, ticket=ticket, user=data["user"])
         return ok({"user": user_ref(data["user"]), "added": added}, status=201 if added else 200)
@@ -104,7 +104,7 @@ class TicketWatchersView(RetryingAPIView):
 class TicketWatcherView(RetryingAPIView):
     @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Remove a watcher")
     def delete(self, request: Request, ticket_id: str, user: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         named = WatcherWriteSerializer(data={"user": user}, context={"tenant": request.auth.tenant})
         # The user is a path segment, not a body: one the tenant does not know watches nothing.
         if not named.is_valid() or not services.remove_watcher(
@@ -127,7 +127,7 @@ class TicketApprovalsView(RetryingAPIView):
         summary="Request an approval (notifies the approver)",
     )
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(ApprovalRequestSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         approval = services.request_approval(
             caller=request.auth,
@@ -156,7 +156,7 @@ class ApprovalDecisionView(RetryingAPIView):
 class TicketMergeView(RetryingAPIView):
     @extend_schema(**openapi.TICKET_MERGE)
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(MergeSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         ticket = services.merge_ticket(caller=request.auth, ticket=ticket, into=data["into"])
         return ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)})
@@ -165,7 +165,7 @@ class TicketMergeView(RetryingAPIView):
 class TicketEscalateView(RetryingAPIView):
     @extend_schema(request=EscalateSerializer, responses=openapi.ESCALATED_TICKET, summary="Escalate a ticket")
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(EscalateSerializer(data=request.data))
         marks = services.escalate_ticket(
             caller=request.auth, ticket=ticket, reason=data["reason"], team=data.get("team")
@@ -176,7 +176,9 @@ class TicketEscalateView(RetryingAPIView):
 class TicketReopenView(RetryingAPIView):
     @extend_schema(**openapi.TICKET_REOPEN)
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = services.reopen_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id))
+        ticket = services.reopen_ticket(
+            caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True)
+        )
         return ok(ticket_state(ticket))
 
 
@@ -185,7 +187,7 @@ class TicketProductsView(RetryingAPIView):
         request=ProductWriteSerializer, responses={201: openapi.TICKET}, summary="Add a product or asset to a ticket"
     )
     def post(self, request: Request, ticket_id: str) -> Response:
-        ticket = get_visible_ticket(request.auth, ticket_id)
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(ProductWriteSerializer(data=request.data))
         services.add_product(caller=request.auth, ticket=ticket, **data)
         return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)), status=201)
@@ -194,5 +196,7 @@ class TicketProductsView(RetryingAPIView):
 class TicketProductDetailView(RetryingAPIView):
     @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Remove a product from a ticket")
     def delete(self, request: Request, ticket_id: str, sku: str) -> Response:
-        services.remove_product(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id), sku=sku)
+        services.remove_product(
+            caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True), sku=sku
+        )
         return Response(status=204)
