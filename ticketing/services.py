@@ -57,11 +57,17 @@ def next_ticket_number(*, tenant_id: Any, year: int) -> str:
 
 
 def lock_ticket(ticket: Ticket) -> Ticket:
-    """The ticket's row, locked until commit, with what its events and the response show
-    (users, parent, products). `FOR UPDATE OF` the ticket alone: the joined rows are only read."""
+    """The ticket's row, locked until commit, then read with what its events and the
+    response show (users, parent, products); 404 if it was deleted meanwhile.
+
+    Lock first, read second. A locking query that joins the users would, when it has to
+    wait for a concurrent change of the ticket, be re-checked by PostgreSQL against the
+    new row but with the user rows it had joined before: the new assignee would come back
+    as nobody. A plain read after the lock sees the latest committed version whole."""
+    if not Ticket.objects.select_for_update().filter(pk=ticket.pk).values_list("pk", flat=True).first():
+        raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
     return (
-        Ticket.objects.select_for_update(of=("self",))
-        .select_related("tenant", "assignee", "requester", "parent")
+        Ticket.objects.select_related("tenant", "assignee", "requester", "parent")
         .prefetch_related("products")
         .get(pk=ticket.pk)
     )
