@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from django.db.models.functions import Lower
+
 from events.recording import Recorded
 from notifications.models import NotificationType
 from notifications.services import notify
@@ -105,8 +107,10 @@ def comment_added(recorded: Recorded) -> None:
     names = {m.group(1).rstrip(".").lower() for m in MENTION.finditer(comment.body)}
     mentioned: list[TenantUser] = []
     if names:
-        candidates = TenantUser.objects.filter(tenant_id=ticket.tenant_id)
-        mentioned = [u for u in candidates if u.username.lower() in names and can_see_ticket(u, ticket)]
+        candidates = TenantUser.objects.annotate(name_lower=Lower("username")).filter(
+            tenant_id=ticket.tenant_id, name_lower__in=names
+        )
+        mentioned = [u for u in candidates.order_by("id") if can_see_ticket(u, ticket)]
     url = f"/tickets/{ticket.id}#comment-{comment.id}"
     metadata = {"commentId": str(comment.id), "commentPreview": preview}
     notify(
