@@ -19,8 +19,9 @@ writers stop reads on until the log is drained. One row per cell:
                      PostgreSQL is shared: other databases' work on the machine counts too
   errors             non-2xx answers (and client-side failures) by status: must be none
   deadlocks          delta of pg_stat_database.deadlocks of the bench database
-  db faults          database errors in the server's log (deadlock, too many clients): each
-                     is one failed attempt; the server retries a rolled-back request once
+  db faults          database errors in the server's log (deadlock, too many clients, pool
+                     timeout, pool closed): each is one failed attempt; the server retries
+                     a rolled-back request once
   events             partner-visible events committed in the cell / those the reader saw
   order              the reader saw every committed id, each once, in strictly increasing order
 
@@ -82,7 +83,16 @@ print(json.dumps({"tenant_id": str(realm.tenant_id), "realm": realm.name, "secre
 PARTNER_EVENTS_SQL = "SELECT id FROM events_event WHERE tenant_id = %s AND audience = 'partner'"
 
 # Database errors in the server's log, by what PostgreSQL said.
-DB_FAULTS = {"deadlock": "deadlock detected", "too many clients": "too many clients already"}
+DB_FAULTS = {
+    "deadlock": "deadlock detected",
+    "too many clients": "too many clients already",
+    # The server's connection pool (DB_POOL): no connection free within its timeout, and
+    # requests that met a pool the server was closing, replacing or had not opened yet.
+    "pool timeout": "couldn't get a connection after",
+    "pool closed": "is closed",
+    "pool reused": "cannot be reused",
+    "pool not open": "is not open yet",
+}
 
 
 # --- processes and CPU --------------------------------------------------------------------

@@ -304,6 +304,9 @@ SSE_RESUME_MAX_EVENTS = env_int("SSE_RESUME_MAX_EVENTS", 5000)
 EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)
 # `Retry-After` of the 503 a request gets when the database failed it (core.db_retry).
 DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)
+# How long a request may wait in all for a connection of a pool that is merely busy (every
+# connection in use), beyond which it is answered 503 (core.db_retry).
+DATABASE_POOL_BUSY_WAIT_SECONDS = env_float("DB_POOL_BUSY_WAIT_SECONDS", 30.0)
 
 LOGGING = {
     "version": 1,

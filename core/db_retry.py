@@ -17,13 +17,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
-from psycopg_pool import PoolTimeout
+from django.db.backends.base.base import BaseDatabaseWrapper
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from core.http import ApiError
 
@@ -145,17 +147,55 @@ def _outcome(exc: BaseException, watch: _StatementWatch) -> Outcome:
     return "not_applied"
 
 
-def _drop_connections(*, renew_pools: bool) -> None:
+# At most one renewal of a pool this often: every thread that was using the old pool
+# fails too (PoolClosed), and must not close the new one in turn.
+POOL_RENEWAL_INTERVAL_SECONDS = 1.0
+_renewal_lock = threading.Lock()
+_last_renewal: dict[str, float] = {}
+
+
+def _pool_cannot_connect(conn: BaseDatabaseWrapper) -> bool:
+    return bool(conn.pool.get_stats().get("connections_errors"))
+
+
+def _pool_is_busy(exc: BaseException) -> bool:
+    """No connection within the pool's timeout, from a pool that connects fine: every
+    connection is in use (a burst of writers queued on the same rows). Nothing reached
+    the database; the request may wait for a connection again."""
+    if not isinstance(exc.__cause__, PoolTimeout):
+        return False
+    return not any(_pool_cannot_connect(conn) for conn in _pooled_connections())
+
+
+def _pooled_connections() -> list[BaseDatabaseWrapper]:
+    return [conn for conn in connections.all() if conn.settings_dict.get("OPTIONS", {}).get("pool")]
+
+
+def _should_renew_pool(conn: BaseDatabaseWrapper, exc: BaseException) -> bool:
+    if isinstance(exc.__cause__, PoolClosed):
+        return False  # another thread renewed it already: the retry takes the new one
+    if isinstance(exc.__cause__, PoolTimeout):
+        return _pool_cannot_connect(conn)  # a busy pool is not a broken one
+    return _connection_is_gone(exc)
+
+
+def _drop_connections(exc: BaseException) -> None:
     # The next attempt gets a fresh connection (a dead one would only fail again).
     for conn in connections.all(initialized_only=True):
         with contextlib.suppress(Exception):
             conn.close()
-        if renew_pools and conn.settings_dict.get("OPTIONS", {}).get("pool"):
-            # A lost connection seldom comes alone (PostgreSQL restarted, backends
-            # terminated, the network cut): start a new pool instead of letting the next
-            # requests find its dead connections one at a time, and without the old
-            # pool's reconnection backoff (psycopg_pool waits 1 s, 2 s, 4 s... between
-            # failed attempts), so service resumes as soon as the database is back.
+        if not conn.settings_dict.get("OPTIONS", {}).get("pool") or not _should_renew_pool(conn, exc):
+            continue
+        # A lost connection seldom comes alone (PostgreSQL restarted, backends terminated,
+        # the network cut): start a new pool instead of letting the next requests find
+        # its dead connections one at a time, and without the old pool's reconnection
+        # backoff (psycopg_pool waits 1 s, 2 s, 4 s... between failed attempts), so
+        # service resumes as soon as the database is back.
+        with _renewal_lock:
+            now = time.monotonic()
+            if now - _last_renewal.get(conn.alias, -POOL_RENEWAL_INTERVAL_SECONDS) < POOL_RENEWAL_INTERVAL_SECONDS:
+                continue
+            _last_renewal[conn.alias] = now
             with contextlib.suppress(Exception):
                 conn.close_pool()
 
@@ -174,7 +214,8 @@ def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwar
     if _inside_transaction():
         return fn(*args, **kwargs)
     attempts = 2 if retry else 1
-    for attempt in range(1, attempts + 1):
+    attempt, busy_until = 1, None
+    while True:
         watch = _StatementWatch()
         try:
             with _watching(watch):
@@ -182,8 +223,18 @@ def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwar
         except (OperationalError, InterfaceError) as exc:
             if not database_fault(exc):
                 raise
+            if _pool_is_busy(exc):
+                # Wait for a connection again, up to DATABASE_POOL_BUSY_WAIT_SECONDS in all:
+                # the pool's own timeout is short so that an unreachable database is
+                # answered quickly, but a burst of requests may queue longer than that.
+                busy_until = busy_until or time.monotonic() + settings.DATABASE_POOL_BUSY_WAIT_SECONDS
+                _drop_connections(exc)
+                if time.monotonic() < busy_until:
+                    continue
+                logger.warning("event=database_pool_busy waited=%ss", settings.DATABASE_POOL_BUSY_WAIT_SECONDS)
+                raise DatabaseUnavailable("not_applied") from exc
             outcome = _outcome(exc, watch)
-            _drop_connections(renew_pools=_connection_is_gone(exc))
+            _drop_connections(exc)
             logger.warning(
                 "event=database_fault attempt=%s outcome=%s sqlstate=%s error=%s",
                 attempt,
@@ -191,8 +242,8 @@ def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwar
                 _sqlstate(exc),
                 str(exc).strip().replace("\n", " ")[:200],
             )
-            if outcome == "unknown" or attempt == attempts or _waited_for_the_pool(exc):
+            if outcome == "unknown" or attempt >= attempts or _waited_for_the_pool(exc):
                 raise DatabaseUnavailable(outcome) from exc
             if _sqlstate(exc) in ROLLED_BACK_SQLSTATES:
                 time.sleep(random.uniform(*ROLLBACK_PAUSE_SECONDS))
-    raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1

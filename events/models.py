@@ -1,5 +1,5 @@
 """The durable event log: one row per recorded change, ids increasing in commit order
-within a tenant (see events.services.record_event)."""
+within a tenant (see events.recording)."""
 
 import uuid
 

@@ -97,16 +97,22 @@ def _alive_marker() -> Callable[[], None]:
 @dataclass
 class _Unit:
     events: list[tuple[Callable[[], None], Recorded]] = field(default_factory=list)
-    # Deferred writes by key: (write function, [(marker, item), ...]), run in key order of first use.
+    # Deferred writes by key: (write function, [(marker, item), ...]); run in key order.
     deferred: dict[str, tuple[Callable[[list[Any]], None], list[tuple[Callable[[], None], Any]]]] = field(
         default_factory=dict
     )
+    markers: set[int] = field(default_factory=set)
+
+    def marker(self) -> Callable[[], None]:
+        marker = _alive_marker()
+        self.markers.add(id(marker))
+        return marker
 
     def finish(self, conn: BaseDatabaseWrapper) -> None:
         alive = {id(callback) for _, callback, _ in conn.run_on_commit}
         # Deferred writes may record events (and defer more): drain until nothing is left.
         while self.deferred:
-            key = next(iter(self.deferred))
+            key = min(self.deferred)
             write, items = self.deferred.pop(key)
             live_items = [item for marker, item in items if id(marker) in alive]
             if live_items:
@@ -114,8 +120,7 @@ class _Unit:
                 alive = {id(callback) for _, callback, _ in conn.run_on_commit}
         recorded = [r.event for marker, r in self.events if id(marker) in alive]
         # The markers have told what they had to: leave the on-commit list as Django's.
-        markers = {id(marker) for marker, _ in self.events}
-        conn.run_on_commit = [entry for entry in conn.run_on_commit if id(entry[1]) not in markers]
+        conn.run_on_commit = [entry for entry in conn.run_on_commit if id(entry[1]) not in self.markers]
         if recorded:
             _number_and_insert(recorded)
 
@@ -130,9 +135,14 @@ def _open_unit() -> _Unit:
 @contextmanager
 def unit_of_work() -> Iterator[None]:
     """One transaction whose recorded events are written at its end (see the module
-    docstring). Nested units join the outermost one; it may itself run inside a plain
-    `transaction.atomic()` (a test, a command), and then still writes its events at its
-    own end, in that transaction."""
+    docstring).
+
+    Nested units join the outermost one without a savepoint: an error inside fails the
+    whole unit (catching it and carrying on would only end in a silent rollback). The
+    outermost unit may itself run inside a plain `transaction.atomic()` (a test); it still
+    writes its events at its own end, and the tenant's log lock is then held until that
+    outer transaction commits: never start a second unit in the same transaction (it
+    would take row locks after the log lock), put both in one unit instead."""
     if getattr(connection, _UNIT_ATTRIBUTE, None) is not None:
         # Joining the open unit: no savepoint of its own (two round trips per service
         # call). A failure inside fails the whole unit, which is what a request wants.
@@ -164,7 +174,7 @@ def record_event(
     message: Any = None,
 ) -> Event:
     """Record that something happened, in the current unit of work: the handlers of its
-    type run now, and the row is written when the unit ends. An event with a `recipient`
+    type run now, and the row is written when the unit ends (its `id` is set then). An event with a `recipient`
     is private to that user (audience "user"): it reaches only their streams and never
     the partner feed."""
     unit = _open_unit()
@@ -181,7 +191,7 @@ def record_event(
         recipient=recipient,
     )
     recorded = Recorded(event=event, message=message)
-    unit.events.append((_alive_marker(), recorded))
+    unit.events.append((unit.marker(), recorded))
     for handler in _handlers.get(type, ()):
         handler(recorded)
     return event
@@ -193,7 +203,7 @@ def defer_write(key: str, item: T, write: Callable[[list[T]], None]) -> None:
     of one per change) or that are cheaper in one statement. `write` may record events."""
     unit = _open_unit()
     _, items = unit.deferred.setdefault(key, (write, []))
-    items.append((_alive_marker(), item))
+    items.append((unit.marker(), item))
 
 
 def lock_tenant_log(tenant_id: uuid.UUID) -> None:

@@ -198,10 +198,13 @@ def mark_notifications_read(
 @unit_of_work()
 def delete_notification(*, user: TenantUser, notification_id: Any) -> None:
     """Delete one of the user's notifications; someone else's is a 404, as is a missing one."""
+    # The user's counter first: a second deletion of the same notification (a retry,
+    # another tab) or a concurrent "mark all read" waits for this one, then reads what
+    # it left, so the counts are changed once.
+    counter = _locked_counters(user.tenant_id, [user])[user.id]
     notification = Notification.objects.filter(recipient=user, id=notification_id).first()
     if notification is None:
         raise ApiError(404, "NOTIFICATION_NOT_FOUND", "No notification of yours has this id.")
-    counter = _locked_counters(user.tenant_id, [user])[user.id]
     notification.delete()
     before_counts = counts_to_dict(counter)
     unread = Counter() if notification.read else Counter({notification.type: -1})

@@ -16,7 +16,7 @@ from tenants.callers import Caller
 from tenants.permissions import require_admin
 from ticketing.models import CLOSED_STATUSES, SlaPolicy, Status, Ticket, TicketSla
 from ticketing.serializers import ticket_payload
-from ticketing.services import lock_ticket
+from ticketing.services import lock_tickets
 
 
 def sla_targets(policy: SlaPolicy, start: datetime) -> dict[str, datetime]:
@@ -140,7 +140,10 @@ def claim_due_sla_stages(*, now: datetime | None = None, batch: int = 500) -> in
 @unit_of_work()
 def _claim_sla_stage(*, ticket_id: Any, pending: Q, stamp: str, target: str, breached: bool, now: datetime) -> bool:
     # The ticket's row first, as every change of the ticket (which may move this clock).
-    ticket = lock_ticket(Ticket(pk=ticket_id))
+    locked = lock_tickets([ticket_id])
+    if not locked:
+        return False  # deleted meanwhile (its clock went with it)
+    ticket = locked[0]
     updates: dict[str, Any] = {stamp: now}
     if breached:
         warned = f"{target}_warned_at"

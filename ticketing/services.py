@@ -10,6 +10,7 @@ parent-link lock, only when a parent changes; then rows that belong to the ticke
 tenant's log lock is taken last, by the unit, just before COMMIT."""
 
 import zlib
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection
@@ -64,13 +65,24 @@ def lock_ticket(ticket: Ticket) -> Ticket:
     wait for a concurrent change of the ticket, be re-checked by PostgreSQL against the
     new row but with the user rows it had joined before: the new assignee would come back
     as nobody. A plain read after the lock sees the latest committed version whole."""
-    if not Ticket.objects.select_for_update().filter(pk=ticket.pk).values_list("pk", flat=True).first():
+    locked = lock_tickets([ticket.pk])
+    if not locked:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
-    return (
-        Ticket.objects.select_related("tenant", "assignee", "requester", "parent")
-        .prefetch_related("products")
-        .get(pk=ticket.pk)
+    return locked[0]
+
+
+def lock_tickets(ids: Iterable[Any]) -> list[Ticket]:
+    """Several tickets, locked in one statement in primary-key order (the order every
+    writer locks tickets in), then read as `lock_ticket` reads one; those deleted
+    meanwhile are left out."""
+    present = list(
+        Ticket.objects.select_for_update().filter(pk__in=list(ids)).order_by("pk").values_list("pk", flat=True)
     )
+    if not present:
+        return []
+    tickets = Ticket.objects.select_related("tenant", "assignee", "requester", "parent").prefetch_related("products")
+    by_pk = tickets.in_bulk(present)
+    return [by_pk[pk] for pk in present if pk in by_pk]
 
 
 def _reload_products(ticket: Ticket) -> None:
@@ -226,12 +238,15 @@ def delete_ticket(*, caller: Caller, ticket: Ticket) -> None:
 def delete_tickets(*, tickets: QuerySet[Ticket], actor: TenantUser | None, support: bool) -> int:
     """Delete tickets (the API's DELETE, the admin), each with its `deleted` event; their
     children are detached first, each with its own change (the database's SET NULL would
-    change them silently)."""
+    change them silently). Tickets and children are locked together, in primary-key order."""
+    ids = list(tickets.values_list("pk", flat=True))
+    children = Ticket.objects.filter(parent_id__in=ids).exclude(pk__in=ids).values_list("pk", flat=True)
+    locked = {t.pk: t for t in lock_tickets([*ids, *children])}
+    for child in locked.values():
+        if child.parent_id in ids and child.pk not in ids:
+            _save_fields(child, {"parent": None}, actor=actor, support=support)
     deleted = 0
-    for ticket_id in list(tickets.order_by("pk").values_list("pk", flat=True)):
-        ticket = lock_ticket(Ticket(pk=ticket_id))
-        for child_id in Ticket.objects.filter(parent_id=ticket_id).order_by("pk").values_list("pk", flat=True):
-            _save_fields(lock_ticket(Ticket(pk=child_id)), {"parent": None}, actor=actor, support=support)
+    for ticket in (locked[pk] for pk in sorted(ids) if pk in locked):
         _record(
             TicketEvent.DELETED,
             ticket=ticket,
@@ -267,8 +282,7 @@ def bulk_set_status(*, tickets: QuerySet[Ticket], status: str, actor: TenantUser
     """Set one status on many tickets (support staff in the admin), one event per changed
     ticket: a queryset update() would bypass the event log."""
     changed = 0
-    for ticket_id in list(tickets.exclude(status=status).order_by("pk").values_list("pk", flat=True)):
-        ticket = lock_ticket(Ticket(pk=ticket_id))
+    for ticket in lock_tickets(tickets.exclude(status=status).values_list("pk", flat=True)):
         if ticket.status != status:
             _save_fields(ticket, {"status": status}, actor=actor, support=support)
             changed += 1
@@ -383,8 +397,9 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
     if ticket.pk == into.pk or ticket.tenant_id != into.tenant_id:
         raise ApiError(400, "INVALID_BODY", "A ticket can only be merged into another ticket of its tenant.")
     # Both rows, locked in one fixed order so two opposite merges cannot deadlock.
-    first, second = sorted([ticket.pk, into.pk])
-    locked = {pk: lock_ticket(Ticket(pk=pk)) for pk in (first, second)}
+    locked = {t.pk: t for t in lock_tickets([ticket.pk, into.pk])}
+    if len(locked) < 2:
+        raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
     ticket, into = locked[ticket.pk], locked[into.pk]
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
     if marks.merged_into_id:

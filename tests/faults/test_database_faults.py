@@ -321,3 +321,41 @@ def test_backends_terminated_under_load_never_give_500_and_lose_or_double_nothin
             assert (rows, events) == (0, 0), (kind, marker)
         else:
             assert rows == events and events <= 1, (kind, marker)  # either way, never twice
+
+
+# --- a connection pool that is merely busy ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(transactional_db: None, acme: World):
+    """Twenty writers on one ticket, through a server whose pool holds 2 connections and
+    gives up waiting for one after 0.3 s: every writer queues on the ticket's row while
+    holding a connection, so most requests wait several pool timeouts. A busy pool is not
+    a broken one: every change is applied, none is refused, and the pool is never renewed."""
+    server = ServerProcess(DB_POOL_MIN_SIZE="1", DB_POOL_MAX_SIZE="2", DB_POOL_TIMEOUT_SECONDS="0.3").start()
+    try:
+        created = create(server, acme, "busy")
+        assert created.status_code == 201, created.text
+        url = f"{server.url}{TICKETS}/{created.json()['data']['id']}"
+        statuses: list[int] = []
+        barrier = threading.Barrier(20, timeout=30)
+        headers = acme.headers("alice")  # here: a token made in a thread would leave its connection open
+
+        def write(n: int) -> None:
+            with httpx.Client(headers=headers, timeout=60) as client:
+                barrier.wait()
+                statuses.append(client.patch(url, json={"description": f"burst {n}"}).status_code)
+
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        log_text = server_log(server)
+    finally:
+        server.stop()
+        wait_until_database_is_quiet()
+    assert statuses == [200] * 20, Counter(statuses)
+    descriptions = {e.payload["ticket"]["description"] for e in Event.objects.filter(type="tickets.ticket.updated")}
+    assert descriptions == {f"burst {n}" for n in range(20)}
+    assert "event=database_fault" not in log_text  # no pool was closed, no request retried as a fault

@@ -202,3 +202,42 @@ def test_bad_preferences_are_400_and_change_nothing(api, acme: World, body):
 
 def test_counts_to_dict_of_a_stored_counter_matches_the_endpoint(api, acme: World, inbox):
     assert counts_to_dict(NotificationCounter.objects.get(pk=acme.users["carol"].pk)) == count(api, acme)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_notification_deleted_twice_at_once_is_counted_once(server, acme: World):
+    """Two tabs (or a retry) delete the same notifications at the same moment through the
+    running server: one gets 204, the other 404, and the badge drops by one per
+    notification, with one `.deleted` event each."""
+    import threading
+
+    import httpx
+
+    admin = as_user(acme, "admin")
+    ticket = make_ticket(acme, by="bob")
+    services.update_ticket(caller=admin, ticket=ticket, data={"assignee": acme.users["carol"]})
+    for n in range(6):
+        services.add_comment(caller=admin, ticket=ticket, body=f"note {n}")
+    carol = acme.users["carol"]
+    ids = list(Notification.objects.filter(recipient=carol).values_list("id", flat=True))
+    before = NotificationCounter.objects.get(user=carol)
+    statuses: list[int] = []
+    headers = acme.headers("carol")  # here: a token made in a thread would leave its connection open
+    for notification_id in ids:
+        barrier = threading.Barrier(2, timeout=30)
+
+        def delete(notification_id=notification_id, barrier=barrier) -> None:
+            with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+                barrier.wait()
+                statuses.append(client.delete(f"{BASE}/ticket/notification/notif-{notification_id}").status_code)
+
+        threads = [threading.Thread(target=delete) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert sorted(statuses) == [204] * len(ids) + [404] * len(ids)
+    after = NotificationCounter.objects.get(user=carol)
+    assert (after.total, after.unread) == (before.total - len(ids), before.unread - len(ids)) == (0, 0)
+    assert Event.objects.filter(recipient=carol, type="notifications.notification.deleted").count() == len(ids)
+    assert_counter_matches_rows(carol)

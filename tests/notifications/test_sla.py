@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db.models import Q
+from django.utils import timezone
 
+from events.models import Event
 from notifications.models import Notification
-from sla.services import claim_due_sla_stages
+from sla.services import _claim_sla_stage, claim_due_sla_stages
 from tests import conftest
 from tests.builders import World
 from tests.notifications.support import as_user, make_ticket, told
@@ -74,6 +77,33 @@ class TestMonitor:
         assert breach.priority == "urgent" and breach.actor is None
         assert breach.metadata["slaType"] == "response" and breach.metadata["timeRemaining"] < 0
         assert set(told(acme)) == {"alice"}  # the requester hears nothing of SLAs
+        assert claim_due_sla_stages() == 0
+        # Partners see both stages in the log, in order, with the target and no actor.
+        stages = Event.objects.filter(ticket_id=ticket.id, type__startswith="tickets.ticket.sla_").order_by("id")
+        assert [(e.type, e.payload["sla"]["target"], e.actor_id) for e in stages] == [
+            ("tickets.ticket.sla_warning", "response", None),
+            ("tickets.ticket.sla_breached", "response", None),
+        ]
+
+    def test_a_ticket_deleted_before_its_stage_is_claimed_is_skipped(self, acme: World):
+        policy(acme)
+        ticket = make_ticket(acme, by="admin", priority="high", assignee=acme.users["alice"])
+        shift_clock(ticket, 70)
+        pending = Q(pk=ticket.pk)
+        ticket_id = ticket.pk
+        services.delete_ticket(caller=as_user(acme, "admin"), ticket=ticket)
+        # As if the monitor had listed it just before the deletion committed.
+        assert (
+            _claim_sla_stage(
+                ticket_id=ticket_id,
+                pending=pending,
+                stamp="response_breached_at",
+                target="response",
+                breached=True,
+                now=timezone.now(),
+            )
+            is False
+        )
         assert claim_due_sla_stages() == 0
 
     def test_an_unassigned_ticket_warns_the_agents_of_its_team(self, acme: World):
