@@ -32,7 +32,7 @@ import logging
 import uuid
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -76,13 +76,15 @@ Handler = Callable[[Recorded], None]
 _handlers: dict[str, list[Handler]] = defaultdict(list)
 
 
-def subscribe(handler: Handler, *, types: Iterable[str]) -> None:
-    """Call `handler` for every recorded event of these types, inside the recording
-    transaction (so its writes commit or roll back with the change). Wired once, in
-    the reacting app's `AppConfig.ready()`; handlers run in the order they were wired."""
-    for type_ in types:
-        if handler not in _handlers[type_]:
-            _handlers[type_].append(handler)
+def subscribe(table: Mapping[Handler, Iterable[str]]) -> None:
+    """Call each handler of an app's table for every recorded event of its types, inside
+    the recording transaction (so its writes commit or roll back with the change). Wired
+    once, in the reacting app's `AppConfig.ready()`; handlers run in the order they were
+    wired."""
+    for handler, types in table.items():
+        for type_ in types:
+            if handler not in _handlers[type_]:
+                _handlers[type_].append(handler)
 
 
 def _alive_marker() -> Callable[[], None]:

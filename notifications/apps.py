@@ -9,5 +9,4 @@ class NotificationsConfig(AppConfig):
         from events.recording import subscribe
         from notifications import handlers
 
-        for handler, types in handlers.HANDLERS.items():
-            subscribe(handler, types=types)
+        subscribe(handlers.HANDLERS)

@@ -9,5 +9,4 @@ class SlaConfig(AppConfig):
         from events.recording import subscribe
         from sla import handlers
 
-        for handler, types in handlers.HANDLERS.items():
-            subscribe(handler, types=types)
+        subscribe(handlers.HANDLERS)
