@@ -4,6 +4,7 @@ summary only, not a line per batch."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -37,5 +38,17 @@ def progress_bar(
         return
     # The bar writes to the real stream behind Django's OutputWrapper (which would add a
     # newline to each redraw).
-    with tqdm(total=total, unit=unit, desc=desc, file=command.stderr._out, leave=False, dynamic_ncols=True) as bar:
+    stream = command.stderr._out
+    columns, lines = _size(stream)
+    with tqdm(total=total, unit=unit, desc=desc, file=stream, leave=False, ncols=columns, nrows=lines) as bar:
         yield bar
+
+
+def _size(stream: Any) -> tuple[int, int]:
+    """The terminal's columns and lines; 80 x 24 where it reports none (a pty without a
+    size, where tqdm would draw nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 80, 24
+    return size.columns or 80, size.lines or 24

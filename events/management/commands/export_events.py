@@ -46,4 +46,5 @@ class Command(BaseCommand):
             if out is not sys.stdout:
                 out.close()
         # On stderr: stdout may be the export itself.
-        self.stderr.write(f"exported {count_of(written, 'event')} of tenant {tenant.slug}")
+        # Plain, not in the error colour Django gives stderr on a terminal.
+        self.stderr.write(f"exported {count_of(written, 'event')} of tenant {tenant.slug}", style_func=str)
