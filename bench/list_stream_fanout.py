@@ -45,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchdb import realm_token
 from sse_load import StreamSpec, reader_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -329,25 +330,7 @@ def last_event_id(tenant_id: str) -> str | None:
 
 
 def make_token(tenancy: Tenancy, username: str, ttl: int = 7200) -> str:
-    import jwt
-
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": str(uuid.uuid5(uuid.UUID(tenancy.tenant_id), username)),
-        "preferred_username": username,
-        "name": username.title(),
-        "email": f"{username}@demo.example",
-        "realm_access": {"roles": ["agent"]},
-        tenancy.teams_claim: ["operation"],
-        "iat": now,
-        "exp": now + ttl,
-        "typ": "Bearer",
-    }
-    if tenancy.issuer:
-        claims["iss"] = tenancy.issuer
-    if tenancy.audience:
-        claims["aud"] = tenancy.audience
-    return jwt.encode(claims, tenancy.secret, algorithm="HS256")
+    return realm_token(tenancy, username, roles=["agent"], teams=["operation"], ttl=ttl)
 
 
 # --- server -----------------------------------------------------------------------------
