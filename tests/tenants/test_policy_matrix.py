@@ -230,7 +230,11 @@ def make_objects(acme: World) -> dict[str, str]:
 
 # --- expectations --------------------------------------------------------------------------
 
-STREAMS = {"ticket-list-updates": "?type=user&module=ticketing", "notification-stream": "", "ticket-activity-stream": ""}
+STREAMS = {
+    "ticket-list-updates": "?type=user&module=ticketing",
+    "notification-stream": "",
+    "ticket-activity-stream": "",
+}
 
 
 def is_policy_denial(response: httpx.Response, route: str) -> bool:
