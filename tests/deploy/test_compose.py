@@ -1,0 +1,108 @@
+"""docker-compose.yml, checked by a compose implementation (Debian's `docker-compose`, or
+Compose v2 where installed): valid with a SECRET_KEY, refused without one, and shaped as
+production needs it. The image's build context (.dockerignore) is checked without a
+container daemon: runtime files in, local state and development files out."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from django.apps import apps
+
+from tests.conftest import ROOT
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+needs_compose = pytest.mark.skipif(
+    compose_command() is None, reason="no compose implementation (Debian: apt-get install docker-compose)"
+)
+
+
+def compose_config(**env: str) -> subprocess.CompletedProcess:
+    command = compose_command()
+    assert command
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS"}}
+    return subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@needs_compose
+def test_compose_refuses_to_start_without_a_secret_key():
+    result = compose_config()
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+@needs_compose
+def test_compose_file_is_valid_and_shaped_for_production():
+    result = compose_config(SECRET_KEY="a-long-random-secret", ALLOWED_HOSTS="tickets.example.com")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"db", "redis", "migrate", "web", "sla_monitor", "proxy"} <= set(services)
+
+    app_services = [name for name, s in services.items() if "build" in s]
+    assert set(app_services) >= {"migrate", "web", "sla_monitor"}
+    for name in app_services:
+        service = services[name]
+        assert service["build"]["dockerfile"] == "Dockerfile", name
+        environment = service["environment"]
+        assert environment["SECRET_KEY"] == "a-long-random-secret", name
+        assert "*" not in environment["ALLOWED_HOSTS"].split(","), name
+        assert "tickets.example.com" in environment["ALLOWED_HOSTS"].split(","), name
+    for name, service in services.items():
+        expected = "no" if name == "migrate" else "unless-stopped"
+        assert service.get("restart") == expected, name
+
+    web = services["web"]
+    assert "/readyz" in " ".join(web["healthcheck"]["test"])
+    assert "ports" not in web, "the workers are reached through the proxy only"
+    assert web["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert int(web["environment"]["WEB_WORKERS"]) >= 2
+    proxy = services["proxy"]
+    assert any("deploy/nginx/ticketing.conf.template" in str(v) for v in proxy["volumes"])
+    assert web["environment"]["FORWARDED_ALLOW_IPS"] == proxy["networks"]["backend"]["ipv4_address"]
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(path: str) -> bool:
+    patterns = dockerignore_patterns()
+    return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/")) for p in patterns)
+
+
+def test_the_image_gets_every_app_and_no_local_state():
+    for config in apps.get_app_configs():
+        folder = Path(config.path)
+        if folder.is_relative_to(ROOT):
+            assert not ignored(folder.relative_to(ROOT).as_posix()), f"{config.label} would be left out of the image"
+    for runtime in ("manage.py", "config", "templates", "pyproject.toml"):
+        assert not ignored(runtime), runtime
+    for local in (".venv", ".git", "db.sqlite3", "test_db.sqlite3", "tests", "docs", "bench"):
+        assert ignored(local), f"{local} would be copied into the image"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "\nUSER app\n" in dockerfile
+    assert dockerfile.count("\nFROM ") == 2, "a builder stage and a runtime stage"
