@@ -9,6 +9,7 @@ import fnmatch
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,24 @@ def test_the_image_gets_every_app_and_no_local_state():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "\nUSER app\n" in dockerfile
     assert dockerfile.count("\nFROM ") == 2, "a builder stage and a runtime stage"
+
+
+def test_a_rotated_secret_key_still_verifies_what_the_previous_one_signed():
+    """SECRET_KEY_FALLBACKS: sessions signed before a rotation stay valid until they expire."""
+    script = (
+        "import django; django.setup();"
+        "from django.core import signing;"
+        "print(signing.loads(signing.dumps('still signed in', key='the-old-key')))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "SECRET_KEY": "the-new-key"}
+    rotated = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "SECRET_KEY_FALLBACKS": "the-old-key"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rotated.stdout.strip() == "still signed in", rotated.stderr
+    without = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "BadSignature" in without.stderr
