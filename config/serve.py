@@ -31,7 +31,6 @@ import asyncio
 import copy
 import logging
 import os
-import sys
 from typing import Any
 
 import uvicorn
@@ -153,18 +152,32 @@ def serve_uvicorn(args: argparse.Namespace) -> None:
     )
 
 
-def serve_daphne(args: argparse.Namespace) -> None:
-    import logging.config
+class _AccessLogLines:
+    """A stream for daphne's access log that hands each line to logging, so the handlers'
+    credential redaction (settings.LOGGING) applies to them as to every other line."""
 
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("daphne.access")
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", line)
+
+    def flush(self) -> None:
+        pass
+
+
+def serve_daphne(args: argparse.Namespace) -> None:
     # Importing daphne.server installs Twisted's asyncio reactor: it must come first.
     from daphne.access import AccessLogGenerator
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+    # Sets Django up, and with it logging (settings.LOGGING: the root handler redacts).
     from config.asgi import application
 
-    logging.config.dictConfig(log_config())
     logging.getLogger("daphne").setLevel(log_level())
     proxies = trusted_proxies()
     app: Any = ProxyHeadersMiddleware(application, trusted_hosts=proxies) if proxies else application
@@ -175,7 +188,7 @@ def serve_daphne(args: argparse.Namespace) -> None:
         http_timeout=None,
         application_close_timeout=GRACEFUL_SHUTDOWN_SECONDS,
         verbosity=0,
-        action_logger=AccessLogGenerator(sys.stdout) if args.access_log else None,
+        action_logger=AccessLogGenerator(_AccessLogLines()) if args.access_log else None,
     ).run()
 
 
