@@ -354,7 +354,7 @@ class Server:
             self.logs.append(log)
             self.procs.append(
                 subprocess.Popen(
-                    [*SERVE, "--port", str(port)],
+                    [*SERVE, "--port", str(port), "--server", self.args.server],
                     cwd=ROOT,
                     env=env,
                     stdout=log,
@@ -816,6 +816,9 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=18100, help="first worker port (default 18100)")
     parser.add_argument("--db", default="ticketing_bench", help="PostgreSQL database (default ticketing_bench)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--server", choices=("uvicorn", "daphne"), default="uvicorn", help="config.serve --server (default uvicorn)"
+    )
     parser.add_argument("--log-level", default="WARNING", help="server LOG_LEVEL (INFO logs every stream)")
     parser.add_argument("--log-dir", default="/tmp/list_stream_fanout", help="where the server logs go")
     parser.add_argument("--seed", type=int, default=7)

@@ -32,6 +32,9 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for local work).")
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105
+# Rotating SECRET_KEY (docs/operations.md, "Rotate secrets"): the previous keys, comma-
+# separated, still verify sessions and signed values made with them; new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
 
 # --- Security -------------------------------------------------------------------------
 # With DEBUG off the service expects HTTPS (directly or behind a TLS-terminating proxy):
