@@ -755,7 +755,7 @@ TICKET_STREAM_EVENTS = (
     "comments, watchers, approvals, reset?}` (the ticket page's whole state at the stream's log position; "
     "`reset: true` when a resume was not possible); `activity` (an Event exactly as `GET "
     "/v2/system/events` shows it, for every event about the ticket: changes, comments, watchers, "
-    "approvals, products, SLA stages, a merge into it, its deletion); `heartbeat {timestamp}`; "
+    "approvals, products, SLA stages, for agents a merge into it, its deletion); `heartbeat {timestamp}`; "
     "`error {code, message, timestamp}` before closing."
 )
 

@@ -189,15 +189,15 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
 TICKET_EVENT_PREFIX = "tickets.ticket."
 
 
-def concerns_ticket(event: LogEvent, ticket_id: str) -> bool:
+def concerns_ticket(event: LogEvent, ticket_id: str, *, merges_into: bool = True) -> bool:
     """Whether a public event is about the ticket: its own lifecycle, comments, watchers,
-    approvals, products and SLA stages, and a merge into it."""
+    approvals, products and SLA stages, and (`merges_into`) another ticket merged into it."""
     if event.recipient_id is not None or not event.type.startswith(TICKET_EVENT_PREFIX):
         return False
     payload = event.payload
-    return (payload.get("ticket") or {}).get("id") == ticket_id or (payload.get("parent_ticket") or {}).get(
-        "id"
-    ) == ticket_id
+    if (payload.get("ticket") or {}).get("id") == ticket_id:
+        return True
+    return merges_into and (payload.get("mergedInto") or {}).get("id") == ticket_id
 
 
 def ticket_with_activity(ticket: Ticket) -> dict[str, Any]:
@@ -215,13 +215,17 @@ def ticket_activity_at_position(caller: Caller, ticket_id: str) -> tuple[uuid.UU
     return at_log_position(caller.tenant.id, lambda: ticket_with_activity(get_visible_ticket(caller, ticket_id)))
 
 
-def missed_ticket_events(tenant_id: uuid.UUID, after: uuid.UUID, ticket_id: str, limit: int) -> list[LogEvent] | None:
+def missed_ticket_events(
+    tenant_id: uuid.UUID, after: uuid.UUID, ticket_id: str, limit: int, *, merges_into: bool
+) -> list[LogEvent] | None:
     """The ticket's events after `after`, or None when `after` is not an event of the
     tenant or more than `limit` events of the tenant came since (the stream starts afresh)."""
     if not event_exists(tenant_id, after):
         return None
     events = fetch_log(tenant_id, after, limit + 1)
-    return None if len(events) > limit else [e for e in events if concerns_ticket(e, ticket_id)]
+    if len(events) > limit:
+        return None
+    return [e for e in events if concerns_ticket(e, ticket_id, merges_into=merges_into)]
 
 
 class TicketActivityStream(EventStream):
@@ -234,6 +238,8 @@ class TicketActivityStream(EventStream):
     def __init__(self, *, ticket_id: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ticket_id = ticket_id
+        # A ticket merged into this one is another requester's: only agents see it.
+        self.merges_into = self.caller.is_agent
 
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame(
@@ -242,7 +248,9 @@ class TicketActivityStream(EventStream):
         if self.last_event_id is not None:
             limit = settings.SSE_RESUME_MAX_EVENTS
             tenant_id = self.caller.tenant.id
-            missed = await run_db(missed_ticket_events, tenant_id, self.last_event_id, self.ticket_id, limit)
+            missed = await run_db(
+                missed_ticket_events, tenant_id, self.last_event_id, self.ticket_id, limit, merges_into=self.merges_into
+            )
             if missed is not None:
                 self.position = self.last_event_id
                 for event in missed:
@@ -261,10 +269,10 @@ class TicketActivityStream(EventStream):
         yield sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
 
     def interested(self, event: LogEvent) -> bool:
-        return concerns_ticket(event, self.ticket_id)
+        return concerns_ticket(event, self.ticket_id, merges_into=self.merges_into)
 
     def render(self, event: LogEvent) -> bytes | None:
-        if not concerns_ticket(event, self.ticket_id):
+        if not self.interested(event):
             return None
         return event.frame("activity", lambda: sse_frame("activity", event.api, id=event.ulid))
 

@@ -126,3 +126,26 @@ def test_post_is_refused_with_allow_header(server, acme: World):
     ticket = api(server, acme, "POST", "ticket", as_user="bob", subject="Printer jam")
     response = httpx.post(stream_url(server, ticket["id"]), headers=acme.headers("bob"), timeout=10)
     assert response.status_code == 405 and response.headers["allow"] == "GET"
+
+
+def test_a_merge_into_the_ticket_reaches_agents_but_not_the_requester(server, acme: World):
+    """The merged ticket is another requester's: its subject and description stay theirs."""
+    target = api(server, acme, "POST", "ticket", as_user="bob", subject="Printer jam")
+    duplicate = api(server, acme, "POST", "ticket", as_user="dave", subject="Dave's private printer note")
+    with (
+        open_stream("GET", stream_url(server, target["id"]), headers=acme.headers("alice")) as agent,
+        open_stream("GET", stream_url(server, target["id"]), headers=acme.headers("bob")) as requester,
+    ):
+        for stream in (agent, requester):
+            stream.collect(2)  # connected, snapshot
+        api(server, acme, "POST", f"ticket/{duplicate['id']}/merge", into=target["id"])
+        api(server, acme, "POST", f"ticket/{target['id']}/comments", body="Merged the duplicate")
+
+        merged = agent.next()
+        assert merged.data["type"] == "tickets.ticket.merged"
+        assert merged.data["payload"]["ticket"]["id"] == duplicate["id"]
+        assert agent.next().data["type"] == "tickets.ticket.comment_added"
+        # The requester's next frame is the comment: the merge of Dave's ticket is not sent.
+        frame = requester.next()
+        assert frame.data["type"] == "tickets.ticket.comment_added"
+        assert "private printer note" not in str(frame.data)
