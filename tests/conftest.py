@@ -99,7 +99,9 @@ def test_database_url() -> str:
 class ServerProcess:
     """A real server process (config.serve: uvicorn) on a free port, against the test database."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, *args: str, **env: str) -> None:
+        # `args`: more options of config.serve (`--server daphne`, `--workers 2`, ...).
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -121,7 +123,11 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            [
+                sys.executable,
+                *("-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+                *self.args,
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -292,6 +292,44 @@ def test_ticket_page_edits_show_up_live_in_another_tab_and_comments_highlight_me
     screenshot(editor, "ticket-test")
 
 
+def test_ticket_page_is_fully_live_comments_watchers_and_approvals_from_other_people(server, acme: World, new_context):
+    link_login(acme, "alice")
+    link_login(acme, "bob")
+    ticket = create(server.url, acme, user="bob", subject="Laptop will not boot")
+    agent = sign_in(new_context().new_page(), server.url, acme, "alice", path=f"/dashboard/tickets/{ticket['id']}/")
+    requester = sign_in(new_context().new_page(), server.url, acme, "bob", path=f"/dashboard/tickets/{ticket['id']}/")
+    for page in (agent, requester):
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        expect(page.locator("#watchers li")).to_have_text(["Nobody is watching this ticket."])
+
+    # A comment from another browser (another person) arrives without any reload or poll.
+    requester.get_by_label("Add a comment").fill("It beeps three times.")
+    requester.get_by_role("button", name="Comment").click()
+    expect(agent.locator("#comments li")).to_have_count(1, timeout=2_000)
+    expect(agent.locator("#comments li").last).to_contain_text("It beeps three times.")
+    expect(agent.locator("#history li").last).to_contain_text(f"comment added by {acme.users['bob'].display_name}")
+    expect(requester.locator("#comments li")).to_have_count(1)  # shown once, not twice
+
+    # Watchers are edited on the page and reach the other person's page live.
+    agent.get_by_label("Add a watcher").select_option("carol")
+    agent.get_by_role("button", name="Add", exact=True).click()
+    expect(requester.locator("#watchers li")).to_have_count(1, timeout=2_000)
+    expect(requester.locator("#watchers li")).to_contain_text(acme.users["carol"].display_name)
+    agent.get_by_role("button", name=f"Stop {acme.users['carol'].display_name} watching").click()
+    expect(requester.locator("#watchers li")).to_have_text(["Nobody is watching this ticket."], timeout=2_000)
+
+    # An approval requested through the API appears in the approvals card.
+    response = httpx.post(
+        f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}/approvals",
+        headers=acme.headers("alice"),
+        json={"approver": "admin", "approvalType": "manager"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    expect(requester.locator("#approvals li")).to_have_count(1, timeout=2_000)
+    expect(requester.locator("#approvals li")).to_contain_text("pending")
+
+
 def test_end_user_sees_only_their_requests_and_the_page_is_labelled_and_fits_a_phone(server, acme: World, new_context):
     link_login(acme, "bob")
     mine = create(server.url, acme, user="bob", subject="My monitor flickers")
