@@ -37,6 +37,8 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from config.local_env import load_local_env
+
 # On SIGTERM the streams are told to end (events.hub closes them with SERVER_SHUTDOWN);
 # whatever is still open after this long is cut.
 GRACEFUL_SHUTDOWN_SECONDS = 5
@@ -193,14 +195,19 @@ def serve_daphne(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    load_local_env()  # the checkout's .env (DEBUG=1 after `make run`); the environment wins
     parser = argparse.ArgumentParser(prog="python -m config.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on (HOST, 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "8000")), help="port to listen on (PORT, 8000)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("WEB_WORKERS", "1")),
-        help="worker processes sharing the port (they share streams through the channel layer)",
+        help="worker processes sharing the port; they share streams through the channel layer (WEB_WORKERS, 1)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (off: the app logs streams)")
     parser.add_argument(

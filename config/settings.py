@@ -30,7 +30,10 @@ DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for local work).")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off. For local work run `make run` once (it writes .env with "
+            "DEBUG=1, which manage.py and config.serve read) or prefix the command with DEBUG=1."
+        )
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105
 # Rotating SECRET_KEY (docs/operations.md, "Rotate secrets"): the previous keys, comma-
 # separated, still verify sessions and signed values made with them; new ones use SECRET_KEY.

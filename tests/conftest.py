@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The checkout's .env (DEBUG=1, written by `make run`; config/local_env.py) is for the
+# developer's commands; the suite and the commands it runs in subprocesses never read it.
+os.environ["ENV_FILE"] = os.devnull
+
 # The suite runs with DEBUG off (production settings) but speaks plain http, through the
 # test client and to its server processes (ServerProcess sets the same through the
 # environment): no redirect to https. Cookies stay Secure, as in production.

@@ -20,7 +20,7 @@ from events.models import REPLAY_TYPE, Event
 from tests.builders import CAST, World
 from tests.conftest import ServerProcess
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,6 +41,12 @@ def browser() -> Iterator[Browser]:
     # against blocking calls in async code would otherwise see while the test uses the ORM.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"No Chromium at {CHROMIUM}: install Debian's (`apt-get install chromium`), set CHROMIUM_PATH, "
+            "or leave the browser tests out with `pytest -m 'not browser'` (`make test` does this by itself).",
+            pytrace=False,
+        )
     playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
     try:
@@ -388,7 +394,7 @@ def test_admin_lists_events_and_the_replay_action_delivers_them_to_an_open_dashb
     admin.locator(f'input[name="_selected_action"][value="{created.pk}"]').check()
     admin.get_by_label("Action:").select_option("replay_to_live_streams")
     admin.get_by_role("button", name="Go").click()
-    expect(admin.locator(".messagelist")).to_contain_text("Replay of 1 event(s) requested for 1 tenant(s).")
+    expect(admin.locator(".messagelist")).to_contain_text("Replay of 1 event requested for 1 tenant.")
     screenshot(admin, "admin-events-test")
 
     replayed = dashboard.locator('#activity li[data-kind="created"]:has-text("replayed")')
