@@ -45,6 +45,7 @@ from ticketing.serializers import (
     TicketListBodySerializer,
     WatcherWriteSerializer,
 )
+from ticketing.streams import PresenceWriteSerializer
 
 # ENUM_NAME_OVERRIDES: the sortable columns of the two lists are different choice sets.
 TICKET_SORT_CHOICES = sorted(SORT_COLUMNS)
@@ -832,17 +833,45 @@ class TicketActivityStreamSchema(APIView):
         raise NotImplementedError
 
 
+class TicketPresenceSchema(APIView):
+    """Schema stand-in for ticketing.streams.ticket_presence (an async Django view)."""
+
+    @extend_schema(
+        operation_id="ticket_presence",
+        summary="Say you are typing on a ticket you view (presence)",
+        description=(
+            "`clientId` is the `connectionId` of your open ticket stream (`GET …/ticket/{id}/sse`), "
+            "which makes you a viewer. `state: typing` shows you typing to the other viewers for "
+            "`PRESENCE_TYPING_SECONDS` (repeat it while typing); `viewing` ends it. Answers the roster; "
+            "every viewer's stream gets it as a `presence` frame."
+        ),
+        tags=["ticketing"],
+        request=PresenceWriteSerializer,
+        parameters=[OpenApiParameter("ticket_id", str, OpenApiParameter.PATH, description="The ticket's id.")],
+        responses={
+            200: OpenApiResponse(description="`{ticketId, viewers: [{clientId, user {id, name}, state}]}`"),
+            400: OpenApiResponse(ERROR, description="`INVALID_BODY` / `INVALID_JSON`"),
+            404: OpenApiResponse(ERROR, description="`TICKET_NOT_FOUND`, or `VIEWER_NOT_FOUND` (not your stream)"),
+        },
+    )
+    def post(self, request: Request, ticket_id: str) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
 _STREAMS = (
     ("ticket-list-updates", "POST", TicketListStreamSchema),
     ("notification-stream", "GET", NotificationStreamSchema),
     ("ticket-activity-stream", "GET", TicketActivityStreamSchema),
+    ("ticket-presence", "POST", TicketPresenceSchema),
 )
+_PER_TICKET = {"ticket-activity-stream", "ticket-presence"}
 
 
 def add_stream_endpoints(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """PREPROCESSING_HOOKS: the streams, which drf-spectacular skips as non-DRF views."""
+    """PREPROCESSING_HOOKS: the streams (and the presence announcement beside them), which
+    drf-spectacular skips as non-DRF views."""
     for url_name, method, view in _STREAMS:
-        if url_name == "ticket-activity-stream":
+        if url_name in _PER_TICKET:
             path = reverse(url_name, kwargs={"ticket_id": "TICKET"}).replace("TICKET", "{ticket_id}")
             regex = "^" + path.lstrip("/").replace("{ticket_id}", "(?P<ticket_id>[^/]+)") + "$"
         else:

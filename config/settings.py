@@ -300,6 +300,12 @@ SSE_MAX_LIST_STREAMS_PER_USER = env_int("SSE_MAX_LIST_STREAMS_PER_USER", 8)
 SSE_MAX_NOTIFICATION_STREAMS_PER_USER = env_int("SSE_MAX_NOTIFICATION_STREAMS_PER_USER", 5)
 # Ticket pages open at once per user (one per browser tab on a ticket).
 SSE_MAX_TICKET_STREAMS_PER_USER = env_int("SSE_MAX_TICKET_STREAMS_PER_USER", 10)
+# Who is on a ticket (ticketing/presence.py): an entry lapses PRESENCE_TTL_SECONDS after
+# its stream last renewed it (every PRESENCE_RENEW_SECONDS), so a viewer whose worker died
+# is gone for everyone within TTL + renew interval; a typing mark shows this long.
+PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 20.0)
+PRESENCE_RENEW_SECONDS = env_float("PRESENCE_RENEW_SECONDS", 8.0)
+PRESENCE_TYPING_SECONDS = env_float("PRESENCE_TYPING_SECONDS", 6.0)
 SSE_LEASE_SECONDS = env_float("SSE_LEASE_SECONDS", 45.0)
 SSE_RETRY_AFTER_SECONDS = env_int("SSE_RETRY_AFTER_SECONDS", 5)
 SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000)

@@ -240,6 +240,10 @@ class EventStream:
     # A stream that can tell from the event alone that it has nothing to send sets this to
     # a method, so it is not woken for such events (Subscriber.accepts).
     interested: Callable[[LogEvent], bool] | None = None
+    # When (time.monotonic()) the stream's own periodic work (`tick`) is next due.
+    next_tick = float("inf")
+    # Set by `opening` when the stream has nothing more to say (its last frame an error).
+    finished = False
 
     def __init__(
         self,
@@ -266,6 +270,19 @@ class EventStream:
 
     def render(self, event: LogEvent) -> bytes | None:
         raise NotImplementedError
+
+    def render_note(self, note: dict[str, Any]) -> bytes | None:
+        """A frame for out-of-log news of the stream's `subscriber.topic`, or None."""
+        return None
+
+    async def tick(self) -> AsyncIterator[bytes]:
+        """The stream's own periodic work, run at `next_tick` (which it moves on)."""
+        self.next_tick = float("inf")
+        return
+        yield b""  # pragma: no cover
+
+    async def closed(self) -> None:
+        """Clean-up of the stream's own, after its last frame (whatever ended it)."""
 
     def accept(self, event: LogEvent) -> bytes | None:
         if not event.replayed and self.position is not None and event.id.int <= self.position.int:
@@ -303,9 +320,14 @@ class EventStream:
             # as long as it is open. An empty chunk releases it and puts nothing on the wire.
             frame = b""
             yield frame
-            while True:
+            while not self.finished:
                 for event in self.subscriber.drain():
                     frame = self.accept(event)
+                    if frame is not None:
+                        yield frame
+                note = self.subscriber.take_note()
+                if note is not None:
+                    frame = self.render_note(note)
                     if frame is not None:
                         yield frame
                 if self.subscriber.overflowed:
@@ -331,12 +353,17 @@ class EventStream:
                         async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
                             await self.lease.renew()
                     next_renewal = now + renew_every
-                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline)
+                if now >= self.next_tick:
+                    async for frame in self.tick():
+                        yield frame
+                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline, self.next_tick)
                 await self.subscriber.wait(next_due - loop_time())
         finally:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.lease.release())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.closed())
             logger.info("event=stream_closed kind=%s conn=%s", self.kind, self.connection_id)
 
 

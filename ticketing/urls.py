@@ -8,6 +8,7 @@ urlpatterns = [
     path("ticket/sse/list/updates", streams.ticket_list_updates, name="ticket-list-updates"),
     path("ticket/<str:ticket_id>", views.TicketDetailView.as_view(), name="ticket-detail"),
     path("ticket/<str:ticket_id>/sse", streams.ticket_activity_stream, name="ticket-activity-stream"),
+    path("ticket/<str:ticket_id>/presence", streams.ticket_presence, name="ticket-presence"),
     path("ticket/<str:ticket_id>/comments", views.TicketCommentsView.as_view(), name="ticket-comments"),
     path("ticket/<str:ticket_id>/watchers", views.TicketWatchersView.as_view(), name="ticket-watchers"),
     path("ticket/<str:ticket_id>/watchers/<str:user>", views.TicketWatcherView.as_view(), name="ticket-watcher"),
