@@ -330,6 +330,28 @@ def test_ticket_page_is_fully_live_comments_watchers_and_approvals_from_other_pe
     expect(requester.locator("#approvals li")).to_contain_text("pending")
 
 
+def test_an_agent_opening_a_ticket_sees_who_else_is_on_it_and_who_is_typing(server, acme: World, new_context):
+    link_login(acme, "alice")
+    link_login(acme, "carol")
+    ticket = create(server.url, acme, user="bob", subject="Printer on fire")
+    path = f"/dashboard/tickets/{ticket['id']}/"
+    first = sign_in(new_context().new_page(), server.url, acme, "alice", path=path)
+    expect(first.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(first.locator("#presence")).to_be_hidden()  # alone on the ticket
+
+    second = sign_in(new_context().new_page(), server.url, acme, "carol", path=path)
+    carol, alice = acme.users["carol"].display_name, acme.users["alice"].display_name
+    expect(first.locator("#presence")).to_have_text(f"Also on this ticket: {carol}", timeout=2_000)
+    expect(second.locator("#presence")).to_have_text(f"Also on this ticket: {alice}")
+
+    # Alice starts an edit: Carol sees it before they collide.
+    first.get_by_label("Add a comment").press_sequentially("Working on it")
+    expect(second.locator("#presence")).to_have_text(f"Also on this ticket: {alice} (typing…)", timeout=2_000)
+
+    second.close()  # Carol leaves: gone for Alice at once
+    expect(first.locator("#presence")).to_be_hidden(timeout=3_000)
+
+
 def test_end_user_sees_only_their_requests_and_the_page_is_labelled_and_fits_a_phone(server, acme: World, new_context):
     link_login(acme, "bob")
     mine = create(server.url, acme, user="bob", subject="My monitor flickers")

@@ -305,8 +305,42 @@
     }
   }
 
+  // --- presence: who else is on this ticket ---------------------------------------------
+
+  const presenceLine = document.getElementById("presence");
+  let myClientId = null;
+  let typingSentAt = 0;
+
+  function showPresence(data) {
+    const others = data.viewers.filter(function (v) { return v.clientId !== data.you; });
+    // One line per person, even with several tabs open; typing wins.
+    const people = new Map();
+    for (const v of others) {
+      const known = people.get(v.user.id);
+      if (!known || v.state === "typing") people.set(v.user.id, v);
+    }
+    const names = Array.from(people.values()).map(function (v) {
+      return v.state === "typing" ? v.user.name + " (typing…)" : v.user.name;
+    });
+    presenceLine.hidden = !names.length;
+    presenceLine.textContent = names.length ? "Also on this ticket: " + names.join(", ") : "";
+  }
+
+  /* Tell the other viewers this person is typing (at most every 3 s while it lasts). */
+  function typing() {
+    if (!myClientId || Date.now() - typingSentAt < 3000) return;
+    typingSentAt = Date.now();
+    Dash.api("POST", ticketUrl + "/presence", { clientId: myClientId, state: "typing" }).catch(function () {});
+  }
+  commentBody.addEventListener("input", typing);
+  form.addEventListener("input", typing);
+
   function onEvent(name, data) {
-    if (name === "snapshot") {
+    if (name === "connected") {
+      myClientId = data.connectionId;
+    } else if (name === "presence") {
+      showPresence(data);
+    } else if (name === "snapshot") {
       document.getElementById("gone").hidden = true;
       showTicket(data.ticket, null);
       comments = data.comments.slice();
