@@ -10,10 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
-
-from datetime import datetime
 
 from core.querylang import DATETIME_OPS, ENUM_OPS, TEXT_OPS, UUID_OPS, Column
 from events.serializers import iso

@@ -79,7 +79,7 @@ class Ticket(models.Model):
     # and list streams read it like any tracked field: the next unmet target's due time
     # and its state (null: no SLA clock running).
     sla_due_at = models.DateTimeField(null=True, blank=True)
-    sla_state = models.CharField(max_length=10, choices=SlaState.choices, null=True, blank=True)
+    sla_state = models.CharField(max_length=10, choices=SlaState.choices, null=True, blank=True)  # noqa: DJ001 (null: no clock, as the filter language reads it)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="ticket_number_unique_per_tenant")]

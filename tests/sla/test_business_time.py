@@ -99,8 +99,10 @@ SAMPLE_CALENDARS = [
     WorkCalendar(tz=ZoneInfo("America/New_York"), hours={0: ((time(0), END_OF_DAY),), 3: ((time(2), time(3)),)}),
     WorkCalendar(tz=ZoneInfo("Australia/Lord_Howe"), hours={d: ((time(1, 30), time(2, 30)),) for d in range(7)}),
 ]
-instants = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31)).map(
-    lambda d: d.replace(tzinfo=UTC)
+instants = st.datetimes(
+    min_value=datetime(2026, 1, 1),  # noqa: DTZ001 (hypothesis takes naive bounds; zone given below)
+    max_value=datetime(2027, 12, 31),  # noqa: DTZ001
+    timezones=st.just(UTC),
 )
 
 
