@@ -4,6 +4,7 @@ calendar (sla.business_time), keeping the ticket's `slaDueAt` / `slaState` in st
 tenant's policies and calendars, and the monitor's claims of due warnings and breaches
 (`manage.py sla_monitor`), each recorded as an SLA event (sla.events)."""
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 from core.http import ApiError
 from events.recording import Recorded, record_event, unit_of_work
 from events.serializers import iso
-from sla.business_time import WorkCalendar, add_business_time, business_time_between, resumed_due
+from sla.business_time import NoWorkingTime, WorkCalendar, add_business_time, business_time_between, resumed_due
 from sla.events import SlaEvent, SlaStage
 from sla.models import Calendar, Holiday
 from tenants.callers import Caller
@@ -23,14 +24,23 @@ from ticketing.models import CLOSED_STATUSES, SlaPolicy, SlaState, Status, Ticke
 from ticketing.serializers import ticket_payload
 from ticketing.services import lock_tickets
 
+logger = logging.getLogger(__name__)
 TARGETS = ("response", "resolution")
 
 
 def work_calendar(policy: SlaPolicy | None) -> WorkCalendar | None:
-    """The business hours a policy counts in (None: 24x7)."""
+    """The business hours a policy counts in (None: 24x7). A calendar without working
+    time for years ahead (holidays on every working day) counts as 24x7 rather than
+    never being due."""
     if policy is None or policy.calendar_id is None:
         return None
-    return policy.calendar.work_calendar()
+    calendar = policy.calendar.work_calendar()
+    try:
+        add_business_time(calendar, timezone.now(), timedelta(minutes=1))
+    except NoWorkingTime:
+        logger.warning("event=sla_calendar_without_working_time calendar=%s", policy.calendar_id)
+        return None
+    return calendar
 
 
 def sla_targets(
