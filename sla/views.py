@@ -43,12 +43,18 @@ class SlaPolicyView(RetryingAPIView):
 
 
 class SlaCalendarListView(RetryingAPIView):
-    @extend_schema(responses=openapi.SLA_CALENDARS, summary="The tenant's business-hours calendars")
+    @extend_schema(
+        operation_id="api_v2_ticketing_sla_calendars_list",
+        responses=openapi.SLA_CALENDARS,
+        summary="The tenant's business-hours calendars",
+    )
     def get(self, request: Request) -> Response:
         return ok([calendar_to_dict(c) for c in sla_calendars(request.auth.tenant)])
 
     @extend_schema(
-        request=CalendarSerializer, responses={201: openapi.SLA_CALENDAR}, summary="Create a calendar (admin)"
+        request=CalendarSerializer,
+        responses={201: openapi.SLA_CALENDAR, 409: openapi.conflict("`CALENDAR_EXISTS`")},
+        summary="Create a calendar (admin)",
     )
     def post(self, request: Request) -> Response:
         data = calendar_fields(validated(CalendarSerializer(data=request.data)))
@@ -63,7 +69,7 @@ class SlaCalendarView(RetryingAPIView):
 
     @extend_schema(
         request=CalendarSerializer(partial=True),
-        responses=openapi.SLA_CALENDAR,
+        responses={200: openapi.SLA_CALENDAR, 409: openapi.conflict("`CALENDAR_EXISTS`")},
         summary="Change a calendar (admin); workingHours and holidays are replaced whole",
     )
     def patch(self, request: Request, calendar_id: str) -> Response:
@@ -72,7 +78,10 @@ class SlaCalendarView(RetryingAPIView):
         services.update_calendar(caller=request.auth, calendar=calendar, data=data)
         return ok(calendar_to_dict(get_sla_calendar(request.auth.tenant, calendar_id)))
 
-    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Delete a calendar no policy uses (admin)")
+    @extend_schema(
+        responses={204: openapi.NO_CONTENT, 409: openapi.conflict("`CALENDAR_IN_USE`")},
+        summary="Delete a calendar no policy uses (admin)",
+    )
     def delete(self, request: Request, calendar_id: str) -> Response:
         services.delete_calendar(caller=request.auth, calendar=get_sla_calendar(request.auth.tenant, calendar_id))
         return Response(status=204)
