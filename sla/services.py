@@ -176,7 +176,9 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
     Returns the changes of the ticket's SLA fields."""
     sla = TicketSla.objects.select_for_update().filter(pk=ticket.pk).first()
     now = timezone.now()
-    policy = _policy(ticket) if (previous_priority != ticket.priority or previous_status != ticket.status) else None
+    # The policy (for its calendar) only when targets are recounted or moved.
+    resuming = sla is not None and previous_status == Status.ON_HOLD and ticket.status != Status.ON_HOLD
+    policy = _policy(ticket) if previous_priority != ticket.priority or resuming else None
     calendar = work_calendar(policy)
     if previous_priority != ticket.priority and policy is not None:
         if sla is None:
