@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
@@ -411,11 +412,11 @@ async def serve_stream(
     method: str,
     limit: int,
     private: bool = False,
-    read_request: Callable[[HttpRequest, Caller], StreamArguments],
+    read_request: Callable[[HttpRequest, Caller], StreamArguments | Awaitable[StreamArguments]],
 ) -> HttpResponse:
     """The whole of a stream view but what is its own: the method check, the caller (and
     the policy), the view's own reading of the request (`read_request`, given the
-    caller; raises ApiError), the resume position, a slot of the user's `limit` for
+    caller; raises ApiError; may be a coroutine), the resume position, a slot of the user's `limit` for
     streams of `stream_class.kind` and a hub subscription (`open_subscription`), in this
     order. Every failure before the response starts is answered in the envelope."""
     if request.method != method:
@@ -423,6 +424,8 @@ async def serve_stream(
     try:
         caller = await run_db(authorized_caller, request)
         arguments = read_request(request, caller)
+        if inspect.isawaitable(arguments):  # a view that must look something up first
+            arguments = await arguments
         last_event_id = last_event_id_from(request, arguments.resume_from)
         hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
     except ApiError as error:

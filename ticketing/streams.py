@@ -18,11 +18,18 @@ from core.views import validated
 from events.hub import LogEvent, fetch_log, run_db
 from events.ids import event_id_to_str
 from events.selectors import at_log_position, event_exists
-from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
+from events.sse import EventStream, StreamArguments, error_frame, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
 from ticketing.events import STATE_EVENTS, TicketEvent
-from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
-from ticketing.serializers import TicketListBodySerializer
+from ticketing.models import Ticket
+from ticketing.selectors import TicketQuery, get_visible_ticket, list_tickets, ticket_comments, ticket_query_from
+from ticketing.serializers import (
+    TicketListBodySerializer,
+    approval_to_dict,
+    comment_to_dict,
+    ticket_state,
+    user_ref,
+)
 
 
 def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
@@ -174,4 +181,116 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
         method="POST",
         limit=settings.SSE_MAX_LIST_STREAMS_PER_USER,
         read_request=_list_request,
+    )
+
+
+# --- one ticket, everything that happens to it ------------------------------------------
+
+TICKET_EVENT_PREFIX = "tickets.ticket."
+
+
+def concerns_ticket(event: LogEvent, ticket_id: str, *, merges_into: bool = True) -> bool:
+    """Whether a public event is about the ticket: its own lifecycle, comments, watchers,
+    approvals, products and SLA stages, and (`merges_into`) another ticket merged into it."""
+    if event.recipient_id is not None or not event.type.startswith(TICKET_EVENT_PREFIX):
+        return False
+    payload = event.payload
+    if (payload.get("ticket") or {}).get("id") == ticket_id:
+        return True
+    return merges_into and (payload.get("mergedInto") or {}).get("id") == ticket_id
+
+
+def ticket_with_activity(ticket: Ticket) -> dict[str, Any]:
+    """What a ticket page shows: the ticket, its comments, watchers and approvals."""
+    return {
+        "ticket": ticket_state(ticket),
+        "comments": [comment_to_dict(c) for c in ticket_comments(ticket)],
+        "watchers": [user_ref(u) for u in ticket.watchers.order_by("username")],
+        "approvals": [approval_to_dict(a) for a in ticket.approvals.select_related("approver", "requested_by")],
+    }
+
+
+def ticket_activity_at_position(caller: Caller, ticket_id: str) -> tuple[uuid.UUID | None, dict[str, Any]]:
+    """The ticket page's whole state and the log position it covers, from one snapshot."""
+    return at_log_position(caller.tenant.id, lambda: ticket_with_activity(get_visible_ticket(caller, ticket_id)))
+
+
+def missed_ticket_events(
+    tenant_id: uuid.UUID, after: uuid.UUID, ticket_id: str, limit: int, *, merges_into: bool
+) -> list[LogEvent] | None:
+    """The ticket's events after `after`, or None when `after` is not an event of the
+    tenant or more than `limit` events of the tenant came since (the stream starts afresh)."""
+    if not event_exists(tenant_id, after):
+        return None
+    events = fetch_log(tenant_id, after, limit + 1)
+    if len(events) > limit:
+        return None
+    return [e for e in events if concerns_ticket(e, ticket_id, merges_into=merges_into)]
+
+
+class TicketActivityStream(EventStream):
+    """`GET /api/v2/ticketing/ticket/{id}/sse`: a snapshot of the ticket with its comments,
+    watchers and approvals, then every event about it as it commits (`activity` frames,
+    each the event as the partner API shows it), so a ticket page needs no polling."""
+
+    kind = "ticket"
+
+    def __init__(self, *, ticket_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ticket_id = ticket_id
+        # A ticket merged into this one is another requester's: only agents see it.
+        self.merges_into = self.caller.is_agent
+
+    async def opening(self) -> AsyncIterator[bytes]:
+        yield sse_frame(
+            "connected", {"connectionId": self.connection_id, "ticketId": self.ticket_id, "timestamp": iso_now()}
+        )
+        if self.last_event_id is not None:
+            limit = settings.SSE_RESUME_MAX_EVENTS
+            tenant_id = self.caller.tenant.id
+            missed = await run_db(
+                missed_ticket_events, tenant_id, self.last_event_id, self.ticket_id, limit, merges_into=self.merges_into
+            )
+            if missed is not None:
+                self.position = self.last_event_id
+                for event in missed:
+                    frame = self.accept(event)
+                    if frame is not None:
+                        yield frame
+                return
+        try:
+            position, data = await run_db(ticket_activity_at_position, self.caller, self.ticket_id)
+        except ApiError as error:  # deleted between the request's check and now
+            yield error_frame(error.code, error.message)
+            return
+        self.position = position
+        if self.last_event_id is not None:
+            data["reset"] = True  # the missed events could not be replayed: take this state
+        yield sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
+
+    def interested(self, event: LogEvent) -> bool:
+        return concerns_ticket(event, self.ticket_id, merges_into=self.merges_into)
+
+    def render(self, event: LogEvent) -> bytes | None:
+        if not self.interested(event):
+            return None
+        return event.frame("activity", lambda: sse_frame("activity", event.api, id=event.ulid))
+
+
+async def _ticket_request(request: HttpRequest, caller: Caller) -> StreamArguments:
+    """The ticket of the path, which the caller must be able to open (404 otherwise)."""
+    ticket_id = request.resolver_match.kwargs["ticket_id"] if request.resolver_match else ""
+    ticket = await run_db(get_visible_ticket, caller, ticket_id)
+    return StreamArguments({"ticket_id": str(ticket.id)}, resume_from=request.GET.get("lastEventId"))
+
+
+@stream_view
+@csrf_exempt
+async def ticket_activity_stream(request: HttpRequest, ticket_id: str) -> HttpResponse:
+    return await serve_stream(
+        request,
+        TicketActivityStream,
+        method="GET",
+        limit=settings.SSE_MAX_TICKET_STREAMS_PER_USER,
+        read_request=_ticket_request,
     )

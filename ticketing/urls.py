@@ -7,6 +7,7 @@ urlpatterns = [
     path("ticket/list", views.TicketListView.as_view(), name="ticket-list"),
     path("ticket/sse/list/updates", streams.ticket_list_updates, name="ticket-list-updates"),
     path("ticket/<str:ticket_id>", views.TicketDetailView.as_view(), name="ticket-detail"),
+    path("ticket/<str:ticket_id>/sse", streams.ticket_activity_stream, name="ticket-activity-stream"),
     path("ticket/<str:ticket_id>/comments", views.TicketCommentsView.as_view(), name="ticket-comments"),
     path("ticket/<str:ticket_id>/watchers", views.TicketWatchersView.as_view(), name="ticket-watchers"),
     path("ticket/<str:ticket_id>/watchers/<str:user>", views.TicketWatcherView.as_view(), name="ticket-watcher"),
