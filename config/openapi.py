@@ -131,6 +131,12 @@ class TicketSchema(serializers.Serializer):
     products = ProductSchema(many=True)
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
+    slaDueAt = serializers.DateTimeField(
+        allow_null=True, help_text="Due time of the next unmet SLA target (business time); null: no SLA clock running"
+    )
+    slaState = serializers.ChoiceField(
+        choices=["ok", "warning", "breached", "paused"], allow_null=True, help_text="null: no SLA clock running"
+    )
 
     class Meta:
         ref_name = "Ticket"
@@ -201,9 +207,41 @@ class SlaPolicyOutSchema(serializers.Serializer):
     responseMinutes = serializers.IntegerField()
     resolutionMinutes = serializers.IntegerField()
     warningPercent = serializers.IntegerField()
+    calendar = serializers.UUIDField(allow_null=True, help_text="The calendar the targets count in; null: 24x7")
 
     class Meta:
         ref_name = "SlaPolicy"
+
+
+class SlaWorkingHoursSchema(serializers.Serializer):
+    day = serializers.ChoiceField(choices=["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+    start = serializers.CharField(help_text="HH:MM local time")
+    end = serializers.CharField(help_text="HH:MM local time (24:00 = midnight)")
+
+    class Meta:
+        ref_name = "SlaWorkingHours"
+
+
+class SlaHolidaySchema(serializers.Serializer):
+    date = serializers.DateField()
+    name = serializers.CharField(allow_blank=True)
+    yearly = serializers.BooleanField(help_text="Recurs every year on this month and day")
+
+    class Meta:
+        ref_name = "SlaHoliday"
+
+
+class SlaCalendarOutSchema(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    timeZone = serializers.CharField(help_text="IANA time zone")
+    workingHours = SlaWorkingHoursSchema(many=True)
+    holidays = SlaHolidaySchema(many=True)
+    createdAt = serializers.DateTimeField()
+    updatedAt = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "SlaCalendar"
 
 
 class ActorSchema(serializers.Serializer):
@@ -356,6 +394,8 @@ APPROVAL = ok("Approval", ApprovalSchema())
 APPROVALS = ok("ApprovalList", ApprovalSchema(many=True))
 SLA_POLICY = ok("SlaPolicy", SlaPolicyOutSchema())
 SLA_POLICIES = ok("SlaPolicyList", SlaPolicyOutSchema(many=True))
+SLA_CALENDAR = ok("SlaCalendar", SlaCalendarOutSchema())
+SLA_CALENDARS = ok("SlaCalendarList", SlaCalendarOutSchema(many=True))
 NOTIFICATION_PAGE = ok("NotificationPage", NotificationPageSchema())
 NOTIFICATION_COUNTS = ok("NotificationCounts", NotificationCountsSchema())
 MARK_READ_RESULT = ok("MarkReadResult", MarkReadResultSchema())
@@ -508,6 +548,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "APPROVAL_NOT_FOUND",
         "WATCHER_NOT_FOUND",
         "PRODUCT_NOT_FOUND",
+        "CALENDAR_NOT_FOUND",
         "NOT_FOUND",
     ),
     406: ("NOT_ACCEPTABLE",),

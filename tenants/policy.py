@@ -154,6 +154,12 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "ticket-escalate": {"POST": _agents("Escalate a ticket")},
     "ticket-reopen": {"POST": _members("Reopen (agents, or the requester)")},
     "sla-policies": {"GET": _admins("Read the SLA policies"), "PUT": _admins("Set an SLA policy")},
+    "sla-calendars": {"GET": _agents("Read the SLA calendars"), "POST": _admins("Create an SLA calendar")},
+    "sla-calendar": {
+        "GET": _agents("Read an SLA calendar"),
+        "PATCH": _admins("Change an SLA calendar"),
+        "DELETE": _admins("Delete an SLA calendar"),
+    },
     "ticket-products": {"POST": _agents("Add a product to a ticket")},
     "ticket-product-detail": {"DELETE": _agents("Remove a product from a ticket")},
     # notifications: always the caller's own

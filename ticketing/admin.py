@@ -132,7 +132,7 @@ TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, SlaInline, MarksInl
 class SlaPolicyAdmin(admin.ModelAdmin):
     """Editable: a policy applies to tickets created (or changing priority) afterwards."""
 
-    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent")
+    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent", "calendar")
     list_filter = ("tenant", "priority")
     list_select_related = ("tenant",)
 

@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 
 from notifications.models import Notification
 from notifications.serializers import public_id
+from sla.models import Calendar
 from tenants import policy
 from tenants.callers import caller_for_user
 from tenants.models import Realm, TenantUser
@@ -217,6 +218,9 @@ def make_objects(acme: World) -> dict[str, str]:
     services.add_watcher(caller=caller_for_user(bob), ticket=ticket, user=bob)
     services.add_comment(caller=caller_for_user(alice), ticket=ticket, body="On it")
     notification = Notification.objects.filter(recipient=bob).order_by("-created_at").first()
+    calendar, _ = Calendar.objects.get_or_create(
+        tenant=acme.tenant, name="matrix", defaults={"time_zone": "UTC", "working_hours": {"mon": [["09:00", "17:00"]]}}
+    )
     return {
         **SAMPLE,
         "ticket_id": str(ticket.id),
@@ -225,6 +229,7 @@ def make_objects(acme: World) -> dict[str, str]:
         "user": str(bob.id),
         "notification_id": public_id(notification.id),
         "object_id": str(ticket.id),
+        "calendar_id": str(calendar.id),
     }
 
 

@@ -47,6 +47,7 @@
     document.getElementById("t-requester").textContent = state.requester ? state.requester.name : "–";
     document.getElementById("t-category").textContent = state.category || "–";
     document.getElementById("t-customer").textContent = state.customer || "–";
+    if (window.DashSla) DashSla.show(document.getElementById("t-sla"), state);
   }
 
   form.addEventListener("input", function (event) { if (event.target.name) dirty.add(event.target.name); });
