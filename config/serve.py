@@ -12,6 +12,10 @@ Two things uvicorn does not do by itself are added here: a deadline for a reques
 (`HeaderTimeoutHttpProtocol`: uvicorn waits for ever on a connection that sends half a
 request line, so a few hundred slow clients could hold every socket — "slowloris"), and
 keeping credentials out of its log lines (config.log_redaction on its handlers).
+
+Each start also gives the workers an empty directory for their metrics
+(`PROMETHEUS_MULTIPROC_DIR`, core.metrics) before any of them starts: the operator's, emptied
+of a previous run's files, or a temporary one removed when the server exits.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import asyncio
 import copy
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -98,9 +105,33 @@ class HeaderTimeoutHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
+def prepare_metrics_dir() -> Path | None:
+    """Set up PROMETHEUS_MULTIPROC_DIR for this server start (before any worker starts and
+    imports prometheus-client, which reads the variable once): the given directory,
+    created and emptied of a previous run's files (the counters of processes long gone
+    must not be added to this run's), or a new temporary one. Returns the directory to
+    remove at exit (the temporary one), else None."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    path = Path(tempfile.mkdtemp(prefix="ticketing-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging setup, with credentials redacted on every handler."""
+    """uvicorn's logging setup, with credentials redacted on every handler, in the format
+    of the service's own lines (JSON in production, config.log_format)."""
+    from config.log_format import log_format
+
     config = copy.deepcopy(LOGGING_CONFIG)
+    if log_format() == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": "config.log_format.JsonFormatter"}
     config.setdefault("filters", {})["redact_credentials"] = {"()": "config.log_redaction.RedactCredentials"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact_credentials")
@@ -119,6 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (off: the app logs streams)")
     args = parser.parse_args(argv)
+    temporary_metrics_dir = prepare_metrics_dir()
+    try:
+        _serve(args)
+    finally:
+        if temporary_metrics_dir is not None:
+            shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace) -> None:
     uvicorn.run(
         "config.asgi:application",
         host=args.host,

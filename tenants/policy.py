@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from core.http import ApiError
+from core.request_context import note_caller
 from tenants.callers import (
     ROLE_ADMIN,
     ROLE_AGENT,
@@ -252,6 +253,7 @@ def authorized_caller(request: Any) -> Caller:
     """For views outside DRF (the SSE streams): resolve the caller (headers, an API key,
     or the dashboard session) and ask the policy. Blocking: call it through run_db."""
     caller = resolve_request_caller(request)
+    note_caller(request, caller)  # for the request's log lines
     authorize(caller, route_of(request), request.method)
     # No route served this way admits an API key (`api_key=False`), so `authorize` has
     # refused one already.

@@ -75,12 +75,15 @@ class TicketListStream(EventStream):
             limit = settings.SSE_RESUME_MAX_EVENTS
             missed = await run_db(fetch_log, tenant_id, self.last_event_id, limit + 1)
             if len(missed) <= limit:
+                self.note_resume(resumed=True)
                 self.position = self.last_event_id
                 for event in missed:
                     frame = self.accept(event)
                     if frame is not None:
                         yield frame
                 return
+        if self.last_event_id is not None:
+            self.note_resume(resumed=False)
         yield await self.snapshot(reset=self.last_event_id is not None)
 
     async def snapshot(self, *, reset: bool) -> bytes:
