@@ -95,7 +95,8 @@ def test_database_url() -> str:
 class ServerProcess:
     """A real server process (config.serve: uvicorn) on a free port, against the test database."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, workers: int = 1, **env: str) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -116,8 +117,9 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
+        serve = [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            [*serve, "--workers", str(self.workers)],
             cwd=ROOT,
             env=self.env,
             stdout=log,
