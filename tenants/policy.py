@@ -175,6 +175,9 @@ ROUTES: dict[str, dict[str, Rule]] = {
     # probes for orchestrators (core.health)
     "healthz": {"GET": Rule("Liveness: the process answers (touches no dependency)", Access.PUBLIC)},
     "readyz": {"GET": Rule("Readiness: database, Redis (if set), migrations; 503 names what fails", Access.PUBLIC)},
+    # Prometheus (core.metrics): no tenant credentials; its own guard admits loopback
+    # callers and `Authorization: Bearer $METRICS_TOKEN`.
+    "metrics": {"GET": Rule("Prometheus metrics: loopback, else `Bearer $METRICS_TOKEN` (403/401)", Access.PUBLIC)},
     # documentation, pages, files
     "schema": {"GET": Rule("OpenAPI schema", Access.PUBLIC)},
     "api-docs": {"GET": Rule("Swagger UI", Access.PUBLIC)},
