@@ -231,14 +231,16 @@ def _number_and_insert(events: list[Event]) -> None:
             event.id = last = new_event_id(after=last)
         newest[tenant_id] = last
     Event.objects.bulk_create(events)
-    transaction.on_commit(partial(count_committed, Counter(event.audience for event in events)))
     for tenant_id, event_id in newest.items():
-        transaction.on_commit(lambda t=tenant_id, e=event_id: announce_commit(t, e))
+        audiences = Counter(event.audience for event in by_tenant[tenant_id])
+        transaction.on_commit(partial(committed, tenant_id, event_id, audiences))
 
 
-def count_committed(by_audience: Counter[str]) -> None:
-    for audience, count in by_audience.items():
+def committed(tenant_id: uuid.UUID, event_id: uuid.UUID, audiences: Counter[str]) -> None:
+    """After COMMIT: count the tenant's new events (core.metrics), then announce them."""
+    for audience, count in audiences.items():
         EVENTS_WRITTEN.labels(audience).inc(count)
+    announce_commit(tenant_id, event_id)
 
 
 def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
