@@ -17,7 +17,11 @@ import httpx
 import pytest
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
+from tenants.models import Tenant
+from tenants.services import create_api_key
 from tests.builders import World
 from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
 from tests.sse_client import SseStream, list_updates_url, open_stream
@@ -280,3 +284,46 @@ def test_an_unknown_path_is_counted_under_one_route_label(two_workers: ServerPro
     routes = {dict(labels).get("route") for name, labels in samples if name == "ticketing_http_requests_total"}
     assert "unmatched" in routes
     assert not any(route and route.startswith("/no/such") for route in routes)
+
+
+def test_partner_sockets_are_counted_by_tier_with_their_end_reasons_and_latency(
+    two_workers: ServerProcess, acme: World
+) -> None:
+    acme.tenant.tier = Tenant.Tier.ENTERPRISE
+    acme.tenant.save(update_fields=["tier"])
+    _, secret = create_api_key(tenant=acme.tenant, name="crm")
+    before = scrape(two_workers)
+    ws_url = two_workers.url.replace("http://", "ws://") + f"/v2/system/events/ws?api_key={secret}"
+    with connect(ws_url, open_timeout=5) as left, connect(ws_url, open_timeout=5) as bad:
+        for ws in (left, bad):
+            ws.send(json.dumps({"action": "subscribe", "types": []}))
+            assert json.loads(ws.recv(timeout=5))["action"] == "subscribed"
+        eventually(two_workers, lambda s: value(s, "ticketing_streams_open", kind="partner_ws", tier="enterprise") == 2)
+        created = httpx.post(
+            f"{two_workers.url}/api/v2/ticketing/ticket",
+            headers=acme.headers("bob"),
+            json={"subject": "Partner"},
+            timeout=TIMEOUT,
+        )
+        assert created.status_code == 201
+        assert json.loads(left.recv(timeout=5))["type"].startswith("tickets.")
+        bad.send("not json")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                bad.recv(timeout=5)
+    ends = "ticketing_stream_ends_total"
+    latency = "ticketing_event_delivery_seconds_count"
+
+    def grew(samples: dict, name: str, **labels: str) -> float:
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    eventually(
+        two_workers,
+        lambda s: (
+            value(s, "ticketing_streams_open", kind="partner_ws", tier="enterprise") == 0
+            and grew(s, ends, kind="partner_ws", reason="client") == 1
+            and grew(s, ends, kind="partner_ws", reason="bad_message") == 1
+            and grew(s, latency, kind="partner_ws") >= 1
+        ),
+    )
+    assert secret not in (ROOT / f".server-{two_workers.port}.log").read_text(errors="replace")
