@@ -4,6 +4,8 @@ multiprocess directory's life, and the choice of log format."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -12,20 +14,26 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.test import Client, RequestFactory, override_settings
+from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.log_format import JsonFormatter, log_format
 from config.serve import prepare_metrics_dir
 from core.metrics import METRIC_NAMES, mark_dead_workers, metrics_access_error
-from events.hub import EventHub, TenantFeed
+from events.hub import EventHub, LogEvent, TenantFeed
 from events.ids import new_event_id
+from events.leases import acquire_stream_lease
 from events.recording import announce_commit
+from events.sse import EventStream, sse_frame
+from tenants.callers import caller_for_user
+from tests.builders import World
 from tests.conftest import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "ticketing-dashboard.json"
@@ -171,3 +179,51 @@ def test_a_json_line_carries_the_request_context_and_the_message_pairs() -> None
     assert line["tenant"] == "t-1"
     assert (line["event"], line["kind"], line["conn"]) == ("stream_open", "list", "c1")
     assert line["level"] == "INFO"
+
+
+class OneFrameStream(EventStream):
+    kind = "test_kind"
+
+    async def opening(self):
+        yield sse_frame("connected", {})
+
+    def render(self, event: LogEvent) -> bytes:
+        return sse_frame("updated", {}, id=event.ulid)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("ending", ["server_shutdown", "slow_consumer", "token_expired", "client"])
+def test_a_stream_counts_its_opening_and_the_reason_it_ended(acme: World, ending: str) -> None:
+    caller = caller_for_user(acme.users["alice"])
+    if ending == "token_expired":
+        caller = dataclasses.replace(caller, token_expires_at=timezone.now() + timedelta(milliseconds=300))
+    labels = {"kind": "test_kind", "tier": "standard"}
+    ends_before = sample("ticketing_stream_ends_total", kind="test_kind", reason=ending)
+
+    async def scenario() -> None:
+        hub = EventHub()
+        subscriber = await hub.subscribe(acme.tenant.id)
+        subscriber.max_pending = 1
+        lease = await acquire_stream_lease("test_kind", acme.tenant.id, acme.users["alice"].id, 1)
+        stream = OneFrameStream(caller=caller, hub=hub, subscriber=subscriber, lease=lease)  # type: ignore[arg-type]
+        frames = stream.frames()
+        assert b"connected" in await frames.__anext__()
+        assert sample("ticketing_streams_open", **labels) == 1
+        if ending == "client":
+            await frames.aclose()
+            return
+        if ending == "server_shutdown":
+            subscriber.close()
+        elif ending == "slow_consumer":
+            for n in range(3):
+                subscriber.offer(LogEvent(uuid.UUID(int=n + 1), str(n), acme.tenant.id, "t", "", {}, None, {}))
+        rest = [frame async for frame in frames if frame]
+        assert ending.upper().encode() in rest[-1]
+
+    asyncio.run(scenario())
+    assert sample("ticketing_streams_open", **labels) == 0
+    assert sample("ticketing_stream_ends_total", kind="test_kind", reason=ending) == ends_before + 1
