@@ -82,8 +82,10 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        message = record.getMessage()
         values = ((name, getattr(record, name, None)) for name in CONTEXT_FIELDS)
-        pairs = [f"{name}={value}" for name, value in values if value is not None]
+        # What the message already says (`event=request route=…`) is not repeated.
+        pairs = [f"{name}={value}" for name, value in values if value is not None and f"{name}=" not in message]
         if not pairs:
             return line
         head, newline, rest = line.partition("\n")  # keep a traceback below the line

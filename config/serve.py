@@ -26,6 +26,7 @@ import copy
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -151,11 +152,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-log", action="store_true", help="log every request (off: the app logs streams)")
     args = parser.parse_args(argv)
     temporary_metrics_dir = prepare_metrics_dir()
+    if temporary_metrics_dir is not None:
+        _remove_when_stopped(temporary_metrics_dir)
     try:
         _serve(args)
     finally:
         if temporary_metrics_dir is not None:
             shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
+
+
+def _remove_when_stopped(path: Path) -> None:
+    """Remove `path` when a SIGTERM / SIGINT stops the server. uvicorn shuts down cleanly on
+    them and then raises the signal again with the handler it found, so the process ends
+    as the signal says before `main` returns: this handler is the one it finds."""
+
+    def handler(signum: int, frame: Any) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def _serve(args: argparse.Namespace) -> None:

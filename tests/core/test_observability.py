@@ -24,7 +24,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from config.log_format import JsonFormatter, log_format
+from config.log_format import JsonFormatter, TextFormatter, log_format
 from config.serve import prepare_metrics_dir
 from core.metrics import METRIC_NAMES, mark_dead_workers, metrics_access_error
 from events.hub import EventHub, LogEvent, TenantFeed
@@ -227,3 +227,11 @@ def test_a_stream_counts_its_opening_and_the_reason_it_ended(acme: World, ending
     asyncio.run(scenario())
     assert sample("ticketing_streams_open", **labels) == 0
     assert sample("ticketing_stream_ends_total", kind="test_kind", reason=ending) == ends_before + 1
+
+
+def test_a_text_line_adds_the_request_context_the_message_does_not_already_say() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "event=request route=%s", ("/healthz",), None)
+    record.request_id = "r-2"
+    record.route = "/healthz"
+    line = TextFormatter().format(record)
+    assert line.endswith("event=request route=/healthz request_id=r-2")
