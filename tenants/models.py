@@ -19,8 +19,9 @@ class Tenant(models.Model):
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # The tenant's plan, for operations: a bounded label of the stream metrics
-    # (core.metrics) that never names a tenant. It changes no behaviour.
-    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD)
+    # (core.metrics) that never names a tenant. It changes no behaviour. A database default
+    # too, so rows inserted without it (raw SQL, older code during a deploy) are valid.
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD, db_default=Tier.STANDARD)
 
     class Meta:
         ordering = ["name"]
