@@ -45,6 +45,7 @@ from ticketing.serializers import (
     TicketListBodySerializer,
     WatcherWriteSerializer,
 )
+from ticketing.streams import PresenceWriteSerializer
 
 # ENUM_NAME_OVERRIDES: the sortable columns of the two lists are different choice sets.
 TICKET_SORT_CHOICES = sorted(SORT_COLUMNS)
@@ -750,6 +751,15 @@ NOTIFICATION_STREAM_EVENTS = (
     "A stream that cannot subscribe answers 503 before starting, as the list stream does."
 )
 
+TICKET_STREAM_EVENTS = (
+    "Events: `connected {connectionId, ticketId, timestamp}` (with `retry: 3000`); `snapshot {ticket, "
+    "comments, watchers, approvals, reset?}` (the ticket page's whole state at the stream's log position; "
+    "`reset: true` when a resume was not possible); `activity` (an Event exactly as `GET "
+    "/v2/system/events` shows it, for every event about the ticket: changes, comments, watchers, "
+    "approvals, products, SLA stages, for agents a merge into it, its deletion); `heartbeat {timestamp}`; "
+    "`error {code, message, timestamp}` before closing."
+)
+
 
 def _sse_response(events: str) -> OpenApiResponse:
     return OpenApiResponse(response=OpenApiTypes.STR, description=f"A Server-Sent Events stream. {events}")
@@ -800,17 +810,74 @@ class NotificationStreamSchema(APIView):
         raise NotImplementedError
 
 
+class TicketActivityStreamSchema(APIView):
+    """Schema stand-in for ticketing.streams.ticket_activity_stream (an async Django view)."""
+
+    @extend_schema(
+        operation_id="ticket_activity_stream",
+        summary="Everything that happens to one ticket, live (SSE)",
+        description=f"{TICKET_STREAM_EVENTS}\n\n{_STREAM_COMMON}",
+        tags=["ticketing"],
+        parameters=[
+            OpenApiParameter("ticket_id", str, OpenApiParameter.PATH, description="The ticket's id (a UUID)."),
+            OpenApiParameter("lastEventId", str, description="As the `Last-Event-ID` header."),
+            LAST_EVENT_ID_HEADER,
+        ],
+        responses={
+            (200, "text/event-stream"): _sse_response(TICKET_STREAM_EVENTS),
+            404: OpenApiResponse(ERROR, description="`TICKET_NOT_FOUND`: no such ticket, or not the caller's to see"),
+            429: OpenApiResponse(ERROR, description="`TOO_MANY_STREAMS` (with `Retry-After`)"),
+        },
+    )
+    def get(self, request: Request, ticket_id: str) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+class TicketPresenceSchema(APIView):
+    """Schema stand-in for ticketing.streams.ticket_presence (an async Django view)."""
+
+    @extend_schema(
+        operation_id="ticket_presence",
+        summary="Say you are typing on a ticket you view (presence)",
+        description=(
+            "`clientId` is the `connectionId` of your open ticket stream (`GET …/ticket/{id}/sse`), "
+            "which makes you a viewer. `state: typing` shows you typing to the other viewers for "
+            "`PRESENCE_TYPING_SECONDS` (repeat it while typing); `viewing` ends it. Answers the roster; "
+            "every viewer's stream gets it as a `presence` frame."
+        ),
+        tags=["ticketing"],
+        request=PresenceWriteSerializer,
+        parameters=[OpenApiParameter("ticket_id", str, OpenApiParameter.PATH, description="The ticket's id.")],
+        responses={
+            200: OpenApiResponse(description="`{ticketId, viewers: [{clientId, user {id, name}, state}]}`"),
+            400: OpenApiResponse(ERROR, description="`INVALID_BODY` / `INVALID_JSON`"),
+            404: OpenApiResponse(ERROR, description="`TICKET_NOT_FOUND`, or `VIEWER_NOT_FOUND` (not your stream)"),
+        },
+    )
+    def post(self, request: Request, ticket_id: str) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
 _STREAMS = (
     ("ticket-list-updates", "POST", TicketListStreamSchema),
     ("notification-stream", "GET", NotificationStreamSchema),
+    ("ticket-activity-stream", "GET", TicketActivityStreamSchema),
+    ("ticket-presence", "POST", TicketPresenceSchema),
 )
+_PER_TICKET = {"ticket-activity-stream", "ticket-presence"}
 
 
 def add_stream_endpoints(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """PREPROCESSING_HOOKS: the streams, which drf-spectacular skips as non-DRF views."""
+    """PREPROCESSING_HOOKS: the streams (and the presence announcement beside them), which
+    drf-spectacular skips as non-DRF views."""
     for url_name, method, view in _STREAMS:
-        path = reverse(url_name)
-        endpoints.append((path, path.lstrip("/"), method, view.as_view()))
+        if url_name in _PER_TICKET:
+            path = reverse(url_name, kwargs={"ticket_id": "TICKET"}).replace("TICKET", "{ticket_id}")
+            regex = "^" + path.lstrip("/").replace("{ticket_id}", "(?P<ticket_id>[^/]+)") + "$"
+        else:
+            path = reverse(url_name)
+            regex = path.lstrip("/")
+        endpoints.append((path, regex, method, view.as_view()))
     return endpoints
 
 
@@ -829,9 +896,9 @@ decision are in docs/api.md.
 spec's `{"query", "result"}`). Every error: `{"success": false, "error": {"code",
 "message", "details"}, "timestamp"}` (component `ErrorEnvelope`).
 
-**Live streams (SSE).** `POST /api/v2/ticketing/ticket/sse/list/updates` and
-`GET /api/v2/ticketing/ticket/sse/notifications` answer `text/event-stream`; their operations
-list the event types.
+**Live streams (SSE).** `POST /api/v2/ticketing/ticket/sse/list/updates`,
+`GET /api/v2/ticketing/ticket/sse/notifications` and `GET /api/v2/ticketing/ticket/{id}/sse`
+answer `text/event-stream`; their operations list the event types.
 
 **Partner websocket** `ws://<host>/v2/system/events/ws` (not an HTTP operation, so not listed
 below). Authenticates at the handshake with `X-API-Key`, `Authorization: ApiKey <key>`, or

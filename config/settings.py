@@ -32,8 +32,14 @@ DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for local work).")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off. For local work run `make run` once (it writes .env with "
+            "DEBUG=1, which manage.py and config.serve read) or prefix the command with DEBUG=1."
+        )
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105
+# Rotating SECRET_KEY (docs/operations.md, "Rotate secrets"): the previous keys, comma-
+# separated, still verify sessions and signed values made with them; new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
 
 # --- Security -------------------------------------------------------------------------
 # With DEBUG off the service expects HTTPS (directly or behind a TLS-terminating proxy):
@@ -297,6 +303,14 @@ SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 30.0)
 SSE_IDLE_TIMEOUT_SECONDS = env_float("SSE_IDLE_TIMEOUT_SECONDS", 3600.0)
 SSE_MAX_LIST_STREAMS_PER_USER = env_int("SSE_MAX_LIST_STREAMS_PER_USER", 8)
 SSE_MAX_NOTIFICATION_STREAMS_PER_USER = env_int("SSE_MAX_NOTIFICATION_STREAMS_PER_USER", 5)
+# Ticket pages open at once per user (one per browser tab on a ticket).
+SSE_MAX_TICKET_STREAMS_PER_USER = env_int("SSE_MAX_TICKET_STREAMS_PER_USER", 10)
+# Who is on a ticket (ticketing/presence.py): an entry lapses PRESENCE_TTL_SECONDS after
+# its stream last renewed it (every PRESENCE_RENEW_SECONDS), so a viewer whose worker died
+# is gone for everyone within TTL + renew interval; a typing mark shows this long.
+PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 20.0)
+PRESENCE_RENEW_SECONDS = env_float("PRESENCE_RENEW_SECONDS", 8.0)
+PRESENCE_TYPING_SECONDS = env_float("PRESENCE_TYPING_SECONDS", 6.0)
 SSE_LEASE_SECONDS = env_float("SSE_LEASE_SECONDS", 45.0)
 SSE_RETRY_AFTER_SECONDS = env_int("SSE_RETRY_AFTER_SECONDS", 5)
 SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000)

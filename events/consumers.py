@@ -225,6 +225,11 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_SERVICE_RESTART, "The server is restarting; reconnect with after_id.")
         except asyncio.CancelledError:
             raise
+        except OSError:
+            # The client went away (a crash, a cut network) while a send waited: the ASGI
+            # server says so with an OSError (uvicorn's ClientDisconnected). An ordinary
+            # end of a socket; the disconnect that follows frees it.
+            logger.info("event=partner_socket_gone tenant=%s", self.reader.tenant.id)
         except Exception:
             logger.exception("event=partner_feed_failed tenant=%s", self.reader.tenant.id)
             await self._refuse(1011, "The event feed failed; reconnect with after_id.")
@@ -240,6 +245,11 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
         self.refused = True
         if self.end_reason is None:
             self.end_reason = END_REASONS.get(code, "error")
+        if self.feed_task is not asyncio.current_task():
+            # Nothing may be sent after the close (the ASGI server would refuse it).
+            await self._stop_feed()
+        # Either may find the client gone already; then there is nobody to tell.
         with contextlib.suppress(Exception):
             await self.send(text_data=json.dumps({"action": "error", "code": code, "message": message}))
-        await self.close(code=code, reason=(reason or message)[:120])
+        with contextlib.suppress(OSError):
+            await self.close(code=code, reason=(reason or message)[:120])

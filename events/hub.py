@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FEED_BATCH = 500
+# A message on a tenant's group that is not a commit: news for the streams following its
+# `topic` (e.g. who is viewing a ticket), handed to them without reading the log.
+NOTE_MESSAGE = "stream.note"
 # How often a process checks that Redis still has its group memberships (a restarted
 # Redis has none), and the bound on one group_add.
 MEMBERSHIP_CHECK_SECONDS = 1.0
@@ -148,7 +151,18 @@ class Subscriber:
     Kept small (slots, a plain list, a future only while waiting): a process holds one
     per open stream, thousands of them mostly idle."""
 
-    __slots__ = ("_waiter", "accepts", "closing", "max_pending", "overflowed", "pending", "tenant_id", "user_id")
+    __slots__ = (
+        "_waiter",
+        "accepts",
+        "closing",
+        "max_pending",
+        "note",
+        "overflowed",
+        "pending",
+        "tenant_id",
+        "topic",
+        "user_id",
+    )
 
     def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None, max_pending: int | None = None) -> None:
         self.tenant_id = tenant_id
@@ -161,6 +175,10 @@ class Subscriber:
         # Set by a stream that can tell from the event alone that it has nothing to send,
         # so it is not woken (nor its buffer filled) for events outside its filter.
         self.accepts: Callable[[LogEvent], bool] | None = None
+        # Out-of-log news for streams that follow a topic (NOTE_MESSAGE): only the latest
+        # is kept, it replaces the one before.
+        self.topic: str | None = None
+        self.note: dict[str, Any] | None = None
 
     def offer(self, event: LogEvent) -> None:
         if self.overflowed:
@@ -174,6 +192,14 @@ class Subscriber:
             self.pending.append(event)
         self._wake()
 
+    def notify(self, note: dict[str, Any]) -> None:
+        self.note = note
+        self._wake()
+
+    def take_note(self) -> dict[str, Any] | None:
+        note, self.note = self.note, None
+        return note
+
     def close(self) -> None:
         self.closing = True
         self._wake()
@@ -185,7 +211,7 @@ class Subscriber:
     @property
     def ready(self) -> bool:
         """Something to do: events to send, or the stream must end (overflow, shutdown)."""
-        return bool(self.pending) or self.overflowed or self.closing
+        return bool(self.pending) or self.note is not None or self.overflowed or self.closing
 
     async def wait(self, at_most: float) -> None:
         """Return when an event is offered (at once if one is pending) or after `at_most`
@@ -302,6 +328,11 @@ class TenantFeed:
     @property
     def empty(self) -> bool:
         return not self.subscribers and not self.by_user
+
+    def deliver_note(self, topic: str, note: dict[str, Any]) -> None:
+        for subscriber in self.subscribers:
+            if subscriber.topic == topic:
+                subscriber.notify(note)
 
     def fan_out(self, event: LogEvent) -> None:
         if event.recipient_id is None:
@@ -490,6 +521,9 @@ class EventHub:
             return
         feed = self.feeds.get(tenant_id)
         if feed is None:
+            return
+        if message.get("type") == NOTE_MESSAGE:
+            feed.deliver_note(str(message.get("topic")), message)
             return
         try:
             feed.note_committed(event_commit_time(parse_event_id(message["id"])))

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from core.text import count_of
+
 if TYPE_CHECKING:
     from tenants.callers import Caller
 
@@ -162,7 +164,7 @@ async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease
         raise ApiError(
             429,
             "TOO_MANY_STREAMS",
-            f"At most {limit} {kind} streams per user.",
+            f"At most {count_of(limit, f'{kind} stream')} per user.",
             headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
         )
     return lease

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
@@ -242,6 +243,10 @@ class EventStream:
     # A stream that can tell from the event alone that it has nothing to send sets this to
     # a method, so it is not woken for such events (Subscriber.accepts).
     interested: Callable[[LogEvent], bool] | None = None
+    # When (time.monotonic()) the stream's own periodic work (`tick`) is next due.
+    next_tick = float("inf")
+    # Set by `opening` when the stream has nothing more to say (its last frame an error).
+    finished = False
 
     def __init__(
         self,
@@ -286,6 +291,19 @@ class EventStream:
     def render(self, event: LogEvent) -> bytes | None:
         raise NotImplementedError
 
+    def render_note(self, note: dict[str, Any]) -> bytes | None:
+        """A frame for out-of-log news of the stream's `subscriber.topic`, or None."""
+        return None
+
+    async def tick(self) -> AsyncIterator[bytes]:
+        """The stream's own periodic work, run at `next_tick` (which it moves on)."""
+        self.next_tick = float("inf")
+        return
+        yield b""  # pragma: no cover
+
+    async def closed(self) -> None:
+        """Clean-up of the stream's own, after its last frame (whatever ended it)."""
+
     def accept(self, event: LogEvent) -> bytes | None:
         if not event.replayed and self.position is not None and event.id.int <= self.position.int:
             return None
@@ -326,7 +344,7 @@ class EventStream:
             # as long as it is open. An empty chunk releases it and puts nothing on the wire.
             frame = b""
             yield frame
-            while True:
+            while not self.finished:
                 for event in self.subscriber.drain():
                     frame = self.accept(event)
                     if frame is not None:
@@ -335,6 +353,11 @@ class EventStream:
                         self.events_sent += 1
                         if not event.replayed:
                             observe_delivery(self.kind, event.id)
+                note = self.subscriber.take_note()
+                if note is not None:
+                    frame = self.render_note(note)
+                    if frame is not None:
+                        yield frame
                 if self.subscriber.overflowed:
                     self.end_reason = "slow_consumer"
                     yield error_frame("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
@@ -362,7 +385,10 @@ class EventStream:
                         async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
                             await self.lease.renew()
                     next_renewal = now + renew_every
-                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline)
+                if now >= self.next_tick:
+                    async for frame in self.tick():
+                        yield frame
+                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline, self.next_tick)
                 await self.subscriber.wait(next_due - loop_time())
         except Exception:
             self.end_reason = self.end_reason or "error"
@@ -371,6 +397,8 @@ class EventStream:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.lease.release())
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.closed())
             reason = self._ended_because()
             STREAMS_OPEN.labels(self.kind, tier).dec()
             STREAM_ENDS.labels(self.kind, reason).inc()
@@ -458,11 +486,11 @@ async def serve_stream(
     method: str,
     limit: int,
     private: bool = False,
-    read_request: Callable[[HttpRequest, Caller], StreamArguments],
+    read_request: Callable[[HttpRequest, Caller], StreamArguments | Awaitable[StreamArguments]],
 ) -> HttpResponse:
     """The whole of a stream view but what is its own: the method check, the caller (and
     the policy), the view's own reading of the request (`read_request`, given the
-    caller; raises ApiError), the resume position, a slot of the user's `limit` for
+    caller; raises ApiError; may be a coroutine), the resume position, a slot of the user's `limit` for
     streams of `stream_class.kind` and a hub subscription (`open_subscription`), in this
     order. Every failure before the response starts is answered in the envelope."""
     if request.method != method:
@@ -470,6 +498,8 @@ async def serve_stream(
     try:
         caller = await run_db(authorized_caller, request)
         arguments = read_request(request, caller)
+        if inspect.isawaitable(arguments):  # a view that must look something up first
+            arguments = await arguments
         last_event_id = last_event_id_from(request, arguments.resume_from)
         hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
     except ApiError as error:

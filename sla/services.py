@@ -2,6 +2,7 @@
 sla.handlers), the tenant's policies, and the monitor's claims of due warnings and
 breaches (`manage.py sla_monitor`), each recorded as an SLA event (sla.events)."""
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -120,20 +121,23 @@ def _pending(target: str, breached: bool, when: str, stamp: str, met: str, now: 
     return pending
 
 
-def claim_due_sla_stages(*, now: datetime | None = None, batch: int = 500) -> int:
+def claim_due_sla_stages(*, now: datetime | None = None, batch: int = 500, tally: Counter[str] | None = None) -> int:
     """Record every SLA warning and breach that is due, each exactly once per ticket and
     target even with several monitors running: a claim is a conditional UPDATE (`... WHERE
     stamp IS NULL`) in the same transaction as its event (whose handlers notify). Returns
-    how many stages this call claimed."""
+    how many stages this call claimed; `tally` counts them as "warning" and "breach"."""
     now = now or timezone.now()
     claimed = 0
     for target, breached, when, stamp, met in SLA_STAGES:
         pending = _pending(target, breached, when, stamp, met, now)
         due = TicketSla.objects.filter(pending).order_by(when).values_list("ticket_id", flat=True)[:batch]
         for ticket_id in list(due):
-            claimed += _claim_sla_stage(
+            if _claim_sla_stage(
                 ticket_id=ticket_id, pending=pending, stamp=stamp, target=target, breached=breached, now=now
-            )
+            ):
+                claimed += 1
+                if tally is not None:
+                    tally["breach" if breached else "warning"] += 1
     return claimed
 
 

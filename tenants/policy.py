@@ -134,6 +134,8 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "PATCH": _members("Change a ticket (end users: subject, description, cancel their own)"),
         "DELETE": _admins("Delete a ticket"),
     },
+    "ticket-activity-stream": {"GET": _members("Live activity of a ticket the caller may see (SSE)")},
+    "ticket-presence": {"POST": _members("Say you are typing on a ticket you view (presence)")},
     "ticket-comments": {
         "GET": _members("Read a visible ticket's comments"),
         "POST": _members("Comment on a visible ticket"),

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The checkout's .env (DEBUG=1, written by `make run`; config/local_env.py) is for the
+# developer's commands; the suite and the commands it runs in subprocesses never read it.
+os.environ["ENV_FILE"] = os.devnull
+
 # The suite runs with DEBUG off (production settings) but speaks plain http, through the
 # test client and to its server processes (ServerProcess sets the same through the
 # environment): no redirect to https. Cookies stay Secure, as in production.
@@ -95,8 +99,9 @@ def test_database_url() -> str:
 class ServerProcess:
     """A real server process (config.serve: uvicorn) on a free port, against the test database."""
 
-    def __init__(self, workers: int = 1, **env: str) -> None:
-        self.workers = workers
+    def __init__(self, *args: str, **env: str) -> None:
+        # `args`: more options of config.serve (`--server daphne`, `--workers 2`, ...).
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -117,9 +122,12 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
-        serve = [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [*serve, "--workers", str(self.workers)],
+            [
+                sys.executable,
+                *("-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+                *self.args,
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

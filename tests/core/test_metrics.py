@@ -42,7 +42,8 @@ def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def _two_workers(django_db_setup: None, django_db_blocker: object, metrics_dir: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(
-        workers=WORKERS,
+        "--workers",
+        str(WORKERS),
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
         # As if the server were reached through a proxy on the same host: loopback is
         # not trusted, the token is needed.

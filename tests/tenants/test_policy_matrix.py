@@ -230,7 +230,11 @@ def make_objects(acme: World) -> dict[str, str]:
 
 # --- expectations --------------------------------------------------------------------------
 
-STREAMS = {"ticket-list-updates": "?type=user&module=ticketing", "notification-stream": ""}
+STREAMS = {
+    "ticket-list-updates": "?type=user&module=ticketing",
+    "notification-stream": "",
+    "ticket-activity-stream": "",
+}
 
 
 def is_policy_denial(response: httpx.Response, route: str) -> bool:
@@ -276,12 +280,13 @@ def check(route: Route, method: str, kind: str, response: httpx.Response) -> str
     if allowed:
         if status == 401 or is_policy_denial(response, route.key):
             return f"{status} {response.text[:200]} (the policy allows it)"
-        if route.key in STREAMS and status != 200:
+        # Reads of bob's objects: bob and the agents see them; bob's `sub` from another
+        # realm is someone else, who does not.
+        not_theirs = kind == OTHER_REALM_USER and "ticket_id" in route.template
+        if route.key in STREAMS and status != (404 if not_theirs else 200):
             return f"{status} {response.text[:200]} (expected the stream to open)"
         if method == "GET":
-            # Reads of bob's objects: bob and the agents see them; bob's `sub` from another
-            # realm is someone else, who does not.
-            expected = 404 if kind == OTHER_REALM_USER and "ticket_id" in route.template else 200
+            expected = 404 if not_theirs else 200
             return None if status == expected else f"{status} {response.text[:200]} (expected {expected})"
         return None
     if is_policy_denial(response, route.key):

@@ -109,7 +109,7 @@
         if (!response.ok) {
           retryAfter = Number(response.headers.get("Retry-After")) || null;
           const text = await response.text();
-          if (response.status === 400 || response.status === 403) {
+          if (response.status === 400 || response.status === 403 || response.status === 404) {
             this.onState("failed", text);
             return;
           }

@@ -1,5 +1,6 @@
-/* The ticket page: edit the ticket, comment with @mentions, and follow changes made
-   elsewhere live (a list-updates stream filtered to this one ticket). */
+/* The ticket page: edit the ticket, comment with @mentions, add and remove watchers, and
+   follow everything that happens to the ticket live (its own stream: GET …/ticket/{id}/sse,
+   a snapshot of the page, then one `activity` frame per event about the ticket). */
 (function () {
   "use strict";
   const Dash = window.Dash;
@@ -16,7 +17,10 @@
   const commentStatus = document.getElementById("comment-status");
   const mentionList = document.getElementById("mention-list");
   const historyList = document.getElementById("history");
-  const channel = "BroadcastChannel" in window ? new BroadcastChannel("dashboard-ticket-" + ticket.id) : null;
+  const watchersList = document.getElementById("watchers");
+  const watcherForm = document.getElementById("watcher-form");
+  const watcherStatus = document.getElementById("watcher-status");
+  const approvalsList = document.getElementById("approvals");
   const dirty = new Set();
 
   function valueOf(name, state) {
@@ -113,19 +117,13 @@
     if (!comments.length) commentsList.appendChild(Dash.el("li", { className: "muted", text: "No comments yet." }));
   }
 
-  let commentCount = config.comments.length;
-  async function refreshComments() {
-    try {
-      const body = await Dash.api("GET", ticketUrl + "/comments");
-      if (body.data.length !== commentCount) {
-        commentCount = body.data.length;
-        renderComments(body.data);
-        const last = commentsList.lastElementChild;
-        if (last) Dash.flash(last);
-      }
-    } catch (error) {
-      /* shown by the connection state */
-    }
+  let comments = config.comments.slice();
+  function addComment(comment) {
+    if (comments.some(function (c) { return c.id === comment.id; })) return;
+    comments.push(comment);
+    renderComments(comments);
+    const last = commentsList.lastElementChild;
+    if (last) Dash.flash(last);
   }
 
   commentForm.addEventListener("submit", async function (event) {
@@ -134,18 +132,68 @@
     if (!text) return;
     commentStatus.textContent = "Sending…";
     try {
-      await Dash.api("POST", ticketUrl + "/comments", { body: text });
+      const body = await Dash.api("POST", ticketUrl + "/comments", { body: text });
       commentBody.value = "";
       commentStatus.textContent = "Comment added.";
-      await refreshComments();
-      if (channel) channel.postMessage({ type: "comments" });
+      addComment(body.data); // the stream brings it too; shown once
     } catch (error) {
       commentStatus.textContent = "Not sent: " + error.message;
     }
   });
-  if (channel) channel.onmessage = refreshComments;
-  // Comments are not part of the list stream; other browsers see them within this interval.
-  setInterval(function () { if (!document.hidden) refreshComments(); }, 10000);
+
+  // --- watchers and approvals ----------------------------------------------------------------
+
+  let watchers = [];
+  function renderWatchers(list) {
+    watchers = list.slice();
+    watchersList.replaceChildren.apply(
+      watchersList,
+      watchers.map(function (user) {
+        const remove = Dash.el("button", { type: "button", className: "link", text: "Remove", "aria-label": "Stop " + user.name + " watching" });
+        remove.addEventListener("click", async function () {
+          watcherStatus.textContent = "Removing…";
+          try {
+            await Dash.api("DELETE", ticketUrl + "/watchers/" + encodeURIComponent(user.id));
+            watcherStatus.textContent = user.name + " no longer watches.";
+          } catch (error) {
+            watcherStatus.textContent = "Not removed: " + error.message;
+          }
+        });
+        return Dash.el("li", { "data-id": user.id }, [user.name + " ", remove]);
+      })
+    );
+    if (!watchers.length) watchersList.appendChild(Dash.el("li", { className: "muted", text: "Nobody is watching this ticket." }));
+  }
+
+  watcherForm.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    watcherStatus.textContent = "Adding…";
+    try {
+      const body = await Dash.api("POST", ticketUrl + "/watchers", { user: watcherForm.elements.user.value });
+      watcherStatus.textContent = body.data.added ? body.data.user.name + " now watches." : body.data.user.name + " already watches.";
+    } catch (error) {
+      watcherStatus.textContent = "Not added: " + error.message;
+    }
+  });
+
+  function renderApprovals(list) {
+    approvalsList.replaceChildren.apply(
+      approvalsList,
+      list.map(function (a) {
+        return Dash.el("li", { "data-id": a.id }, [
+          Dash.el("strong", { text: Dash.label(a.approvalType) }),
+          " by " + (a.approver ? a.approver.name : "–") + " · ",
+          Dash.el("span", { className: "tag", text: Dash.label(a.state) }),
+        ]);
+      })
+    );
+    if (!list.length) approvalsList.appendChild(Dash.el("li", { className: "muted", text: "No approvals requested." }));
+  }
+  let approvals = [];
+  function upsertApproval(approval) {
+    approvals = approvals.filter(function (a) { return a.id !== approval.id; }).concat([approval]);
+    renderApprovals(approvals);
+  }
 
   let mentionIndex = 0;
   let mentionMatches = [];
@@ -219,17 +267,17 @@
 
   // --- live changes ----------------------------------------------------------------------
 
-  function historyLine(data) {
-    const changes = Object.entries(data.changes || {})
+  function historyLine(event) {
+    const text = function (v) { return v && typeof v === "object" ? v.name : Dash.label(v); };
+    const changes = Object.entries(event.changes || {})
       .filter(function (e) { return e[0] !== "updatedAt"; })
-      .map(function (e) {
-        const text = function (v) { return v && typeof v === "object" ? v.name : Dash.label(v); };
-        return Dash.el("span", { text: e[0] + ": " + text(e[1].from) + " → " + text(e[1].to) });
-      });
+      .map(function (e) { return Dash.el("span", { text: e[0] + ": " + text(e[1].from) + " → " + text(e[1].to) }); });
+    const what = event.type.replace("tickets.ticket.", "").replace(/_/g, " ");
     const line = Dash.el("li", {}, [
-      Dash.el("time", { datetime: data.updatedAt, text: Dash.shortTime(data.updatedAt, true) }),
+      Dash.el("time", { datetime: event.occurred_at, text: Dash.shortTime(event.occurred_at, true) }),
       " ",
-      Dash.el("strong", { text: data.replayed ? "updated (replayed)" : "updated" }),
+      Dash.el("strong", { text: event.replayed ? what + " (replayed)" : what }),
+      " by " + (event.actor ? event.actor.name : "system"),
       " ",
       Dash.el("span", { className: "changes" }, changes),
     ]);
@@ -237,28 +285,80 @@
     Dash.flash(line);
   }
 
-  function onEvent(event, data) {
-    if (event === "snapshot") {
-      if (data.tickets.length) showTicket(data.tickets[0], null);
-      else document.getElementById("gone").hidden = false;
-    } else if (event === "updated" || event === "created") {
-      document.getElementById("gone").hidden = true;
-      showTicket(data, data.changes || {});
-      if (event === "updated") historyLine(data);
-    } else if (event === "deleted") {
+  function onActivity(event) {
+    const payload = event.payload || {};
+    const type = event.type.replace("tickets.ticket.", "");
+    historyLine(event);
+    if (type === "deleted") {
       document.getElementById("gone").hidden = false;
+      return;
+    }
+    if (payload.ticket && payload.ticket.id === ticket.id) showTicket(payload.ticket, event.changes || {});
+    if (type === "comment_added" && payload.comment) {
+      addComment({ id: payload.comment.id, author: payload.comment.author, body: payload.comment.body, createdAt: event.occurred_at });
+    } else if (type === "watcher_added" && payload.watcher) {
+      if (!watchers.some(function (w) { return w.id === payload.watcher.id; })) renderWatchers(watchers.concat([payload.watcher]));
+    } else if (type === "watcher_removed" && payload.watcher) {
+      renderWatchers(watchers.filter(function (w) { return w.id !== payload.watcher.id; }));
+    } else if ((type === "approval_requested" || type === "approval_decided") && payload.approval) {
+      upsertApproval(payload.approval);
     }
   }
 
-  renderComments(config.comments);
-  new Dash.FetchEventStream({
-    url: Dash.listStreamUrl(config.view),
-    body: {
-      top: 1,
-      offset: 0,
-      filter: { op: "AND", operand: [{ id: "this", column: "id", op: "EQ", operand: ticket.id }] },
-    },
-    onEvent: onEvent,
-    onState: Dash.showConnection,
-  }).start();
+  // --- presence: who else is on this ticket ---------------------------------------------
+
+  const presenceLine = document.getElementById("presence");
+  let myClientId = null;
+  let typingSentAt = 0;
+
+  function showPresence(data) {
+    const others = data.viewers.filter(function (v) { return v.clientId !== data.you; });
+    // One line per person, even with several tabs open; typing wins.
+    const people = new Map();
+    for (const v of others) {
+      const known = people.get(v.user.id);
+      if (!known || v.state === "typing") people.set(v.user.id, v);
+    }
+    const names = Array.from(people.values()).map(function (v) {
+      return v.state === "typing" ? v.user.name + " (typing…)" : v.user.name;
+    });
+    presenceLine.hidden = !names.length;
+    presenceLine.textContent = names.length ? "Also on this ticket: " + names.join(", ") : "";
+  }
+
+  /* Tell the other viewers this person is typing (at most every 3 s while it lasts). */
+  function typing() {
+    if (!myClientId || Date.now() - typingSentAt < 3000) return;
+    typingSentAt = Date.now();
+    Dash.api("POST", ticketUrl + "/presence", { clientId: myClientId, state: "typing" }).catch(function () {});
+  }
+  commentBody.addEventListener("input", typing);
+  form.addEventListener("input", typing);
+
+  function onEvent(name, data) {
+    if (name === "connected") {
+      myClientId = data.connectionId;
+    } else if (name === "presence") {
+      showPresence(data);
+    } else if (name === "snapshot") {
+      document.getElementById("gone").hidden = true;
+      showTicket(data.ticket, null);
+      comments = data.comments.slice();
+      renderComments(comments);
+      renderWatchers(data.watchers);
+      approvals = data.approvals.slice();
+      renderApprovals(approvals);
+    } else if (name === "activity") {
+      onActivity(data);
+    }
+  }
+
+  function onState(state, detail) {
+    // 404 before the stream starts: the ticket was deleted or is no longer visible.
+    if (state === "failed" && /TICKET_NOT_FOUND/.test(String(detail))) document.getElementById("gone").hidden = false;
+    Dash.showConnection(state, detail);
+  }
+
+  renderComments(comments);
+  new Dash.FetchEventStream({ url: ticketUrl + "/sse", method: "GET", onEvent: onEvent, onState: onState }).start();
 })();
