@@ -14,6 +14,10 @@ Two things uvicorn does not do by itself are added here: a deadline for a reques
 request line, so a few hundred slow clients could hold every socket — "slowloris"), and
 keeping credentials out of its log lines (config.log_redaction on its handlers).
 
+Each start also gives the workers an empty directory for their metrics
+(`PROMETHEUS_MULTIPROC_DIR`, core.metrics) before any of them starts: the operator's, emptied
+of a previous run's files, or a temporary one removed when the server exits.
+
 Behind a reverse proxy (deploy/nginx), the client's address and scheme come from the
 proxy's `X-Forwarded-For` / `X-Forwarded-Proto`, but only on connections from the
 addresses in `FORWARDED_ALLOW_IPS` (comma-separated addresses or networks, `*` for any):
@@ -31,6 +35,10 @@ import asyncio
 import copy
 import logging
 import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -110,13 +118,51 @@ class HeaderTimeoutHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
+def prepare_metrics_dir() -> Path | None:
+    """Set up PROMETHEUS_MULTIPROC_DIR for this server start (before any worker starts and
+    imports prometheus-client, which reads the variable once): the given directory,
+    created and emptied of a previous run's files (the counters of processes long gone
+    must not be added to this run's), or a new temporary one. Returns the directory to
+    remove at exit (the temporary one), else None."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    path = Path(tempfile.mkdtemp(prefix="ticketing-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging setup, with credentials redacted on every handler."""
+    """uvicorn's logging setup, with credentials redacted on every handler, in the format
+    of the service's own lines (JSON in production, config.log_format)."""
+    from config.log_format import log_format
+
     config = copy.deepcopy(LOGGING_CONFIG)
+    if log_format() == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": "config.log_format.JsonFormatter"}
     config.setdefault("filters", {})["redact_credentials"] = {"()": "config.log_redaction.RedactCredentials"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact_credentials")
     return config
+
+
+def _remove_when_stopped(path: Path) -> None:
+    """Remove `path` when a SIGTERM / SIGINT stops the server. uvicorn shuts down cleanly on
+    them and then raises the signal again with the handler it found, so the process ends
+    as the signal says before `main` returns: this handler is the one it finds."""
+
+    def handler(signum: int, frame: Any) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def trusted_proxies() -> str:
@@ -217,15 +263,22 @@ def main(argv: list[str] | None = None) -> None:
         help="the ASGI server (uvicorn: less CPU per stream frame, see docs/benchmarks.md)",
     )
     args = parser.parse_args(argv)
-    if args.server == "daphne":
-        if args.workers != 1:
-            parser.error(
-                "daphne serves one process: use --workers 1 and run one daphne per port behind the proxy "
-                "(docs/operations.md, Scale), or --server uvicorn for --workers N"
-            )
-        serve_daphne(args)
-    else:
-        serve_uvicorn(args)
+    if args.server == "daphne" and args.workers != 1:
+        parser.error(
+            "daphne serves one process: use --workers 1 and run one daphne per port behind the proxy "
+            "(docs/operations.md, Scale), or --server uvicorn for --workers N"
+        )
+    temporary_metrics_dir = prepare_metrics_dir()
+    if temporary_metrics_dir is not None:
+        _remove_when_stopped(temporary_metrics_dir)
+    try:
+        if args.server == "daphne":
+            serve_daphne(args)
+        else:
+            serve_uvicorn(args)
+    finally:
+        if temporary_metrics_dir is not None:
+            shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

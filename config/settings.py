@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.log_format import formatter_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -94,6 +96,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: the request id, the caller in every log line, the request's log line and
+    # metrics, whatever answered it (core.request_context).
+    "core.request_context.RequestContextMiddleware",
     # First: on /api/ and /v2/ paths every failure, wherever it is raised, is answered in
     # the error envelope (core.errors).
     "core.errors.ApiErrorMiddleware",
@@ -325,10 +330,28 @@ DATABASE_POOL_BUSY_WAIT_SECONDS = env_float("DB_POOL_BUSY_WAIT_SECONDS", 30.0)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"kv": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"}},
-    # Credentials never reach a log line, whoever logs them (config.log_redaction).
-    "filters": {"redact_credentials": {"()": "config.log_redaction.RedactCredentials"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["redact_credentials"]}},
+    # JSON lines in production, text with DEBUG on; LOG_FORMAT=json|text decides (config.log_format).
+    "formatters": {"main": formatter_config()},
+    # Credentials never reach a log line, whoever logs them (config.log_redaction); every
+    # line of a request carries its id, tenant and caller (core.request_context).
+    "filters": {
+        "redact_credentials": {"()": "config.log_redaction.RedactCredentials"},
+        "request_context": {"()": "config.log_format.RequestContextFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "main",
+            "filters": ["redact_credentials", "request_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Observability (docs/operations.md) -------------------------------------------------
+# `/metrics` (core.metrics) answers loopback callers, and others that send
+# `Authorization: Bearer $METRICS_TOKEN`; without a token only loopback. Turn
+# METRICS_LOOPBACK_OPEN off when a proxy on the same host forwards outside traffic to it.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", True)

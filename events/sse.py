@@ -33,6 +33,7 @@ from django.urls import Resolver404, resolve
 
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
+from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, take_stream_slot
@@ -124,6 +125,7 @@ class StreamConnection:
         self._flow: Any = getattr(cycle, "flow", None)
         self.streams: list[AsyncGenerator[bytes, None]] = []
         self.ended = False  # the stream was ended here: no more frames
+        self.end_reason: str | None = None  # why, when it was ended here (metrics, logs)
         self.aborted = False  # the connection was dropped: nothing more is written
 
     def client_gone(self) -> bool:
@@ -177,6 +179,7 @@ class StreamConnection:
         and with `abort` drop the connection and whatever the server still buffers."""
         if not self.ended:
             self.ended = True
+            self.end_reason = reason
             logger.info("event=stream_cut reason=%s", reason)
         await self.close_streams()
         if abort and not self.aborted:
@@ -263,6 +266,23 @@ class EventStream:
         self.connection_id = new_connection_id()
         self.position: uuid.UUID | None = None
         self.started = time.monotonic()
+        # The socket side, which knows when a client vanished or stopped reading.
+        self.connection = _stream_connection.get()
+        # Why the stream ended, when it ended itself (an `error` frame's code, lower case).
+        self.end_reason: str | None = None
+        self.events_sent = 0
+
+    def note_resume(self, *, resumed: bool) -> None:
+        """The client asked to resume: were its missed events replayed, or is it reset?"""
+        STREAM_RESUMES.labels(self.kind, "resumed" if resumed else "reset").inc()
+
+    def _ended_because(self) -> str:
+        if self.end_reason is not None:
+            return self.end_reason
+        cut = self.connection.end_reason if self.connection is not None else None
+        # Closed from outside without a reason of the socket's (slow_consumer,
+        # send_timeout): the client went away.
+        return "client" if cut in (None, "client_gone") else cut
 
     async def opening(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
@@ -301,13 +321,17 @@ class EventStream:
         idle_deadline = self.started + settings.SSE_IDLE_TIMEOUT_SECONDS
         expires = self.caller.token_expires_at
         token_deadline = loop_time() + (expires.timestamp() - time.time()) if expires else float("inf")
+        tier = tenant_tier(self.caller.tenant)
         logger.info(
-            "event=stream_open kind=%s conn=%s tenant=%s user=%s",
+            "event=stream_open kind=%s conn=%s tenant=%s user=%s resume=%s",
             self.kind,
             self.connection_id,
             self.caller.tenant.id,
             self.caller.user.id,
+            self.last_event_id is not None,
         )
+        STREAM_OPENS.labels(self.kind, tier, "opened").inc()
+        STREAMS_OPEN.labels(self.kind, tier).inc()
         try:
             first = True
             async for frame in self.opening():
@@ -325,22 +349,30 @@ class EventStream:
                     frame = self.accept(event)
                     if frame is not None:
                         yield frame
+                        # The write is done when the generator is resumed.
+                        self.events_sent += 1
+                        if not event.replayed:
+                            observe_delivery(self.kind, event.id)
                 note = self.subscriber.take_note()
                 if note is not None:
                     frame = self.render_note(note)
                     if frame is not None:
                         yield frame
                 if self.subscriber.overflowed:
+                    self.end_reason = "slow_consumer"
                     yield error_frame("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
                     return
                 if self.subscriber.closing:
+                    self.end_reason = "server_shutdown"
                     yield error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
                     return
                 now = loop_time()
                 if now >= token_deadline:
+                    self.end_reason = "token_expired"
                     yield error_frame("TOKEN_EXPIRED", "Authentication token has expired")
                     return
                 if now >= idle_deadline:
+                    self.end_reason = "idle_timeout"
                     yield error_frame("IDLE_TIMEOUT", "The stream was open too long without client activity.")
                     return
                 if now >= next_heartbeat:
@@ -358,13 +390,28 @@ class EventStream:
                         yield frame
                 next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline, self.next_tick)
                 await self.subscriber.wait(next_due - loop_time())
+        except Exception:
+            self.end_reason = self.end_reason or "error"
+            raise
         finally:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.lease.release())
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.closed())
-            logger.info("event=stream_closed kind=%s conn=%s", self.kind, self.connection_id)
+            reason = self._ended_because()
+            STREAMS_OPEN.labels(self.kind, tier).dec()
+            STREAM_ENDS.labels(self.kind, reason).inc()
+            logger.info(
+                "event=stream_closed kind=%s conn=%s tenant=%s user=%s reason=%s events=%d seconds=%.1f",
+                self.kind,
+                self.connection_id,
+                self.caller.tenant.id,
+                self.caller.user.id,
+                reason,
+                self.events_sent,
+                time.monotonic() - self.started,
+            )
 
 
 def last_event_id_from(request: HttpRequest, fallback: str | None = None) -> uuid.UUID | None:

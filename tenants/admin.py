@@ -19,8 +19,8 @@ class AllowedOriginInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "id", "active", "created_at")
-    list_filter = ("active",)
+    list_display = ("slug", "name", "id", "active", "tier", "created_at")
+    list_filter = ("active", "tier")
     search_fields = ("slug", "name", "id")
     inlines = [RealmInline, AllowedOriginInline]
 

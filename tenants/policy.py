@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from core.http import ApiError
+from core.request_context import note_caller
 from tenants.callers import (
     ROLE_ADMIN,
     ROLE_AGENT,
@@ -182,6 +183,9 @@ ROUTES: dict[str, dict[str, Rule]] = {
     # probes for orchestrators (core.health)
     "healthz": {"GET": Rule("Liveness: the process answers (touches no dependency)", Access.PUBLIC)},
     "readyz": {"GET": Rule("Readiness: database, Redis (if set), migrations; 503 names what fails", Access.PUBLIC)},
+    # Prometheus (core.metrics): no tenant credentials; its own guard admits loopback
+    # callers and `Authorization: Bearer $METRICS_TOKEN`.
+    "metrics": {"GET": Rule("Prometheus metrics: loopback, else `Bearer $METRICS_TOKEN` (403/401)", Access.PUBLIC)},
     # documentation, pages, files
     "schema": {"GET": Rule("OpenAPI schema", Access.PUBLIC)},
     "api-docs": {"GET": Rule("Swagger UI", Access.PUBLIC)},
@@ -260,6 +264,7 @@ def authorized_caller(request: Any) -> Caller:
     """For views outside DRF (the SSE streams): resolve the caller (headers, an API key,
     or the dashboard session) and ask the policy. Blocking: call it through run_db."""
     caller = resolve_request_caller(request)
+    note_caller(request, caller)  # for the request's log lines
     authorize(caller, route_of(request), request.method)
     # No route served this way admits an API key (`api_key=False`), so `authorize` has
     # refused one already.

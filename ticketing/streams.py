@@ -89,12 +89,15 @@ class TicketListStream(EventStream):
             limit = settings.SSE_RESUME_MAX_EVENTS
             missed = await run_db(fetch_log, tenant_id, self.last_event_id, limit + 1)
             if len(missed) <= limit:
+                self.note_resume(resumed=True)
                 self.position = self.last_event_id
                 for event in missed:
                     frame = self.accept(event)
                     if frame is not None:
                         yield frame
                 return
+        if self.last_event_id is not None:
+            self.note_resume(resumed=False)
         yield await self.snapshot(reset=self.last_event_id is not None)
 
     async def snapshot(self, *, reset: bool) -> bytes:
@@ -267,6 +270,7 @@ class TicketActivityStream(EventStream):
                 missed_ticket_events, tenant_id, self.last_event_id, self.ticket_id, limit, merges_into=self.merges_into
             )
             if missed is not None:
+                self.note_resume(resumed=True)
                 self.position = self.last_event_id
                 for event in missed:
                     frame = self.accept(event)
@@ -276,11 +280,13 @@ class TicketActivityStream(EventStream):
             try:
                 position, data = await run_db(ticket_activity_at_position, self.caller, self.ticket_id)
             except ApiError as error:  # deleted between the request's check and now
+                self.end_reason = error.code.lower()
                 yield error_frame(error.code, error.message)
                 self.finished = True
                 return
             self.position = position
             if self.last_event_id is not None:
+                self.note_resume(resumed=False)
                 data["reset"] = True  # the missed events could not be replayed: take this state
             yield sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
         async for frame in self.join_viewers():
