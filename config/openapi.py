@@ -43,6 +43,7 @@ from ticketing.serializers import (
     ApprovalDecisionSerializer,
     MergeSerializer,
     TicketListBodySerializer,
+    TicketWriteSerializer,
     WatcherWriteSerializer,
 )
 
@@ -130,6 +131,10 @@ class TicketSchema(serializers.Serializer):
     products = ProductSchema(many=True)
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
+    version = serializers.IntegerField(
+        help_text='Raised with every change of the ticket; also the response\'s `ETag` (`"<version>"`), '
+        "to send back in `If-Match`."
+    )
 
     class Meta:
         ref_name = "Ticket"
@@ -406,6 +411,30 @@ TICKET_REOPEN = {
     "summary": "Reopen a resolved, closed or cancelled ticket",
     "request": None,
     "responses": {200: TICKET, 409: conflict("`TICKET_NOT_CLOSED`")},
+}
+IF_MATCH_HEADER = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description='The ticket\'s `ETag` as last read (`"<version>"`; a list or `*` also work). Another '
+    "version is current: 412 PRECONDITION_FAILED, nothing changed, the current ticket in "
+    "`details.ticket`. Absent: the change is unconditional. Not a list of entity tags: 400 INVALID_HEADER.",
+)
+PRECONDITION_FAILED = OpenApiResponse(
+    ERROR,
+    description="`PRECONDITION_FAILED`: `If-Match` names another version; `details.currentVersion` and "
+    "`details.ticket` show the ticket as it is now (also its `ETag` header).",
+)
+TICKET_PATCH = {
+    "summary": "Change a ticket",
+    "request": TicketWriteSerializer,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {200: TICKET, 412: PRECONDITION_FAILED},
+}
+TICKET_DELETE = {
+    "summary": "Delete a ticket (admin)",
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {204: NO_CONTENT, 412: PRECONDITION_FAILED},
 }
 NOTIFICATION_LIST = {
     "summary": "The caller's notifications: filter, search, sort, page",

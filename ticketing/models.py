@@ -67,6 +67,9 @@ class Ticket(models.Model):
     watchers = models.ManyToManyField("tenants.TenantUser", through="Watcher", related_name="watched_tickets")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Raised by one with every write of the row (ticketing.services), under the row's lock:
+    # the API's ETag, which `If-Match` compares against (optimistic concurrency).
+    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="ticket_number_unique_per_tenant")]
