@@ -152,7 +152,8 @@ def _count(limiter: FixedWindowRateLimiter, buckets: list[Bucket]) -> Verdict:
                 allowed=allowed,
                 limit=bucket.limit.amount,
                 remaining=max(0, stats.remaining),
-                reset_seconds=max(1, math.ceil(stats.reset_time - now)),
+                # Redis keeps expiries in whole seconds: never more than the window.
+                reset_seconds=min(bucket.limit.get_expiry(), max(1, math.ceil(stats.reset_time - now))),
                 scope=bucket.kind,
             )
         )
