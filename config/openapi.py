@@ -502,6 +502,37 @@ LAST_EVENT_ID_HEADER = OpenApiParameter(
     description="Resume after this event-log id (EventSource sends it on reconnect).",
 )
 
+IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    pattern=r"^[\x21-\x7e]{1,255}$",
+    description="Optional; 1 to 255 visible ASCII characters (a UUID is a good choice), else 400 "
+    "INVALID_HEADER. The first successful answer is stored per tenant, caller and key for 24 h; a repeat "
+    "with the same method, path and body gets it again (with `Idempotent-Replayed: true`) and changes "
+    "nothing. Same key, other request: 422 IDEMPOTENCY_KEY_REUSED; while the first is still in flight: "
+    "409 IDEMPOTENCY_KEY_IN_USE (with `Retry-After`).",
+)
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDEMPOTENCY_ERRORS = {
+    "409": "`IDEMPOTENCY_KEY_IN_USE`: a request with this `Idempotency-Key` is still in flight (`Retry-After`)",
+    "422": "`IDEMPOTENCY_KEY_REUSED`: the `Idempotency-Key` was used for another method, path or body",
+}
+_RATE_LIMITED = (
+    "`TOO_MANY_REQUESTS`: too many requests in the time window, per user, API key or tenant "
+    "(`details.scope`); `Retry-After` and `details.retryAfter` say when to try again"
+)
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": "Requests allowed in the window, of the caller's bucket closest to running out.",
+    "RateLimit-Remaining": "Requests left in that window.",
+    "RateLimit-Reset": "Seconds until that window ends.",
+}
+
+
+def _integer_header(description: str) -> dict[str, Any]:
+    return {"schema": {"type": "integer", "minimum": 0}, "description": description}
+
+
 # The error codes each generic status can carry, as the code raises them (an `ApiError`
 # with that status, or core.errors' code for a bare status). Kept true by
 # tests/contract/test_openapi_schema.py, which greps the code for every code it raises.
@@ -574,6 +605,8 @@ class TicketingAutoSchema(AutoSchema):
             params += [TENANT_HEADER, REALM_HEADER, SUPPORT_HEADER]
         elif "EventReaderAuthentication" in names:
             params += [EVENT_TENANT_HEADER, EVENT_REALM_HEADER]
+        if names and self.method in _WRITE_METHODS and "/sse/" not in self.path:
+            params.append(IDEMPOTENCY_KEY_HEADER)
         return params
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
@@ -588,6 +621,23 @@ class TicketingAutoSchema(AutoSchema):
                 responses[str(status)] = self._get_response_for_code(ERROR, str(status), direction=direction) | {
                     "description": _ERROR_DESCRIPTIONS[status]
                 }
+        if "/sse/" in self.path:
+            return responses  # streams keep their own limits (TOO_MANY_STREAMS)
+        extra = {"429": _RATE_LIMITED}
+        if self.method in _WRITE_METHODS:
+            extra |= _IDEMPOTENCY_ERRORS
+        for status, description in extra.items():
+            if status in responses:
+                responses[status]["description"] += f"; or {description}"
+            else:
+                responses[status] = self._get_response_for_code(ERROR, status, direction=direction) | {
+                    "description": description
+                }
+        for status, response in responses.items():
+            headers = {name: _integer_header(text) for name, text in RATE_LIMIT_HEADERS.items()}
+            if status == "429":
+                headers["Retry-After"] = _integer_header("Seconds to wait before the next request.")
+            response["headers"] = {**response.get("headers", {}), **headers}
         return responses
 
 
