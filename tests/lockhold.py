@@ -29,8 +29,7 @@ def wait_for_lock_waiters(count: int, timeout: float = 20.0) -> None:
     with psycopg.connect(conftest.test_database_url(), autocommit=True) as conn:
         while time.monotonic() < deadline:
             waiting = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'"
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
             ).fetchone()[0]
             if waiting >= count:
                 return
