@@ -79,8 +79,8 @@ class RetryingAPIView(APIView):
         verdict = django_request._rate_limit
         if verdict is not None and not verdict.allowed:
             raise verdict.refusal()
-        if request.method in SAFE_METHODS:
-            return
+        if request.method not in idempotency.METHODS or not hasattr(self, request.method.lower()):
+            return  # reads, and methods this view does not take (405 comes first)
         key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
         if key is None:
             return

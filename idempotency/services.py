@@ -39,6 +39,8 @@ from idempotency.models import IdempotencyRecord
 from tenants.models import Tenant
 
 HEADER = "Idempotency-Key"
+# The writes a key applies to (reads are repeatable anyway).
+METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Headers of a stored answer that belong to it (the rest is per delivery, or ours to add).
