@@ -12,6 +12,11 @@ from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A benchmark sends far more requests per user than any rate limit allows: the limits are
+# off for benchmarks (and the servers they start) unless the environment says otherwise
+# (RATE_LIMITS_ENABLED=1 with RATE_LIMIT_PER_* measures them).
+os.environ.setdefault("RATE_LIMITS_ENABLED", "0")
+
 
 def use_bench_database(name: str, *, base_url: str = "postgres://postgres@127.0.0.1:5432") -> str:
     """Create (if needed) and migrate database `name`, configure Django for it, return its URL."""

@@ -43,6 +43,7 @@ from ticketing.serializers import (
     ApprovalDecisionSerializer,
     MergeSerializer,
     TicketListBodySerializer,
+    TicketWriteSerializer,
     WatcherWriteSerializer,
 )
 from ticketing.streams import PresenceWriteSerializer
@@ -136,6 +137,10 @@ class TicketSchema(serializers.Serializer):
     )
     slaState = serializers.ChoiceField(
         choices=["ok", "warning", "breached", "paused"], allow_null=True, help_text="null: no SLA clock running"
+    )
+    version = serializers.IntegerField(
+        help_text='Raised with every change of the ticket; also the response\'s `ETag` (`"<version>"`), '
+        "to send back in `If-Match`."
     )
 
     class Meta:
@@ -448,6 +453,30 @@ TICKET_REOPEN = {
     "request": None,
     "responses": {200: TICKET, 409: conflict("`TICKET_NOT_CLOSED`")},
 }
+IF_MATCH_HEADER = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description='The ticket\'s `ETag` as last read (`"<version>"`; a list or `*` also work). Another '
+    "version is current: 412 PRECONDITION_FAILED, nothing changed, the current ticket in "
+    "`details.ticket`. Absent: the change is unconditional. Not a list of entity tags: 400 INVALID_HEADER.",
+)
+PRECONDITION_FAILED = OpenApiResponse(
+    ERROR,
+    description="`PRECONDITION_FAILED`: `If-Match` names another version; `details.currentVersion` and "
+    "`details.ticket` show the ticket as it is now (also its `ETag` header).",
+)
+TICKET_PATCH = {
+    "summary": "Change a ticket",
+    "request": TicketWriteSerializer,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {200: TICKET, 412: PRECONDITION_FAILED},
+}
+TICKET_DELETE = {
+    "summary": "Delete a ticket (admin)",
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {204: NO_CONTENT, 412: PRECONDITION_FAILED},
+}
 NOTIFICATION_LIST = {
     "summary": "The caller's notifications: filter, search, sort, page",
     "request": NotificationListSerializer,
@@ -513,6 +542,37 @@ LAST_EVENT_ID_HEADER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Resume after this event-log id (EventSource sends it on reconnect).",
 )
+
+IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    pattern=r"^[\x21-\x7e]{1,255}$",
+    description="Optional; 1 to 255 visible ASCII characters (a UUID is a good choice), else 400 "
+    "INVALID_HEADER. The first successful answer is stored per tenant, caller and key for 24 h; a repeat "
+    "with the same method, path and body gets it again (with `Idempotent-Replayed: true`) and changes "
+    "nothing. Same key, other request: 422 IDEMPOTENCY_KEY_REUSED; while the first is still in flight: "
+    "409 IDEMPOTENCY_KEY_IN_USE (with `Retry-After`).",
+)
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDEMPOTENCY_ERRORS = {
+    "409": "`IDEMPOTENCY_KEY_IN_USE`: a request with this `Idempotency-Key` is still in flight (`Retry-After`)",
+    "422": "`IDEMPOTENCY_KEY_REUSED`: the `Idempotency-Key` was used for another method, path or body",
+}
+_RATE_LIMITED = (
+    "`TOO_MANY_REQUESTS`: too many requests in the time window, per user, API key or tenant "
+    "(`details.scope`); `Retry-After` and `details.retryAfter` say when to try again"
+)
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": "Requests allowed in the window, of the caller's bucket closest to running out.",
+    "RateLimit-Remaining": "Requests left in that window.",
+    "RateLimit-Reset": "Seconds until that window ends.",
+}
+
+
+def _integer_header(description: str) -> dict[str, Any]:
+    return {"schema": {"type": "integer", "minimum": 0}, "description": description}
+
 
 # The error codes each generic status can carry, as the code raises them (an `ApiError`
 # with that status, or core.errors' code for a bare status). Kept true by
@@ -587,6 +647,8 @@ class TicketingAutoSchema(AutoSchema):
             params += [TENANT_HEADER, REALM_HEADER, SUPPORT_HEADER]
         elif "EventReaderAuthentication" in names:
             params += [EVENT_TENANT_HEADER, EVENT_REALM_HEADER]
+        if names and self.method in _WRITE_METHODS and "/sse/" not in self.path:
+            params.append(IDEMPOTENCY_KEY_HEADER)
         return params
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
@@ -601,6 +663,23 @@ class TicketingAutoSchema(AutoSchema):
                 responses[str(status)] = self._get_response_for_code(ERROR, str(status), direction=direction) | {
                     "description": _ERROR_DESCRIPTIONS[status]
                 }
+        if "/sse/" in self.path:
+            return responses  # streams keep their own limits (TOO_MANY_STREAMS)
+        extra = {"429": _RATE_LIMITED}
+        if self.method in _WRITE_METHODS:
+            extra |= _IDEMPOTENCY_ERRORS
+        for status, description in extra.items():
+            if status in responses:
+                responses[status]["description"] += f"; or {description}"
+            else:
+                responses[status] = self._get_response_for_code(ERROR, status, direction=direction) | {
+                    "description": description
+                }
+        for status, response in responses.items():
+            headers = {name: _integer_header(text) for name, text in RATE_LIMIT_HEADERS.items()}
+            if status == "429":
+                headers["Retry-After"] = _integer_header("Seconds to wait before the next request.")
+            response["headers"] = {**response.get("headers", {}), **headers}
         return responses
 
 

@@ -2,6 +2,7 @@
 environment here, with embedded defaults that let `make run` work on a bare machine
 (SQLite file + in-memory channel layer)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "ticketing",
     "sla",
     "notifications",
+    "idempotency",
 ]
 
 MIDDLEWARE = [
@@ -326,6 +328,20 @@ DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)
 # How long a request may wait in all for a connection of a pool that is merely busy (every
 # connection in use), beyond which it is answered 503 (core.db_retry).
 DATABASE_POOL_BUSY_WAIT_SECONDS = env_float("DB_POOL_BUSY_WAIT_SECONDS", 30.0)
+
+# --- Idempotency keys and rate limits (docs/api.md) ------------------------------------------
+# How long the first answer to a write sent with an Idempotency-Key is kept and replayed.
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600)
+# Requests per window on the REST endpoints (not the streams, which have their own limits),
+# as `limits` strings ("600/minute", "10/second"), counted in Redis across worker processes
+# (in process memory without REDIS_URL). Every bucket that applies must have room.
+RATE_LIMITS_ENABLED = env_bool("RATE_LIMITS_ENABLED", True)
+RATE_LIMIT_PER_USER = os.environ.get("RATE_LIMIT_PER_USER", "600/minute")
+RATE_LIMIT_PER_API_KEY = os.environ.get("RATE_LIMIT_PER_API_KEY", "1200/minute")
+RATE_LIMIT_PER_TENANT = os.environ.get("RATE_LIMIT_PER_TENANT", "6000/minute")
+# Per-tenant overrides, JSON by tenant slug or id:
+# {"acme": {"user": "1200/minute", "apiKey": "5000/minute", "tenant": "20000/minute"}}
+RATE_LIMIT_TENANT_OVERRIDES = json.loads(os.environ.get("RATE_LIMIT_TENANT_OVERRIDES", "") or "{}")
 
 LOGGING = {
     "version": 1,

@@ -35,6 +35,17 @@ os.environ["ENV_FILE"] = os.devnull
 # environment): no redirect to https. Cookies stay Secure, as in production.
 settings.SECURE_SSL_REDIRECT = False
 
+# Rate limits far above what any test sends, in process and in the server processes (the
+# fuzzers send hundreds of requests a minute as one user); tests/core/test_rate_limits_server.py
+# starts servers with limits of its own.
+SUITE_RATE_LIMITS = {
+    "RATE_LIMIT_PER_USER": "100000/minute",
+    "RATE_LIMIT_PER_API_KEY": "100000/minute",
+    "RATE_LIMIT_PER_TENANT": "1000000/minute",
+}
+for _name, _value in SUITE_RATE_LIMITS.items():
+    setattr(settings, _name, os.environ.get(_name, _value))
+
 
 def _flush_retrying_deadlocks(original):
     """Teardown of transactional tests truncates every table. A server process polling the
@@ -116,6 +127,7 @@ class ServerProcess:
             "EVENT_HUB_POLL_SECONDS": "0.5",
             "SSE_LEASE_SECONDS": "6",
             "LOG_LEVEL": "WARNING",
+            **{name: os.environ.get(name, value) for name, value in SUITE_RATE_LIMITS.items()},
             **env,
         }
         self.proc: subprocess.Popen | None = None

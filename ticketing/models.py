@@ -80,6 +80,9 @@ class Ticket(models.Model):
     # and its state (null: no SLA clock running).
     sla_due_at = models.DateTimeField(null=True, blank=True)
     sla_state = models.CharField(max_length=10, choices=SlaState.choices, null=True, blank=True)  # noqa: DJ001 (null: no clock, as the filter language reads it)
+    # Raised by one with every write of the row (ticketing.services), under the row's lock:
+    # the API's ETag, which `If-Match` compares against (optimistic concurrency).
+    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="ticket_number_unique_per_tenant")]

@@ -79,14 +79,22 @@ def _build_world(server: ServerProcess, acme: World, globex: World) -> dict[str,
 # (columns, operators, values) the schema leaves open; a refusal is then 400 INVALID_BODY or
 # 422 INVALID_FILTER (docs/api.md), which `positive_data_acceptance` is told to accept.
 _REFUSED = '["2xx", "400", "401", "403", "404", "409", "422", "429"]'
+# A generated `If-Match` names another version than the ticket's: 412 PRECONDITION_FAILED.
+_CONDITIONAL = '["2xx", "400", "401", "403", "404", "409", "412", "422", "429"]'
 REFUSED_BY_DESIGN = (  # operation names ("METHOD /path") as regular expressions
     (r"^POST /api/v2/ticketing/ticket$", _REFUSED),
-    (r"^PATCH /api/v2/ticketing/ticket/\{ticket_id\}$", _REFUSED),
+    (r"^(PATCH|DELETE) /api/v2/ticketing/ticket/\{ticket_id\}$", _CONDITIONAL),
     (r"^POST /api/v2/ticketing/ticket/\{ticket_id\}/(watchers|approvals|merge)$", _REFUSED),
     (r"^POST /api/v2/ticketing/ticket/(list|notifications)$", _REFUSED),
     (r"^GET /api/v2/ticketing/ticket/notification/list$", _REFUSED),
+    # Exactly one of `ids`, `all` or `before`, which the schema leaves open: a body with
+    # none of them (or no body) is 400 INVALID_BODY.
+    (r"^PUT /api/v2/ticketing/ticket/notification/read$", _REFUSED),
     # A well-formed `after_id` minted before the retention window: 410 CURSOR_EXPIRED.
     (r"^GET /(api/)?v2/system/events$", '["2xx", "401", "403", "404", "410"]'),
+    # Last, for every other write: the fuzzer sends the same few `Idempotency-Key` values
+    # ("0") with different requests, which is 422 IDEMPOTENCY_KEY_REUSED by design.
+    (r"^(POST|PUT|PATCH|DELETE) ", '["2xx", "401", "403", "404", "409", "422", "429"]'),
 )
 
 

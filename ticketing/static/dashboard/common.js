@@ -13,11 +13,11 @@
     return cookie("csrftoken");
   }
 
-  async function api(method, url, body) {
+  async function api(method, url, body, headers) {
     const options = {
       method: method,
       credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+      headers: Object.assign({ Accept: "application/json", "X-CSRFToken": csrfToken() }, headers || {}),
     };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";

@@ -55,14 +55,76 @@
 
   async function patch(changes) {
     saveStatus.textContent = "Saving…";
+    hideConflict();
     try {
-      const body = await Dash.api("PATCH", ticketUrl, changes);
+      // Against the version this page shows: a change made elsewhere meanwhile is a 412.
+      const body = await Dash.api("PATCH", ticketUrl, changes, { "If-Match": '"' + ticket.version + '"' });
       for (const name of Object.keys(changes)) dirty.delete(name);
       showTicket(body.data, null);
       saveStatus.textContent = "Saved.";
     } catch (error) {
-      saveStatus.textContent = "Not saved: " + error.message;
+      if (error.status === 412 && error.body && error.body.error.details) {
+        showConflict(changes, error.body.error.details.ticket);
+        saveStatus.textContent = "Not saved: the ticket was changed meanwhile.";
+      } else {
+        saveStatus.textContent = "Not saved: " + error.message;
+      }
     }
+  }
+
+  // --- edit conflicts (412 PRECONDITION_FAILED) -------------------------------------------
+
+  const FIELD_LABELS = { subject: "Subject", status: "Status", priority: "Priority", team: "Team",
+    assignee: "Assignee", description: "Description" };
+  let conflictBox = null;
+
+  function shownValue(name, value) {
+    if (name === "assignee") return value && value.name ? value.name : (value ? String(value) : "Unassigned");
+    if (value === null || value === undefined || value === "") return "–";
+    return name === "status" || name === "priority" ? Dash.label(value) : String(value);
+  }
+
+  function hideConflict() {
+    if (conflictBox) conflictBox.hidden = true;
+  }
+
+  /* Someone saved the ticket after this page read it: nothing of ours was saved. Show
+     their values next to ours, and let the agent apply theirs or send ours again on top
+     of the current version. */
+  function showConflict(changes, current) {
+    if (!conflictBox) {
+      conflictBox = Dash.el("div", { id: "edit-conflict", className: "banner", role: "alert" });
+      form.querySelector(".actions").before(conflictBox);
+    }
+    const assignee = function (id) {
+      const option = form.elements.assignee && form.elements.assignee.querySelector('option[value="' + id + '"]');
+      return option ? option.textContent : id;
+    };
+    const rows = Object.keys(changes).map(function (name) {
+      const mine = name === "assignee" ? (changes[name] ? assignee(changes[name]) : "Unassigned") : changes[name];
+      return Dash.el("li", { "data-field": name }, [
+        Dash.el("strong", { text: (FIELD_LABELS[name] || name) + ": " }),
+        "now " + shownValue(name, current[name]) + " · yours " + shownValue(name, mine),
+      ]);
+    });
+    const reapply = Dash.el("button", { type: "button", className: "primary", id: "conflict-reapply",
+      text: "Save my changes over theirs" });
+    const discard = Dash.el("button", { type: "button", id: "conflict-discard", text: "Discard mine, show theirs" });
+    conflictBox.replaceChildren(
+      Dash.el("p", { text: "Someone else changed this ticket while you were editing (it is now version " +
+        current.version + "). Your changes were not saved." }),
+      Dash.el("ul", { className: "plain" }, rows),
+      Dash.el("div", { className: "actions" }, [reapply, " ", discard])
+    );
+    conflictBox.hidden = false;
+    ticket = current;  // the next save is made against what the agent has now seen
+    reapply.addEventListener("click", function () { patch(changes); });
+    discard.addEventListener("click", function () {
+      for (const name of Object.keys(changes)) dirty.delete(name);
+      showTicket(current, changes);
+      hideConflict();
+      saveStatus.textContent = "Showing the current version.";
+    });
   }
 
   form.addEventListener("submit", function (event) {
