@@ -244,6 +244,7 @@ SPECTACULAR_SETTINGS = {
         "SortOrderEnum": ["ASC", "DESC", "asc", "desc"],
         "TicketSortColumnEnum": "config.openapi.TICKET_SORT_CHOICES",
         "NotificationSortFieldEnum": "config.openapi.NOTIFICATION_SORT_CHOICES",
+        "SavedViewListTypeEnum": ["template", "agent", "user"],
     },
 }
 
@@ -318,3 +319,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Saved views' live counts (ticketing.view_counts): streams per user, and how often each
+# distinct count is read again with a COUNT to heal drift (docs/api.md, saved views).
+SSE_MAX_VIEW_COUNT_STREAMS_PER_USER = env_int("SSE_MAX_VIEW_COUNT_STREAMS_PER_USER", 5)
+VIEW_COUNT_RESYNC_SECONDS = env_float("VIEW_COUNT_RESYNC_SECONDS", 300.0)
