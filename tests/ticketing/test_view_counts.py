@@ -131,3 +131,76 @@ def test_a_user_without_views_gets_an_empty_snapshot_and_the_stream_needs_creden
     headers = {k: v for k, v in acme.headers("carol").items() if k != "Authorization"}
     response = httpx.get(f"{server.url}{COUNTS_URL}", headers=headers, timeout=10)
     assert response.status_code == 401 and response.json()["error"]["code"] == "MISSING_TOKEN"
+
+
+def test_counts_are_matched_once_per_distinct_query_and_fanned_out_to_its_watchers(acme: World):
+    """The board's arithmetic, without a server: a thousand watchers of the same two views
+    cost two matches per change, and only the watchers of a moved count are told."""
+    import uuid
+
+    from events.hub import LogEvent, Subscriber
+    from tenants.callers import caller_for_user
+    from ticketing.events import TicketEvent
+    from ticketing.models import SavedView
+    from ticketing.view_counts import COUNTS_CHANGED, CountBoard, CountEntry, CountWatcher
+    from ticketing.view_selectors import saved_view_query
+
+    admin = caller_for_user(acme.users["admin"])
+    views = {
+        name: SavedView.objects.create(
+            tenant=acme.tenant,
+            owner=acme.users["admin"],
+            name=name,
+            filter=where("status", status),
+            visibility="tenant",
+        )
+        for name, status in (("Open", "open"), ("Closed", "closed"))
+    }
+    queries = {str(v.id): saved_view_query(admin, v) for v in views.values()}
+    board = CountBoard(hub=None, tenant_id=acme.tenant.id)  # type: ignore[arg-type]
+    for query in queries.values():
+        entry = board.entries[query.match_key] = CountEntry(query)
+        entry.settle(uuid.UUID(int=1), 5, True)
+    subscribers = [Subscriber(acme.tenant.id, max_pending=10) for _ in range(1000)]
+    watchers = [CountWatcher(s, queries) for s in subscribers]
+    for watcher in watchers:
+        for key in watcher.by_key:
+            board.entries[key].watchers.add(watcher)
+    ticket = {"id": str(uuid.uuid4()), "status": "in_progress", "priority": "low", "team": "", "requester": None}
+    event = LogEvent(
+        id=uuid.UUID(int=2),
+        ulid="x",
+        tenant_id=acme.tenant.id,
+        type=TicketEvent.UPDATED,
+        occurred_at="",
+        payload={"ticket": ticket},
+        changes={"status": {"from": "open", "to": "in_progress"}},
+        api={},
+    )
+    board.apply(event)
+    assert len(event.memo["membership"]) == 2  # one answer per distinct query, for 1000 watchers
+    open_key = queries[str(views["Open"].id)].match_key
+    assert board.entries[open_key].count == 4
+    assert all(s.pending == [COUNTS_CHANGED] for s in subscribers)  # one wake-up each
+    assert watchers[0].changed_views(board.entries) == [{"id": str(views["Open"].id), "count": 4, "exact": True}]
+    older = LogEvent(**{**event.__dict__, "id": uuid.UUID(int=1), "frames": {}, "memo": {}})
+    board.apply(older)  # at or below the position its COUNT was read at: already counted
+    assert board.entries[open_key].count == 4
+
+
+def test_the_periodic_recount_heals_a_count_that_drifted(acme: World):
+    """A ticket written behind the services' back (no event) is not seen by the ±1 path;
+    the recount every VIEW_COUNT_RESYNC_SECONDS brings the count back to the truth."""
+    from tests.conftest import ServerProcess, wait_until_database_is_quiet
+    from ticketing.models import Ticket
+
+    server = ServerProcess(VIEW_COUNT_RESYNC_SECONDS="1").start()
+    try:
+        ids = {"Open": save_view(server, acme, "admin", "Open", where("status", "open"), visibility="tenant")}
+        with open_stream("GET", f"{server.url}{COUNTS_URL}", headers=acme.headers("alice")) as alice:
+            assert snapshot(alice) == {"Open": 0}
+            Ticket.objects.create(tenant=acme.tenant, number="TKT-2026-999999", subject="Imported", status="open")
+            assert next_counts(alice, ids) == {"Open": 1}
+    finally:
+        server.stop()
+        wait_until_database_is_quiet()
