@@ -1,0 +1,83 @@
+/* Saved views in the sidebar with live counts: lists the caller's views, follows the
+   counts stream (snapshot, then only the counts that changed), and saves the list as it
+   is filtered now as a new private view. Clicking a view opens the list with its filter. */
+(function () {
+  "use strict";
+  const Dash = window.Dash;
+  const VIEWS_URL = "/api/v2/ticketing/views";
+  const COUNTS_URL = "/api/v2/ticketing/views/counts/stream";
+  const list = document.getElementById("view-list");
+  const empty = document.getElementById("views-empty");
+  const form = document.getElementById("save-view");
+  const status = document.getElementById("save-view-status");
+  let stream = null;
+
+  function countText(count, exact) {
+    return exact === false ? count.toLocaleString() + "+" : count.toLocaleString();
+  }
+
+  function render(views) {
+    const current = new URLSearchParams(location.search).get("savedView");
+    list.replaceChildren();
+    for (const view of views) {
+      const link = Dash.el("a", { href: "?savedView=" + encodeURIComponent(view.id), "data-view-id": view.id }, [
+        Dash.el("span", { className: "view-name", text: view.name }),
+        Dash.el("span", { className: "view-count", "data-count": "", text: view.count === undefined ? "…" : countText(view.count, view.exact) }),
+      ]);
+      if (view.id === current) link.setAttribute("aria-current", "page");
+      list.appendChild(Dash.el("li", {}, [link]));
+    }
+    empty.hidden = views.length > 0;
+  }
+
+  function setCount(view) {
+    const link = list.querySelector('a[data-view-id="' + view.id + '"]');
+    if (!link) return;
+    const badge = link.querySelector(".view-count");
+    badge.textContent = countText(view.count, view.exact);
+    badge.setAttribute("data-count", String(view.count));
+    link.setAttribute("aria-label", link.querySelector(".view-name").textContent + ", " + badge.textContent + " tickets");
+  }
+
+  function onEvent(event, data) {
+    if (event === "snapshot") {
+      render(data.views);
+      data.views.forEach(setCount);
+    } else if (event === "counts") {
+      for (const view of data.views) {
+        setCount(view);
+        const link = list.querySelector('a[data-view-id="' + view.id + '"]');
+        if (link) Dash.flash(link);
+      }
+    }
+  }
+
+  /* The stream reads the caller's views when it opens: reopen it after saving one. */
+  function follow() {
+    if (stream) stream.stop();
+    stream = new Dash.FetchEventStream({ url: COUNTS_URL, method: "GET", onEvent: onEvent }).start();
+  }
+
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const name = form.elements.name.value.trim();
+    if (!name || !window.DashList) return;
+    const current = window.DashList.body();
+    const body = {
+      name: name,
+      filter: current.filter,
+      sortOrder: [{ column: current.sort, order: current.searchOrder }],
+      type: document.getElementById("f-view").value,
+    };
+    try {
+      await Dash.api("POST", VIEWS_URL, body);
+      form.reset();
+      status.textContent = "Saved “" + name + "”.";
+      follow();
+    } catch (error) {
+      status.textContent = "Not saved: " + error.message;
+    }
+  });
+
+  follow();
+})();
