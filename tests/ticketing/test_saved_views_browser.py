@@ -77,7 +77,7 @@ def test_the_list_as_filtered_now_is_saved_as_a_view_with_its_count(server, acme
 
     page.get_by_label("Priority").select_option("high")
     expect(page.locator("#rows tr")).to_have_count(1)
-    page.get_by_label("Save this list as a view").fill("High priority")
+    page.get_by_label("Save this list as").fill("High priority")
     page.get_by_role("button", name="Save view").click()
     expect(page.locator("#save-view-status")).to_contain_text("Saved")
     link = page.locator("#view-list a", has_text="High priority")

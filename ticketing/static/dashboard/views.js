@@ -23,6 +23,7 @@
       const link = Dash.el("a", { href: "?savedView=" + encodeURIComponent(view.id), "data-view-id": view.id }, [
         Dash.el("span", { className: "view-name", text: view.name }),
         Dash.el("span", { className: "view-count", "data-count": "", text: view.count === undefined ? "…" : countText(view.count, view.exact) }),
+        Dash.el("span", { className: "visually-hidden", text: " tickets" }),
       ]);
       if (view.id === current) link.setAttribute("aria-current", "page");
       list.appendChild(Dash.el("li", {}, [link]));
@@ -36,7 +37,6 @@
     const badge = link.querySelector(".view-count");
     badge.textContent = countText(view.count, view.exact);
     badge.setAttribute("data-count", String(view.count));
-    link.setAttribute("aria-label", link.querySelector(".view-name").textContent + ", " + badge.textContent + " tickets");
   }
 
   function onEvent(event, data) {
