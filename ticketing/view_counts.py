@@ -165,6 +165,10 @@ class CountWatcher:
         return changed
 
 
+class BoardStopped(Exception):
+    """The board stopped (its last watcher left) while a stream was joining it."""
+
+
 class CountBoard:
     """The counts of one tenant's views in this process (see the module docstring)."""
 
@@ -199,6 +203,8 @@ class CountBoard:
         await self.started.wait()
         if self.failed is not None:
             raise RuntimeError("the view counts could not start") from self.failed
+        if self.stopped:
+            raise BoardStopped
         new: list[CountEntry] = []
         needed: list[CountEntry] = []
         for query in {q.match_key: q for q in queries.values()}.values():
@@ -288,7 +294,12 @@ class CountBoard:
                 assert subscriber is not None
                 await subscriber.wait(max(0.0, next_resync - time.monotonic()))
                 for event in subscriber.drain():
-                    self.apply(event)
+                    try:
+                        self.apply(event)
+                    except Exception:
+                        # One bad event must not freeze every count of the tenant; the
+                        # re-sync heals whatever it should have moved.
+                        logger.exception("event=view_count_apply_failed tenant=%s id=%s", self.tenant_id, event.ulid)
                 if subscriber.overflowed:
                     # The board fell behind the log: take a new subscription and count all again.
                     logger.warning("event=view_counts_overflow tenant=%s", self.tenant_id)
@@ -324,7 +335,7 @@ _boards: dict[EventHub, dict[uuid.UUID, CountBoard]] = {}
 async def board_for(hub: EventHub, tenant_id: uuid.UUID) -> CountBoard:
     boards = _boards.setdefault(hub, {})
     board = boards.get(tenant_id)
-    if board is None:
+    if board is None or board.stopped:
         board = boards[tenant_id] = CountBoard(hub, tenant_id)
         try:
             await board.start()
@@ -366,8 +377,14 @@ class ViewCountStream(EventStream):
             queries = {view_id: query for view_id, _, query in views}
             if queries:
                 self.watcher = CountWatcher(self.subscriber, queries)
-                self.board = await board_for(self.hub, self.caller.tenant.id)
-                await self.board.watch(self.watcher, queries)
+                for attempt in range(3):
+                    self.board = await board_for(self.hub, self.caller.tenant.id)
+                    try:
+                        await self.board.watch(self.watcher, queries)
+                        break
+                    except BoardStopped:
+                        if attempt == 2:
+                            raise
         except Exception:
             logger.warning("event=view_counts_open_failed tenant=%s", self.caller.tenant.id, exc_info=True)
             self.subscriber.close()  # end the stream after this frame

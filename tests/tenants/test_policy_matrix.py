@@ -32,6 +32,7 @@ from tenants.services import create_api_key
 from tests.builders import World, base_claims, signed
 from tests.conftest import ServerProcess
 from ticketing import services
+from ticketing.models import SavedView
 
 # --- the URL conf, walked ----------------------------------------------------------------
 
@@ -217,6 +218,8 @@ def make_objects(acme: World) -> dict[str, str]:
     services.add_watcher(caller=caller_for_user(bob), ticket=ticket, user=bob)
     services.add_comment(caller=caller_for_user(alice), ticket=ticket, body="On it")
     notification = Notification.objects.filter(recipient=bob).order_by("-created_at").first()
+    # A view every caller of the tenant sees (shared with the tenant by an admin).
+    view = SavedView.objects.create(tenant=acme.tenant, owner=acme.users["admin"], name="matrix", visibility="tenant")
     return {
         **SAMPLE,
         "ticket_id": str(ticket.id),
@@ -225,12 +228,13 @@ def make_objects(acme: World) -> dict[str, str]:
         "user": str(bob.id),
         "notification_id": public_id(notification.id),
         "object_id": str(ticket.id),
+        "view_id": str(view.id),
     }
 
 
 # --- expectations --------------------------------------------------------------------------
 
-STREAMS = {"ticket-list-updates": "?type=user&module=ticketing", "notification-stream": ""}
+STREAMS = {"ticket-list-updates": "?type=user&module=ticketing", "notification-stream": "", "saved-view-counts": ""}
 
 
 def is_policy_denial(response: httpx.Response, route: str) -> bool:
@@ -316,7 +320,11 @@ def test_every_route_answers_every_caller_as_the_policy_says(server, acme: World
     for route in url_conf_routes():
         for method in methods_to_call(route):
             # API writes get objects of their own, so a DELETE cannot change what the next call sees.
-            fresh = method not in ("GET", "HEAD") and "ticket_id" in route.template and kind not in UNAUTHENTICATED
+            fresh = (
+                method not in ("GET", "HEAD")
+                and ("ticket_id" in route.template or "view_id" in route.template)
+                and kind not in UNAUTHENTICATED
+            )
             values = make_objects(acme) if fresh else shared
             response = call(client, route, method, headers, values)
             problem = check(route, method, kind, response)
