@@ -52,11 +52,40 @@
     }
   }
 
-  /* The stream reads the caller's views when it opens: reopen it after saving one. */
+  /* The stream reads the caller's views when it opens: reopen it after saving one.
+     A browser keeps at most 6 connections per host over HTTP/1.1 and this page already
+     holds two streams (the list and the bell), so the counts stream is opened only when
+     the caller has views, and only while the tab is visible (counts have no history to
+     resume: a reopened stream starts with a fresh snapshot). */
+  let hasViews = false;
   function follow() {
     if (stream) stream.stop();
+    stream = null;
+    if (!hasViews || document.hidden) return;
     stream = new Dash.FetchEventStream({ url: COUNTS_URL, method: "GET", onEvent: onEvent }).start();
   }
+
+  async function load() {
+    try {
+      const views = (await Dash.api("GET", VIEWS_URL)).data;
+      hasViews = views.length > 0;
+      render(views);
+    } catch (error) {
+      empty.hidden = false;
+      empty.textContent = "Views unavailable: " + error.message;
+      return;
+    }
+    follow();
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) {
+      if (stream) stream.stop();
+      stream = null;
+    } else if (!stream) {
+      follow();
+    }
+  });
 
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
@@ -73,11 +102,11 @@
       await Dash.api("POST", VIEWS_URL, body);
       form.reset();
       status.textContent = "Saved “" + name + "”.";
-      follow();
+      load();
     } catch (error) {
       status.textContent = "Not saved: " + error.message;
     }
   });
 
-  follow();
+  load();
 })();
