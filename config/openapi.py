@@ -507,6 +507,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "APPROVAL_NOT_FOUND",
         "WATCHER_NOT_FOUND",
         "PRODUCT_NOT_FOUND",
+        "VIEW_NOT_FOUND",
         "NOT_FOUND",
     ),
     406: ("NOT_ACCEPTABLE",),

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from core.http import ApiError
+from core.querylang import invalid_filter
 from tenants.callers import Caller
 from ticketing.filters import parse_ticket_filter
 from ticketing.models import SavedView
@@ -36,12 +37,25 @@ def _check_type(caller: Caller, list_type: str) -> None:
         raise ApiError(403, "FORBIDDEN", f"type={list_type} needs the `agent` or `admin` role.", {"type": list_type})
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _apply(view: SavedView, data: dict[str, Any]) -> None:
     if "name" in data:
         view.name = data["name"]
     if "filter" in data:
         raw = data["filter"] or {}
         parse_ticket_filter(raw or None)  # 422 INVALID_FILTER naming the condition, as on the list
+        if _holds_nul(raw):
+            # The filter is stored as given (ids included) and PostgreSQL's jsonb holds no NUL.
+            raise invalid_filter("The filter contains a NUL character.")
         view.filter = raw
     if "sortOrder" in data:
         view.sort_order = [{"column": i["column"], "order": i["order"].upper()} for i in data["sortOrder"] or []]

@@ -62,6 +62,9 @@ def test_a_bad_filter_or_body_is_refused_in_the_envelope_and_saves_nothing(serve
     assert call(server, acme, "alice", "POST", body={"name": "x", "colour": "red"}).status_code == 400
     assert call(server, acme, "alice", "POST", body={"filter": OPEN}).status_code == 400  # no name
     assert call(server, acme, "alice", "POST", body={"name": "x", "visibility": "team"}).status_code == 400
+    nul = {"op": "AND", "operand": [{"id": "a\u0000b", "column": "status", "op": "EQ", "operand": "open"}]}
+    response = call(server, acme, "alice", "POST", body={"name": "Nul", "filter": nul})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "INVALID_FILTER"
     view = create(server, acme, "alice")
     response = call(server, acme, "alice", "PATCH", f"/{view['id']}", {"filter": bad})
     assert response.status_code == 422
