@@ -58,7 +58,9 @@ def _apply(view: SavedView, data: dict[str, Any]) -> None:
             raise invalid_filter("The filter contains a NUL character.")
         view.filter = raw
     if "sortOrder" in data:
-        view.sort_order = [{"column": i["column"], "order": i["order"].upper()} for i in data["sortOrder"] or []]
+        # PATCH validates partially, which leaves out the items' default order.
+        items = data["sortOrder"] or []
+        view.sort_order = [{"column": i["column"], "order": (i.get("order") or "ASC").upper()} for i in items]
     if "type" in data:
         view.list_type = data["type"]
     if "visibility" in data:

@@ -65,12 +65,19 @@ def _build_world(server: ServerProcess, acme: World, globex: World) -> dict[str,
     approval = _post(server, f"/ticket/{tickets[1]}/approvals", alice, {"approver": "admin", "note": "ok?"})["id"]
     listed = httpx.get(f"{server.url}{API}/ticket/notification/list", headers=bob, timeout=10).json()["data"]
     notifications = [n["id"] for n in listed["notifications"]] or ["notif-00000000-0000-0000-0000-000000000000"]
+    open_filter = {"op": "AND", "operand": [{"column": "status", "op": "EQ", "operand": "open"}]}
+    views = [
+        _post(server, "/views", alice, {"name": "Mine", "filter": open_filter})["id"],
+        _post(server, "/views", acme.headers("admin"), {"name": "All open", "visibility": "tenant"})["id"],
+        _post(server, "/views", globex.headers("admin"), {"name": "Globex's", "visibility": "tenant"})["id"],
+    ]
     return {
         "tickets": tickets,
         "approvals": [approval],
         "notifications": notifications,
         "users": ["alice", "bob", "carol", "dave", "admin"],
         "skus": ["SKU-1", "LAPTOP-13"],
+        "views": views,
     }
 
 
@@ -85,6 +92,8 @@ REFUSED_BY_DESIGN = (  # operation names ("METHOD /path") as regular expressions
     (r"^POST /api/v2/ticketing/ticket/\{ticket_id\}/(watchers|approvals|merge)$", _REFUSED),
     (r"^POST /api/v2/ticketing/ticket/(list|notifications)$", _REFUSED),
     (r"^GET /api/v2/ticketing/ticket/notification/list$", _REFUSED),
+    # Saved views: a filter (as above), a team view without its team, sharing rules.
+    (r"^(POST|PATCH) /api/v2/ticketing/views(/\{view_id\})?$", _REFUSED),
     # A well-formed `after_id` minted before the retention window: 410 CURSOR_EXPIRED.
     (r"^GET /(api/)?v2/system/events$", '["2xx", "401", "403", "404", "410"]'),
 )
@@ -116,6 +125,7 @@ def _config(world: dict[str, list[str]], acme: World) -> str:
         '"path.notification_id" = { dictionary = "notifications", probability = 0.5 }',
         '"path.user" = { dictionary = "users", probability = 0.5 }',
         '"path.sku" = { dictionary = "skus", probability = 0.5 }',
+        '"path.view_id" = { dictionary = "views", probability = 0.5 }',
         '"body.into" = { dictionary = "tickets", probability = 0.8 }',
         '"body.parent" = { dictionary = "tickets", probability = 0.5 }',
         '"body.user" = { dictionary = "users", probability = 0.8 }',

@@ -40,8 +40,13 @@ def test_a_private_view_is_created_read_changed_and_deleted_by_its_owner(server,
 
     read = call(server, acme, "alice", "GET", f"/{view['id']}")
     assert read.status_code == 200 and read.json()["data"]["name"] == "Mine, open"
-    changed = call(server, acme, "alice", "PATCH", f"/{view['id']}", {"name": "Renamed"})
+    body = {"name": "Renamed", "sortOrder": [{"column": "status"}, {"column": "team", "order": "desc"}]}
+    changed = call(server, acme, "alice", "PATCH", f"/{view['id']}", body)
     assert changed.status_code == 200 and changed.json()["data"]["name"] == "Renamed"
+    assert changed.json()["data"]["sortOrder"] == [
+        {"column": "status", "order": "ASC"},
+        {"column": "team", "order": "DESC"},
+    ]
     assert changed.json()["data"]["filter"] == OPEN  # untouched fields stay
 
     assert names(server, acme, "carol") == set()  # private: nobody else sees it
