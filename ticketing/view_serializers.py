@@ -20,6 +20,12 @@ class SavedViewWriteSerializer(StrictObjectSerializer):
     visibility = serializers.ChoiceField(choices=["private", "team", "tenant"], required=False)
     team = serializers.CharField(max_length=100, required=False, allow_blank=True, allow_null=True)
 
+    def validate_sortOrder(self, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        # A PATCH validates partially, and DRF passes that on to the items: hold them whole.
+        if value and any("column" not in item for item in value):
+            raise serializers.ValidationError("Each item names its column.")
+        return value
+
 
 def saved_view_to_dict(view: Any, *, editable: bool) -> dict[str, Any]:
     return {

@@ -71,6 +71,8 @@ def test_a_bad_filter_or_body_is_refused_in_the_envelope_and_saves_nothing(serve
     response = call(server, acme, "alice", "POST", body={"name": "Nul", "filter": nul})
     assert response.status_code == 422 and response.json()["error"]["code"] == "INVALID_FILTER"
     view = create(server, acme, "alice")
+    no_column = {"sortOrder": [{"order": "ASC"}]}
+    assert call(server, acme, "alice", "PATCH", f"/{view['id']}", no_column).status_code == 400
     response = call(server, acme, "alice", "PATCH", f"/{view['id']}", {"filter": bad})
     assert response.status_code == 422
     assert SavedView.objects.get(id=view["id"]).filter == OPEN
