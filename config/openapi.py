@@ -609,6 +609,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "WATCHER_NOT_FOUND",
         "PRODUCT_NOT_FOUND",
         "CALENDAR_NOT_FOUND",
+        "VIEW_NOT_FOUND",
         "NOT_FOUND",
     ),
     406: ("NOT_ACCEPTABLE",),
@@ -978,11 +979,38 @@ class TicketPresenceSchema(APIView):
         raise NotImplementedError
 
 
+VIEW_COUNT_STREAM_EVENTS = (
+    "Events: `connected {connectionId, timestamp}`; `snapshot {views: [{id, name, count, exact}], "
+    "timestamp}` (every view the caller sees, counted over the tickets the caller may see); "
+    "`counts {views: [{id, count, exact}], timestamp}` (only the views whose count changed); "
+    "`heartbeat {timestamp}`; `error {code, message, timestamp}` before closing. Frames carry no "
+    "`id:`: a reconnect starts with a fresh `snapshot`. The views are read when the stream opens."
+)
+
+
+class ViewCountStreamSchema(APIView):
+    """Schema stand-in for ticketing.view_counts.view_counts_stream (an async Django view)."""
+
+    @extend_schema(
+        operation_id="saved_view_counts_stream",
+        summary="Live counts of the caller's saved views (SSE)",
+        description=f"{VIEW_COUNT_STREAM_EVENTS}\n\n{_STREAM_COMMON}",
+        tags=["views"],
+        responses={
+            (200, "text/event-stream"): _sse_response(VIEW_COUNT_STREAM_EVENTS),
+            429: OpenApiResponse(ERROR, description="`TOO_MANY_STREAMS` (with `Retry-After`)"),
+        },
+    )
+    def get(self, request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
 _STREAMS = (
     ("ticket-list-updates", "POST", TicketListStreamSchema),
     ("notification-stream", "GET", NotificationStreamSchema),
     ("ticket-activity-stream", "GET", TicketActivityStreamSchema),
     ("ticket-presence", "POST", TicketPresenceSchema),
+    ("saved-view-counts", "GET", ViewCountStreamSchema),
 )
 _PER_TICKET = {"ticket-activity-stream", "ticket-presence"}
 

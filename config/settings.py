@@ -257,6 +257,7 @@ SPECTACULAR_SETTINGS = {
         "SortOrderEnum": ["ASC", "DESC", "asc", "desc"],
         "TicketSortColumnEnum": "config.openapi.TICKET_SORT_CHOICES",
         "NotificationSortFieldEnum": "config.openapi.NOTIFICATION_SORT_CHOICES",
+        "SavedViewListTypeEnum": ["template", "agent", "user"],
     },
 }
 
@@ -371,3 +372,7 @@ LOGGING = {
 # METRICS_LOOPBACK_OPEN off when a proxy on the same host forwards outside traffic to it.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", True)
+# Saved views' live counts (ticketing.view_counts): streams per user, and how often each
+# distinct count is read again with a COUNT to heal drift (docs/api.md, saved views).
+SSE_MAX_VIEW_COUNT_STREAMS_PER_USER = env_int("SSE_MAX_VIEW_COUNT_STREAMS_PER_USER", 5)
+VIEW_COUNT_RESYNC_SECONDS = env_float("VIEW_COUNT_RESYNC_SECONDS", 300.0)

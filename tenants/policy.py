@@ -163,6 +163,17 @@ ROUTES: dict[str, dict[str, Rule]] = {
     },
     "ticket-products": {"POST": _agents("Add a product to a ticket")},
     "ticket-product-detail": {"DELETE": _agents("Remove a product from a ticket")},
+    # saved views (ticketing.view_services: who may share and change which view)
+    "saved-views": {
+        "GET": _members("The views the caller sees (own, their teams', the tenant's)"),
+        "POST": _members("Save a view (team: an agent of the team or an admin; tenant: an admin)"),
+    },
+    "saved-view": {
+        "GET": _members("Read a view the caller sees"),
+        "PATCH": _members("Change a view (its owner; an admin for a shared view)"),
+        "DELETE": _members("Delete a view (its owner; an admin for a shared view)"),
+    },
+    "saved-view-counts": {"GET": _members("Live counts of the caller's views (SSE)")},
     # notifications: always the caller's own
     "notification-list": {"POST": _members("The caller's notifications")},
     "notification-list-get": {"GET": _members("The caller's notifications (query form)")},

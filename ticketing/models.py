@@ -277,3 +277,47 @@ class TicketProduct(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} x {self.sku} on {self.ticket_id}"
+
+
+class SavedView(models.Model):
+    """A named ticket list (Zendesk views, Zammad overviews, JSM queues): a filter and a sort
+    in the list's filter language, owned by a user and shown to the owner only, to the
+    members of a team, or to the whole tenant. Its live count is ticketing.view_counts'."""
+
+    class Visibility(models.TextChoices):
+        PRIVATE = "private"
+        TEAM = "team"
+        TENANT = "tenant"
+
+    class ListType(models.TextChoices):
+        # The list `type` of POST ticket/list: who sees which tickets (ticketing.selectors.Scope).
+        TEMPLATE = "template"
+        AGENT = "agent"
+        USER = "user"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="saved_views")
+    owner = models.ForeignKey("tenants.TenantUser", on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=200)
+    filter = models.JSONField(default=dict, blank=True, help_text="A list filter, as the body of POST ticket/list")
+    sort_order = models.JSONField(default=list, blank=True, help_text='[{"column": ..., "order": "ASC|DESC"}]')
+    list_type = models.CharField(max_length=10, choices=ListType.choices, default=ListType.TEMPLATE)
+    visibility = models.CharField(max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE)
+    team = models.CharField(max_length=100, blank=True, default="", help_text="The team a `team` view is shown to")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "owner"], name="saved_view_tenant_owner"),
+            models.Index(fields=["tenant", "visibility", "team"], name="saved_view_tenant_shared"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(visibility="team", team__gt="") | (~models.Q(visibility="team") & models.Q(team="")),
+                name="saved_view_team_iff_team_visibility",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.visibility})"

@@ -1,11 +1,14 @@
 from django.urls import path
 
-from ticketing import streams, views
+from ticketing import streams, view_api, view_counts, views
 
 urlpatterns = [
     path("ticket", views.TicketCollectionView.as_view(), name="ticket-create"),
     path("ticket/list", views.TicketListView.as_view(), name="ticket-list"),
     path("ticket/sse/list/updates", streams.ticket_list_updates, name="ticket-list-updates"),
+    path("views", view_api.SavedViewCollectionView.as_view(), name="saved-views"),
+    path("views/counts/stream", view_counts.view_counts_stream, name="saved-view-counts"),
+    path("views/<str:view_id>", view_api.SavedViewDetailView.as_view(), name="saved-view"),
     path("ticket/<str:ticket_id>", views.TicketDetailView.as_view(), name="ticket-detail"),
     path("ticket/<str:ticket_id>/sse", streams.ticket_activity_stream, name="ticket-activity-stream"),
     path("ticket/<str:ticket_id>/presence", streams.ticket_presence, name="ticket-presence"),

@@ -8,10 +8,11 @@ of the time (dictionaries bound to `path.*`, and to the body fields that name a 
 ticket) and random ones otherwise.
 
 Not fuzzed here, and why:
-- the SSE streams (paths with an `/sse` segment): a stream that opens never ends by itself (heartbeats keep
-  it alive until the idle timeout), so a checker waiting for the response would hang; their
-  pre-stream answers are plain JSON errors covered by tests/ticketing/test_list_stream.py,
-  tests/ticketing/test_ticket_stream.py and tests/notifications/test_stream.py;
+- the SSE streams (paths with an `/sse` segment, and `/views/counts/stream`): a stream that
+  opens never ends by itself (heartbeats keep it alive until the idle timeout), so a checker
+  waiting for the response would hang; their pre-stream answers are plain JSON errors covered
+  by tests/ticketing/test_list_stream.py, tests/ticketing/test_ticket_stream.py,
+  tests/notifications/test_stream.py and tests/ticketing/test_view_counts.py;
 - the partner websocket: not an HTTP operation, so not in OpenAPI (its protocol is in the
   schema's description; tests/events/test_partner_feed.py drives it).
 
@@ -65,12 +66,19 @@ def _build_world(server: ServerProcess, acme: World, globex: World) -> dict[str,
     approval = _post(server, f"/ticket/{tickets[1]}/approvals", alice, {"approver": "admin", "note": "ok?"})["id"]
     listed = httpx.get(f"{server.url}{API}/ticket/notification/list", headers=bob, timeout=10).json()["data"]
     notifications = [n["id"] for n in listed["notifications"]] or ["notif-00000000-0000-0000-0000-000000000000"]
+    open_filter = {"op": "AND", "operand": [{"column": "status", "op": "EQ", "operand": "open"}]}
+    views = [
+        _post(server, "/views", alice, {"name": "Mine", "filter": open_filter})["id"],
+        _post(server, "/views", acme.headers("admin"), {"name": "All open", "visibility": "tenant"})["id"],
+        _post(server, "/views", globex.headers("admin"), {"name": "Globex's", "visibility": "tenant"})["id"],
+    ]
     return {
         "tickets": tickets,
         "approvals": [approval],
         "notifications": notifications,
         "users": ["alice", "bob", "carol", "dave", "admin"],
         "skus": ["SKU-1", "LAPTOP-13"],
+        "views": views,
     }
 
 
@@ -90,6 +98,8 @@ REFUSED_BY_DESIGN = (  # operation names ("METHOD /path") as regular expressions
     # Exactly one of `ids`, `all` or `before`, which the schema leaves open: a body with
     # none of them (or no body) is 400 INVALID_BODY.
     (r"^PUT /api/v2/ticketing/ticket/notification/read$", _REFUSED),
+    # Saved views: a filter (as above), a team view without its team, sharing rules.
+    (r"^(POST|PATCH) /api/v2/ticketing/views(/\{view_id\})?$", _REFUSED),
     # A well-formed `after_id` minted before the retention window: 410 CURSOR_EXPIRED.
     (r"^GET /(api/)?v2/system/events$", '["2xx", "401", "403", "404", "410"]'),
     # Last, for every other write: the fuzzer sends the same few `Idempotency-Key` values
@@ -124,6 +134,7 @@ def _config(world: dict[str, list[str]], acme: World) -> str:
         '"path.notification_id" = { dictionary = "notifications", probability = 0.5 }',
         '"path.user" = { dictionary = "users", probability = 0.5 }',
         '"path.sku" = { dictionary = "skus", probability = 0.5 }',
+        '"path.view_id" = { dictionary = "views", probability = 0.5 }',
         '"body.into" = { dictionary = "tickets", probability = 0.8 }',
         '"body.parent" = { dictionary = "tickets", probability = 0.5 }',
         '"body.user" = { dictionary = "users", probability = 0.8 }',
@@ -180,7 +191,7 @@ def test_served_schema_holds_for_every_kind_of_caller(
         "--seed",
         "20261202",
         "--exclude-path-regex",
-        "/sse(/|$)",
+        "/sse(/|$)|/views/counts/stream",
         "--header",
         _credentials(role, acme),
         # Also as CLI headers (see the module docstring).

@@ -33,6 +33,7 @@ from tenants.services import create_api_key
 from tests.builders import World, base_claims, signed
 from tests.conftest import ServerProcess
 from ticketing import services
+from ticketing.models import SavedView
 
 # --- the URL conf, walked ----------------------------------------------------------------
 
@@ -221,6 +222,8 @@ def make_objects(acme: World) -> dict[str, str]:
     calendar, _ = Calendar.objects.get_or_create(
         tenant=acme.tenant, name="matrix", defaults={"time_zone": "UTC", "working_hours": {"mon": [["09:00", "17:00"]]}}
     )
+    # A view every caller of the tenant sees (shared with the tenant by an admin).
+    view = SavedView.objects.create(tenant=acme.tenant, owner=acme.users["admin"], name="matrix", visibility="tenant")
     return {
         **SAMPLE,
         "ticket_id": str(ticket.id),
@@ -230,6 +233,7 @@ def make_objects(acme: World) -> dict[str, str]:
         "notification_id": public_id(notification.id),
         "object_id": str(ticket.id),
         "calendar_id": str(calendar.id),
+        "view_id": str(view.id),
     }
 
 
@@ -239,6 +243,7 @@ STREAMS = {
     "ticket-list-updates": "?type=user&module=ticketing",
     "notification-stream": "",
     "ticket-activity-stream": "",
+    "saved-view-counts": "",
 }
 
 
@@ -326,7 +331,11 @@ def test_every_route_answers_every_caller_as_the_policy_says(server, acme: World
     for route in url_conf_routes():
         for method in methods_to_call(route):
             # API writes get objects of their own, so a DELETE cannot change what the next call sees.
-            fresh = method not in ("GET", "HEAD") and "ticket_id" in route.template and kind not in UNAUTHENTICATED
+            fresh = (
+                method not in ("GET", "HEAD")
+                and ("ticket_id" in route.template or "view_id" in route.template)
+                and kind not in UNAUTHENTICATED
+            )
             values = make_objects(acme) if fresh else shared
             response = call(client, route, method, headers, values)
             problem = check(route, method, kind, response)

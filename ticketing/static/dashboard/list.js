@@ -24,6 +24,8 @@
     rows: [],
     total: 0,
     stream: null,
+    savedViewId: null,
+    savedView: null, // a saved view opened from the sidebar: its filter is the list's
   };
 
   function field(name) {
@@ -39,6 +41,7 @@
     if (params.has("sort")) state.sort = params.get("sort");
     if (params.has("order")) state.order = params.get("order") === "ASC" ? "ASC" : "DESC";
     state.offset = Math.max(0, Number(params.get("offset")) || 0);
+    state.savedViewId = params.get("savedView");
   }
 
   function writeUrl() {
@@ -49,6 +52,7 @@
     params.set("sort", state.sort);
     params.set("order", state.order);
     if (state.offset) params.set("offset", state.offset);
+    if (state.savedView) params.set("savedView", state.savedView.id);
     history.replaceState(null, "", "?" + params.toString());
   }
 
@@ -66,12 +70,18 @@
     const assignee = field("assignee").value;
     if (assignee === "none") operand.push(condition("assignee", "assignee", "EQ", null));
     else if (assignee) operand.push(condition("assignee", "assignee", "EQ", assignee));
+    let filter = { op: "AND", operand: operand };
+    // A saved view's filter, narrowed by whatever the filter bar adds.
+    if (state.savedView) {
+      const saved = state.savedView.filter && Object.keys(state.savedView.filter).length ? state.savedView.filter : null;
+      if (saved) filter = operand.length ? { op: "AND", operand: [saved].concat(operand) } : saved;
+    }
     const result = {
       top: Number(field("top").value) || 25,
       offset: state.offset,
       sort: state.sort,
       searchOrder: state.order,
-      filter: { op: "AND", operand: operand },
+      filter: filter,
     };
     const search = field("search").value.trim();
     if (search) result.search = search;
@@ -266,7 +276,27 @@
     for (const time of tbody.querySelectorAll("time[datetime]")) time.textContent = Dash.relativeTime(time.getAttribute("datetime"));
   }, 30000);
 
+  /* Open a saved view (`?savedView=<id>`): its filter, its sort and its list type. */
+  async function loadSavedView() {
+    if (!state.savedViewId) return;
+    try {
+      const view = (await Dash.api("GET", "/api/v2/ticketing/views/" + encodeURIComponent(state.savedViewId))).data;
+      state.savedView = view;
+      const params = new URLSearchParams(location.search);
+      if (view.sortOrder.length && !params.has("sort")) {
+        state.sort = view.sortOrder[0].column;
+        state.order = view.sortOrder[0].order;
+      }
+      if ([...field("view").options].some(function (o) { return o.value === view.type; })) field("view").value = view.type;
+      document.getElementById("view-banner-name").textContent = view.name;
+      document.getElementById("view-banner").hidden = false;
+    } catch (error) {
+      log("view not found", { id: "", ticketNumber: "View" }, error.message);
+    }
+  }
+
   readUrl();
-  restart();
+  state.body = body;
   window.DashList = state;
+  loadSavedView().then(restart);
 })();

@@ -1,0 +1,206 @@
+"""Live counts of saved views, through the real server with a real SSE client: counts per
+visible view at the start, ±1 within a second when a ticket enters or leaves a view,
+nothing for views a change does not touch, nothing from another tenant."""
+
+import time
+
+import httpx
+import pytest
+
+from tests.builders import World
+from tests.sse_client import SseStream, open_stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+COUNTS_URL = "/api/v2/ticketing/views/counts/stream"
+
+
+def where(column: str, value: str) -> dict:
+    return {"op": "AND", "operand": [{"id": column, "column": column, "op": "EQ", "operand": value}]}
+
+
+def save_view(server, world: World, user: str, name: str, filter: dict, **fields) -> str:
+    response = httpx.post(
+        f"{server.url}/api/v2/ticketing/views",
+        headers=world.headers(user),
+        json={"name": name, "filter": filter, **fields},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]["id"]
+
+
+def create(server, world: World, user: str = "alice", **fields) -> dict:
+    response = httpx.post(
+        f"{server.url}/api/v2/ticketing/ticket",
+        headers=world.headers(user),
+        json={"subject": "Printer on fire", **fields},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def patch(server, world: World, ticket_id: str, **fields) -> None:
+    response = httpx.patch(
+        f"{server.url}/api/v2/ticketing/ticket/{ticket_id}", headers=world.headers("admin"), json=fields, timeout=10
+    )
+    assert response.status_code == 200, response.text
+
+
+def snapshot(stream: SseStream) -> dict[str, int]:
+    assert stream.next().event == "connected"
+    frame = stream.next()
+    assert frame.event == "snapshot"
+    return {v["name"]: v["count"] for v in frame.data["views"]}
+
+
+def next_counts(stream: SseStream, ids: dict[str, str], timeout: float = 10.0) -> dict[str, int]:
+    frame = stream.next(timeout=timeout)
+    assert frame.event == "counts", frame
+    names = {view_id: name for name, view_id in ids.items()}
+    return {names[v["id"]]: v["count"] for v in frame.data["views"]}
+
+
+def test_a_change_moving_a_ticket_between_views_updates_both_counts_for_every_watcher(server, acme: World):
+    ids = {
+        "Open": save_view(server, acme, "admin", "Open", where("status", "open"), visibility="tenant"),
+        "In progress": save_view(
+            server, acme, "admin", "In progress", where("status", "in_progress"), visibility="tenant"
+        ),
+        "Urgent": save_view(server, acme, "alice", "Urgent", where("priority", "urgent")),
+    }
+    ticket = create(server, acme, team="operation")
+    create(server, acme, status="in_progress")
+    url = f"{server.url}{COUNTS_URL}"
+    with (
+        open_stream("GET", url, headers=acme.headers("alice")) as alice,
+        open_stream("GET", url, headers=acme.headers("admin")) as admin,
+    ):
+        assert snapshot(alice) == {"Open": 1, "In progress": 1, "Urgent": 0}
+        assert snapshot(admin) == {"Open": 1, "In progress": 1}  # alice's private view is hers
+
+        started = time.monotonic()
+        patch(server, acme, ticket["id"], status="in_progress")
+        assert next_counts(alice, ids) == {"Open": 0, "In progress": 2}
+        assert next_counts(admin, ids) == {"Open": 0, "In progress": 2}
+        elapsed = time.monotonic() - started
+        # The issue asks for 1 s; the bound is loose because the test box is shared and loaded.
+        assert elapsed < 5, elapsed
+
+        # Only the view the ticket entered: nothing for "Open" or "In progress".
+        patch(server, acme, ticket["id"], priority="urgent")
+        assert next_counts(alice, ids) == {"Urgent": 1}
+        # A change inside every view it was in moves no count: the next frame is the one after.
+        patch(server, acme, ticket["id"], subject="Still on fire")
+        create(server, acme)
+        assert next_counts(alice, ids) == {"Open": 1}
+        assert next_counts(admin, ids) == {"Open": 1}
+
+
+def test_an_end_user_counts_only_the_tickets_they_may_see(server, acme: World):
+    ids = {"Open": save_view(server, acme, "admin", "Open", where("status", "open"), visibility="tenant")}
+    create(server, acme, user="dave")
+    create(server, acme, user="bob")
+    with open_stream("GET", f"{server.url}{COUNTS_URL}", headers=acme.headers("bob")) as bob:
+        assert snapshot(bob) == {"Open": 1}
+        create(server, acme, user="dave")  # not bob's: his count does not move
+        create(server, acme, user="bob")
+        assert next_counts(bob, ids) == {"Open": 2}
+
+
+def test_another_tenants_changes_send_nothing(server, acme: World, globex: World):
+    ids = {"Open": save_view(server, acme, "admin", "Open", where("status", "open"), visibility="tenant")}
+    save_view(server, globex, "admin", "Globex open", where("status", "open"), visibility="tenant")
+    with (
+        open_stream("GET", f"{server.url}{COUNTS_URL}", headers=acme.headers("alice")) as alice,
+        open_stream("GET", f"{server.url}{COUNTS_URL}", headers=globex.headers("alice")) as other,
+    ):
+        assert snapshot(alice) == {"Open": 0}
+        assert snapshot(other) == {"Globex open": 0}
+        create(server, globex)
+        create(server, acme)
+        assert next_counts(alice, ids) == {"Open": 1}  # the first frame is acme's own change
+        frame = other.next()
+        assert frame.event == "counts" and [v["count"] for v in frame.data["views"]] == [1]
+
+
+def test_a_user_without_views_gets_an_empty_snapshot_and_the_stream_needs_credentials(server, acme: World):
+    with open_stream("GET", f"{server.url}{COUNTS_URL}", headers=acme.headers("carol")) as carol:
+        assert snapshot(carol) == {}
+    headers = {k: v for k, v in acme.headers("carol").items() if k != "Authorization"}
+    response = httpx.get(f"{server.url}{COUNTS_URL}", headers=headers, timeout=10)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "MISSING_TOKEN"
+
+
+def test_counts_are_matched_once_per_distinct_query_and_fanned_out_to_its_watchers(acme: World):
+    """The board's arithmetic, without a server: a thousand watchers of the same two views
+    cost two matches per change, and only the watchers of a moved count are told."""
+    import uuid
+
+    from events.hub import LogEvent, Subscriber
+    from tenants.callers import caller_for_user
+    from ticketing.events import TicketEvent
+    from ticketing.models import SavedView
+    from ticketing.view_counts import COUNTS_CHANGED, CountBoard, CountEntry, CountWatcher
+    from ticketing.view_selectors import saved_view_query
+
+    admin = caller_for_user(acme.users["admin"])
+    views = {
+        name: SavedView.objects.create(
+            tenant=acme.tenant,
+            owner=acme.users["admin"],
+            name=name,
+            filter=where("status", status),
+            visibility="tenant",
+        )
+        for name, status in (("Open", "open"), ("Closed", "closed"))
+    }
+    queries = {str(v.id): saved_view_query(admin, v) for v in views.values()}
+    board = CountBoard(hub=None, tenant_id=acme.tenant.id)  # type: ignore[arg-type]
+    for query in queries.values():
+        entry = board.entries[query.match_key] = CountEntry(query)
+        entry.settle(uuid.UUID(int=1), 5, True)
+    subscribers = [Subscriber(acme.tenant.id, max_pending=10) for _ in range(1000)]
+    watchers = [CountWatcher(s, queries) for s in subscribers]
+    for watcher in watchers:
+        for key in watcher.by_key:
+            board.entries[key].watchers.add(watcher)
+    ticket = {"id": str(uuid.uuid4()), "status": "in_progress", "priority": "low", "team": "", "requester": None}
+    event = LogEvent(
+        id=uuid.UUID(int=2),
+        ulid="x",
+        tenant_id=acme.tenant.id,
+        type=TicketEvent.UPDATED,
+        occurred_at="",
+        payload={"ticket": ticket},
+        changes={"status": {"from": "open", "to": "in_progress"}},
+        api={},
+    )
+    board.apply(event)
+    assert len(event.memo["membership"]) == 2  # one answer per distinct query, for 1000 watchers
+    open_key = queries[str(views["Open"].id)].match_key
+    assert board.entries[open_key].count == 4
+    assert all(s.pending == [COUNTS_CHANGED] for s in subscribers)  # one wake-up each
+    assert watchers[0].changed_views(board.entries) == [{"id": str(views["Open"].id), "count": 4, "exact": True}]
+    older = LogEvent(**{**event.__dict__, "id": uuid.UUID(int=1), "frames": {}, "memo": {}})
+    board.apply(older)  # at or below the position its COUNT was read at: already counted
+    assert board.entries[open_key].count == 4
+
+
+def test_the_periodic_recount_heals_a_count_that_drifted(acme: World):
+    """A ticket written behind the services' back (no event) is not seen by the ±1 path;
+    the recount every VIEW_COUNT_RESYNC_SECONDS brings the count back to the truth."""
+    from tests.conftest import ServerProcess, wait_until_database_is_quiet
+    from ticketing.models import Ticket
+
+    server = ServerProcess(VIEW_COUNT_RESYNC_SECONDS="1").start()
+    try:
+        ids = {"Open": save_view(server, acme, "admin", "Open", where("status", "open"), visibility="tenant")}
+        with open_stream("GET", f"{server.url}{COUNTS_URL}", headers=acme.headers("alice")) as alice:
+            assert snapshot(alice) == {"Open": 0}
+            Ticket.objects.create(tenant=acme.tenant, number="TKT-2026-999999", subject="Imported", status="open")
+            assert next_counts(alice, ids) == {"Open": 1}
+    finally:
+        server.stop()
+        wait_until_database_is_quiet()

@@ -1,0 +1,438 @@
+"""Live counts of saved views: `GET /api/v2/ticketing/views/counts/stream` (SSE).
+
+A count is kept once per worker process and distinct list query (`TicketQuery.match_key`:
+the caller's visibility scope and the view's filter; a `template` scope is the same for
+every agent of the tenant), not once per user or per view:
+
+- `CountBoard`, one per tenant and process, holds one hub subscription (the tenant's
+  ticket events, in log order) and a `CountEntry` per distinct query its streams need.
+- An entry starts with a COUNT read at a log position (`at_log_position`); each ticket
+  event above it is matched in memory, before and after the change (the list stream's
+  `membership`, so list streams and counts share the answers), and moves the count by
+  ±1 when the ticket entered or left. Only then are the entry's watchers told, and only
+  those whose views use that query.
+- Every `VIEW_COUNT_RESYNC_SECONDS` each entry is counted again, to heal drift (changes
+  that are not ticket events, e.g. a user's teams; replays are ignored). Events the board
+  applied while that COUNT ran and that it does not cover are applied on top of it.
+
+A stream (`ViewCountStream`) sends `snapshot` with every visible view's count, then
+`counts` with the views whose count changed (coalesced: a burst of changes gives one
+frame with the latest counts, and a count that changed back is not sent). The set of
+views is read when the stream opens; a client reopens it after changing its views."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from core.http import ApiError, iso_now
+from events.hub import EventHub, LogEvent, Subscriber, run_db
+from events.selectors import at_log_position
+from events.sse import EventStream, StreamArguments, error_frame, serve_stream, sse_frame, stream_view
+from tenants.callers import Caller
+from ticketing.events import STATE_EVENTS
+from ticketing.models import Ticket
+from ticketing.selectors import TicketQuery, count_up_to
+from ticketing.streams import membership
+from ticketing.view_selectors import saved_view_query, visible_saved_views
+
+logger = logging.getLogger(__name__)
+
+STREAM_KIND = "view-counts"
+# What a board tells a stream through its inbox: "some of your counts changed".
+COUNTS_CHANGED = LogEvent(
+    id=uuid.UUID(int=0),
+    ulid="",
+    tenant_id=uuid.UUID(int=0),
+    type="views.counts_changed",
+    occurred_at="",
+    payload={},
+    changes=None,
+    api={},
+    replayed=True,  # so Subscriber.offer never filters it out
+)
+
+
+def count_matching(tenant_id: uuid.UUID, query: TicketQuery) -> tuple[int, bool]:
+    """The number of tickets of the tenant in the query's list (exact up to the list cap)."""
+    tickets = Ticket.objects.filter(tenant_id=tenant_id).filter(query.to_q())
+    return count_up_to(tickets, settings.TICKET_LIST_COUNT_LIMIT)
+
+
+def count_at_position(tenant_id: uuid.UUID, query: TicketQuery) -> tuple[uuid.UUID | None, tuple[int, bool]]:
+    return at_log_position(tenant_id, lambda: count_matching(tenant_id, query))
+
+
+def _delta(event: LogEvent, query: TicketQuery) -> int:
+    was_in, is_in = membership(event, query)
+    return int(is_in) - int(was_in)
+
+
+def _counts(event: LogEvent) -> bool:
+    """Whether an event can move a count: ticket state changes, replays excluded (a replay
+    repeats a change the count already has)."""
+    return not event.replayed and event.type in STATE_EVENTS
+
+
+class CountEntry:
+    """The count of one distinct list query in one process."""
+
+    __slots__ = ("count", "exact", "key", "pending", "position", "query", "ready", "syncing", "watchers")
+
+    def __init__(self, query: TicketQuery) -> None:
+        self.key = query.match_key
+        self.query = query
+        self.count = 0
+        self.exact = True
+        # Log position the count reflects; None until the first COUNT has answered.
+        self.position: uuid.UUID | None = None
+        self.syncing = False
+        # Events seen while a COUNT runs, applied on top of its answer where it lacks them.
+        self.pending: list[LogEvent] = []
+        self.ready = asyncio.Event()
+        self.watchers: set[CountWatcher] = set()
+
+    def covers(self, event: LogEvent) -> bool:
+        return self.position is not None and event.id.int <= self.position.int
+
+    def adjust(self, delta: int) -> None:
+        # Past the list cap the count is "cap+", and ±1 would be a guess: left to the re-sync.
+        if self.exact:
+            self.count = max(0, self.count + delta)
+            cap = settings.TICKET_LIST_COUNT_LIMIT
+            if self.count > cap:
+                self.count, self.exact = cap, False
+
+    def settle(self, position: uuid.UUID | None, count: int, exact: bool) -> bool:
+        """A COUNT at `position` answered: the count is that plus what came after it.
+        Whether the count shown changed."""
+        before = (self.count, self.exact)
+        self.count, self.exact = count, exact
+        for event in self.pending:
+            if position is None or event.id.int > position.int:
+                self.adjust(_delta(event, self.query))
+        self.position = position if position is not None else self.position or uuid.UUID(int=0)
+        self.pending = []
+        self.syncing = False
+        self.ready.set()
+        return before != (self.count, self.exact)
+
+    def tell_watchers(self) -> None:
+        for watcher in tuple(self.watchers):
+            watcher.notify(self.key)
+
+
+class CountWatcher:
+    """One stream's side of the board: its views by query key, and the keys whose count
+    changed since it last sent."""
+
+    __slots__ = ("by_key", "dirty", "sent", "subscriber")
+
+    def __init__(self, subscriber: Subscriber, views: dict[str, TicketQuery]) -> None:
+        self.subscriber = subscriber
+        self.by_key: dict[str, list[str]] = {}
+        for view_id, query in views.items():
+            self.by_key.setdefault(query.match_key, []).append(view_id)
+        self.dirty: set[str] = set()
+        self.sent: dict[str, tuple[int, bool]] = {}
+
+    def notify(self, key: str) -> None:
+        if not self.dirty:
+            self.subscriber.offer(COUNTS_CHANGED)  # one wake-up per batch, not per change
+        self.dirty.add(key)
+
+    def changed_views(self, entries: dict[str, CountEntry]) -> list[dict[str, Any]]:
+        """The views whose count differs from what the client last got."""
+        keys, self.dirty = self.dirty, set()
+        changed = []
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            shown = (entry.count, entry.exact)
+            for view_id in self.by_key.get(key, ()):
+                if self.sent.get(view_id) != shown:
+                    self.sent[view_id] = shown
+                    changed.append({"id": view_id, "count": entry.count, "exact": entry.exact})
+        return changed
+
+
+class BoardStopped(Exception):
+    """The board stopped (its last watcher left) while a stream was joining it."""
+
+
+class CountBoard:
+    """The counts of one tenant's views in this process (see the module docstring)."""
+
+    def __init__(self, hub: EventHub, tenant_id: uuid.UUID) -> None:
+        self.hub = hub
+        self.tenant_id = tenant_id
+        self.entries: dict[str, CountEntry] = {}
+        self.subscriber: Subscriber | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
+        self.failed: BaseException | None = None
+        self.stopped = False
+
+    async def start(self) -> None:
+        try:
+            self.subscriber = await self._subscribe()
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        finally:
+            self.started.set()
+        self.task = asyncio.create_task(self.run(), name=f"view-counts-{self.tenant_id}")
+
+    async def _subscribe(self) -> Subscriber:
+        subscriber = await self.hub.subscribe(self.tenant_id)
+        subscriber.accepts = _counts
+        return subscriber
+
+    async def watch(self, watcher: CountWatcher, queries: dict[str, TicketQuery]) -> None:
+        """Register a stream's views; returns once every count it needs is known. Events
+        from now on reach the watcher's entries, so the counts read after this are current."""
+        await self.started.wait()
+        if self.failed is not None:
+            raise RuntimeError("the view counts could not start") from self.failed
+        if self.stopped:
+            raise BoardStopped
+        new: list[CountEntry] = []
+        needed: list[CountEntry] = []
+        for query in {q.match_key: q for q in queries.values()}.values():
+            entry = self.entries.get(query.match_key)
+            if entry is None:
+                entry = self.entries[query.match_key] = CountEntry(query)
+                entry.syncing = True
+                new.append(entry)
+            entry.watchers.add(watcher)
+            needed.append(entry)
+        try:
+            for entry in new:
+                await self.sync(entry, first=True)
+            for entry in needed:
+                await entry.ready.wait()
+                if self.entries.get(entry.key) is not entry:
+                    raise RuntimeError("a view count could not be read")
+        except BaseException:
+            self.unwatch(watcher)
+            raise
+
+    def unwatch(self, watcher: CountWatcher) -> None:
+        for key in watcher.by_key:
+            entry = self.entries.get(key)
+            if entry is None:
+                continue
+            entry.watchers.discard(watcher)
+            if not entry.watchers:
+                del self.entries[key]
+                entry.ready.set()  # anyone still waiting on a first count that will not come
+        if not self.entries:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        boards = _boards.get(self.hub)
+        if boards is not None and boards.get(self.tenant_id) is self:
+            del boards[self.tenant_id]
+        if self.subscriber is not None:
+            self.hub.unsubscribe(self.subscriber)
+        if self.task is not None:
+            self.task.cancel()
+
+    async def sync(self, entry: CountEntry, *, first: bool = False) -> None:
+        """COUNT the entry's list again and settle it (see CountEntry.settle)."""
+        entry.syncing = True
+        entry.pending = []
+        try:
+            position, (count, exact) = await run_db(count_at_position, self.tenant_id, entry.query)
+        except BaseException:
+            entry.syncing = False
+            entry.pending = []
+            if first:
+                self.entries.pop(entry.key, None)
+                entry.ready.set()
+            raise
+        if self.entries.get(entry.key) is not entry:
+            return  # dropped meanwhile: nobody watches it any more
+        if entry.settle(position, count, exact) and not first:
+            entry.tell_watchers()
+
+    def apply(self, event: LogEvent) -> None:
+        """One ticket event: matched once per distinct query, ±1, watchers told."""
+        for entry in tuple(self.entries.values()):
+            if entry.syncing:
+                entry.pending.append(event)
+                if entry.position is None:
+                    continue  # first COUNT still running: it is settled with the event
+            if entry.covers(event):
+                continue
+            delta = _delta(event, entry.query)
+            if delta:
+                before = (entry.count, entry.exact)
+                entry.adjust(delta)
+                if (entry.count, entry.exact) != before:
+                    entry.tell_watchers()
+
+    async def run(self) -> None:
+        resync_every = settings.VIEW_COUNT_RESYNC_SECONDS
+        next_resync = time.monotonic() + resync_every
+        resync: asyncio.Task[None] | None = None
+        try:
+            while True:
+                subscriber = self.subscriber
+                assert subscriber is not None
+                await subscriber.wait(max(0.0, next_resync - time.monotonic()))
+                for event in subscriber.drain():
+                    try:
+                        self.apply(event)
+                    except Exception:
+                        # One bad event must not freeze every count of the tenant; the
+                        # re-sync heals whatever it should have moved.
+                        logger.exception("event=view_count_apply_failed tenant=%s id=%s", self.tenant_id, event.ulid)
+                if subscriber.overflowed:
+                    # The board fell behind the log: take a new subscription and count all again.
+                    logger.warning("event=view_counts_overflow tenant=%s", self.tenant_id)
+                    self.hub.unsubscribe(subscriber)
+                    self.subscriber = await self._subscribe()
+                    next_resync = 0.0
+                if subscriber.closing:
+                    return
+                if time.monotonic() >= next_resync:
+                    if resync is None or resync.done():  # else the last round is still counting
+                        resync = asyncio.create_task(self.resync_all())
+                    next_resync = time.monotonic() + resync_every
+        finally:
+            if resync is not None:
+                resync.cancel()
+
+    async def resync_all(self) -> None:
+        for entry in tuple(self.entries.values()):
+            if self.entries.get(entry.key) is not entry or entry.syncing:
+                continue
+            try:
+                await self.sync(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=view_count_resync_failed tenant=%s", self.tenant_id, exc_info=True)
+
+
+# The boards of each process (per hub, i.e. per event loop), by tenant.
+_boards: dict[EventHub, dict[uuid.UUID, CountBoard]] = {}
+
+
+async def board_for(hub: EventHub, tenant_id: uuid.UUID) -> CountBoard:
+    boards = _boards.setdefault(hub, {})
+    board = boards.get(tenant_id)
+    if board is None or board.stopped:
+        board = boards[tenant_id] = CountBoard(hub, tenant_id)
+        try:
+            await board.start()
+        except BaseException:
+            board.stop()
+            raise
+    return board
+
+
+def caller_view_queries(caller: Caller) -> list[tuple[str, str, TicketQuery]]:
+    """(id, name, list query) of every view the caller sees. A view whose stored filter no
+    longer parses (the filter limits were lowered since) is left out."""
+    result = []
+    for view in visible_saved_views(caller):
+        try:
+            result.append((str(view.id), view.name, saved_view_query(caller, view)))
+        except ApiError:
+            logger.warning("event=saved_view_filter_invalid view=%s", view.id)
+    return result
+
+
+class ViewCountStream(EventStream):
+    kind = STREAM_KIND
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.board: CountBoard | None = None
+        self.watcher: CountWatcher | None = None
+
+    def interested(self, event: LogEvent) -> bool:
+        # The stream's own hub subscription (the caller's private events) wakes it for
+        # nothing; only its board does.
+        return event is COUNTS_CHANGED
+
+    async def opening(self) -> AsyncIterator[bytes]:
+        yield sse_frame("connected", {"connectionId": self.connection_id, "timestamp": iso_now()})
+        try:
+            views = await run_db(caller_view_queries, self.caller)
+            queries = {view_id: query for view_id, _, query in views}
+            if queries:
+                self.watcher = CountWatcher(self.subscriber, queries)
+                for attempt in range(3):
+                    self.board = await board_for(self.hub, self.caller.tenant.id)
+                    try:
+                        await self.board.watch(self.watcher, queries)
+                        break
+                    except BoardStopped:
+                        if attempt == 2:
+                            raise
+        except Exception:
+            logger.warning("event=view_counts_open_failed tenant=%s", self.caller.tenant.id, exc_info=True)
+            self.subscriber.close()  # end the stream after this frame
+            yield error_frame("SERVICE_UNAVAILABLE", "The view counts are unavailable; reconnect shortly.")
+            return
+        entries = self.board.entries if self.board is not None else {}
+        shown = []
+        for view_id, name, query in views:
+            entry = entries[query.match_key]
+            if self.watcher is not None:
+                self.watcher.sent[view_id] = (entry.count, entry.exact)
+            shown.append({"id": view_id, "name": name, "count": entry.count, "exact": entry.exact})
+        if self.watcher is not None:
+            self.watcher.dirty.clear()
+        yield sse_frame("snapshot", {"views": shown, "timestamp": iso_now()})
+
+    def accept(self, event: LogEvent) -> bytes | None:
+        return self.render(event) if event is COUNTS_CHANGED else None
+
+    def render(self, event: LogEvent) -> bytes | None:
+        if self.watcher is None or self.board is None:
+            return None
+        changed = self.watcher.changed_views(self.board.entries)
+        if not changed:
+            return None
+        return sse_frame("counts", {"views": changed, "timestamp": iso_now()})
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(super().frames()) as frames:
+            try:
+                async for frame in frames:
+                    yield frame
+            finally:
+                if self.board is not None and self.watcher is not None:
+                    self.board.unwatch(self.watcher)
+
+
+def _counts_request(request: HttpRequest, caller: Caller) -> StreamArguments:
+    return StreamArguments({})
+
+
+@stream_view
+async def view_counts_stream(request: HttpRequest) -> HttpResponse:
+    return await serve_stream(
+        request,
+        ViewCountStream,
+        method="GET",
+        limit=settings.SSE_MAX_VIEW_COUNT_STREAMS_PER_USER,
+        private=True,
+        read_request=_counts_request,
+    )
