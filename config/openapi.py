@@ -285,6 +285,13 @@ class MarkReadResultSchema(serializers.Serializer):
 
 class PreferencesSchema(serializers.Serializer):
     notificationTypes = serializers.DictField(child=serializers.BooleanField())
+    channels = serializers.DictField(
+        child=serializers.ChoiceField(choices=["inApp", "email", "both", "none"]),
+        help_text="Per type: in the app (default), by email, both, or none (= turned off).",
+    )
+    emailDigestMinutes = serializers.IntegerField(
+        help_text="Delay of the email digest of medium and low notifications still unread (default 15)."
+    )
 
     class Meta:
         ref_name = "NotificationPreferences"
