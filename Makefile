@@ -28,15 +28,18 @@ install-dev: $(VENV)/.installed-dev
 # Local development server: DEBUG on (so no SECRET_KEY is needed), SQLite and the
 # in-memory channel layer unless DATABASE_URL / REDIS_URL are set.
 run: export DEBUG ?= 1
+# Notification emails are printed to the terminal unless EMAIL_BACKEND says otherwise.
+run: export EMAIL_BACKEND ?= django.core.mail.backends.console.EmailBackend
 run: install
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
-	@# The SLA monitor runs beside the server and stops when the server exits.
+	@# The SLA monitor and the notification email worker run beside the server and stop when it exits.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
-	trap 'kill $$monitor 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python manage.py send_notification_emails & mailer=$$!; \
+	trap 'kill $$monitor $$mailer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m config.serve --host $(HOST) --port $(PORT); status=$$?; \
-	kill $$monitor 2>/dev/null; wait $$monitor 2>/dev/null; exit $$status
+	kill $$monitor $$mailer 2>/dev/null; wait $$monitor $$mailer 2>/dev/null; exit $$status
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).

@@ -78,7 +78,9 @@ def test_a_high_priority_notification_is_emailed_at_once_through_the_running_ser
 
     (message,) = smtp.messages
     assert message["To"] == "alice@acme.example"
-    assert message["Subject"] == f"[Acme] {ticket['ticketNumber']}: You have been assigned ticket {ticket['ticketNumber']}"
+    assert (
+        message["Subject"] == f"[Acme] {ticket['ticketNumber']}: You have been assigned ticket {ticket['ticketNumber']}"
+    )
     text, html = parts(message)
     assert "Acme" in text and link(ticket["id"]) in text and "Payroll export fails" in text
     assert f'<a href="{link(ticket["id"])}">' in html and "Acme" in html
