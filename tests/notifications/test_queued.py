@@ -1,6 +1,8 @@
 """The `queued` notification: a ticket that lands unassigned in a team's queue tells the
 team's agents, and is withdrawn (read, with a `count` event) once someone takes it."""
 
+import threading
+
 import httpx
 import pytest
 
@@ -124,3 +126,59 @@ def test_both_agents_hear_of_the_queued_ticket_and_the_others_count_drops_when_o
         f"{server.url}/api/v2/ticketing/ticket/notification/count", headers=acme.headers("alice"), timeout=10
     )
     assert mine.json()["data"]["byType"]["queued"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_takes_unassignments_and_reads_keep_every_counter_exact(server, acme: World):
+    """Agents take and drop queued tickets while a teammate marks everything read, all at
+    once through the server: every request succeeds (no deadlock turned 503) and each
+    user's badge equals their unread notifications."""
+    acme.users["carol"].teams = ["operation", "network"]
+    acme.users["carol"].save()
+    tickets = [make_ticket(acme, by="bob") for _ in range(6)]
+    for ticket in tickets:
+        services.update_ticket(caller=as_user(acme, "bob"), ticket=ticket, data={"subject": ticket.subject})
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for ticket in tickets:  # into the queue: admin, alice and carol are told (minus the mover)
+            moved = client.patch(
+                f"/api/v2/ticketing/ticket/{ticket.id}",
+                headers=acme.headers("dave", roles=["agent"]),
+                json={"team": "operation"},
+            )
+            assert moved.status_code == 200, moved.text
+    statuses: list[int] = []
+
+    def agent(name: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for round in range(3):
+                for ticket in tickets:
+                    assignee = str(acme.users[name].id) if round % 2 == 0 else None
+                    r = client.patch(
+                        f"/api/v2/ticketing/ticket/{ticket.id}", headers=acme.headers(name), json={"assignee": assignee}
+                    )
+                    statuses.append(r.status_code)
+
+    def reader(name: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(12):
+                r = client.put(
+                    "/api/v2/ticketing/ticket/notification/read", headers=acme.headers(name), json={"all": True}
+                )
+                statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in ("admin", "alice")]
+    threads.append(threading.Thread(target=reader, args=("carol",)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=100)
+    assert statuses and set(statuses) == {200}, statuses
+    for name in ("admin", "alice", "carol"):
+        user = acme.users[name]
+        counter = NotificationCounter.objects.get(user=user)
+        rows = Notification.objects.filter(recipient=user)
+        assert counter.unread == rows.filter(read=False).count(), name
+        assert counter.total == rows.count(), name
+        assert counter.unread_by_type.get("queued", 0) == rows.filter(read=False, type="queued").count(), name
