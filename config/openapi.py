@@ -675,17 +675,35 @@ class MarkReadSchema(OpenApiSerializerExtension):
 
 
 class PreferenceSchema(OpenApiSerializerExtension):
-    """`notificationTypes` names known types only."""
+    """`notificationTypes` and `channels` name known types only; at least one key."""
 
     target_class = "notifications.serializers.PreferenceSerializer"
     priority = 1
 
     def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
         types = {name: {"type": "boolean"} for name in NotificationType.values}
+        channels: dict[str, Any] = {}
+        for name in NotificationType.values:  # a dict of its own each (no YAML aliases)
+            channels[name] = {"type": "string", "enum": ["inApp", "email", "both", "none"]}
         return {
             "type": "object",
-            "properties": {"notificationTypes": {"type": "object", "properties": types, "additionalProperties": False}},
-            "required": ["notificationTypes"],
+            "properties": {
+                "notificationTypes": {"type": "object", "properties": types, "additionalProperties": False},
+                "channels": {
+                    "type": "object",
+                    "properties": channels,
+                    "additionalProperties": False,
+                    "description": "Per type: in the app (default), by email, both, or none (= turned off). "
+                    "A type may not be named here and in notificationTypes at once.",
+                },
+                "emailDigestMinutes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10080,
+                    "description": "Delay of the email digest of medium and low notifications still unread.",
+                },
+            },
+            "minProperties": 1,
             "additionalProperties": False,
         }
 
