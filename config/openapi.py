@@ -694,7 +694,7 @@ class PreferenceSchema(OpenApiSerializerExtension):
                     "properties": channels,
                     "additionalProperties": False,
                     "description": "Per type: in the app (default), by email, both, or none (= turned off). "
-                    "A type may not be named here and in notificationTypes at once.",
+                    "Applied after notificationTypes when a type is named in both.",
                 },
                 "emailDigestMinutes": {
                     "type": "integer",

@@ -135,7 +135,8 @@ def _known_types(value: dict[str, Any]) -> dict[str, Any]:
 
 class PreferenceSerializer(StrictObjectSerializer):
     """`{"notificationTypes": {"comment": false}, "channels": {"mention": "both"},
-    "emailDigestMinutes": 15}`, at least one of them: what is not named keeps its setting."""
+    "emailDigestMinutes": 15}`, at least one of them: what is not named keeps its setting.
+    A type named in both is set by `notificationTypes` first, then by `channels`."""
 
     notificationTypes = serializers.DictField(child=serializers.BooleanField(), required=False)
     channels = serializers.DictField(child=serializers.ChoiceField(choices=Channel.values), required=False)
@@ -150,9 +151,4 @@ class PreferenceSerializer(StrictObjectSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs:
             raise serializers.ValidationError("Send notificationTypes, channels or emailDigestMinutes.")
-        both = sorted(set(attrs.get("notificationTypes", {})) & set(attrs.get("channels", {})))
-        if both:
-            raise serializers.ValidationError(
-                {"channels": [f"Set each type in notificationTypes or in channels, not both: {', '.join(both)}."]}
-            )
         return attrs

@@ -197,7 +197,7 @@ def test_the_worker_gives_up_after_the_last_attempt(acme: World):
     [
         {"channels": {"comment": "pigeon"}},
         {"channels": {"party": "email"}},
-        {"channels": {"comment": "email"}, "notificationTypes": {"comment": True}},
+        {"channels": {}, "notificationTypes": {}, "emailDigestMinutes": None},
         {"emailDigestMinutes": 0},
         {"emailDigestMinutes": 100_000},
     ],
@@ -220,3 +220,6 @@ def test_channel_none_and_the_on_off_switch_agree(api, acme: World):
     assert data["channels"]["comment"] == "both"  # back on the channel it had
     data = api.put(url, {"channels": {"comment": "none"}}, format="json", headers=headers).json()["data"]
     assert data["notificationTypes"]["comment"] is False
+    both = {"notificationTypes": {"comment": False}, "channels": {"comment": "email"}}
+    data = api.put(url, both, format="json", headers=headers).json()["data"]
+    assert data["channels"]["comment"] == "email"  # channels is applied last
