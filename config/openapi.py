@@ -675,7 +675,7 @@ class MarkReadSchema(OpenApiSerializerExtension):
 
 
 class PreferenceSchema(OpenApiSerializerExtension):
-    """`notificationTypes` and `channels` name known types only; at least one key."""
+    """`notificationTypes` and `channels` name known types only; at least one of the keys."""
 
     target_class = "notifications.serializers.PreferenceSerializer"
     priority = 1
@@ -703,7 +703,8 @@ class PreferenceSchema(OpenApiSerializerExtension):
                     "description": "Delay of the email digest of medium and low notifications still unread.",
                 },
             },
-            "minProperties": 1,
+            # At least one of them (PreferenceSerializer.validate).
+            "anyOf": [{"required": [name]} for name in ("notificationTypes", "channels", "emailDigestMinutes")],
             "additionalProperties": False,
         }
 
@@ -873,4 +874,9 @@ server restarting (reconnect with `after_id`), 1011 server error.
 def describe_api(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """POSTPROCESSING_HOOKS: the long description (settings cannot import this module)."""
     result["info"]["description"] = DESCRIPTION.strip()
+    # Every key of the preference body is optional, yet one is needed: the body is required
+    # (drf-spectacular only marks a body required when one of its fields is).
+    preference = result["paths"].get("/api/v2/ticketing/user/preference", {}).get("put", {})
+    if "requestBody" in preference:
+        preference["requestBody"]["required"] = True
     return result
