@@ -9,16 +9,21 @@ PORT ?= 8000
 
 .PHONY: run test install install-dev lint format bench clean
 
+# Installs print pip's progress (a minute or two on a fresh machine), each slow step
+# announced by a "==>" line.
 $(BIN)/python:
+	@echo "==> creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	@echo "==> installing the service's dependencies into $(VENV) (about a minute the first time)"
+	$(BIN)/pip install --progress-bar on -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "==> installing the service's and the tests' dependencies into $(VENV) (a minute or two the first time)"
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -26,13 +31,18 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # Local development server: DEBUG on (so no SECRET_KEY is needed), SQLite and the
-# in-memory channel layer unless DATABASE_URL / REDIS_URL are set.
+# in-memory channel layer unless DATABASE_URL / REDIS_URL are set. It also writes .env
+# (DEBUG=1, once; config/local_env.py), which manage.py and config.serve read, so the
+# README's commands work in a new shell afterwards.
 run: export DEBUG ?= 1
 # Notification emails are printed to the terminal unless EMAIL_BACKEND says otherwise.
 run: export EMAIL_BACKEND ?= django.core.mail.backends.console.EmailBackend
 run: install
+	@$(BIN)/python -m config.local_env
+	@echo "==> migrating the database"
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py load_demo
+	@echo "==> loading the demo tenant"
+	$(BIN)/python manage.py load_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
 	@# The SLA monitor and the notification email worker run beside the server and stop when it exits.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
@@ -43,9 +53,28 @@ run: install
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).
+# The browser tests (marker `browser`) drive Debian's chromium (CHROMIUM_PATH, default
+# /usr/bin/chromium). When it is missing it is installed from Debian's packages if this
+# user can (root and apt-get); otherwise the rest of the suite runs and the command that
+# installs it is printed. PYTEST_ARGS is passed on to pytest.
+CHROMIUM_PATH ?= /usr/bin/chromium
 test: export SECRET_KEY ?= test-only-secret-key
+test: export CHROMIUM_PATH := $(CHROMIUM_PATH)
 test: install-dev
-	$(BIN)/pytest
+	@if [ ! -x "$(CHROMIUM_PATH)" ] && [ "$(CHROMIUM_PATH)" = /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "==> installing Chromium from Debian's packages (the browser tests drive it)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update && apt-get install -y chromium || exit 1; \
+	fi; \
+	if [ -x "$(CHROMIUM_PATH)" ]; then \
+	  $(BIN)/pytest $(PYTEST_ARGS); \
+	else \
+	  echo "==> $(CHROMIUM_PATH) is missing: running every test but the browser tests."; \
+	  $(BIN)/pytest -m "not browser" $(PYTEST_ARGS); status=$$?; \
+	  echo "==> The browser tests did NOT run. Install Chromium, then run make test again:"; \
+	  echo "      sudo apt-get install chromium    (Debian/Ubuntu; or set CHROMIUM_PATH=/path/to/chromium)"; \
+	  exit $$status; \
+	fi
 
 lint: install-dev
 	$(BIN)/ruff check .

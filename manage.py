@@ -6,6 +6,11 @@ import sys
 
 
 def main() -> None:
+    from config.local_env import load_local_env
+
+    # The checkout's .env (written by `make run`: DEBUG=1), so commands work in a new
+    # shell; a variable set in the environment wins.
+    load_local_env()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     from django.core.management import execute_from_command_line
 

@@ -4,9 +4,18 @@ PostgreSQL database, migrated, so a benchmark never touches development or test 
 import os
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A benchmark sends far more requests per user than any rate limit allows: the limits are
+# off for benchmarks (and the servers they start) unless the environment says otherwise
+# (RATE_LIMITS_ENABLED=1 with RATE_LIMIT_PER_* measures them).
+os.environ.setdefault("RATE_LIMITS_ENABLED", "0")
 
 
 def use_bench_database(name: str, *, base_url: str = "postgres://postgres@127.0.0.1:5432") -> str:
@@ -70,3 +79,39 @@ def django_setup() -> None:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class DemoRealm(Protocol):
+    """What a benchmark knows of the demo tenant's HS256 realm (read once from its database)."""
+
+    tenant_id: str
+    secret: str
+    issuer: str
+    audience: str
+    teams_claim: str
+
+
+def realm_token(realm: DemoRealm, username: str, *, roles: Sequence[str], teams: Sequence[str], ttl: int) -> str:
+    """A token of the demo realm, signed as its identity provider would sign it.
+
+    The benchmarks' load clients run without Django, so they sign with PyJWT directly
+    instead of calling `tenants.services.issue_token`; the claims are the same."""
+    import jwt
+
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": str(uuid.uuid5(uuid.UUID(realm.tenant_id), username)),
+        "preferred_username": username,
+        "name": username.title(),
+        "email": f"{username}@demo.example",
+        "realm_access": {"roles": list(roles)},
+        realm.teams_claim: list(teams),
+        "iat": now,
+        "exp": now + ttl,
+        "typ": "Bearer",
+    }
+    if realm.issuer:
+        claims["iss"] = realm.issuer
+    if realm.audience:
+        claims["aud"] = realm.audience
+    return jwt.encode(claims, realm.secret, algorithm="HS256")

@@ -45,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchdb import realm_token
 from sse_load import StreamSpec, reader_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,6 +194,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def server_env(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
+    env.setdefault("RATE_LIMITS_ENABLED", "0")  # far more requests than a rate limit allows
     env.update(
         {
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{args.db}",
@@ -329,25 +331,7 @@ def last_event_id(tenant_id: str) -> str | None:
 
 
 def make_token(tenancy: Tenancy, username: str, ttl: int = 7200) -> str:
-    import jwt
-
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": str(uuid.uuid5(uuid.UUID(tenancy.tenant_id), username)),
-        "preferred_username": username,
-        "name": username.title(),
-        "email": f"{username}@demo.example",
-        "realm_access": {"roles": ["agent"]},
-        tenancy.teams_claim: ["operation"],
-        "iat": now,
-        "exp": now + ttl,
-        "typ": "Bearer",
-    }
-    if tenancy.issuer:
-        claims["iss"] = tenancy.issuer
-    if tenancy.audience:
-        claims["aud"] = tenancy.audience
-    return jwt.encode(claims, tenancy.secret, algorithm="HS256")
+    return realm_token(tenancy, username, roles=["agent"], teams=["operation"], ttl=ttl)
 
 
 # --- server -----------------------------------------------------------------------------
@@ -371,7 +355,7 @@ class Server:
             self.logs.append(log)
             self.procs.append(
                 subprocess.Popen(
-                    [*SERVE, "--port", str(port)],
+                    [*SERVE, "--port", str(port), "--server", self.args.server],
                     cwd=ROOT,
                     env=env,
                     stdout=log,
@@ -833,6 +817,9 @@ def main() -> None:
     parser.add_argument("--base-port", type=int, default=18100, help="first worker port (default 18100)")
     parser.add_argument("--db", default="ticketing_bench", help="PostgreSQL database (default ticketing_bench)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--server", choices=("uvicorn", "daphne"), default="uvicorn", help="config.serve --server (default uvicorn)"
+    )
     parser.add_argument("--log-level", default="WARNING", help="server LOG_LEVEL (INFO logs every stream)")
     parser.add_argument("--log-dir", default="/tmp/list_stream_fanout", help="where the server logs go")
     parser.add_argument("--seed", type=int, default=7)

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.benchdb import ROOT, machine, percentile
+from bench.benchdb import ROOT, machine, percentile, realm_token
 
 TICKET_PATH = "/api/v2/ticketing/ticket"
 EVENTS_PATH = "/v2/system/events"
@@ -221,28 +221,7 @@ def prepare(args: argparse.Namespace) -> Tenancy:
 
 
 def make_token(tenancy: Tenancy, username: str, roles: list[str], ttl: int = 12 * 3600) -> str:
-    """A token of the demo realm, as its identity provider would sign it."""
-    import uuid
-
-    import jwt
-
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "sub": str(uuid.uuid5(uuid.UUID(tenancy.tenant_id), username)),
-        "preferred_username": username,
-        "name": username.title(),
-        "email": f"{username}@demo.example",
-        "realm_access": {"roles": roles},
-        tenancy.teams_claim: ["operation", "network"],
-        "iat": now,
-        "exp": now + ttl,
-        "typ": "Bearer",
-    }
-    if tenancy.issuer:
-        claims["iss"] = tenancy.issuer
-    if tenancy.audience:
-        claims["aud"] = tenancy.audience
-    return jwt.encode(claims, tenancy.secret, algorithm="HS256")
+    return realm_token(tenancy, username, roles=roles, teams=["operation", "network"], ttl=ttl)
 
 
 def headers_for(tenancy: Tenancy, token: str) -> dict[str, str]:

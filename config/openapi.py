@@ -43,8 +43,10 @@ from ticketing.serializers import (
     ApprovalDecisionSerializer,
     MergeSerializer,
     TicketListBodySerializer,
+    TicketWriteSerializer,
     WatcherWriteSerializer,
 )
+from ticketing.streams import PresenceWriteSerializer
 
 # ENUM_NAME_OVERRIDES: the sortable columns of the two lists are different choice sets.
 TICKET_SORT_CHOICES = sorted(SORT_COLUMNS)
@@ -130,6 +132,16 @@ class TicketSchema(serializers.Serializer):
     products = ProductSchema(many=True)
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
+    slaDueAt = serializers.DateTimeField(
+        allow_null=True, help_text="Due time of the next unmet SLA target (business time); null: no SLA clock running"
+    )
+    slaState = serializers.ChoiceField(
+        choices=["ok", "warning", "breached", "paused"], allow_null=True, help_text="null: no SLA clock running"
+    )
+    version = serializers.IntegerField(
+        help_text='Raised with every change of the ticket; also the response\'s `ETag` (`"<version>"`), '
+        "to send back in `If-Match`."
+    )
 
     class Meta:
         ref_name = "Ticket"
@@ -200,9 +212,41 @@ class SlaPolicyOutSchema(serializers.Serializer):
     responseMinutes = serializers.IntegerField()
     resolutionMinutes = serializers.IntegerField()
     warningPercent = serializers.IntegerField()
+    calendar = serializers.UUIDField(allow_null=True, help_text="The calendar the targets count in; null: 24x7")
 
     class Meta:
         ref_name = "SlaPolicy"
+
+
+class SlaWorkingHoursSchema(serializers.Serializer):
+    day = serializers.ChoiceField(choices=["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+    start = serializers.CharField(help_text="HH:MM local time")
+    end = serializers.CharField(help_text="HH:MM local time (24:00 = midnight)")
+
+    class Meta:
+        ref_name = "SlaWorkingHours"
+
+
+class SlaHolidaySchema(serializers.Serializer):
+    date = serializers.DateField()
+    name = serializers.CharField(allow_blank=True)
+    yearly = serializers.BooleanField(help_text="Recurs every year on this month and day")
+
+    class Meta:
+        ref_name = "SlaHoliday"
+
+
+class SlaCalendarOutSchema(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    timeZone = serializers.CharField(help_text="IANA time zone")
+    workingHours = SlaWorkingHoursSchema(many=True)
+    holidays = SlaHolidaySchema(many=True)
+    createdAt = serializers.DateTimeField()
+    updatedAt = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "SlaCalendar"
 
 
 class ActorSchema(serializers.Serializer):
@@ -362,6 +406,8 @@ APPROVAL = ok("Approval", ApprovalSchema())
 APPROVALS = ok("ApprovalList", ApprovalSchema(many=True))
 SLA_POLICY = ok("SlaPolicy", SlaPolicyOutSchema())
 SLA_POLICIES = ok("SlaPolicyList", SlaPolicyOutSchema(many=True))
+SLA_CALENDAR = ok("SlaCalendar", SlaCalendarOutSchema())
+SLA_CALENDARS = ok("SlaCalendarList", SlaCalendarOutSchema(many=True))
 NOTIFICATION_PAGE = ok("NotificationPage", NotificationPageSchema())
 NOTIFICATION_COUNTS = ok("NotificationCounts", NotificationCountsSchema())
 MARK_READ_RESULT = ok("MarkReadResult", MarkReadResultSchema())
@@ -413,6 +459,30 @@ TICKET_REOPEN = {
     "summary": "Reopen a resolved, closed or cancelled ticket",
     "request": None,
     "responses": {200: TICKET, 409: conflict("`TICKET_NOT_CLOSED`")},
+}
+IF_MATCH_HEADER = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description='The ticket\'s `ETag` as last read (`"<version>"`; a list or `*` also work). Another '
+    "version is current: 412 PRECONDITION_FAILED, nothing changed, the current ticket in "
+    "`details.ticket`. Absent: the change is unconditional. Not a list of entity tags: 400 INVALID_HEADER.",
+)
+PRECONDITION_FAILED = OpenApiResponse(
+    ERROR,
+    description="`PRECONDITION_FAILED`: `If-Match` names another version; `details.currentVersion` and "
+    "`details.ticket` show the ticket as it is now (also its `ETag` header).",
+)
+TICKET_PATCH = {
+    "summary": "Change a ticket",
+    "request": TicketWriteSerializer,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {200: TICKET, 412: PRECONDITION_FAILED},
+}
+TICKET_DELETE = {
+    "summary": "Delete a ticket (admin)",
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {204: NO_CONTENT, 412: PRECONDITION_FAILED},
 }
 NOTIFICATION_LIST = {
     "summary": "The caller's notifications: filter, search, sort, page",
@@ -480,6 +550,37 @@ LAST_EVENT_ID_HEADER = OpenApiParameter(
     description="Resume after this event-log id (EventSource sends it on reconnect).",
 )
 
+IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    pattern=r"^[\x21-\x7e]{1,255}$",
+    description="Optional; 1 to 255 visible ASCII characters (a UUID is a good choice), else 400 "
+    "INVALID_HEADER. The first successful answer is stored per tenant, caller and key for 24 h; a repeat "
+    "with the same method, path and body gets it again (with `Idempotent-Replayed: true`) and changes "
+    "nothing. Same key, other request: 422 IDEMPOTENCY_KEY_REUSED; while the first is still in flight: "
+    "409 IDEMPOTENCY_KEY_IN_USE (with `Retry-After`).",
+)
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_IDEMPOTENCY_ERRORS = {
+    "409": "`IDEMPOTENCY_KEY_IN_USE`: a request with this `Idempotency-Key` is still in flight (`Retry-After`)",
+    "422": "`IDEMPOTENCY_KEY_REUSED`: the `Idempotency-Key` was used for another method, path or body",
+}
+_RATE_LIMITED = (
+    "`TOO_MANY_REQUESTS`: too many requests in the time window, per user, API key or tenant "
+    "(`details.scope`); `Retry-After` and `details.retryAfter` say when to try again"
+)
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": "Requests allowed in the window, of the caller's bucket closest to running out.",
+    "RateLimit-Remaining": "Requests left in that window.",
+    "RateLimit-Reset": "Seconds until that window ends.",
+}
+
+
+def _integer_header(description: str) -> dict[str, Any]:
+    return {"schema": {"type": "integer", "minimum": 0}, "description": description}
+
+
 # The error codes each generic status can carry, as the code raises them (an `ApiError`
 # with that status, or core.errors' code for a bare status). Kept true by
 # tests/contract/test_openapi_schema.py, which greps the code for every code it raises.
@@ -514,6 +615,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "APPROVAL_NOT_FOUND",
         "WATCHER_NOT_FOUND",
         "PRODUCT_NOT_FOUND",
+        "CALENDAR_NOT_FOUND",
         "NOT_FOUND",
     ),
     406: ("NOT_ACCEPTABLE",),
@@ -552,6 +654,8 @@ class TicketingAutoSchema(AutoSchema):
             params += [TENANT_HEADER, REALM_HEADER, SUPPORT_HEADER]
         elif "EventReaderAuthentication" in names:
             params += [EVENT_TENANT_HEADER, EVENT_REALM_HEADER]
+        if names and self.method in _WRITE_METHODS and "/sse/" not in self.path:
+            params.append(IDEMPOTENCY_KEY_HEADER)
         return params
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
@@ -566,6 +670,23 @@ class TicketingAutoSchema(AutoSchema):
                 responses[str(status)] = self._get_response_for_code(ERROR, str(status), direction=direction) | {
                     "description": _ERROR_DESCRIPTIONS[status]
                 }
+        if "/sse/" in self.path:
+            return responses  # streams keep their own limits (TOO_MANY_STREAMS)
+        extra = {"429": _RATE_LIMITED}
+        if self.method in _WRITE_METHODS:
+            extra |= _IDEMPOTENCY_ERRORS
+        for status, description in extra.items():
+            if status in responses:
+                responses[status]["description"] += f"; or {description}"
+            else:
+                responses[status] = self._get_response_for_code(ERROR, status, direction=direction) | {
+                    "description": description
+                }
+        for status, response in responses.items():
+            headers = {name: _integer_header(text) for name, text in RATE_LIMIT_HEADERS.items()}
+            if status == "429":
+                headers["Retry-After"] = _integer_header("Seconds to wait before the next request.")
+            response["headers"] = {**response.get("headers", {}), **headers}
         return responses
 
 
@@ -776,6 +897,15 @@ NOTIFICATION_STREAM_EVENTS = (
     "A stream that cannot subscribe answers 503 before starting, as the list stream does."
 )
 
+TICKET_STREAM_EVENTS = (
+    "Events: `connected {connectionId, ticketId, timestamp}` (with `retry: 3000`); `snapshot {ticket, "
+    "comments, watchers, approvals, reset?}` (the ticket page's whole state at the stream's log position; "
+    "`reset: true` when a resume was not possible); `activity` (an Event exactly as `GET "
+    "/v2/system/events` shows it, for every event about the ticket: changes, comments, watchers, "
+    "approvals, products, SLA stages, for agents a merge into it, its deletion); `heartbeat {timestamp}`; "
+    "`error {code, message, timestamp}` before closing."
+)
+
 
 def _sse_response(events: str) -> OpenApiResponse:
     return OpenApiResponse(response=OpenApiTypes.STR, description=f"A Server-Sent Events stream. {events}")
@@ -826,17 +956,74 @@ class NotificationStreamSchema(APIView):
         raise NotImplementedError
 
 
+class TicketActivityStreamSchema(APIView):
+    """Schema stand-in for ticketing.streams.ticket_activity_stream (an async Django view)."""
+
+    @extend_schema(
+        operation_id="ticket_activity_stream",
+        summary="Everything that happens to one ticket, live (SSE)",
+        description=f"{TICKET_STREAM_EVENTS}\n\n{_STREAM_COMMON}",
+        tags=["ticketing"],
+        parameters=[
+            OpenApiParameter("ticket_id", str, OpenApiParameter.PATH, description="The ticket's id (a UUID)."),
+            OpenApiParameter("lastEventId", str, description="As the `Last-Event-ID` header."),
+            LAST_EVENT_ID_HEADER,
+        ],
+        responses={
+            (200, "text/event-stream"): _sse_response(TICKET_STREAM_EVENTS),
+            404: OpenApiResponse(ERROR, description="`TICKET_NOT_FOUND`: no such ticket, or not the caller's to see"),
+            429: OpenApiResponse(ERROR, description="`TOO_MANY_STREAMS` (with `Retry-After`)"),
+        },
+    )
+    def get(self, request: Request, ticket_id: str) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+class TicketPresenceSchema(APIView):
+    """Schema stand-in for ticketing.streams.ticket_presence (an async Django view)."""
+
+    @extend_schema(
+        operation_id="ticket_presence",
+        summary="Say you are typing on a ticket you view (presence)",
+        description=(
+            "`clientId` is the `connectionId` of your open ticket stream (`GET …/ticket/{id}/sse`), "
+            "which makes you a viewer. `state: typing` shows you typing to the other viewers for "
+            "`PRESENCE_TYPING_SECONDS` (repeat it while typing); `viewing` ends it. Answers the roster; "
+            "every viewer's stream gets it as a `presence` frame."
+        ),
+        tags=["ticketing"],
+        request=PresenceWriteSerializer,
+        parameters=[OpenApiParameter("ticket_id", str, OpenApiParameter.PATH, description="The ticket's id.")],
+        responses={
+            200: OpenApiResponse(description="`{ticketId, viewers: [{clientId, user {id, name}, state}]}`"),
+            400: OpenApiResponse(ERROR, description="`INVALID_BODY` / `INVALID_JSON`"),
+            404: OpenApiResponse(ERROR, description="`TICKET_NOT_FOUND`, or `VIEWER_NOT_FOUND` (not your stream)"),
+        },
+    )
+    def post(self, request: Request, ticket_id: str) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
 _STREAMS = (
     ("ticket-list-updates", "POST", TicketListStreamSchema),
     ("notification-stream", "GET", NotificationStreamSchema),
+    ("ticket-activity-stream", "GET", TicketActivityStreamSchema),
+    ("ticket-presence", "POST", TicketPresenceSchema),
 )
+_PER_TICKET = {"ticket-activity-stream", "ticket-presence"}
 
 
 def add_stream_endpoints(endpoints: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """PREPROCESSING_HOOKS: the streams, which drf-spectacular skips as non-DRF views."""
+    """PREPROCESSING_HOOKS: the streams (and the presence announcement beside them), which
+    drf-spectacular skips as non-DRF views."""
     for url_name, method, view in _STREAMS:
-        path = reverse(url_name)
-        endpoints.append((path, path.lstrip("/"), method, view.as_view()))
+        if url_name in _PER_TICKET:
+            path = reverse(url_name, kwargs={"ticket_id": "TICKET"}).replace("TICKET", "{ticket_id}")
+            regex = "^" + path.lstrip("/").replace("{ticket_id}", "(?P<ticket_id>[^/]+)") + "$"
+        else:
+            path = reverse(url_name)
+            regex = path.lstrip("/")
+        endpoints.append((path, regex, method, view.as_view()))
     return endpoints
 
 
@@ -855,9 +1042,9 @@ decision are in docs/api.md.
 spec's `{"query", "result"}`). Every error: `{"success": false, "error": {"code",
 "message", "details"}, "timestamp"}` (component `ErrorEnvelope`).
 
-**Live streams (SSE).** `POST /api/v2/ticketing/ticket/sse/list/updates` and
-`GET /api/v2/ticketing/ticket/sse/notifications` answer `text/event-stream`; their operations
-list the event types.
+**Live streams (SSE).** `POST /api/v2/ticketing/ticket/sse/list/updates`,
+`GET /api/v2/ticketing/ticket/sse/notifications` and `GET /api/v2/ticketing/ticket/{id}/sse`
+answer `text/event-stream`; their operations list the event types.
 
 **Partner websocket** `ws://<host>/v2/system/events/ws` (not an HTTP operation, so not listed
 below). Authenticates at the handshake with `X-API-Key`, `Authorization: ApiKey <key>`, or

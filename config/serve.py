@@ -1,7 +1,8 @@
-"""Run the service: `python -m config.serve [--host H] [--port P] [--workers N]`.
+"""Run the service: `python -m config.serve [--host H] [--port P] [--workers N] [--server uvicorn|daphne]`.
 
-The one place that says how the ASGI server (uvicorn) is started, for `make run`, the
-compose file, the test fixtures and the benchmarks alike.
+The one place that says how the ASGI server is started, for `make run`, the compose file,
+the test fixtures and the benchmarks alike. uvicorn is the default; daphne (the server
+the Channels design names) stays a supported choice.
 
 Why uvicorn: measured with `bench/list_stream_fanout.py` (docs/benchmarks.md), it sends
 stream frames for less CPU than daphne, so they arrive sooner, and it applies
@@ -12,6 +13,19 @@ Two things uvicorn does not do by itself are added here: a deadline for a reques
 (`HeaderTimeoutHttpProtocol`: uvicorn waits for ever on a connection that sends half a
 request line, so a few hundred slow clients could hold every socket — "slowloris"), and
 keeping credentials out of its log lines (config.log_redaction on its handlers).
+
+Each start also gives the workers an empty directory for their metrics
+(`PROMETHEUS_MULTIPROC_DIR`, core.metrics) before any of them starts: the operator's, emptied
+of a previous run's files, or a temporary one removed when the server exits.
+
+Behind a reverse proxy (deploy/nginx), the client's address and scheme come from the
+proxy's `X-Forwarded-For` / `X-Forwarded-Proto`, but only on connections from the
+addresses in `FORWARDED_ALLOW_IPS` (comma-separated addresses or networks, `*` for any):
+the same header from anyone else is ignored, so a client cannot choose the address the
+logs show. Unset, no peer is trusted (a server reached directly).
+
+daphne runs one process (`--workers 1`): it has no supervisor of worker processes. Run
+several daphne processes on their own ports behind the proxy instead (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -21,11 +35,17 @@ import asyncio
 import copy
 import logging
 import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from config.local_env import load_local_env
 
 # On SIGTERM the streams are told to end (events.hub closes them with SERVER_SHUTDOWN);
 # whatever is still open after this long is cut.
@@ -98,31 +118,71 @@ class HeaderTimeoutHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
+def prepare_metrics_dir() -> Path | None:
+    """Set up PROMETHEUS_MULTIPROC_DIR for this server start (before any worker starts and
+    imports prometheus-client, which reads the variable once): the given directory,
+    created and emptied of a previous run's files (the counters of processes long gone
+    must not be added to this run's), or a new temporary one. Returns the directory to
+    remove at exit (the temporary one), else None."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    path = Path(tempfile.mkdtemp(prefix="ticketing-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging setup, with credentials redacted on every handler."""
+    """uvicorn's logging setup, with credentials redacted on every handler, in the format
+    of the service's own lines (JSON in production, config.log_format)."""
+    from config.log_format import log_format
+
     config = copy.deepcopy(LOGGING_CONFIG)
+    if log_format() == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": "config.log_format.JsonFormatter"}
     config.setdefault("filters", {})["redact_credentials"] = {"()": "config.log_redaction.RedactCredentials"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact_credentials")
     return config
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m config.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=int(os.environ.get("WEB_WORKERS", "1")),
-        help="worker processes sharing the port (they share streams through the channel layer)",
-    )
-    parser.add_argument("--access-log", action="store_true", help="log every request (off: the app logs streams)")
-    args = parser.parse_args(argv)
+def _remove_when_stopped(path: Path) -> None:
+    """Remove `path` when a SIGTERM / SIGINT stops the server. uvicorn shuts down cleanly on
+    them and then raises the signal again with the handler it found, so the process ends
+    as the signal says before `main` returns: this handler is the one it finds."""
+
+    def handler(signum: int, frame: Any) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+
+
+def trusted_proxies() -> str:
+    """`FORWARDED_ALLOW_IPS`, as uvicorn spells it: who may say who the client is."""
+    return os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+
+
+def log_level() -> int:
+    # As a number: uvicorn knows fewer level names than logging (WARN, FATAL, NOTSET).
+    return logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
+
+
+def serve_uvicorn(args: argparse.Namespace) -> None:
+    proxies = trusted_proxies()
     uvicorn.run(
         "config.asgi:application",
         host=args.host,
         port=args.port,
+        # With several workers uvicorn's parent process supervises them: a worker that
+        # dies (killed, crashed) is replaced by a new one on the same socket.
         workers=args.workers,
         # Django has no lifespan support; "auto" would only log that at every start.
         lifespan="off",
@@ -130,13 +190,95 @@ def main(argv: list[str] | None = None) -> None:
         http="config.serve:HeaderTimeoutHttpProtocol",
         access_log=args.access_log,
         log_config=log_config(),
-        # As a number: uvicorn knows fewer level names than logging (WARN, FATAL, NOTSET).
-        log_level=logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper()),
+        log_level=log_level(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # Partner events are small JSON messages; compressing them costs more memory per
         # socket than it saves.
         ws_per_message_deflate=False,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
     )
+
+
+class _AccessLogLines:
+    """A stream for daphne's access log that hands each line to logging, so the handlers'
+    credential redaction (settings.LOGGING) applies to them as to every other line."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("daphne.access")
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.info("%s", line)
+
+    def flush(self) -> None:
+        pass
+
+
+def serve_daphne(args: argparse.Namespace) -> None:
+    # Importing daphne.server installs Twisted's asyncio reactor: it must come first.
+    from daphne.access import AccessLogGenerator
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    # Sets Django up, and with it logging (settings.LOGGING: the root handler redacts).
+    from config.asgi import application
+
+    logging.getLogger("daphne").setLevel(log_level())
+    proxies = trusted_proxies()
+    app: Any = ProxyHeadersMiddleware(application, trusted_hosts=proxies) if proxies else application
+    Server(
+        application=app,
+        endpoints=build_endpoint_description_strings(host=args.host, port=args.port),
+        # Streams live for hours; their own timeouts (SSE_IDLE_TIMEOUT_SECONDS) end them.
+        http_timeout=None,
+        application_close_timeout=GRACEFUL_SHUTDOWN_SECONDS,
+        verbosity=0,
+        action_logger=AccessLogGenerator(_AccessLogLines()) if args.access_log else None,
+    ).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    load_local_env()  # the checkout's .env (DEBUG=1 after `make run`); the environment wins
+    parser = argparse.ArgumentParser(prog="python -m config.serve", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on (HOST, 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("PORT", "8000")), help="port to listen on (PORT, 8000)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_WORKERS", "1")),
+        help="worker processes sharing the port; they share streams through the channel layer (WEB_WORKERS, 1)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: the app logs streams)")
+    parser.add_argument(
+        "--server",
+        choices=("uvicorn", "daphne"),
+        default=os.environ.get("WEB_SERVER", "uvicorn"),
+        help="the ASGI server (uvicorn: less CPU per stream frame, see docs/benchmarks.md)",
+    )
+    args = parser.parse_args(argv)
+    if args.server == "daphne" and args.workers != 1:
+        parser.error(
+            "daphne serves one process: use --workers 1 and run one daphne per port behind the proxy "
+            "(docs/operations.md, Scale), or --server uvicorn for --workers N"
+        )
+    temporary_metrics_dir = prepare_metrics_dir()
+    if temporary_metrics_dir is not None:
+        _remove_when_stopped(temporary_metrics_dir)
+    try:
+        if args.server == "daphne":
+            serve_daphne(args)
+        else:
+            serve_uvicorn(args)
+    finally:
+        if temporary_metrics_dir is not None:
+            shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

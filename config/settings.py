@@ -2,11 +2,14 @@
 environment here, with embedded defaults that let `make run` work on a bare machine
 (SQLite file + in-memory channel layer)."""
 
+import json
 import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from config.log_format import formatter_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,8 +33,14 @@ DEBUG = env_bool("DEBUG")
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (set DEBUG=1 for local work).")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off. For local work run `make run` once (it writes .env with "
+            "DEBUG=1, which manage.py and config.serve read) or prefix the command with DEBUG=1."
+        )
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105
+# Rotating SECRET_KEY (docs/operations.md, "Rotate secrets"): the previous keys, comma-
+# separated, still verify sessions and signed values made with them; new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
 
 # --- Security -------------------------------------------------------------------------
 # With DEBUG off the service expects HTTPS (directly or behind a TLS-terminating proxy):
@@ -85,9 +94,13 @@ INSTALLED_APPS = [
     "ticketing",
     "sla",
     "notifications",
+    "idempotency",
 ]
 
 MIDDLEWARE = [
+    # Outermost: the request id, the caller in every log line, the request's log line and
+    # metrics, whatever answered it (core.request_context).
+    "core.request_context.RequestContextMiddleware",
     # First: on /api/ and /v2/ paths every failure, wherever it is raised, is answered in
     # the error envelope (core.errors).
     "core.errors.ApiErrorMiddleware",
@@ -292,6 +305,14 @@ SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 30.0)
 SSE_IDLE_TIMEOUT_SECONDS = env_float("SSE_IDLE_TIMEOUT_SECONDS", 3600.0)
 SSE_MAX_LIST_STREAMS_PER_USER = env_int("SSE_MAX_LIST_STREAMS_PER_USER", 8)
 SSE_MAX_NOTIFICATION_STREAMS_PER_USER = env_int("SSE_MAX_NOTIFICATION_STREAMS_PER_USER", 5)
+# Ticket pages open at once per user (one per browser tab on a ticket).
+SSE_MAX_TICKET_STREAMS_PER_USER = env_int("SSE_MAX_TICKET_STREAMS_PER_USER", 10)
+# Who is on a ticket (ticketing/presence.py): an entry lapses PRESENCE_TTL_SECONDS after
+# its stream last renewed it (every PRESENCE_RENEW_SECONDS), so a viewer whose worker died
+# is gone for everyone within TTL + renew interval; a typing mark shows this long.
+PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 20.0)
+PRESENCE_RENEW_SECONDS = env_float("PRESENCE_RENEW_SECONDS", 8.0)
+PRESENCE_TYPING_SECONDS = env_float("PRESENCE_TYPING_SECONDS", 6.0)
 SSE_LEASE_SECONDS = env_float("SSE_LEASE_SECONDS", 45.0)
 SSE_RETRY_AFTER_SECONDS = env_int("SSE_RETRY_AFTER_SECONDS", 5)
 SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000)
@@ -308,16 +329,48 @@ DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)
 # connection in use), beyond which it is answered 503 (core.db_retry).
 DATABASE_POOL_BUSY_WAIT_SECONDS = env_float("DB_POOL_BUSY_WAIT_SECONDS", 30.0)
 
+# --- Idempotency keys and rate limits (docs/api.md) ------------------------------------------
+# How long the first answer to a write sent with an Idempotency-Key is kept and replayed.
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600)
+# Requests per window on the REST endpoints (not the streams, which have their own limits),
+# as `limits` strings ("600/minute", "10/second"), counted in Redis across worker processes
+# (in process memory without REDIS_URL). Every bucket that applies must have room.
+RATE_LIMITS_ENABLED = env_bool("RATE_LIMITS_ENABLED", True)
+RATE_LIMIT_PER_USER = os.environ.get("RATE_LIMIT_PER_USER", "600/minute")
+RATE_LIMIT_PER_API_KEY = os.environ.get("RATE_LIMIT_PER_API_KEY", "1200/minute")
+RATE_LIMIT_PER_TENANT = os.environ.get("RATE_LIMIT_PER_TENANT", "6000/minute")
+# Per-tenant overrides, JSON by tenant slug or id:
+# {"acme": {"user": "1200/minute", "apiKey": "5000/minute", "tenant": "20000/minute"}}
+RATE_LIMIT_TENANT_OVERRIDES = json.loads(os.environ.get("RATE_LIMIT_TENANT_OVERRIDES", "") or "{}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"kv": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"}},
-    # Credentials never reach a log line, whoever logs them (config.log_redaction).
-    "filters": {"redact_credentials": {"()": "config.log_redaction.RedactCredentials"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv", "filters": ["redact_credentials"]}},
+    # JSON lines in production, text with DEBUG on; LOG_FORMAT=json|text decides (config.log_format).
+    "formatters": {"main": formatter_config()},
+    # Credentials never reach a log line, whoever logs them (config.log_redaction); every
+    # line of a request carries its id, tenant and caller (core.request_context).
+    "filters": {
+        "redact_credentials": {"()": "config.log_redaction.RedactCredentials"},
+        "request_context": {"()": "config.log_format.RequestContextFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "main",
+            "filters": ["redact_credentials", "request_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Observability (docs/operations.md) -------------------------------------------------
+# `/metrics` (core.metrics) answers loopback callers, and others that send
+# `Authorization: Bearer $METRICS_TOKEN`; without a token only loopback. Turn
+# METRICS_LOOPBACK_OPEN off when a proxy on the same host forwards outside traffic to it.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", True)
 
 # --- Notification email (notifications.emails; the `send_notification_emails` worker) ---
 # Django's email backend; by default SMTP on EMAIL_HOST:EMAIL_PORT (localhost:25).

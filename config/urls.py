@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.health import healthz, readyz
+from core.metrics import metrics_view
 from events.views import SystemEventsView
 
 urlpatterns = [
@@ -14,6 +15,8 @@ urlpatterns = [
     # Probes for orchestrators (core.health): no credentials, outside the API's schema.
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # Prometheus (core.metrics): loopback or `Bearer $METRICS_TOKEN`; outside the API's schema.
+    path("metrics", metrics_view, name="metrics"),
     path("dashboard/", include("ticketing.dashboard", namespace="dashboard")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),

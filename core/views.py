@@ -6,7 +6,13 @@ answered `503 SERVICE_UNAVAILABLE` in the envelope, never a 500.
 A request that may write runs in one transaction, so it has exactly one COMMIT: a fault
 before it leaves nothing behind (and is retried), a fault during it is the only case
 whose outcome is unknown. Without it, a request could commit its change and then lose
-the connection on a later read, and a retry would apply the change twice."""
+the connection on a later read, and a retry would apply the change twice.
+
+Two more things every API view gets here, once the caller is known (`initial`): the
+caller's rate limits (core.ratelimit: `RateLimit-*` headers on every answer, `429` over a
+limit) and, for writes sent with an `Idempotency-Key`, at-most-once application
+(idempotency.services: the stored first answer is replayed; the answer of a first
+request is stored in its own transaction, before COMMIT)."""
 
 from __future__ import annotations
 
@@ -15,13 +21,16 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
-from django.http import HttpRequest, HttpResponseBase, RawPostDataException, UnreadablePostError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, RawPostDataException, UnreadablePostError
 from rest_framework import serializers
+from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from core.db_retry import DatabaseUnavailable, call_with_retry, database_fault
 from core.http import ApiError, error_response
+from core.ratelimit import check_rate_limit
 from events.recording import unit_of_work
+from idempotency import services as idempotency
 
 # Reads only (HTTP semantics): running one twice is harmless, so no transaction is needed.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -34,8 +43,60 @@ def validated(serializer: serializers.Serializer) -> dict[str, Any]:
     return serializer.validated_data
 
 
+class _StoredAnswer(Exception):
+    """A repeat of an idempotent write: answer it with the stored response."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__("replay")
+        self.response = response
+
+
+def _caller_identity(caller: Any) -> str:
+    api_key = getattr(caller, "api_key", None)
+    return f"apikey:{api_key.pk}" if api_key is not None else f"user:{caller.user.pk}"
+
+
 class RetryingAPIView(APIView):
+    _idempotency_claim: idempotency.Claim | None = None
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = self._dispatch_with_retry(request, *args, **kwargs)
+        verdict = getattr(request, "_rate_limit", None)
+        if verdict is not None:
+            for name, value in verdict.headers().items():
+                if not response.has_header(name):
+                    response[name] = value
+        return response
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication, permissions
+        caller, django_request = request.auth, request._request
+        if caller is None:
+            return
+        # Counted once per request, not once per attempt (call_with_retry may run it twice).
+        if not hasattr(django_request, "_rate_limit"):
+            django_request._rate_limit = check_rate_limit(caller)
+        verdict = django_request._rate_limit
+        if verdict is not None and not verdict.allowed:
+            raise verdict.refusal()
+        if request.method not in idempotency.METHODS or not hasattr(self, request.method.lower()):
+            return  # reads, and methods this view does not take (405 comes first)
+        key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+        if key is None:
+            return
+        outcome = idempotency.claim(
+            tenant=caller.tenant,
+            caller=_caller_identity(caller),
+            key=key,
+            method=request.method,
+            path=django_request.get_full_path(),
+            body=django_request.body,
+        )
+        if isinstance(outcome, HttpResponse):
+            raise _StoredAnswer(outcome)
+        self._idempotency_claim = outcome
+
+    def _dispatch_with_retry(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         # A second run must parse the same body again, and the request stream can be
         # read only once: keep the body in memory first. A body that cannot be read
         # (over the upload limit) is refused by the normal path; run that once.
@@ -51,14 +112,22 @@ class RetryingAPIView(APIView):
             return error_response(error)
 
     def _dispatch_in_transaction(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self._idempotency_claim = None
         with unit_of_work():
             response = super().dispatch(request, *args, **kwargs)
             if response.status_code >= 400:
                 # A refused request changes nothing (not even the caller's profile sync).
                 transaction.set_rollback(True)
+            elif self._idempotency_claim is not None:
+                # The answer commits with the change, or neither does.
+                if hasattr(response, "render"):
+                    response.render()
+                idempotency.store(self._idempotency_claim, response)
         return response
 
     def handle_exception(self, exc: Exception) -> Any:
+        if isinstance(exc, _StoredAnswer):
+            return exc.response
         # Let database faults through to dispatch: the exception handler would turn
         # them into a response before the retry could see them.
         if database_fault(exc):

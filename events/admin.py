@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.text import count_of
 from events.models import REPLAY_TYPE, Event
 from events.services import request_replay
 from tenants.models import Tenant, TenantUser
@@ -52,5 +53,7 @@ class EventAdmin(admin.ModelAdmin):
             request_replay(tenant=tenant, event_ids=event_ids, actor=staff_actor(request, tenant_id), support=True)
         count = sum(len(ids) for ids in by_tenant.values())
         self.message_user(
-            request, f"Replay of {count} event(s) requested for {len(by_tenant)} tenant(s).", messages.SUCCESS
+            request,
+            f"Replay of {count_of(count, 'event')} requested for {count_of(len(by_tenant), 'tenant')}.",
+            messages.SUCCESS,
         )

@@ -32,6 +32,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, iso_now
 from core.json_input import load_json
+from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, tenant_tier
 from events.hub import run_db
 from events.ids import parse_event_id
 from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
@@ -62,6 +63,16 @@ HANDSHAKE_CLOSE_CODES = {
 MAX_TYPES = 50
 # A revoked key or deactivated tenant ends open sockets within this long (plus a query).
 CREDENTIAL_CHECK_SECONDS = 2.0
+# The stream kind of this socket in core.metrics, and its end reasons by our close code.
+STREAM_KIND = "partner_ws"
+END_REASONS = {
+    CLOSE_BAD_MESSAGE: "bad_message",
+    CLOSE_UNAUTHORIZED: "unauthorized",
+    CLOSE_SLOW_CONSUMER: "slow_consumer",
+    CLOSE_CURSOR_EXPIRED: "cursor_expired",
+    CLOSE_SERVICE_RESTART: "server_shutdown",
+    1011: "error",
+}
 
 
 def origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> bool:
@@ -80,6 +91,10 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
     # the close are dropped (without a reader they would fail; after a refusal they
     # must not start a feed).
     refused = False
+    # Set once the socket was accepted for a caller (counted as an open stream), and the
+    # reason we closed it, if we did (else the client left).
+    open_tier: str | None = None
+    end_reason: str | None = None
 
     async def connect(self) -> None:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
@@ -111,12 +126,28 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
                 await self.close(code=CLOSE_FORBIDDEN, reason="ORIGIN_NOT_ALLOWED")
             return
         await self.accept()
+        self.open_tier = tenant_tier(self.reader.tenant)
+        STREAM_OPENS.labels(STREAM_KIND, self.open_tier, "opened").inc()
+        STREAMS_OPEN.labels(STREAM_KIND, self.open_tier).inc()
+        logger.info("event=stream_open kind=%s tenant=%s", STREAM_KIND, self.reader.tenant.id)
         self.watch_task = asyncio.create_task(self._watch_credential())
 
     async def disconnect(self, code: int) -> None:
         if self.watch_task is not None:
             self.watch_task.cancel()
         await self._stop_feed()
+        if self.open_tier is not None:
+            reason = self.end_reason or "client"
+            STREAMS_OPEN.labels(STREAM_KIND, self.open_tier).dec()
+            STREAM_ENDS.labels(STREAM_KIND, reason).inc()
+            self.open_tier = None
+            logger.info(
+                "event=stream_closed kind=%s tenant=%s reason=%s code=%s",
+                STREAM_KIND,
+                self.reader.tenant.id,
+                reason,
+                code,
+            )
 
     async def _watch_credential(self) -> None:
         """Re-check the credential while the socket is open; close with 4401 when it
@@ -169,8 +200,10 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
                 await self._refuse(CLOSE_BAD_MESSAGE, "after_id must be a ULID or a UUID.")
                 return
             if cursor_is_expired(after_id):
+                STREAM_RESUMES.labels(STREAM_KIND, "reset").inc()
                 await self._refuse(CLOSE_CURSOR_EXPIRED, "after_id is older than the event retention.")
                 return
+            STREAM_RESUMES.labels(STREAM_KIND, "resumed").inc()
         await self._stop_feed()
         feed = PartnerFeed(
             tenant_id=self.reader.tenant.id,
@@ -192,6 +225,11 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_SERVICE_RESTART, "The server is restarting; reconnect with after_id.")
         except asyncio.CancelledError:
             raise
+        except OSError:
+            # The client went away (a crash, a cut network) while a send waited: the ASGI
+            # server says so with an OSError (uvicorn's ClientDisconnected). An ordinary
+            # end of a socket; the disconnect that follows frees it.
+            logger.info("event=partner_socket_gone tenant=%s", self.reader.tenant.id)
         except Exception:
             logger.exception("event=partner_feed_failed tenant=%s", self.reader.tenant.id)
             await self._refuse(1011, "The event feed failed; reconnect with after_id.")
@@ -205,6 +243,13 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
 
     async def _refuse(self, code: int, message: str, *, reason: str | None = None) -> None:
         self.refused = True
+        if self.end_reason is None:
+            self.end_reason = END_REASONS.get(code, "error")
+        if self.feed_task is not asyncio.current_task():
+            # Nothing may be sent after the close (the ASGI server would refuse it).
+            await self._stop_feed()
+        # Either may find the client gone already; then there is nobody to tell.
         with contextlib.suppress(Exception):
             await self.send(text_data=json.dumps({"action": "error", "code": code, "message": message}))
-        await self.close(code=code, reason=(reason or message)[:120])
+        with contextlib.suppress(OSError):
+            await self.close(code=code, reason=(reason or message)[:120])

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,8 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from core.db_retry import call_with_retry
-from events.ids import event_id_to_str
+from core.metrics import BROADCAST_FAILURES, HUB_FEED_LAG, event_commit_time
+from events.ids import event_id_to_str, parse_event_id
 from events.models import REPLAY_TYPE, Event
 from events.recording import tenant_group
 from events.selectors import events_by_ids, last_event_id, log_after
@@ -40,6 +42,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FEED_BATCH = 500
+# A message on a tenant's group that is not a commit: news for the streams following its
+# `topic` (e.g. who is viewing a ticket), handed to them without reading the log.
+NOTE_MESSAGE = "stream.note"
 # How often a process checks that Redis still has its group memberships (a restarted
 # Redis has none), and the bound on one group_add.
 MEMBERSHIP_CHECK_SECONDS = 1.0
@@ -146,7 +151,18 @@ class Subscriber:
     Kept small (slots, a plain list, a future only while waiting): a process holds one
     per open stream, thousands of them mostly idle."""
 
-    __slots__ = ("_waiter", "accepts", "closing", "max_pending", "overflowed", "pending", "tenant_id", "user_id")
+    __slots__ = (
+        "_waiter",
+        "accepts",
+        "closing",
+        "max_pending",
+        "note",
+        "overflowed",
+        "pending",
+        "tenant_id",
+        "topic",
+        "user_id",
+    )
 
     def __init__(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None = None, max_pending: int | None = None) -> None:
         self.tenant_id = tenant_id
@@ -159,6 +175,10 @@ class Subscriber:
         # Set by a stream that can tell from the event alone that it has nothing to send,
         # so it is not woken (nor its buffer filled) for events outside its filter.
         self.accepts: Callable[[LogEvent], bool] | None = None
+        # Out-of-log news for streams that follow a topic (NOTE_MESSAGE): only the latest
+        # is kept, it replaces the one before.
+        self.topic: str | None = None
+        self.note: dict[str, Any] | None = None
 
     def offer(self, event: LogEvent) -> None:
         if self.overflowed:
@@ -172,6 +192,14 @@ class Subscriber:
             self.pending.append(event)
         self._wake()
 
+    def notify(self, note: dict[str, Any]) -> None:
+        self.note = note
+        self._wake()
+
+    def take_note(self) -> dict[str, Any] | None:
+        note, self.note = self.note, None
+        return note
+
     def close(self) -> None:
         self.closing = True
         self._wake()
@@ -183,7 +211,7 @@ class Subscriber:
     @property
     def ready(self) -> bool:
         """Something to do: events to send, or the stream must end (overflow, shutdown)."""
-        return bool(self.pending) or self.overflowed or self.closing
+        return bool(self.pending) or self.note is not None or self.overflowed or self.closing
 
     async def wait(self, at_most: float) -> None:
         """Return when an event is offered (at once if one is pending) or after `at_most`
@@ -217,6 +245,17 @@ class TenantFeed:
         self.ready = asyncio.Event()
         self.failed: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
+        # Commit time (Unix seconds) of the oldest event this feed knows of but has not
+        # read yet (from an announcement, or a read that stopped at a full batch); None
+        # when caught up. Its age is the feed's lag (core.metrics.HUB_FEED_LAG).
+        self.behind_since: float | None = None
+
+    def note_committed(self, commit_time: float) -> None:
+        if self.behind_since is None:
+            self.behind_since = commit_time
+
+    def lag(self, now: float) -> float:
+        return 0.0 if self.behind_since is None else max(0.0, now - self.behind_since)
 
     async def start(self) -> None:
         try:
@@ -249,7 +288,10 @@ class TenantFeed:
                 raise
             except Exception:
                 logger.warning("event=feed_read_failed tenant=%s", self.tenant_id, exc_info=True)
+                self.hub.update_lag()
                 await asyncio.sleep(min(poll, 1.0))
+            else:
+                self.hub.update_lag()
 
     async def catch_up(self) -> None:
         while True:
@@ -262,7 +304,10 @@ class TenantFeed:
             if events:
                 self.cursor = events[-1].id
             if len(events) < FEED_BATCH:
+                self.behind_since = None
                 return
+            # A full batch: there is more, at least as new as the last one read.
+            self.behind_since = event_commit_time(self.cursor)  # type: ignore[arg-type]
 
     def add(self, subscriber: Subscriber) -> None:
         if subscriber.user_id is None:
@@ -284,6 +329,11 @@ class TenantFeed:
     def empty(self) -> bool:
         return not self.subscribers and not self.by_user
 
+    def deliver_note(self, topic: str, note: dict[str, Any]) -> None:
+        for subscriber in self.subscribers:
+            if subscriber.topic == topic:
+                subscriber.notify(note)
+
     def fan_out(self, event: LogEvent) -> None:
         if event.recipient_id is None:
             targets = tuple(self.subscribers)
@@ -293,8 +343,6 @@ class TenantFeed:
             subscriber.offer(event)
 
     async def replay(self, ids: list[str]) -> None:
-        from events.ids import parse_event_id
-
         events = await run_db(fetch_by_ids, self.tenant_id, [parse_event_id(i) for i in ids])
         for event in events:
             self.fan_out(event)
@@ -353,6 +401,7 @@ class EventHub:
         except Exception:
             # No broadcast for now; the feed's poll still delivers everything.
             self.rejoin_needed = True
+            BROADCAST_FAILURES.labels("group_add").inc()
             logger.warning("event=hub_group_add_failed group=%s", group, exc_info=True)
 
     async def _refresh_marker(self) -> bool:
@@ -443,6 +492,7 @@ class EventHub:
         if feed.empty:
             del self.feeds[subscriber.tenant_id]
             asyncio.get_running_loop().create_task(feed.stop())
+            self.update_lag()
 
     async def _receive_loop(self) -> None:
         while True:
@@ -452,6 +502,7 @@ class EventHub:
                 raise
             except Exception:
                 logger.warning("event=hub_receive_failed channel=%s", self.channel, exc_info=True)
+                BROADCAST_FAILURES.labels("receive").inc()
                 await asyncio.sleep(1.0)
                 await self._rejoin_all()
                 continue
@@ -471,7 +522,19 @@ class EventHub:
         feed = self.feeds.get(tenant_id)
         if feed is None:
             return
+        if message.get("type") == NOTE_MESSAGE:
+            feed.deliver_note(str(message.get("topic")), message)
+            return
+        try:
+            feed.note_committed(event_commit_time(parse_event_id(message["id"])))
+        except (KeyError, ValueError, TypeError):
+            feed.note_committed(time.time())
         feed.dirty.set()
+
+    def update_lag(self) -> None:
+        """Publish the lag of this process's slowest feed (core.metrics.HUB_FEED_LAG)."""
+        now = time.time()
+        HUB_FEED_LAG.set(max((feed.lag(now) for feed in self.feeds.values()), default=0.0))
 
     def close_all(self) -> None:
         """Ask every local stream to end now (the process is shutting down)."""

@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from core.text import count_of
+
 if TYPE_CHECKING:
     from tenants.callers import Caller
 
@@ -144,11 +146,13 @@ async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease
     from redis.exceptions import RedisError
 
     from core.http import ApiError
+    from core.metrics import STREAM_OPENS, tenant_tier
 
     try:
         lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit)
     except (RedisError, OSError) as error:
         logger.warning("event=lease_store_unavailable kind=%s error=%s", kind, error)
+        STREAM_OPENS.labels(kind, tenant_tier(caller.tenant), "unavailable").inc()
         raise ApiError(
             503,
             "SERVICE_UNAVAILABLE",
@@ -156,10 +160,11 @@ async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease
             headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
         ) from None
     if lease is None:
+        STREAM_OPENS.labels(kind, tenant_tier(caller.tenant), "too_many_streams").inc()
         raise ApiError(
             429,
             "TOO_MANY_STREAMS",
-            f"At most {limit} {kind} streams per user.",
+            f"At most {count_of(limit, f'{kind} stream')} per user.",
             headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
         )
     return lease

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
+from core.metrics import observe_delivery
 from events.hub import LogEvent, fetch_log, get_hub, run_db
 from events.models import Event
 from events.selectors import last_event_id
@@ -65,7 +66,8 @@ class PartnerFeed:
                 if subscriber.closing:
                     raise ShuttingDown
                 for event in subscriber.drain():
-                    await self._deliver(event)
+                    if await self._deliver(event) and not event.replayed:
+                        observe_delivery("partner_ws", event.id)
         finally:
             hub.unsubscribe(subscriber)
 
@@ -84,16 +86,18 @@ class PartnerFeed:
             if len(batch) < CATCH_UP_BATCH:
                 return
 
-    async def _deliver(self, event: LogEvent) -> None:
+    async def _deliver(self, event: LogEvent) -> bool:
+        """Send the event if it is for this client; whether it was sent."""
         if event.recipient_id is not None or (self.types and event.type not in self.types):
             if not event.replayed:
                 self._advance(event)
-            return
+            return False
         if not event.replayed:
             if self.position is not None and event.id.int <= self.position.int:
-                return
+                return False
             self._advance(event)
         await self.send(event_message(event))
+        return True
 
     def _advance(self, event: LogEvent) -> None:
         if self.position is None or event.id.int > self.position.int:

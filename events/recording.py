@@ -31,10 +31,11 @@ from __future__ import annotations
 import logging
 import uuid
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
@@ -43,6 +44,7 @@ from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from core.metrics import BROADCAST_FAILURES, EVENTS_WRITTEN
 from events.ids import event_id_to_str, new_event_id
 from events.models import Event
 from events.selectors import last_event_id
@@ -230,7 +232,15 @@ def _number_and_insert(events: list[Event]) -> None:
         newest[tenant_id] = last
     Event.objects.bulk_create(events)
     for tenant_id, event_id in newest.items():
-        transaction.on_commit(lambda t=tenant_id, e=event_id: announce_commit(t, e))
+        audiences = Counter(event.audience for event in by_tenant[tenant_id])
+        transaction.on_commit(partial(committed, tenant_id, event_id, audiences))
+
+
+def committed(tenant_id: uuid.UUID, event_id: uuid.UUID, audiences: Counter[str]) -> None:
+    """After COMMIT: count the tenant's new events (core.metrics), then announce them."""
+    for audience, count in audiences.items():
+        EVENTS_WRITTEN.labels(audience).inc(count)
+    announce_commit(tenant_id, event_id)
 
 
 def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
@@ -241,4 +251,5 @@ def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
         async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), message)
     except Exception:
         # The event is safe in the log; streams catch up on their next poll.
+        BROADCAST_FAILURES.labels("announce").inc()
         logger.warning("event=announce_failed tenant=%s id=%s", tenant_id, message.get("id"), exc_info=True)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
 from django.conf import settings
@@ -32,6 +33,7 @@ from django.urls import Resolver404, resolve
 
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
+from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, take_stream_slot
@@ -123,6 +125,7 @@ class StreamConnection:
         self._flow: Any = getattr(cycle, "flow", None)
         self.streams: list[AsyncGenerator[bytes, None]] = []
         self.ended = False  # the stream was ended here: no more frames
+        self.end_reason: str | None = None  # why, when it was ended here (metrics, logs)
         self.aborted = False  # the connection was dropped: nothing more is written
 
     def client_gone(self) -> bool:
@@ -176,6 +179,7 @@ class StreamConnection:
         and with `abort` drop the connection and whatever the server still buffers."""
         if not self.ended:
             self.ended = True
+            self.end_reason = reason
             logger.info("event=stream_cut reason=%s", reason)
         await self.close_streams()
         if abort and not self.aborted:
@@ -239,6 +243,10 @@ class EventStream:
     # A stream that can tell from the event alone that it has nothing to send sets this to
     # a method, so it is not woken for such events (Subscriber.accepts).
     interested: Callable[[LogEvent], bool] | None = None
+    # When (time.monotonic()) the stream's own periodic work (`tick`) is next due.
+    next_tick = float("inf")
+    # Set by `opening` when the stream has nothing more to say (its last frame an error).
+    finished = False
 
     def __init__(
         self,
@@ -258,6 +266,23 @@ class EventStream:
         self.connection_id = new_connection_id()
         self.position: uuid.UUID | None = None
         self.started = time.monotonic()
+        # The socket side, which knows when a client vanished or stopped reading.
+        self.connection = _stream_connection.get()
+        # Why the stream ended, when it ended itself (an `error` frame's code, lower case).
+        self.end_reason: str | None = None
+        self.events_sent = 0
+
+    def note_resume(self, *, resumed: bool) -> None:
+        """The client asked to resume: were its missed events replayed, or is it reset?"""
+        STREAM_RESUMES.labels(self.kind, "resumed" if resumed else "reset").inc()
+
+    def _ended_because(self) -> str:
+        if self.end_reason is not None:
+            return self.end_reason
+        cut = self.connection.end_reason if self.connection is not None else None
+        # Closed from outside without a reason of the socket's (slow_consumer,
+        # send_timeout): the client went away.
+        return "client" if cut in (None, "client_gone") else cut
 
     async def opening(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
@@ -265,6 +290,19 @@ class EventStream:
 
     def render(self, event: LogEvent) -> bytes | None:
         raise NotImplementedError
+
+    def render_note(self, note: dict[str, Any]) -> bytes | None:
+        """A frame for out-of-log news of the stream's `subscriber.topic`, or None."""
+        return None
+
+    async def tick(self) -> AsyncIterator[bytes]:
+        """The stream's own periodic work, run at `next_tick` (which it moves on)."""
+        self.next_tick = float("inf")
+        return
+        yield b""  # pragma: no cover
+
+    async def closed(self) -> None:
+        """Clean-up of the stream's own, after its last frame (whatever ended it)."""
 
     def accept(self, event: LogEvent) -> bytes | None:
         if not event.replayed and self.position is not None and event.id.int <= self.position.int:
@@ -283,13 +321,17 @@ class EventStream:
         idle_deadline = self.started + settings.SSE_IDLE_TIMEOUT_SECONDS
         expires = self.caller.token_expires_at
         token_deadline = loop_time() + (expires.timestamp() - time.time()) if expires else float("inf")
+        tier = tenant_tier(self.caller.tenant)
         logger.info(
-            "event=stream_open kind=%s conn=%s tenant=%s user=%s",
+            "event=stream_open kind=%s conn=%s tenant=%s user=%s resume=%s",
             self.kind,
             self.connection_id,
             self.caller.tenant.id,
             self.caller.user.id,
+            self.last_event_id is not None,
         )
+        STREAM_OPENS.labels(self.kind, tier, "opened").inc()
+        STREAMS_OPEN.labels(self.kind, tier).inc()
         try:
             first = True
             async for frame in self.opening():
@@ -302,22 +344,35 @@ class EventStream:
             # as long as it is open. An empty chunk releases it and puts nothing on the wire.
             frame = b""
             yield frame
-            while True:
+            while not self.finished:
                 for event in self.subscriber.drain():
                     frame = self.accept(event)
                     if frame is not None:
                         yield frame
+                        # The write is done when the generator is resumed.
+                        self.events_sent += 1
+                        if not event.replayed:
+                            observe_delivery(self.kind, event.id)
+                note = self.subscriber.take_note()
+                if note is not None:
+                    frame = self.render_note(note)
+                    if frame is not None:
+                        yield frame
                 if self.subscriber.overflowed:
+                    self.end_reason = "slow_consumer"
                     yield error_frame("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
                     return
                 if self.subscriber.closing:
+                    self.end_reason = "server_shutdown"
                     yield error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
                     return
                 now = loop_time()
                 if now >= token_deadline:
+                    self.end_reason = "token_expired"
                     yield error_frame("TOKEN_EXPIRED", "Authentication token has expired")
                     return
                 if now >= idle_deadline:
+                    self.end_reason = "idle_timeout"
                     yield error_frame("IDLE_TIMEOUT", "The stream was open too long without client activity.")
                     return
                 if now >= next_heartbeat:
@@ -330,13 +385,33 @@ class EventStream:
                         async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
                             await self.lease.renew()
                     next_renewal = now + renew_every
-                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline)
+                if now >= self.next_tick:
+                    async for frame in self.tick():
+                        yield frame
+                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline, self.next_tick)
                 await self.subscriber.wait(next_due - loop_time())
+        except Exception:
+            self.end_reason = self.end_reason or "error"
+            raise
         finally:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.lease.release())
-            logger.info("event=stream_closed kind=%s conn=%s", self.kind, self.connection_id)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.closed())
+            reason = self._ended_because()
+            STREAMS_OPEN.labels(self.kind, tier).dec()
+            STREAM_ENDS.labels(self.kind, reason).inc()
+            logger.info(
+                "event=stream_closed kind=%s conn=%s tenant=%s user=%s reason=%s events=%d seconds=%.1f",
+                self.kind,
+                self.connection_id,
+                self.caller.tenant.id,
+                self.caller.user.id,
+                reason,
+                self.events_sent,
+                time.monotonic() - self.started,
+            )
 
 
 def last_event_id_from(request: HttpRequest, fallback: str | None = None) -> uuid.UUID | None:
@@ -411,11 +486,11 @@ async def serve_stream(
     method: str,
     limit: int,
     private: bool = False,
-    read_request: Callable[[HttpRequest, Caller], StreamArguments],
+    read_request: Callable[[HttpRequest, Caller], StreamArguments | Awaitable[StreamArguments]],
 ) -> HttpResponse:
     """The whole of a stream view but what is its own: the method check, the caller (and
     the policy), the view's own reading of the request (`read_request`, given the
-    caller; raises ApiError), the resume position, a slot of the user's `limit` for
+    caller; raises ApiError; may be a coroutine), the resume position, a slot of the user's `limit` for
     streams of `stream_class.kind` and a hub subscription (`open_subscription`), in this
     order. Every failure before the response starts is answered in the envelope."""
     if request.method != method:
@@ -423,6 +498,8 @@ async def serve_stream(
     try:
         caller = await run_db(authorized_caller, request)
         arguments = read_request(request, caller)
+        if inspect.isawaitable(arguments):  # a view that must look something up first
+            arguments = await arguments
         last_event_id = last_event_id_from(request, arguments.resume_from)
         hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
     except ApiError as error:

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.text import count_of
 from notifications.models import Notification, NotificationCounter, NotificationEmail, NotificationPreference
 from notifications.services import mark_notifications_read
 from tenants.models import TenantUser
@@ -40,7 +41,7 @@ class NotificationAdmin(ReadOnlyAdmin):
             user = TenantUser.objects.get(pk=recipient_id)
             ids = list(queryset.filter(recipient_id=recipient_id).values_list("id", flat=True))
             changed += mark_notifications_read(user=user, ids=ids)
-        self.message_user(request, f"{changed} notification(s) marked read.", messages.SUCCESS)
+        self.message_user(request, f"{count_of(changed, 'notification')} marked read.", messages.SUCCESS)
 
 
 @admin.register(NotificationCounter)

@@ -130,7 +130,7 @@ def _condition(raw: dict[str, Any]) -> Condition:
     unknown = sorted(set(raw) - {"field", "op", "value"})
     if unknown:
         raise malformed(
-            f"Unknown key(s) in a filter condition: {', '.join(unknown)}.",
+            f"Unknown {'key' if len(unknown) == 1 else 'keys'} in a filter condition: {', '.join(unknown)}.",
             "A condition has the keys field, op and value.",
         )
     name, op = raw.get("field"), raw.get("op")

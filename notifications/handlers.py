@@ -8,6 +8,7 @@ import re
 
 from django.db.models.functions import Lower
 
+from core.text import time_left
 from events.recording import Recorded
 from notifications.models import NotificationType
 from notifications.services import notify, withdraw_notifications
@@ -242,8 +243,7 @@ def sla_stage_reached(recorded: Recorded) -> None:
     if stage.breached:
         type, message = NotificationType.SLA_BREACH, f"SLA {target} time breached on ticket {ticket.number}"
     else:
-        minutes = max(remaining // 60, 0)
-        type, message = NotificationType.SLA_WARNING, f"SLA {target} time warning: {minutes} minutes remaining"
+        type, message = NotificationType.SLA_WARNING, f"SLA {target} time warning: {time_left(remaining)} remaining"
     notify(
         type=type,
         ticket=ticket,

@@ -57,6 +57,7 @@ class NotificationStream(EventStream):
         if self.last_event_id is not None:
             missed = await run_db(missed_events, self.caller, self.last_event_id, settings.SSE_RESUME_MAX_EVENTS)
             if missed is not None:
+                self.note_resume(resumed=True)
                 self.position = self.last_event_id
                 for event in missed:
                     frame = self.accept(event)
@@ -67,6 +68,7 @@ class NotificationStream(EventStream):
         self.position = position
         data = {**counts, "reason": "snapshot"}
         if self.last_event_id is not None:
+            self.note_resume(resumed=False)
             data["reset"] = True  # the missed events could not be replayed: reload the list
         yield sse_frame("count", data, id=event_id_to_str(position) if position else None)
 

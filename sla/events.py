@@ -1,5 +1,8 @@
 """The SLA event vocabulary: what the SLA monitor records when a target's warning time or
-due time passes (other apps react to these, e.g. notifications)."""
+due time passes (other apps react to these, e.g. notifications), and the move of a
+ticket's SLA due time or state that no ticket state event carries (a first response by
+comment). All three carry the ticket's new state, so live lists see them
+(ticketing.events.SLA_STATE_EVENTS)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from ticketing.models import Ticket
 class SlaEvent(StrEnum):
     WARNING = "tickets.ticket.sla_warning"
     BREACHED = "tickets.ticket.sla_breached"
+    UPDATED = "tickets.ticket.sla_updated"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
-"""SLA clocks and policies: starting and moving a ticket's clock (from ticket events, see
-sla.handlers), the tenant's policies, and the monitor's claims of due warnings and
-breaches (`manage.py sla_monitor`), each recorded as an SLA event (sla.events)."""
+"""SLA clocks, policies and calendars: starting, moving, pausing and resuming a ticket's
+clock (from ticket events, see sla.handlers) in the business time of its policy's
+calendar (sla.business_time), keeping the ticket's `slaDueAt` / `slaState` in step, the
+tenant's policies and calendars, and the monitor's claims of due warnings and breaches
+(`manage.py sla_monitor`), each recorded as an SLA event (sla.events)."""
 
+import logging
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,31 +13,130 @@ from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from events.recording import record_event, unit_of_work
+from core.http import ApiError
+from events.recording import Recorded, record_event, unit_of_work
 from events.serializers import iso
+from sla.business_time import NoWorkingTime, WorkCalendar, add_business_time, business_time_between, resumed_due
 from sla.events import SlaEvent, SlaStage
+from sla.models import Calendar, Holiday
 from tenants.callers import Caller
 from tenants.permissions import require_admin
-from ticketing.models import CLOSED_STATUSES, SlaPolicy, Status, Ticket, TicketSla
+from ticketing.models import CLOSED_STATUSES, SlaPolicy, SlaState, Status, Ticket, TicketSla
 from ticketing.serializers import ticket_payload
 from ticketing.services import lock_tickets
 
+logger = logging.getLogger(__name__)
+TARGETS = ("response", "resolution")
 
-def sla_targets(policy: SlaPolicy, start: datetime) -> dict[str, datetime]:
-    """Due and warning times of both targets of a policy, counted from `start`."""
-    response = timedelta(minutes=policy.response_minutes)
-    resolution = timedelta(minutes=policy.resolution_minutes)
+
+def work_calendar(policy: SlaPolicy | None) -> WorkCalendar | None:
+    """The business hours a policy counts in (None: 24x7). A calendar without working
+    time for years ahead (holidays on every working day) counts as 24x7 rather than
+    never being due."""
+    if policy is None or policy.calendar_id is None:
+        return None
+    calendar = policy.calendar.work_calendar()
+    try:
+        add_business_time(calendar, timezone.now(), timedelta(minutes=1))
+    except NoWorkingTime:
+        logger.warning("event=sla_calendar_without_working_time calendar=%s", policy.calendar_id)
+        return None
+    return calendar
+
+
+def sla_targets(
+    policy: SlaPolicy, start: datetime, *, calendar: WorkCalendar | None = None, paused_for: timedelta = timedelta(0)
+) -> dict[str, datetime]:
+    """Due and warning times of both targets of a policy, counted in business time from
+    `start`, plus the business time the clock has been paused."""
     share = policy.warning_percent / 100
-    return {
-        "response_due": start + response,
-        "response_warn_at": start + response * share,
-        "resolution_due": start + resolution,
-        "resolution_warn_at": start + resolution * share,
-    }
+    targets = {}
+    for target, minutes in (("response", policy.response_minutes), ("resolution", policy.resolution_minutes)):
+        span = timedelta(minutes=minutes)
+        targets[f"{target}_due"] = add_business_time(calendar, start, span + paused_for)
+        targets[f"{target}_warn_at"] = add_business_time(calendar, start, span * share + paused_for)
+    return targets
 
 
 def _policy(ticket: Ticket) -> SlaPolicy | None:
-    return SlaPolicy.objects.filter(tenant_id=ticket.tenant_id, priority=ticket.priority).first()
+    return (
+        SlaPolicy.objects.select_related("calendar")
+        .filter(tenant_id=ticket.tenant_id, priority=ticket.priority)
+        .first()
+    )
+
+
+# --- the clock as the ticket shows it ------------------------------------------------------
+
+
+def sla_view(sla: TicketSla | None) -> tuple[datetime | None, str | None]:
+    """`(slaDueAt, slaState)` of a clock: the due time of the next unmet target, and
+    `paused` while the ticket is on hold, else `breached` / `warning` once the monitor has
+    recorded that stage of an unmet target, else `ok`. No clock, or every target met:
+    `(None, None)`. Stages come from the monitor's stamps, not the wall clock, so the
+    state a list shows always matches an event it was sent."""
+    if sla is None:
+        return None, None
+    unmet = [t for t in TARGETS if getattr(sla, "responded_at" if t == "response" else "resolved_at") is None]
+    if not unmet:
+        return None, None
+    due = min(getattr(sla, f"{t}_due") for t in unmet)
+    if sla.paused_at is not None:
+        return due, SlaState.PAUSED
+    if any(getattr(sla, f"{t}_breached_at") is not None for t in unmet):
+        return due, SlaState.BREACHED
+    if any(getattr(sla, f"{t}_warned_at") is not None for t in unmet):
+        return due, SlaState.WARNING
+    return due, SlaState.OK
+
+
+def sync_ticket_sla(ticket: Ticket, sla: TicketSla | None) -> dict[str, dict[str, Any]]:
+    """Write the clock's `(slaDueAt, slaState)` onto the (locked) ticket row and object;
+    returns their `changes` (empty when nothing moved). A direct update: the ticket's
+    own fields and `updatedAt` are not touched, and the caller records the change."""
+    due, state = sla_view(sla)
+    changes: dict[str, dict[str, Any]] = {}
+    if due != ticket.sla_due_at:
+        changes["slaDueAt"] = {"from": _iso(ticket.sla_due_at), "to": _iso(due)}
+    if state != ticket.sla_state:
+        changes["slaState"] = {"from": ticket.sla_state, "to": state}
+    if changes:
+        Ticket.objects.filter(pk=ticket.pk).update(sla_due_at=due, sla_state=state)
+        ticket.sla_due_at, ticket.sla_state = due, state
+    return changes
+
+
+def _iso(value: datetime | None) -> str | None:
+    return iso(value) if value is not None else None
+
+
+def amend_event(recorded: Recorded, changes: dict[str, dict[str, Any]]) -> None:
+    """Carry a clock move in the ticket event being recorded (its row is written when the
+    unit ends): its ticket shows the new SLA fields, and an update's `changes` say what
+    moved, so the list stream works out the state before it as for any tracked field."""
+    if not changes:
+        return
+    event = recorded.event
+    ticket = event.payload.get("ticket")
+    if isinstance(ticket, dict):
+        ticket.update({name: change["to"] for name, change in changes.items()})
+    if event.changes is not None:
+        event.changes.update(changes)
+
+
+def record_sla_moved(ticket: Ticket, changes: dict[str, dict[str, Any]]) -> None:
+    """A clock move that no ticket state event carries (a first response by comment)."""
+    if changes:
+        record_event(
+            tenant=ticket.tenant_id,
+            type=SlaEvent.UPDATED,
+            payload=ticket_payload(ticket),
+            changes=changes,
+            ticket_id=ticket.id,
+        )
+
+
+# --- moving the clock (from sla.handlers, under the ticket's row lock) ---------------------
 
 
 def start_clock(*, ticket: Ticket) -> TicketSla | None:
@@ -41,52 +144,107 @@ def start_clock(*, ticket: Ticket) -> TicketSla | None:
     policy = _policy(ticket)
     if policy is None:
         return None
-    return TicketSla.objects.create(ticket=ticket, tenant_id=ticket.tenant_id, **sla_targets(policy, ticket.created_at))
+    targets = sla_targets(policy, ticket.created_at, calendar=work_calendar(policy))
+    sla = TicketSla.objects.create(ticket=ticket, tenant_id=ticket.tenant_id, **targets)
+    if ticket.status == Status.ON_HOLD:
+        sla.paused_at = ticket.created_at
+        sla.save(update_fields=["paused_at"])
+    return sla
 
 
-def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) -> None:
-    """A new priority moves the targets (counted from the ticket's creation); leaving
-    `open` is the first response; a closed status meets the resolution target, and
-    reopening restarts waiting for it. Runs under the ticket's row lock."""
-    sla = TicketSla.objects.select_for_update().filter(pk=ticket.pk).first()
-    changed = False
-    if previous_priority != ticket.priority:
-        policy = _policy(ticket)
-        if policy is not None and sla is None:
-            sla = start_clock(ticket=ticket)
-        elif policy is not None and sla is not None:
-            for name, value in sla_targets(policy, ticket.created_at).items():
-                setattr(sla, name, value)
-            changed = True
-    if sla is None:
+def _pause(sla: TicketSla, now: datetime) -> None:
+    sla.paused_at = sla.paused_at or now
+
+
+def _resume(sla: TicketSla, calendar: WorkCalendar | None, now: datetime) -> None:
+    """Move every unmet target by the business time the clock was paused (a target
+    already missed when it paused stays where it was)."""
+    paused_at = sla.paused_at
+    if paused_at is None:
         return
+    sla.paused_for += business_time_between(calendar, paused_at, now)
+    for target in TARGETS:
+        for name in (f"{target}_due", f"{target}_warn_at"):
+            setattr(sla, name, resumed_due(calendar, getattr(sla, name), paused_at, now))
+    sla.paused_at = None
+
+
+def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) -> dict[str, dict[str, Any]]:
+    """A new priority moves the targets (counted from the ticket's creation, plus the time
+    paused); `on_hold` pauses the clock and leaving it resumes it; leaving `open` (for
+    anything but `on_hold`) is the first response; a closed status meets the resolution
+    target, and reopening restarts waiting for it. Runs under the ticket's row lock.
+    Returns the changes of the ticket's SLA fields."""
+    sla = TicketSla.objects.select_for_update().filter(pk=ticket.pk).first()
+    now = timezone.now()
+    # The policy (for its calendar) only when targets are recounted or moved.
+    resuming = sla is not None and previous_status == Status.ON_HOLD and ticket.status != Status.ON_HOLD
+    policy = _policy(ticket) if previous_priority != ticket.priority or resuming else None
+    calendar = work_calendar(policy)
+    if previous_priority != ticket.priority and policy is not None:
+        if sla is None:
+            sla = start_clock(ticket=ticket)
+        else:
+            paused_for = sla.paused_for
+            if sla.paused_at is not None:
+                paused_for += business_time_between(calendar, sla.paused_at, now)
+            for name, value in sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for).items():
+                setattr(sla, name, value)
+            if sla.paused_at is not None:
+                # Still paused: the targets above already count the pause up to now.
+                sla.paused_at, sla.paused_for = now, paused_for
+    if sla is None:
+        return sync_ticket_sla(ticket, None)
     if previous_status != ticket.status:
-        now = timezone.now()
-        if ticket.status != Status.OPEN and sla.responded_at is None:
+        if ticket.status == Status.ON_HOLD:
+            _pause(sla, now)
+        elif previous_status == Status.ON_HOLD:
+            _resume(sla, calendar, now)
+        if ticket.status not in {Status.OPEN, Status.ON_HOLD} and sla.responded_at is None:
             sla.responded_at = now
         if ticket.status in CLOSED_STATUSES:
             sla.resolved_at = sla.resolved_at or now
         else:
             sla.resolved_at = None
-        changed = True
-    if changed:
-        sla.save()
+    sla.save()
+    return sync_ticket_sla(ticket, sla)
 
 
-def mark_responded(*, ticket: Ticket) -> None:
+def mark_responded(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
     TicketSla.objects.filter(pk=ticket.pk, responded_at__isnull=True).update(responded_at=timezone.now())
+    return sync_ticket_sla(ticket, TicketSla.objects.filter(pk=ticket.pk).first())
 
 
-def mark_resolved(*, ticket: Ticket) -> None:
+def mark_resolved(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
     TicketSla.objects.filter(pk=ticket.pk, resolved_at__isnull=True).update(resolved_at=timezone.now())
+    return sync_ticket_sla(ticket, TicketSla.objects.filter(pk=ticket.pk).first())
+
+
+# --- policies and calendars (tenant admins) ------------------------------------------------
+
+
+def _tenant_calendar(caller: Caller, calendar_id: Any) -> Calendar | None:
+    if calendar_id is None:
+        return None
+    calendar = Calendar.objects.filter(tenant=caller.tenant, id=calendar_id).first()
+    if calendar is None:
+        raise ApiError(400, "INVALID_BODY", "The request body is not valid.", {"calendar": ["No such calendar."]})
+    return calendar
 
 
 @unit_of_work()
 def set_sla_policy(
-    *, caller: Caller, priority: str, response_minutes: int, resolution_minutes: int, warning_percent: int = 80
+    *,
+    caller: Caller,
+    priority: str,
+    response_minutes: int,
+    resolution_minutes: int,
+    warning_percent: int = 80,
+    calendar_id: Any = None,
 ) -> SlaPolicy:
-    """Create or replace the tenant's SLA policy for one priority (admins). Applies to
-    tickets created, or changing priority, from now on."""
+    """Create or replace the tenant's SLA policy for one priority (admins), counted in
+    the business hours of a calendar of the tenant (None: 24x7). Applies to tickets
+    created, or changing priority, from now on."""
     require_admin(caller)
     policy, _ = SlaPolicy.objects.update_or_create(
         tenant=caller.tenant,
@@ -95,9 +253,67 @@ def set_sla_policy(
             "response_minutes": response_minutes,
             "resolution_minutes": resolution_minutes,
             "warning_percent": warning_percent,
+            "calendar": _tenant_calendar(caller, calendar_id),
         },
     )
     return policy
+
+
+def _replace_holidays(calendar: Calendar, holidays: list[dict[str, Any]]) -> None:
+    calendar.holidays.all().delete()
+    Holiday.objects.bulk_create(
+        Holiday(calendar=calendar, date=h["date"], name=h.get("name", ""), yearly=h.get("yearly", False))
+        for h in holidays
+    )
+
+
+@unit_of_work()
+def create_calendar(
+    *, caller: Caller, name: str, time_zone: str, working_hours: dict[str, Any], holidays: list[dict[str, Any]]
+) -> Calendar:
+    """A business-hours calendar of the caller's tenant (admins); names are unique."""
+    require_admin(caller)
+    _refuse_taken_name(caller, name, None)
+    calendar = Calendar.objects.create(
+        tenant=caller.tenant, name=name, time_zone=time_zone, working_hours=working_hours
+    )
+    _replace_holidays(calendar, holidays)
+    return calendar
+
+
+@unit_of_work()
+def update_calendar(*, caller: Caller, calendar: Calendar, data: dict[str, Any]) -> Calendar:
+    """Change a calendar (admins): the fields given; `holidays` replaces the whole list.
+    Clocks already running keep the due times they have; a ticket created or changing
+    priority from now on counts in the new hours."""
+    require_admin(caller)
+    calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
+    if "name" in data:
+        _refuse_taken_name(caller, data["name"], calendar.pk)
+        calendar.name = data["name"]
+    if "time_zone" in data:
+        calendar.time_zone = data["time_zone"]
+    if "working_hours" in data:
+        calendar.working_hours = data["working_hours"]
+    calendar.save()
+    if "holidays" in data:
+        _replace_holidays(calendar, data["holidays"])
+    return calendar
+
+
+@unit_of_work()
+def delete_calendar(*, caller: Caller, calendar: Calendar) -> None:
+    """Delete a calendar (admins); refused (409) while a policy counts in it."""
+    require_admin(caller)
+    if SlaPolicy.objects.filter(calendar=calendar).exists():
+        priorities = sorted(SlaPolicy.objects.filter(calendar=calendar).values_list("priority", flat=True))
+        raise ApiError(409, "CALENDAR_IN_USE", "SLA policies count in this calendar.", {"policies": priorities})
+    calendar.delete()
+
+
+def _refuse_taken_name(caller: Caller, name: str, own: Any) -> None:
+    if Calendar.objects.filter(tenant=caller.tenant, name=name).exclude(pk=own).exists():
+        raise ApiError(409, "CALENDAR_EXISTS", "The tenant has a calendar of this name.", {"name": name})
 
 
 # --- the monitor's claims ------------------------------------------------------------------
@@ -114,26 +330,30 @@ SLA_STAGES = (
 
 
 def _pending(target: str, breached: bool, when: str, stamp: str, met: str, now: datetime) -> Q:
-    pending = Q(**{f"{met}__isnull": True, f"{stamp}__isnull": True, f"{when}__lte": now})
+    # A paused clock (ticket on hold) is left alone: its targets move when it resumes.
+    pending = Q(**{f"{met}__isnull": True, f"{stamp}__isnull": True, f"{when}__lte": now, "paused_at__isnull": True})
     if not breached:
         pending &= Q(**{f"{target}_due__gt": now})
     return pending
 
 
-def claim_due_sla_stages(*, now: datetime | None = None, batch: int = 500) -> int:
+def claim_due_sla_stages(*, now: datetime | None = None, batch: int = 500, tally: Counter[str] | None = None) -> int:
     """Record every SLA warning and breach that is due, each exactly once per ticket and
     target even with several monitors running: a claim is a conditional UPDATE (`... WHERE
     stamp IS NULL`) in the same transaction as its event (whose handlers notify). Returns
-    how many stages this call claimed."""
+    how many stages this call claimed; `tally` counts them as "warning" and "breach"."""
     now = now or timezone.now()
     claimed = 0
     for target, breached, when, stamp, met in SLA_STAGES:
         pending = _pending(target, breached, when, stamp, met, now)
         due = TicketSla.objects.filter(pending).order_by(when).values_list("ticket_id", flat=True)[:batch]
         for ticket_id in list(due):
-            claimed += _claim_sla_stage(
+            if _claim_sla_stage(
                 ticket_id=ticket_id, pending=pending, stamp=stamp, target=target, breached=breached, now=now
-            )
+            ):
+                claimed += 1
+                if tally is not None:
+                    tally["breach" if breached else "warning"] += 1
     return claimed
 
 
@@ -153,12 +373,16 @@ def _claim_sla_stage(*, ticket_id: Any, pending: Q, stamp: str, target: str, bre
     sla = TicketSla.objects.get(pk=ticket_id)
     due = sla.response_due if target == "response" else sla.resolution_due
     stage = SlaStage(ticket=ticket, target=target, breached=breached, due=due, now=now)
+    # The ticket turns `warning` / `breached` by time alone: its state moves with this
+    # event (which lists therefore see as an update of the ticket).
+    changes = sync_ticket_sla(ticket, sla)
     payload = ticket_payload(ticket)
     payload["sla"] = {"target": target, "due": iso(due), "timeRemaining": stage.seconds_remaining}
     record_event(
         tenant=ticket.tenant,
         type=SlaEvent.BREACHED if breached else SlaEvent.WARNING,
         payload=payload,
+        changes=changes or None,
         ticket_id=ticket.id,
         message=stage,
     )

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.text import count_of
 from tenants.models import AllowedOrigin, ApiKey, Realm, Tenant, TenantUser
 from tenants.services import create_api_key, revoke_api_key
 
@@ -18,8 +19,8 @@ class AllowedOriginInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "id", "active", "created_at")
-    list_filter = ("active",)
+    list_display = ("slug", "name", "id", "active", "tier", "created_at")
+    list_filter = ("active", "tier")
     search_fields = ("slug", "name", "id")
     inlines = [RealmInline, AllowedOriginInline]
 
@@ -82,4 +83,4 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
             revoke_api_key(key=key)
-        self.message_user(request, f"{queryset.count()} key(s) revoked.")
+        self.message_user(request, f"{count_of(queryset.count(), 'key')} revoked.")

@@ -3,6 +3,7 @@
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from core.request_context import note_caller
 from tenants.callers import (
     Caller,
     EventReader,
@@ -24,6 +25,7 @@ class TenantJWTAuthentication(BaseAuthentication):
         # write without the CSRF token alike (403 CSRF_FAILED). `_request`: Django's
         # request, whose `user` is the session's account (DRF's `user` would recurse here).
         caller = resolve_request_caller(request._request)
+        note_caller(request._request, caller)
         return (caller.user if isinstance(caller, Caller) else None), caller
 
     def authenticate_header(self, request: Request) -> str:
@@ -35,7 +37,9 @@ class EventReaderAuthentication(BaseAuthentication):
     read). `request.auth` is the reader (it has `.tenant`)."""
 
     def authenticate(self, request: Request) -> tuple[None, EventReader]:
-        return None, resolve_event_reader(request.headers)
+        reader = resolve_event_reader(request.headers)
+        note_caller(request._request, reader)
+        return None, reader
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api", ApiKey'

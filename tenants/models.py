@@ -8,11 +8,20 @@ from django.db import models
 
 
 class Tenant(models.Model):
+    class Tier(models.TextChoices):
+        FREE = "free", "Free"
+        STANDARD = "standard", "Standard"
+        ENTERPRISE = "enterprise", "Enterprise"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The tenant's plan, for operations: a bounded label of the stream metrics
+    # (core.metrics) that never names a tenant. It changes no behaviour. A database default
+    # too, so rows inserted without it (raw SQL, older code during a deploy) are valid.
+    tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.STANDARD, db_default=Tier.STANDARD)
 
     class Meta:
         ordering = ["name"]

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from core.http import ApiError
+from core.request_context import note_caller
 from tenants.callers import (
     ROLE_ADMIN,
     ROLE_AGENT,
@@ -133,6 +134,8 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "PATCH": _members("Change a ticket (end users: subject, description, cancel their own)"),
         "DELETE": _admins("Delete a ticket"),
     },
+    "ticket-activity-stream": {"GET": _members("Live activity of a ticket the caller may see (SSE)")},
+    "ticket-presence": {"POST": _members("Say you are typing on a ticket you view (presence)")},
     "ticket-comments": {
         "GET": _members("Read a visible ticket's comments"),
         "POST": _members("Comment on a visible ticket"),
@@ -152,6 +155,12 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "ticket-escalate": {"POST": _agents("Escalate a ticket")},
     "ticket-reopen": {"POST": _members("Reopen (agents, or the requester)")},
     "sla-policies": {"GET": _admins("Read the SLA policies"), "PUT": _admins("Set an SLA policy")},
+    "sla-calendars": {"GET": _agents("Read the SLA calendars"), "POST": _admins("Create an SLA calendar")},
+    "sla-calendar": {
+        "GET": _agents("Read an SLA calendar"),
+        "PATCH": _admins("Change an SLA calendar"),
+        "DELETE": _admins("Delete an SLA calendar"),
+    },
     "ticket-products": {"POST": _agents("Add a product to a ticket")},
     "ticket-product-detail": {"DELETE": _agents("Remove a product from a ticket")},
     # notifications: always the caller's own
@@ -174,6 +183,9 @@ ROUTES: dict[str, dict[str, Rule]] = {
     # probes for orchestrators (core.health)
     "healthz": {"GET": Rule("Liveness: the process answers (touches no dependency)", Access.PUBLIC)},
     "readyz": {"GET": Rule("Readiness: database, Redis (if set), migrations; 503 names what fails", Access.PUBLIC)},
+    # Prometheus (core.metrics): no tenant credentials; its own guard admits loopback
+    # callers and `Authorization: Bearer $METRICS_TOKEN`.
+    "metrics": {"GET": Rule("Prometheus metrics: loopback, else `Bearer $METRICS_TOKEN` (403/401)", Access.PUBLIC)},
     # documentation, pages, files
     "schema": {"GET": Rule("OpenAPI schema", Access.PUBLIC)},
     "api-docs": {"GET": Rule("Swagger UI", Access.PUBLIC)},
@@ -252,6 +264,7 @@ def authorized_caller(request: Any) -> Caller:
     """For views outside DRF (the SSE streams): resolve the caller (headers, an API key,
     or the dashboard session) and ask the policy. Blocking: call it through run_db."""
     caller = resolve_request_caller(request)
+    note_caller(request, caller)  # for the request's log lines
     authorize(caller, route_of(request), request.method)
     # No route served this way admits an API key (`api_key=False`), so `authorize` has
     # refused one already.

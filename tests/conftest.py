@@ -26,10 +26,25 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The checkout's .env (DEBUG=1, written by `make run`; config/local_env.py) is for the
+# developer's commands; the suite and the commands it runs in subprocesses never read it.
+os.environ["ENV_FILE"] = os.devnull
+
 # The suite runs with DEBUG off (production settings) but speaks plain http, through the
 # test client and to its server processes (ServerProcess sets the same through the
 # environment): no redirect to https. Cookies stay Secure, as in production.
 settings.SECURE_SSL_REDIRECT = False
+
+# Rate limits far above what any test sends, in process and in the server processes (the
+# fuzzers send hundreds of requests a minute as one user); tests/core/test_rate_limits_server.py
+# starts servers with limits of its own.
+SUITE_RATE_LIMITS = {
+    "RATE_LIMIT_PER_USER": "100000/minute",
+    "RATE_LIMIT_PER_API_KEY": "100000/minute",
+    "RATE_LIMIT_PER_TENANT": "1000000/minute",
+}
+for _name, _value in SUITE_RATE_LIMITS.items():
+    setattr(settings, _name, os.environ.get(_name, _value))
 
 
 def _flush_retrying_deadlocks(original):
@@ -95,7 +110,9 @@ def test_database_url() -> str:
 class ServerProcess:
     """A real server process (config.serve: uvicorn) on a free port, against the test database."""
 
-    def __init__(self, **env: str) -> None:
+    def __init__(self, *args: str, **env: str) -> None:
+        # `args`: more options of config.serve (`--server daphne`, `--workers 2`, ...).
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -110,6 +127,7 @@ class ServerProcess:
             "EVENT_HUB_POLL_SECONDS": "0.5",
             "SSE_LEASE_SECONDS": "6",
             "LOG_LEVEL": "WARNING",
+            **{name: os.environ.get(name, value) for name, value in SUITE_RATE_LIMITS.items()},
             **env,
         }
         self.proc: subprocess.Popen | None = None
@@ -117,7 +135,11 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            [
+                sys.executable,
+                *("-m", "config.serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+                *self.args,
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

@@ -3,6 +3,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
+from core.text import count_of
 from events.admin import staff_actor
 from events.selectors import ticket_history
 from ticketing.models import Approval, Comment, SlaPolicy, Status, Ticket, TicketMarks, TicketSla, Watcher
@@ -70,7 +71,7 @@ class TicketAdmin(admin.ModelAdmin):
                 actor=staff_actor(request, tenant_id),
                 support=True,
             )
-        self.message_user(request, f"{changed} ticket(s) set to {status}.", messages.SUCCESS)
+        self.message_user(request, f"{count_of(changed, 'ticket')} set to {status}.", messages.SUCCESS)
 
     @admin.action(description="Mark selected tickets resolved")
     def mark_resolved(self, request: HttpRequest, queryset: QuerySet[Ticket]) -> None:
@@ -131,7 +132,7 @@ TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, SlaInline, MarksInl
 class SlaPolicyAdmin(admin.ModelAdmin):
     """Editable: a policy applies to tickets created (or changing priority) afterwards."""
 
-    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent")
+    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent", "calendar")
     list_filter = ("tenant", "priority")
     list_select_related = ("tenant",)
 

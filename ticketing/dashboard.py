@@ -127,6 +127,7 @@ def ticket_page(request: HttpRequest, caller: Caller, ticket_id: str) -> HttpRes
         "caller": caller,
         "ticket": ticket,
         "watchers": [w.user for w in ticket.watcher_links.select_related("user").order_by("created_at")],
+        "mentionable": users,
         "history": [history_row(e) for e in ticket_history(caller.tenant, ticket.id)],
         "statuses": Status.choices,
         "priorities": Priority.choices,

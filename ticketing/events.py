@@ -10,12 +10,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from core.querylang import ENUM_OPS, TEXT_OPS, UUID_OPS, Column
+from core.querylang import DATETIME_OPS, ENUM_OPS, TEXT_OPS, UUID_OPS, Column
+from events.serializers import iso
 from tenants.models import TenantUser
-from ticketing.models import CLOSED_STATUSES, PRIORITY_ALIASES, Approval, Comment, Priority, Status, Ticket
+from ticketing.models import (
+    CLOSED_STATUSES,
+    PRIORITY_ALIASES,
+    Approval,
+    Comment,
+    Priority,
+    SlaState,
+    Status,
+    Ticket,
+)
 
 
 class TicketEvent(StrEnum):
@@ -49,6 +60,13 @@ STATE_EVENTS = UPDATE_EVENTS | {
     TicketEvent.PRODUCT_ADDED,
     TicketEvent.PRODUCT_REMOVED,
 }
+# The SLA app's events in this vocabulary (sla.events.SlaEvent names them): each carries the
+# ticket with its new `slaDueAt` / `slaState` and their `changes`, so a list sees a ticket
+# turn `warning` or `breached` by time alone, or its due time move at a first response.
+SLA_STATE_EVENTS = frozenset(
+    {"tickets.ticket.sla_warning", "tickets.ticket.sla_breached", "tickets.ticket.sla_updated"}
+)
+STATE_EVENTS = STATE_EVENTS | SLA_STATE_EVENTS
 
 
 def _user(value: TenantUser | None) -> dict[str, str] | None:
@@ -57,6 +75,10 @@ def _user(value: TenantUser | None) -> dict[str, str] | None:
 
 def _uuid(value: uuid.UUID | None) -> str | None:
     return str(value) if value is not None else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return iso(value) if value is not None else None
 
 
 def _tracked(column: Column, shown: Callable[[Any], Any] | None = None) -> dict[str, Any]:
@@ -95,6 +117,18 @@ class TicketState:
     customer: str = field(metadata=_tracked(Column("customer", "customer", "text", TEXT_OPS)))
     parent_id: uuid.UUID | None = field(
         metadata=_tracked(Column("parent", "parent_id", "uuid", UUID_OPS, nullable=True), _uuid)
+    )
+
+    # Kept by the sla app (never set by ticketing's services): see Ticket.sla_due_at.
+    sla_due_at: datetime | None = field(
+        default=None,
+        metadata=_tracked(Column("slaDueAt", "sla_due_at", "datetime", DATETIME_OPS, nullable=True), _iso),
+    )
+    sla_state: str | None = field(
+        default=None,
+        metadata=_tracked(
+            Column("slaState", "sla_state", "enum", ENUM_OPS, nullable=True, choices=frozenset(SlaState.values))
+        ),
     )
 
     @classmethod

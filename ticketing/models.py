@@ -1,6 +1,7 @@
 """Tickets, their comments and watchers, and the per-tenant ticket number sequence."""
 
 import uuid
+from datetime import timedelta
 
 from django.db import models
 
@@ -19,6 +20,13 @@ class Priority(models.TextChoices):
     MEDIUM = "medium"
     HIGH = "high"
     URGENT = "urgent"
+
+
+class SlaState(models.TextChoices):
+    OK = "ok"
+    WARNING = "warning"
+    BREACHED = "breached"
+    PAUSED = "paused"
 
 
 # Other spellings clients send for a priority (lower case), each read as the priority it names.
@@ -67,6 +75,14 @@ class Ticket(models.Model):
     watchers = models.ManyToManyField("tenants.TenantUser", through="Watcher", related_name="watched_tickets")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The SLA clock as lists show it, kept here by the sla app (sla.services) so filters
+    # and list streams read it like any tracked field: the next unmet target's due time
+    # and its state (null: no SLA clock running).
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    sla_state = models.CharField(max_length=10, choices=SlaState.choices, null=True, blank=True)  # noqa: DJ001 (null: no clock, as the filter language reads it)
+    # Raised by one with every write of the row (ticketing.services), under the row's lock:
+    # the API's ETag, which `If-Match` compares against (optimistic concurrency).
+    version = models.PositiveIntegerField(default=1)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "number"], name="ticket_number_unique_per_tenant")]
@@ -170,6 +186,14 @@ class SlaPolicy(models.Model):
     warning_percent = models.PositiveSmallIntegerField(
         default=80, help_text="Warn when this share (1-99 %) of the time to a target has passed."
     )
+    calendar = models.ForeignKey(
+        "sla.Calendar",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="policies",
+        help_text="Business hours the targets count in; none: 24x7.",
+    )
 
     class Meta:
         verbose_name = "SLA policy"
@@ -203,6 +227,11 @@ class TicketSla(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution_warned_at = models.DateTimeField(null=True, blank=True)
     resolution_breached_at = models.DateTimeField(null=True, blank=True)
+    # Set while the ticket is on hold (pending the customer): the monitor leaves a paused
+    # clock alone, and resuming moves the unmet targets by the business time paused.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # Business time spent paused so far: targets are counted from creation plus this.
+    paused_for = models.DurationField(default=timedelta(0))
 
     class Meta:
         verbose_name = "ticket SLA"

@@ -31,6 +31,7 @@ def ticket_state(ticket: Ticket) -> dict[str, Any]:
         "products": ticket_products(ticket),
         "createdAt": iso(ticket.created_at),
         "updatedAt": iso(ticket.updated_at),
+        "version": ticket.version,
     }
 
 

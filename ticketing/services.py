@@ -10,7 +10,7 @@ parent-link lock, only when a parent changes; then rows that belong to the ticke
 tenant's log lock is taken last, by the unit, just before COMMIT."""
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import connection
@@ -39,7 +39,7 @@ from ticketing.models import (
     Watcher,
 )
 from ticketing.selectors import can_see_ticket
-from ticketing.serializers import ticket_payload, ticket_products, user_ref
+from ticketing.serializers import ticket_payload, ticket_products, ticket_state, user_ref
 
 END_USER_EDITABLE = frozenset({"subject", "description"})
 # What an end user may set on a ticket they open (they are its requester).
@@ -83,6 +83,24 @@ def lock_tickets(ids: Iterable[Any]) -> list[Ticket]:
     tickets = Ticket.objects.select_related("tenant", "assignee", "requester", "parent").prefetch_related("products")
     by_pk = tickets.in_bulk(present)
     return [by_pk[pk] for pk in present if pk in by_pk]
+
+
+def check_version(ticket: Ticket, if_match: frozenset[str] | None) -> None:
+    """Refuse (`412 PRECONDITION_FAILED`, with the ticket as it is) a change made against
+    another version than the current one. `if_match`: the entity tags of the request's
+    `If-Match` (core.preconditions), None when it sent none (the change is then
+    unconditional). Called on the locked row, so no change can slip in between the
+    check and the write."""
+    if if_match is None or "*" in if_match or f'"{ticket.version}"' in if_match:
+        return
+    raise ApiError(
+        412,
+        "PRECONDITION_FAILED",
+        "The ticket has changed since this version was read; nothing was changed. "
+        "Apply the change to the current version (in details) and send it again.",
+        {"currentVersion": ticket.version, "ticket": ticket_state(ticket)},
+        headers={"ETag": f'"{ticket.version}"'},
+    )
 
 
 def _reload_products(ticket: Ticket) -> None:
@@ -132,6 +150,7 @@ def _save_fields(
     before, updated_before = TicketState.of(ticket), ticket.updated_at
     for name, value in values.items():
         setattr(ticket, name, value)
+    ticket.version += 1  # the row is locked (lock_ticket): no lost increment
     ticket.save()
     after = TicketState.of(ticket)
     changes: dict[str, Any] = before.changes_to(after)
@@ -182,7 +201,9 @@ def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
 
 
 @unit_of_work()
-def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ticket:
+def update_ticket(
+    *, caller: Caller, ticket: Ticket, data: dict[str, Any], if_match: frozenset[str] | None = None
+) -> Ticket:
     if not caller.is_agent:
         forbidden = set(data) - END_USER_EDITABLE - {"status"}
         if forbidden or data.get("status", Status.CANCELLED) != Status.CANCELLED:
@@ -193,6 +214,7 @@ def update_ticket(*, caller: Caller, ticket: Ticket, data: dict[str, Any]) -> Ti
                 {"fields": sorted(forbidden | ({"status"} if "status" in data else set()))},
             )
     ticket = lock_ticket(ticket)
+    check_version(ticket, if_match)
     if data.get("parent") is not None:
         check_parent(ticket=ticket, parent=data["parent"])
     _save_fields(ticket, data, actor=caller.user, support=caller.support)
@@ -228,20 +250,36 @@ def check_parent(*, ticket: Ticket, parent: Ticket) -> None:
 
 
 @unit_of_work()
-def delete_ticket(*, caller: Caller, ticket: Ticket) -> None:
+def delete_ticket(*, caller: Caller, ticket: Ticket, if_match: frozenset[str] | None = None) -> None:
     if not caller.is_admin:
         raise ApiError(403, "FORBIDDEN", "Deleting a ticket needs the `admin` role.")
-    delete_tickets(tickets=Ticket.objects.filter(pk=ticket.pk), actor=caller.user, support=caller.support)
+    delete_tickets(
+        tickets=Ticket.objects.filter(pk=ticket.pk),
+        actor=caller.user,
+        support=caller.support,
+        precondition=lambda locked: check_version(locked, if_match),
+    )
 
 
 @unit_of_work()
-def delete_tickets(*, tickets: QuerySet[Ticket], actor: TenantUser | None, support: bool) -> int:
+def delete_tickets(
+    *,
+    tickets: QuerySet[Ticket],
+    actor: TenantUser | None,
+    support: bool,
+    precondition: Callable[[Ticket], None] | None = None,
+) -> int:
     """Delete tickets (the API's DELETE, the admin), each with its `deleted` event; their
     children are detached first, each with its own change (the database's SET NULL would
-    change them silently). Tickets and children are locked together, in primary-key order."""
+    change them silently). Tickets and children are locked together, in primary-key order;
+    `precondition` is then called with each ticket to delete (locked) and may refuse."""
     ids = list(tickets.values_list("pk", flat=True))
     children = Ticket.objects.filter(parent_id__in=ids).exclude(pk__in=ids).values_list("pk", flat=True)
     locked = {t.pk: t for t in lock_tickets([*ids, *children])}
+    if precondition is not None:
+        for pk in sorted(ids):
+            if pk in locked:
+                precondition(locked[pk])
     for child in locked.values():
         if child.parent_id in ids and child.pk not in ids:
             _save_fields(child, {"parent": None}, actor=actor, support=support)
@@ -473,7 +511,8 @@ def reopen_ticket(*, caller: Caller, ticket: Ticket) -> Ticket:
 def _record_products_change(
     *, caller: Caller, ticket: Ticket, type: TicketEvent, before: list[dict[str, Any]], product: dict[str, Any]
 ) -> None:
-    ticket.save(update_fields=["updated_at"])
+    ticket.version += 1
+    ticket.save(update_fields=["updated_at", "version"])
     _reload_products(ticket)
     payload_products = ticket_products(ticket)
     _record(

@@ -4,25 +4,39 @@ Gap-free start: the stream subscribes to the tenant's feed first (so it buffers 
 event committed from then on), then reads the snapshot (or the missed events) together
 with the log position they cover, then sends buffered events above that position."""
 
+import contextlib
+import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
+from rest_framework import serializers
 
-from core.http import ApiError, iso_now
+from core.http import ApiError, error_response, iso_now
 from core.json_input import read_json_body
+from core.serializers import StrictObjectSerializer
 from core.views import validated
 from events.hub import LogEvent, fetch_log, run_db
 from events.ids import event_id_to_str
 from events.selectors import at_log_position, event_exists
-from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
+from events.sse import EventStream, StreamArguments, error_frame, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
+from tenants.policy import authorized_caller
+from ticketing import presence
 from ticketing.events import STATE_EVENTS, TicketEvent
-from ticketing.selectors import TicketQuery, list_tickets, ticket_query_from
-from ticketing.serializers import TicketListBodySerializer
+from ticketing.models import Ticket
+from ticketing.selectors import TicketQuery, get_visible_ticket, list_tickets, ticket_comments, ticket_query_from
+from ticketing.serializers import (
+    TicketListBodySerializer,
+    approval_to_dict,
+    comment_to_dict,
+    ticket_state,
+    user_ref,
+)
 
 
 def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
@@ -75,12 +89,15 @@ class TicketListStream(EventStream):
             limit = settings.SSE_RESUME_MAX_EVENTS
             missed = await run_db(fetch_log, tenant_id, self.last_event_id, limit + 1)
             if len(missed) <= limit:
+                self.note_resume(resumed=True)
                 self.position = self.last_event_id
                 for event in missed:
                     frame = self.accept(event)
                     if frame is not None:
                         yield frame
                 return
+        if self.last_event_id is not None:
+            self.note_resume(resumed=False)
         yield await self.snapshot(reset=self.last_event_id is not None)
 
     async def snapshot(self, *, reset: bool) -> bytes:
@@ -175,3 +192,211 @@ async def ticket_list_updates(request: HttpRequest) -> HttpResponse:
         limit=settings.SSE_MAX_LIST_STREAMS_PER_USER,
         read_request=_list_request,
     )
+
+
+# --- one ticket, everything that happens to it ------------------------------------------
+
+TICKET_EVENT_PREFIX = "tickets.ticket."
+
+
+def concerns_ticket(event: LogEvent, ticket_id: str, *, merges_into: bool = True) -> bool:
+    """Whether a public event is about the ticket: its own lifecycle, comments, watchers,
+    approvals, products and SLA stages, and (`merges_into`) another ticket merged into it."""
+    if event.recipient_id is not None or not event.type.startswith(TICKET_EVENT_PREFIX):
+        return False
+    payload = event.payload
+    if (payload.get("ticket") or {}).get("id") == ticket_id:
+        return True
+    return merges_into and (payload.get("mergedInto") or {}).get("id") == ticket_id
+
+
+def ticket_with_activity(ticket: Ticket) -> dict[str, Any]:
+    """What a ticket page shows: the ticket, its comments, watchers and approvals."""
+    return {
+        "ticket": ticket_state(ticket),
+        "comments": [comment_to_dict(c) for c in ticket_comments(ticket)],
+        "watchers": [user_ref(u) for u in ticket.watchers.order_by("username")],
+        "approvals": [approval_to_dict(a) for a in ticket.approvals.select_related("approver", "requested_by")],
+    }
+
+
+def ticket_activity_at_position(caller: Caller, ticket_id: str) -> tuple[uuid.UUID | None, dict[str, Any]]:
+    """The ticket page's whole state and the log position it covers, from one snapshot."""
+    return at_log_position(caller.tenant.id, lambda: ticket_with_activity(get_visible_ticket(caller, ticket_id)))
+
+
+def missed_ticket_events(
+    tenant_id: uuid.UUID, after: uuid.UUID, ticket_id: str, limit: int, *, merges_into: bool
+) -> list[LogEvent] | None:
+    """The ticket's events after `after`, or None when `after` is not an event of the
+    tenant or more than `limit` events of the tenant came since (the stream starts afresh)."""
+    if not event_exists(tenant_id, after):
+        return None
+    events = fetch_log(tenant_id, after, limit + 1)
+    if len(events) > limit:
+        return None
+    return [e for e in events if concerns_ticket(e, ticket_id, merges_into=merges_into)]
+
+
+class TicketActivityStream(EventStream):
+    """`GET /api/v2/ticketing/ticket/{id}/sse`: a snapshot of the ticket with its comments,
+    watchers and approvals, then every event about it as it commits (`activity` frames,
+    each the event as the partner API shows it), so a ticket page needs no polling."""
+
+    kind = "ticket"
+
+    def __init__(self, *, ticket_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ticket_id = ticket_id
+        # A ticket merged into this one is another requester's: only agents see it.
+        self.merges_into = self.caller.is_agent
+        # This stream is a viewer of the ticket (ticketing.presence).
+        self.subscriber.topic = presence.topic(ticket_id)
+        self.viewer = presence.Presence(
+            self.connection_id, str(self.caller.user.id), self.caller.user.display_name, expires_at=0.0
+        )
+        self.viewers_sent: list[dict[str, Any]] | None = None
+        self.renew_at = 0.0  # time.monotonic() of the next renewal of this viewer's entry
+        self.stale_at = float("inf")  # time.time() at which the roster last sent goes stale
+
+    async def opening(self) -> AsyncIterator[bytes]:
+        yield sse_frame(
+            "connected", {"connectionId": self.connection_id, "ticketId": self.ticket_id, "timestamp": iso_now()}
+        )
+        if self.last_event_id is not None:
+            limit = settings.SSE_RESUME_MAX_EVENTS
+            tenant_id = self.caller.tenant.id
+            missed = await run_db(
+                missed_ticket_events, tenant_id, self.last_event_id, self.ticket_id, limit, merges_into=self.merges_into
+            )
+            if missed is not None:
+                self.note_resume(resumed=True)
+                self.position = self.last_event_id
+                for event in missed:
+                    frame = self.accept(event)
+                    if frame is not None:
+                        yield frame
+        if self.position is None:
+            try:
+                position, data = await run_db(ticket_activity_at_position, self.caller, self.ticket_id)
+            except ApiError as error:  # deleted between the request's check and now
+                self.end_reason = error.code.lower()
+                yield error_frame(error.code, error.message)
+                self.finished = True
+                return
+            self.position = position
+            if self.last_event_id is not None:
+                self.note_resume(resumed=False)
+                data["reset"] = True  # the missed events could not be replayed: take this state
+            yield sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
+        async for frame in self.join_viewers():
+            yield frame
+
+    # --- presence: who else is on the ticket ---------------------------------------------
+
+    async def join_viewers(self) -> AsyncIterator[bytes]:
+        self.viewer = dataclasses.replace(self.viewer, expires_at=time.time() + settings.PRESENCE_TTL_SECONDS)
+        roster = await presence.join(self.caller.tenant.id, self.ticket_id, self.viewer)
+        self.renew_at = time.monotonic() + settings.PRESENCE_RENEW_SECONDS
+        frame = self._viewers_frame(roster.as_list(), roster.stale_at())
+        self._schedule()
+        if frame is not None:
+            yield frame
+
+    def render_note(self, note: dict[str, Any]) -> bytes | None:
+        frame = self._viewers_frame(note["viewers"], note.get("staleAt") or float("inf"))
+        self._schedule()
+        return frame
+
+    async def tick(self) -> AsyncIterator[bytes]:
+        tenant_id = self.caller.tenant.id
+        if time.monotonic() >= self.renew_at:
+            self.viewer = dataclasses.replace(self.viewer, expires_at=time.time() + settings.PRESENCE_TTL_SECONDS)
+            with contextlib.suppress(Exception):  # Redis away: the next renewal makes up for it
+                await presence.renew(tenant_id, self.ticket_id, self.viewer)
+            self.renew_at = time.monotonic() + settings.PRESENCE_RENEW_SECONDS
+        if time.time() >= self.stale_at:
+            # An entry lapsed (a viewer whose worker died) or a typing mark ran out: read again.
+            try:
+                roster = await presence.read_roster(tenant_id, self.ticket_id)
+            except Exception:
+                self.stale_at = time.time() + settings.PRESENCE_RENEW_SECONDS
+            else:
+                frame = self._viewers_frame(roster.as_list(), roster.stale_at())
+                if frame is not None:
+                    yield frame
+        self._schedule()
+
+    async def closed(self) -> None:
+        if self.renew_at:  # joined
+            await presence.leave(self.caller.tenant.id, self.ticket_id, self.connection_id)
+
+    def _viewers_frame(self, viewers: list[dict[str, Any]], stale_at: float) -> bytes | None:
+        """A `presence` frame when the roster differs from the one this client has."""
+        self.stale_at = stale_at
+        if viewers == self.viewers_sent:
+            return None
+        self.viewers_sent = viewers
+        data = {"ticketId": self.ticket_id, "you": self.connection_id, "viewers": viewers, "timestamp": iso_now()}
+        return sse_frame("presence", data)
+
+    def _schedule(self) -> None:
+        until_stale = max(0.0, self.stale_at - time.time()) if self.stale_at != float("inf") else float("inf")
+        self.next_tick = min(self.renew_at, time.monotonic() + until_stale)
+
+    def interested(self, event: LogEvent) -> bool:
+        return concerns_ticket(event, self.ticket_id, merges_into=self.merges_into)
+
+    def render(self, event: LogEvent) -> bytes | None:
+        if not self.interested(event):
+            return None
+        return event.frame("activity", lambda: sse_frame("activity", event.api, id=event.ulid))
+
+
+async def _ticket_request(request: HttpRequest, caller: Caller) -> StreamArguments:
+    """The ticket of the path, which the caller must be able to open (404 otherwise)."""
+    ticket_id = request.resolver_match.kwargs["ticket_id"] if request.resolver_match else ""
+    ticket = await run_db(get_visible_ticket, caller, ticket_id)
+    return StreamArguments({"ticket_id": str(ticket.id)}, resume_from=request.GET.get("lastEventId"))
+
+
+@stream_view
+@csrf_exempt
+async def ticket_activity_stream(request: HttpRequest, ticket_id: str) -> HttpResponse:
+    return await serve_stream(
+        request,
+        TicketActivityStream,
+        method="GET",
+        limit=settings.SSE_MAX_TICKET_STREAMS_PER_USER,
+        read_request=_ticket_request,
+    )
+
+
+# --- announcing presence (typing), for the viewers the ticket streams above show --------
+
+
+class PresenceWriteSerializer(StrictObjectSerializer):
+    clientId = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", help_text="`connectionId` of your ticket stream")
+    state = serializers.ChoiceField(choices=presence.STATES)
+
+
+@csrf_exempt  # a session caller's CSRF token is checked by authorized_caller
+async def ticket_presence(request: HttpRequest, ticket_id: str) -> HttpResponse:
+    """`POST /api/v2/ticketing/ticket/{id}/presence {clientId, state}`: the caller, viewing
+    the ticket through the stream `clientId`, is typing (for PRESENCE_TYPING_SECONDS) or
+    back to viewing. Answers the roster as it is now."""
+    if request.method != "POST":
+        return error_response(ApiError(405, "METHOD_NOT_ALLOWED", "Use POST.", headers={"Allow": "POST"}))
+    try:
+        caller = await run_db(authorized_caller, request)
+        ticket = await run_db(get_visible_ticket, caller, ticket_id)
+        data = validated(PresenceWriteSerializer(data=read_json_body(request)))
+        roster = await presence.set_state(
+            caller.tenant.id, str(ticket.id), data["clientId"], str(caller.user.id), data["state"]
+        )
+        if roster is None:
+            raise ApiError(404, "VIEWER_NOT_FOUND", "clientId is not one of your open streams of this ticket.")
+    except ApiError as error:
+        return error_response(error)
+    body = {"success": True, "data": {"ticketId": str(ticket.id), "viewers": roster.as_list()}, "timestamp": iso_now()}
+    return JsonResponse(body)

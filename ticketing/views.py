@@ -6,8 +6,10 @@ from rest_framework.response import Response
 
 from config import openapi
 from core.http import ApiError, ok
+from core.preconditions import etag, parse_if_match
 from core.views import RetryingAPIView, validated
 from ticketing import services
+from ticketing.models import Ticket
 from ticketing.selectors import (
     get_ticket_approval,
     get_visible_ticket,
@@ -33,31 +35,42 @@ from ticketing.serializers import (
 )
 
 
+def with_etag(response: Response, ticket: Ticket) -> Response:
+    """A response showing a ticket carries its version as a strong ETag (the value to
+    send back in `If-Match`)."""
+    response["ETag"] = etag(ticket.version)
+    return response
+
+
 class TicketCollectionView(RetryingAPIView):
     @extend_schema(request=TicketWriteSerializer, responses={201: openapi.TICKET}, summary="Create a ticket")
     def post(self, request: Request) -> Response:
         data = validated(TicketWriteSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         ticket = services.create_ticket(caller=request.auth, data=data)
-        return ok(ticket_state(ticket), status=201)
+        return with_etag(ok(ticket_state(ticket), status=201), ticket)
 
 
 class TicketDetailView(RetryingAPIView):
     @extend_schema(responses=openapi.TICKET, summary="Read a ticket")
     def get(self, request: Request, ticket_id: str) -> Response:
-        return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)))
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        return with_etag(ok(ticket_state(ticket)), ticket)
 
-    @extend_schema(request=TicketWriteSerializer, responses=openapi.TICKET, summary="Change a ticket")
+    @extend_schema(**openapi.TICKET_PATCH)
     def patch(self, request: Request, ticket_id: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(
             TicketWriteSerializer(data=request.data, partial=True, context={"tenant": request.auth.tenant})
         )
-        ticket = services.update_ticket(caller=request.auth, ticket=ticket, data=data)
-        return ok(ticket_state(ticket))
+        ticket = services.update_ticket(caller=request.auth, ticket=ticket, data=data, if_match=if_match)
+        return with_etag(ok(ticket_state(ticket)), ticket)
 
-    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Delete a ticket (admin)")
+    @extend_schema(**openapi.TICKET_DELETE)
     def delete(self, request: Request, ticket_id: str) -> Response:
-        services.delete_ticket(caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True))
+        if_match = parse_if_match(request.headers.get("if-match"))
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
+        services.delete_ticket(caller=request.auth, ticket=ticket, if_match=if_match)
         return Response(status=204)
 
 
@@ -159,7 +172,7 @@ class TicketMergeView(RetryingAPIView):
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(MergeSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         ticket = services.merge_ticket(caller=request.auth, ticket=ticket, into=data["into"])
-        return ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)})
+        return with_etag(ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)}), ticket)
 
 
 class TicketEscalateView(RetryingAPIView):
@@ -170,7 +183,7 @@ class TicketEscalateView(RetryingAPIView):
         marks = services.escalate_ticket(
             caller=request.auth, ticket=ticket, reason=data["reason"], team=data.get("team")
         )
-        return ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level})
+        return with_etag(ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level}), marks.ticket)
 
 
 class TicketReopenView(RetryingAPIView):
@@ -179,7 +192,7 @@ class TicketReopenView(RetryingAPIView):
         ticket = services.reopen_ticket(
             caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True)
         )
-        return ok(ticket_state(ticket))
+        return with_etag(ok(ticket_state(ticket)), ticket)
 
 
 class TicketProductsView(RetryingAPIView):
@@ -190,7 +203,8 @@ class TicketProductsView(RetryingAPIView):
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(ProductWriteSerializer(data=request.data))
         services.add_product(caller=request.auth, ticket=ticket, **data)
-        return ok(ticket_state(get_visible_ticket(request.auth, ticket_id)), status=201)
+        ticket = get_visible_ticket(request.auth, ticket_id)
+        return with_etag(ok(ticket_state(ticket), status=201), ticket)
 
 
 class TicketProductDetailView(RetryingAPIView):

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -17,6 +19,9 @@ from django.db import connection
 
 from tests import conftest
 from tests.conftest import ROOT, ServerProcess, free_port
+
+if TYPE_CHECKING:
+    from tests.faults.redis_server import PrivateRedis
 
 TIMEOUT = 10  # each probe answers within its checks' budget (2 s each); generous for a busy machine
 
@@ -132,3 +137,22 @@ def test_an_unmigrated_database_is_not_ready_until_migrate_has_run() -> None:
         ready = httpx.get(f"{proc.url}/readyz", timeout=TIMEOUT)
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"] == {"database": "ok", "migrations": "ok"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_going_away_turns_a_ready_worker_not_ready_until_it_is_back(private_redis: PrivateRedis) -> None:
+    with running(REDIS_URL=private_redis.url) as proc:
+        ready = httpx.get(f"{proc.url}/readyz", timeout=TIMEOUT)
+        assert ready.status_code == 200, ready.text
+
+        private_redis.stop()  # a crash: connections reset, nothing listens
+        details = assert_not_ready(httpx.get(f"{proc.url}/readyz", timeout=TIMEOUT), ["redis"])
+        assert details["checks"]["database"] == "ok"
+        assert httpx.get(f"{proc.url}/healthz", timeout=TIMEOUT).status_code == 200
+
+        private_redis.start()
+        deadline = time.monotonic() + TIMEOUT
+        while (ready := httpx.get(f"{proc.url}/readyz", timeout=TIMEOUT)).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        assert ready.json()["checks"]["redis"] == "ok"

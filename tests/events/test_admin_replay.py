@@ -58,7 +58,7 @@ def test_replay_action_requests_one_replay_per_tenant_with_the_support_flag(staf
         follow=True,
     )
     assert response.status_code == 200
-    assert "Replay of 3 event(s) requested for 2 tenant(s)." in response.content.decode()
+    assert "Replay of 3 events requested for 2 tenants." in response.content.decode()
     requests = {e.tenant_id: e for e in Event.objects.filter(type=REPLAY_TYPE)}
     assert set(requests) == {acme.tenant.id, globex.tenant.id}
     acme_ids = [e.ulid for e in selected if e.tenant_id == acme.tenant.id]

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from sla.events import SlaEvent
-from ticketing.events import STATE_EVENTS, TicketEvent
+from ticketing.events import SLA_STATE_EVENTS, STATE_EVENTS, TicketEvent
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
@@ -25,5 +25,7 @@ def test_every_declared_type_is_documented_and_nothing_else():
 
 def test_list_streams_react_only_to_declared_state_changes():
     # Watchers, approvals and comments never move a ticket in or out of a list.
-    assert set(TicketEvent) >= STATE_EVENTS
+    assert set(TicketEvent) | set(SlaEvent) >= STATE_EVENTS
+    # The SLA events carry the ticket's new slaDueAt / slaState: lists must see them.
+    assert {str(t) for t in SlaEvent} == SLA_STATE_EVENTS <= STATE_EVENTS
     assert not {TicketEvent.COMMENT_ADDED, TicketEvent.WATCHER_ADDED, TicketEvent.APPROVAL_REQUESTED} & STATE_EVENTS

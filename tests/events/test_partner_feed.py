@@ -236,7 +236,7 @@ def test_replay_dry_run_changes_nothing_and_says_what_it_would_do(api, acme: Wor
     make_ticket_events(api, acme, 3)
     out = StringIO()
     call_command("replay_events", tenant="acme", dry_run=True, stdout=out)
-    assert out.getvalue().startswith("would replay 3 event(s) of tenant acme")
+    assert out.getvalue().startswith("would replay 3 events of tenant acme")
 
 
 def add_events(world: World, count: int) -> None:

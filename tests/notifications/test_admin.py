@@ -26,7 +26,7 @@ def test_mark_read_action_marks_them_read_and_updates_the_counters(acme: World, 
         follow=True,
     )
     assert response.status_code == 200
-    assert b"2 notification(s) marked read." in response.content
+    assert b"2 notifications marked read." in response.content
     assert Notification.objects.filter(pk__in=[alice_first.pk, carol_first.pk], read=True).count() == 2
     assert NotificationCounter.objects.get(user=acme.users["alice"]).unread == 0
     assert NotificationCounter.objects.get(user=globex.users["alice"]).unread == 1  # untouched

@@ -2,9 +2,11 @@
 exactly once per ticket and target, also with two monitors running at once."""
 
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -141,12 +143,25 @@ class TestMonitor:
         sla = TicketSla.objects.get(pk=ticket.pk)
         assert sla.response_due - ticket.created_at == timedelta(minutes=15)
 
+    def test_a_warning_with_seconds_left_says_less_than_a_minute(self, acme: World):
+        policy(acme, "high", response=60, resolution=240, warn=99)  # warned at 59.4 minutes
+        ticket = make_ticket(acme, by="admin", priority="high", assignee=acme.users["alice"])
+        shift_clock(ticket, 59.5)  # 30 seconds left to respond
+        assert claim_due_sla_stages() == 1
+        (warning,) = told(acme, "slaWarning")["alice"]
+        assert warning.message == "SLA response time warning: less than a minute remaining"
+
     def test_the_command_runs_once(self, acme: World):
         policy(acme)
         ticket = make_ticket(acme, by="admin", priority="high", assignee=acme.users["carol"])
         shift_clock(ticket, 61)
-        call_command("sla_monitor", "--once")
+        out = StringIO()
+        call_command("sla_monitor", "--once", stdout=out)
         assert [n.type for n in told(acme)["carol"]] == ["assignment", "slaBreach"]
+        assert out.getvalue().startswith("Checked the SLA clocks: recorded 1 breach (")
+        again = StringIO()
+        call_command("sla_monitor", "--once", stdout=again)
+        assert again.getvalue() == "Checked the SLA clocks: no warning or breach was due.\n"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -173,7 +188,8 @@ def test_two_monitors_at_once_send_each_warning_and_breach_exactly_once(acme: Wo
     for monitor in monitors:
         out, err = monitor.communicate(timeout=120)
         assert monitor.returncode == 0, err.decode()[-2000:]
-        claims += sum(int(word.split("=")[1]) for word in out.decode().split() if word.startswith("claimed="))
+        # "Checked the SLA clocks: recorded 3 breaches and 2 warnings (…)."
+        claims += sum(int(n) for n in re.findall(r"(\d+) (?:breach|breaches|warning|warnings)\b", out.decode()))
     # Both saw the same due tickets; a --once run with a small batch may leave some for later.
     while claimed := claim_due_sla_stages(batch=5):
         claims += claimed

@@ -154,6 +154,8 @@ def test_sla_policies_are_admin_only_and_validated(api, acme: World, globex: Wor
     )
     assert api.put(url, {**body, "responseMinutes": 0}, format="json", headers=acme.headers("admin")).status_code == 400
     listed = api.get(url, headers=acme.headers("admin")).json()["data"]
-    assert listed == [{"priority": "urgent", "responseMinutes": 15, "resolutionMinutes": 120, "warningPercent": 80}]
+    assert listed == [
+        {"priority": "urgent", "responseMinutes": 15, "resolutionMinutes": 120, "warningPercent": 80, "calendar": None}
+    ]
     assert api.get(url, headers=globex.headers("admin")).json()["data"] == []
     assert SlaPolicy.objects.count() == 1

@@ -20,7 +20,7 @@ from events.models import REPLAY_TYPE, Event
 from tests.builders import CAST, World
 from tests.conftest import ServerProcess
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,6 +41,12 @@ def browser() -> Iterator[Browser]:
     # against blocking calls in async code would otherwise see while the test uses the ORM.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"No Chromium at {CHROMIUM}: install Debian's (`apt-get install chromium`), set CHROMIUM_PATH, "
+            "or leave the browser tests out with `pytest -m 'not browser'` (`make test` does this by itself).",
+            pytrace=False,
+        )
     playwright = sync_playwright().start()
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
     try:
@@ -286,6 +292,66 @@ def test_ticket_page_edits_show_up_live_in_another_tab_and_comments_highlight_me
     screenshot(editor, "ticket-test")
 
 
+def test_ticket_page_is_fully_live_comments_watchers_and_approvals_from_other_people(server, acme: World, new_context):
+    link_login(acme, "alice")
+    link_login(acme, "bob")
+    ticket = create(server.url, acme, user="bob", subject="Laptop will not boot")
+    agent = sign_in(new_context().new_page(), server.url, acme, "alice", path=f"/dashboard/tickets/{ticket['id']}/")
+    requester = sign_in(new_context().new_page(), server.url, acme, "bob", path=f"/dashboard/tickets/{ticket['id']}/")
+    for page in (agent, requester):
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        expect(page.locator("#watchers li")).to_have_text(["Nobody is watching this ticket."])
+
+    # A comment from another browser (another person) arrives without any reload or poll.
+    requester.get_by_label("Add a comment").fill("It beeps three times.")
+    requester.get_by_role("button", name="Comment").click()
+    expect(agent.locator("#comments li")).to_have_count(1, timeout=2_000)
+    expect(agent.locator("#comments li").last).to_contain_text("It beeps three times.")
+    expect(agent.locator("#history li").last).to_contain_text(f"comment added by {acme.users['bob'].display_name}")
+    expect(requester.locator("#comments li")).to_have_count(1)  # shown once, not twice
+
+    # Watchers are edited on the page and reach the other person's page live.
+    agent.get_by_label("Add a watcher").select_option("carol")
+    agent.get_by_role("button", name="Add", exact=True).click()
+    expect(requester.locator("#watchers li")).to_have_count(1, timeout=2_000)
+    expect(requester.locator("#watchers li")).to_contain_text(acme.users["carol"].display_name)
+    agent.get_by_role("button", name=f"Stop {acme.users['carol'].display_name} watching").click()
+    expect(requester.locator("#watchers li")).to_have_text(["Nobody is watching this ticket."], timeout=2_000)
+
+    # An approval requested through the API appears in the approvals card.
+    response = httpx.post(
+        f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}/approvals",
+        headers=acme.headers("alice"),
+        json={"approver": "admin", "approvalType": "manager"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    expect(requester.locator("#approvals li")).to_have_count(1, timeout=2_000)
+    expect(requester.locator("#approvals li")).to_contain_text("pending")
+
+
+def test_an_agent_opening_a_ticket_sees_who_else_is_on_it_and_who_is_typing(server, acme: World, new_context):
+    link_login(acme, "alice")
+    link_login(acme, "carol")
+    ticket = create(server.url, acme, user="bob", subject="Printer on fire")
+    path = f"/dashboard/tickets/{ticket['id']}/"
+    first = sign_in(new_context().new_page(), server.url, acme, "alice", path=path)
+    expect(first.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(first.locator("#presence")).to_be_hidden()  # alone on the ticket
+
+    second = sign_in(new_context().new_page(), server.url, acme, "carol", path=path)
+    carol, alice = acme.users["carol"].display_name, acme.users["alice"].display_name
+    expect(first.locator("#presence")).to_have_text(f"Also on this ticket: {carol}", timeout=2_000)
+    expect(second.locator("#presence")).to_have_text(f"Also on this ticket: {alice}")
+
+    # Alice starts an edit: Carol sees it before they collide.
+    first.get_by_label("Add a comment").press_sequentially("Working on it")
+    expect(second.locator("#presence")).to_have_text(f"Also on this ticket: {alice} (typing…)", timeout=2_000)
+
+    second.close()  # Carol leaves: gone for Alice at once
+    expect(first.locator("#presence")).to_be_hidden(timeout=3_000)
+
+
 def test_end_user_sees_only_their_requests_and_the_page_is_labelled_and_fits_a_phone(server, acme: World, new_context):
     link_login(acme, "bob")
     mine = create(server.url, acme, user="bob", subject="My monitor flickers")
@@ -350,7 +416,7 @@ def test_admin_lists_events_and_the_replay_action_delivers_them_to_an_open_dashb
     admin.locator(f'input[name="_selected_action"][value="{created.pk}"]').check()
     admin.get_by_label("Action:").select_option("replay_to_live_streams")
     admin.get_by_role("button", name="Go").click()
-    expect(admin.locator(".messagelist")).to_contain_text("Replay of 1 event(s) requested for 1 tenant(s).")
+    expect(admin.locator(".messagelist")).to_contain_text("Replay of 1 event requested for 1 tenant.")
     screenshot(admin, "admin-events-test")
 
     replayed = dashboard.locator('#activity li[data-kind="created"]:has-text("replayed")')

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.progress import on_terminal, progress_bar
+from core.text import count_of
 from events.management.commands._selection import add_selection_arguments, keyset_pages, selected_events
 from events.serializers import event_to_dict
 
@@ -19,9 +21,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         add_selection_arguments(parser)
-        parser.add_argument("--format", choices=["jsonl"], default="jsonl")
+        parser.add_argument(
+            "--format", choices=["jsonl"], default="jsonl", help="Output format: jsonl, one event a line (default)."
+        )
         parser.add_argument("--output", "-o", help="File to write (default: stdout).")
-        parser.add_argument("--batch", type=int, default=2000)
+        parser.add_argument("--batch", type=int, default=2000, help="Events read per query (default 2000).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant, events = selected_events(options)
@@ -30,13 +34,17 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot write {options['output']}: {exc}") from None
         written = 0
+        # The total is counted only for a bar on a terminal (an extra query over the log).
+        total = events.count() if on_terminal(self) else None
         try:
-            for batch in keyset_pages(events.select_related("actor"), options["batch"]):
-                out.write("".join(json.dumps(event_to_dict(e), separators=(",", ":")) + "\n" for e in batch))
-                written += len(batch)
-                if written % 50_000 < len(batch):
-                    self.stderr.write(f"exported {written} events")
+            with progress_bar(self, total=total, unit="event", desc="export", quiet=options["verbosity"] == 0) as bar:
+                for batch in keyset_pages(events.select_related("actor"), options["batch"]):
+                    out.write("".join(json.dumps(event_to_dict(e), separators=(",", ":")) + "\n" for e in batch))
+                    written += len(batch)
+                    bar.update(len(batch))
         finally:
             if out is not sys.stdout:
                 out.close()
-        self.stderr.write(f"exported {written} event(s) of tenant {tenant.slug}")
+        # On stderr: stdout may be the export itself.
+        # Plain, not in the error colour Django gives stderr on a terminal.
+        self.stderr.write(f"exported {count_of(written, 'event')} of tenant {tenant.slug}", style_func=str)

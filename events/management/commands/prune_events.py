@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core.progress import on_terminal, progress_bar
+from core.text import count_of
 from events.ids import first_event_id_at
 from events.models import Event
 
@@ -22,10 +24,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--older-than", default=f"{settings.EVENTS_RETENTION_DAYS}d")
+        parser.add_argument(
+            "--older-than",
+            default=f"{settings.EVENTS_RETENTION_DAYS}d",
+            help=f"Age of the events to delete, in days (30d) or hours (12h); default "
+            f"{settings.EVENTS_RETENTION_DAYS}d (EVENTS_RETENTION_DAYS).",
+        )
         parser.add_argument("--tenant", help="Only this tenant (slug).")
-        parser.add_argument("--batch", type=int, default=10_000)
-        parser.add_argument("--dry-run", action="store_true")
+        parser.add_argument("--batch", type=int, default=10_000, help="Events deleted per statement (default 10000).")
+        parser.add_argument("--dry-run", action="store_true", help="Only say how many events would be deleted.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         match = _DURATION.match(options["older_than"])
@@ -38,13 +45,21 @@ class Command(BaseCommand):
         if options["tenant"]:
             old = old.filter(tenant__slug=options["tenant"])
         if options["dry_run"]:
-            self.stdout.write(f"would delete {old.count()} event(s) older than {cutoff.isoformat()}")
+            self.stdout.write(f"would delete {count_of(old.count(), 'event')} older than {cutoff.isoformat()}")
             return
         deleted = 0
-        while True:
-            ids = list(old.values_list("id", flat=True)[: options["batch"]])
-            if not ids:
-                break
-            deleted += Event.objects.filter(id__in=ids).delete()[0]
-            self.stderr.write(f"deleted {deleted} events")
-        self.stdout.write(f"deleted {deleted} event(s) older than {cutoff.isoformat()}")
+        with progress_bar(
+            self,
+            total=old.count() if on_terminal(self) else None,
+            unit="event",
+            desc="prune",
+            quiet=options["verbosity"] == 0,
+        ) as bar:
+            while True:
+                ids = list(old.values_list("id", flat=True)[: options["batch"]])
+                if not ids:
+                    break
+                removed = Event.objects.filter(id__in=ids).delete()[0]
+                deleted += removed
+                bar.update(removed)
+        self.stdout.write(f"deleted {count_of(deleted, 'event')} older than {cutoff.isoformat()}")

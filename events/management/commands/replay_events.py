@@ -5,6 +5,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from core.progress import progress_bar
+from core.text import count_of
 from events.management.commands._selection import add_selection_arguments, keyset_pages, selected_events
 from events.services import request_replay
 
@@ -26,11 +28,12 @@ class Command(BaseCommand):
         if options["dry_run"]:
             first, last = events.first(), events.last()
             span = f" from {first.ulid} to {last.ulid}" if first else ""
-            self.stdout.write(f"would replay {total} event(s) of tenant {tenant.slug}{span}")
+            self.stdout.write(f"would replay {count_of(total, 'event')} of tenant {tenant.slug}{span}")
             return
         done = 0
-        for batch in keyset_pages(events.only("id", "tenant_id"), options["batch"]):
-            request_replay(tenant=tenant, event_ids=[e.id for e in batch])
-            done += len(batch)
-            self.stderr.write(f"replayed {done}/{total}")
-        self.stdout.write(f"replayed {done} event(s) of tenant {tenant.slug}")
+        with progress_bar(self, total=total, unit="event", desc="replay", quiet=options["verbosity"] == 0) as bar:
+            for batch in keyset_pages(events.only("id", "tenant_id"), options["batch"]):
+                request_replay(tenant=tenant, event_ids=[e.id for e in batch])
+                done += len(batch)
+                bar.update(len(batch))
+        self.stdout.write(f"replayed {count_of(done, 'event')} of tenant {tenant.slug}")

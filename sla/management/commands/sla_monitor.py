@@ -4,12 +4,14 @@ import logging
 import signal
 import time
 from argparse import ArgumentParser
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from core.text import count_of
 from sla.services import claim_due_sla_stages
 
 logger = logging.getLogger(__name__)
@@ -44,16 +46,24 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         while True:
+            tally: Counter[str] = Counter()
             try:
-                claimed = claim_due_sla_stages(batch=options["batch"])
+                claimed = claim_due_sla_stages(batch=options["batch"], tally=tally)
             except Exception:
                 if options["once"]:
                     raise
                 logger.exception("event=sla_monitor_failed")
                 claimed = 0
+            if options["once"]:
+                if options["verbosity"] > 0:
+                    self.stdout.write(once_summary(tally))
+                return
             if claimed or options["verbosity"] > 1:
-                self.stdout.write(f"event=sla_monitor_checked claimed={claimed}")
-            if options["once"] or stopping:
+                self.stdout.write(
+                    f"event=sla_monitor_checked claimed={claimed} warnings={tally['warning']} "
+                    f"breaches={tally['breach']}"
+                )
+            if stopping:
                 return
             if claimed >= options["batch"]:
                 continue  # a backlog (the monitor was down): keep going without waiting
@@ -61,3 +71,13 @@ class Command(BaseCommand):
             while not stopping and time.monotonic() < deadline:
                 time.sleep(min(0.5, options["interval"]))
             close_old_connections()  # a long-running process: drop a broken or expired connection
+
+
+def once_summary(tally: Counter[str]) -> str:
+    """What one check did, in a sentence."""
+    if not tally:
+        return "Checked the SLA clocks: no warning or breach was due."
+    parts = [count_of(tally["breach"], "breach", "breaches")] if tally["breach"] else []
+    if tally["warning"]:
+        parts.append(count_of(tally["warning"], "warning"))
+    return f"Checked the SLA clocks: recorded {' and '.join(parts)} (the assignees or teams are notified)."

@@ -23,7 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--roles", default=None, help="Comma-separated realm roles (default: the user's roles).")
         parser.add_argument("--teams", default=None, help="Comma-separated teams (default: the user's teams).")
         parser.add_argument("--ttl", type=int, default=3600, help="Seconds until the token expires (default 3600).")
-        parser.add_argument("--format", choices=["token", "headers"], default="token")
+        parser.add_argument(
+            "--format",
+            choices=["token", "headers"],
+            default="token",
+            help="token: the bare token (default); headers: Authorization, x-tenantid and realmname, one a line.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_by_slug_or_id(options["tenant"])

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from core.progress import progress_bar
+from core.text import count_of
 from events.recording import unit_of_work
 from tenants.callers import caller_for_user
 from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
@@ -46,12 +48,19 @@ CUSTOMERS = ["Acme Corp", "Globex", "Initech", "Umbrella", ""]
 # Dashboard passwords of the demo accounts (the admin's is --admin-password).
 DEMO_PASSWORD = "demo1234"  # noqa: S105  (documented demo credential)
 DEMO_ADMIN_PASSWORD = "admin"  # noqa: S105  (documented demo credential)
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
 class Command(BaseCommand):
     help = "Create (or complete) the `demo` tenant with users and ~200 tickets. Safe to run again."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--base-url",
+            help="Where the service is reached, e.g. http://127.0.0.1:8001 (`make run` passes its HOST and PORT): "
+            "the demo realm's token issuer becomes <base-url>/realms/demo and the dashboard origin is allowed. "
+            f"Default: keep what is there, {DEFAULT_BASE_URL} for a new demo.",
+        )
         parser.add_argument("--tickets", type=int, default=200, help="How many tickets the tenant should have.")
         parser.add_argument(
             "--admin-password", default=DEMO_ADMIN_PASSWORD, help="Password of the Django admin `admin`."
@@ -73,20 +82,32 @@ class Command(BaseCommand):
             if options["admin_password"] == DEMO_ADMIN_PASSWORD or options["user_password"] == DEMO_PASSWORD:
                 raise CommandError("DEBUG is off: pass --admin-password and --user-password of your own.")
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Help Desk"})
+        base_url = (options["base_url"] or "").rstrip("/")
         realm, _ = Realm.objects.get_or_create(
             tenant=tenant,
             name="demo",
-            defaults={"secret": settings.DEMO_REALM_SECRET, "issuer": "http://127.0.0.1:8000/realms/demo"},
+            defaults={"secret": settings.DEMO_REALM_SECRET, "issuer": f"{base_url or DEFAULT_BASE_URL}/realms/demo"},
         )
-        for origin in ("http://127.0.0.1:8000", "http://localhost:8000"):
+        if base_url and realm.issuer != f"{base_url}/realms/demo":
+            # The service moved (another port): its tokens name where it is now. Tokens
+            # issued for the old address are refused from here on (wrong `iss`).
+            realm.issuer = f"{base_url}/realms/demo"
+            realm.save(update_fields=["issuer"])
+        origins = {"http://127.0.0.1:8000", "http://localhost:8000"}
+        if base_url:
+            origins.add(base_url)
+        for origin in sorted(origins):
             AllowedOrigin.objects.get_or_create(tenant=tenant, origin=origin)
         users = {name: self._user(tenant, realm, name, full, roles, teams) for name, full, roles, teams in DEMO_USERS}
         self._admin_login(options["admin_password"])
         for username, tenant_user in users.items():
             password = options["admin_password"] if username == "admin" else options["user_password"]
             self._link_login(tenant_user, password)
-        self._tickets(tenant, users, options["tickets"])
-        self.stdout.write(self.style.SUCCESS(f"demo tenant ready: id={tenant.id} realm={realm.name}"))
+        created = self._tickets(tenant, users, options["tickets"], quiet=options["verbosity"] == 0)
+        tickets = f"{count_of(created, 'new ticket')}, " if created else ""
+        self.stdout.write(
+            self.style.SUCCESS(f"demo tenant ready: {tickets}id={tenant.id} realm={realm.name} issuer={realm.issuer}")
+        )
 
     def _user(
         self, tenant: Tenant, realm: Realm, username: str, name: str, roles: list[str], teams: list[str]
@@ -130,39 +151,41 @@ class Command(BaseCommand):
         tenant_user.login = account
         tenant_user.save(update_fields=["login"])
 
-    def _tickets(self, tenant: Tenant, users: dict[str, TenantUser], wanted: int) -> None:
+    def _tickets(self, tenant: Tenant, users: dict[str, TenantUser], wanted: int, *, quiet: bool) -> int:
+        """Create tickets up to `wanted`; returns how many were created."""
         existing = tenant.tickets.count()
         if existing >= wanted:
-            self.stdout.write(f"{existing} tickets already there")
-            return
+            self.stdout.write(f"{count_of(existing, 'ticket')} already there")
+            return 0
         rng = random.Random(42 + existing)
         agents = [users["alice"], users["carol"], users["admin"]]
         requesters = [users["bob"], users["dave"]]
         team_of = {"alice": "operation", "carol": "network", "admin": "operation"}
         admin = caller_for_user(users["admin"])
-        for i in range(existing, wanted):
-            assignee = rng.choice([*agents, None])
-            # One unit of work for both changes: its events are written at its end, and
-            # the tenant's log lock is the last lock it takes (events.recording).
-            with unit_of_work():
-                ticket = services.create_ticket(
-                    caller=caller_for_user(rng.choice(requesters)),
-                    data={
-                        "subject": f"{rng.choice(SUBJECTS)} #{i + 1}",
-                        "description": "Reported by the demo loader.",
-                        "category": rng.choice(CATEGORIES),
-                        "priority": rng.choice(Priority.values),
-                    },
-                )
-                services.update_ticket(
-                    caller=admin,
-                    ticket=ticket,
-                    data={
-                        "assignee": assignee,
-                        "team": team_of[assignee.username] if assignee else rng.choice(["operation", "network"]),
-                        "customer": rng.choice(CUSTOMERS),
-                        "status": rng.choice(Status.values),
-                    },
-                )
-            if (i + 1) % 50 == 0:
-                self.stdout.write(f"  {i + 1}/{wanted} tickets")
+        with progress_bar(self, total=wanted - existing, unit="ticket", desc="demo tickets", quiet=quiet) as bar:
+            for i in range(existing, wanted):
+                assignee = rng.choice([*agents, None])
+                # One unit of work for both changes: its events are written at its end, and
+                # the tenant's log lock is the last lock it takes (events.recording).
+                with unit_of_work():
+                    ticket = services.create_ticket(
+                        caller=caller_for_user(rng.choice(requesters)),
+                        data={
+                            "subject": f"{rng.choice(SUBJECTS)} #{i + 1}",
+                            "description": "Reported by the demo loader.",
+                            "category": rng.choice(CATEGORIES),
+                            "priority": rng.choice(Priority.values),
+                        },
+                    )
+                    services.update_ticket(
+                        caller=admin,
+                        ticket=ticket,
+                        data={
+                            "assignee": assignee,
+                            "team": team_of[assignee.username] if assignee else rng.choice(["operation", "network"]),
+                            "customer": rng.choice(CUSTOMERS),
+                            "status": rng.choice(Status.values),
+                        },
+                    )
+                bar.update()
+        return wanted - existing

@@ -18,9 +18,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-        parser.add_argument("--tenant", default="demo")
-        parser.add_argument("--user", default="alice")
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="Where the service is reached, as in the printed commands (default http://127.0.0.1:8000).",
+        )
+        parser.add_argument("--tenant", default="demo", help="Tenant slug (default demo).")
+        parser.add_argument("--user", default="alice", help="Who the printed token is for (default alice).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = Tenant.objects.filter(slug=options["tenant"]).first()
@@ -52,7 +56,7 @@ See its event in the partner log (newest last):
   curl -s '{base}/v2/system/events?limit=1000' {headers}
 
 Watch the live ticket list (leave it open, change tickets in another terminal):
-  curl -N -X POST '{base}/api/v2/ticketing/ticket/sse/list/updates?type=template&module=ticketing' {headers} \\
+  curl -sN -X POST '{base}/api/v2/ticketing/ticket/sse/list/updates?type=template&module=ticketing' {headers} \\
        -H 'content-type: application/json' -d '{{"top": 5, "offset": 0}}'
 
 More tokens: .venv/bin/python manage.py issue_token --tenant {tenant.slug} --user bob --format headers

@@ -13,11 +13,11 @@
     return cookie("csrftoken");
   }
 
-  async function api(method, url, body) {
+  async function api(method, url, body, headers) {
     const options = {
       method: method,
       credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+      headers: Object.assign({ Accept: "application/json", "X-CSRFToken": csrfToken() }, headers || {}),
     };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
@@ -109,7 +109,7 @@
         if (!response.ok) {
           retryAfter = Number(response.headers.get("Retry-After")) || null;
           const text = await response.text();
-          if (response.status === 400 || response.status === 403) {
+          if (response.status === 400 || response.status === 403 || response.status === 404) {
             this.onState("failed", text);
             return;
           }

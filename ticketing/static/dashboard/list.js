@@ -105,6 +105,7 @@
       Dash.el("td", { "data-label": "Status" }, [pill("status", ticket.status)]),
       Dash.el("td", { "data-label": "Priority" }, [pill("priority", ticket.priority)]),
       Dash.el("td", { "data-label": "Team", text: ticket.team || "–" }),
+      Dash.el("td", { "data-label": "SLA" }, [window.DashSla ? DashSla.badge(ticket) : "–"]),
       Dash.el("td", { "data-label": "Assignee", text: ticket.assignee ? ticket.assignee.name : "Unassigned" }),
       Dash.el("td", { "data-label": "Requester", text: ticket.requester ? ticket.requester.name : "–" }),
       Dash.el("td", { "data-label": "Updated" }, [

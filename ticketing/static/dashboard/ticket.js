@@ -1,5 +1,6 @@
-/* The ticket page: edit the ticket, comment with @mentions, and follow changes made
-   elsewhere live (a list-updates stream filtered to this one ticket). */
+/* The ticket page: edit the ticket, comment with @mentions, add and remove watchers, and
+   follow everything that happens to the ticket live (its own stream: GET …/ticket/{id}/sse,
+   a snapshot of the page, then one `activity` frame per event about the ticket). */
 (function () {
   "use strict";
   const Dash = window.Dash;
@@ -16,7 +17,10 @@
   const commentStatus = document.getElementById("comment-status");
   const mentionList = document.getElementById("mention-list");
   const historyList = document.getElementById("history");
-  const channel = "BroadcastChannel" in window ? new BroadcastChannel("dashboard-ticket-" + ticket.id) : null;
+  const watchersList = document.getElementById("watchers");
+  const watcherForm = document.getElementById("watcher-form");
+  const watcherStatus = document.getElementById("watcher-status");
+  const approvalsList = document.getElementById("approvals");
   const dirty = new Set();
 
   function valueOf(name, state) {
@@ -43,6 +47,7 @@
     document.getElementById("t-requester").textContent = state.requester ? state.requester.name : "–";
     document.getElementById("t-category").textContent = state.category || "–";
     document.getElementById("t-customer").textContent = state.customer || "–";
+    if (window.DashSla) DashSla.show(document.getElementById("t-sla"), state);
   }
 
   form.addEventListener("input", function (event) { if (event.target.name) dirty.add(event.target.name); });
@@ -50,14 +55,76 @@
 
   async function patch(changes) {
     saveStatus.textContent = "Saving…";
+    hideConflict();
     try {
-      const body = await Dash.api("PATCH", ticketUrl, changes);
+      // Against the version this page shows: a change made elsewhere meanwhile is a 412.
+      const body = await Dash.api("PATCH", ticketUrl, changes, { "If-Match": '"' + ticket.version + '"' });
       for (const name of Object.keys(changes)) dirty.delete(name);
       showTicket(body.data, null);
       saveStatus.textContent = "Saved.";
     } catch (error) {
-      saveStatus.textContent = "Not saved: " + error.message;
+      if (error.status === 412 && error.body && error.body.error.details) {
+        showConflict(changes, error.body.error.details.ticket);
+        saveStatus.textContent = "Not saved: the ticket was changed meanwhile.";
+      } else {
+        saveStatus.textContent = "Not saved: " + error.message;
+      }
     }
+  }
+
+  // --- edit conflicts (412 PRECONDITION_FAILED) -------------------------------------------
+
+  const FIELD_LABELS = { subject: "Subject", status: "Status", priority: "Priority", team: "Team",
+    assignee: "Assignee", description: "Description" };
+  let conflictBox = null;
+
+  function shownValue(name, value) {
+    if (name === "assignee") return value && value.name ? value.name : (value ? String(value) : "Unassigned");
+    if (value === null || value === undefined || value === "") return "–";
+    return name === "status" || name === "priority" ? Dash.label(value) : String(value);
+  }
+
+  function hideConflict() {
+    if (conflictBox) conflictBox.hidden = true;
+  }
+
+  /* Someone saved the ticket after this page read it: nothing of ours was saved. Show
+     their values next to ours, and let the agent apply theirs or send ours again on top
+     of the current version. */
+  function showConflict(changes, current) {
+    if (!conflictBox) {
+      conflictBox = Dash.el("div", { id: "edit-conflict", className: "banner", role: "alert" });
+      form.querySelector(".actions").before(conflictBox);
+    }
+    const assignee = function (id) {
+      const option = form.elements.assignee && form.elements.assignee.querySelector('option[value="' + id + '"]');
+      return option ? option.textContent : id;
+    };
+    const rows = Object.keys(changes).map(function (name) {
+      const mine = name === "assignee" ? (changes[name] ? assignee(changes[name]) : "Unassigned") : changes[name];
+      return Dash.el("li", { "data-field": name }, [
+        Dash.el("strong", { text: (FIELD_LABELS[name] || name) + ": " }),
+        "now " + shownValue(name, current[name]) + " · yours " + shownValue(name, mine),
+      ]);
+    });
+    const reapply = Dash.el("button", { type: "button", className: "primary", id: "conflict-reapply",
+      text: "Save my changes over theirs" });
+    const discard = Dash.el("button", { type: "button", id: "conflict-discard", text: "Discard mine, show theirs" });
+    conflictBox.replaceChildren(
+      Dash.el("p", { text: "Someone else changed this ticket while you were editing (it is now version " +
+        current.version + "). Your changes were not saved." }),
+      Dash.el("ul", { className: "plain" }, rows),
+      Dash.el("div", { className: "actions" }, [reapply, " ", discard])
+    );
+    conflictBox.hidden = false;
+    ticket = current;  // the next save is made against what the agent has now seen
+    reapply.addEventListener("click", function () { patch(changes); });
+    discard.addEventListener("click", function () {
+      for (const name of Object.keys(changes)) dirty.delete(name);
+      showTicket(current, changes);
+      hideConflict();
+      saveStatus.textContent = "Showing the current version.";
+    });
   }
 
   form.addEventListener("submit", function (event) {
@@ -113,19 +180,13 @@
     if (!comments.length) commentsList.appendChild(Dash.el("li", { className: "muted", text: "No comments yet." }));
   }
 
-  let commentCount = config.comments.length;
-  async function refreshComments() {
-    try {
-      const body = await Dash.api("GET", ticketUrl + "/comments");
-      if (body.data.length !== commentCount) {
-        commentCount = body.data.length;
-        renderComments(body.data);
-        const last = commentsList.lastElementChild;
-        if (last) Dash.flash(last);
-      }
-    } catch (error) {
-      /* shown by the connection state */
-    }
+  let comments = config.comments.slice();
+  function addComment(comment) {
+    if (comments.some(function (c) { return c.id === comment.id; })) return;
+    comments.push(comment);
+    renderComments(comments);
+    const last = commentsList.lastElementChild;
+    if (last) Dash.flash(last);
   }
 
   commentForm.addEventListener("submit", async function (event) {
@@ -134,18 +195,68 @@
     if (!text) return;
     commentStatus.textContent = "Sending…";
     try {
-      await Dash.api("POST", ticketUrl + "/comments", { body: text });
+      const body = await Dash.api("POST", ticketUrl + "/comments", { body: text });
       commentBody.value = "";
       commentStatus.textContent = "Comment added.";
-      await refreshComments();
-      if (channel) channel.postMessage({ type: "comments" });
+      addComment(body.data); // the stream brings it too; shown once
     } catch (error) {
       commentStatus.textContent = "Not sent: " + error.message;
     }
   });
-  if (channel) channel.onmessage = refreshComments;
-  // Comments are not part of the list stream; other browsers see them within this interval.
-  setInterval(function () { if (!document.hidden) refreshComments(); }, 10000);
+
+  // --- watchers and approvals ----------------------------------------------------------------
+
+  let watchers = [];
+  function renderWatchers(list) {
+    watchers = list.slice();
+    watchersList.replaceChildren.apply(
+      watchersList,
+      watchers.map(function (user) {
+        const remove = Dash.el("button", { type: "button", className: "link", text: "Remove", "aria-label": "Stop " + user.name + " watching" });
+        remove.addEventListener("click", async function () {
+          watcherStatus.textContent = "Removing…";
+          try {
+            await Dash.api("DELETE", ticketUrl + "/watchers/" + encodeURIComponent(user.id));
+            watcherStatus.textContent = user.name + " no longer watches.";
+          } catch (error) {
+            watcherStatus.textContent = "Not removed: " + error.message;
+          }
+        });
+        return Dash.el("li", { "data-id": user.id }, [user.name + " ", remove]);
+      })
+    );
+    if (!watchers.length) watchersList.appendChild(Dash.el("li", { className: "muted", text: "Nobody is watching this ticket." }));
+  }
+
+  watcherForm.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    watcherStatus.textContent = "Adding…";
+    try {
+      const body = await Dash.api("POST", ticketUrl + "/watchers", { user: watcherForm.elements.user.value });
+      watcherStatus.textContent = body.data.added ? body.data.user.name + " now watches." : body.data.user.name + " already watches.";
+    } catch (error) {
+      watcherStatus.textContent = "Not added: " + error.message;
+    }
+  });
+
+  function renderApprovals(list) {
+    approvalsList.replaceChildren.apply(
+      approvalsList,
+      list.map(function (a) {
+        return Dash.el("li", { "data-id": a.id }, [
+          Dash.el("strong", { text: Dash.label(a.approvalType) }),
+          " by " + (a.approver ? a.approver.name : "–") + " · ",
+          Dash.el("span", { className: "tag", text: Dash.label(a.state) }),
+        ]);
+      })
+    );
+    if (!list.length) approvalsList.appendChild(Dash.el("li", { className: "muted", text: "No approvals requested." }));
+  }
+  let approvals = [];
+  function upsertApproval(approval) {
+    approvals = approvals.filter(function (a) { return a.id !== approval.id; }).concat([approval]);
+    renderApprovals(approvals);
+  }
 
   let mentionIndex = 0;
   let mentionMatches = [];
@@ -219,17 +330,17 @@
 
   // --- live changes ----------------------------------------------------------------------
 
-  function historyLine(data) {
-    const changes = Object.entries(data.changes || {})
+  function historyLine(event) {
+    const text = function (v) { return v && typeof v === "object" ? v.name : Dash.label(v); };
+    const changes = Object.entries(event.changes || {})
       .filter(function (e) { return e[0] !== "updatedAt"; })
-      .map(function (e) {
-        const text = function (v) { return v && typeof v === "object" ? v.name : Dash.label(v); };
-        return Dash.el("span", { text: e[0] + ": " + text(e[1].from) + " → " + text(e[1].to) });
-      });
+      .map(function (e) { return Dash.el("span", { text: e[0] + ": " + text(e[1].from) + " → " + text(e[1].to) }); });
+    const what = event.type.replace("tickets.ticket.", "").replace(/_/g, " ");
     const line = Dash.el("li", {}, [
-      Dash.el("time", { datetime: data.updatedAt, text: Dash.shortTime(data.updatedAt, true) }),
+      Dash.el("time", { datetime: event.occurred_at, text: Dash.shortTime(event.occurred_at, true) }),
       " ",
-      Dash.el("strong", { text: data.replayed ? "updated (replayed)" : "updated" }),
+      Dash.el("strong", { text: event.replayed ? what + " (replayed)" : what }),
+      " by " + (event.actor ? event.actor.name : "system"),
       " ",
       Dash.el("span", { className: "changes" }, changes),
     ]);
@@ -237,28 +348,80 @@
     Dash.flash(line);
   }
 
-  function onEvent(event, data) {
-    if (event === "snapshot") {
-      if (data.tickets.length) showTicket(data.tickets[0], null);
-      else document.getElementById("gone").hidden = false;
-    } else if (event === "updated" || event === "created") {
-      document.getElementById("gone").hidden = true;
-      showTicket(data, data.changes || {});
-      if (event === "updated") historyLine(data);
-    } else if (event === "deleted") {
+  function onActivity(event) {
+    const payload = event.payload || {};
+    const type = event.type.replace("tickets.ticket.", "");
+    historyLine(event);
+    if (type === "deleted") {
       document.getElementById("gone").hidden = false;
+      return;
+    }
+    if (payload.ticket && payload.ticket.id === ticket.id) showTicket(payload.ticket, event.changes || {});
+    if (type === "comment_added" && payload.comment) {
+      addComment({ id: payload.comment.id, author: payload.comment.author, body: payload.comment.body, createdAt: event.occurred_at });
+    } else if (type === "watcher_added" && payload.watcher) {
+      if (!watchers.some(function (w) { return w.id === payload.watcher.id; })) renderWatchers(watchers.concat([payload.watcher]));
+    } else if (type === "watcher_removed" && payload.watcher) {
+      renderWatchers(watchers.filter(function (w) { return w.id !== payload.watcher.id; }));
+    } else if ((type === "approval_requested" || type === "approval_decided") && payload.approval) {
+      upsertApproval(payload.approval);
     }
   }
 
-  renderComments(config.comments);
-  new Dash.FetchEventStream({
-    url: Dash.listStreamUrl(config.view),
-    body: {
-      top: 1,
-      offset: 0,
-      filter: { op: "AND", operand: [{ id: "this", column: "id", op: "EQ", operand: ticket.id }] },
-    },
-    onEvent: onEvent,
-    onState: Dash.showConnection,
-  }).start();
+  // --- presence: who else is on this ticket ---------------------------------------------
+
+  const presenceLine = document.getElementById("presence");
+  let myClientId = null;
+  let typingSentAt = 0;
+
+  function showPresence(data) {
+    const others = data.viewers.filter(function (v) { return v.clientId !== data.you; });
+    // One line per person, even with several tabs open; typing wins.
+    const people = new Map();
+    for (const v of others) {
+      const known = people.get(v.user.id);
+      if (!known || v.state === "typing") people.set(v.user.id, v);
+    }
+    const names = Array.from(people.values()).map(function (v) {
+      return v.state === "typing" ? v.user.name + " (typing…)" : v.user.name;
+    });
+    presenceLine.hidden = !names.length;
+    presenceLine.textContent = names.length ? "Also on this ticket: " + names.join(", ") : "";
+  }
+
+  /* Tell the other viewers this person is typing (at most every 3 s while it lasts). */
+  function typing() {
+    if (!myClientId || Date.now() - typingSentAt < 3000) return;
+    typingSentAt = Date.now();
+    Dash.api("POST", ticketUrl + "/presence", { clientId: myClientId, state: "typing" }).catch(function () {});
+  }
+  commentBody.addEventListener("input", typing);
+  form.addEventListener("input", typing);
+
+  function onEvent(name, data) {
+    if (name === "connected") {
+      myClientId = data.connectionId;
+    } else if (name === "presence") {
+      showPresence(data);
+    } else if (name === "snapshot") {
+      document.getElementById("gone").hidden = true;
+      showTicket(data.ticket, null);
+      comments = data.comments.slice();
+      renderComments(comments);
+      renderWatchers(data.watchers);
+      approvals = data.approvals.slice();
+      renderApprovals(approvals);
+    } else if (name === "activity") {
+      onActivity(data);
+    }
+  }
+
+  function onState(state, detail) {
+    // 404 before the stream starts: the ticket was deleted or is no longer visible.
+    if (state === "failed" && /TICKET_NOT_FOUND/.test(String(detail))) document.getElementById("gone").hidden = false;
+    Dash.showConnection(state, detail);
+  }
+
+  renderComments(comments);
+  new Dash.FetchEventStream({ url: ticketUrl + "/sse", method: "GET", onEvent: onEvent, onState: onState }).start();
 })();

@@ -1,0 +1,174 @@
+"""Request rate limits of the REST endpoints: per tenant, per user and per partner API key,
+counted in fixed windows by the `limits` library, in Redis (shared by every worker
+process) or, without REDIS_URL, in process memory.
+
+Every answer to an identified caller carries `RateLimit-Limit`, `RateLimit-Remaining`
+and `RateLimit-Reset` (seconds until the window ends) of the bucket closest to running
+out; a request over any bucket is `429 TOO_MANY_REQUESTS` with `Retry-After`. Limits come
+from settings (`RATE_LIMIT_PER_*`), overridden per tenant (`RATE_LIMIT_TENANT_OVERRIDES`).
+
+Redis failing must not take the API down with it: the limiter then counts in process
+memory (per worker, so limits are looser) and tries Redis again after a few seconds."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from core.http import ApiError
+
+logger = logging.getLogger(__name__)
+
+# Seconds to count in memory after Redis failed, before trying it again.
+REDIS_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Bucket:
+    kind: str  # "tenant", "user", "apiKey"
+    identity: str
+    limit: RateLimitItem
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a request's buckets say: the headers to send, and whether it may go on."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    scope: str
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+    def refusal(self) -> ApiError:
+        return ApiError(
+            429,
+            "TOO_MANY_REQUESTS",
+            f"Too many requests in the time window (per {self.scope}); retry after {self.reset_seconds} s.",
+            {"scope": self.scope, "limit": self.limit, "retryAfter": self.reset_seconds},
+            headers={**self.headers(), "Retry-After": str(self.reset_seconds)},
+        )
+
+
+@cache
+def _parsed(value: str) -> RateLimitItem:
+    return parse(value)
+
+
+def _tenant_limits(tenant: Any) -> dict[str, str]:
+    limits = {
+        "tenant": settings.RATE_LIMIT_PER_TENANT,
+        "user": settings.RATE_LIMIT_PER_USER,
+        "apiKey": settings.RATE_LIMIT_PER_API_KEY,
+    }
+    overrides = settings.RATE_LIMIT_TENANT_OVERRIDES
+    limits.update(overrides.get(str(tenant.pk)) or overrides.get(tenant.slug) or {})
+    return limits
+
+
+def buckets_for(caller: Any) -> list[Bucket]:
+    """The buckets a caller's request counts against: its tenant's, and its user's or its
+    API key's (tenants.callers.Caller / PartnerKeyCaller)."""
+    limits = _tenant_limits(caller.tenant)
+    buckets = [Bucket("tenant", str(caller.tenant.pk), _parsed(limits["tenant"]))]
+    api_key = getattr(caller, "api_key", None)
+    if api_key is not None:
+        buckets.append(Bucket("apiKey", str(api_key.pk), _parsed(limits["apiKey"])))
+    else:
+        buckets.append(Bucket("user", str(caller.user.pk), _parsed(limits["user"])))
+    return buckets
+
+
+class _Limiters:
+    """The shared (Redis) limiter, and the in-memory one used while Redis fails."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shared: FixedWindowRateLimiter | None = None
+        self._local = FixedWindowRateLimiter(MemoryStorage())
+        self._redis_failed_at: float | None = None
+
+    def _shared_limiter(self) -> FixedWindowRateLimiter | None:
+        if not settings.REDIS_URL:
+            return None
+        if self._redis_failed_at is not None and time.monotonic() - self._redis_failed_at < REDIS_RETRY_SECONDS:
+            return None
+        with self._lock:
+            if self._shared is None:
+                storage: Storage = storage_from_string(
+                    settings.REDIS_URL,
+                    key_prefix=f"{settings.REDIS_PREFIX}:ratelimit",
+                    wrap_exceptions=True,
+                    socket_timeout=0.5,
+                    socket_connect_timeout=0.5,
+                )
+                self._shared = FixedWindowRateLimiter(storage)
+            return self._shared
+
+    def check(self, buckets: list[Bucket]) -> Verdict:
+        shared = self._shared_limiter()
+        if shared is not None:
+            try:
+                return _count(shared, buckets)
+            except StorageError:
+                logger.warning("event=rate_limit_storage_failed fallback=memory", exc_info=True)
+                self._redis_failed_at = time.monotonic()
+        return _count(self._local, buckets)
+
+    def reset(self) -> None:
+        """Forget the in-memory counts and the Redis client (tests)."""
+        with self._lock:
+            self._shared = None
+            self._local = FixedWindowRateLimiter(MemoryStorage())
+            self._redis_failed_at = None
+
+
+def _count(limiter: FixedWindowRateLimiter, buckets: list[Bucket]) -> Verdict:
+    now = time.time()
+    verdicts = []
+    for bucket in buckets:
+        allowed = limiter.hit(bucket.limit, bucket.kind, bucket.identity)
+        stats = limiter.get_window_stats(bucket.limit, bucket.kind, bucket.identity)
+        verdicts.append(
+            Verdict(
+                allowed=allowed,
+                limit=bucket.limit.amount,
+                remaining=max(0, stats.remaining),
+                # Redis keeps expiries in whole seconds: never more than the window.
+                reset_seconds=min(bucket.limit.get_expiry(), max(1, math.ceil(stats.reset_time - now))),
+                scope=bucket.kind,
+            )
+        )
+    refused = [v for v in verdicts if not v.allowed]
+    if refused:
+        # The bucket that frees up last decides when the client may try again.
+        return max(refused, key=lambda v: v.reset_seconds)
+    return min(verdicts, key=lambda v: (v.remaining, v.limit))
+
+
+limiters = _Limiters()
+
+
+def check_rate_limit(caller: Any) -> Verdict | None:
+    """Count one request of `caller`: its verdict (None when limits are off)."""
+    if not settings.RATE_LIMITS_ENABLED:
+        return None
+    return limiters.check(buckets_for(caller))

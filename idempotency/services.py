@@ -1,0 +1,164 @@
+"""Idempotent writes: a write sent with `Idempotency-Key` is applied at most once per
+(tenant, caller, key) within `IDEMPOTENCY_KEY_TTL_SECONDS` (24 h).
+
+How one request goes (core.views.RetryingAPIView, inside the request's one transaction):
+
+1. `claim(...)`: check the key (1 to 255 visible ASCII characters, else `400 INVALID_HEADER`);
+   take a transaction-scoped advisory lock on (tenant, caller, key) *without waiting*
+   (PostgreSQL): held by a request still in flight with the same key → `409
+   IDEMPOTENCY_KEY_IN_USE`. Then read the stored record: found with the same fingerprint
+   (method, path, canonical body) → its response is replayed; with another → `422
+   IDEMPOTENCY_KEY_REUSED`; expired → deleted, as if never sent.
+2. The view runs.
+3. `store(...)`: a successful (2xx) answer is inserted in the same transaction, just before
+   COMMIT, so a crash can leave neither a change without its record nor a record without
+   its change. An error answer is not stored (the transaction is rolled back, nothing
+   changed): the same key may be sent again.
+
+The lock is released at COMMIT; a repeat after that finds the committed record. SQLite
+has a single writer (transactions start IMMEDIATE), so a concurrent repeat there waits for
+the first and is then replayed instead of answered 409."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpResponse
+from django.utils import timezone
+
+from core.http import ApiError
+from idempotency.models import IdempotencyRecord
+from tenants.models import Tenant
+
+HEADER = "Idempotency-Key"
+# The writes a key applies to (reads are repeatable anyway).
+METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+REPLAYED_HEADER = "Idempotent-Replayed"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Headers of a stored answer that belong to it (the rest is per delivery, or ours to add).
+STORED_HEADERS = ("Content-Type", "ETag", "Location")
+# The advisory-lock namespace of idempotency keys (first key of the two-key form), "IDEM".
+_LOCK_CLASS = 0x4944454D - 2**31
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key this request holds: its answer is stored with `store`."""
+
+    tenant: Tenant
+    caller: str
+    key: str
+    fingerprint: str
+    method: str
+    path: str
+
+
+def parse_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _KEY.match(value):
+        raise ApiError(
+            400,
+            "INVALID_HEADER",
+            f"{HEADER} must be 1 to 255 visible ASCII characters (a UUID is a good choice).",
+            {"header": HEADER, "maxLength": 255},
+        )
+    return value
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """The request as far as a repeat must equal it. JSON bodies are compared by content
+    (key order and spacing do not matter), other bodies byte for byte."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except (ValueError, RecursionError):
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _try_lock(tenant_id: Any, caller: str, key: str) -> bool:
+    if connection.vendor != "postgresql":
+        return True  # one writer at a time anyway
+    lock = zlib.crc32(f"{tenant_id}|{caller}|{key}".encode()) - 2**31
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, lock])
+        return bool(cursor.fetchone()[0])
+
+
+def claim(*, tenant: Tenant, caller: str, key: str, method: str, path: str, body: bytes) -> Claim | HttpResponse:
+    """Claim `key` for this request (inside its transaction): a `Claim` to `store` the
+    answer with, or the stored answer to replay. Raises 409 / 422 (see the module)."""
+    if not _try_lock(tenant.pk, caller, key):
+        raise ApiError(
+            409,
+            "IDEMPOTENCY_KEY_IN_USE",
+            "A request with this Idempotency-Key is still being processed; send it again in a moment.",
+            {"header": HEADER},
+            headers={"Retry-After": "1"},
+        )
+    request_print = fingerprint(method, path, body)
+    record = IdempotencyRecord.objects.filter(tenant=tenant, caller=caller, key=key).first()
+    if record is not None and record.created_at <= timezone.now() - timedelta(
+        seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS
+    ):
+        record.delete()
+        record = None
+    if record is None:
+        return Claim(tenant=tenant, caller=caller, key=key, fingerprint=request_print, method=method, path=path)
+    if record.fingerprint != request_print:
+        raise ApiError(
+            422,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This Idempotency-Key was used for another request (method, path or body); use a new key.",
+            {"header": HEADER, "firstRequest": {"method": record.method, "path": record.path}},
+        )
+    return replay(record)
+
+
+def replay(record: IdempotencyRecord) -> HttpResponse:
+    response = HttpResponse(record.body.encode(), status=record.status_code)
+    for name, value in record.headers.items():
+        response[name] = value
+    response[REPLAYED_HEADER] = "true"
+    return response
+
+
+def store(claim: Claim, response: HttpResponse) -> None:
+    """Keep a successful answer (call inside the request's transaction, after the view)."""
+    if not 200 <= response.status_code < 300:
+        return
+    IdempotencyRecord.objects.create(
+        tenant=claim.tenant,
+        caller=claim.caller,
+        key=claim.key,
+        fingerprint=claim.fingerprint,
+        method=claim.method,
+        path=claim.path[:2000],
+        status_code=response.status_code,
+        body=response.content.decode("utf-8", errors="replace"),
+        headers={name: response[name] for name in STORED_HEADERS if response.has_header(name)},
+        created_at=timezone.now(),
+    )
+
+
+def prune_expired(*, batch: int = 10_000) -> int:
+    """Delete records older than the TTL, in batches; returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+    deleted = 0
+    while True:
+        ids = list(IdempotencyRecord.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += IdempotencyRecord.objects.filter(pk__in=ids).delete()[0]

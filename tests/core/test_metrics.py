@@ -1,0 +1,330 @@
+"""`/metrics` through a real two-worker server: streams open in either worker are counted
+once, by kind and tier; refusals (429), ends by reason, commit-to-send latency, event-log
+writes and requests by route pattern show up; outside callers need the bearer token. Also
+the request id and the JSON log lines of that server, which never carry a credential."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tenants.models import Tenant
+from tenants.services import create_api_key
+from tests.builders import World
+from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
+from tests.sse_client import SseStream, list_updates_url, open_stream
+
+METRICS_TOKEN = "metrics-test-token-0123456789"
+STREAM_LIMIT = 3
+TIMEOUT = 10
+# Several workers share stream slots and announcements through Redis; without it (the
+# embedded default) the service runs as one process, and so does this test.
+WORKERS = 2 if settings.REDIS_URL else 1
+
+
+@pytest.fixture(scope="module")
+def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("metrics")
+
+
+@pytest.fixture(scope="module")
+def _two_workers(django_db_setup: None, django_db_blocker: object, metrics_dir: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(
+        "--workers",
+        str(WORKERS),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        # As if the server were reached through a proxy on the same host: loopback is
+        # not trusted, the token is needed.
+        METRICS_LOOPBACK_OPEN="0",
+        METRICS_TOKEN=METRICS_TOKEN,
+        SSE_MAX_LIST_STREAMS_PER_USER=str(STREAM_LIMIT),
+        LOG_LEVEL="INFO",
+        LOG_FORMAT="json",
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def two_workers(transactional_db: None, _two_workers: ServerProcess) -> Iterator[ServerProcess]:
+    yield _two_workers
+    wait_until_database_is_quiet()
+
+
+def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def eventually(server: ServerProcess, check: Callable[[dict], bool], timeout: float = 15.0) -> dict:
+    """Scrape until `check` holds (each scrape may be answered by either worker)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(server)
+        if check(samples):
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"not within {timeout} s: {sorted(str((k[0], dict(k[1]), v)) for k, v in samples.items())}"
+            )
+        time.sleep(0.2)
+
+
+def pids_with_open_stream_gauges(metrics_dir: Path) -> set[str]:
+    return {file.stem.rsplit("_", 1)[1] for file in metrics_dir.glob("gauge_livesum_*.db")}
+
+
+def test_metrics_need_the_token_when_loopback_is_not_trusted(two_workers: ServerProcess) -> None:
+    bare = httpx.get(f"{two_workers.url}/metrics", timeout=TIMEOUT)
+    assert bare.status_code == 401
+    assert bare.json()["error"]["code"] == "UNAUTHORIZED"
+    wrong = httpx.get(f"{two_workers.url}/metrics", headers={"Authorization": "Bearer nope"}, timeout=TIMEOUT)
+    assert wrong.status_code == 401
+    good = httpx.get(
+        f"{two_workers.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=TIMEOUT
+    )
+    assert good.status_code == 200
+    # The refusals above were counted (metrics with no value yet are not listed).
+    assert 'ticketing_http_requests_total{method="GET",route="/metrics",status="401"}' in good.text
+
+
+def test_streams_in_both_workers_are_counted_with_their_ends_refusals_and_latency(
+    two_workers: ServerProcess, metrics_dir: Path, acme: World
+) -> None:
+    before = scrape(two_workers)
+    url = list_updates_url(two_workers.url)
+    with ExitStack() as stack:
+        streams: list[SseStream] = []
+
+        # Each user may hold STREAM_LIMIT list streams; the connections are spread over
+        # the two workers by the kernel.
+        def open_one(username: str, scope: str) -> None:
+            stream_url = list_updates_url(two_workers.url, type=scope)
+            stream = stack.enter_context(open_stream("POST", stream_url, headers=acme.headers(username), json_body={}))
+            assert stream.next().event == "connected"
+            assert stream.next().event == "snapshot"
+            streams.append(stream)
+
+        for username in ("alice", "carol"):
+            for _ in range(STREAM_LIMIT):
+                open_one(username, "template")
+        # The kernel hands each connection to a worker; should one have taken them all
+        # (about 3 % of runs), bob opens streams until both hold some (about 0.4 % fail).
+        extra = [(username, "user") for username in ("bob",) for _ in range(STREAM_LIMIT)]
+        while len(pids_with_open_stream_gauges(metrics_dir)) < WORKERS and extra:
+            open_one(*extra.pop())
+        # One more for alice: 429, counted as a refusal.
+        refused = httpx.post(url, headers=acme.headers("alice"), json={}, timeout=TIMEOUT)
+        assert refused.status_code == 429
+
+        opened = len(streams)
+        samples = eventually(
+            two_workers, lambda s: value(s, "ticketing_streams_open", kind="list", tier="standard") == opened
+        )
+        # Whichever worker answered the scrape, it counted both workers' streams.
+        assert len(pids_with_open_stream_gauges(metrics_dir)) == WORKERS, list(metrics_dir.iterdir())
+        opens = "ticketing_stream_opens_total"
+        assert (
+            value(samples, opens, kind="list", tier="standard", outcome="opened")
+            - value(before, opens, kind="list", tier="standard", outcome="opened")
+            == opened
+        )
+        assert (
+            value(samples, opens, kind="list", tier="standard", outcome="too_many_streams")
+            - value(before, opens, kind="list", tier="standard", outcome="too_many_streams")
+            == 1
+        )
+
+        # A change reaches every stream: its commit-to-send latency is observed per frame
+        # (bob requests it, so his `user` lists see it too).
+        created = httpx.post(
+            f"{two_workers.url}/api/v2/ticketing/ticket",
+            headers=acme.headers("bob"),
+            json={"subject": "Metrics", "priority": "high"},
+            timeout=TIMEOUT,
+        )
+        assert created.status_code == 201, created.text
+        for stream in streams:
+            assert stream.next().event == "created"
+        latency = "ticketing_event_delivery_seconds_count"
+        samples = eventually(
+            two_workers, lambda s: value(s, latency, kind="list") - value(before, latency, kind="list") == opened
+        )
+        written = "ticketing_events_written_total"
+        assert value(samples, written, audience="partner") > value(before, written, audience="partner")
+        # Requests are counted by route pattern, not by path.
+        route = "/api/v2/ticketing/ticket"
+        requests = "ticketing_http_requests_total"
+        assert value(samples, requests, route=route, method="POST", status="201") >= 1
+        assert value(samples, requests, route="/api/v2/ticketing/ticket/sse/list/updates", method="POST", status="429")
+        assert not any(name == requests and str(acme.tenant.id) in str(labels) for name, labels in samples)
+
+    # The clients went away: every stream ended, reason "client", and none is open.
+    ends = "ticketing_stream_ends_total"
+    samples = eventually(
+        two_workers,
+        lambda s: (
+            value(s, "ticketing_streams_open", kind="list", tier="standard") == 0
+            and value(s, ends, kind="list", reason="client") - value(before, ends, kind="list", reason="client")
+            == opened
+        ),
+    )
+
+
+def test_a_resume_and_a_reset_are_counted_apart(two_workers: ServerProcess, acme: World) -> None:
+    before = scrape(two_workers)
+    url = list_updates_url(two_workers.url)
+    headers = acme.headers("alice")
+    ticket = {"subject": "Resume", "priority": "low", "team": "operation"}
+    created = httpx.post(f"{two_workers.url}/api/v2/ticketing/ticket", headers=headers, json=ticket, timeout=TIMEOUT)
+    assert created.status_code == 201  # the log has a position to resume from
+    with open_stream("POST", url, headers=headers, json_body={}) as stream:
+        stream.next()
+        position = stream.next().id  # the snapshot's log position
+    assert position
+    with open_stream("POST", url, headers={**headers, "Last-Event-ID": position}, json_body={}) as stream:
+        stream.next()
+        # Nothing was missed, so nothing is replayed: the next frame is a heartbeat,
+        # sent once the opening is over.
+        assert stream.next(skip=()).event == "heartbeat"
+    unknown = "01" + "0" * 24  # a well-formed id that is not in the log: a reset
+    with open_stream("POST", url, headers={**headers, "Last-Event-ID": unknown}, json_body={}) as stream:
+        stream.next()
+        assert stream.next().data.get("reset") is True
+    resumes = "ticketing_stream_resumes_total"
+    eventually(
+        two_workers,
+        lambda s: (
+            value(s, resumes, kind="list", outcome="resumed") - value(before, resumes, kind="list", outcome="resumed")
+            == 1
+            and value(s, resumes, kind="list", outcome="reset") - value(before, resumes, kind="list", outcome="reset")
+            == 1
+        ),
+    )
+
+
+def log_lines(server: ServerProcess) -> list[dict]:
+    lines = []
+    for raw in (ROOT / f".server-{server.port}.log").read_text(errors="replace").splitlines():
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))
+    return lines
+
+
+def test_every_request_gets_an_id_and_json_log_lines_without_credentials(
+    two_workers: ServerProcess, acme: World
+) -> None:
+    token = acme.token("alice")
+    headers = {**acme.raw_headers(token), "X-Request-ID": "req-0123-abcd"}
+    response = httpx.get(f"{two_workers.url}/api/v2/ticketing/ticket/notification/count", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "req-0123-abcd"
+    # An unusable id (spaces, too long) is replaced by a generated one, never echoed.
+    for bad in ("has spaces", "x" * 200):
+        response = httpx.get(f"{two_workers.url}/healthz", headers={"X-Request-ID": bad})
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{32}", httpx.get(f"{two_workers.url}/healthz").headers["x-request-id"])
+
+    # A stream, opened and closed by a client sending its token and a partner key query.
+    url = list_updates_url(two_workers.url) + "&api_key=secret-partner-key-value"
+    with open_stream(
+        "POST", url, headers={**acme.raw_headers(token), "X-Request-ID": "req-stream-1"}, json_body={}
+    ) as s:
+        s.next()
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        lines = log_lines(two_workers)
+        mine = [line for line in lines if line.get("request_id") == "req-0123-abcd"]
+        stream = [line for line in lines if line.get("request_id") == "req-stream-1"]
+        if mine and any(line.get("event") == "stream_closed" for line in stream):
+            break
+        assert time.monotonic() < deadline, lines[-20:]
+        time.sleep(0.2)
+    request_line = next(line for line in mine if line.get("event") == "request")
+    assert request_line["route"] == "/api/v2/ticketing/ticket/notification/count"
+    assert request_line["status"] == 200
+    assert request_line["method"] == "GET"
+    assert request_line["tenant"] == str(acme.tenant.id)
+    assert request_line["user"] == str(acme.users["alice"].id)
+    assert isinstance(request_line["duration_ms"], float)
+    closed = next(line for line in stream if line.get("event") == "stream_closed")
+    assert closed["reason"] == "client"
+    assert closed["tenant"] == str(acme.tenant.id)
+    text = (ROOT / f".server-{two_workers.port}.log").read_text(errors="replace")
+    assert token not in text
+    assert token.split(".")[2] not in text  # not even the signature
+    assert "secret-partner-key-value" not in text
+
+
+def test_an_unknown_path_is_counted_under_one_route_label(two_workers: ServerProcess) -> None:
+    for _ in range(3):
+        httpx.get(f"{two_workers.url}/no/such/{uuid.uuid4().hex}", timeout=TIMEOUT)
+    samples = scrape(two_workers)
+    routes = {dict(labels).get("route") for name, labels in samples if name == "ticketing_http_requests_total"}
+    assert "unmatched" in routes
+    assert not any(route and route.startswith("/no/such") for route in routes)
+
+
+def test_partner_sockets_are_counted_by_tier_with_their_end_reasons_and_latency(
+    two_workers: ServerProcess, acme: World
+) -> None:
+    acme.tenant.tier = Tenant.Tier.ENTERPRISE
+    acme.tenant.save(update_fields=["tier"])
+    _, secret = create_api_key(tenant=acme.tenant, name="crm")
+    before = scrape(two_workers)
+    ws_url = two_workers.url.replace("http://", "ws://") + f"/v2/system/events/ws?api_key={secret}"
+    with connect(ws_url, open_timeout=5) as left, connect(ws_url, open_timeout=5) as bad:
+        for ws in (left, bad):
+            ws.send(json.dumps({"action": "subscribe", "types": []}))
+            assert json.loads(ws.recv(timeout=5))["action"] == "subscribed"
+        eventually(two_workers, lambda s: value(s, "ticketing_streams_open", kind="partner_ws", tier="enterprise") == 2)
+        created = httpx.post(
+            f"{two_workers.url}/api/v2/ticketing/ticket",
+            headers=acme.headers("bob"),
+            json={"subject": "Partner"},
+            timeout=TIMEOUT,
+        )
+        assert created.status_code == 201
+        assert json.loads(left.recv(timeout=5))["type"].startswith("tickets.")
+        bad.send("not json")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                bad.recv(timeout=5)
+    ends = "ticketing_stream_ends_total"
+    latency = "ticketing_event_delivery_seconds_count"
+
+    def grew(samples: dict, name: str, **labels: str) -> float:
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    eventually(
+        two_workers,
+        lambda s: (
+            value(s, "ticketing_streams_open", kind="partner_ws", tier="enterprise") == 0
+            and grew(s, ends, kind="partner_ws", reason="client") == 1
+            and grew(s, ends, kind="partner_ws", reason="bad_message") == 1
+            and grew(s, latency, kind="partner_ws") >= 1
+        ),
+    )
+    assert secret not in (ROOT / f".server-{two_workers.port}.log").read_text(errors="replace")

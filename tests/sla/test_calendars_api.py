@@ -1,0 +1,170 @@
+"""SLA calendars and business-time clocks through the running server: the calendar API
+(agents read, admins write, tenants apart, bad input refused whole), policies that name a
+calendar, and `slaDueAt` / `slaState` on tickets, in list filters and in the live list."""
+
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from sla.models import Calendar
+from sla.services import claim_due_sla_stages
+from tests.builders import World
+from tests.sse_client import list_updates_url, open_stream
+from ticketing.models import SlaPolicy, TicketSla
+
+API = "/api/v2/ticketing"
+ALL_WEEK = [{"day": d, "start": "00:00", "end": "24:00"} for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]
+BERLIN_OFFICE = {
+    "name": "Berlin office",
+    "timeZone": "Europe/Berlin",
+    "workingHours": [
+        {"day": "mon", "start": "09:00", "end": "12:00"},
+        {"day": "mon", "start": "13:00", "end": "17:00"},
+        {"day": "fri", "start": "09:00", "end": "17:00"},
+    ],
+    "holidays": [{"date": "2026-12-25", "name": "Christmas", "yearly": True}],
+}
+
+
+def call(server, world: World, user: str, method: str, path: str, body=None) -> httpx.Response:
+    return httpx.request(method, f"{server.url}{API}{path}", headers=world.headers(user), json=body, timeout=15)
+
+
+def test_calendar_crud_roles_and_tenant_isolation(server, acme: World, globex: World):
+    created = call(server, acme, "admin", "POST", "/sla/calendars", BERLIN_OFFICE)
+    assert created.status_code == 201, created.text
+    calendar = created.json()["data"]
+    assert calendar["timeZone"] == "Europe/Berlin"
+    assert calendar["workingHours"] == BERLIN_OFFICE["workingHours"]
+    assert calendar["holidays"] == BERLIN_OFFICE["holidays"]
+    one = f"/sla/calendars/{calendar['id']}"
+
+    # Agents read; end users do not; only admins write.
+    assert call(server, acme, "alice", "GET", one).json()["data"] == calendar
+    assert [c["id"] for c in call(server, acme, "alice", "GET", "/sla/calendars").json()["data"]] == [calendar["id"]]
+    assert call(server, acme, "bob", "GET", "/sla/calendars").status_code == 403
+    assert call(server, acme, "alice", "POST", "/sla/calendars", {**BERLIN_OFFICE, "name": "x"}).status_code == 403
+    assert call(server, acme, "alice", "PATCH", one, {"name": "Mine"}).status_code == 403
+    assert call(server, acme, "alice", "DELETE", one).status_code == 403
+
+    # The other tenant sees nothing and can touch nothing.
+    assert call(server, globex, "admin", "GET", "/sla/calendars").json()["data"] == []
+    for method in ("GET", "PATCH", "DELETE"):
+        refused = call(server, globex, "admin", method, one, {"name": "stolen"} if method == "PATCH" else None)
+        assert refused.status_code == 404 and refused.json()["error"]["code"] == "CALENDAR_NOT_FOUND"
+
+    changed = call(server, acme, "admin", "PATCH", one, {"timeZone": "America/New_York", "holidays": []})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["timeZone"] == "America/New_York" and changed.json()["data"]["holidays"] == []
+    assert changed.json()["data"]["workingHours"] == BERLIN_OFFICE["workingHours"]
+
+    # A policy names it; another tenant's calendar cannot be named; in use, it cannot go.
+    policy = {"priority": "high", "responseMinutes": 60, "resolutionMinutes": 480, "calendar": calendar["id"]}
+    saved = call(server, acme, "admin", "PUT", "/sla/policy", policy)
+    assert saved.status_code == 200 and saved.json()["data"]["calendar"] == calendar["id"]
+    foreign = call(server, globex, "admin", "PUT", "/sla/policy", policy)
+    assert foreign.status_code == 400 and "calendar" in foreign.json()["error"]["details"]
+    in_use = call(server, acme, "admin", "DELETE", one)
+    assert in_use.status_code == 409 and in_use.json()["error"]["code"] == "CALENDAR_IN_USE"
+    call(server, acme, "admin", "PUT", "/sla/policy", {**policy, "calendar": None})
+    assert call(server, acme, "admin", "DELETE", one).status_code == 204
+    assert not Calendar.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"timeZone": "Mars/Olympus_Mons"}, "timeZone"),
+        ({"timeZone": ""}, "timeZone"),
+        (
+            {
+                "workingHours": [
+                    {"day": "mon", "start": "09:00", "end": "12:00"},
+                    {"day": "mon", "start": "11:00", "end": "17:00"},
+                ]
+            },
+            "workingHours",
+        ),
+        ({"workingHours": [{"day": "mon", "start": "17:00", "end": "09:00"}]}, "workingHours"),
+        ({"workingHours": [{"day": "mon", "start": "9am", "end": "17:00"}]}, "workingHours"),
+        ({"workingHours": [{"day": "someday", "start": "09:00", "end": "17:00"}]}, "workingHours"),
+        ({"workingHours": []}, "workingHours"),
+        ({"holidays": [{"date": "2026-02-30"}]}, "holidays"),
+        ({"holidays": [{"date": "25.12.2026"}]}, "holidays"),
+        ({"holidays": [{"date": "2026-12-25"}, {"date": "2026-12-25", "yearly": True}]}, "holidays"),
+        ({"holidays": [{"date": "2026-12-25", "yearly": "yes"}]}, "holidays"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_calendars_are_400_in_the_envelope_and_change_nothing(server, acme: World, change, field):
+    refused = call(server, acme, "admin", "POST", "/sla/calendars", {**BERLIN_OFFICE, **change})
+    assert refused.status_code == 400, refused.text
+    body = refused.json()
+    assert body["success"] is False and body["error"]["code"] == "INVALID_BODY"
+    assert field in body["error"]["details"]
+    assert not Calendar.objects.exists()
+
+
+def test_ticket_carries_its_business_time_due_and_state_through_pause_and_resume(server, acme: World):
+    calendar = call(server, acme, "admin", "POST", "/sla/calendars", {**BERLIN_OFFICE, "workingHours": ALL_WEEK})
+    policy = {"priority": "high", "responseMinutes": 60, "resolutionMinutes": 480}
+    call(server, acme, "admin", "PUT", "/sla/policy", {**policy, "calendar": calendar.json()["data"]["id"]})
+    ticket = call(server, acme, "alice", "POST", "/ticket", {"subject": "VPN down", "priority": "high"}).json()["data"]
+    sla = TicketSla.objects.get(pk=ticket["id"])
+    assert ticket["slaState"] == "ok"
+    assert ticket["slaDueAt"] == sla.response_due.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+    held = call(server, acme, "alice", "PATCH", f"/ticket/{ticket['id']}", {"status": "on_hold"}).json()["data"]
+    assert held["slaState"] == "paused" and held["slaDueAt"] == ticket["slaDueAt"]
+    paused_list = call(
+        server,
+        acme,
+        "alice",
+        "POST",
+        "/ticket/list",
+        {"filter": {"op": "AND", "operand": [{"id": "1", "op": "EQ", "column": "slaState", "operand": "paused"}]}},
+    ).json()["data"]
+    assert [t["id"] for t in paused_list["tickets"]] == [ticket["id"]]
+
+    # The monitor leaves a paused clock alone, however late it is.
+    assert TicketSla.objects.get(pk=ticket["id"]).paused_at is not None
+    assert claim_due_sla_stages(now=sla.resolution_due + timedelta(days=1)) == 0
+
+    resumed = call(server, acme, "alice", "PATCH", f"/ticket/{ticket['id']}", {"status": "open"}).json()["data"]
+    assert resumed["slaState"] == "ok" and resumed["slaDueAt"] > ticket["slaDueAt"]  # moved by the pause
+
+    # The first agent comment the requester sees meets the response target: next due is resolution.
+    call(server, acme, "carol", "POST", f"/ticket/{ticket['id']}/comments", {"body": "On it"})
+    after = call(server, acme, "alice", "GET", f"/ticket/{ticket['id']}").json()["data"]
+    sla = TicketSla.objects.get(pk=ticket["id"])
+    assert after["slaDueAt"] == sla.resolution_due.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def test_a_ticket_turning_warning_and_breached_by_time_alone_updates_the_live_list(server, acme: World):
+    SlaPolicy.objects.create(
+        tenant=acme.tenant, priority="urgent", response_minutes=60, resolution_minutes=600, warning_percent=50
+    )
+    ticket = call(server, acme, "alice", "POST", "/ticket", {"subject": "Outage", "priority": "urgent"}).json()["data"]
+    sla = TicketSla.objects.get(pk=ticket["id"])
+    body = {
+        "top": 10,
+        "offset": 0,
+        "filter": {
+            "op": "AND",
+            "operand": [{"id": "w", "op": "IN", "column": "slaState", "operand": ["warning", "breached"]}],
+        },
+    }
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=body) as stream:
+        assert stream.next().event == "connected"
+        assert stream.next().data["tickets"] == []
+        # No write to the ticket: the monitor alone finds the warning, then the breach.
+        assert claim_due_sla_stages(now=sla.response_warn_at + timedelta(seconds=1)) == 1
+        entered = stream.next()
+        assert entered.event == "created" and entered.data["reason"] == "scope"
+        assert entered.data["id"] == ticket["id"] and entered.data["slaState"] == "warning"
+        assert claim_due_sla_stages(now=sla.response_due + timedelta(seconds=1)) == 1
+        breached = stream.next()
+        assert breached.event == "updated" and breached.data["slaState"] == "breached"
+        assert breached.data["changes"]["slaState"] == {"from": "warning", "to": "breached"}
+    assert claim_due_sla_stages(now=sla.response_due + timedelta(seconds=2)) == 0

@@ -1,0 +1,140 @@
+"""A ticket's SLA clock in its policy's business hours: due times across a DST change
+and a holiday, pausing while on hold and resuming, first response by a comment, and the
+ticket's `slaDueAt` / `slaState` with the events that carry their changes."""
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.utils import timezone
+
+from events.models import Event
+from sla.models import Calendar, Holiday
+from sla.services import claim_due_sla_stages
+from tests.builders import World
+from tests.notifications.support import as_user, make_ticket
+from ticketing import services
+from ticketing.models import SlaPolicy, Ticket, TicketSla
+
+pytestmark = pytest.mark.django_db
+BERLIN = ZoneInfo("Europe/Berlin")
+WEEKDAYS_9_TO_5 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+class Clock:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+        monkeypatch.setattr(timezone, "now", lambda: self.now)
+
+    def set(self, *args: int) -> None:
+        self.now = datetime(*args, tzinfo=BERLIN).astimezone(UTC)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return Clock(monkeypatch)
+
+
+def berlin_policy(world: World, *, holidays: tuple[date, ...] = (), resolution_hours: int = 40) -> Calendar:
+    calendar = Calendar.objects.create(
+        tenant=world.tenant, name="Berlin", time_zone="Europe/Berlin", working_hours=WEEKDAYS_9_TO_5
+    )
+    for day in holidays:
+        Holiday.objects.create(calendar=calendar, date=day, name="Holiday")
+    SlaPolicy.objects.create(
+        tenant=world.tenant,
+        priority="high",
+        response_minutes=8 * 60,
+        resolution_minutes=resolution_hours * 60,
+        warning_percent=75,
+        calendar=calendar,
+    )
+    return calendar
+
+
+def berlin(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BERLIN)
+
+
+def test_friday_1730_ticket_with_8_business_hours_is_due_monday_1700_after_dst_and_holiday(acme: World, clock):
+    berlin_policy(acme, holidays=(date(2026, 3, 30),))
+    clock.set(2026, 3, 27, 17, 30)  # Friday, CET; clocks go forward on Sunday; Monday a holiday
+    ticket = make_ticket(acme, by="bob", priority="high")
+    sla = TicketSla.objects.get(pk=ticket.pk)
+    assert sla.response_due == berlin(2026, 3, 31, 17)  # Tuesday 17:00 CEST
+    assert sla.response_due == datetime(2026, 3, 31, 15, tzinfo=UTC)
+    assert sla.response_warn_at == berlin(2026, 3, 31, 15)  # 75 % of 8 h = 6 h
+    ticket.refresh_from_db()
+    assert (ticket.sla_due_at, ticket.sla_state) == (sla.response_due, "ok")
+    created = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.created")
+    assert created.payload["ticket"]["slaDueAt"] == "2026-03-31T15:00:00.000000Z"
+    assert created.payload["ticket"]["slaState"] == "ok"
+
+
+def test_autumn_dst_friday_ticket_is_due_monday_at_five_local(acme: World, clock):
+    berlin_policy(acme)
+    clock.set(2026, 10, 23, 17, 30)
+    ticket = make_ticket(acme, by="bob", priority="high")
+    assert TicketSla.objects.get(pk=ticket.pk).response_due == datetime(2026, 10, 26, 16, tzinfo=UTC)
+
+
+def test_on_hold_pauses_and_resuming_moves_the_targets_by_the_business_time_paused(acme: World, clock):
+    berlin_policy(acme)
+    clock.set(2026, 3, 9, 9)  # Monday 09:00
+    ticket = make_ticket(acme, by="bob", priority="high")
+    alice = as_user(acme, "alice")
+    assert TicketSla.objects.get(pk=ticket.pk).response_due == berlin(2026, 3, 9, 17)
+
+    clock.set(2026, 3, 9, 11)  # on hold after 2 business hours
+    services.update_ticket(caller=alice, ticket=ticket, data={"status": "on_hold"})
+    held = Ticket.objects.get(pk=ticket.pk)
+    assert (held.sla_state, held.sla_due_at) == ("paused", berlin(2026, 3, 9, 17))
+    update = Event.objects.filter(ticket_id=ticket.id, type="tickets.ticket.updated").latest("id")
+    assert update.changes["slaState"] == {"from": "ok", "to": "paused"}
+    assert update.payload["ticket"]["slaState"] == "paused"
+
+    # Long past the due time, the monitor does not touch a paused clock.
+    clock.set(2026, 3, 10, 12)
+    assert claim_due_sla_stages() == 0
+
+    # Resumed Tuesday 12:00: paused 6 + 3 = 9 business hours.
+    services.update_ticket(caller=alice, ticket=ticket, data={"status": "open"})
+    sla = TicketSla.objects.get(pk=ticket.pk)
+    # 6 business hours were left at the pause: Tuesday 12:00 + 5 h -> 17:00, + 1 h -> Wednesday 10:00.
+    assert sla.response_due == berlin(2026, 3, 11, 10)
+    assert sla.paused_at is None and sla.paused_for == timedelta(hours=9)
+    resumed = Ticket.objects.get(pk=ticket.pk)
+    assert (resumed.sla_state, resumed.sla_due_at) == ("ok", berlin(2026, 3, 11, 10))
+
+    # A priority change now recounts from creation plus the time paused: the same targets.
+    services.update_ticket(caller=alice, ticket=ticket, data={"priority": "high", "subject": "still"})
+    assert TicketSla.objects.get(pk=ticket.pk).response_due == berlin(2026, 3, 11, 10)
+
+
+def test_first_agent_comment_meets_the_response_target_and_moves_the_due_time(acme: World, clock):
+    berlin_policy(acme, resolution_hours=16)
+    clock.set(2026, 3, 9, 9)
+    ticket = make_ticket(acme, by="bob", priority="high")
+    services.add_comment(caller=as_user(acme, "bob"), ticket=ticket, body="Any news?")  # the requester: no response
+    assert Ticket.objects.get(pk=ticket.pk).sla_due_at == berlin(2026, 3, 9, 17)
+    clock.set(2026, 3, 9, 10)
+    services.add_comment(caller=as_user(acme, "alice"), ticket=ticket, body="Looking")
+    assert Ticket.objects.get(pk=ticket.pk).sla_due_at == berlin(2026, 3, 10, 17)  # resolution: 16 business hours
+    moved = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.sla_updated")
+    assert moved.changes == {"slaDueAt": {"from": "2026-03-09T16:00:00.000000Z", "to": "2026-03-10T16:00:00.000000Z"}}
+    assert moved.actor_id is None
+
+
+def test_warning_and_breach_set_the_ticket_state_once(acme: World, clock):
+    berlin_policy(acme)
+    clock.set(2026, 3, 9, 9)
+    ticket = make_ticket(acme, by="admin", priority="high", assignee=acme.users["alice"])
+    clock.set(2026, 3, 9, 15, 1)
+    assert claim_due_sla_stages() == 1
+    assert Ticket.objects.get(pk=ticket.pk).sla_state == "warning"
+    clock.set(2026, 3, 9, 17, 1)
+    assert claim_due_sla_stages() == 1
+    assert claim_due_sla_stages() == 0
+    assert Ticket.objects.get(pk=ticket.pk).sla_state == "breached"
+    breach = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.sla_breached")
+    assert breach.changes == {"slaState": {"from": "warning", "to": "breached"}}

@@ -1,0 +1,108 @@
+"""Ticket versions through the real server: every answer showing a ticket carries its
+version (body and strong ETag); PATCH / DELETE with a stale If-Match are 412 with the
+current ticket and change nothing; two agents editing at once cannot both win."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from django.db import connection
+
+from tests.builders import World
+from tests.lockhold import holding, wait_for_lock_waiters
+from ticketing.models import Ticket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+API = "/api/v2/ticketing"
+TIMEOUT = 20
+
+
+def create(server, world: World) -> httpx.Response:
+    body = {"subject": "VPN down", "priority": "medium", "team": "operation"}
+    response = httpx.post(f"{server.url}{API}/ticket", headers=world.headers("alice"), json=body, timeout=TIMEOUT)
+    assert response.status_code == 201, response.text
+    return response
+
+
+def patch(server, world: World, ticket_id: str, body: dict[str, Any], if_match: str | None, user: str = "alice"):
+    headers = world.headers(user)
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    return httpx.patch(f"{server.url}{API}/ticket/{ticket_id}", headers=headers, json=body, timeout=TIMEOUT)
+
+
+def test_versions_are_sent_as_etag_and_in_the_body(server, acme: World):
+    created = create(server, acme)
+    ticket = created.json()["data"]
+    assert created.headers["etag"] == '"1"' and ticket["version"] == 1
+    changed = patch(server, acme, ticket["id"], {"priority": "high"}, None)  # no If-Match: unconditional
+    assert changed.status_code == 200
+    assert changed.headers["etag"] == '"2"' and changed.json()["data"]["version"] == 2
+    read = httpx.get(f"{server.url}{API}/ticket/{ticket['id']}", headers=acme.headers("alice"), timeout=TIMEOUT)
+    assert read.headers["etag"] == '"2"' and read.json()["data"]["version"] == 2
+
+
+def test_stale_if_match_is_412_with_the_current_ticket_and_changes_nothing(server, acme: World):
+    ticket = create(server, acme).json()["data"]
+    assert patch(server, acme, ticket["id"], {"priority": "high"}, '"1"').status_code == 200
+    stale = patch(server, acme, ticket["id"], {"subject": "Overwritten?"}, '"1"', user="carol")
+    assert stale.status_code == 412, stale.text
+    error = stale.json()["error"]
+    assert error["code"] == "PRECONDITION_FAILED"
+    assert error["details"]["currentVersion"] == 2
+    assert error["details"]["ticket"]["priority"] == "high"
+    assert error["details"]["ticket"]["subject"] == "VPN down"
+    assert stale.headers["etag"] == '"2"'
+    assert Ticket.objects.get().subject == "VPN down"
+    # Reapplied on the current version, it goes through.
+    again = patch(server, acme, ticket["id"], {"subject": "Renamed"}, stale.headers["etag"], user="carol")
+    assert again.status_code == 200 and again.json()["data"]["version"] == 3
+    # `*` and a list of tags match too; a weak tag never does (strong comparison).
+    assert patch(server, acme, ticket["id"], {"priority": "low"}, '"9", "3"').status_code == 200
+    assert patch(server, acme, ticket["id"], {"priority": "high"}, "*").status_code == 200
+    assert patch(server, acme, ticket["id"], {"priority": "low"}, 'W/"5"').status_code == 412
+
+
+def test_bad_if_match_is_400(server, acme: World):
+    ticket = create(server, acme).json()["data"]
+    for value in ["1", '"1', "W/1", '"1" "2"']:
+        response = patch(server, acme, ticket["id"], {"priority": "high"}, value)
+        assert response.status_code == 400, (value, response.text)
+        assert response.json()["error"]["code"] == "INVALID_HEADER"
+    assert Ticket.objects.get().version == 1
+
+
+def test_delete_with_stale_if_match_is_412(server, acme: World, globex: World):
+    ticket = create(server, acme).json()["data"]
+    patch(server, acme, ticket["id"], {"priority": "high"}, None)
+    url = f"{server.url}{API}/ticket/{ticket['id']}"
+    stale = httpx.delete(url, headers={**acme.headers("admin"), "If-Match": '"1"'}, timeout=TIMEOUT)
+    assert stale.status_code == 412 and stale.json()["error"]["details"]["currentVersion"] == 2
+    assert Ticket.objects.filter(pk=ticket["id"]).exists()
+    # Another tenant learns nothing, not even the version.
+    other = httpx.delete(url, headers={**globex.headers("admin"), "If-Match": '"1"'}, timeout=TIMEOUT)
+    assert other.status_code == 404
+    current = httpx.delete(url, headers={**acme.headers("admin"), "If-Match": '"2"'}, timeout=TIMEOUT)
+    assert current.status_code == 204
+    assert not Ticket.objects.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serializes writers before they read")
+def test_two_agents_patching_the_same_version_at_once_one_wins(server, acme: World):
+    ticket = create(server, acme).json()["data"]
+    with ThreadPoolExecutor(2) as pool:
+        # Both requests read version 1 and queue on the ticket's row lock together.
+        with holding("SELECT * FROM ticketing_ticket WHERE id = %s FOR UPDATE", [ticket["id"]]):
+            first = pool.submit(patch, server, acme, ticket["id"], {"subject": "Alice's"}, '"1"', "alice")
+            second = pool.submit(patch, server, acme, ticket["id"], {"subject": "Carol's"}, '"1"', "carol")
+            wait_for_lock_waiters(2)
+        answers = [first.result(timeout=TIMEOUT), second.result(timeout=TIMEOUT)]
+    assert sorted(r.status_code for r in answers) == [200, 412]
+    winner = next(r for r in answers if r.status_code == 200).json()["data"]
+    loser = next(r for r in answers if r.status_code == 412).json()["error"]["details"]["ticket"]
+    assert loser == winner  # the loser is shown exactly what won
+    assert Ticket.objects.get().subject == winner["subject"] and Ticket.objects.get().version == 2
