@@ -35,6 +35,8 @@ install-dev: $(VENV)/.installed-dev
 # (DEBUG=1, once; config/local_env.py), which manage.py and config.serve read, so the
 # README's commands work in a new shell afterwards.
 run: export DEBUG ?= 1
+# Notification emails are printed to the terminal unless EMAIL_BACKEND says otherwise.
+run: export EMAIL_BACKEND ?= django.core.mail.backends.console.EmailBackend
 run: install
 	@$(BIN)/python -m config.local_env
 	@echo "==> migrating the database"
@@ -42,11 +44,12 @@ run: install
 	@echo "==> loading the demo tenant"
 	$(BIN)/python manage.py load_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
-	@# The SLA monitor runs beside the server and stops when the server exits.
+	@# The SLA monitor and the notification email worker run beside the server and stop when it exits.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
-	trap 'kill $$monitor 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python manage.py send_notification_emails & mailer=$$!; \
+	trap 'kill $$monitor $$mailer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m config.serve --host $(HOST) --port $(PORT); status=$$?; \
-	kill $$monitor 2>/dev/null; wait $$monitor 2>/dev/null; exit $$status
+	kill $$monitor $$mailer 2>/dev/null; wait $$monitor $$mailer 2>/dev/null; exit $$status
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).

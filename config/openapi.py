@@ -329,6 +329,13 @@ class MarkReadResultSchema(serializers.Serializer):
 
 class PreferencesSchema(serializers.Serializer):
     notificationTypes = serializers.DictField(child=serializers.BooleanField())
+    channels = serializers.DictField(
+        child=serializers.ChoiceField(choices=["inApp", "email", "both", "none"]),
+        help_text="Per type: in the app (default), by email, both, or none (= turned off).",
+    )
+    emailDigestMinutes = serializers.IntegerField(
+        help_text="Delay of the email digest of medium and low notifications still unread (default 15)."
+    )
 
     class Meta:
         ref_name = "NotificationPreferences"
@@ -790,17 +797,36 @@ class MarkReadSchema(OpenApiSerializerExtension):
 
 
 class PreferenceSchema(OpenApiSerializerExtension):
-    """`notificationTypes` names known types only."""
+    """`notificationTypes` and `channels` name known types only; at least one of the keys."""
 
     target_class = "notifications.serializers.PreferenceSerializer"
     priority = 1
 
     def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, Any]:
         types = {name: {"type": "boolean"} for name in NotificationType.values}
+        channels: dict[str, Any] = {}
+        for name in NotificationType.values:  # a dict of its own each (no YAML aliases)
+            channels[name] = {"type": "string", "enum": ["inApp", "email", "both", "none"]}
         return {
             "type": "object",
-            "properties": {"notificationTypes": {"type": "object", "properties": types, "additionalProperties": False}},
-            "required": ["notificationTypes"],
+            "properties": {
+                "notificationTypes": {"type": "object", "properties": types, "additionalProperties": False},
+                "channels": {
+                    "type": "object",
+                    "properties": channels,
+                    "additionalProperties": False,
+                    "description": "Per type: in the app (default), by email, both, or none (= turned off). "
+                    "Applied after notificationTypes when a type is named in both.",
+                },
+                "emailDigestMinutes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10080,
+                    "description": "Delay of the email digest of medium and low notifications still unread.",
+                },
+            },
+            # At least one of them (PreferenceSerializer.validate).
+            "anyOf": [{"required": [name]} for name in ("notificationTypes", "channels", "emailDigestMinutes")],
             "additionalProperties": False,
         }
 
@@ -1063,4 +1089,9 @@ server restarting (reconnect with `after_id`), 1011 server error.
 def describe_api(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """POSTPROCESSING_HOOKS: the long description (settings cannot import this module)."""
     result["info"]["description"] = DESCRIPTION.strip()
+    # Every key of the preference body is optional, yet one is needed: the body is required
+    # (drf-spectacular only marks a body required when one of its fields is).
+    preference = result["paths"].get("/api/v2/ticketing/user/preference", {}).get("put", {})
+    if "requestBody" in preference:
+        preference["requestBody"]["required"] = True
     return result

@@ -376,3 +376,20 @@ METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", True)
 # distinct count is read again with a COUNT to heal drift (docs/api.md, saved views).
 SSE_MAX_VIEW_COUNT_STREAMS_PER_USER = env_int("SSE_MAX_VIEW_COUNT_STREAMS_PER_USER", 5)
 VIEW_COUNT_RESYNC_SECONDS = env_float("VIEW_COUNT_RESYNC_SECONDS", 300.0)
+
+# --- Notification email (notifications.emails; the `send_notification_emails` worker) ---
+# Django's email backend; by default SMTP on EMAIL_HOST:EMAIL_PORT (localhost:25).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)  # a hanging SMTP server delays only the worker
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Help desk <helpdesk@localhost>")
+# Where the links in emails point (the dashboard's ticket page is appended).
+NOTIFICATION_EMAIL_BASE_URL = os.environ.get("NOTIFICATION_EMAIL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+NOTIFICATION_EMAIL_INTERVAL_SECONDS = env_float("NOTIFICATION_EMAIL_INTERVAL_SECONDS", 10.0)
+# After a failed delivery: wait this long, doubled per attempt (at most an hour), give up after MAX_ATTEMPTS.
+NOTIFICATION_EMAIL_RETRY_SECONDS = env_float("NOTIFICATION_EMAIL_RETRY_SECONDS", 60.0)
+NOTIFICATION_EMAIL_MAX_ATTEMPTS = env_int("NOTIFICATION_EMAIL_MAX_ATTEMPTS", 10)

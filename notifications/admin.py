@@ -1,11 +1,11 @@
-"""Support screens: a user's notifications (read-only), counters and preferences."""
+"""Support screens: a user's notifications (read-only), counters, preferences and the email outbox."""
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.text import count_of
-from notifications.models import Notification, NotificationCounter, NotificationPreference
+from notifications.models import Notification, NotificationCounter, NotificationEmail, NotificationPreference
 from notifications.services import mark_notifications_read
 from tenants.models import TenantUser
 
@@ -53,5 +53,16 @@ class NotificationCounterAdmin(ReadOnlyAdmin):
 
 @admin.register(NotificationPreference)
 class NotificationPreferenceAdmin(ReadOnlyAdmin):
-    list_display = ("user", "disabled_types", "updated_at")
+    list_display = ("user", "disabled_types", "channels", "digest_minutes", "updated_at")
     search_fields = ("user__username",)
+
+
+@admin.register(NotificationEmail)
+class NotificationEmailAdmin(ReadOnlyAdmin):
+    """The email outbox: what is waiting, sent, skipped (read in the app) or failed, and why."""
+
+    list_display = ("created_at", "recipient", "immediate", "status", "due_at", "attempts", "last_error", "sent_at")
+    list_filter = ("status", "immediate", "tenant")
+    search_fields = ("recipient__username", "recipient__email")
+    list_select_related = ("recipient",)
+    date_hierarchy = "created_at"

@@ -11,12 +11,12 @@ from django.db.models.functions import Lower
 from core.text import time_left
 from events.recording import Recorded
 from notifications.models import NotificationType
-from notifications.services import notify
+from notifications.services import notify, withdraw_notifications
 from sla.events import SlaEvent, SlaStage
 from tenants.models import TenantUser
 from tenants.selectors import team_agents
 from ticketing.events import UPDATE_EVENTS, TicketChange, TicketEvent, is_reopening
-from ticketing.models import Status, Ticket
+from ticketing.models import CLOSED_STATUSES, Status, Ticket
 from ticketing.selectors import can_see_ticket
 
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9._-]{1,150})")
@@ -59,20 +59,42 @@ def _assignment(ticket: Ticket, previous: TenantUser | None, actor: TenantUser |
     )
 
 
+def _queued(ticket: Ticket, actor: TenantUser | None) -> None:
+    """The ticket waits, unassigned, in its team's queue: tell the team's agents."""
+    if ticket.assignee_id or not ticket.team or ticket.status in CLOSED_STATUSES:
+        return
+    notify(
+        type=NotificationType.QUEUED,
+        ticket=ticket,
+        recipients=team_agents(ticket.tenant_id, ticket.team),
+        actor=actor,
+        message=f"Ticket {ticket.number} is waiting in the {ticket.team} queue",
+        metadata={"team": ticket.team},
+    )
+
+
 def ticket_created(recorded: Recorded) -> None:
     change: TicketChange = recorded.message
     if change.ticket.assignee_id:
         _assignment(change.ticket, None, change.actor)
+    else:
+        _queued(change.ticket, change.actor)
 
 
 def ticket_updated(recorded: Recorded) -> None:
-    """Assignment / reassignment when the assignee changed; resolution, reopened or
+    """Assignment / reassignment when the assignee changed; queued when the ticket lands
+    unassigned in a team's queue, withdrawn when it gets an assignee; resolution, reopened or
     statusChange when the status changed (not when the change is a merge's closing: the
     merge tells)."""
     change: TicketChange = recorded.message
     ticket, actor, before, after = change.ticket, change.actor, change.before, change.after
     if before is None or after is None:
         return
+    if before.assignee is None and after.assignee is not None:
+        # Someone took it: the queue notice is withdrawn for the others.
+        withdraw_notifications(ticket=ticket, type=NotificationType.QUEUED, keep=after.assignee)
+    if after.assignee is None and (before.assignee is not None or before.team != after.team):
+        _queued(ticket, actor)  # unassigned, or moved to another team (an escalation too)
     if before.assignee != after.assignee:
         if after.assignee is not None:
             _assignment(ticket, before.assignee, actor)

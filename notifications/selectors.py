@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from core.querylang import MATCH_ALL, Node
 from notifications.filters import parse_notification_filter, parse_notification_search
-from notifications.models import Notification, NotificationCounter, NotificationPreference
+from notifications.models import Channel, Notification, NotificationCounter, NotificationPreference
 from notifications.serializers import SORT_FIELDS, TYPES, zero_by_priority, zero_by_type
 from tenants.models import TenantUser
 from ticketing.models import PRIORITY_RANK
@@ -118,7 +118,13 @@ def _aware(value: Any) -> Any:
     return value
 
 
-def enabled_types(user: TenantUser) -> dict[str, bool]:
+def notification_preferences(user: TenantUser) -> dict[str, Any]:
+    """What the preference endpoint shows: every type on/off, its channel, the digest delay."""
     preference = NotificationPreference.objects.filter(pk=user.pk).first()
-    disabled = set(preference.disabled_types or []) if preference else set()
-    return {name: name not in disabled for name in TYPES}
+    if preference is None:
+        preference = NotificationPreference(user=user)
+    return {
+        "notificationTypes": {name: preference.channel(name) != Channel.NONE for name in TYPES},
+        "channels": {name: preference.channel(name) for name in TYPES},
+        "emailDigestMinutes": preference.digest_minutes,
+    }

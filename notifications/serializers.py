@@ -8,11 +8,12 @@ from rest_framework import serializers
 
 from core.serializers import ListBodySerializer, StrictObjectSerializer
 from events.serializers import iso
-from notifications.models import Notification, NotificationCounter, NotificationType
+from notifications.models import Channel, Notification, NotificationCounter, NotificationType
 from tenants.models import TenantUser
 from ticketing.models import Priority
 
 ID_PREFIX = "notif-"
+DIGEST_MINUTES_MAX = 7 * 24 * 60
 TYPES = tuple(NotificationType.values)
 PRIORITIES = tuple(Priority.values)
 
@@ -125,13 +126,29 @@ class MarkReadSerializer(StrictObjectSerializer):
         return attrs
 
 
-class PreferenceSerializer(StrictObjectSerializer):
-    """`{"notificationTypes": {"comment": false, ...}}`: types not named keep their setting."""
+def _known_types(value: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(value) - set(TYPES))
+    if unknown:
+        raise serializers.ValidationError(f"Unknown notification types: {', '.join(unknown)}.")
+    return value
 
-    notificationTypes = serializers.DictField(child=serializers.BooleanField())
+
+class PreferenceSerializer(StrictObjectSerializer):
+    """`{"notificationTypes": {"comment": false}, "channels": {"mention": "both"},
+    "emailDigestMinutes": 15}`, at least one of them: what is not named keeps its setting.
+    A type named in both is set by `notificationTypes` first, then by `channels`."""
+
+    notificationTypes = serializers.DictField(child=serializers.BooleanField(), required=False)
+    channels = serializers.DictField(child=serializers.ChoiceField(choices=Channel.values), required=False)
+    emailDigestMinutes = serializers.IntegerField(required=False, min_value=1, max_value=DIGEST_MINUTES_MAX)
 
     def validate_notificationTypes(self, value: dict[str, bool]) -> dict[str, bool]:
-        unknown = sorted(set(value) - set(TYPES))
-        if unknown:
-            raise serializers.ValidationError(f"Unknown notification types: {', '.join(unknown)}.")
-        return value
+        return _known_types(value)
+
+    def validate_channels(self, value: dict[str, str]) -> dict[str, str]:
+        return _known_types(value)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError("Send notificationTypes, channels or emailDigestMinutes.")
+        return attrs

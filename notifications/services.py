@@ -18,18 +18,24 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from core.http import ApiError
 from events.recording import defer_write, record_event, unit_of_work
 from notifications.models import (
+    DEFAULT_CHANNEL,
+    DEFAULT_DIGEST_MINUTES,
+    IMMEDIATE_EMAIL_PRIORITIES,
     TYPE_PRIORITY,
+    Channel,
     Notification,
     NotificationCounter,
+    NotificationEmail,
     NotificationPreference,
 )
 from notifications.serializers import counts_to_dict, notification_to_dict, public_id
@@ -47,10 +53,10 @@ EVENT_ID_LIST_MAX = 500
 # --- the primitives -------------------------------------------------------------------
 
 
-def _locked_counters(tenant_id: Any, users: list[TenantUser]) -> dict[Any, NotificationCounter]:
+def _locked_counters(tenant_id: Any, user_ids: Iterable[Any]) -> dict[Any, NotificationCounter]:
     """The users' counter rows, locked, in one statement sorted by user id (created first
     when missing: a conflict with another writer creating the same row is no error)."""
-    ids = sorted({u.id for u in users}, key=str)
+    ids = sorted(set(user_ids), key=str)
     NotificationCounter.objects.bulk_create(
         [NotificationCounter(user_id=uid, tenant_id=tenant_id) for uid in ids], ignore_conflicts=True
     )
@@ -76,20 +82,42 @@ def _apply(counter: NotificationCounter, *, total: int, unread: Counter, priorit
 
 def _wanted(
     tenant_id: Any, type: str, recipients: Iterable[TenantUser | None], actor: TenantUser | None
-) -> list[TenantUser]:
-    """Recipients minus duplicates, the actor, other tenants' users and those who turned the type off."""
+) -> list[tuple[TenantUser, str, int]]:
+    """Recipients minus duplicates, the actor, other tenants' users and those who turned
+    the type off; each with the channel they want it on and their digest delay."""
     unique: dict[Any, TenantUser] = {}
     for user in recipients:
         if user is not None and user.tenant_id == tenant_id and (actor is None or user.id != actor.id):
             unique.setdefault(user.id, user)
     if not unique:
         return []
-    opted_out = {
-        p.user_id
-        for p in NotificationPreference.objects.filter(user_id__in=list(unique))
-        if type in (p.disabled_types or [])
-    }
-    return [u for uid, u in sorted(unique.items(), key=lambda item: str(item[0])) if uid not in opted_out]
+    preferences = {p.user_id: p for p in NotificationPreference.objects.filter(user_id__in=list(unique))}
+    wanted = []
+    for uid, user in sorted(unique.items(), key=lambda item: str(item[0])):
+        preference = preferences.get(uid)
+        channel = preference.channel(type) if preference else DEFAULT_CHANNEL
+        if channel != Channel.NONE:
+            wanted.append((user, channel, preference.digest_minutes if preference else DEFAULT_DIGEST_MINUTES))
+    return wanted
+
+
+@dataclass(frozen=True)
+class _Email:
+    """An email to enqueue with the unit's notifications (`notification` unsaved yet)."""
+
+    notification: Notification
+    in_app: bool
+    digest_minutes: int
+
+
+@dataclass(frozen=True)
+class _Withdrawal:
+    """Mark the `type` notifications of a ticket read for everyone but `keep_user_id`."""
+
+    tenant_id: Any
+    ticket_id: Any
+    type: str
+    keep_user_id: Any
 
 
 def notify(
@@ -102,11 +130,13 @@ def notify(
     metadata: dict[str, Any] | None = None,
     action_url: str | None = None,
 ) -> list[Notification]:
-    """Notify each recipient who wants it (never the actor) of `type` about `ticket`. The
-    rows, their counters and their events are written when the unit of work ends."""
-    users = _wanted(ticket.tenant_id, type, recipients, actor)
-    rows = [
-        Notification(
+    """Notify each recipient who wants it (never the actor) of `type` about `ticket`, in
+    the app, by email or both (their preference). The in-app rows, their counters, their
+    events and the email outbox rows are written when the unit of work ends. Returns the
+    notifications (an email-only one is never saved)."""
+    rows = []
+    for user, channel, digest_minutes in _wanted(ticket.tenant_id, type, recipients, actor):
+        row = Notification(
             tenant_id=ticket.tenant_id,
             recipient=user,
             type=type,
@@ -121,20 +151,54 @@ def notify(
             metadata=metadata or {},
             created_at=timezone.now(),
         )
-        for user in users
-    ]
-    for row in rows:
-        defer_write("notifications.created", row, _write_notifications)
+        in_app = channel in (Channel.IN_APP, Channel.BOTH)
+        if in_app:
+            defer_write(COUNTER_WRITES, row, _write_counter_changes)
+        if channel in (Channel.EMAIL, Channel.BOTH):
+            defer_write(COUNTER_WRITES, _Email(row, in_app, digest_minutes), _write_counter_changes)
+        rows.append(row)
     return rows
 
 
-def _write_notifications(rows: list[Notification]) -> None:
-    """The unit's new notifications: one INSERT, the recipients' counters locked at once,
-    one private event per notification."""
-    Notification.objects.bulk_create(rows)
+def withdraw_notifications(*, ticket: Ticket, type: str, keep: TenantUser | None) -> None:
+    """Mark every unread `type` notification of the ticket read, but `keep`'s, when the
+    unit ends (`queued` once someone takes the ticket): with their counters, in the same
+    sorted lock as the unit's new notifications, and a `read` event per user."""
+    defer_write(
+        COUNTER_WRITES,
+        _Withdrawal(ticket.tenant_id, ticket.id, type, keep.id if keep is not None else None),
+        _write_counter_changes,
+    )
+
+
+# One deferred write for everything of a unit that changes notification counters, so
+# they are locked once, in one statement sorted by user id (docs/architecture.md).
+COUNTER_WRITES = "notifications.counters"
+
+
+def _write_counter_changes(items: list[Any]) -> None:
+    """The unit's new notifications (one INSERT), withdrawals and email outbox rows; the
+    affected users' counters locked at once; one private event per notification and one
+    `read` event per user whose notifications were withdrawn."""
+    rows = [item for item in items if isinstance(item, Notification)]
+    withdrawals = [item for item in items if isinstance(item, _Withdrawal)]
+    emails = [item for item in items if isinstance(item, _Email)]
+    if rows:
+        Notification.objects.bulk_create(rows)
+    withdrawn_query = _withdrawn_query(withdrawals)
+    # Who may lose unread notifications; re-read under the counter locks below, since a
+    # user's own "mark read" may have got there first.
+    candidates = (
+        list(withdrawn_query.order_by().values_list("tenant_id", "recipient_id").distinct()) if withdrawals else []
+    )
+    users_by_tenant: dict[Any, set[Any]] = {}
+    for row in rows:
+        users_by_tenant.setdefault(row.tenant_id, set()).add(row.recipient_id)
+    for tenant_id, user_id in candidates:
+        users_by_tenant.setdefault(tenant_id, set()).add(user_id)
     counters: dict[Any, NotificationCounter] = {}
-    for tenant_id in sorted({row.tenant_id for row in rows}, key=str):
-        counters.update(_locked_counters(tenant_id, [row.recipient for row in rows if row.tenant_id == tenant_id]))
+    for tenant_id in sorted(users_by_tenant, key=str):
+        counters.update(_locked_counters(tenant_id, users_by_tenant[tenant_id]))
     for row in rows:
         counter = counters[row.recipient_id]
         before = counts_to_dict(counter)
@@ -149,8 +213,76 @@ def _write_notifications(rows: list[Notification]) -> None:
             actor=row.actor,
             recipient=row.recipient,
         )
-    NotificationCounter.objects.bulk_update(
-        counters.values(), ["total", "unread", "unread_by_type", "unread_by_priority", "updated_at"]
+    if withdrawals:
+        _withdraw(withdrawn_query, counters)
+    if counters:
+        NotificationCounter.objects.bulk_update(
+            counters.values(), ["total", "unread", "unread_by_type", "unread_by_priority", "updated_at"]
+        )
+    if emails:
+        enqueue_emails(emails)
+
+
+def _withdrawn_query(withdrawals: list[_Withdrawal]) -> QuerySet[Notification]:
+    condition = Q(pk__in=[])
+    for w in withdrawals:
+        part = Q(tenant_id=w.tenant_id, ticket_id=w.ticket_id, type=w.type)
+        if w.keep_user_id is not None:
+            part &= ~Q(recipient_id=w.keep_user_id)
+        condition |= part
+    return Notification.objects.filter(condition, read=False)
+
+
+def _withdraw(query: QuerySet[Notification], counters: dict[Any, NotificationCounter]) -> None:
+    now = timezone.now()
+    found = list(query.filter(recipient_id__in=list(counters)).values_list("id", "recipient_id", "type", "priority"))
+    if not found:
+        return
+    query.filter(id__in=[f[0] for f in found]).update(read=True, read_at=now)
+    by_user: dict[Any, list[tuple[Any, str, str]]] = {}
+    for notification_id, user_id, type, priority in found:
+        by_user.setdefault(user_id, []).append((notification_id, type, priority))
+    users = TenantUser.objects.in_bulk(list(by_user))
+    for user_id in sorted(by_user, key=str):
+        counter = counters[user_id]
+        before = counts_to_dict(counter)
+        marked = by_user[user_id]
+        _apply(
+            counter,
+            total=0,
+            unread=Counter({t: -n for t, n in Counter(t for _, t, _ in marked).items()}),
+            priorities=Counter({p: -n for p, n in Counter(p for _, _, p in marked).items()}),
+            at=now,
+        )
+        record_event(
+            tenant=counter.tenant_id,
+            type=READ,
+            payload={"ids": [public_id(i) for i, _, _ in marked], "changed": len(marked), "reason": "withdrawn"},
+            changes={"counts": {"from": before, "to": counts_to_dict(counter)}},
+            recipient=users[user_id],
+        )
+
+
+def enqueue_emails(emails: list[_Email]) -> None:
+    """Outbox rows for the worker (notifications.emails): due at once for high and urgent
+    notifications, else after the recipient's digest delay. Only a database write, so an
+    SMTP server that is down or slow can never fail or delay the change."""
+    now = timezone.now()
+    NotificationEmail.objects.bulk_create(
+        [
+            NotificationEmail(
+                tenant_id=e.notification.tenant_id,
+                recipient_id=e.notification.recipient_id,
+                notification=e.notification if e.in_app else None,
+                content=notification_to_dict(e.notification),
+                immediate=e.notification.priority in IMMEDIATE_EMAIL_PRIORITIES,
+                due_at=now
+                if e.notification.priority in IMMEDIATE_EMAIL_PRIORITIES
+                else now + timedelta(minutes=e.digest_minutes),
+                created_at=now,
+            )
+            for e in emails
+        ]
     )
 
 
@@ -164,7 +296,7 @@ def mark_notifications_read(
     if ids is None and not everything and before is None:
         raise ValueError("give ids, everything=True or before")
     # The user's counter first: their reads and deletions are serialized by it.
-    counter = _locked_counters(user.tenant_id, [user])[user.id]
+    counter = _locked_counters(user.tenant_id, [user.id])[user.id]
     rows = Notification.objects.filter(recipient=user, read=False)
     if ids is not None:
         rows = rows.filter(id__in=ids)
@@ -201,7 +333,7 @@ def delete_notification(*, user: TenantUser, notification_id: Any) -> None:
     # The user's counter first: a second deletion of the same notification (a retry,
     # another tab) or a concurrent "mark all read" waits for this one, then reads what
     # it left, so the counts are changed once.
-    counter = _locked_counters(user.tenant_id, [user])[user.id]
+    counter = _locked_counters(user.tenant_id, [user.id])[user.id]
     notification = Notification.objects.filter(recipient=user, id=notification_id).first()
     if notification is None:
         raise ApiError(404, "NOTIFICATION_NOT_FOUND", "No notification of yours has this id.")
@@ -221,12 +353,33 @@ def delete_notification(*, user: TenantUser, notification_id: Any) -> None:
 
 
 @unit_of_work()
-def set_notification_preferences(*, user: TenantUser, types: dict[str, bool]) -> NotificationPreference:
-    """Turn notification types on or off for the user; types not named keep their setting."""
+def set_notification_preferences(
+    *,
+    user: TenantUser,
+    types: dict[str, bool] | None = None,
+    channels: dict[str, str] | None = None,
+    digest_minutes: int | None = None,
+) -> NotificationPreference:
+    """Turn notification types on or off, choose their channels (`none` = off) and the
+    email digest delay; what is not named keeps its setting. Turning a type on again
+    brings back the channel it had."""
     preference, _ = NotificationPreference.objects.select_for_update().get_or_create(user=user)
     disabled = set(preference.disabled_types or [])
-    for name, enabled in types.items():
+    chosen = dict(preference.channels or {})
+    for name, enabled in (types or {}).items():
         (disabled.discard if enabled else disabled.add)(name)
+    for name, channel in (channels or {}).items():
+        if channel == Channel.NONE:
+            disabled.add(name)
+        else:
+            disabled.discard(name)
+            if channel == DEFAULT_CHANNEL:
+                chosen.pop(name, None)
+            else:
+                chosen[name] = channel
     preference.disabled_types = sorted(disabled)
+    preference.channels = dict(sorted(chosen.items()))
+    if digest_minutes is not None:
+        preference.digest_minutes = digest_minutes
     preference.save()
     return preference

@@ -7,7 +7,8 @@ recipient, id) index, rendered exactly as live ones) or the current counts. Live
 at or below that position are dropped, so nothing is sent twice or skipped.
 
 Frames: `notification` (with the event id as SSE `id:`) followed by `count` for a new
-notification; `count` alone (with `id:`) when notifications are read or deleted."""
+notification; `count` alone (with `id:`) when notifications are read (`reason: "read"`,
+or `"withdrawn"` for `queued` notices someone else took) or deleted."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -81,6 +82,8 @@ class NotificationStream(EventStream):
     def _frames(event: LogEvent, reason: str) -> bytes:
         counts = {**((event.changes or {}).get("counts") or {}).get("to", {}), "reason": reason}
         if reason != "created":
+            # A withdrawn `queued` notice (someone took the ticket) is a read with its own reason.
+            counts["reason"] = event.payload.get("reason", reason)
             counts["ids"] = event.payload.get("ids")
             return sse_frame("count", counts, id=event.ulid)
         return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)

@@ -13,9 +13,9 @@ from core.json_input import load_json
 from core.views import RetryingAPIView, validated
 from notifications import services
 from notifications.selectors import (
-    enabled_types,
     list_notifications,
     notification_counts,
+    notification_preferences,
     notification_query_from,
 )
 from notifications.serializers import (
@@ -95,14 +95,24 @@ class NotificationDetailView(RetryingAPIView):
 
 
 class PreferenceView(RetryingAPIView):
-    @extend_schema(responses=openapi.PREFERENCES, summary="Which notification types the caller receives")
+    @extend_schema(
+        responses=openapi.PREFERENCES,
+        summary="Which notification types the caller receives, on which channel, and the email digest delay",
+    )
     def get(self, request: Request) -> Response:
-        return ok({"notificationTypes": enabled_types(request.user)})
+        return ok(notification_preferences(request.user))
 
     @extend_schema(
-        request=PreferenceSerializer, responses=openapi.PREFERENCES, summary="Turn notification types on or off"
+        request=PreferenceSerializer,
+        responses=openapi.PREFERENCES,
+        summary="Turn notification types on or off, choose their channels and the email digest delay",
     )
     def put(self, request: Request) -> Response:
         body = validated(PreferenceSerializer(data=request.data))
-        services.set_notification_preferences(user=request.user, types=body["notificationTypes"])
-        return ok({"notificationTypes": enabled_types(request.user)})
+        services.set_notification_preferences(
+            user=request.user,
+            types=body.get("notificationTypes"),
+            channels=body.get("channels"),
+            digest_minutes=body.get("emailDigestMinutes"),
+        )
+        return ok(notification_preferences(request.user))

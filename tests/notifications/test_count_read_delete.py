@@ -170,7 +170,7 @@ def test_reads_and_counts_are_isolated_per_user_and_tenant(api, acme: World, glo
 def test_preferences_default_to_every_type_and_update_partially(api, acme: World):
     url = f"{BASE}/user/preference"
     initial = api.get(url, headers=acme.headers("bob")).json()["data"]["notificationTypes"]
-    assert len(initial) == 14 and all(initial.values())
+    assert len(initial) == 15 and all(initial.values())  # the 14 of the spec and queued
     response = api.put(
         url,
         {"notificationTypes": {"comment": False, "statusChange": False}},

@@ -15,6 +15,7 @@
     slaBreach: ["!!", "SLA breach"],
     approval: ["✓", "Approval"],
     escalation: ["↑", "Escalation"],
+    queued: ["⇥", "In your team's queue"],
   };
 
   const root = document.getElementById("bell");
@@ -150,6 +151,11 @@
           if (first) Dash.flash(first);
         } else if (event === "count") {
           setUnread(data.unread);
+          // Read elsewhere, or a queued notice withdrawn because someone took the ticket.
+          if (Array.isArray(data.ids) && (data.reason === "read" || data.reason === "withdrawn")) {
+            for (const item of items) if (data.ids.indexOf(item.id) >= 0) item.read = true;
+            render();
+          }
           // A fresh start after a reconnect (the missed events could not be replayed):
           // the counts are current, the dropdown's list is reloaded to match.
           if (data.reason === "snapshot" && (connections > 1 || data.reset)) refreshList();

@@ -1,0 +1,61 @@
+"""`manage.py send_notification_emails`: deliver the notification email outbox."""
+
+import logging
+import signal
+import time
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from notifications.emails import send_due_emails
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = (
+        "Send notification emails: high and urgent notifications at once, the others as a digest of "
+        "what is still unread after each user's delay; never what was already read in the app. "
+        "Runs until stopped (make run starts it beside the server); a failed delivery is retried "
+        "with backoff and never affects the change that caused it. Use --once from cron or tests."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--once", action="store_true", help="One pass, then exit.")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=settings.NOTIFICATION_EMAIL_INTERVAL_SECONDS,
+            help="Seconds between passes (default: NOTIFICATION_EMAIL_INTERVAL_SECONDS, 10).",
+        )
+        parser.add_argument("--batch", type=int, default=200, help="At most this many emails per kind per pass.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        stopping = False
+
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        if not options["once"]:
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+        while True:
+            try:
+                sent = send_due_emails(batch=options["batch"])
+            except Exception:
+                if options["once"]:
+                    raise
+                logger.exception("event=notification_emails_failed")
+                sent = 0
+            if sent or options["verbosity"] > 1:
+                self.stdout.write(f"event=notification_emails_sent sent={sent}")
+            if options["once"] or stopping:
+                return
+            deadline = time.monotonic() + options["interval"]
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(min(0.5, options["interval"]))
+            close_old_connections()
