@@ -605,6 +605,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "INVALID_API_KEY",
         "REVOKED_API_KEY",
         "API_KEY_EXPIRED",
+        "UNAUTHORIZED",  # /metrics without its bearer token (docs/operations.md)
     ),
     403: ("MISSING_ROLE", "FORBIDDEN", "INSUFFICIENT_SCOPE", "SUPPORT_ROLE_REQUIRED", "CSRF_FAILED"),
     404: (
@@ -980,6 +981,20 @@ class TicketActivityStreamSchema(APIView):
         raise NotImplementedError
 
 
+class ViewerSchema(serializers.Serializer):
+    clientId = serializers.CharField(help_text="The viewer's stream (`connectionId`)")
+    user = UserRefSchema()
+    state = serializers.ChoiceField(choices=["viewing", "typing"])
+
+
+class PresenceSchema(serializers.Serializer):
+    ticketId = serializers.UUIDField()
+    viewers = ViewerSchema(many=True)
+
+
+PRESENCE = ok("Presence", PresenceSchema())
+
+
 class TicketPresenceSchema(APIView):
     """Schema stand-in for ticketing.streams.ticket_presence (an async Django view)."""
 
@@ -996,7 +1011,7 @@ class TicketPresenceSchema(APIView):
         request=PresenceWriteSerializer,
         parameters=[OpenApiParameter("ticket_id", str, OpenApiParameter.PATH, description="The ticket's id.")],
         responses={
-            200: OpenApiResponse(description="`{ticketId, viewers: [{clientId, user {id, name}, state}]}`"),
+            200: PRESENCE,
             400: OpenApiResponse(ERROR, description="`INVALID_BODY` / `INVALID_JSON`"),
             404: OpenApiResponse(ERROR, description="`TICKET_NOT_FOUND`, or `VIEWER_NOT_FOUND` (not your stream)"),
         },
