@@ -618,6 +618,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "PRODUCT_NOT_FOUND",
         "CALENDAR_NOT_FOUND",
         "VIEW_NOT_FOUND",
+        "VIEWER_NOT_FOUND",
         "NOT_FOUND",
     ),
     406: ("NOT_ACCEPTABLE",),
