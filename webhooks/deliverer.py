@@ -272,12 +272,16 @@ class Deliverer:
         except BaseException:
             self.pending = batch + self.pending  # try again; the requests are not repeated
             raise
-        for _, done in batch:
-            if not done.done():
-                done.set_result(None)
         for endpoint_id, reason in to_disable:
-            await run_db(services.disable_failing_endpoint, endpoint_id=endpoint_id, reason=reason)
-            logger.warning("event=webhook_endpoint_disabled endpoint=%s reason=%s", endpoint_id, reason)
             task = self.tasks.pop(endpoint_id, None)
             if task is not None:
                 task.stop()
+            try:
+                await run_db(services.disable_failing_endpoint, endpoint_id=endpoint_id, reason=reason)
+                logger.warning("event=webhook_endpoint_disabled endpoint=%s reason=%s", endpoint_id, reason)
+            except Exception:
+                # Found again by the next failing attempt (its failure is stored).
+                logger.warning("event=webhook_disable_failed endpoint=%s", endpoint_id, exc_info=True)
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)

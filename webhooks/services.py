@@ -102,6 +102,9 @@ def update_endpoint(*, endpoint: Endpoint, changes: dict[str, Any]) -> Endpoint:
         endpoint.enabled = changes["enabled"]
         if endpoint.enabled:
             endpoint.disabled_reason, endpoint.disabled_at, endpoint.failing_since = "", None, None
+            Delivery.objects.filter(endpoint=endpoint, state=Delivery.State.PENDING).update(
+                next_attempt_at=timezone.now()
+            )
         else:
             endpoint.disabled_reason, endpoint.disabled_at = Endpoint.DisabledReason.MANUAL, timezone.now()
     endpoint.save()
@@ -279,7 +282,8 @@ def record_attempts(results: Iterable[AttemptResult]) -> list[tuple[uuid.UUID, s
     for r in results:
         if r.succeeded:
             continue
-        delay = retry_delay(r.attempt.attempt, r.retry_after)
+        # 410: the endpoint is being disabled; its events wait for it to be enabled again.
+        delay = 86400.0 if r.gone else retry_delay(r.attempt.attempt, r.retry_after)
         if delay is None:
             changes: dict[str, Any] = {"state": Delivery.State.FAILED}
         else:
