@@ -32,11 +32,12 @@ run: install
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
-	@# The SLA monitor runs beside the server and stops when the server exits.
+	@# The SLA monitor and the webhook deliverer run beside the server and stop when it exits.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
-	trap 'kill $$monitor 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python manage.py deliver_webhooks & deliverer=$$!; \
+	trap 'kill $$monitor $$deliverer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m config.serve --host $(HOST) --port $(PORT); status=$$?; \
-	kill $$monitor 2>/dev/null; wait $$monitor 2>/dev/null; exit $$status
+	kill $$monitor $$deliverer 2>/dev/null; wait $$monitor $$deliverer 2>/dev/null; exit $$status
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).
