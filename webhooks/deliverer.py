@@ -178,6 +178,11 @@ class Deliverer:
         finally:
             for task in self.tasks.values():
                 task.stop()
+            # Requests in flight get a few seconds to finish and be recorded; any cut short
+            # stay pending and are sent again (same webhook-id) by whoever holds the endpoint next.
+            sending = [s for t in self.tasks.values() for s in t.sending]
+            if sending:
+                await asyncio.wait(sending, timeout=5)
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, *(t.task for t in self.tasks.values()), return_exceptions=True)

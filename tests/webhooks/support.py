@@ -54,7 +54,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> Receiver:
+    def start(self, port: int = 0) -> Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,7 +75,8 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -172,3 +173,27 @@ def create_ticket(server_url: str, headers: dict[str, str], subject: str) -> str
     )
     assert response.status_code in (200, 201), response.text
     return response.json()["data"]["id"]
+
+
+def wait_delivered(endpoint_id: str, count: int, timeout: float = 30) -> None:
+    """Until `count` deliveries of the endpoint are acknowledged and recorded."""
+    from webhooks.models import Delivery
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.DELIVERED).count()
+        if done >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{done} of {count} deliveries recorded as delivered in {timeout} s")
+
+
+def wait_for_attempt(endpoint_id: str, outcome: str, timeout: float = 30) -> None:
+    from webhooks.models import DeliveryAttempt
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if DeliveryAttempt.objects.filter(endpoint_id=endpoint_id, outcome=outcome).exists():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {outcome} attempt in {timeout} s")
