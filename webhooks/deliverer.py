@@ -73,6 +73,7 @@ class EndpointTask:
         self.wake = asyncio.Event()
         self.busy: set[int] = set()
         self.sending: set[asyncio.Task[None]] = set()
+        self.intake_wanted = True
         self.task = asyncio.create_task(self.run(), name=f"webhook-endpoint-{target.id}")
 
     def stop(self) -> None:
@@ -83,14 +84,27 @@ class EndpointTask:
         limit = 1 if self.target.ordered else settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
         return limit - len(self.busy)
 
+    def announce(self) -> None:
+        """The log grew (or may have): take in events on the next cycle."""
+        self.intake_wanted = True
+        self.wake.set()
+
     async def run(self) -> None:
         poll = settings.WEBHOOKS_POLL_SECONDS
+        self.intake_wanted = True
         while True:
             self.wake.clear()
             wait = poll
             try:
                 if self.deliverer.lease_is_fresh() and self.slots > 0:
-                    await run_db(services.take_in_events, endpoint_id=self.target.id, worker=self.deliverer.worker)
+                    if self.intake_wanted:
+                        # A cycle woken only by a finished request skips this read.
+                        self.intake_wanted = False
+                        taken = await run_db(
+                            services.take_in_events, endpoint_id=self.target.id, worker=self.deliverer.worker
+                        )
+                        if taken:
+                            self.intake_wanted = True  # maybe more behind it
                     due = await run_db(
                         selectors.due_deliveries,
                         self.target.id,
@@ -110,8 +124,10 @@ class EndpointTask:
             except Exception:
                 logger.warning("event=webhook_endpoint_cycle_failed endpoint=%s", self.target.id, exc_info=True)
             if wait:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self.wake.wait(), wait)
+                except TimeoutError:
+                    self.intake_wanted = True  # the poll: a lost announcement is found here
 
     async def deliver(self, delivery: Delivery) -> None:
         target = self.target
@@ -193,7 +209,8 @@ class Deliverer:
             await self.session.close()
 
     async def claim_loop(self) -> None:
-        interval = max(0.2, settings.WEBHOOKS_LEASE_SECONDS / 3)
+        # Often enough that a new endpoint is served within a couple of seconds.
+        interval = max(0.2, min(settings.WEBHOOKS_LEASE_SECONDS / 3, 2.0))
         while True:
             try:
                 started = time.monotonic()
@@ -214,6 +231,7 @@ class Deliverer:
                         self.tasks[endpoint_id] = EndpointTask(self, target)
                     else:
                         task.target = target
+                        task.announce()
                 await self.follow_tenants({t.tenant_id for t in targets.values()})
             except asyncio.CancelledError:
                 raise
@@ -252,7 +270,7 @@ class Deliverer:
                 tenant = uuid.UUID(message["tenant"])
                 for task in self.tasks.values():
                     if task.target.tenant_id == tenant:
-                        task.wake.set()
+                        task.announce()
 
     async def flush_loop(self) -> None:
         while True:
