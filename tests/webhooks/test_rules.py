@@ -124,3 +124,47 @@ def test_an_endpoint_failing_for_five_days_is_disabled_with_an_event(acme: World
     assert not endpoint.enabled and endpoint.disabled_reason == "failing"
     disabled = Event.objects.get(type=WebhookEvent.ENDPOINT_DISABLED)
     assert disabled.payload["endpoint"]["id"] == str(endpoint.id) and "secret" not in str(disabled.payload)
+
+
+def test_the_documented_example_receiver_accepts_our_signature_and_refuses_a_forgery() -> None:
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import ROOT, free_port
+    from webhooks.crypto import new_secret, secret_bytes, sign
+
+    secret, port = new_secret(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "docs" / "webhook_receiver.py"), str(port)],
+        env={**__import__("os").environ, "WEBHOOK_SECRET": secret},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        body = b'{"id":"01JDQ8Z3M6V1TQ0Y8W9N2C4B7K","type":"tickets.ticket.created","payload":{}}'
+        now = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": "01JDQ8Z3M6V1TQ0Y8W9N2C4B7K",
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign(
+                [secret_bytes(new_secret()), secret_bytes(secret)], "01JDQ8Z3M6V1TQ0Y8W9N2C4B7K", now, body
+            ),
+        }
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                accepted = httpx.post(f"http://127.0.0.1:{port}/", content=body, headers=headers, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the example receiver did not start"
+                time.sleep(0.2)
+        assert accepted.status_code == 204  # one of the two signatures (a rotation) is enough
+        forged = httpx.post(f"http://127.0.0.1:{port}/", content=body + b" ", headers=headers, timeout=5)
+        assert forged.status_code == 400
+    finally:
+        proc.kill()
+        proc.wait(5)
