@@ -23,14 +23,18 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from events.hub import run_db
+from events.hub import _run_with_connection
 from events.ids import event_id_to_str
 from events.recording import tenant_group
 from events.serializers import event_to_dict
@@ -40,6 +44,16 @@ from webhooks.models import Delivery, Endpoint
 from webhooks.sender import new_session, send
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The deliverer's database work (many endpoints' short transactions) runs on a pool of its
+# own, sized for it, with the same connection handling as the streams' (events.hub.run_db).
+_db_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhooks-db")
+
+
+async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_db_executor, partial(_run_with_connection, fn, *args, **kwargs))
 
 
 def signing_keys(endpoint: Endpoint) -> list[bytes]:

@@ -52,7 +52,9 @@ MAX_LIMIT = 200
 
 
 class EndpointsView(RetryingAPIView):
-    @extend_schema(tags=TAG, responses=ENDPOINTS, summary="The tenant's webhook endpoints")
+    @extend_schema(
+        tags=TAG, responses=ENDPOINTS, summary="The tenant's webhook endpoints", operation_id="webhook_endpoints_list"
+    )
     def get(self, request: Request) -> Response:
         return ok([endpoint_to_dict(e) for e in selectors.tenant_endpoints(request.auth.tenant)])
 
@@ -61,6 +63,7 @@ class EndpointsView(RetryingAPIView):
         request=EndpointWriteSerializer,
         responses={201: ENDPOINT_WITH_SECRET},
         summary="Add a webhook endpoint (its secret is in this answer only)",
+        operation_id="webhook_endpoints_create",
     )
     def post(self, request: Request) -> Response:
         data = validated(EndpointWriteSerializer(data=request.data))
@@ -76,17 +79,28 @@ class EndpointsView(RetryingAPIView):
 
 
 class EndpointView(RetryingAPIView):
-    @extend_schema(tags=TAG, responses=ENDPOINT, summary="One webhook endpoint")
+    @extend_schema(tags=TAG, responses=ENDPOINT, summary="One webhook endpoint", operation_id="webhook_endpoint_read")
     def get(self, request: Request, endpoint_id: str) -> Response:
         return ok(endpoint_to_dict(selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)))
 
-    @extend_schema(tags=TAG, request=EndpointPatchSerializer, responses=ENDPOINT, summary="Change a webhook endpoint")
+    @extend_schema(
+        tags=TAG,
+        request=EndpointPatchSerializer,
+        responses=ENDPOINT,
+        summary="Change a webhook endpoint",
+        operation_id="webhook_endpoint_update",
+    )
     def patch(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
         data = validated(EndpointPatchSerializer(data=request.data))
         return ok(endpoint_to_dict(services.update_endpoint(endpoint=endpoint, changes=model_changes(data))))
 
-    @extend_schema(tags=TAG, responses={204: OpenApiResponse(description="Deleted.")}, summary="Delete an endpoint")
+    @extend_schema(
+        tags=TAG,
+        responses={204: OpenApiResponse(description="Deleted.")},
+        summary="Delete an endpoint",
+        operation_id="webhook_endpoint_delete",
+    )
     def delete(self, request: Request, endpoint_id: str) -> Response:
         services.delete_endpoint(endpoint=selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id))
         return Response(status=204)
@@ -98,6 +112,7 @@ class RotateSecretView(RetryingAPIView):
         request=None,
         responses=ENDPOINT_WITH_SECRET,
         summary="Rotate the signing secret (the old one signs too for WEBHOOKS_SECRET_OVERLAP_SECONDS, 24 h)",
+        operation_id="webhook_endpoint_rotate_secret",
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
@@ -110,7 +125,12 @@ class DeliveriesView(RetryingAPIView, GenericAPIView):
     filterset_class = DeliveryAttemptFilter
     queryset = DeliveryAttempt.objects.none()
 
-    @extend_schema(tags=TAG, responses=ATTEMPTS, summary="An endpoint's delivery attempts, newest first")
+    @extend_schema(
+        tags=TAG,
+        responses=ATTEMPTS,
+        summary="An endpoint's delivery attempts, newest first",
+        operation_id="webhook_endpoint_deliveries",
+    )
     def get(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
         params = request.query_params
@@ -132,7 +152,13 @@ class DeliveriesView(RetryingAPIView, GenericAPIView):
 
 
 class ResendView(RetryingAPIView):
-    @extend_schema(tags=TAG, request=ResendSerializer, responses={202: RESENT}, summary="Deliver one event again")
+    @extend_schema(
+        tags=TAG,
+        request=ResendSerializer,
+        responses={202: RESENT},
+        summary="Deliver one event again",
+        operation_id="webhook_endpoint_resend",
+    )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
         data = validated(ResendSerializer(data=request.data))
@@ -146,6 +172,7 @@ class RecoverView(RetryingAPIView):
         request=RecoverSerializer,
         responses={202: RECOVERED},
         summary="Deliver again every event since a time whose delivery failed",
+        operation_id="webhook_endpoint_recover",
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
@@ -159,6 +186,7 @@ class PingView(RetryingAPIView):
         request=None,
         responses=ATTEMPT,
         summary="Send a signed `webhooks.ping` to the endpoint now and answer with the attempt",
+        operation_id="webhook_endpoint_ping",
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
