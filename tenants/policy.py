@@ -123,7 +123,8 @@ _EVENTS = Rule("Read the partner event log", roles=EVENT_READERS, api_key=True, 
 
 
 def _webhook_managers(summary: str) -> Rule:
-    return Rule(summary, roles=ADMINS, api_key=True, session=True, api_key_scope="webhooks")
+    # Credentials only (a JWT or a key), like the event log: an integration's API.
+    return Rule(summary, roles=ADMINS, api_key=True, session=False, api_key_scope="webhooks")
 
 
 # The websocket routes live in config/websockets.py (Channels), outside Django's URL conf.

@@ -16,9 +16,11 @@ from rest_framework.response import Response
 
 from config.openapi import ok as envelope_schema
 from core.http import ApiError, ok
-from core.views import RetryingAPIView, validated
+from core.views import RetryingAPIView as _RetryingAPIView
+from core.views import validated
 from events.ids import event_id_to_str, parse_event_id
 from events.serializers import iso
+from tenants.authentication import EventReaderAuthentication
 from webhooks import selectors, services
 from webhooks.deliverer import signing_keys
 from webhooks.events import PING_TYPE
@@ -48,6 +50,15 @@ ATTEMPT = envelope_schema("WebhookDeliveryAttempt", AttemptSchema())
 RECOVERED = envelope_schema("WebhookRecoverResult", RecoverResultSchema())
 RESENT = envelope_schema("WebhookResendResult", ResendResultSchema())
 TAG = ["webhooks"]
+
+
+class RetryingAPIView(_RetryingAPIView):
+    """Webhook views take a JWT (with its tenant headers) or a partner key (which names its
+    tenant itself), like the event log; the policy decides which (tenants.policy)."""
+
+    authentication_classes = [EventReaderAuthentication]
+
+
 MAX_LIMIT = 200
 
 
