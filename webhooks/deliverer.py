@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import aiohttp
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import IntegrityError
 from django.utils import timezone
 
 from events.hub import _run_with_connection
@@ -306,6 +307,13 @@ class Deliverer:
             return
         try:
             to_disable = await run_db(services.record_attempts, [result for result, _ in batch])
+        except IntegrityError:
+            # One result cannot be stored (its endpoint vanished): store the others one by
+            # one rather than hold every endpoint's progress behind it.
+            to_disable = []
+            for result, _ in batch:
+                with contextlib.suppress(IntegrityError):
+                    to_disable += await run_db(services.record_attempts, [result])
         except BaseException:
             self.pending = batch + self.pending  # try again; the requests are not repeated
             raise

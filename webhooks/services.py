@@ -269,7 +269,13 @@ def record_attempts(results: Iterable[AttemptResult]) -> list[tuple[uuid.UUID, s
     results = list(results)
     now = timezone.now()
     # An endpoint deleted while its requests were in flight: nothing left to record.
-    alive = set(Delivery.objects.filter(id__in=[r.delivery_id for r in results]).values_list("id", flat=True))
+    # Locked, so that an endpoint deleted meanwhile waits for this commit (or is gone already).
+    alive = set(
+        Delivery.objects.select_for_update()
+        .filter(id__in=sorted({r.delivery_id for r in results}))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
     results = [r for r in results if r.delivery_id in alive]
     if not results:
         return []
