@@ -98,7 +98,7 @@ def main() -> None:
     from events.recording import record_event, unit_of_work
     from tenants.models import Tenant
     from webhooks.models import Endpoint, WebhookSettings
-    from webhooks.services import create_endpoint
+    from webhooks.services import create_endpoint, delete_endpoint
 
     port = 18000 + os.getpid() % 1000
     ready = multiprocessing.Event()
@@ -151,7 +151,8 @@ def main() -> None:
     try:
         for n_endpoints in [int(x) for x in args.endpoints.split(",")]:
             for slow in [False] if args.no_slow else [False, True]:
-                Endpoint.objects.filter(tenant=tenant).delete()
+                for old in Endpoint.objects.filter(tenant=tenant):
+                    delete_endpoint(endpoint=old)
                 for i in range(n_endpoints):
                     create_endpoint(tenant=tenant, url=f"{base}/fast/{i}", event_types=[], ordered=False)
                 if slow:

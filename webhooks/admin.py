@@ -48,6 +48,13 @@ class EndpointAdmin(admin.ModelAdmin):
         obj.pk = endpoint.pk
         messages.warning(request, f"The endpoint's signing secret (shown only now): {secret}")
 
+    def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
+        services.delete_endpoint(endpoint=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Endpoint]) -> None:
+        for endpoint in queryset.order_by("id"):
+            services.delete_endpoint(endpoint=endpoint)
+
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):

@@ -111,8 +111,14 @@ def update_endpoint(*, endpoint: Endpoint, changes: dict[str, Any]) -> Endpoint:
     return endpoint
 
 
+@transaction.atomic
 def delete_endpoint(*, endpoint: Endpoint) -> None:
-    endpoint.delete()
+    """Delete an endpoint with its deliveries and attempts. Its row is locked first, so a
+    deliverer recording attempts for it finishes before the cascade reads what to delete
+    (and a later one finds it gone)."""
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if locked is not None:
+        locked.delete()
 
 
 @transaction.atomic
@@ -269,7 +275,15 @@ def record_attempts(results: Iterable[AttemptResult]) -> list[tuple[uuid.UUID, s
     results = list(results)
     now = timezone.now()
     # An endpoint deleted while its requests were in flight: nothing left to record.
-    # Locked, so that an endpoint deleted meanwhile waits for this commit (or is gone already).
+    # Endpoints, then deliveries, locked: an endpoint being deleted waits for this commit
+    # (delete_endpoint locks its row first), or is gone already and its results are dropped.
+    endpoints = set(
+        Endpoint.objects.select_for_update()
+        .filter(id__in=sorted({r.endpoint_id for r in results}, key=lambda e: e.bytes))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    results = [r for r in results if r.endpoint_id in endpoints]
     alive = set(
         Delivery.objects.select_for_update()
         .filter(id__in=sorted({r.delivery_id for r in results}))
