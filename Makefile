@@ -44,12 +44,14 @@ run: install
 	@echo "==> loading the demo tenant"
 	$(BIN)/python manage.py load_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
-	@# The SLA monitor and the notification email worker run beside the server and stop when it exits.
+	@# The SLA monitor, the notification email worker and the webhook deliverer run beside
+	@# the server and stop when it exits.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
 	$(BIN)/python manage.py send_notification_emails & mailer=$$!; \
-	trap 'kill $$monitor $$mailer 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python manage.py deliver_webhooks & deliverer=$$!; \
+	trap 'kill $$monitor $$mailer $$deliverer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m config.serve --host $(HOST) --port $(PORT); status=$$?; \
-	kill $$monitor $$mailer 2>/dev/null; wait $$monitor $$mailer 2>/dev/null; exit $$status
+	kill $$monitor $$mailer $$deliverer 2>/dev/null; wait $$monitor $$mailer $$deliverer 2>/dev/null; exit $$status
 
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).

@@ -597,6 +597,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "INVALID_LAST_EVENT_ID",
         "TOO_MANY_PARAMETERS",
         "BAD_REQUEST",
+        "INVALID_WEBHOOK_URL",
     ),
     401: (
         "MISSING_TOKEN",
@@ -620,6 +621,8 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "VIEW_NOT_FOUND",
         "VIEWER_NOT_FOUND",
         "NOT_FOUND",
+        "WEBHOOK_ENDPOINT_NOT_FOUND",
+        "EVENT_NOT_FOUND",
     ),
     406: ("NOT_ACCEPTABLE",),
     413: ("PAYLOAD_TOO_LARGE",),

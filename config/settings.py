@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "sla",
     "notifications",
     "idempotency",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -393,3 +394,25 @@ NOTIFICATION_EMAIL_INTERVAL_SECONDS = env_float("NOTIFICATION_EMAIL_INTERVAL_SEC
 # After a failed delivery: wait this long, doubled per attempt (at most an hour), give up after MAX_ATTEMPTS.
 NOTIFICATION_EMAIL_RETRY_SECONDS = env_float("NOTIFICATION_EMAIL_RETRY_SECONDS", 60.0)
 NOTIFICATION_EMAIL_MAX_ATTEMPTS = env_int("NOTIFICATION_EMAIL_MAX_ATTEMPTS", 10)
+# --- webhooks (webhooks app, docs/webhooks.md) ---
+# Fernet keys encrypting endpoint secrets at rest: the first encrypts, all decrypt (rotate
+# by prepending a key, then `manage.py rotate_webhook_keys`). Empty: derived from SECRET_KEY.
+WEBHOOKS_SECRET_KEYS = [k for k in os.environ.get("WEBHOOKS_SECRET_KEYS", "").split(",") if k.strip()]
+# Deliver to loopback, link-local and private addresses (development and tests only).
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", DEBUG)
+# Seconds to wait after each failed attempt (jittered ±10%); after the last one the event is
+# given up (failed, recoverable). Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, 1 d, 1 d.
+WEBHOOKS_RETRY_SCHEDULE = [
+    float(x)
+    for x in os.environ.get("WEBHOOKS_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000,86400,86400").split(",")
+]
+WEBHOOKS_DISABLE_AFTER_SECONDS = env_float("WEBHOOKS_DISABLE_AFTER_SECONDS", 5 * 86400.0)
+WEBHOOKS_SECRET_OVERLAP_SECONDS = env_float("WEBHOOKS_SECRET_OVERLAP_SECONDS", 86400.0)
+WEBHOOKS_CONNECT_TIMEOUT_SECONDS = env_float("WEBHOOKS_CONNECT_TIMEOUT_SECONDS", 5.0)
+WEBHOOKS_TIMEOUT_SECONDS = env_float("WEBHOOKS_TIMEOUT_SECONDS", 15.0)
+WEBHOOKS_POLL_SECONDS = env_float("WEBHOOKS_POLL_SECONDS", 1.0)
+WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 30.0)
+WEBHOOKS_MAX_IN_FLIGHT = env_int("WEBHOOKS_MAX_IN_FLIGHT", 256)
+WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env_int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", 64)
+WEBHOOKS_MAX_PENDING = env_int("WEBHOOKS_MAX_PENDING", 1000)
+WEBHOOKS_MAX_ENDPOINTS_PER_WORKER = env_int("WEBHOOKS_MAX_ENDPOINTS_PER_WORKER", 1000)

@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/v2/ticketing/", include("notifications.urls")),
     path("api/v2/ticketing/", include("sla.urls")),
     path("api/v2/ticketing/", include("ticketing.urls")),
+    path("api/v2/webhooks/", include("webhooks.urls")),
     path("v2/system/events", SystemEventsView.as_view(), name="system-events"),
     path("api/v2/system/events", SystemEventsView.as_view(), name="api-system-events"),
 ]

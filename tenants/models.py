@@ -138,7 +138,11 @@ class ApiKey(models.Model):
     enough); the full key is shown once, when it is created."""
 
     SCOPE_EVENTS_READ = "events:read"
-    SCOPES = [(SCOPE_EVENTS_READ, "Read the event log and subscribe to it")]
+    SCOPE_WEBHOOKS = "webhooks"
+    SCOPES = [
+        (SCOPE_EVENTS_READ, "Read the event log and subscribe to it"),
+        (SCOPE_WEBHOOKS, "Manage the tenant's webhook endpoints and their deliveries"),
+    ]
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")

@@ -75,6 +75,8 @@ class Rule:
     # The dashboard's session (a Django login linked to a tenant user, acting with that
     # user's roles) is accepted instead of a token. The partner feed takes credentials only.
     session: bool = True
+    # The scope a partner API key needs for it (`403 INSUFFICIENT_SCOPE` without it).
+    api_key_scope: str = "events:read"
 
     def admits(self, roles: frozenset[str], *, api_key: bool = False) -> bool:
         """The decision: whether a caller with these token (or session user) roles, or
@@ -119,6 +121,12 @@ def _admins(summary: str) -> Rule:
 
 
 _EVENTS = Rule("Read the partner event log", roles=EVENT_READERS, api_key=True, session=False)
+
+
+def _webhook_managers(summary: str) -> Rule:
+    # Credentials only (a JWT or a key), like the event log: an integration's API.
+    return Rule(summary, roles=ADMINS, api_key=True, session=False, api_key_scope="webhooks")
+
 
 # The websocket routes live in config/websockets.py (Channels), outside Django's URL conf.
 EVENTS_WEBSOCKET = "websocket:system-events"
@@ -191,6 +199,21 @@ ROUTES: dict[str, dict[str, Rule]] = {
     EVENTS_WEBSOCKET: {
         "GET": Rule("Partner event feed (websocket handshake)", roles=EVENT_READERS, api_key=True, session=False)
     },
+    # webhooks: tenant admins, or partner keys with the `webhooks` scope
+    "webhook-endpoints": {
+        "GET": _webhook_managers("List the webhook endpoints"),
+        "POST": _webhook_managers("Add a webhook endpoint"),
+    },
+    "webhook-endpoint": {
+        "GET": _webhook_managers("Read a webhook endpoint"),
+        "PATCH": _webhook_managers("Change a webhook endpoint"),
+        "DELETE": _webhook_managers("Delete a webhook endpoint"),
+    },
+    "webhook-endpoint-rotate-secret": {"POST": _webhook_managers("Rotate an endpoint's signing secret (24 h overlap)")},
+    "webhook-endpoint-deliveries": {"GET": _webhook_managers("An endpoint's delivery attempts (filters)")},
+    "webhook-endpoint-resend": {"POST": _webhook_managers("Deliver one event to an endpoint again")},
+    "webhook-endpoint-recover": {"POST": _webhook_managers("Deliver again every failed event since a time")},
+    "webhook-endpoint-ping": {"POST": _webhook_managers("Send a test ping to an endpoint now")},
     # probes for orchestrators (core.health)
     "healthz": {"GET": Rule("Liveness: the process answers (touches no dependency)", Access.PUBLIC)},
     "readyz": {"GET": Rule("Readiness: database, Redis (if set), migrations; 503 names what fails", Access.PUBLIC)},
@@ -240,7 +263,7 @@ def is_allowed(caller: Caller | PartnerKeyCaller, route: str, method: str) -> bo
     if rule is None:
         return False
     if isinstance(caller, PartnerKeyCaller):
-        return rule.admits(frozenset(), api_key=True)
+        return rule.admits(frozenset(), api_key=True) and rule.api_key_scope in caller.api_key.scopes
     return rule.admits(caller.roles)
 
 
@@ -253,7 +276,10 @@ def authorize(caller: Caller | PartnerKeyCaller, route: str, method: str) -> Non
         # Fail closed: an endpoint nobody wrote a rule for is nobody's.
         raise ApiError(403, "FORBIDDEN", "This endpoint is not open to API callers.", {"route": route})
     if isinstance(caller, PartnerKeyCaller):
-        message = "A partner API key may only read the event log."
+        if rule.api_key:
+            scope = rule.api_key_scope
+            raise ApiError(403, "INSUFFICIENT_SCOPE", f"The API key lacks the {scope} scope.", {"scope": scope})
+        message = "A partner API key may only read the event log or manage webhooks (with their scopes)."
     elif caller.roles & MEMBERS:
         message = f"This needs one of the roles: {', '.join(sorted(rule.roles))}."
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sla.events import SlaEvent
 from ticketing.events import SLA_STATE_EVENTS, STATE_EVENTS, TicketEvent
+from webhooks.events import WebhookEvent
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 
@@ -14,12 +15,12 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 def documented_types() -> set[str]:
     types: set[str] = set()
     for heading in re.findall(r"^## (.+)$", DOC.read_text(), flags=re.MULTILINE):
-        types.update(re.findall(r"`(tickets\.[a-z_.]+)`", heading))
+        types.update(re.findall(r"`((?:tickets|webhooks)\.[a-z_.]+)`", heading))
     return types
 
 
 def test_every_declared_type_is_documented_and_nothing_else():
-    declared = {str(t) for t in TicketEvent} | {str(t) for t in SlaEvent}
+    declared = {str(t) for t in TicketEvent} | {str(t) for t in SlaEvent} | {str(t) for t in WebhookEvent}
     assert documented_types() == declared
 
 

@@ -28,12 +28,13 @@ from notifications.serializers import public_id
 from sla.models import Calendar
 from tenants import policy
 from tenants.callers import caller_for_user
-from tenants.models import Realm, TenantUser
+from tenants.models import ApiKey, Realm, TenantUser
 from tenants.services import create_api_key
 from tests.builders import World, base_claims, signed
 from tests.conftest import ServerProcess
 from ticketing import services
 from ticketing.models import SavedView
+from webhooks.services import create_endpoint
 
 # --- the URL conf, walked ----------------------------------------------------------------
 
@@ -195,7 +196,8 @@ def caller_headers(kind: str, server: ServerProcess, acme: World, globex: World,
     if kind == "partner":
         return acme.headers("crm-bot", roles=["partner"], teams=[])
     if kind == "partner-key":
-        _, key = create_api_key(tenant=acme.tenant, name="matrix")
+        # Every scope: the column says which routes a key may reach with the route's scope.
+        _, key = create_api_key(tenant=acme.tenant, name="matrix", scopes=[scope for scope, _ in ApiKey.SCOPES])
         return {**base, "X-API-Key": key}
     if kind == OTHER_TENANT:
         return {**base, "Authorization": f"Bearer {globex.token('alice')}"}
@@ -224,7 +226,10 @@ def make_objects(acme: World) -> dict[str, str]:
     )
     # A view every caller of the tenant sees (shared with the tenant by an admin).
     view = SavedView.objects.create(tenant=acme.tenant, owner=acme.users["admin"], name="matrix", visibility="tenant")
+    # `.invalid` never resolves: a ping fails at once, without leaving the machine.
+    endpoint, _ = create_endpoint(tenant=acme.tenant, url="https://hooks.invalid/matrix", event_types=[], ordered=False)
     return {
+        "endpoint_id": str(endpoint.id),
         **SAMPLE,
         "ticket_id": str(ticket.id),
         "approval_id": str(approval.id),
@@ -333,7 +338,7 @@ def test_every_route_answers_every_caller_as_the_policy_says(server, acme: World
             # API writes get objects of their own, so a DELETE cannot change what the next call sees.
             fresh = (
                 method not in ("GET", "HEAD")
-                and ("ticket_id" in route.template or "view_id" in route.template)
+                and ("ticket_id" in route.template or "view_id" in route.template or "endpoint_id" in route.template)
                 and kind not in UNAUTHENTICATED
             )
             values = make_objects(acme) if fresh else shared

@@ -1,0 +1,188 @@
+"""Webhooks against a real receiver: a real server records events, a real
+`deliver_webhooks` process delivers them. Signatures are checked with the
+`standardwebhooks` package (as a receiver would)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+from standardwebhooks import Webhook
+
+from tests.builders import World
+from tests.webhooks.support import DelivererProcess, Receiver, create_endpoint, create_ticket, running
+
+API = "/api/v2/webhooks/endpoints"
+
+
+def partner_event(server, world: World, event_id: str) -> dict:
+    page = httpx.get(
+        f"{server.url}/v2/system/events", params={"limit": 1000}, headers=world.headers("admin"), timeout=10
+    ).json()["result"]
+    return next(e for e in page if e["id"] == event_id)
+
+
+def test_events_arrive_signed_once_each_with_the_partner_api_json(webhook_server, http_allowed, receiver) -> None:
+    admin = http_allowed.headers("admin")
+    endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/all")
+    created = create_endpoint(
+        webhook_server.url, admin, url=f"{receiver.url}/created", eventTypes=["tickets.ticket.created"]
+    )
+    comments = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/t", eventTypes=["tickets.*"])
+    with running(DelivererProcess()):
+        started = time.monotonic()
+        ticket = create_ticket(webhook_server.url, http_allowed.headers("alice"), "Printer on fire")
+        httpx.patch(
+            f"{webhook_server.url}/api/v2/ticketing/ticket/{ticket}",
+            json={"priority": "low"},
+            headers=http_allowed.headers("alice"),
+            timeout=10,
+        ).raise_for_status()
+        got = receiver.wait_for(lambda r: len([x for x in r if x.path == "/all"]) >= 2)
+        assert time.monotonic() - started < 15
+        time.sleep(1)  # nothing more may come
+    # An unordered endpoint may receive them in any order (several in flight).
+    all_requests = sorted((r for r in got if r.path == "/all"), key=lambda r: r.headers["webhook-id"])
+    assert len(all_requests) == len(receiver.ids("/all")) == 2
+    types = [r.json["type"] for r in all_requests]
+    assert types[0].endswith("created") and len(set(receiver.ids("/all"))) == 2
+    assert [r.json["type"] for r in receiver.received if r.path == "/created"] == [types[0]]
+    assert len(receiver.ids("/t")) == 2
+    for request in all_requests:
+        # Standard Webhooks: verifiable with the package, id = the event's ULID.
+        Webhook(endpoint["secret"]).verify(request.body, request.headers)
+        assert request.headers["webhook-id"] == request.json["id"]
+        assert request.json == partner_event(webhook_server, http_allowed, request.json["id"])
+    assert created["id"] != comments["id"]
+
+    log = httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}/deliveries", headers=http_allowed.headers("admin"))
+    attempts = log.json()["data"]
+    assert {a["outcome"] for a in attempts} == {"success"} and len(attempts) == 2
+    assert all(a["statusCode"] == 200 and a["responseExcerpt"] == "ok" for a in attempts)
+
+
+def test_failures_are_retried_until_acknowledged_and_the_log_filters_them(webhook_server, http_allowed) -> None:
+    calls = {"n": 0}
+
+    def flaky(request):
+        calls["n"] += 1
+        return (500, {}, b"boom" * 1000) if calls["n"] <= 2 else (200, {}, b"fine")
+
+    receiver = Receiver(answer=flaky).start()
+    try:
+        admin = http_allowed.headers("admin")
+        endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+        with running(DelivererProcess()):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "flaky")
+            receiver.wait_for(lambda r: len(r) >= 3)
+            time.sleep(1)
+        assert len(receiver.received) == 3 and len(set(receiver.ids())) == 1  # same webhook-id every time
+        base = f"{webhook_server.url}{API}/{endpoint['id']}/deliveries"
+        attempts = httpx.get(base, headers=admin).json()["data"]
+        assert [a["attempt"] for a in attempts] == [3, 2, 1]
+        failed = httpx.get(base, params={"outcome": "http_error"}, headers=admin).json()["data"]
+        assert len(failed) == 2 and all(a["statusCode"] == 500 for a in failed)
+        assert all(len(a["responseExcerpt"]) == 2048 for a in failed)
+        assert httpx.get(base, params={"statusCode": 200}, headers=admin).json()["data"][0]["attempt"] == 3
+        event_id = attempts[0]["eventId"]
+        assert len(httpx.get(base, params={"eventId": event_id}, headers=admin).json()["data"]) == 3
+        assert httpx.get(base, params={"eventType": "nothing.*"}, headers=admin).json()["data"] == []
+        assert httpx.get(base, params={"since": "2999-01-01T00:00:00Z"}, headers=admin).json()["data"] == []
+        bad = httpx.get(base, params={"outcome": "weird"}, headers=admin)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_QUERY"
+    finally:
+        receiver.stop()
+
+
+def test_gone_disables_the_endpoint_and_says_so_in_the_log(webhook_server, http_allowed) -> None:
+    receiver = Receiver(answer=lambda r: (410, {}, b"gone")).start()
+    try:
+        admin = http_allowed.headers("admin")
+        endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+        with running(DelivererProcess()):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "gone")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                state = httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}", headers=admin).json()["data"]
+                if not state["enabled"]:
+                    break
+                time.sleep(0.2)
+        assert state["enabled"] is False and state["disabledReason"] == "gone"
+        assert len(receiver.received) == 1
+        events = httpx.get(
+            f"{webhook_server.url}/v2/system/events",
+            params={"type": "webhooks.endpoint.disabled"},
+            headers=admin,
+        ).json()["result"]
+        assert [e["payload"]["endpoint"]["id"] for e in events] == [endpoint["id"]]
+        assert events[0]["payload"]["reason"] == "gone"
+    finally:
+        receiver.stop()
+
+
+def test_ordered_endpoint_waits_for_each_event_and_retry_after_is_honoured(webhook_server, http_allowed) -> None:
+    answers = {"first": 0}
+
+    def slow_start(request):
+        if request.json["payload"]["ticket"]["subject"] == "one" and answers["first"] < 2:
+            answers["first"] += 1
+            return 503, {"Retry-After": "1"}, b"busy"
+        return 200, {}, b"ok"
+
+    receiver = Receiver(answer=slow_start).start()
+    try:
+        admin = http_allowed.headers("admin")
+        create_endpoint(
+            webhook_server.url, admin, url=f"{receiver.url}/o", ordered=True, eventTypes=["tickets.ticket.created"]
+        )
+        for subject in ("one", "two", "three"):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), subject)
+        deliverer = DelivererProcess(LOG_LEVEL="INFO")
+        with running(deliverer):
+            try:
+                got = receiver.wait_for(lambda r: len(r) >= 5, timeout=30)
+            except AssertionError:
+                print([(r.json["payload"]["ticket"]["subject"], r.at) for r in receiver.received], deliverer.output())
+                raise
+        subjects = [r.json["payload"]["ticket"]["subject"] for r in got]
+        assert subjects == ["one", "one", "one", "two", "three"]
+        # Retry-After: 1 replaced the 0.3 s step of the test schedule.
+        assert got[1].at - got[0].at >= 0.9 and got[2].at - got[1].at >= 0.9
+    finally:
+        receiver.stop()
+
+
+def test_resend_recover_and_ping(webhook_server, http_allowed, receiver) -> None:
+    admin = http_allowed.headers("admin")
+    endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+    base = f"{webhook_server.url}{API}/{endpoint['id']}"
+    ping = httpx.post(f"{base}/ping", headers=admin, timeout=20)
+    assert ping.status_code == 200 and ping.json()["data"]["outcome"] == "success"
+    assert receiver.received[0].json["type"] == "webhooks.ping"
+    Webhook(endpoint["secret"]).verify(receiver.received[0].body, receiver.received[0].headers)
+
+    with running(DelivererProcess()):
+        create_ticket(webhook_server.url, http_allowed.headers("alice"), "again")
+        first = receiver.wait_for(lambda r: len(r) >= 2)[1]
+        resent = httpx.post(f"{base}/resend", json={"eventId": first.json["id"]}, headers=admin)
+        assert resent.status_code == 202
+        receiver.wait_for(lambda r: len(r) >= 3)
+        assert receiver.received[2].headers["webhook-id"] == first.headers["webhook-id"]
+        missing = httpx.post(f"{base}/resend", json={"eventId": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}, headers=admin)
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "EVENT_NOT_FOUND"
+        recovered = httpx.post(f"{base}/recover", json={"since": "2000-01-01T00:00:00Z"}, headers=admin)
+        assert recovered.status_code == 202 and recovered.json()["data"]["requeued"] == 0
+
+
+def test_a_rotated_secret_signs_beside_the_old_one(webhook_server, http_allowed, receiver) -> None:
+    admin = http_allowed.headers("admin")
+    endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+    rotated = httpx.post(f"{webhook_server.url}{API}/{endpoint['id']}/rotate-secret", headers=admin).json()["data"]
+    with running(DelivererProcess()):
+        create_ticket(webhook_server.url, http_allowed.headers("alice"), "rotated")
+        request = receiver.wait_for(lambda r: len(r) >= 1)[0]
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    Webhook(endpoint["secret"]).verify(request.body, request.headers)
+    Webhook(rotated["secret"]).verify(request.body, request.headers)
+    assert json.loads(request.body)["type"].endswith("created")

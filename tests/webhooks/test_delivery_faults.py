@@ -1,0 +1,154 @@
+"""No loss under faults: a deliverer killed mid-flight, a receiver that is down, hangs or
+answers 500s, and database connections killed under the deliverer. Every event arrives;
+an event that arrives twice carries the same `webhook-id` and body."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from tests.builders import World
+from tests.conftest import free_port
+from tests.webhooks.support import (
+    DelivererProcess,
+    Receiver,
+    create_endpoint,
+    create_ticket,
+    running,
+    wait_delivered,
+    wait_for_attempt,
+)
+
+pytestmark = pytest.mark.faults
+
+
+def created_ids(world: World) -> list[str]:
+    from events.ids import event_id_to_str
+    from events.models import Event
+
+    return [
+        event_id_to_str(e)
+        for e in Event.objects.filter(tenant=world.tenant, audience="partner")
+        .order_by("id")
+        .values_list("id", flat=True)
+    ]
+
+
+def assert_each_once_by_id(receiver: Receiver, expected: list[str]) -> None:
+    bodies: dict[str, bytes] = {}
+    for request in receiver.received:
+        webhook_id = request.headers["webhook-id"]
+        assert bodies.setdefault(webhook_id, request.body) == request.body, "a repeat must be the same message"
+    assert set(bodies) == set(expected)
+
+
+def test_a_deliverer_killed_mid_flight_loses_nothing(webhook_server, http_allowed: World) -> None:
+    release = threading.Event()
+
+    def hang_until_released(request):
+        release.wait(30)
+        return 200, {}, b"ok"
+
+    receiver = Receiver(answer=hang_until_released).start()
+    try:
+        endpoint = create_endpoint(webhook_server.url, http_allowed.headers("admin"), url=f"{receiver.url}/h")
+        first = DelivererProcess(WEBHOOKS_TIMEOUT_SECONDS="30").start()
+        try:
+            for i in range(5):
+                create_ticket(webhook_server.url, http_allowed.headers("alice"), f"before {i}")
+            receiver.wait_for(lambda r: len(r) >= 5)  # all five in flight, none acknowledged
+            first.kill()  # kill -9
+        finally:
+            first.stop()
+        release.set()
+        for i in range(5):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), f"meanwhile {i}")
+        expected = created_ids(http_allowed)
+        with running(DelivererProcess()):
+            # Its lease (3 s) runs out, the next worker takes the endpoint over.
+            wait_delivered(endpoint["id"], len(expected))
+        assert_each_once_by_id(receiver, expected)
+        assert len(receiver.received) >= 15  # the five in flight were sent again
+    finally:
+        release.set()
+        receiver.stop()
+
+
+def test_a_receiver_that_is_down_hangs_or_fails_gets_everything_once_it_recovers(
+    webhook_server, http_allowed: World
+) -> None:
+    port = free_port()
+    state = {"n": 0}
+
+    def hang_then_fail_then_ok(request):
+        state["n"] += 1
+        if state["n"] == 1:
+            time.sleep(3)  # beyond the deliverer's 2 s timeout
+        if state["n"] <= 3:
+            return 500, {}, b"not yet"
+        return 200, {}, b"ok"
+
+    endpoint = create_endpoint(webhook_server.url, http_allowed.headers("admin"), url=f"http://127.0.0.1:{port}/h")
+    with running(DelivererProcess(WEBHOOKS_RETRY_SCHEDULE=",".join(["0.5"] * 40))):
+        for i in range(3):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), f"down {i}")
+        wait_for_attempt(endpoint["id"], "network_error")  # nobody listens: connection refused, retried
+        receiver = Receiver(answer=hang_then_fail_then_ok).start(port=port)
+        try:
+            expected = created_ids(http_allowed)
+            wait_delivered(endpoint["id"], len(expected))
+            assert_each_once_by_id(receiver, expected)
+        finally:
+            receiver.stop()
+    from webhooks.models import DeliveryAttempt
+
+    outcomes = set(DeliveryAttempt.objects.filter(endpoint_id=endpoint["id"]).values_list("outcome", flat=True))
+    assert {"network_error", "timeout", "http_error", "success"} <= outcomes
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="kills PostgreSQL backends")
+def test_database_connections_killed_under_the_deliverer_lose_nothing(webhook_server, http_allowed, receiver) -> None:
+    endpoint = create_endpoint(webhook_server.url, http_allowed.headers("admin"), url=f"{receiver.url}/h")
+    stop = threading.Event()
+    killed: list[int] = []
+
+    def kill_backends() -> None:
+        import psycopg
+
+        db = connection.settings_dict
+        with psycopg.connect(
+            host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres", dbname=db["NAME"]
+        ) as conn:
+            conn.autocommit = True
+            while not stop.is_set():
+                rows = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'webhook-deliverer'"
+                ).fetchall()
+                killed.append(len(rows))
+                time.sleep(0.7)
+
+    # The deliverer's connections are named, so only they are killed (not the test's or the server's).
+    with running(DelivererProcess(PGAPPNAME="webhook-deliverer")):
+        killer = threading.Thread(target=kill_backends, daemon=True)
+        made = 0
+        killer.start()
+        try:
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline:
+                try:
+                    create_ticket(webhook_server.url, http_allowed.headers("alice"), f"db {made}")
+                    made += 1
+                except AssertionError:
+                    pass  # a 503 of the server: its request was not applied
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            killer.join(5)
+        expected = created_ids(http_allowed)
+        assert made >= 3 and len(expected) >= made and sum(killed) > 0
+        wait_delivered(endpoint["id"], len(expected), timeout=40)
+    assert_each_once_by_id(receiver, expected)

@@ -1,0 +1,109 @@
+"""The webhook endpoints API through the real server: who may manage endpoints, the
+secret shown once and stored encrypted, URL rules, tenant isolation."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tenants.services import create_api_key
+from tests.builders import World
+from webhooks.crypto import decrypt_secret
+from webhooks.models import Endpoint
+
+API = "/api/v2/webhooks/endpoints"
+
+
+def call(server, method: str, path: str, headers: dict[str, str], body: dict | None = None) -> httpx.Response:
+    return httpx.request(method, f"{server.url}{path}", json=body, headers=headers, timeout=10)
+
+
+def test_admin_creates_reads_changes_and_deletes_an_endpoint(webhook_server, http_allowed: World) -> None:
+    admin = http_allowed.headers("admin")
+    created = call(
+        webhook_server,
+        "POST",
+        API,
+        admin,
+        {"url": "http://127.0.0.1:9/hook", "eventTypes": ["tickets.*"], "description": "crm", "ordered": True},
+    )
+    assert created.status_code == 201, created.text
+    data = created.json()["data"]
+    assert data["secret"].startswith("whsec_") and data["ordered"] is True and data["eventTypes"] == ["tickets.*"]
+    # Stored encrypted, never in plain text; shown only in the create answer.
+    stored = Endpoint.objects.get(id=data["id"])
+    assert data["secret"] not in stored.secret_encrypted
+    assert decrypt_secret(stored.secret_encrypted) == data["secret"]
+    read = call(webhook_server, "GET", f"{API}/{data['id']}", admin).json()["data"]
+    assert "secret" not in read and read["url"] == "http://127.0.0.1:9/hook"
+    listed = call(webhook_server, "GET", API, admin).json()["data"]
+    assert [e["id"] for e in listed] == [data["id"]]
+
+    patched = call(webhook_server, "PATCH", f"{API}/{data['id']}", admin, {"enabled": False, "description": "off"})
+    assert patched.status_code == 200
+    assert patched.json()["data"]["enabled"] is False and patched.json()["data"]["disabledReason"] == "manual"
+
+    rotated = call(webhook_server, "POST", f"{API}/{data['id']}/rotate-secret", admin)
+    assert rotated.status_code == 200
+    new_secret = rotated.json()["data"]["secret"]
+    assert new_secret != data["secret"] and rotated.json()["data"]["previousSecretExpiresAt"]
+
+    assert call(webhook_server, "DELETE", f"{API}/{data['id']}", admin).status_code == 204
+    assert call(webhook_server, "GET", f"{API}/{data['id']}", admin).status_code == 404
+
+
+def test_other_tenants_and_non_admins_cannot_touch_an_endpoint(webhook_server, http_allowed: World, globex: World):
+    created = call(webhook_server, "POST", API, http_allowed.headers("admin"), {"url": "http://127.0.0.1:9/h"})
+    endpoint_id = created.json()["data"]["id"]
+    other = globex.headers("admin")
+    for method, path in [
+        ("GET", f"{API}/{endpoint_id}"),
+        ("PATCH", f"{API}/{endpoint_id}"),
+        ("DELETE", f"{API}/{endpoint_id}"),
+        ("GET", f"{API}/{endpoint_id}/deliveries"),
+        ("POST", f"{API}/{endpoint_id}/ping"),
+    ]:
+        response = call(webhook_server, method, path, other, {} if method == "PATCH" else None)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "WEBHOOK_ENDPOINT_NOT_FOUND"
+    assert call(webhook_server, "GET", API, other).json()["data"] == []
+    for user in ("alice", "bob"):
+        response = call(webhook_server, "GET", API, http_allowed.headers(user))
+        assert response.status_code == 403
+    assert Endpoint.objects.filter(id=endpoint_id).exists()
+
+
+def test_partner_keys_need_the_webhooks_scope(webhook_server, http_allowed: World) -> None:
+    _, reader = create_api_key(tenant=http_allowed.tenant, name="feed")
+    _, manager = create_api_key(tenant=http_allowed.tenant, name="hooks", scopes=["webhooks"])
+    refused = call(webhook_server, "GET", API, {"X-API-Key": reader})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "INSUFFICIENT_SCOPE"
+    created = call(webhook_server, "POST", API, {"X-API-Key": manager}, {"url": "http://127.0.0.1:9/k"})
+    assert created.status_code == 201
+    assert call(webhook_server, "GET", API, {"X-API-Key": manager}).json()["data"][0]["url"] == "http://127.0.0.1:9/k"
+    # The webhooks scope alone does not read the event log.
+    events = httpx.get(f"{webhook_server.url}/v2/system/events", headers={"X-API-Key": manager}, timeout=10)
+    assert events.status_code == 403 and events.json()["error"]["code"] == "INSUFFICIENT_SCOPE"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://example.com/x"},
+        {"url": "not a url"},
+        {"url": "https://example.com/h", "eventTypes": ["Tickets!"]},
+        {"url": "https://example.com/h", "colour": "red"},
+        {"url": "https://user:pw@example.com/h"},
+    ],
+)
+def test_bad_endpoints_are_400_and_change_nothing(webhook_server, http_allowed: World, body: dict) -> None:
+    response = call(webhook_server, "POST", API, http_allowed.headers("admin"), body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in {"INVALID_BODY", "INVALID_WEBHOOK_URL"}
+    assert not Endpoint.objects.exists()
+
+
+def test_http_needs_the_tenants_development_switch(webhook_server, acme: World) -> None:
+    response = call(webhook_server, "POST", API, acme.headers("admin"), {"url": "http://example.com/h"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_WEBHOOK_URL"
+    assert call(webhook_server, "POST", API, acme.headers("admin"), {"url": "https://example.com/h"}).status_code == 201

@@ -1,0 +1,332 @@
+"""The delivery worker (`manage.py deliver_webhooks`): follows each endpoint's cursor over
+the event log and POSTs every matching event until the receiver acknowledges it.
+
+    claim loop   ─ every lease/3 s: renew leases, claim free endpoints, start/stop their tasks
+    listener     ─ `log.committed` of the claimed tenants (channel layer) → wake their endpoints
+    endpoint task─ take in events after the cursor → pending deliveries (DB), send the due
+                   ones (≤ WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT at once, 1 when ordered)
+    flusher      ─ writes finished attempts in batches, then lets their endpoints go on
+
+At-least-once: a delivery is marked delivered only after its 2xx is stored; a worker
+killed mid-flight leaves its deliveries pending and its leases run out, and whoever claims
+the endpoint next sends them again with the same `webhook-id`. Without announcements
+(no Redis, or a lost one) each endpoint still polls every WEBHOOKS_POLL_SECONDS. One
+slow endpoint holds at most its own in-flight slots, never another endpoint's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import aiohttp
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+
+from events.hub import _run_with_connection
+from events.ids import event_id_to_str
+from events.recording import tenant_group
+from events.serializers import event_to_dict
+from webhooks import selectors, services
+from webhooks.crypto import decrypt_secret, secret_bytes
+from webhooks.models import Delivery, Endpoint
+from webhooks.sender import new_session, send
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The deliverer's database work (many endpoints' short transactions) runs on a pool of its
+# own, sized for it, with the same connection handling as the streams' (events.hub.run_db).
+_db_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhooks-db")
+
+
+async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_db_executor, partial(_run_with_connection, fn, *args, **kwargs))
+
+
+def signing_keys(endpoint: Endpoint) -> list[bytes]:
+    """The endpoint's current secret, and the previous one during a rotation's overlap."""
+    keys = [secret_bytes(decrypt_secret(endpoint.secret_encrypted))]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted and expires is not None and expires > timezone.now():
+        keys.append(secret_bytes(decrypt_secret(endpoint.previous_secret_encrypted)))
+    return keys
+
+
+@dataclass
+class Target:
+    """What an endpoint task needs of its endpoint (refreshed by every claim)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    url: str
+    ordered: bool
+    keys: list[bytes] = field(repr=False)
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> Target:
+        return cls(endpoint.id, endpoint.tenant_id, endpoint.url, endpoint.ordered, signing_keys(endpoint))
+
+
+class EndpointTask:
+    def __init__(self, deliverer: Deliverer, target: Target) -> None:
+        self.deliverer = deliverer
+        self.target = target
+        self.wake = asyncio.Event()
+        self.busy: set[int] = set()
+        self.sending: set[asyncio.Task[None]] = set()
+        self.intake_wanted = True
+        self.task = asyncio.create_task(self.run(), name=f"webhook-endpoint-{target.id}")
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+    @property
+    def slots(self) -> int:
+        limit = 1 if self.target.ordered else settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
+        return limit - len(self.busy)
+
+    def announce(self) -> None:
+        """The log grew (or may have): take in events on the next cycle."""
+        self.intake_wanted = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        poll = settings.WEBHOOKS_POLL_SECONDS
+        self.intake_wanted = True
+        while True:
+            self.wake.clear()
+            wait = poll
+            try:
+                if self.deliverer.lease_is_fresh() and self.slots > 0:
+                    if self.intake_wanted:
+                        # A cycle woken only by a finished request skips this read.
+                        self.intake_wanted = False
+                        taken = await run_db(
+                            services.take_in_events, endpoint_id=self.target.id, worker=self.deliverer.worker
+                        )
+                        if taken:
+                            self.intake_wanted = True  # maybe more behind it
+                    due = await run_db(
+                        selectors.due_deliveries,
+                        self.target.id,
+                        ordered=self.target.ordered,
+                        exclude=set(self.busy),
+                        limit=self.slots,
+                    )
+                    for delivery in due:
+                        self.busy.add(delivery.id)
+                        sending = asyncio.create_task(self.deliver(delivery))
+                        self.sending.add(sending)
+                        sending.add_done_callback(self.sending.discard)
+                    if due and self.slots > 0 and not self.target.ordered:
+                        wait = 0  # a backlog: take the next batch at once
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=webhook_endpoint_cycle_failed endpoint=%s", self.target.id, exc_info=True)
+            if wait:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), wait)
+                except TimeoutError:
+                    self.intake_wanted = True  # the poll: a lost announcement is found here
+
+    async def deliver(self, delivery: Delivery) -> None:
+        target = self.target
+        try:
+            body = json.dumps(event_to_dict(delivery.event), separators=(",", ":")).encode()
+            async with self.deliverer.in_flight:
+                sent = await send(
+                    self.deliverer.session,
+                    url=target.url,
+                    keys=target.keys,
+                    webhook_id=event_id_to_str(delivery.event_id),
+                    event_type=delivery.event_type,
+                    body=body,
+                )
+            attempt = sent.attempt
+            attempt.endpoint_id = target.id
+            attempt.delivery_id = delivery.id
+            attempt.event_id = delivery.event_id
+            attempt.attempt = delivery.attempts + 1
+            await self.deliverer.record(
+                services.AttemptResult(delivery.id, target.id, attempt, retry_after=sent.retry_after)
+            )
+        except Exception:
+            # Not recorded: the delivery stays pending and is sent again (same webhook-id).
+            logger.warning("event=webhook_delivery_failed endpoint=%s", target.id, exc_info=True)
+            await asyncio.sleep(settings.WEBHOOKS_POLL_SECONDS)
+        finally:
+            self.busy.discard(delivery.id)
+            self.wake.set()
+
+
+class Deliverer:
+    def __init__(self, *, worker: str | None = None) -> None:
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.tasks: dict[uuid.UUID, EndpointTask] = {}
+        self.in_flight = asyncio.Semaphore(settings.WEBHOOKS_MAX_IN_FLIGHT)
+        self.session: aiohttp.ClientSession = new_session(settings.WEBHOOKS_MAX_IN_FLIGHT)
+        self.pending: list[tuple[services.AttemptResult, asyncio.Future[None]]] = []
+        self.flush_wanted = asyncio.Event()
+        self.renewed_at = 0.0
+        self.tenants: set[uuid.UUID] = set()
+        self.channel_layer = get_channel_layer()
+        self.channel: str | None = None
+
+    def lease_is_fresh(self) -> bool:
+        """False once leases may have run out (the database was unreachable for a while):
+        stop starting requests another worker may be starting too."""
+        return time.monotonic() - self.renewed_at < settings.WEBHOOKS_LEASE_SECONDS * 0.8
+
+    async def record(self, result: services.AttemptResult) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((result, done))
+        self.flush_wanted.set()
+        await done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loops = [
+            asyncio.create_task(self.claim_loop()),
+            asyncio.create_task(self.flush_loop()),
+            asyncio.create_task(self.listen_loop()),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in self.tasks.values():
+                task.stop()
+            # Requests in flight get a few seconds to finish and be recorded; any cut short
+            # stay pending and are sent again (same webhook-id) by whoever holds the endpoint next.
+            sending = [s for t in self.tasks.values() for s in t.sending]
+            if sending:
+                await asyncio.wait(sending, timeout=5)
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, *(t.task for t in self.tasks.values()), return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.flush()
+            with contextlib.suppress(Exception):
+                await run_db(services.release_endpoints, worker=self.worker)
+            await self.session.close()
+
+    async def claim_loop(self) -> None:
+        # Often enough that a new endpoint is served within a couple of seconds.
+        interval = max(0.2, min(settings.WEBHOOKS_LEASE_SECONDS / 3, 2.0))
+        while True:
+            try:
+                started = time.monotonic()
+                endpoints = await run_db(
+                    services.claim_endpoints,
+                    worker=self.worker,
+                    lease_seconds=settings.WEBHOOKS_LEASE_SECONDS,
+                    limit=settings.WEBHOOKS_MAX_ENDPOINTS_PER_WORKER,
+                )
+                self.renewed_at = started
+                targets = {e.id: Target.of(e) for e in endpoints}
+                for endpoint_id in list(self.tasks):
+                    if endpoint_id not in targets:
+                        self.tasks.pop(endpoint_id).stop()
+                for endpoint_id, target in targets.items():
+                    task = self.tasks.get(endpoint_id)
+                    if task is None:
+                        self.tasks[endpoint_id] = EndpointTask(self, target)
+                    else:
+                        task.target = target
+                        task.announce()
+                await self.follow_tenants({t.tenant_id for t in targets.values()})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=webhook_claim_failed worker=%s", self.worker, exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def follow_tenants(self, tenants: set[uuid.UUID]) -> None:
+        if self.channel_layer is None or tenants == self.tenants:
+            return
+        try:
+            if self.channel is None:
+                self.channel = await self.channel_layer.new_channel("webhooks.")
+            for tenant_id in tenants - self.tenants:
+                await asyncio.wait_for(self.channel_layer.group_add(tenant_group(tenant_id), self.channel), 2)
+            for tenant_id in self.tenants - tenants:
+                await asyncio.wait_for(self.channel_layer.group_discard(tenant_group(tenant_id), self.channel), 2)
+            self.tenants = tenants
+        except Exception:
+            # Announcements only make delivery faster; the endpoints poll meanwhile.
+            logger.info("event=webhook_group_join_failed", exc_info=True)
+
+    async def listen_loop(self) -> None:
+        while True:
+            if self.channel is None:
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                message = await self.channel_layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") == "log.committed":
+                tenant = uuid.UUID(message["tenant"])
+                for task in self.tasks.values():
+                    if task.target.tenant_id == tenant:
+                        task.announce()
+
+    async def flush_loop(self) -> None:
+        while True:
+            await self.flush_wanted.wait()
+            self.flush_wanted.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=webhook_record_failed", exc_info=True)
+                await asyncio.sleep(0.5)
+                if self.pending:
+                    self.flush_wanted.set()
+
+    async def flush(self) -> None:
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        try:
+            to_disable = await run_db(services.record_attempts, [result for result, _ in batch])
+        except IntegrityError:
+            # One result cannot be stored (its endpoint vanished): store the others one by
+            # one rather than hold every endpoint's progress behind it.
+            to_disable = []
+            for result, _ in batch:
+                with contextlib.suppress(IntegrityError):
+                    to_disable += await run_db(services.record_attempts, [result])
+        except BaseException:
+            self.pending = batch + self.pending  # try again; the requests are not repeated
+            raise
+        for endpoint_id, reason in to_disable:
+            task = self.tasks.pop(endpoint_id, None)
+            if task is not None:
+                task.stop()
+            try:
+                await run_db(services.disable_failing_endpoint, endpoint_id=endpoint_id, reason=reason)
+                logger.warning("event=webhook_endpoint_disabled endpoint=%s reason=%s", endpoint_id, reason)
+            except Exception:
+                # Found again by the next failing attempt (its failure is stored).
+                logger.warning("event=webhook_disable_failed endpoint=%s", endpoint_id, exc_info=True)
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)

@@ -1,0 +1,353 @@
+"""Write operations of the webhooks app: endpoints (create, change, delete, rotate the
+secret), asking for deliveries again (resend, recover), and the deliverer's own writes
+(claiming endpoints, taking in events from the log, recording attempts, disabling)."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from core.http import ApiError
+from events.models import Event
+from events.recording import record_event, unit_of_work
+from events.selectors import last_event_id, log_after
+from tenants.models import Tenant
+from webhooks.crypto import encrypt_secret, new_secret
+from webhooks.events import WebhookEvent
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
+from webhooks.selectors import type_matches
+
+INTAKE_BATCH = 500
+
+
+# --- endpoints --------------------------------------------------------------------------
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_endpoint_url(tenant: Tenant, url: str) -> None:
+    """`400 INVALID_WEBHOOK_URL` unless the URL is https (or http when the tenant allows it)
+    with a host that is not a private, loopback or link-local address (unless
+    WEBHOOKS_ALLOW_PRIVATE_NETWORKS). Names are checked again at every delivery, against
+    what they resolve to then."""
+    parts = urlsplit(url)
+    allow_http = WebhookSettings.objects.filter(tenant=tenant, allow_http=True).exists()
+    if parts.scheme != "https" and not (parts.scheme == "http" and allow_http):
+        raise ApiError(
+            400,
+            "INVALID_WEBHOOK_URL",
+            "The endpoint URL must use https (http only where the tenant allows it for development).",
+        )
+    host = (parts.hostname or "").lower()
+    if not host or parts.username or parts.password:
+        raise ApiError(400, "INVALID_WEBHOOK_URL", "The endpoint URL needs a host and no credentials.")
+    if settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS:
+        return
+    try:
+        private = not is_public_address(host)
+    except ValueError:
+        private = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
+    if private:
+        raise ApiError(400, "INVALID_WEBHOOK_URL", "The endpoint URL points to a private or loopback address.")
+
+
+@transaction.atomic
+def create_endpoint(
+    *, tenant: Tenant, url: str, description: str = "", event_types: list[str], enabled: bool = True, ordered: bool
+) -> tuple[Endpoint, str]:
+    """A new endpoint and its secret (shown once). It receives the events committed from
+    now on."""
+    check_endpoint_url(tenant, url)
+    secret = new_secret()
+    endpoint = Endpoint.objects.create(
+        tenant=tenant,
+        url=url,
+        description=description,
+        event_types=event_types,
+        enabled=enabled,
+        ordered=ordered,
+        secret_encrypted=encrypt_secret(secret),
+        cursor=last_event_id(tenant),
+    )
+    return endpoint, secret
+
+
+@transaction.atomic
+def update_endpoint(*, endpoint: Endpoint, changes: dict[str, Any]) -> Endpoint:
+    """Change an endpoint. Enabling a disabled one resumes from where it stopped (the
+    events it missed meanwhile are delivered then)."""
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if "url" in changes:
+        check_endpoint_url(endpoint.tenant, changes["url"])
+    for field in ("url", "description", "event_types", "ordered"):
+        if field in changes:
+            setattr(endpoint, field, changes[field])
+    if "enabled" in changes and changes["enabled"] != endpoint.enabled:
+        endpoint.enabled = changes["enabled"]
+        if endpoint.enabled:
+            endpoint.disabled_reason, endpoint.disabled_at, endpoint.failing_since = "", None, None
+            Delivery.objects.filter(endpoint=endpoint, state=Delivery.State.PENDING).update(
+                next_attempt_at=timezone.now()
+            )
+        else:
+            endpoint.disabled_reason, endpoint.disabled_at = Endpoint.DisabledReason.MANUAL, timezone.now()
+    endpoint.save()
+    return endpoint
+
+
+@transaction.atomic
+def delete_endpoint(*, endpoint: Endpoint) -> None:
+    """Delete an endpoint with its deliveries and attempts. Its row is locked first, so a
+    deliverer recording attempts for it finishes before the cascade reads what to delete
+    (and a later one finds it gone)."""
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if locked is not None:
+        locked.delete()
+
+
+@transaction.atomic
+def rotate_endpoint_secret(*, endpoint: Endpoint) -> tuple[Endpoint, str]:
+    """A new secret (returned once); the old one keeps signing beside it for
+    WEBHOOKS_SECRET_OVERLAP_SECONDS, so receivers can switch without losing an event."""
+    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    secret = new_secret()
+    endpoint.previous_secret_encrypted = endpoint.secret_encrypted
+    endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=settings.WEBHOOKS_SECRET_OVERLAP_SECONDS)
+    endpoint.secret_encrypted = encrypt_secret(secret)
+    endpoint.save(update_fields=["secret_encrypted", "previous_secret_encrypted", "previous_secret_expires_at"])
+    return endpoint, secret
+
+
+@transaction.atomic
+def resend_event(*, endpoint: Endpoint, event_id: uuid.UUID) -> Delivery:
+    """Deliver one event of the tenant's log to the endpoint (again), now."""
+    event = Event.objects.filter(tenant_id=endpoint.tenant_id, id=event_id, audience=Event.Audience.PARTNER).first()
+    if event is None:
+        raise ApiError(404, "EVENT_NOT_FOUND", "No such event in the tenant's log.")
+    delivery, created = Delivery.objects.get_or_create(
+        endpoint=endpoint, event_id=event.id, defaults={"event_type": event.type, "next_attempt_at": timezone.now()}
+    )
+    if not created:
+        delivery.state = Delivery.State.PENDING
+        delivery.next_attempt_at = timezone.now()
+        delivery.save(update_fields=["state", "next_attempt_at"])
+    return delivery
+
+
+def recover_failed(*, endpoint: Endpoint, since: datetime) -> int:
+    """Deliver again every event since `since` whose delivery failed (retries exhausted)."""
+    return Delivery.objects.filter(
+        endpoint=endpoint, state=Delivery.State.FAILED, event__occurred_at__gte=since
+    ).update(state=Delivery.State.PENDING, next_attempt_at=timezone.now(), attempts=0)
+
+
+def record_ping(*, endpoint: Endpoint, attempt: DeliveryAttempt) -> DeliveryAttempt:
+    attempt.endpoint = endpoint
+    attempt.save()
+    return attempt
+
+
+# --- the deliverer's writes -------------------------------------------------------------
+
+
+def _claimable() -> Q:
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
+
+
+@transaction.atomic
+def claim_endpoints(*, worker: str, lease_seconds: float, limit: int) -> list[Endpoint]:
+    """Renew this worker's leases, let go of disabled endpoints, and claim free ones (or
+    ones whose lease ran out: a worker killed mid-flight) up to `limit`. Returns the
+    endpoints this worker now holds. Several workers never hold the same endpoint: the
+    candidates are locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer)
+    and taken with a conditional UPDATE."""
+    until = timezone.now() + timedelta(seconds=lease_seconds)
+    Endpoint.objects.filter(claimed_by=worker, enabled=False).update(claimed_by="", claimed_until=None)
+    held = Endpoint.objects.filter(claimed_by=worker, enabled=True).update(claimed_until=until)
+    if held < limit:
+        candidates = list(
+            Endpoint.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(), enabled=True)
+            .order_by("claimed_until", "id")
+            .values_list("id", flat=True)[: limit - held]
+        )
+        if candidates:
+            Endpoint.objects.filter(_claimable(), id__in=candidates, enabled=True).update(
+                claimed_by=worker, claimed_until=until
+            )
+    return list(Endpoint.objects.filter(claimed_by=worker, enabled=True))
+
+
+def release_endpoints(*, worker: str) -> None:
+    Endpoint.objects.filter(claimed_by=worker).update(claimed_by="", claimed_until=None)
+
+
+@transaction.atomic
+def take_in_events(*, endpoint_id: uuid.UUID, worker: str) -> int:
+    """Turn the endpoint's events after its cursor into pending deliveries and move the
+    cursor past them, in one transaction (only while this worker holds the endpoint, and
+    only while fewer than WEBHOOKS_MAX_PENDING are owed). Returns how many were added."""
+    endpoint = (
+        Endpoint.objects.select_for_update()
+        .filter(id=endpoint_id, claimed_by=worker, enabled=True)
+        .only("id", "tenant_id", "cursor", "event_types")
+        .first()
+    )
+    if endpoint is None:
+        return 0
+    room = (
+        settings.WEBHOOKS_MAX_PENDING
+        - Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.PENDING).count()
+    )
+    if room <= 0:
+        return 0
+    rows = list(
+        log_after(endpoint.tenant_id, endpoint.cursor, audience=Event.Audience.PARTNER).values_list("id", "type")[
+            : min(room, INTAKE_BATCH)
+        ]
+    )
+    if not rows:
+        return 0
+    now = timezone.now()
+    deliveries = [
+        Delivery(endpoint_id=endpoint_id, event_id=event_id, event_type=type_, next_attempt_at=now)
+        for event_id, type_ in rows
+        if type_matches(endpoint.event_types, type_)
+    ]
+    Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    Endpoint.objects.filter(id=endpoint_id).update(cursor=rows[-1][0])
+    return len(deliveries)
+
+
+@dataclass
+class AttemptResult:
+    """What one HTTP attempt of a delivery came to, as the deliverer hands it over."""
+
+    delivery_id: int
+    endpoint_id: uuid.UUID
+    attempt: DeliveryAttempt  # unsaved
+    retry_after: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.attempt.outcome == DeliveryAttempt.Outcome.SUCCESS
+
+    @property
+    def gone(self) -> bool:
+        return self.attempt.status_code == 410
+
+
+def retry_delay(attempt_number: int, retry_after: float | None) -> float | None:
+    """Seconds before the next attempt after failed attempt `attempt_number` (1-based), or
+    None when the schedule is exhausted. A receiver's `Retry-After` replaces the step
+    (capped at a day); the schedule's steps get ±10% jitter so retries of many events do
+    not arrive together."""
+    schedule = settings.WEBHOOKS_RETRY_SCHEDULE
+    if attempt_number > len(schedule):
+        return None
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), 86400.0)
+    step = schedule[attempt_number - 1]
+    return step * random.uniform(0.9, 1.1)
+
+
+@transaction.atomic
+def record_attempts(results: Iterable[AttemptResult]) -> list[tuple[uuid.UUID, str]]:
+    """Store a batch of attempts and move their deliveries on: delivered, retried later,
+    or failed for good. Returns the endpoints to disable now, with the reason (a `410`,
+    or failing without a single success for WEBHOOKS_DISABLE_AFTER_SECONDS)."""
+    results = list(results)
+    now = timezone.now()
+    # An endpoint deleted while its requests were in flight: nothing left to record.
+    # Endpoints, then deliveries, locked: an endpoint being deleted waits for this commit
+    # (delete_endpoint locks its row first), or is gone already and its results are dropped.
+    endpoints = set(
+        Endpoint.objects.select_for_update()
+        .filter(id__in=sorted({r.endpoint_id for r in results}, key=lambda e: e.bytes))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    results = [r for r in results if r.endpoint_id in endpoints]
+    alive = set(
+        Delivery.objects.select_for_update()
+        .filter(id__in=sorted({r.delivery_id for r in results}))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    results = [r for r in results if r.delivery_id in alive]
+    if not results:
+        return []
+    DeliveryAttempt.objects.bulk_create([r.attempt for r in results])
+    delivered = [r.delivery_id for r in results if r.succeeded]
+    if delivered:
+        Delivery.objects.filter(id__in=delivered, state=Delivery.State.PENDING).update(
+            state=Delivery.State.DELIVERED, attempts=F("attempts") + 1, delivered_at=now
+        )
+    for r in results:
+        if r.succeeded:
+            continue
+        # 410: the endpoint is being disabled; its events wait for it to be enabled again.
+        delay = 86400.0 if r.gone else retry_delay(r.attempt.attempt, r.retry_after)
+        if delay is None:
+            changes: dict[str, Any] = {"state": Delivery.State.FAILED}
+        else:
+            changes = {"next_attempt_at": now + timedelta(seconds=delay)}
+        Delivery.objects.filter(id=r.delivery_id, state=Delivery.State.PENDING).update(
+            attempts=F("attempts") + 1, **changes
+        )
+    healthy = {r.endpoint_id for r in results if r.succeeded}
+    failing = {r.endpoint_id for r in results if not r.succeeded} - healthy
+    if healthy:
+        Endpoint.objects.filter(id__in=healthy, failing_since__isnull=False).update(failing_since=None)
+    to_disable: list[tuple[uuid.UUID, str]] = []
+    if failing:
+        Endpoint.objects.filter(id__in=failing, failing_since__isnull=True).update(failing_since=now)
+        cutoff = now - timedelta(seconds=settings.WEBHOOKS_DISABLE_AFTER_SECONDS)
+        stale = set(
+            Endpoint.objects.filter(id__in=failing, enabled=True, failing_since__lt=cutoff).values_list("id", flat=True)
+        )
+        gone = {r.endpoint_id for r in results if r.gone} - healthy
+        to_disable = [(e, Endpoint.DisabledReason.GONE) for e in gone]
+        to_disable += [(e, Endpoint.DisabledReason.FAILING) for e in stale - gone]
+    return to_disable
+
+
+@unit_of_work()
+def disable_failing_endpoint(*, endpoint_id: uuid.UUID, reason: str) -> Endpoint | None:
+    """Turn an endpoint off for the deliverer, and say so in the log
+    (`webhooks.endpoint.disabled`, an operational event other endpoints and the partner
+    feed see)."""
+    endpoint = Endpoint.objects.select_for_update().filter(id=endpoint_id, enabled=True).first()
+    if endpoint is None:
+        return None
+    now = timezone.now()
+    endpoint.enabled = False
+    endpoint.disabled_reason = reason
+    endpoint.disabled_at = now
+    endpoint.save(update_fields=["enabled", "disabled_reason", "disabled_at"])
+    record_event(
+        tenant=endpoint.tenant_id,
+        type=WebhookEvent.ENDPOINT_DISABLED,
+        payload={
+            "endpoint": {"id": str(endpoint.id), "url": endpoint.url, "description": endpoint.description},
+            "reason": reason,
+            "failingSince": endpoint.failing_since.isoformat() if endpoint.failing_since else None,
+        },
+    )
+    return endpoint
