@@ -20,6 +20,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from asgiref.sync import sync_to_async
@@ -28,6 +29,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import generate_latest as render_registry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from core.http import ApiError, error_response
 
@@ -108,36 +111,39 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
-# --- webhooks: populated by the webhook deliverer -------------------------------------
+# --- read from the database at scrape time -------------------------------------------
+# Work done by processes other than the web workers (e.g. the webhook deliverer, which
+# runs beside them, maybe in another container) is counted from its durable records when
+# /metrics is read: apps register a collector here (`register_database_collector`).
 
-WEBHOOK_DELIVERIES = Counter(
-    "ticketing_webhook_deliveries_total",
-    "Webhook delivery attempts, by outcome (delivered, failed, retrying, dead). Populated by the webhook deliverer.",
-    ["outcome"],
-)
-WEBHOOK_QUEUE_AGE = Gauge(
-    "ticketing_webhook_queue_age_seconds",
-    "Age of the oldest webhook delivery waiting to be sent. Populated by the webhook deliverer.",
-    multiprocess_mode="livemax",
-)
+DATABASE_COLLECTORS: list[Collector] = []
+
+
+def register_database_collector(collector: Collector) -> None:
+    DATABASE_COLLECTORS.append(collector)
+
+
+# Names of the families those collectors yield (the dashboard test holds the dashboard to them).
+DATABASE_METRIC_NAMES = frozenset({"ticketing_webhook_deliveries", "ticketing_webhook_queue_age_seconds"})
 
 # Every metric family this module defines (the dashboard test holds the dashboard to it).
-METRIC_NAMES = frozenset(
-    metric._name
-    for metric in (
-        STREAMS_OPEN,
-        STREAM_OPENS,
-        STREAM_ENDS,
-        STREAM_RESUMES,
-        DELIVERY_LATENCY,
-        EVENTS_WRITTEN,
-        BROADCAST_FAILURES,
-        HUB_FEED_LAG,
-        REQUESTS,
-        REQUEST_LATENCY,
-        WEBHOOK_DELIVERIES,
-        WEBHOOK_QUEUE_AGE,
+METRIC_NAMES = (
+    frozenset(
+        metric._name
+        for metric in (
+            STREAMS_OPEN,
+            STREAM_OPENS,
+            STREAM_ENDS,
+            STREAM_RESUMES,
+            DELIVERY_LATENCY,
+            EVENTS_WRITTEN,
+            BROADCAST_FAILURES,
+            HUB_FEED_LAG,
+            REQUESTS,
+            REQUEST_LATENCY,
+        )
     )
+    | DATABASE_METRIC_NAMES
 )
 
 
@@ -191,11 +197,25 @@ def render_metrics() -> bytes:
     """Every process's metrics in the Prometheus text format (blocking: reads files)."""
     path = multiproc_dir()
     if path is None:
-        return render_registry(REGISTRY)
-    mark_dead_workers(path)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(path))
+        registry = CollectorRegistry()
+        registry.register(_Union(REGISTRY))
+    else:
+        mark_dead_workers(path)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(path))
+    for collector in DATABASE_COLLECTORS:
+        registry.register(collector)
     return render_registry(registry)
+
+
+class _Union:
+    """The process's own registry as one collector of a scrape's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
 
 
 def _is_loopback(request: HttpRequest) -> bool:

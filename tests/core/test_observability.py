@@ -82,6 +82,7 @@ def exposed_series() -> set[str]:
     return names
 
 
+@pytest.mark.django_db  # the webhook families are read from the delivery log
 def test_the_example_dashboard_is_valid_json_and_uses_only_exposed_metrics() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
