@@ -42,6 +42,9 @@ def progress_bar(
     columns, lines = _size(stream)
     with tqdm(total=total, unit=unit, desc=desc, file=stream, leave=False, ncols=columns, nrows=lines) as bar:
         yield bar
+        # Drawn at most every 0.1 s: a quick job would otherwise vanish at 0 %. Show where it
+        # ended before the bar is cleared for the one-line summary.
+        bar.refresh()
 
 
 def _size(stream: Any) -> tuple[int, int]:

@@ -25,7 +25,12 @@ pytestmark = pytest.mark.slow
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 _COMMAND = re.compile(r"`(\.venv/bin/python (?:manage\.py|-m config\.serve)[^`]*)`")
 # Commands that would run until stopped are run once; a big demo is kept small.
-_EXTRA = {"sla_monitor": ["--once"], "load_demo": ["--tickets", "5"]}
+_EXTRA = {
+    "sla_monitor": ["--once"],
+    "send_notification_emails": ["--once"],
+    "deliver_webhooks": ["--seconds", "2"],
+    "load_demo": ["--tickets", "5"],
+}
 
 
 def readme_commands() -> list[list[str]]:

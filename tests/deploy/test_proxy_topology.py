@@ -255,7 +255,8 @@ def test_the_client_address_is_the_proxys_word_and_a_spoofed_one_is_ignored(topo
     def client_of(probe: str) -> str:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            found = re.findall(rf'(\S+) - "GET /healthz\?probe={probe} ', topo.app_log())
+            # uvicorn's access line, as text or inside a JSON log line (quotes escaped).
+            found = re.findall(rf'([0-9A-Fa-f.:\[\]]+) - \\?"GET /healthz\?probe={probe} ', topo.app_log())
             if found:
                 return found[-1].rsplit(":", 1)[0]
             time.sleep(0.1)

@@ -19,9 +19,9 @@ def test_a_stale_save_shows_the_conflict_and_the_agent_chooses(server, acme: Wor
     ticket = create(server.url, acme, subject="VPN drops", priority="medium")
     context = new_context()
     page = sign_in(context.new_page(), server.url, acme, "alice")
-    # The page must not hear of the other agent's change before saving (the live stream
-    # would otherwise update it within a second): cut the stream for this tab.
-    context.route("**/sse/list/updates**", lambda route: route.abort())
+    # The page must not hear of the other agent's change before saving (the ticket's live
+    # stream would otherwise show it within a second): cut the stream for this tab.
+    context.route("**/ticket/*/sse", lambda route: route.abort())
     page.goto(f"{server.url}/dashboard/tickets/{ticket['id']}/")
     expect(page.get_by_label("Priority")).to_have_value("medium")
 
@@ -52,4 +52,28 @@ def test_a_stale_save_shows_the_conflict_and_the_agent_chooses(server, acme: Wor
     page.get_by_role("button", name="Discard mine, show theirs").click()
     expect(page.get_by_label("Subject")).to_have_value("VPN drops every hour")
     expect(conflict).to_be_hidden()
+    assert Ticket.objects.get().subject == "VPN drops every hour"
+
+
+def test_a_live_change_to_the_field_being_edited_is_a_conflict_not_an_overwrite(
+    server,
+    acme: World,
+    new_context,  # noqa: F811
+):
+    link_login(acme, "alice")
+    ticket = create(server.url, acme, subject="VPN drops", priority="medium")
+    page = sign_in(new_context().new_page(), server.url, acme, "alice", path=f"/dashboard/tickets/{ticket['id']}/")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+
+    page.get_by_label("Subject").fill("VPN is flaky")  # editing, not saved yet
+    patch(server.url, acme, ticket["id"], user="carol", subject="VPN drops every hour", priority="high")
+    # The live change shows where nobody is typing, and leaves the field being edited alone.
+    expect(page.get_by_label("Priority")).to_have_value("high", timeout=3_000)
+    expect(page.get_by_label("Subject")).to_have_value("VPN is flaky")
+
+    page.get_by_role("button", name="Save changes").click()
+    conflict = page.locator("#edit-conflict")
+    expect(conflict.locator('li[data-field="subject"]')).to_have_text(
+        "Subject: now VPN drops every hour · yours VPN is flaky"
+    )
     assert Ticket.objects.get().subject == "VPN drops every hour"

@@ -29,8 +29,18 @@
     return value === null || value === undefined ? "" : String(value);
   }
 
-  /* Show the ticket's state in the form, except fields the person is editing right now. */
+  /* The version the person's edits start from: a save is made against it (If-Match), so a
+     change that arrives live to a field they are editing makes their save a 412 (the
+     conflict below) instead of silently overwriting it. Changes to other fields move it on. */
+  let editVersion = ticket.version;
+
+  /* Show the ticket's state in the form, except fields the person is editing right now.
+     `changedNames`: the changes that brought it (live), or null (a state read as a whole). */
   function showTicket(state, changedNames) {
+    const collides = changedNames
+      ? Object.keys(changedNames).some(function (name) { return dirty.has(name); })
+      : dirty.size > 0;
+    if (!collides) editVersion = state.version;
     ticket = state;
     for (const name of EDITABLE) {
       const input = form.elements[name];
@@ -58,9 +68,9 @@
     hideConflict();
     try {
       // Against the version this page shows: a change made elsewhere meanwhile is a 412.
-      const body = await Dash.api("PATCH", ticketUrl, changes, { "If-Match": '"' + ticket.version + '"' });
+      const body = await Dash.api("PATCH", ticketUrl, changes, { "If-Match": '"' + editVersion + '"' });
       for (const name of Object.keys(changes)) dirty.delete(name);
-      showTicket(body.data, null);
+      showTicket(body.data, {});
       saveStatus.textContent = "Saved.";
     } catch (error) {
       if (error.status === 412 && error.body && error.body.error.details) {
@@ -118,6 +128,7 @@
     );
     conflictBox.hidden = false;
     ticket = current;  // the next save is made against what the agent has now seen
+    editVersion = current.version;
     reapply.addEventListener("click", function () { patch(changes); });
     discard.addEventListener("click", function () {
       for (const name of Object.keys(changes)) dirty.delete(name);

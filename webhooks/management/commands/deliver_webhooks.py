@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand
@@ -20,14 +21,24 @@ class Command(BaseCommand):
         "over when its leases run out; its unacknowledged events are sent again with the same webhook-id."
     )
 
-    def handle(self, *args: Any, **options: Any) -> None:
-        asyncio.run(self.serve())
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--seconds",
+            type=float,
+            default=None,
+            help="Stop after this many seconds, as on SIGTERM (default: run until stopped).",
+        )
 
-    async def serve(self) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
+        asyncio.run(self.serve(options["seconds"]))
+
+    async def serve(self, seconds: float | None = None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if seconds is not None:
+            loop.call_later(seconds, stop.set)
         deliverer = Deliverer()
         logger.info("event=webhook_deliverer_started worker=%s", deliverer.worker)
         await deliverer.run(stop)
