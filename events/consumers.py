@@ -85,6 +85,11 @@ def origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> bool:
 
 
 class PartnerEventsConsumer(AsyncWebsocketConsumer):
+    # No channel-layer channel of its own: the socket's events come from the process's hub.
+    # A per-socket channel would also be a second reader of the layer's process-wide
+    # receive queue, and cancelling its read when the socket closes stalled the hub's
+    # (announcements were then only found by the hub's poll).
+    channel_layer_alias = None
     feed_task: asyncio.Task | None = None
     watch_task: asyncio.Task | None = None
     # Set once the socket is being closed by us: messages the client sent before it saw
