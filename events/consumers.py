@@ -210,6 +210,8 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
                 return
             STREAM_RESUMES.labels(STREAM_KIND, "resumed").inc()
         await self._stop_feed()
+        if self.refused:  # refused while the previous feed stopped: the socket is closing
+            return
         feed = PartnerFeed(
             tenant_id=self.reader.tenant.id,
             types=frozenset(types),
