@@ -377,6 +377,8 @@ METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", True)
 # distinct count is read again with a COUNT to heal drift (docs/api.md, saved views).
 SSE_MAX_VIEW_COUNT_STREAMS_PER_USER = env_int("SSE_MAX_VIEW_COUNT_STREAMS_PER_USER", 5)
 VIEW_COUNT_RESYNC_SECONDS = env_float("VIEW_COUNT_RESYNC_SECONDS", 300.0)
+# Least time between two `counts` frames of one stream (a burst of changes becomes one frame).
+VIEW_COUNT_FRAME_INTERVAL_SECONDS = env_float("VIEW_COUNT_FRAME_INTERVAL_SECONDS", 0.5)
 
 # --- Notification email (notifications.emails; the `send_notification_emails` worker) ---
 # Django's email backend; by default SMTP on EMAIL_HOST:EMAIL_PORT (localhost:25).
