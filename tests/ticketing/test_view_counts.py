@@ -2,6 +2,7 @@
 visible view at the start, ±1 within a second when a ticket enters or leaves a view,
 nothing for views a change does not touch, nothing from another tenant."""
 
+import json
 import time
 
 import httpx
@@ -204,3 +205,91 @@ def test_the_periodic_recount_heals_a_count_that_drifted(acme: World):
     finally:
         server.stop()
         wait_until_database_is_quiet()
+
+
+def test_watchers_out_of_step_each_get_their_own_changes_in_the_counts_frame_format(acme: World, monkeypatch):
+    """Watchers with the same views share the work of their frames (CountWatcher.take),
+    yet each gets what changed since its own last frame, a count that changed back is not
+    sent, and the frame is exactly what sse_frame makes of the changed views."""
+    import uuid
+
+    from events.hub import LogEvent, Subscriber
+    from events.sse import sse_frame
+    from tenants.callers import caller_for_user
+    from ticketing import view_counts
+    from ticketing.events import TicketEvent
+    from ticketing.models import SavedView
+    from ticketing.view_selectors import saved_view_query
+
+    monkeypatch.setattr(view_counts, "iso_now", lambda: "2026-01-01T00:00:00Z")
+    admin = caller_for_user(acme.users["admin"])
+    views = {
+        name: SavedView.objects.create(
+            tenant=acme.tenant,
+            owner=acme.users["admin"],
+            name=name,
+            filter=where("status", status),
+            visibility="tenant",
+        )
+        for name, status in (("Open", "open"), ("Closed", "closed"))
+    }
+    ids = {name: str(v.id) for name, v in views.items()}
+    queries = {str(v.id): saved_view_query(admin, v) for v in views.values()}
+    board = view_counts.CountBoard(hub=None, tenant_id=acme.tenant.id)  # type: ignore[arg-type]
+    for query in queries.values():
+        entry = board.entries[query.match_key] = view_counts.CountEntry(query)
+        entry.settle(uuid.UUID(int=1), 5, True)
+    w1, w2, w3 = (view_counts.CountWatcher(Subscriber(acme.tenant.id, max_pending=10), queries) for _ in range(3))
+    for watcher in (w1, w2, w3):
+        for key in watcher.by_key:
+            board.entries[key].watchers.add(watcher)
+        board.enter_layout(watcher)
+        watcher.sent = dict.fromkeys(watcher.by_key, (5, True))  # the snapshot
+        watcher.taken_at = board.version
+    assert w1.layout is w2.layout is w3.layout
+
+    ticket_id = str(uuid.uuid4())
+    ticket_ids = iter(range(2, 100))
+
+    def move(status_from: str, status_to: str) -> None:
+        ticket = {"id": ticket_id, "status": status_to, "priority": "low", "team": "", "requester": None}
+        board.apply(
+            LogEvent(
+                id=uuid.UUID(int=next(ticket_ids)),
+                ulid="x",
+                tenant_id=acme.tenant.id,
+                type=TicketEvent.UPDATED,
+                occurred_at="",
+                payload={"ticket": ticket},
+                changes={"status": {"from": status_from, "to": status_to}},
+                api={},
+            )
+        )
+
+    def frame(watcher: view_counts.CountWatcher) -> dict[str, int] | None:
+        items = watcher.take(board)
+        if items is None:
+            return None
+        got = view_counts.counts_frame(items)
+        views = [{"id": v["id"], "count": v["count"], "exact": v["exact"]} for v in json.loads(items.join("[]"))]
+        assert got == sse_frame("counts", {"views": views, "timestamp": "2026-01-01T00:00:00Z"})
+        return {name: v["count"] for v in views for name in ids if ids[name] == v["id"]}
+
+    move("open", "in_progress")  # Open 5 -> 4
+    assert frame(w1) == {"Open": 4}
+    assert frame(w2) == {"Open": 4}  # the same frame, worked out once
+    move("in_progress", "closed")  # Closed 5 -> 6
+    assert frame(w1) == {"Closed": 6}
+    assert frame(w3) == {"Open": 4, "Closed": 6}  # w3 had not sent since the snapshot
+    assert frame(w2) == {"Closed": 6}
+    move("closed", "open")  # Closed 6 -> 5, Open 4 -> 5
+    move("open", "in_progress")  # Open 5 -> 4
+    assert frame(w1) == {"Closed": 5}
+    move("in_progress", "open")  # Open 4 -> 5
+    assert frame(w1) == {"Open": 5}
+    assert frame(w2) == {"Open": 5, "Closed": 5}
+    assert frame(w3) == {"Open": 5, "Closed": 5}
+    move("open", "in_progress")  # Open 5 -> 4
+    move("in_progress", "open")  # and back: nothing to send
+    assert frame(w1) is None and frame(w2) is None and frame(w3) is None
+    assert all(w.sent == w1.sent for w in (w2, w3))
