@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
+from core.aio import wait_event
 from core.db_retry import call_with_retry
 from core.metrics import BROADCAST_FAILURES, HUB_FEED_LAG, event_commit_time
 from events.ids import event_id_to_str, parse_event_id
@@ -279,8 +280,7 @@ class TenantFeed:
     async def run(self) -> None:
         poll = settings.EVENT_HUB_POLL_SECONDS
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dirty.wait(), timeout=poll)
+            await wait_event(self.dirty, poll)
             self.dirty.clear()
             try:
                 await self.catch_up()

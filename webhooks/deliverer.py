@@ -1,17 +1,19 @@
 """The delivery worker (`manage.py deliver_webhooks`): follows each endpoint's cursor over
 the event log and POSTs every matching event until the receiver acknowledges it.
 
-    claim loop   ─ every lease/3 s: renew leases, claim free endpoints, start/stop their tasks
-    listener     ─ `log.committed` of the claimed tenants (channel layer) → wake their endpoints
-    endpoint task─ take in events after the cursor → pending deliveries (DB), send the due
-                   ones (≤ WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT at once, 1 when ordered)
-    flusher      ─ writes finished attempts in batches, then lets their endpoints go on
+    claim loop    ─ every lease/3 s: renew leases, claim free endpoints, start/stop their tasks
+    listener      ─ `log.committed` of the claimed tenants (channel layer) → wake their intake
+    tenant intake ─ one transaction per wake-up for all the tenant's endpoints held here:
+                    events after the cursors → pending deliveries (DB) → endpoint queues
+    endpoint task ─ sends what is queued (≤ WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT at once,
+                    1 when ordered); reads due deliveries (retries, leftovers) when dry
+    flusher       ─ writes finished attempts in batches, then lets their endpoints go on
 
 At-least-once: a delivery is marked delivered only after its 2xx is stored; a worker
 killed mid-flight leaves its deliveries pending and its leases run out, and whoever claims
 the endpoint next sends them again with the same `webhook-id`. Without announcements
-(no Redis, or a lost one) each endpoint still polls every WEBHOOKS_POLL_SECONDS. One
-slow endpoint holds at most its own in-flight slots, never another endpoint's."""
+(no Redis, or a lost one) each tenant's intake still polls every WEBHOOKS_POLL_SECONDS.
+One slow endpoint holds at most its own in-flight slots, never another endpoint's."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
+from core.aio import wait_event
 from events.hub import _run_with_connection
 from events.ids import event_id_to_str
 from events.recording import tenant_group
@@ -50,6 +54,8 @@ T = TypeVar("T")
 # The deliverer's database work (many endpoints' short transactions) runs on a pool of its
 # own, sized for it, with the same connection handling as the streams' (events.hub.run_db).
 _db_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhooks-db")
+# Due deliveries read at once for an endpoint whose in-memory queue ran dry.
+DUE_BATCH = 500
 
 
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -81,14 +87,72 @@ class Target:
         return cls(endpoint.id, endpoint.tenant_id, endpoint.url, endpoint.ordered, signing_keys(endpoint))
 
 
+class TenantIntake:
+    """Takes in the events of one tenant for all of its endpoints this worker holds: one
+    transaction per wake-up (services.take_in_tenant_events), not one per endpoint, and
+    the new deliveries go straight to their endpoints' queues, with their events."""
+
+    def __init__(self, deliverer: Deliverer, tenant_id: uuid.UUID) -> None:
+        self.deliverer = deliverer
+        self.tenant_id = tenant_id
+        self.wake = asyncio.Event()
+        self.wanted = True
+        # An endpoint was at its pending limit: take in again when attempts are recorded.
+        self.held_back = False
+        self.task = asyncio.create_task(self.run(), name=f"webhook-intake-{tenant_id}")
+
+    def announce(self) -> None:
+        """The log grew (or may have): take in on the next cycle."""
+        self.wanted = True
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+    async def run(self) -> None:
+        poll = settings.WEBHOOKS_POLL_SECONDS
+        while True:
+            self.wake.clear()
+            if self.wanted and self.deliverer.lease_is_fresh():
+                self.wanted = False
+                try:
+                    intake = await run_db(
+                        services.take_in_tenant_events, tenant_id=self.tenant_id, worker=self.deliverer.worker
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.warning("event=webhook_intake_failed tenant=%s", self.tenant_id, exc_info=True)
+                else:
+                    self.held_back = intake.held_back
+                    for endpoint_id, deliveries in intake.deliveries.items():
+                        task = self.deliverer.tasks.get(endpoint_id)
+                        if task is not None:  # else its next holder finds them pending
+                            task.enqueue(deliveries)
+                    if intake.more:
+                        self.wanted = True
+                        continue
+            if not await wait_event(self.wake, poll):
+                self.wanted = True  # the poll: a lost announcement is found here
+
+
 class EndpointTask:
+    """Sends one endpoint's deliveries: those the intake hands over (held in memory, sent
+    at once), and those the database says are due (retries, and whatever an earlier
+    holder left pending), read when the queue has run dry."""
+
     def __init__(self, deliverer: Deliverer, target: Target) -> None:
         self.deliverer = deliverer
         self.target = target
         self.wake = asyncio.Event()
+        # Deliveries sent and not yet stored: never read again as due meanwhile.
         self.busy: set[int] = set()
+        self.requests = 0  # HTTP requests of this endpoint in flight
+        self.max_requests = settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
+        self.queue: deque[Delivery] = deque()
+        self.queued: set[int] = set()  # ids in `queue`
         self.sending: set[asyncio.Task[None]] = set()
-        self.intake_wanted = True
+        self.due_wanted = True
         self.task = asyncio.create_task(self.run(), name=f"webhook-endpoint-{target.id}")
 
     def stop(self) -> None:
@@ -96,67 +160,82 @@ class EndpointTask:
 
     @property
     def slots(self) -> int:
-        limit = 1 if self.target.ordered else settings.WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT
-        return limit - len(self.busy)
+        """Requests this endpoint may start now. An ordered endpoint's next request waits
+        until the previous attempt is stored; an unordered one's slot is free as soon as
+        its answer arrives (storing it is batched, and a slot held through that batch
+        capped one endpoint at about 300 deliveries/s)."""
+        if self.target.ordered:
+            return 1 - len(self.busy)
+        return self.max_requests - self.requests
 
-    def announce(self) -> None:
-        """The log grew (or may have): take in events on the next cycle."""
-        self.intake_wanted = True
+    def enqueue(self, deliveries: list[Delivery]) -> None:
+        if self.target.ordered:
+            # Strict log order goes by the database: the oldest pending one, then the next.
+            self.due_wanted = True
+        else:
+            self.add(deliveries)
         self.wake.set()
+
+    def add(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            if delivery.id not in self.queued and delivery.id not in self.busy:
+                self.queued.add(delivery.id)
+                self.queue.append(delivery)
 
     async def run(self) -> None:
         poll = settings.WEBHOOKS_POLL_SECONDS
-        self.intake_wanted = True
         while True:
             self.wake.clear()
-            wait = poll
             try:
-                if self.deliverer.lease_is_fresh() and self.slots > 0:
-                    if self.intake_wanted:
-                        # A cycle woken only by a finished request skips this read.
-                        self.intake_wanted = False
-                        taken = await run_db(
-                            services.take_in_events, endpoint_id=self.target.id, worker=self.deliverer.worker
+                if self.deliverer.lease_is_fresh():
+                    if self.due_wanted and not self.queue and self.slots > 0:
+                        self.due_wanted = False
+                        limit = 1 if self.target.ordered else DUE_BATCH
+                        due = await run_db(
+                            selectors.due_deliveries,
+                            self.target.id,
+                            ordered=self.target.ordered,
+                            exclude=set(self.busy),
+                            limit=limit,
                         )
-                        if taken:
-                            self.intake_wanted = True  # maybe more behind it
-                    due = await run_db(
-                        selectors.due_deliveries,
-                        self.target.id,
-                        ordered=self.target.ordered,
-                        exclude=set(self.busy),
-                        limit=self.slots,
-                    )
-                    for delivery in due:
+                        self.add(due)
+                        if len(due) == limit and not self.target.ordered:
+                            self.due_wanted = True  # a backlog: read on when these are out
+                    while self.queue and self.slots > 0:
+                        delivery = self.queue.popleft()
+                        self.queued.discard(delivery.id)
                         self.busy.add(delivery.id)
                         sending = asyncio.create_task(self.deliver(delivery))
                         self.sending.add(sending)
                         sending.add_done_callback(self.sending.discard)
-                    if due and self.slots > 0 and not self.target.ordered:
-                        wait = 0  # a backlog: take the next batch at once
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("event=webhook_endpoint_cycle_failed endpoint=%s", self.target.id, exc_info=True)
-            if wait:
-                try:
-                    await asyncio.wait_for(self.wake.wait(), wait)
-                except TimeoutError:
-                    self.intake_wanted = True  # the poll: a lost announcement is found here
+            if self.due_wanted and not self.queue and self.slots > 0 and self.deliverer.lease_is_fresh():
+                await asyncio.sleep(0)  # a backlog: read on, but let the other tasks run
+                continue
+            if not await wait_event(self.wake, poll):
+                self.due_wanted = True  # retries that came due, and the poll
 
     async def deliver(self, delivery: Delivery) -> None:
         target = self.target
+        self.requests += 1
         try:
             body = json.dumps(event_to_dict(delivery.event), separators=(",", ":")).encode()
-            async with self.deliverer.in_flight:
-                sent = await send(
-                    self.deliverer.session,
-                    url=target.url,
-                    keys=target.keys,
-                    webhook_id=event_id_to_str(delivery.event_id),
-                    event_type=delivery.event_type,
-                    body=body,
-                )
+            try:
+                async with self.deliverer.in_flight:
+                    sent = await send(
+                        self.deliverer.session,
+                        url=target.url,
+                        keys=target.keys,
+                        webhook_id=event_id_to_str(delivery.event_id),
+                        event_type=delivery.event_type,
+                        body=body,
+                    )
+            finally:
+                self.requests -= 1
+                self.wake.set()
             attempt = sent.attempt
             attempt.endpoint_id = target.id
             attempt.delivery_id = delivery.id
@@ -171,6 +250,8 @@ class EndpointTask:
             await asyncio.sleep(settings.WEBHOOKS_POLL_SECONDS)
         finally:
             self.busy.discard(delivery.id)
+            if self.target.ordered:
+                self.due_wanted = True  # the next one in log order
             self.wake.set()
 
 
@@ -178,6 +259,7 @@ class Deliverer:
     def __init__(self, *, worker: str | None = None) -> None:
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.tasks: dict[uuid.UUID, EndpointTask] = {}
+        self.intakes: dict[uuid.UUID, TenantIntake] = {}
         self.in_flight = asyncio.Semaphore(settings.WEBHOOKS_MAX_IN_FLIGHT)
         self.session: aiohttp.ClientSession = new_session(settings.WEBHOOKS_MAX_IN_FLIGHT)
         self.pending: list[tuple[services.AttemptResult, asyncio.Future[None]]] = []
@@ -200,13 +282,15 @@ class Deliverer:
 
     async def run(self, stop: asyncio.Event) -> None:
         loops = [
-            asyncio.create_task(self.claim_loop()),
-            asyncio.create_task(self.flush_loop()),
-            asyncio.create_task(self.listen_loop()),
+            asyncio.create_task(self.claim_loop(), name="webhook-claim"),
+            asyncio.create_task(self.flush_loop(), name="webhook-flush"),
+            asyncio.create_task(self.listen_loop(), name="webhook-listen"),
         ]
         try:
             await stop.wait()
         finally:
+            for intake in self.intakes.values():
+                intake.stop()
             for task in self.tasks.values():
                 task.stop()
             # Requests in flight get a few seconds to finish and be recorded; any cut short
@@ -216,7 +300,14 @@ class Deliverer:
                 await asyncio.wait(sending, timeout=5)
             for loop in loops:
                 loop.cancel()
-            await asyncio.gather(*loops, *(t.task for t in self.tasks.values()), return_exceptions=True)
+            stopping = [*loops, *(t.task for t in self.tasks.values()), *(i.task for i in self.intakes.values())]
+            _, stuck = await asyncio.wait(stopping, timeout=10)
+            if stuck:
+                # Not a reason to stay up: whatever they held stays pending in the
+                # database and is sent again (same webhook-id) by the next holder.
+                logger.warning(
+                    "event=webhook_deliverer_stop_stuck tasks=%s", ",".join(sorted(t.get_name() for t in stuck))
+                )
             with contextlib.suppress(Exception):
                 await self.flush()
             with contextlib.suppress(Exception):
@@ -240,19 +331,31 @@ class Deliverer:
                 for endpoint_id in list(self.tasks):
                     if endpoint_id not in targets:
                         self.tasks.pop(endpoint_id).stop()
+                tenants = {t.tenant_id for t in targets.values()}
+                for tenant_id in list(self.intakes):
+                    if tenant_id not in tenants:
+                        self.intakes.pop(tenant_id).stop()
                 for endpoint_id, target in targets.items():
                     task = self.tasks.get(endpoint_id)
                     if task is None:
                         self.tasks[endpoint_id] = EndpointTask(self, target)
+                        self.intake_of(target.tenant_id).announce()
                     else:
                         task.target = target
-                        task.announce()
-                await self.follow_tenants({t.tenant_id for t in targets.values()})
+                for tenant_id in tenants:
+                    self.intake_of(tenant_id)
+                await self.follow_tenants(tenants)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("event=webhook_claim_failed worker=%s", self.worker, exc_info=True)
             await asyncio.sleep(interval)
+
+    def intake_of(self, tenant_id: uuid.UUID) -> TenantIntake:
+        intake = self.intakes.get(tenant_id)
+        if intake is None:
+            intake = self.intakes[tenant_id] = TenantIntake(self, tenant_id)
+        return intake
 
     async def follow_tenants(self, tenants: set[uuid.UUID]) -> None:
         if self.channel_layer is None or tenants == self.tenants:
@@ -282,10 +385,9 @@ class Deliverer:
                 await asyncio.sleep(1)
                 continue
             if message.get("type") == "log.committed":
-                tenant = uuid.UUID(message["tenant"])
-                for task in self.tasks.values():
-                    if task.target.tenant_id == tenant:
-                        task.announce()
+                intake = self.intakes.get(uuid.UUID(message["tenant"]))
+                if intake is not None:
+                    intake.announce()
 
     async def flush_loop(self) -> None:
         while True:
@@ -330,3 +432,9 @@ class Deliverer:
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
+        # Recorded deliveries made room under the pending limit: a held-back intake goes on
+        # now rather than at its next poll.
+        for tenant_id in {self.tasks[r.endpoint_id].target.tenant_id for r, _ in batch if r.endpoint_id in self.tasks}:
+            intake = self.intakes.get(tenant_id)
+            if intake is not None and intake.held_back:
+                intake.announce()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, Count, F, Q, UUIDField, Value, When
 from django.utils import timezone
 
 from core.http import ApiError
@@ -136,7 +136,9 @@ def rotate_endpoint_secret(*, endpoint: Endpoint) -> tuple[Endpoint, str]:
 
 @transaction.atomic
 def resend_event(*, endpoint: Endpoint, event_id: uuid.UUID) -> Delivery:
-    """Deliver one event of the tenant's log to the endpoint (again), now."""
+    """Deliver one event of the tenant's log to the endpoint (again), now. The endpoint is
+    locked first, as the deliverer's intake does, so the two never both create the delivery."""
+    Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
     event = Event.objects.filter(tenant_id=endpoint.tenant_id, id=event_id, audience=Event.Audience.PARTNER).first()
     if event is None:
         raise ApiError(404, "EVENT_NOT_FOUND", "No such event in the tenant's log.")
@@ -178,8 +180,14 @@ def claim_endpoints(*, worker: str, lease_seconds: float, limit: int) -> list[En
     candidates are locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer)
     and taken with a conditional UPDATE."""
     until = timezone.now() + timedelta(seconds=lease_seconds)
-    Endpoint.objects.filter(claimed_by=worker, enabled=False).update(claimed_by="", claimed_until=None)
-    held = Endpoint.objects.filter(claimed_by=worker, enabled=True).update(claimed_until=until)
+    # The worker's rows are locked in id order, as the intake and record_attempts lock
+    # them: a bare UPDATE locks in scan order, and against those it deadlocked (each
+    # deadlock stalled delivery for PostgreSQL's deadlock_timeout, 1 s).
+    mine = list(
+        Endpoint.objects.select_for_update().filter(claimed_by=worker).order_by("id").values_list("id", "enabled")
+    )
+    Endpoint.objects.filter(id__in=[e for e, enabled in mine if not enabled]).update(claimed_by="", claimed_until=None)
+    held = Endpoint.objects.filter(id__in=[e for e, enabled in mine if enabled]).update(claimed_until=until)
     if held < limit:
         candidates = list(
             Endpoint.objects.select_for_update(skip_locked=True)
@@ -198,41 +206,86 @@ def release_endpoints(*, worker: str) -> None:
     Endpoint.objects.filter(claimed_by=worker).update(claimed_by="", claimed_until=None)
 
 
+@dataclass
+class Intake:
+    """What one intake of a tenant's events took in: the new deliveries per endpoint (with
+    their events, oldest first); whether more events may be waiting behind them (`more`:
+    take in again now), and whether an endpoint at its pending limit was left out or cut
+    short (`held_back`: take in again once deliveries are recorded)."""
+
+    deliveries: dict[uuid.UUID, list[Delivery]]
+    more: bool
+    held_back: bool = False
+
+
 @transaction.atomic
-def take_in_events(*, endpoint_id: uuid.UUID, worker: str) -> int:
-    """Turn the endpoint's events after its cursor into pending deliveries and move the
-    cursor past them, in one transaction (only while this worker holds the endpoint, and
-    only while fewer than WEBHOOKS_MAX_PENDING are owed). Returns how many were added."""
-    endpoint = (
+def take_in_tenant_events(*, tenant_id: uuid.UUID, worker: str) -> Intake:
+    """For every endpoint of the tenant this worker holds, turn its events after its cursor
+    into pending deliveries and move the cursor past them, all in one transaction (only
+    while fewer than WEBHOOKS_MAX_PENDING are owed to an endpoint).
+
+    One read of the log serves every endpoint at the same cursor, which is what endpoints
+    that keep up share; one that lags (re-enabled after days, or held back by its pending
+    limit) is read from its own cursor, so it never holds the others back."""
+    endpoints = list(
         Endpoint.objects.select_for_update()
-        .filter(id=endpoint_id, claimed_by=worker, enabled=True)
-        .only("id", "tenant_id", "cursor", "event_types")
-        .first()
+        .filter(tenant_id=tenant_id, claimed_by=worker, enabled=True)
+        .order_by("id")
+        .only("id", "cursor", "event_types")
     )
-    if endpoint is None:
-        return 0
-    room = (
-        settings.WEBHOOKS_MAX_PENDING
-        - Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.PENDING).count()
+    if not endpoints:
+        return Intake({}, more=False)
+    owed = dict(
+        Delivery.objects.filter(endpoint__in=endpoints, state=Delivery.State.PENDING)
+        .values("endpoint_id")
+        .annotate(n=Count("id"))
+        .values_list("endpoint_id", "n")
     )
-    if room <= 0:
-        return 0
-    rows = list(
-        log_after(endpoint.tenant_id, endpoint.cursor, audience=Event.Audience.PARTNER).values_list("id", "type")[
-            : min(room, INTAKE_BATCH)
-        ]
-    )
-    if not rows:
-        return 0
+    by_cursor: dict[uuid.UUID | None, list[tuple[Endpoint, int]]] = {}
+    held_back = False
+    for endpoint in endpoints:
+        room = settings.WEBHOOKS_MAX_PENDING - owed.get(endpoint.id, 0)
+        if room > 0:
+            by_cursor.setdefault(endpoint.cursor, []).append((endpoint, room))
+        else:
+            held_back = True
     now = timezone.now()
-    deliveries = [
-        Delivery(endpoint_id=endpoint_id, event_id=event_id, event_type=type_, next_attempt_at=now)
-        for event_id, type_ in rows
-        if type_matches(endpoint.event_types, type_)
-    ]
-    Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-    Endpoint.objects.filter(id=endpoint_id).update(cursor=rows[-1][0])
-    return len(deliveries)
+    new: list[Delivery] = []
+    cursors: dict[uuid.UUID, uuid.UUID] = {}
+    more = False
+    for cursor, group in by_cursor.items():
+        events = list(
+            log_after(tenant_id, cursor, audience=Event.Audience.PARTNER).select_related("actor")[:INTAKE_BATCH]
+        )
+        more = more or len(events) == INTAKE_BATCH
+        for endpoint, room in group:
+            taken = events[:room]
+            if not taken:
+                continue
+            held_back = held_back or len(taken) < len(events)
+            cursors[endpoint.id] = taken[-1].id
+            new += [
+                Delivery(endpoint_id=endpoint.id, event=event, event_type=event.type, next_attempt_at=now)
+                for event in taken
+                if type_matches(endpoint.event_types, event.type)
+            ]
+    if new:
+        # A resend may have asked for one of these events already (it locks the endpoint
+        # first, so it is either committed and seen here, or waits for this commit).
+        exists = set(
+            Delivery.objects.filter(endpoint_id__in=cursors, event_id__in={d.event_id for d in new}).values_list(
+                "endpoint_id", "event_id"
+            )
+        )
+        new = Delivery.objects.bulk_create([d for d in new if (d.endpoint_id, d.event_id) not in exists])
+    if cursors:
+        Endpoint.objects.filter(id__in=cursors).update(
+            cursor=Case(*(When(id=e, then=Value(c)) for e, c in cursors.items()), output_field=UUIDField())
+        )
+    taken_in: dict[uuid.UUID, list[Delivery]] = {}
+    for delivery in new:
+        taken_in.setdefault(delivery.endpoint_id, []).append(delivery)
+    return Intake(taken_in, more=more, held_back=held_back)
 
 
 @dataclass
@@ -275,22 +328,17 @@ def record_attempts(results: Iterable[AttemptResult]) -> list[tuple[uuid.UUID, s
     results = list(results)
     now = timezone.now()
     # An endpoint deleted while its requests were in flight: nothing left to record.
-    # Endpoints, then deliveries, locked: an endpoint being deleted waits for this commit
-    # (delete_endpoint locks its row first), or is gone already and its results are dropped.
+    # Endpoints locked: an endpoint being deleted waits for this commit (delete_endpoint
+    # locks its row first), or is gone already and its results are dropped.
     endpoints = set(
         Endpoint.objects.select_for_update()
         .filter(id__in=sorted({r.endpoint_id for r in results}, key=lambda e: e.bytes))
         .order_by("id")
         .values_list("id", flat=True)
     )
+    # A delivery goes only with its endpoint (the log's pruning leaves deliveries be), so
+    # with the endpoint locked and present its deliveries are there too.
     results = [r for r in results if r.endpoint_id in endpoints]
-    alive = set(
-        Delivery.objects.select_for_update()
-        .filter(id__in=sorted({r.delivery_id for r in results}))
-        .order_by("id")
-        .values_list("id", flat=True)
-    )
-    results = [r for r in results if r.delivery_id in alive]
     if not results:
         return []
     DeliveryAttempt.objects.bulk_create([r.attempt for r in results])

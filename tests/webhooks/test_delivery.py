@@ -186,3 +186,41 @@ def test_a_rotated_secret_signs_beside_the_old_one(webhook_server, http_allowed,
     Webhook(endpoint["secret"]).verify(request.body, request.headers)
     Webhook(rotated["secret"]).verify(request.body, request.headers)
     assert json.loads(request.body)["type"].endswith("created")
+
+
+def test_an_endpoint_far_behind_never_holds_back_one_that_keeps_up(webhook_server, http_allowed) -> None:
+    """One intake serves all of a tenant's endpoints; one whose receiver is slow falls
+    behind a burst of 1,200 events (more than its pending limit and two intake batches)
+    and must not delay the events of one that keeps up; each gets every event once."""
+    from events.recording import record_event, unit_of_work
+
+    def answer(request):
+        if request.path == "/behind":
+            time.sleep(0.5)
+        return 200, {}, b"ok"
+
+    receiver = Receiver(answer=answer).start()
+    try:
+        admin = http_allowed.headers("admin")
+        create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/behind")
+        create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/current")
+        with unit_of_work():
+            for i in range(1200):
+                record_event(tenant=http_allowed.tenant, type="test.backlog", payload={"i": i})
+        with running(DelivererProcess()):
+            receiver.wait_for(lambda r: len([x for x in r if x.path == "/current"]) >= 1200, timeout=60)
+            receiver.wait_for(lambda r: any(x.path == "/behind" for x in r))
+            started = time.monotonic()
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "while another catches up")
+            got = receiver.wait_for(
+                lambda r: any(x.path == "/current" and x.json["type"].endswith("created") for x in r)
+            )
+            assert time.monotonic() - started < 3
+            # The slow one is still catching up when the fresh event reached the other.
+            assert len([x for x in got if x.path == "/behind"]) < 1201
+            receiver.wait_for(lambda r: len([x for x in r if x.path == "/behind"]) >= 1201, timeout=90)
+            time.sleep(1)
+        assert len(receiver.ids("/current")) == len(set(receiver.ids("/current"))) == 1201
+        assert len(receiver.ids("/behind")) == len(set(receiver.ids("/behind"))) == 1201
+    finally:
+        receiver.stop()
