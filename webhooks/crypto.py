@@ -11,13 +11,19 @@ with the package, which holds the two together."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, MultiFernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from webhooks.models import Endpoint
 
 SECRET_PREFIX = "whsec_"  # noqa: S105  (the format's prefix, not a secret)
 
@@ -44,8 +50,29 @@ def encrypt_secret(secret: str) -> str:
     return fernet().encrypt(secret.encode()).decode()
 
 
+class SecretUnreadable(Exception):
+    """A stored secret that none of WEBHOOKS_SECRET_KEYS decrypts (a key was dropped before
+    `rotate_webhook_keys` re-encrypted under the new one). Rotating the endpoint's secret
+    gives it a readable one."""
+
+
 def decrypt_secret(token: str) -> str:
-    return fernet().decrypt(token.encode()).decode()
+    try:
+        return fernet().decrypt(token.encode()).decode()
+    except InvalidToken:
+        raise SecretUnreadable("no configured key decrypts the endpoint's secret") from None
+
+
+def signing_keys(endpoint: Endpoint) -> list[bytes]:
+    """The endpoint's current secret, and the previous one during a rotation's overlap
+    (left out if it is unreadable: the current one still signs). `SecretUnreadable` when
+    the current one cannot be decrypted."""
+    keys = [secret_bytes(decrypt_secret(endpoint.secret_encrypted))]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret_encrypted and expires is not None and expires > timezone.now():
+        with contextlib.suppress(SecretUnreadable):
+            keys.append(secret_bytes(decrypt_secret(endpoint.previous_secret_encrypted)))
+    return keys
 
 
 def reencrypt(token: str) -> str:

@@ -36,7 +36,6 @@ import aiohttp
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError
-from django.utils import timezone
 
 from core.aio import wait_event
 from events.hub import _run_with_connection
@@ -44,7 +43,7 @@ from events.ids import event_id_to_str
 from events.recording import tenant_group
 from events.serializers import event_to_dict
 from webhooks import selectors, services
-from webhooks.crypto import decrypt_secret, secret_bytes
+from webhooks.crypto import SecretUnreadable, signing_keys
 from webhooks.models import Delivery, Endpoint
 from webhooks.sender import new_session, send
 
@@ -61,15 +60,6 @@ DUE_BATCH = 500
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(_db_executor, partial(_run_with_connection, fn, *args, **kwargs))
-
-
-def signing_keys(endpoint: Endpoint) -> list[bytes]:
-    """The endpoint's current secret, and the previous one during a rotation's overlap."""
-    keys = [secret_bytes(decrypt_secret(endpoint.secret_encrypted))]
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret_encrypted and expires is not None and expires > timezone.now():
-        keys.append(secret_bytes(decrypt_secret(endpoint.previous_secret_encrypted)))
-    return keys
 
 
 @dataclass
@@ -327,7 +317,14 @@ class Deliverer:
                     limit=settings.WEBHOOKS_MAX_ENDPOINTS_PER_WORKER,
                 )
                 self.renewed_at = started
-                targets = {e.id: Target.of(e) for e in endpoints}
+                targets = {}
+                for endpoint in endpoints:
+                    try:
+                        targets[endpoint.id] = Target.of(endpoint)
+                    except SecretUnreadable:
+                        # Only this endpoint waits (its deliveries stay owed) until an admin
+                        # rotates its secret; the others go on.
+                        logger.error("event=webhook_secret_unreadable endpoint=%s", endpoint.id)
                 for endpoint_id in list(self.tasks):
                     if endpoint_id not in targets:
                         self.tasks.pop(endpoint_id).stop()

@@ -14,6 +14,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.openapi import conflict
 from config.openapi import ok as envelope_schema
 from core.http import ApiError, ok
 from core.views import RetryingAPIView as _RetryingAPIView
@@ -22,7 +23,7 @@ from events.ids import event_id_to_str, parse_event_id
 from events.serializers import iso
 from tenants.authentication import EventReaderAuthentication
 from webhooks import selectors, services
-from webhooks.deliverer import signing_keys
+from webhooks.crypto import SecretUnreadable, signing_keys
 from webhooks.events import PING_TYPE
 from webhooks.filters import DeliveryAttemptFilter
 from webhooks.models import DeliveryAttempt
@@ -195,7 +196,10 @@ class PingView(RetryingAPIView):
     @extend_schema(
         tags=TAG,
         request=None,
-        responses=ATTEMPT,
+        responses={
+            200: ATTEMPT,
+            409: conflict("`WEBHOOK_SECRET_UNREADABLE`: no configured key decrypts the secret; rotate it"),
+        },
         summary="Send a signed `webhooks.ping` to the endpoint now and answer with the attempt",
         operation_id="webhook_endpoint_ping",
     )
@@ -206,7 +210,15 @@ class PingView(RetryingAPIView):
             {"id": ping_id, "type": PING_TYPE, "occurred_at": iso(timezone.now()), "payload": {}},
             separators=(",", ":"),
         ).encode()
-        sent = async_to_sync(_ping)(url=endpoint.url, keys=signing_keys(endpoint), webhook_id=ping_id, body=body)
+        try:
+            keys = signing_keys(endpoint)
+        except SecretUnreadable:
+            raise ApiError(
+                409,
+                "WEBHOOK_SECRET_UNREADABLE",
+                "The endpoint's signing secret cannot be decrypted with the configured keys; rotate its secret.",
+            ) from None
+        sent = async_to_sync(_ping)(url=endpoint.url, keys=keys, webhook_id=ping_id, body=body)
         attempt = services.record_ping(endpoint=endpoint, attempt=sent.attempt)
         return ok(attempt_to_dict(attempt))
 

@@ -224,3 +224,33 @@ def test_an_endpoint_far_behind_never_holds_back_one_that_keeps_up(webhook_serve
         assert len(receiver.ids("/behind")) == len(set(receiver.ids("/behind"))) == 1201
     finally:
         receiver.stop()
+
+
+def test_an_unreadable_secret_stops_only_its_endpoint_until_rotated(webhook_server, http_allowed, receiver) -> None:
+    """A secret no configured key decrypts (a key dropped before re-encryption): its ping
+    is a 409 that says what to do, the worker's other endpoints go on, and rotating the
+    secret delivers what the endpoint was owed."""
+    from cryptography.fernet import Fernet
+
+    from webhooks.models import Endpoint
+
+    admin = http_allowed.headers("admin")
+    broken = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/broken")
+    create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/fine")
+    lost_key = Fernet(Fernet.generate_key())
+    Endpoint.objects.filter(pk=broken["id"]).update(secret_encrypted=lost_key.encrypt(b"whsec_AAAA").decode())
+
+    ping = httpx.post(f"{webhook_server.url}{API}/{broken['id']}/ping", headers=admin, timeout=20)
+    assert ping.status_code == 409 and ping.json()["error"]["code"] == "WEBHOOK_SECRET_UNREADABLE"
+    with running(DelivererProcess()):
+        create_ticket(webhook_server.url, http_allowed.headers("alice"), "one endpoint is broken")
+        receiver.wait_for(lambda r: any(x.path == "/fine" for x in r))
+        time.sleep(1.5)
+        assert receiver.ids("/broken") == []
+        rotated = httpx.post(f"{webhook_server.url}{API}/{broken['id']}/rotate-secret", headers=admin, timeout=10)
+        assert rotated.status_code == 200
+        got = receiver.wait_for(lambda r: any(x.path == "/broken" for x in r))
+    request = next(x for x in got if x.path == "/broken")
+    Webhook(rotated.json()["data"]["secret"]).verify(request.body, request.headers)
+    fine = next(x for x in got if x.path == "/fine")
+    assert request.headers["webhook-id"] == fine.headers["webhook-id"]
