@@ -20,6 +20,22 @@ def where(column: str, value: str) -> dict:
     return {"op": "AND", "operand": [{"id": column, "column": column, "op": "EQ", "operand": value}]}
 
 
+def open_and_closed_views(world: World) -> dict:
+    """Two views shared with the tenant, by name: "Open" and "Closed" tickets."""
+    from ticketing.models import SavedView
+
+    return {
+        name: SavedView.objects.create(
+            tenant=world.tenant,
+            owner=world.users["admin"],
+            name=name,
+            filter=where("status", status),
+            visibility="tenant",
+        )
+        for name, status in (("Open", "open"), ("Closed", "closed"))
+    }
+
+
 def save_view(server, world: World, user: str, name: str, filter: dict, **fields) -> str:
     response = httpx.post(
         f"{server.url}/api/v2/ticketing/views",
@@ -142,21 +158,11 @@ def test_counts_are_matched_once_per_distinct_query_and_fanned_out_to_its_watche
     from events.hub import LogEvent, Subscriber
     from tenants.callers import caller_for_user
     from ticketing.events import TicketEvent
-    from ticketing.models import SavedView
     from ticketing.view_counts import COUNTS_CHANGED, CountBoard, CountEntry, CountWatcher
     from ticketing.view_selectors import saved_view_query
 
     admin = caller_for_user(acme.users["admin"])
-    views = {
-        name: SavedView.objects.create(
-            tenant=acme.tenant,
-            owner=acme.users["admin"],
-            name=name,
-            filter=where("status", status),
-            visibility="tenant",
-        )
-        for name, status in (("Open", "open"), ("Closed", "closed"))
-    }
+    views = open_and_closed_views(acme)
     queries = {str(v.id): saved_view_query(admin, v) for v in views.values()}
     board = CountBoard(hub=None, tenant_id=acme.tenant.id)  # type: ignore[arg-type]
     for query in queries.values():
@@ -218,21 +224,11 @@ def test_watchers_out_of_step_each_get_their_own_changes_in_the_counts_frame_for
     from tenants.callers import caller_for_user
     from ticketing import view_counts
     from ticketing.events import TicketEvent
-    from ticketing.models import SavedView
     from ticketing.view_selectors import saved_view_query
 
     monkeypatch.setattr(view_counts, "iso_now", lambda: "2026-01-01T00:00:00Z")
     admin = caller_for_user(acme.users["admin"])
-    views = {
-        name: SavedView.objects.create(
-            tenant=acme.tenant,
-            owner=acme.users["admin"],
-            name=name,
-            filter=where("status", status),
-            visibility="tenant",
-        )
-        for name, status in (("Open", "open"), ("Closed", "closed"))
-    }
+    views = open_and_closed_views(acme)
     ids = {name: str(v.id) for name, v in views.items()}
     queries = {str(v.id): saved_view_query(admin, v) for v in views.values()}
     board = view_counts.CountBoard(hub=None, tenant_id=acme.tenant.id)  # type: ignore[arg-type]
