@@ -1,15 +1,13 @@
 """`manage.py send_notification_emails`: deliver the notification email outbox."""
 
 import logging
-import signal
-import time
 from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
 
+from core.worker_loop import run_worker_loop
 from notifications.emails import send_due_emails
 
 logger = logging.getLogger(__name__)
@@ -34,28 +32,15 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=200, help="At most this many emails per kind per pass.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stopping = False
-
-        def stop(signum: int, frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        if not options["once"]:
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
-        while True:
-            try:
-                sent = send_due_emails(batch=options["batch"])
-            except Exception:
-                if options["once"]:
-                    raise
-                logger.exception("event=notification_emails_failed")
-                sent = 0
+        def report(sent: int) -> None:
             if sent or options["verbosity"] > 1:
                 self.stdout.write(f"event=notification_emails_sent sent={sent}")
-            if options["once"] or stopping:
-                return
-            deadline = time.monotonic() + options["interval"]
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(min(0.5, options["interval"]))
-            close_old_connections()
+
+        run_worker_loop(
+            lambda: send_due_emails(batch=options["batch"]),
+            report,
+            interval=options["interval"],
+            once=options["once"],
+            logger=logger,
+            failure_event="event=notification_emails_failed",
+        )

@@ -1,17 +1,15 @@
 """`manage.py sla_monitor`: send SLA warnings and breaches as they fall due."""
 
 import logging
-import signal
-import time
 from argparse import ArgumentParser
 from collections import Counter
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
 
 from core.text import count_of
+from core.worker_loop import run_worker_loop
 from sla.services import claim_due_sla_stages
 
 logger = logging.getLogger(__name__)
@@ -37,40 +35,34 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=500, help="At most this many tickets per stage per check.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        stopping = False
+        # Kept across work and report: a failed check reports what it recorded before failing.
+        tally: Counter[str] = Counter()
 
-        def stop(signum: int, frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
+        def work() -> int:
+            tally.clear()
+            return claim_due_sla_stages(batch=options["batch"], tally=tally)
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        while True:
-            tally: Counter[str] = Counter()
-            try:
-                claimed = claim_due_sla_stages(batch=options["batch"], tally=tally)
-            except Exception:
-                if options["once"]:
-                    raise
-                logger.exception("event=sla_monitor_failed")
-                claimed = 0
+        def report(claimed: int) -> None:
             if options["once"]:
                 if options["verbosity"] > 0:
                     self.stdout.write(once_summary(tally))
-                return
-            if claimed or options["verbosity"] > 1:
+            elif claimed or options["verbosity"] > 1:
                 self.stdout.write(
                     f"event=sla_monitor_checked claimed={claimed} warnings={tally['warning']} "
                     f"breaches={tally['breach']}"
                 )
-            if stopping:
-                return
-            if claimed >= options["batch"]:
-                continue  # a backlog (the monitor was down): keep going without waiting
-            deadline = time.monotonic() + options["interval"]
-            while not stopping and time.monotonic() < deadline:
-                time.sleep(min(0.5, options["interval"]))
-            close_old_connections()  # a long-running process: drop a broken or expired connection
+
+        run_worker_loop(
+            work,
+            report,
+            interval=options["interval"],
+            once=options["once"],
+            logger=logger,
+            failure_event="event=sla_monitor_failed",
+            backlog_at=options["batch"],
+            # A --once check stopped by cron or a deploy still finishes the check it started.
+            stop_signals_in_once=True,
+        )
 
 
 def once_summary(tally: Counter[str]) -> str:
