@@ -352,6 +352,7 @@ def fanout_args(args: argparse.Namespace, port: int) -> argparse.Namespace:
         tickets=300,
         base_port=port,
         workers=1,
+        server="uvicorn",  # the default server of `config.serve`
         log_dir=tempfile.mkdtemp(prefix="peers-service-"),
     )
 
