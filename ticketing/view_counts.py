@@ -224,19 +224,9 @@ class CountWatcher:
                 changed.append((entry, view_ids))
         return ({**sent, **updates} if updates else sent), changed
 
-    def changed_views(self, entries: dict[str, CountEntry]) -> list[dict[str, Any]]:
-        """The views whose count differs from what the client last got."""
-        self.sent, changed = self._diff(entries)
-        self.taken_at = None
-        return [
-            {"id": view_id, "count": entry.count, "exact": entry.exact}
-            for entry, view_ids in changed
-            for view_id in view_ids
-        ]
-
     def take(self, board: CountBoard) -> str | None:
-        """The items of the `counts` frame for what changed since the watcher last sent
-        (`changed_views`, JSON-encoded as `sse_frame` would), or None if nothing did; it
+        """The items of the `counts` frame for the views whose count changed since the
+        watcher last sent (JSON-encoded as `sse_frame` would), or None if nothing did; it
         counts as sent from now on.
 
         The watchers of a layout are woken by the same changes and mostly send in step, and
@@ -394,16 +384,9 @@ class CountBoard:
         if entry.settle(position, count, exact) and not first:
             self.tell({entry.key})
 
-    def apply(self, event: LogEvent) -> None:
-        """One ticket event: matched once per distinct query, ±1, watchers told."""
-        changed: set[str] = set()
-        try:
-            self.move(event, changed)
-        finally:
-            self.tell(changed)
-
     def apply_all(self, events: list[LogEvent]) -> None:
-        """A drained batch of events, the watchers told once at the end: each change moves
+        """A drained batch of ticket events, each matched once per distinct query and moving
+        counts by ±1; the watchers told once at the end: each change moves
         several counts, and telling each of their watchers per count was ~9 calls per
         watcher and change (1,000 watchers: 9,000 calls per change)."""
         changed: set[str] = set()

@@ -158,6 +158,12 @@ class EndpointTask:
             return 1 - len(self.busy)
         return self.max_requests - self.requests
 
+    @property
+    def reads_due(self) -> bool:
+        """Whether the next cycle asks the database for due deliveries: wanted, nothing
+        queued in memory, and room to send what it finds."""
+        return self.due_wanted and not self.queue and self.slots > 0
+
     def enqueue(self, deliveries: list[Delivery]) -> None:
         if self.target.ordered:
             # Strict log order goes by the database: the oldest pending one, then the next.
@@ -178,7 +184,7 @@ class EndpointTask:
             self.wake.clear()
             try:
                 if self.deliverer.lease_is_fresh():
-                    if self.due_wanted and not self.queue and self.slots > 0:
+                    if self.reads_due:
                         self.due_wanted = False
                         limit = 1 if self.target.ordered else DUE_BATCH
                         due = await run_db(
@@ -202,7 +208,7 @@ class EndpointTask:
                 raise
             except Exception:
                 logger.warning("event=webhook_endpoint_cycle_failed endpoint=%s", self.target.id, exc_info=True)
-            if self.due_wanted and not self.queue and self.slots > 0 and self.deliverer.lease_is_fresh():
+            if self.reads_due and self.deliverer.lease_is_fresh():
                 await asyncio.sleep(0)  # a backlog: read on, but let the other tasks run
                 continue
             if not await wait_event(self.wake, poll):
@@ -210,9 +216,9 @@ class EndpointTask:
 
     async def deliver(self, delivery: Delivery) -> None:
         target = self.target
-        self.requests += 1
         try:
             body = json.dumps(event_to_dict(delivery.event), separators=(",", ":")).encode()
+            self.requests += 1
             try:
                 async with self.deliverer.in_flight:
                     sent = await send(
