@@ -1,9 +1,12 @@
 """Small asyncio helpers shared by the long-running loops (the hub's feeds, the webhook
-deliverer)."""
+deliverer) and by synchronous code that hands work to the serving loop."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+
+from asgiref.sync import SyncToAsync
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -19,3 +22,19 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop this thread works for: its own, or the loop whose
+    `sync_to_async` call runs in this thread (Django's ASGI handler runs every synchronous
+    view so); None in a plain thread (a management command, the synchronous test client).
+    asgiref keeps that loop in a thread-local, where its `async_to_sync` looks too."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    local = SyncToAsync.threadlocal
+    loop = getattr(local, "main_event_loop", None)
+    if loop is None or getattr(local, "main_event_loop_pid", None) != os.getpid():
+        return None
+    return loop if loop.is_running() and not loop.is_closed() else None

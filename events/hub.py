@@ -33,9 +33,9 @@ from django.db import DatabaseError, close_old_connections, connection
 from core.aio import wait_event
 from core.db_retry import call_with_retry
 from core.metrics import BROADCAST_FAILURES, HUB_FEED_LAG, event_commit_time
+from events.announcements import tenant_group
 from events.ids import event_id_to_str, parse_event_id
 from events.models import REPLAY_TYPE, Event
-from events.recording import tenant_group
 from events.selectors import events_by_ids, last_event_id, log_after
 from events.serializers import event_to_dict, iso
 

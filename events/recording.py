@@ -11,7 +11,8 @@ and inserted together, just before COMMIT:
                                               more deferred writes, more events
                end of the unit: deferred writes (e.g. notification counters, one sorted lock)
                                 ─► the tenant's log lock ─► ids ─► one INSERT ─► COMMIT
-                                ─► after commit: "log grew" to every worker (channel layer)
+                                ─► after commit: "log grew" to every worker (channel layer,
+                                  events.announcements)
 
 Lock order, the same for every writer, so writers never wait for each other in a circle:
 1. rows of the business change (a ticket row first: every ticket change starts by locking
@@ -38,14 +39,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from core.metrics import BROADCAST_FAILURES, EVENTS_WRITTEN
-from events.ids import event_id_to_str, new_event_id
+from core.metrics import EVENTS_WRITTEN
+from events.announcements import announce_commit
+from events.ids import new_event_id
 from events.models import Event
 from events.selectors import last_event_id
 from tenants.models import Tenant, TenantUser
@@ -57,11 +57,6 @@ T = TypeVar("T")
 _EVENT_LOCK_CLASS = 0x45564E54 - 2**31  # "EVNT", as a signed int4
 # Where a connection keeps its open unit (one per connection, like its transaction).
 _UNIT_ATTRIBUTE = "recording_unit"
-
-
-def tenant_group(tenant_id: uuid.UUID | str) -> str:
-    """The channel-layer group a tenant's commit announcements go to."""
-    return f"events.{uuid.UUID(str(tenant_id)).hex}"
 
 
 @dataclass
@@ -241,15 +236,3 @@ def committed(tenant_id: uuid.UUID, event_id: uuid.UUID, audiences: Counter[str]
     for audience, count in audiences.items():
         EVENTS_WRITTEN.labels(audience).inc(count)
     announce_commit(tenant_id, event_id)
-
-
-def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
-    """Tell every worker process that the tenant's log has grown (to `event_id`). Loss is
-    tolerated: hubs also poll the log."""
-    message: dict[str, Any] = {"type": "log.committed", "tenant": str(tenant_id), "id": event_id_to_str(event_id)}
-    try:
-        async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), message)
-    except Exception:
-        # The event is safe in the log; streams catch up on their next poll.
-        BROADCAST_FAILURES.labels("announce").inc()
-        logger.warning("event=announce_failed tenant=%s id=%s", tenant_id, message.get("id"), exc_info=True)

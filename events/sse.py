@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import json
 import logging
@@ -26,10 +27,13 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.urls import Resolver404, resolve
+from django.core.handlers.base import BaseHandler
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import Resolver404, URLResolver, get_resolver, resolve
+from django.urls.resolvers import RoutePattern
 
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
@@ -89,11 +93,38 @@ def stream_view(view: View) -> View:
 
 
 def serves_stream(path: str) -> bool:
+    endings = _stream_route_endings()
+    if endings is not None and path.rstrip("/").rsplit("/", 1)[-1] not in endings:
+        return False  # most requests: no URL resolution (Django resolves them once more)
     try:
         match = resolve(path)
     except Resolver404:
         return False
     return getattr(match.func, "long_lived_stream", False)
+
+
+@functools.cache
+def _stream_route_endings() -> frozenset[str] | None:
+    """The last path segments of the stream routes (`.../sse`, `.../counts/stream`), so
+    other paths are told apart without resolving them; None when a stream route ends in
+    a parameter or a regular expression (then every path is resolved)."""
+    endings: set[str] = set()
+
+    def walk(patterns: list[Any]) -> bool:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                if not walk(entry.url_patterns):
+                    return False
+            elif getattr(entry.callback, "long_lived_stream", False):
+                if not isinstance(entry.pattern, RoutePattern):
+                    return False
+                last = str(entry.pattern).rstrip("/").rsplit("/", 1)[-1]
+                if "<" in last:
+                    return False
+                endings.add(last)
+        return True
+
+    return frozenset(endings) if walk(get_resolver().url_patterns) else None
 
 
 class StreamConnection:
@@ -202,13 +233,30 @@ _stream_connection: contextvars.ContextVar[StreamConnection | None] = contextvar
 
 
 class StreamAwareASGIHandler(ASGIHandler):
-    """Django's ASGI handler, except that a stream does not hold a thread for its lifetime.
+    """Django's ASGI handler, with two paths:
 
-    Django runs each request's sync parts (middleware hooks, signal receivers) on a thread
-    of the request's own, kept until the response ends. For a stream open for hours that
-    is an idle thread per client: measured at about half of a stream's memory. Streams do
-    their database work on events.hub's pool, so their few sync calls (at open and close)
-    share asgiref's one global sync thread instead."""
+    - A stream does not hold a thread for its lifetime. Django runs each request's sync
+      parts (middleware hooks, signal receivers) on a thread of the request's own, kept
+      until the response ends. For a stream open for hours that is an idle thread per
+      client: measured at about half of a stream's memory. Streams do their database work
+      on events.hub's pool, so their few sync calls (at open and close) share asgiref's
+      one global sync thread instead; they go through the async middleware chain.
+    - Every other request (the REST API, the pages) runs its whole middleware chain and
+      view in one call on the request's thread: Django's synchronous chain, as under WSGI
+      and the test client. In the async chain, each of Django's own middlewares (security,
+      sessions, CSRF, ...) hops to that thread and back twice per request, and the view
+      once more: measured at about a tenth of a ticket change's server CPU
+      (docs/benchmarks.md, write throughput)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sync_chain = BaseHandler()
+        self._sync_chain.load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        if _stream_connection.get() is not None:
+            return await super().get_response_async(request)
+        return await sync_to_async(self._sync_chain.get_response, thread_sensitive=True)(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "http":

@@ -379,7 +379,7 @@ def _claim_sla_stage(*, ticket_id: Any, pending: Q, stamp: str, target: str, bre
     payload = ticket_payload(ticket)
     payload["sla"] = {"target": target, "due": iso(due), "timeRemaining": stage.seconds_remaining}
     record_event(
-        tenant=ticket.tenant,
+        tenant=ticket.tenant_id,
         type=SlaEvent.BREACHED if breached else SlaEvent.WARNING,
         payload=payload,
         changes=changes or None,

@@ -28,9 +28,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from events.announcements import tenant_group
 from events.hub import NOTE_MESSAGE
 from events.leases import RedisLeaseStore, lease_store
-from events.recording import tenant_group
 
 logger = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ def lock_tickets(ids: Iterable[Any]) -> list[Ticket]:
     )
     if not present:
         return []
-    tickets = Ticket.objects.select_related("tenant", "assignee", "requester", "parent").prefetch_related("products")
+    tickets = Ticket.objects.select_related("assignee", "requester", "parent").prefetch_related("products")
     by_pk = tickets.in_bulk(present)
     return [by_pk[pk] for pk in present if pk in by_pk]
 
@@ -126,7 +126,7 @@ def _record(
     payload["ticket"].update(ticket_extra or {})
     payload.update(extra or {})
     record_event(
-        tenant=ticket.tenant,
+        tenant=ticket.tenant_id,
         type=type,
         payload=payload,
         changes=changes,

@@ -38,9 +38,9 @@ from django.conf import settings
 from django.db import IntegrityError
 
 from core.aio import wait_event
+from events.announcements import tenant_group
 from events.hub import _run_with_connection
 from events.ids import event_id_to_str
-from events.recording import tenant_group
 from events.serializers import event_to_dict
 from webhooks import selectors, services
 from webhooks.crypto import SecretUnreadable, signing_keys

@@ -27,10 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from config.log_format import JsonFormatter, TextFormatter, log_format
 from config.serve import prepare_metrics_dir
 from core.metrics import METRIC_NAMES, mark_dead_workers, metrics_access_error
+from events.announcements import announce_commit
 from events.hub import EventHub, LogEvent, TenantFeed
 from events.ids import new_event_id
 from events.leases import acquire_stream_lease
-from events.recording import announce_commit
 from events.sse import EventStream, sse_frame
 from tenants.callers import caller_for_user
 from tests.builders import World
@@ -98,7 +98,7 @@ def test_the_example_dashboard_is_valid_json_and_uses_only_exposed_metrics() -> 
 
 def test_a_failed_announcement_is_counted() -> None:
     before = REGISTRY.get_sample_value("ticketing_broadcast_failures_total", {"operation": "announce"}) or 0.0
-    with mock.patch("events.recording.get_channel_layer", side_effect=ConnectionError("redis away")):
+    with mock.patch("events.announcements.get_channel_layer", side_effect=ConnectionError("redis away")):
         announce_commit(uuid.uuid4(), new_event_id())
     after = REGISTRY.get_sample_value("ticketing_broadcast_failures_total", {"operation": "announce"})
     assert after == before + 1

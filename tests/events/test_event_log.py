@@ -11,8 +11,11 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from ulid import ULID
 
+from core.aio import serving_loop
+from events.announcements import announce_commit, tenant_group
+from events.ids import new_event_id
 from events.models import Event
-from events.recording import record_event, tenant_group, unit_of_work
+from events.recording import record_event, unit_of_work
 from tenants.callers import caller_for_user
 from tests.builders import World
 from ticketing import services
@@ -112,6 +115,40 @@ def test_announced_only_after_commit(acme: World, django_capture_on_commit_callb
         message = await listener.receive_within(2)
         assert message["type"] == "log.committed"
         assert message["id"] == await sync_to_async(lambda: Event.objects.get().ulid)()
+
+    async_to_sync(scenario)()
+
+
+def test_a_served_request_hands_its_announcement_to_the_event_loop():
+    """A commit in the thread of a request served over ASGI does not wait for the channel
+    layer: the thread finds the loop it works for, and the loop sends the message."""
+    tenant_id, event_id = uuid.uuid4(), new_event_id()
+
+    async def scenario() -> None:
+        listener = await Listener(tenant_id).start()
+        found = await sync_to_async(serving_loop)()
+        assert found is asyncio.get_running_loop()
+        await sync_to_async(announce_commit)(tenant_id, event_id)
+        message = await listener.receive_within(2)
+        assert message == {"type": "log.committed", "tenant": str(tenant_id), "id": str(ULID.from_uuid(event_id))}
+
+    async_to_sync(scenario)()
+    assert serving_loop() is None  # a plain thread (management command) sends at once
+
+
+def test_announcements_waiting_on_the_loop_are_merged_per_tenant_keeping_the_oldest_id():
+    first, second = uuid.uuid4(), uuid.uuid4()
+    ids = [new_event_id() for _ in range(5)]
+
+    async def scenario() -> None:
+        one, two = await Listener(first).start(), await Listener(second).start()
+        # Five commits of `first` and one of `second` before the loop sends anything.
+        for event_id in ids:
+            announce_commit(first, event_id)
+        announce_commit(second, ids[-1])
+        assert (await one.receive_within(2))["id"] == str(ULID.from_uuid(ids[0]))
+        assert (await two.receive_within(2))["id"] == str(ULID.from_uuid(ids[-1]))
+        assert await one.receive_within(0.3) is None  # one message for the five
 
     async_to_sync(scenario)()
 
