@@ -29,7 +29,6 @@ Django's own list of on-commit callbacks, which savepoint rollbacks prune)."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 import zlib
 from collections import Counter, defaultdict
@@ -50,7 +49,6 @@ from events.models import Event
 from events.selectors import last_event_id
 from tenants.models import Tenant, TenantUser
 
-logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The advisory-lock namespace of the event log (first key of the two-key form).
