@@ -56,25 +56,33 @@ run: install
 # The whole suite: on PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set,
 # else on the embedded default (SQLite file + in-memory channel layer).
 # The browser tests (marker `browser`) drive Debian's chromium (CHROMIUM_PATH, default
-# /usr/bin/chromium). When it is missing it is installed from Debian's packages if this
-# user can (root and apt-get); otherwise the rest of the suite runs and the command that
-# installs it is printed. PYTEST_ARGS is passed on to pytest.
+# /usr/bin/chromium) and the stream-edge tests (marker `edge`) run Debian's pushpin. What
+# is missing is installed from Debian's packages if this user can (root and apt-get);
+# otherwise the rest of the suite runs and the command that installs it is printed.
+# PYTEST_ARGS is passed on to pytest.
 CHROMIUM_PATH ?= /usr/bin/chromium
 test: export SECRET_KEY ?= test-only-secret-key
 test: export CHROMIUM_PATH := $(CHROMIUM_PATH)
 test: install-dev
-	@if [ ! -x "$(CHROMIUM_PATH)" ] && [ "$(CHROMIUM_PATH)" = /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "==> installing Chromium from Debian's packages (the browser tests drive it)"; \
+	@can_install=; if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then can_install=1; fi; \
+	wanted=; \
+	if [ ! -x "$(CHROMIUM_PATH)" ] && [ "$(CHROMIUM_PATH)" = /usr/bin/chromium ]; then wanted="chromium"; fi; \
+	if ! command -v pushpin >/dev/null; then wanted="$$wanted pushpin"; fi; \
+	if [ -n "$$wanted" ] && [ -n "$$can_install" ]; then \
+	  echo "==> installing$$wanted from Debian's packages (the browser and stream-edge tests use them)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update && apt-get install -y chromium || exit 1; \
+	  apt-get update && apt-get install -y $$wanted || exit 1; \
 	fi; \
-	if [ -x "$(CHROMIUM_PATH)" ]; then \
+	skip=; \
+	if [ ! -x "$(CHROMIUM_PATH)" ]; then skip="browser"; fi; \
+	if ! command -v pushpin >/dev/null; then skip="$${skip:+$$skip or }edge"; fi; \
+	if [ -z "$$skip" ]; then \
 	  $(BIN)/pytest $(PYTEST_ARGS); \
 	else \
-	  echo "==> $(CHROMIUM_PATH) is missing: running every test but the browser tests."; \
-	  $(BIN)/pytest -m "not browser" $(PYTEST_ARGS); status=$$?; \
-	  echo "==> The browser tests did NOT run. Install Chromium, then run make test again:"; \
-	  echo "      sudo apt-get install chromium    (Debian/Ubuntu; or set CHROMIUM_PATH=/path/to/chromium)"; \
+	  echo "==> running every test but the $$skip tests (missing: Chromium at $(CHROMIUM_PATH) / pushpin)."; \
+	  $(BIN)/pytest -m "not ($$skip)" $(PYTEST_ARGS); status=$$?; \
+	  echo "==> The $$skip tests did NOT run. Install what they need, then run make test again:"; \
+	  echo "      sudo apt-get install chromium pushpin    (Debian/Ubuntu; or set CHROMIUM_PATH=/path/to/chromium)"; \
 	  exit $$status; \
 	fi
 

@@ -322,6 +322,27 @@ SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000)
 # (SLOW_CONSUMER if that can still be written, else the connection is dropped).
 SSE_SEND_TIMEOUT = env_float("SSE_SEND_TIMEOUT", 30.0)
 SSE_RESUME_MAX_EVENTS = env_int("SSE_RESUME_MAX_EVENTS", 5000)
+# The stream edge (events/edge): with SSE_EDGE=pushpin, list streams that arrive through
+# Pushpin (a GRIP proxy in front of the workers) are handed to it after their opening
+# frames; Pushpin holds the connections and the edge publisher (`manage.py
+# publish_to_edge`) sends each change once per channel. Off (empty) by default; it needs
+# Redis (the channel registry is shared by the workers and the publisher).
+SSE_EDGE = os.environ.get("SSE_EDGE", "").strip().lower()
+if SSE_EDGE not in ("", "pushpin"):
+    raise ImproperlyConfigured("SSE_EDGE must be empty (off) or `pushpin`.")
+if SSE_EDGE and not REDIS_URL:
+    raise ImproperlyConfigured("SSE_EDGE=pushpin needs REDIS_URL (the workers and the publisher share a registry).")
+# Pushpin's HTTP publish endpoint and the key it signs forwarded requests with (its
+# `sig_key`): a stream is handed off only when its request carries a valid Grip-Sig.
+PUSHPIN_PUBLISH_URL = os.environ.get("PUSHPIN_PUBLISH_URL", "http://127.0.0.1:5561/publish/")
+PUSHPIN_SIG_KEY = os.environ.get("PUSHPIN_SIG_KEY", "")
+if SSE_EDGE and not PUSHPIN_SIG_KEY:
+    raise ImproperlyConfigured("SSE_EDGE=pushpin needs PUSHPIN_SIG_KEY (Pushpin's sig_key).")
+# How often Pushpin calls back for a held stream (renewing its slot and channel, ending it
+# at token expiry or idle timeout, which it also does at the exact second): each call is
+# a request to the workers, so this is long. A vanished client's slot is given back when
+# its lease lapses, within twice this.
+SSE_EDGE_LINK_SECONDS = env_int("SSE_EDGE_LINK_SECONDS", 120)
 # The per-process hub re-reads the log this often even without a broadcast, so a lost
 # broadcast (Redis restart, worker killed between commit and publish) only delays events.
 EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.health import healthz, readyz
 from core.metrics import metrics_view
+from events.edge.handoff import edge_link
 from events.views import SystemEventsView
 
 urlpatterns = [
@@ -17,6 +18,9 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     # Prometheus (core.metrics): loopback or `Bearer $METRICS_TOKEN`; outside the API's schema.
     path("metrics", metrics_view, name="metrics"),
+    # Pushpin's call-back for a stream it holds (events.edge; only with SSE_EDGE=pushpin):
+    # between Pushpin and the workers, outside the API and its schema.
+    path("edge/link/<str:token>", edge_link, name="edge-link"),
     path("dashboard/", include("ticketing.dashboard", namespace="dashboard")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),

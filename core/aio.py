@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 from asgiref.sync import SyncToAsync
 
@@ -38,3 +39,15 @@ def serving_loop() -> asyncio.AbstractEventLoop | None:
     if loop is None or getattr(local, "main_event_loop_pid", None) != os.getpid():
         return None
     return loop if loop.is_running() and not loop.is_closed() else None
+
+
+def stop_event(seconds: float | None = None) -> asyncio.Event:
+    """For a worker command's loop (call it inside the loop): an event set on SIGTERM or
+    SIGINT, or after `seconds` (its `--seconds`), when the command should stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if seconds is not None:
+        loop.call_later(seconds, stop.set)
+    return stop

@@ -54,7 +54,8 @@ STREAMS_OPEN = Gauge(
 STREAM_OPENS = Counter(
     "ticketing_stream_opens_total",
     "Stream open attempts that got a slot, by kind, tenant tier and outcome "
-    "(opened; too_many_streams = 429; unavailable = 503, the slot store unreachable).",
+    "(opened; edge = handed to Pushpin, events.edge; too_many_streams = 429; "
+    "unavailable = 503, the slot store unreachable).",
     ["kind", "tier", "outcome"],
 )
 STREAM_ENDS = Counter(

@@ -296,11 +296,7 @@ class TenantFeed:
     async def catch_up(self) -> None:
         while True:
             events = await run_db(fetch_log, self.tenant_id, self.cursor, FEED_BATCH)
-            for event in events:
-                if event.type == REPLAY_TYPE:
-                    await self.replay(event.payload.get("ids", []))
-                else:
-                    self.fan_out(event)
+            await self.deliver(events)
             if events:
                 self.cursor = events[-1].id
             if len(events) < FEED_BATCH:
@@ -308,6 +304,14 @@ class TenantFeed:
                 return
             # A full batch: there is more, at least as new as the last one read.
             self.behind_since = event_commit_time(self.cursor)  # type: ignore[arg-type]
+
+    async def deliver(self, events: list[LogEvent]) -> None:
+        """Hand a batch read from the log (after `self.cursor`, in order) to the subscribers."""
+        for event in events:
+            if event.type == REPLAY_TYPE:
+                await self.replay(event.payload.get("ids", []))
+            else:
+                self.fan_out(event)
 
     def add(self, subscriber: Subscriber) -> None:
         if subscriber.user_id is None:
@@ -357,6 +361,9 @@ class TenantFeed:
 
 class EventHub:
     """One per worker process (per event loop)."""
+
+    # What follows a tenant's log for this hub (the edge publisher's follows it for Pushpin).
+    feed_class: type[TenantFeed] = TenantFeed
 
     def __init__(self) -> None:
         self.layer = get_channel_layer()
@@ -467,7 +474,7 @@ class EventHub:
         subscriber = Subscriber(tenant_id, user_id=user_id)
         feed = self.feeds.get(tenant_id)
         if feed is None:
-            feed = self.feeds[tenant_id] = TenantFeed(self, tenant_id)
+            feed = self.feeds[tenant_id] = self.feed_class(self, tenant_id)
             feed.add(subscriber)
             try:
                 await feed.start()

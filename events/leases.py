@@ -123,24 +123,29 @@ def lease_store() -> LeaseStore:
 class StreamLease:
     key: str
     member: str
+    # Seconds a renewal lasts: SSE_LEASE_SECONDS for a stream a worker serves, longer for
+    # one held by the edge (renewed only when Pushpin calls back; events.edge).
+    ttl: float = 0.0
 
     async def renew(self) -> None:
-        await lease_store().renew(self.key, self.member, settings.SSE_LEASE_SECONDS)
+        await lease_store().renew(self.key, self.member, self.ttl or settings.SSE_LEASE_SECONDS)
 
     async def release(self) -> None:
         await lease_store().release(self.key, self.member)
 
 
-async def acquire_stream_lease(kind: str, tenant_id: uuid.UUID, user_id: uuid.UUID, limit: int) -> StreamLease | None:
+async def acquire_stream_lease(
+    kind: str, tenant_id: uuid.UUID, user_id: uuid.UUID, limit: int, ttl: float | None = None
+) -> StreamLease | None:
     """A lease for one more stream of this kind for this user, or None when at the limit."""
     key = f"{settings.REDIS_PREFIX}:streams:{kind}:{tenant_id}:{user_id}"
-    lease = StreamLease(key=key, member=uuid.uuid4().hex)
-    if await lease_store().acquire(key, lease.member, limit, settings.SSE_LEASE_SECONDS):
+    lease = StreamLease(key=key, member=uuid.uuid4().hex, ttl=ttl or settings.SSE_LEASE_SECONDS)
+    if await lease_store().acquire(key, lease.member, limit, lease.ttl):
         return lease
     return None
 
 
-async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease:
+async def take_stream_slot(kind: str, caller: Caller, limit: int, *, ttl: float | None = None) -> StreamLease:
     """A lease for one more stream of `kind`, or `429 TOO_MANY_STREAMS` with Retry-After;
     `503 SERVICE_UNAVAILABLE` when the lease store (Redis) cannot be reached."""
     from redis.exceptions import RedisError
@@ -149,7 +154,7 @@ async def take_stream_slot(kind: str, caller: Caller, limit: int) -> StreamLease
     from core.metrics import STREAM_OPENS, tenant_tier
 
     try:
-        lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit)
+        lease = await acquire_stream_lease(kind, caller.tenant.id, caller.user.id, limit, ttl)
     except (RedisError, OSError) as error:
         logger.warning("event=lease_store_unavailable kind=%s error=%s", kind, error)
         STREAM_OPENS.labels(kind, tenant_tier(caller.tenant), "unavailable").inc()

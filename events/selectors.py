@@ -92,13 +92,24 @@ def tenant_events(
     return events.select_related("actor")
 
 
-def last_event_id(tenant: Tenant | uuid.UUID, *, audience: str | None = None) -> uuid.UUID | None:
-    """The id of the tenant's newest event (of one audience), None for an empty log. The
-    one reader of the log's position: the writers numbering events, the hub's and the
-    partner socket's start, the streams' snapshots (`at_log_position`)."""
+def last_event_id(
+    tenant: Tenant | uuid.UUID,
+    *,
+    audience: str | None = None,
+    recipient: uuid.UUID | None = None,
+    at_most: uuid.UUID | None = None,
+) -> uuid.UUID | None:
+    """The id of the tenant's newest event (of one audience, or addressed to one user; at
+    or before `at_most`), None for an empty log. The one reader of the log's position: the
+    writers numbering events, the hub's and the partner socket's start, the streams'
+    snapshots (`at_log_position`), the stream edge's chains of items (events.edge)."""
     events = tenant_log(tenant).order_by("-tenant_id", "-id")
     if audience is not None:
         events = events.filter(audience=audience)
+    if recipient is not None:
+        events = events.filter(recipient_id=recipient).order_by("-tenant_id", "-recipient_id", "-id")
+    if at_most is not None:
+        events = events.filter(id__lte=at_most)
     return events.values_list("id", flat=True).first()
 
 

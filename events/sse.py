@@ -38,6 +38,9 @@ from django.urls.resolvers import RoutePattern
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
+from events.edge.grip import from_edge
+from events.edge.handoff import hand_off
+from events.edge.handoff import lease_seconds as edge_lease_seconds
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, take_stream_slot
@@ -295,19 +298,24 @@ class EventStream:
     next_tick = float("inf")
     # Set by `opening` when the stream has nothing more to say (its last frame an error).
     finished = False
+    # Whether Pushpin can hold this kind of stream (SSE_EDGE=pushpin; events.edge): then
+    # `edge_channel` names its channel, and its frames are registered with
+    # events.edge.channels.register_kind.
+    edge_held = False
 
     def __init__(
         self,
         *,
         caller: Caller,
-        hub: EventHub,
-        subscriber: Subscriber,
+        hub: EventHub | None,
+        subscriber: Subscriber | None,
         lease: StreamLease,
         last_event_id: uuid.UUID | None = None,
     ) -> None:
         self.caller = caller
-        self.hub = hub
-        self.subscriber = subscriber
+        # None only for a stream handed to the edge, which never runs `frames`.
+        self.hub: EventHub = hub  # type: ignore[assignment]
+        self.subscriber: Subscriber = subscriber  # type: ignore[assignment]
         self.lease = lease
         # Where the client asks to resume (`last_event_id_from`); None for a fresh start.
         self.last_event_id = last_event_id
@@ -337,6 +345,10 @@ class EventStream:
         yield b""  # pragma: no cover
 
     def render(self, event: LogEvent) -> bytes | None:
+        raise NotImplementedError
+
+    def edge_channel(self) -> tuple[str, dict[str, Any]]:
+        """The Pushpin channel of this stream and the JSON spec its frames are built from."""
         raise NotImplementedError
 
     def render_note(self, note: dict[str, Any]) -> bytes | None:
@@ -543,15 +555,25 @@ async def serve_stream(
     order. Every failure before the response starts is answered in the envelope."""
     if request.method != method:
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", f"Use {method}.", headers={"Allow": method}))
+    held_by_edge = stream_class.edge_held and from_edge(request)
     try:
         caller = await run_db(authorized_caller, request)
         arguments = read_request(request, caller)
         if inspect.isawaitable(arguments):  # a view that must look something up first
             arguments = await arguments
         last_event_id = last_event_id_from(request, arguments.resume_from)
-        hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
+        if held_by_edge:
+            lease = await take_stream_slot(stream_class.kind, caller, limit, ttl=edge_lease_seconds())
+        else:
+            hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
     except ApiError as error:
         return error_response(error)
+    if held_by_edge:
+        # Pushpin holds the connection; the stream only opens it (events.edge).
+        stream = stream_class(
+            caller=caller, hub=None, subscriber=None, lease=lease, last_event_id=last_event_id, **arguments.options
+        )
+        return await hand_off(stream, *stream.edge_channel())
     stream = stream_class(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id, **arguments.options
     )

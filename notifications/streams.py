@@ -11,7 +11,7 @@ notification; `count` alone (with `id:`) when notifications are read (`reason: "
 or `"withdrawn"` for `queued` notices someone else took) or deleted."""
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -48,6 +48,7 @@ def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent
 
 class NotificationStream(EventStream):
     kind = STREAM_KIND
+    edge_held = True
 
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame(
@@ -73,20 +74,34 @@ class NotificationStream(EventStream):
         yield sse_frame("count", data, id=event_id_to_str(position) if position else None)
 
     def render(self, event: LogEvent) -> bytes | None:
-        reason = COUNT_REASONS.get(event.type)
-        if reason is None or event.recipient_id != self.caller.user.id:
-            return None
-        return event.frame("notification", lambda: self._frames(event, reason))
+        return notification_frames(event, self.caller.user.id)
 
-    @staticmethod
-    def _frames(event: LogEvent, reason: str) -> bytes:
-        counts = {**((event.changes or {}).get("counts") or {}).get("to", {}), "reason": reason}
-        if reason != "created":
-            # A withdrawn `queued` notice (someone took the ticket) is a read with its own reason.
-            counts["reason"] = event.payload.get("reason", reason)
-            counts["ids"] = event.payload.get("ids")
-            return sse_frame("count", counts, id=event.ulid)
-        return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
+    def edge_channel(self) -> tuple[str, dict[str, Any]]:
+        """One Pushpin channel per user: every notification stream of the user is on it."""
+        user = self.caller.user.id
+        return f"notifications.{self.caller.tenant.id}.{user}", {"user": str(user)}
+
+
+def notification_frames(event: LogEvent, user_id: uuid.UUID) -> bytes | None:
+    """What the user's notification streams get for the event, or None."""
+    reason = COUNT_REASONS.get(event.type)
+    if reason is None or event.recipient_id != user_id:
+        return None
+    return event.frame("notification", lambda: _frames(event, reason))
+
+
+def _frames(event: LogEvent, reason: str) -> bytes:
+    counts = {**((event.changes or {}).get("counts") or {}).get("to", {}), "reason": reason}
+    if reason != "created":
+        # A withdrawn `queued` notice (someone took the ticket) is a read with its own reason.
+        counts["reason"] = event.payload.get("reason", reason)
+        counts["ids"] = event.payload.get("ids")
+        return sse_frame("count", counts, id=event.ulid)
+    return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
+
+
+def user_of_spec(spec: Mapping[str, Any]) -> uuid.UUID:
+    return uuid.UUID(spec["user"])
 
 
 def _notification_request(request: HttpRequest, caller: Caller) -> StreamArguments:

@@ -220,6 +220,11 @@ ROUTES: dict[str, dict[str, Rule]] = {
     # Prometheus (core.metrics): no tenant credentials; its own guard admits loopback
     # callers and `Authorization: Bearer $METRICS_TOKEN`.
     "metrics": {"GET": Rule("Prometheus metrics: loopback, else `Bearer $METRICS_TOKEN` (403/401)", Access.PUBLIC)},
+    # Pushpin's call-back for a stream it holds (events.edge): no tenant credentials; only
+    # a request signed by Pushpin (Grip-Sig) with a link this service signed, 404 otherwise.
+    "edge-link": {
+        "GET": Rule("Stream edge call-back: Pushpin's Grip-Sig and a link this service signed (404)", Access.PUBLIC)
+    },
     # documentation, pages, files
     "schema": {"GET": Rule("OpenAPI schema", Access.PUBLIC)},
     "api-docs": {"GET": Rule("Swagger UI", Access.PUBLIC)},

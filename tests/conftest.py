@@ -22,6 +22,7 @@ from tenants.callers import clear_realm_cache
 from tests.builders import World, make_world
 
 if TYPE_CHECKING:
+    from tests.edge_proxy import EdgeServer
     from tests.faults.redis_server import PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +213,43 @@ def server(transactional_db: None, _server_process: ServerProcess) -> Iterator[S
     """The session's server process, for a test whose data it must see (committed)."""
     yield _server_process
     wait_until_database_is_quiet()
+
+
+@pytest.fixture(scope="session")
+def _edge_process(django_db_setup: None, django_db_blocker: object) -> Iterator[EdgeServer]:
+    from tests.edge_proxy import EdgeServer, pushpin_installed
+    from tests.faults.redis_server import PrivateRedis
+
+    if not pushpin_installed():
+        raise RuntimeError("pushpin is not installed (Debian: apt-get install pushpin); `make test` installs it")
+    # The edge needs Redis (its channel registry); a private one when the suite runs without.
+    private = None if os.environ.get("REDIS_URL") else PrivateRedis().start()
+    edge = EdgeServer(os.environ.get("REDIS_URL") or private.url).start()  # type: ignore[union-attr]
+    yield edge
+    edge.stop()
+    if private is not None:
+        private.close()
+
+
+@pytest.fixture
+def edge_server(transactional_db: None, _edge_process: EdgeServer) -> Iterator[EdgeServer]:
+    """The session's edge deployment: Pushpin in front of a worker with SSE_EDGE=pushpin,
+    and the edge publisher (tests.edge_proxy)."""
+    yield _edge_process
+    wait_until_database_is_quiet()
+
+
+@pytest.fixture(params=["worker", pytest.param("edge", marks=pytest.mark.edge)])
+def worker_or_edge(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[ServerProcess | EdgeServer]:
+    """For the suites of the streams the edge can hold: each test runs against a worker
+    serving the stream itself and against the edge deployment (Pushpin holding it), unless
+    it names one with WORKER_ONLY. A module uses it as its `server`."""
+    yield request.getfixturevalue("edge_server" if request.param == "edge" else "_server_process")
+    wait_until_database_is_quiet()
+
+
+# A test of behaviour only a worker serving the stream has (its threads, its shutdown).
+WORKER_ONLY = pytest.mark.parametrize("worker_or_edge", ["worker"], indirect=True)
 
 
 @pytest.fixture

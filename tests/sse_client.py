@@ -35,6 +35,10 @@ class SseStream:
                 self.last_id = sse.id
             if sse.event in skip:
                 continue
+            if not sse.data and sse.event == "message":
+                # A block without data (a comment such as Pushpin's keep-alive): httpx-sse
+                # yields it once an id was seen; EventSource dispatches nothing for it.
+                continue
             return Frame(sse.event, json.loads(sse.data) if sse.data else None, sse.id or None)
         raise TimeoutError(f"no frame within {timeout} s")
 

@@ -99,6 +99,10 @@ class TicketQuery:
     # so a live event is matched once per distinct list, not once per stream. A string,
     # because it is a dict key on every event and a string caches its hash.
     match_key: str = field(init=False, compare=False)
+    # The request's own `filter` and `search` (JSON), from which the two nodes were parsed:
+    # what a list stream held by the edge is rebuilt from (ticketing.streams.query_spec).
+    raw_filter: Any = field(default=None, compare=False, repr=False)
+    raw_search: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", tuple(n for n in (self.scope, self.filter, self.search) if n is not None))
@@ -180,13 +184,25 @@ def ticket_query_from(caller: Caller, scope_kind: str | None, body: Mapping[str,
     for item in body.get("sortOrder") or []:
         if item["column"] not in {c for c, _ in order}:
             order.append((item["column"], item["order"].upper()))
-    return TicketQuery(
-        scope=scope,
-        filter=parse_ticket_filter(body.get("filter")),
-        search=parse_ticket_search(body.get("search")),
+    return ticket_query(
+        scope,
+        body.get("filter"),
+        body.get("search"),
         order=tuple(order) or (("updatedAt", "DESC"),),
         top=body["top"],
         offset=body["offset"],
+    )
+
+
+def ticket_query(scope: Scope, raw_filter: Any, raw_search: Any, **page: Any) -> TicketQuery:
+    """A TicketQuery from a scope and the JSON `filter` and `search` (422 if invalid)."""
+    return TicketQuery(
+        scope=scope,
+        filter=parse_ticket_filter(raw_filter),
+        search=parse_ticket_search(raw_search),
+        raw_filter=raw_filter,
+        raw_search=raw_search,
+        **page,
     )
 
 

@@ -6,6 +6,8 @@ with the log position they cover, then sends buffered events above that position
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -29,7 +31,15 @@ from tenants.policy import authorized_caller
 from ticketing import presence
 from ticketing.events import STATE_EVENTS, TicketEvent
 from ticketing.models import Ticket
-from ticketing.selectors import TicketQuery, get_visible_ticket, list_tickets, ticket_comments, ticket_query_from
+from ticketing.selectors import (
+    Scope,
+    TicketQuery,
+    get_visible_ticket,
+    list_tickets,
+    ticket_comments,
+    ticket_query,
+    ticket_query_from,
+)
 from ticketing.serializers import (
     TicketListBodySerializer,
     approval_to_dict,
@@ -77,6 +87,7 @@ def snapshot_at_position(caller: Caller, query: TicketQuery) -> tuple[uuid.UUID 
 
 class TicketListStream(EventStream):
     kind = "list"
+    edge_held = True
 
     def __init__(self, *, query: TicketQuery, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -115,57 +126,82 @@ class TicketListStream(EventStream):
         return was_in or is_in
 
     def render(self, event: LogEvent) -> bytes | None:
-        if event.type not in STATE_EVENTS:
-            return None
-        before, after = states_of(event)
-        was_in, is_in = membership(event, self.query)
-        real_create = event.type == TicketEvent.CREATED
-        real_delete = event.type == TicketEvent.DELETED
-        replayed = event.replayed
-        if is_in and not was_in:
-            key = ("created", real_create, replayed)
-            return event.frame(
-                key, lambda: sse_frame("created", self._created(event, after, real_create), id=event.ulid)
-            )
-        if was_in and is_in:
-            key = ("updated", replayed)
-            return event.frame(key, lambda: sse_frame("updated", self._updated(event, after), id=event.ulid))
-        if was_in and not is_in:
-            key = ("deleted", real_delete, replayed)
-            return event.frame(
-                key, lambda: sse_frame("deleted", self._deleted(event, before, real_delete), id=event.ulid)
-            )
+        return list_frame(event, self.query)
+
+    def edge_channel(self) -> tuple[str, dict[str, Any]]:
+        """The Pushpin channel of this list and what the edge publisher rebuilds it from."""
+        spec = query_spec(self.query)
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+        return f"list.{self.caller.tenant.id}.{digest}", spec
+
+
+def list_frame(event: LogEvent, query: TicketQuery) -> bytes | None:
+    """The frame a list following `query` gets for the event, or None: the same bytes for
+    every stream of the list (built once per event and frame shape)."""
+    if event.type not in STATE_EVENTS:
         return None
+    before, after = states_of(event)
+    was_in, is_in = membership(event, query)
+    real_create = event.type == TicketEvent.CREATED
+    real_delete = event.type == TicketEvent.DELETED
+    replayed = event.replayed
+    if is_in and not was_in:
+        key = ("created", real_create, replayed)
+        return event.frame(key, lambda: sse_frame("created", _created(event, after, real_create), id=event.ulid))
+    if was_in and is_in:
+        key = ("updated", replayed)
+        return event.frame(key, lambda: sse_frame("updated", _updated(event, after), id=event.ulid))
+    if was_in and not is_in:
+        key = ("deleted", real_delete, replayed)
+        return event.frame(key, lambda: sse_frame("deleted", _deleted(event, before, real_delete), id=event.ulid))
+    return None
 
-    @staticmethod
-    def _created(event: LogEvent, after: Mapping[str, Any], real: bool) -> dict[str, Any]:
-        data = dict(after)
-        if not real:
-            data["reason"] = "scope"
-        if event.replayed:
-            data["replayed"] = True
-        return data
 
-    @staticmethod
-    def _updated(event: LogEvent, after: Mapping[str, Any]) -> dict[str, Any]:
-        data = dict(after)
-        data["changes"] = event.changes or {}
-        if event.replayed:
-            data["replayed"] = True
-        return data
+def _created(event: LogEvent, after: Mapping[str, Any], real: bool) -> dict[str, Any]:
+    data = dict(after)
+    if not real:
+        data["reason"] = "scope"
+    if event.replayed:
+        data["replayed"] = True
+    return data
 
-    @staticmethod
-    def _deleted(event: LogEvent, before: Mapping[str, Any], real: bool) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": before["id"],
-            "ticketNumber": before.get("ticketNumber"),
-            "deletedAt": before.get("deletedAt") or event.occurred_at,
-        }
-        if not real:
-            data["reason"] = "scope"
-        if event.replayed:
-            data["replayed"] = True
-        return data
+
+def _updated(event: LogEvent, after: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(after)
+    data["changes"] = event.changes or {}
+    if event.replayed:
+        data["replayed"] = True
+    return data
+
+
+def _deleted(event: LogEvent, before: Mapping[str, Any], real: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": before["id"],
+        "ticketNumber": before.get("ticketNumber"),
+        "deletedAt": before.get("deletedAt") or event.occurred_at,
+    }
+    if not real:
+        data["reason"] = "scope"
+    if event.replayed:
+        data["replayed"] = True
+    return data
+
+
+def query_spec(query: TicketQuery) -> dict[str, Any]:
+    """What selects a list's tickets (scope, filter, search; not order or page), as JSON:
+    equal for streams that see the same tickets, and enough to rebuild the query."""
+    scope = query.scope
+    return {
+        "scope": ["template"] if scope.kind == "template" else [scope.kind, str(scope.user_id), list(scope.teams)],
+        "filter": query.raw_filter,
+        "search": query.raw_search,
+    }
+
+
+def query_from_spec(spec: Mapping[str, Any]) -> TicketQuery:
+    kind, *who = spec["scope"]
+    user_id, teams = (uuid.UUID(who[0]), tuple(who[1])) if who else (uuid.UUID(int=0), ())
+    return ticket_query(Scope(kind, user_id, teams), spec.get("filter"), spec.get("search"))
 
 
 def _list_request(request: HttpRequest, caller: Caller) -> StreamArguments:

@@ -141,6 +141,9 @@ def _readers(tenant_id: uuid.UUID, cursor: uuid.UUID, user: TenantUser | None) -
     }
     if user is not None:
         readers["notification stream resume"] = lambda: hub.fetch_log(tenant_id, cursor, 500, recipient=user.id)
+        readers["stream edge: a user's last event at a position"] = lambda: selectors.last_event_id(
+            tenant_id, recipient=user.id, at_most=cursor
+        )
     return readers
 
 

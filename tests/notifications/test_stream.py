@@ -10,11 +10,19 @@ import pytest
 from notifications.models import Notification
 from notifications.services import mark_notifications_read
 from tests.builders import World
+from tests.conftest import WORKER_ONLY
 from tests.notifications.support import as_user, make_ticket
 from tests.sse_client import open_stream
 from ticketing import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def server(worker_or_edge):
+    """A worker serving the stream, and the edge deployment (tests.conftest.worker_or_edge)."""
+    return worker_or_edge
+
 
 PATH = "/api/v2/ticketing/ticket/sse/notifications"
 
@@ -104,6 +112,7 @@ def test_a_malformed_last_event_id_is_400(server, acme: World):
     assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
 
 
+@WORKER_ONLY  # a held stream's slot comes back when its lease lapses: tests/events/test_stream_edge.py
 def test_more_than_five_streams_of_one_user_is_429_with_retry_after(server, acme: World):
     with ExitStack() as stack:
         # Kept referenced: a dropped SSE iterator closes its connection (and frees its lease).

@@ -64,6 +64,7 @@ SAMPLE = {
     "content_type_id": "1",
     "object_id": "1",
     "id": "1",
+    "token": "not-a-signed-link",  # the stream edge's call-back (answers 404 to anyone but Pushpin)
 }
 
 

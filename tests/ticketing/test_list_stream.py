@@ -12,10 +12,17 @@ import httpx
 import pytest
 
 from tests.builders import World
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import WORKER_ONLY, ServerProcess, free_port
 from tests.sse_client import SseStream, list_updates_url, open_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def server(worker_or_edge):
+    """A worker serving the stream, and the edge deployment (tests.conftest.worker_or_edge)."""
+    return worker_or_edge
+
 
 BODY = {"top": 10, "offset": 0, "sort": "updatedAt", "searchOrder": "DESC"}
 
@@ -285,6 +292,7 @@ def open_a_users_every_stream(stack: ExitStack, server, world: World, username: 
     return streams
 
 
+@WORKER_ONLY
 def test_too_many_streams_is_429_and_a_closed_stream_frees_its_slot(server, acme: World):
     url = list_updates_url(server.url)
     with ExitStack() as stack:
@@ -336,6 +344,7 @@ def test_an_event_whose_broadcast_was_lost_still_arrives_from_the_log(server, ac
         assert arrived.event == "created" and arrived.data["id"] == str(ticket.id)
 
 
+@WORKER_ONLY
 def test_a_change_made_through_one_worker_reaches_a_stream_on_another(server, second_server, acme: World):
     with open_stream(
         "POST", list_updates_url(second_server.url), headers=acme.headers("alice"), json_body=BODY
@@ -395,6 +404,7 @@ def new_stream_status(server: ServerProcess, world: World, username: str) -> int
         return response.status_code  # a 200 is a stream: do not read it to the end
 
 
+@WORKER_ONLY
 def test_open_streams_do_not_keep_a_thread_each(server, acme: World):
     """An idle stream holds no thread of its own (at thousands of streams per process, a
     thread each was half of the server's memory)."""
@@ -437,6 +447,7 @@ def test_a_long_open_stream_keeps_its_slot_past_the_lease_time(server, acme: Wor
     assert status == 429
 
 
+@WORKER_ONLY
 def test_a_killed_workers_streams_give_their_slots_back_when_their_leases_expire(server, acme: World):
     """A worker dies without closing anything: its streams' slots are leases that stop
     being renewed, so the user can open streams again (on any worker) once they expire.
@@ -459,6 +470,7 @@ def test_a_killed_workers_streams_give_their_slots_back_when_their_leases_expire
         worker.stop()
 
 
+@WORKER_ONLY
 def test_a_worker_shutting_down_ends_its_streams_and_gives_their_slots_back(server, acme: World):
     """A deploy stops a worker with SIGTERM: its streams end with SERVER_SHUTDOWN (clients
     reconnect with Last-Event-ID elsewhere) and release their slots at once, rather than

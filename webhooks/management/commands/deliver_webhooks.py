@@ -2,12 +2,12 @@
 
 import asyncio
 import logging
-import signal
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from core.aio import stop_event
 from webhooks.deliverer import Deliverer
 
 logger = logging.getLogger(__name__)
@@ -33,12 +33,7 @@ class Command(BaseCommand):
         asyncio.run(self.serve(options["seconds"]))
 
     async def serve(self, seconds: float | None = None) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if seconds is not None:
-            loop.call_later(seconds, stop.set)
+        stop = stop_event(seconds)
         deliverer = Deliverer()
         logger.info("event=webhook_deliverer_started worker=%s", deliverer.worker)
         await deliverer.run(stop)

@@ -1,0 +1,228 @@
+"""Handing a stream to Pushpin, and the link Pushpin calls back while it holds it.
+
+The hand-off answers the stream's request with its opening frames (connected, then the
+snapshot or the missed events) and GRIP headers: hold the connection on the stream's
+channel after the log position the opening covered. The call-back link carries the
+stream's state, signed; Pushpin calls it
+
+- every SSE_EDGE_LINK_SECONDS, or sooner at the token's expiry or the idle timeout: the
+  stream's slot and channel are renewed, or it ends with the same `error` frame as a
+  stream a worker serves (TOKEN_EXPIRED, IDLE_TIMEOUT);
+- when an item published on the channel does not follow the last one the connection got
+  (`Grip-Last`): the answer is the events since, read from the log, and the connection
+  holds on after the last of them. Too many to replay ends it with SLOW_CONSUMER
+  (reconnect with Last-Event-ID), as a worker ends a stream that fell behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core import signing
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
+
+from core.http import ApiError, error_response
+from core.metrics import STREAM_ENDS, STREAM_OPENS, tenant_tier
+from events.edge.channels import KINDS, channel_registry, recipient_of, registration_seconds
+from events.edge.grip import LOG_START_ID, from_edge, hold_headers, last_ids, open_link, sign_link
+from events.hub import LogEvent, fetch_by_ids, fetch_log, run_db
+from events.ids import event_id_to_str, parse_event_id
+from events.leases import StreamLease
+from events.models import REPLAY_TYPE
+from events.selectors import event_exists, last_event_id
+
+if TYPE_CHECKING:
+    from events.sse import EventStream
+
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
+def lease_seconds() -> float:
+    """How long a held stream's slot lasts: renewed at each call-back."""
+    return registration_seconds()
+
+
+async def hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> HttpResponse:
+    """The response that gives `stream` (opened, holding `stream.lease`) to Pushpin; a
+    failure before it (the database, Redis) is answered in the envelope, slot given back."""
+    try:
+        return await _hand_off(stream, channel, spec)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(stream.lease.release())
+        if isinstance(exc, ApiError):
+            return error_response(exc)
+        if isinstance(exc, RedisError | OSError):
+            return error_response(_unavailable())
+        raise
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The real-time service is unavailable; retry shortly.",
+        headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> HttpResponse:
+    from events.sse import SSE_HEADERS
+
+    frames = [frame async for frame in stream.opening()]
+    body = b"retry: 3000\n" + b"".join(frames)
+    caller = stream.caller
+    if stream.finished:  # its last frame was an error: nothing to hold
+        await stream.lease.release()
+        return _closing_response(body)
+    position = event_id_to_str(stream.position) if stream.position else LOG_START_ID
+    await channel_registry().register(caller.tenant.id, channel, stream.kind, spec, position)
+    recipient = recipient_of(stream.kind, spec)
+    if recipient is not None and stream.position is not None:
+        # A private channel's chain is the user's own events: the last of them the
+        # opening covered (at or before its position) is what the next item follows.
+        last = await run_db(last_event_id, caller.tenant.id, recipient=recipient, at_most=stream.position)
+        position = event_id_to_str(last) if last else LOG_START_ID
+    STREAM_OPENS.labels(stream.kind, tenant_tier(caller.tenant), "edge").inc()
+    expires = caller.token_expires_at
+    state = {
+        "kind": stream.kind,
+        "tenant": str(caller.tenant.id),
+        "conn": stream.connection_id,
+        "channel": channel,
+        "spec": spec,
+        "expires": expires.timestamp() if expires else None,
+        "idle": time.time() + settings.SSE_IDLE_TIMEOUT_SECONDS,
+        "lease": [stream.lease.key, stream.lease.member],
+    }
+    response = _held_response(body, state, position)
+    for name, value in SSE_HEADERS.items():
+        response[name] = value
+    return response
+
+
+def _held_response(body: bytes, state: dict[str, Any], prev_id: str) -> HttpResponse:
+    now = time.time()
+    due = min(settings.SSE_EDGE_LINK_SECONDS, state["idle"] - now, (state["expires"] or math.inf) - now)
+    response = HttpResponse(body, content_type=SSE_CONTENT_TYPE)
+    headers = hold_headers(
+        channel=state["channel"],
+        prev_id=prev_id,
+        connection_id=state["conn"],
+        link=reverse("edge-link", args=[sign_link(state)]),
+        link_timeout=math.ceil(due),
+    )
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+def _closing_response(body: bytes) -> HttpResponse:
+    # No GRIP instructions: Pushpin writes the body and ends the client's response.
+    return HttpResponse(body, content_type=SSE_CONTENT_TYPE)
+
+
+def missed_since(
+    tenant_id: uuid.UUID, after: uuid.UUID, limit: int, recipient: uuid.UUID | None = None
+) -> list[LogEvent] | None:
+    """The tenant's events after `after` (with `recipient`, those addressed to that user),
+    or None when `after` is not the tenant's or more than `limit` came since."""
+    if after.int == 0:  # LOG_START_ID
+        events = fetch_log(tenant_id, None, limit + 1, recipient=recipient)
+    elif not event_exists(tenant_id, after):
+        return None
+    else:
+        events = fetch_log(tenant_id, after, limit + 1, recipient=recipient)
+    if len(events) > limit:
+        return None
+    return events
+
+
+def render(kind: str, built: Any, event: LogEvent, replayed: list[LogEvent] | None = None) -> bytes:
+    """What a channel of `kind` gets for one event of the log: its frame, the frames of
+    the events a replay marker names (`replayed`), or nothing."""
+    frame = KINDS[kind].frame
+    if event.type == REPLAY_TYPE:
+        return b"".join(f for f in (frame(e, built) for e in replayed or ()) if f is not None)
+    return frame(event, built) or b""
+
+
+async def replayed_events(tenant_id: uuid.UUID, event: LogEvent) -> list[LogEvent]:
+    if event.type != REPLAY_TYPE:
+        return []
+    return await run_db(fetch_by_ids, tenant_id, [parse_event_id(i) for i in event.payload.get("ids", [])])
+
+
+async def continue_stream(state: dict[str, Any], last: dict[str, str]) -> HttpResponse:
+    """Pushpin's call-back for a held stream (see the module's docstring)."""
+    from events.sse import error_frame
+
+    kind = state["kind"]
+    tenant_id = uuid.UUID(state["tenant"])
+    lease = StreamLease(*state["lease"], ttl=lease_seconds())
+    now = time.time()
+    ended: tuple[str, str] | None = None
+    if state["expires"] is not None and now >= state["expires"]:
+        ended = ("TOKEN_EXPIRED", "Authentication token has expired")
+    elif now >= state["idle"]:
+        ended = ("IDLE_TIMEOUT", "The stream was open too long without client activity.")
+    prev_id = last.get(state["channel"]) or LOG_START_ID
+    body = b""
+    if ended is None:
+        try:
+            missed = await run_db(
+                missed_since,
+                tenant_id,
+                parse_event_id(prev_id),
+                settings.SSE_RESUME_MAX_EVENTS,
+                recipient_of(kind, state["spec"]),
+            )
+        except ValueError:  # not an event id: what it follows cannot be found
+            missed = None
+        except ApiError as error:  # the database failed: Pushpin calls back again shortly
+            return error_response(error)
+        if missed is None:
+            ended = ("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
+        else:
+            built = KINDS[kind].build(state["spec"])
+            body = b"".join([render(kind, built, e, await replayed_events(tenant_id, e)) for e in missed])
+            if missed:
+                prev_id = missed[-1].ulid
+    if ended is not None:
+        code, message = ended
+        STREAM_ENDS.labels(kind, code.lower()).inc()
+        await lease.release()
+        return _closing_response(body + error_frame(code, message))
+    try:
+        await lease.renew()
+        # A private channel's chain position is not a position in the tenant's log.
+        position = None if KINDS[kind].private else prev_id
+        await channel_registry().register(tenant_id, state["channel"], kind, state["spec"], position)
+    except (RedisError, OSError):
+        # Pushpin retries a failed call-back a few times before it gives up on the stream.
+        return error_response(_unavailable())
+    return _held_response(body, state, prev_id)
+
+
+@csrf_exempt
+async def edge_link(request: HttpRequest, token: str) -> HttpResponse:
+    """`GET /edge/link/<token>`: Pushpin's call-back for a stream it holds. Only
+    for Pushpin (Grip-Sig) with a link this service signed; 404 to anyone else."""
+    not_found = ApiError(404, "NOT_FOUND", "No such stream link.")
+    if not from_edge(request):
+        return error_response(not_found)
+    try:
+        state = open_link(token)
+    except signing.BadSignature:
+        return error_response(not_found)
+    if state.get("kind") not in KINDS:
+        return error_response(not_found)
+    return await continue_stream(state, last_ids(request))

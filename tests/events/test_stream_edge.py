@@ -1,0 +1,169 @@
+"""The stream edge (SSE_EDGE=pushpin): list streams held by a real Pushpin, fed by the
+edge publisher, checked through Pushpin's socket as a browser would see them. The list
+stream's own behaviour runs in both modes in tests/ticketing/test_list_stream.py; these
+are what only the edge has: the hand-off under concurrent writers, a publisher restart,
+the call-back link, and slots of clients that vanished."""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+
+import httpx
+import jwt
+import pytest
+
+from events.ids import event_id_to_str
+from events.models import Event
+from tests.builders import World
+from tests.pushpin import SIG_KEY
+from tests.sse_client import SseStream, list_updates_url, open_stream
+from ticketing.events import STATE_EVENTS
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.edge]
+
+BODY = {"top": 10, "offset": 0, "sort": "updatedAt", "searchOrder": "DESC"}
+
+
+def create(base: str, world: World, **fields) -> dict:
+    response = httpx.post(
+        f"{base}/api/v2/ticketing/ticket",
+        headers=world.headers("alice"),
+        json={"subject": "Edge", **fields},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def patch(base: str, world: World, ticket_id: str, **fields) -> int:
+    response = httpx.patch(
+        f"{base}/api/v2/ticketing/ticket/{ticket_id}", headers=world.headers("alice"), json=fields, timeout=30
+    )
+    return response.status_code
+
+
+def state_event_ids(world: World, after: str | None) -> list[str]:
+    ids = [
+        event_id_to_str(e.id)
+        for e in Event.objects.filter(tenant=world.tenant, type__in=STATE_EVENTS).order_by("id")
+        if e.recipient_id is None
+    ]
+    return [i for i in ids if after is None or i > after]
+
+
+def read_until(stream: SseStream, count: int, timeout: float = 30.0) -> list[str]:
+    ids: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(ids) < count and time.monotonic() < deadline:
+        frame = stream.next(timeout=max(0.1, deadline - time.monotonic()))
+        if frame.event in ("created", "updated", "deleted"):
+            ids.append(frame.id)
+    return ids
+
+
+def test_held_streams_get_every_change_of_concurrent_writers_once_and_in_log_order(edge_server, acme: World):
+    tickets = [create(edge_server.url, acme, subject=f"hot {n}")["id"] for n in range(3)]
+    with ExitStack() as stack:
+        streams = [
+            stack.enter_context(
+                open_stream("POST", list_updates_url(edge_server.url), headers=acme.headers(user), json_body=BODY)
+            )
+            for user in ("alice", "alice", "carol", "admin")
+        ]
+        positions = []
+        for stream in streams:
+            snapshot = stream.collect(2)[1]
+            assert snapshot.event == "snapshot"
+            positions.append(snapshot.id)
+        statuses: list[int] = []
+
+        def writer(n: int) -> None:
+            for i in range(10):
+                statuses.append(patch(edge_server.url, acme, tickets[(n + i) % 3], priority=("low", "high")[i % 2]))
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert set(statuses) == {200}
+        for stream, position in zip(streams, positions, strict=True):
+            expected = state_event_ids(acme, position)
+            assert len(expected) >= 20  # a patch to the priority a ticket already has records nothing
+            received = read_until(stream, len(expected))
+            assert received == expected  # every committed change once, in the log's order
+            with pytest.raises(TimeoutError):  # and nothing after them
+                stream.next(timeout=1.5)
+
+
+def test_changes_made_while_the_publisher_is_down_arrive_through_the_call_back_and_none_twice(edge_server, acme: World):
+    """Without the publisher nothing is pushed, but each held stream's call-back (every
+    SSE_EDGE_LINK_SECONDS, 2 here) reads what it missed from the log; once the publisher
+    is back, its items for the same events are dropped by Pushpin (they do not follow
+    what the connection has), so nothing comes twice."""
+    ticket = create(edge_server.url, acme)
+    with open_stream(
+        "POST", list_updates_url(edge_server.url), headers=acme.headers("alice"), json_body=BODY
+    ) as stream:
+        stream.collect(2)
+        edge_server.stop_publisher()
+        try:
+            for priority in ("low", "high", "urgent"):
+                assert patch(edge_server.url, acme, ticket["id"], priority=priority) == 200
+            missed = [stream.next(timeout=10) for _ in range(3)]
+        finally:
+            edge_server.start_publisher()
+        assert [f.data["priority"] for f in missed] == ["low", "high", "urgent"]
+        assert [f.id for f in missed] == state_event_ids(acme, None)[-3:]
+        time.sleep(2)  # the publisher starts and publishes its own items for those events
+        assert patch(edge_server.url, acme, ticket["id"], priority="medium") == 200
+        live = stream.next(timeout=10)
+        assert live.data["priority"] == "medium" and live.id > missed[-1].id
+
+
+def test_the_call_back_link_answers_only_pushpin_with_a_link_this_service_signed(edge_server, acme: World):
+    worker = edge_server.worker.url
+    # Straight to the worker, without Pushpin's signature: no such link.
+    response = httpx.get(f"{worker}/edge/link/anything", timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "NOT_FOUND"
+    # Through Pushpin (signed by it), with a link nobody signed: no such link either.
+    response = httpx.get(f"{edge_server.url}/edge/link/forged.token:here", timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("signature", [None, "forged"])
+def test_a_stream_that_did_not_come_through_pushpin_is_served_by_the_worker(edge_server, acme: World, signature):
+    headers = acme.headers("alice")
+    if signature == "forged":
+        headers["Grip-Sig"] = jwt.encode({"iss": "pushpin", "exp": int(time.time()) + 60}, "not-" + SIG_KEY, "HS256")
+    with httpx.stream(
+        "POST", list_updates_url(edge_server.worker.url), headers=headers, json=BODY, timeout=10
+    ) as response:
+        assert response.status_code == 200
+        assert not any(name.lower().startswith("grip-") for name in response.headers)
+        stream = SseStream(response)
+        assert [f.event for f in stream.collect(2)] == ["connected", "snapshot"]
+        created = create(edge_server.url, acme)
+        assert stream.next().data["id"] == created["id"]
+
+
+def test_a_vanished_clients_slot_comes_back_when_its_lease_lapses(edge_server, acme: World):
+    """Pushpin does not tell the workers that a client left: a held stream's slot is a
+    lease renewed at each call-back, so it comes back once the lease lapses (twice the
+    call-back period and two seconds, SSE_EDGE_LINK_SECONDS=2 here), not at once."""
+    url = list_updates_url(edge_server.url)
+    with ExitStack() as stack:
+        for _ in range(8):
+            stack.enter_context(open_stream("POST", url, headers=acme.headers("carol"), json_body=BODY)).collect(2)
+        refused = httpx.post(url, headers=acme.headers("carol"), json=BODY, timeout=10)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "TOO_MANY_STREAMS"
+    left = time.monotonic()
+    lapse = 2 * float(edge_server.env["SSE_EDGE_LINK_SECONDS"]) + 2
+    while True:
+        with httpx.stream("POST", url, headers=acme.headers("carol"), json=BODY, timeout=10) as response:
+            if response.status_code == 200:
+                break
+        assert time.monotonic() - left < lapse + 3, "the vanished clients' slots never came back"
+        time.sleep(0.5)
