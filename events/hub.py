@@ -127,10 +127,11 @@ def fetch_log(
     audience: str | None = None,
     types: Collection[str] = (),
     recipient: uuid.UUID | None = None,
+    shared: bool = False,
 ) -> list[LogEvent]:
     """At most `limit` events after a cursor (`events.selectors.log_after`, same filters),
     as streams take them: the hub's catch-up, the streams' resume, the partner socket's."""
-    events = log_after(tenant_id, after, audience=audience, types=types, recipient=recipient)
+    events = log_after(tenant_id, after, audience=audience, types=types, recipient=recipient, shared=shared)
     return [LogEvent.from_row(e) for e in events.select_related("actor")[:limit]]
 
 

@@ -62,10 +62,12 @@ def log_after(
     audience: str | None = None,
     types: Collection[str] = (),
     recipient: uuid.UUID | None = None,
+    shared: bool = False,
 ) -> QuerySet[Event]:
     """The tenant's events after a cursor (all of them without one), oldest first: of one
-    audience, of some types, or addressed to one user. The one reader of the log after a
-    cursor: the hub, the streams, the partner socket, the REST pages and the commands."""
+    audience, of some types, addressed to one user, or `shared` (to nobody in particular).
+    The one reader of the log after a cursor: the hub, the streams, the partner socket,
+    the REST pages and the commands."""
     events = tenant_log(tenant)
     if after is not None:
         events = events.filter(id__gt=after)
@@ -75,6 +77,8 @@ def log_after(
         events = events.filter(type__in=types)
     if recipient is not None:
         events = events.filter(recipient_id=recipient)
+    if shared:  # addressed to nobody in particular (no notification events)
+        events = events.filter(recipient_id__isnull=True).order_by("tenant_id", "recipient_id", "id")
     return events
 
 
@@ -97,17 +101,21 @@ def last_event_id(
     *,
     audience: str | None = None,
     recipient: uuid.UUID | None = None,
+    shared: bool = False,
     at_most: uuid.UUID | None = None,
 ) -> uuid.UUID | None:
-    """The id of the tenant's newest event (of one audience, or addressed to one user; at
-    or before `at_most`), None for an empty log. The one reader of the log's position: the
-    writers numbering events, the hub's and the partner socket's start, the streams'
-    snapshots (`at_log_position`), the stream edge's chains of items (events.edge)."""
+    """The id of the tenant's newest event (of one audience, addressed to one user, or
+    `shared`: to nobody in particular; at or before `at_most`), None for an empty log.
+    The one reader of the log's position: the writers numbering events, the hub's and the
+    partner socket's start, the streams' snapshots (`at_log_position`), the stream edge's
+    chains of items (events.edge)."""
     events = tenant_log(tenant).order_by("-tenant_id", "-id")
     if audience is not None:
         events = events.filter(audience=audience)
     if recipient is not None:
         events = events.filter(recipient_id=recipient).order_by("-tenant_id", "-recipient_id", "-id")
+    if shared:
+        events = events.filter(recipient_id__isnull=True).order_by("-tenant_id", "-recipient_id", "-id")
     if at_most is not None:
         events = events.filter(id__lte=at_most)
     return events.values_list("id", flat=True).first()

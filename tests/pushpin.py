@@ -43,6 +43,7 @@ def instance_config(
             "logdir": str(rundir),
             "client_maxconn": str(max_connections),
             "zurl_bin": "zurl",
+            "log_level": os.environ.get("PUSHPIN_LOG_LEVEL", "2"),
         },
         "proxy": {
             "routesfile": str(rundir / "routes"),

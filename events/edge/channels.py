@@ -34,9 +34,10 @@ class ChannelKind:
     """A kind of stream the edge can hold: `build` turns a registered spec into what
     `frame` needs (once per channel), `frame` renders an event for it (None: nothing).
 
-    A channel's items form a chain (each names its predecessor). For a shared kind the
-    chain is every event of the tenant; for a `private` kind (one channel per user, its
-    spec's "user") it is the events addressed to that user only."""
+    A channel's items form a chain (each names its predecessor, `chain_of`). For a shared
+    kind the chain is the tenant's events addressed to nobody in particular; for a
+    `private` kind (one channel per user, its spec's "user") the events addressed to that
+    user only."""
 
     build: Callable[[Mapping[str, Any]], Any]
     frame: Callable[[LogEvent, Any], bytes | None]
@@ -60,6 +61,19 @@ def register_kind(
 def recipient_of(kind: str, spec: Mapping[str, Any]) -> uuid.UUID | None:
     """The user whose events make the chain of a private kind's channel, else None."""
     return uuid.UUID(spec["user"]) if KINDS[kind].private else None
+
+
+def chain_of(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Which of the tenant's events make a channel's chain, as filters of the log's readers
+    (events.selectors): the user's own for a private kind, else the events addressed to
+    nobody in particular (a shared channel never shows a notification event, so it is
+    not sent one: a third of the items a change would otherwise cost)."""
+    return chain_for(recipient_of(kind, spec))
+
+
+def chain_for(recipient: uuid.UUID | None) -> dict[str, Any]:
+    """The chain of a user's private channels, or (None) of the shared channels."""
+    return {"recipient": recipient} if recipient is not None else {"shared": True}
 
 
 def registration_seconds() -> float:

@@ -18,6 +18,7 @@ HEARTBEAT_CHANNEL = "edge.heartbeat"
 # time however busy the list is (token expiry, idle timeout, lease renewal).
 CONNECTION_CHANNEL_PREFIX = "edge.conn."
 _LINK_SALT = "events.edge.link"
+_CONNECTION_SALT = "events.edge.connection"
 # The item id that stands for "before the tenant's first event": every chain of items
 # starts somewhere, so a stream opened on an empty log is recovered like any other.
 LOG_START_ID = "0" * 26
@@ -51,14 +52,20 @@ def last_ids(request: HttpRequest) -> dict[str, str]:
 
 
 def hold_headers(
-    *, channel: str, prev_id: str | None, connection_id: str, link: str, link_timeout: int
+    *, channel: str, prev_id: str, connection_id: str, connection_state: str, link: str, link_timeout: int
 ) -> dict[str, str]:
     """Hold the connection as a stream on `channel` after `prev_id`, with the heartbeat and
-    the connection's own channel, and call `link` back after `link_timeout` seconds."""
+    the connection's own channel, and call `link` back after `link_timeout` seconds.
+
+    `link` is the same for every connection of the channel: Pushpin paces its call-backs
+    (ten a second) per link, up to a hundred connections at a time, so a link per
+    connection would leave thousands of connections waiting minutes for a repair. What is
+    the connection's own (`connection_state`, signed) rides as the "previous id" of its
+    own channel, which Pushpin sends back in `Grip-Last` with every call-back."""
     channels = [
         f"{channel}; prev-id={prev_id}",
         HEARTBEAT_CHANNEL,
-        CONNECTION_CHANNEL_PREFIX + connection_id,
+        f"{CONNECTION_CHANNEL_PREFIX}{connection_id}; prev-id={connection_state}",
     ]
     # Should the publisher stop, Pushpin's own keep-alive (an SSE comment) still keeps
     # proxies from closing the connection.
@@ -72,11 +79,25 @@ def hold_headers(
 
 
 def sign_link(state: dict[str, Any]) -> str:
-    """The stream's state, signed and compressed into the path of its call-back link
-    (Pushpin sends no credentials with a call-back: the link is the credential)."""
+    """The channel's state (the same for all its connections), signed and compressed into
+    the path of the call-back link (Pushpin sends no credentials with a call-back: the
+    link is the credential). Signing is deterministic, so equal states give one link."""
     return signing.dumps(state, salt=_LINK_SALT, compress=True)
 
 
 def open_link(token: str) -> dict[str, Any]:
     """The state of a link this service signed; raises signing.BadSignature otherwise."""
     return signing.loads(token, salt=_LINK_SALT)
+
+
+def sign_connection(state: dict[str, Any]) -> str:
+    return signing.dumps(state, salt=_CONNECTION_SALT, compress=True)
+
+
+def connection_state(last: dict[str, str]) -> dict[str, Any]:
+    """The connection's own state from a call-back's `Grip-Last`; raises
+    signing.BadSignature when it is missing or not signed by this service."""
+    for channel, value in last.items():
+        if channel.startswith(CONNECTION_CHANNEL_PREFIX):
+            return signing.loads(value, salt=_CONNECTION_SALT)
+    raise signing.BadSignature("no connection state")

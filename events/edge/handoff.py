@@ -31,8 +31,17 @@ from redis.exceptions import RedisError
 
 from core.http import ApiError, error_response
 from core.metrics import STREAM_ENDS, STREAM_OPENS, tenant_tier
-from events.edge.channels import KINDS, channel_registry, recipient_of, registration_seconds
-from events.edge.grip import LOG_START_ID, from_edge, hold_headers, last_ids, open_link, sign_link
+from events.edge.channels import KINDS, chain_of, channel_registry, registration_seconds
+from events.edge.grip import (
+    LOG_START_ID,
+    connection_state,
+    from_edge,
+    hold_headers,
+    last_ids,
+    open_link,
+    sign_connection,
+    sign_link,
+)
 from events.hub import LogEvent, fetch_by_ids, fetch_log, run_db
 from events.ids import event_id_to_str, parse_event_id
 from events.leases import StreamLease
@@ -83,41 +92,39 @@ async def _hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> 
     if stream.finished:  # its last frame was an error: nothing to hold
         await stream.lease.release()
         return _closing_response(body)
+    tenant_id = caller.tenant.id
     position = event_id_to_str(stream.position) if stream.position else LOG_START_ID
-    await channel_registry().register(caller.tenant.id, channel, stream.kind, spec, position)
-    recipient = recipient_of(stream.kind, spec)
-    if recipient is not None and stream.position is not None:
-        # A private channel's chain is the user's own events: the last of them the
-        # opening covered (at or before its position) is what the next item follows.
-        last = await run_db(last_event_id, caller.tenant.id, recipient=recipient, at_most=stream.position)
-        position = event_id_to_str(last) if last else LOG_START_ID
+    await channel_registry().register(tenant_id, channel, stream.kind, spec, position)
+    if stream.position is not None:
+        # The channel's chain is some of the tenant's events (chain_of): the last of them
+        # the opening covered (at or before its position) is what the next item follows.
+        head = await run_db(last_event_id, tenant_id, at_most=stream.position, **chain_of(stream.kind, spec))
+        position = event_id_to_str(head) if head else LOG_START_ID
     STREAM_OPENS.labels(stream.kind, tenant_tier(caller.tenant), "edge").inc()
     expires = caller.token_expires_at
-    state = {
-        "kind": stream.kind,
-        "tenant": str(caller.tenant.id),
+    link = {"kind": stream.kind, "tenant": str(tenant_id), "channel": channel, "spec": spec}
+    connection = {
         "conn": stream.connection_id,
-        "channel": channel,
-        "spec": spec,
         "expires": expires.timestamp() if expires else None,
         "idle": time.time() + settings.SSE_IDLE_TIMEOUT_SECONDS,
         "lease": [stream.lease.key, stream.lease.member],
     }
-    response = _held_response(body, state, position)
+    response = _held_response(body, link, connection, position)
     for name, value in SSE_HEADERS.items():
         response[name] = value
     return response
 
 
-def _held_response(body: bytes, state: dict[str, Any], prev_id: str) -> HttpResponse:
+def _held_response(body: bytes, link: dict[str, Any], connection: dict[str, Any], prev_id: str) -> HttpResponse:
     now = time.time()
-    due = min(settings.SSE_EDGE_LINK_SECONDS, state["idle"] - now, (state["expires"] or math.inf) - now)
+    due = min(settings.SSE_EDGE_LINK_SECONDS, connection["idle"] - now, (connection["expires"] or math.inf) - now)
     response = HttpResponse(body, content_type=SSE_CONTENT_TYPE)
     headers = hold_headers(
-        channel=state["channel"],
+        channel=link["channel"],
         prev_id=prev_id,
-        connection_id=state["conn"],
-        link=reverse("edge-link", args=[sign_link(state)]),
+        connection_id=connection["conn"],
+        connection_state=sign_connection(connection),
+        link=reverse("edge-link", args=[sign_link(link)]),
         link_timeout=math.ceil(due),
     )
     for name, value in headers.items():
@@ -130,17 +137,15 @@ def _closing_response(body: bytes) -> HttpResponse:
     return HttpResponse(body, content_type=SSE_CONTENT_TYPE)
 
 
-def missed_since(
-    tenant_id: uuid.UUID, after: uuid.UUID, limit: int, recipient: uuid.UUID | None = None
-) -> list[LogEvent] | None:
-    """The tenant's events after `after` (with `recipient`, those addressed to that user),
-    or None when `after` is not the tenant's or more than `limit` came since."""
+def missed_since(tenant_id: uuid.UUID, after: uuid.UUID, limit: int, **chain: Any) -> list[LogEvent] | None:
+    """The events of a channel's chain (`chain`: events.edge.channels.chain_of) after
+    `after`, or None when `after` is not the tenant's or more than `limit` came since."""
     if after.int == 0:  # LOG_START_ID
-        events = fetch_log(tenant_id, None, limit + 1, recipient=recipient)
+        events = fetch_log(tenant_id, None, limit + 1, **chain)
     elif not event_exists(tenant_id, after):
         return None
     else:
-        events = fetch_log(tenant_id, after, limit + 1, recipient=recipient)
+        events = fetch_log(tenant_id, after, limit + 1, **chain)
     if len(events) > limit:
         return None
     return events
@@ -161,20 +166,20 @@ async def replayed_events(tenant_id: uuid.UUID, event: LogEvent) -> list[LogEven
     return await run_db(fetch_by_ids, tenant_id, [parse_event_id(i) for i in event.payload.get("ids", [])])
 
 
-async def continue_stream(state: dict[str, Any], last: dict[str, str]) -> HttpResponse:
+async def continue_stream(link: dict[str, Any], connection: dict[str, Any], last: dict[str, str]) -> HttpResponse:
     """Pushpin's call-back for a held stream (see the module's docstring)."""
     from events.sse import error_frame
 
-    kind = state["kind"]
-    tenant_id = uuid.UUID(state["tenant"])
-    lease = StreamLease(*state["lease"], ttl=lease_seconds())
+    kind = link["kind"]
+    tenant_id = uuid.UUID(link["tenant"])
+    lease = StreamLease(*connection["lease"], ttl=lease_seconds())
     now = time.time()
     ended: tuple[str, str] | None = None
-    if state["expires"] is not None and now >= state["expires"]:
+    if connection["expires"] is not None and now >= connection["expires"]:
         ended = ("TOKEN_EXPIRED", "Authentication token has expired")
-    elif now >= state["idle"]:
+    elif now >= connection["idle"]:
         ended = ("IDLE_TIMEOUT", "The stream was open too long without client activity.")
-    prev_id = last.get(state["channel"]) or LOG_START_ID
+    prev_id = last.get(link["channel"]) or LOG_START_ID
     body = b""
     if ended is None:
         try:
@@ -183,7 +188,7 @@ async def continue_stream(state: dict[str, Any], last: dict[str, str]) -> HttpRe
                 tenant_id,
                 parse_event_id(prev_id),
                 settings.SSE_RESUME_MAX_EVENTS,
-                recipient_of(kind, state["spec"]),
+                **chain_of(kind, link["spec"]),
             )
         except ValueError:  # not an event id: what it follows cannot be found
             missed = None
@@ -192,7 +197,7 @@ async def continue_stream(state: dict[str, Any], last: dict[str, str]) -> HttpRe
         if missed is None:
             ended = ("SLOW_CONSUMER", "The stream fell behind; reconnect with Last-Event-ID.")
         else:
-            built = KINDS[kind].build(state["spec"])
+            built = KINDS[kind].build(link["spec"])
             body = b"".join([render(kind, built, e, await replayed_events(tenant_id, e)) for e in missed])
             if missed:
                 prev_id = missed[-1].ulid
@@ -205,11 +210,11 @@ async def continue_stream(state: dict[str, Any], last: dict[str, str]) -> HttpRe
         await lease.renew()
         # A private channel's chain position is not a position in the tenant's log.
         position = None if KINDS[kind].private else prev_id
-        await channel_registry().register(tenant_id, state["channel"], kind, state["spec"], position)
+        await channel_registry().register(tenant_id, link["channel"], kind, link["spec"], position)
     except (RedisError, OSError):
         # Pushpin retries a failed call-back a few times before it gives up on the stream.
         return error_response(_unavailable())
-    return _held_response(body, state, prev_id)
+    return _held_response(body, link, connection, prev_id)
 
 
 @csrf_exempt
@@ -219,10 +224,12 @@ async def edge_link(request: HttpRequest, token: str) -> HttpResponse:
     not_found = ApiError(404, "NOT_FOUND", "No such stream link.")
     if not from_edge(request):
         return error_response(not_found)
+    last = last_ids(request)
     try:
-        state = open_link(token)
+        link = open_link(token)
+        connection = connection_state(last)
     except signing.BadSignature:
         return error_response(not_found)
-    if state.get("kind") not in KINDS:
+    if link.get("kind") not in KINDS:
         return error_response(not_found)
-    return await continue_stream(state, last_ids(request))
+    return await continue_stream(link, connection, last)

@@ -26,7 +26,7 @@ import aiohttp
 from django.conf import settings
 
 from core.http import iso_now
-from events.edge.channels import KINDS, ChannelRegistry, recipient_of
+from events.edge.channels import KINDS, ChannelRegistry, chain_for, recipient_of
 from events.edge.grip import HEARTBEAT_CHANNEL, LOG_START_ID
 from events.edge.handoff import render, replayed_events
 from events.hub import EventHub, LogEvent, Subscriber, TenantFeed, run_db
@@ -96,8 +96,10 @@ class EdgeFeed(TenantFeed):
         super().__init__(hub, tenant_id)
         # channel → Channel, the kind's `build` done only for new channels.
         self.channels: dict[str, Channel] = {}
-        # user → the id of the last event addressed to them (the head of their private
-        # channels' chain), once known; kept up to date for every event of the log.
+        # The head of each chain (events.edge.channels.chain_of) once known, kept up to
+        # date for every event of the log: the last event addressed to nobody in
+        # particular (shared channels), and the last addressed to each user (private).
+        self.shared_head: str | None = None
         self.last_for_user: dict[uuid.UUID, str] = {}
 
     async def deliver(self, events: list[LogEvent]) -> None:
@@ -108,28 +110,30 @@ class EdgeFeed(TenantFeed):
         for channel in self.channels.values():
             if channel.recipient is not None:
                 private.setdefault(channel.recipient, []).append(channel)
-        previous = event_id_to_str(self.cursor) if self.cursor else LOG_START_ID
         items: list[dict[str, Any]] = []
         for event in events:
-            replayed = await replayed_events(self.tenant_id, event) if shared else []
-            for channel in shared:
-                items.append(channel.item(event, previous, replayed))
-            previous = event.ulid
             user = event.recipient_id
             if user is None:
+                if shared:
+                    before = self.shared_head or await self._head_before(event)
+                    replayed = await replayed_events(self.tenant_id, event)
+                    items.extend(channel.item(event, before, replayed) for channel in shared)
+                if shared or self.shared_head is not None:
+                    self.shared_head = event.ulid
                 continue
             if user in private:
-                before = self.last_for_user.get(user)
-                if before is None:
-                    found = await run_db(
-                        last_event_id, self.tenant_id, recipient=user, at_most=uuid.UUID(int=event.id.int - 1)
-                    )
-                    before = event_id_to_str(found) if found else LOG_START_ID
+                before = self.last_for_user.get(user) or await self._head_before(event, recipient=user)
                 items.extend(channel.item(event, before, []) for channel in private[user])
             if user in private or user in self.last_for_user:
                 self.last_for_user[user] = event.ulid
         if items:
             await self.hub.pushpin.publish(items)
+
+    async def _head_before(self, event: LogEvent, *, recipient: uuid.UUID | None = None) -> str:
+        """The id of the event before `event` in its chain, read from the log (once per chain)."""
+        before = uuid.UUID(int=event.id.int - 1)
+        found = await run_db(last_event_id, self.tenant_id, at_most=before, **chain_for(recipient))
+        return event_id_to_str(found) if found else LOG_START_ID
 
     async def start(self) -> None:
         await super().start()

@@ -135,6 +135,8 @@ def _readers(tenant_id: uuid.UUID, cursor: uuid.UUID, user: TenantUser | None) -
             tenant_id, cursor, 500, audience=PARTNER, types={"tickets.ticket.created", "tickets.ticket.updated"}
         ),
         "partner socket start position": lambda: selectors.last_event_id(tenant_id, audience=PARTNER),
+        "stream edge: shared chain head": lambda: selectors.last_event_id(tenant_id, shared=True, at_most=cursor),
+        "stream edge: shared chain after a cursor": lambda: hub.fetch_log(tenant_id, cursor, 500, shared=True),
         "export/replay command page": lambda: next(
             keyset_pages(selected_events({"tenant": str(tenant_id), "after_id": str(cursor)})[1], 1000)
         ),
