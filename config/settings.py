@@ -338,11 +338,11 @@ PUSHPIN_PUBLISH_URL = os.environ.get("PUSHPIN_PUBLISH_URL", "http://127.0.0.1:55
 PUSHPIN_SIG_KEY = os.environ.get("PUSHPIN_SIG_KEY", "")
 if SSE_EDGE and not PUSHPIN_SIG_KEY:
     raise ImproperlyConfigured("SSE_EDGE=pushpin needs PUSHPIN_SIG_KEY (Pushpin's sig_key).")
-# How often Pushpin calls back for a held stream (renewing its slot and channel, ending it
-# at token expiry or idle timeout, which it also does at the exact second): each call is
-# a request to the workers, so this is long. A vanished client's slot is given back when
-# its lease lapses, within twice this.
-SSE_EDGE_LINK_SECONDS = env_int("SSE_EDGE_LINK_SECONDS", 120)
+# How often Pushpin calls back for a held stream (renewing its slot and channel; token
+# expiry and idle timeout get a call-back at their own second): each call is a request to
+# the workers (20,000 streams every 600 s are 33 a second), so this is long. A vanished
+# client's slot is given back when its lease lapses, within twice this.
+SSE_EDGE_LINK_SECONDS = env_int("SSE_EDGE_LINK_SECONDS", 600)
 # The per-process hub re-reads the log this often even without a broadcast, so a lost
 # broadcast (Redis restart, worker killed between commit and publish) only delays events.
 EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)

@@ -108,6 +108,7 @@ async def _hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> 
         "expires": expires.timestamp() if expires else None,
         "idle": time.time() + settings.SSE_IDLE_TIMEOUT_SECONDS,
         "lease": [stream.lease.key, stream.lease.member],
+        "renewed": time.time(),  # when its slot and channel were last renewed
     }
     response = _held_response(body, link, connection, position)
     for name, value in SSE_HEADERS.items():
@@ -206,14 +207,18 @@ async def continue_stream(link: dict[str, Any], connection: dict[str, Any], last
         STREAM_ENDS.labels(kind, code.lower()).inc()
         await lease.release()
         return _closing_response(body + error_frame(code, message))
-    try:
-        await lease.renew()
-        # A private channel's chain position is not a position in the tenant's log.
-        position = None if KINDS[kind].private else prev_id
-        await channel_registry().register(tenant_id, link["channel"], kind, link["spec"], position)
-    except (RedisError, OSError):
-        # Pushpin retries a failed call-back a few times before it gives up on the stream.
-        return error_response(_unavailable())
+    if now - connection["renewed"] >= settings.SSE_EDGE_LINK_SECONDS / 2:
+        # Not at every call-back: most come soon after the last renewal (repairs, and with
+        # Pushpin before 1.41 one a second after each stream opens).
+        try:
+            await lease.renew()
+            # A private channel's chain position is not a position in the tenant's log.
+            position = None if KINDS[kind].private else prev_id
+            await channel_registry().register(tenant_id, link["channel"], kind, link["spec"], position)
+        except (RedisError, OSError):
+            # Pushpin retries a failed call-back a few times before it gives up on the stream.
+            return error_response(_unavailable())
+        connection = {**connection, "renewed": now}
     return _held_response(body, link, connection, prev_id)
 
 
