@@ -17,6 +17,13 @@ and checks every stream against what it should have received:
 Example:
     .venv/bin/python bench/list_stream_fanout.py                   # 2,000 streams, 20/s, 60 s
     .venv/bin/python bench/list_stream_fanout.py --find-max        # ramp 2k, 4k, 8k, ...
+    .venv/bin/python bench/list_stream_fanout.py --edge            # through Pushpin (SSE_EDGE)
+
+With `--edge` the streams are held by the stream edge (events/edge): one Pushpin
+(tests/pushpin.py) in front of one worker started with SSE_EDGE=pushpin, and the edge
+publisher (`manage.py publish_to_edge`) beside it. The streams and the writer's requests
+go to Pushpin; "server" CPU and RSS are those of the worker, the publisher and every
+Pushpin process (the runner and its condure, zurl, pushpin-proxy, pushpin-handler).
 
 The figures are for client and server on the same machine; the client processes are
 counted in the machine's load, not in the server's CPU time.
@@ -33,20 +40,26 @@ import os
 import platform
 import random
 import resource
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The repository root too, for tests/pushpin.py (the Pushpin launcher, free of Django).
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from benchdb import realm_token
 from sse_load import StreamSpec, reader_main
+
+from tests.pushpin import SIG_KEY, Pushpin
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -346,8 +359,16 @@ class Server:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Any] = []
 
+    def env(self) -> dict[str, str]:
+        return server_env(self.args)
+
+    @property
+    def client_ports(self) -> list[int]:
+        """Where the streams and the writer connect: the workers themselves."""
+        return self.ports
+
     def start(self) -> None:
-        env = server_env(self.args)
+        env = self.env()
         log_dir = Path(self.args.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         for port in self.ports:
@@ -378,11 +399,26 @@ class Server:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
-    def rss_kb(self) -> int:
-        return sum(rss_kb(pid) for pid in self.pids)
+    def counted(self) -> dict[int, str]:
+        """Every process whose CPU and RSS is "the server's": pid -> role."""
+        return dict.fromkeys(self.pids, "worker")
 
-    def cpu_seconds(self) -> float:
-        return sum(cpu_seconds(pid) for pid in self.pids)
+    def describe(self) -> str:
+        return f"{len(self.pids)} workers on ports {self.ports}; server CPU/RSS count the workers {self.pids}"
+
+    def rss_kb(self) -> int:
+        return sum(self.rss_by_role().values())
+
+    def rss_by_role(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for pid, role in self.counted().items():
+            totals[role] = totals.get(role, 0) + _alive_or_zero(rss_kb, pid)
+        return totals
+
+    def cpu_snapshot(self) -> dict[int, tuple[str, float]]:
+        """CPU seconds so far of each counted process (pid -> (role, seconds)); taken per pid
+        so that a process that appears or goes between two snapshots is not misread."""
+        return {pid: (role, _alive_or_zero(cpu_seconds, pid)) for pid, role in self.counted().items()}
 
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
@@ -404,6 +440,185 @@ class Server:
             log.close()
         self.procs.clear()
         self.logs.clear()
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _alive_or_zero(read: Callable[[int], _N], pid: int) -> _N | int:
+    # A process can end between listing it and reading it (Pushpin's runner restarts a
+    # crashed child): it then counts as nothing rather than failing the run.
+    try:
+        return read(pid)
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def cpu_delta(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds used between two snapshots, per role. A process only in `after` started in
+    between and counts in full; one only in `before` ended and its last part is not seen."""
+    used: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        used[role] = used.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    return used
+
+
+def descendants(root: int) -> list[int]:
+    """All processes below `root`, from the ppid field of every /proc/<pid>/stat (psutil is
+    not a dependency of the project)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name (field 2) may hold spaces or parentheses: split after the last ")".
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+PUSHPIN_LOG_KEEP = 20 * 1024 * 1024
+
+
+def keep_tail(source: Path, target: Path, limit: int) -> None:
+    with source.open("rb") as src, target.open("wb") as dst:
+        size = source.stat().st_size
+        if size > limit:
+            src.seek(size - limit)
+            src.readline()  # from the first whole line
+            dst.write(f"[... first {src.tell()} bytes of {size} left out ...]\n".encode())
+        shutil.copyfileobj(src, dst)
+
+
+def pushpin_counts(log: Path) -> dict[str, int]:
+    """What Pushpin's log (log_level 2 logs every request) says of the run: its handler drops
+    a delivery when more are queued than its publish high-water mark, and a connection that
+    missed an item (or whose timer is due) is recovered by a call-back to the worker."""
+    counts = {"dropped": 0, "callbacks": 0}
+    with contextlib.suppress(OSError), log.open("rb") as lines:
+        for line in lines:
+            if b"exceeded publish hwm" in line:
+                counts["dropped"] += 1
+            elif b"[handler] GET " in line and b"/edge/link/" in line:
+                counts["callbacks"] += 1
+    return counts
+
+
+class EdgeServer(Server):
+    """The stream edge as deployed: Pushpin in front of one worker started with
+    SSE_EDGE=pushpin, and the edge publisher beside it (as tests/edge_proxy.py wires it,
+    on the bench's database and Redis). Pushpin routes every request to the first worker:
+    the edge mode runs with --workers 1, so that no worker idles in the server's figures."""
+
+    def __init__(self, args: argparse.Namespace, streams: int) -> None:
+        super().__init__(args)
+        # Beyond the streams: the warm-up streams, the writer's connections, the headroom
+        # for a connection Pushpin has not yet reaped; at client_maxconn it refuses more.
+        self.pushpin = Pushpin(f"127.0.0.1:{self.ports[0]}", max_connections=streams + 2000)
+        self.publisher: subprocess.Popen[bytes] | None = None
+        self.publisher_log: Any = None
+        # Read from Pushpin's log at stop (whole run, opening included): see pushpin_counts.
+        self.log_counts: dict[str, int] = {}
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(
+            {
+                "SSE_EDGE": "pushpin",
+                "PUSHPIN_SIG_KEY": SIG_KEY,
+                "PUSHPIN_PUBLISH_URL": self.pushpin.publish_url,
+            }
+        )
+        if self.args.edge_link_seconds is not None:
+            env["SSE_EDGE_LINK_SECONDS"] = str(self.args.edge_link_seconds)
+        return env
+
+    @property
+    def client_ports(self) -> list[int]:
+        return [self.pushpin.http_port]
+
+    def start(self) -> None:
+        # Pushpin first: the worker's hand-offs and the publisher's publishes need it. Its
+        # processes inherit this process's RLIMIT_NOFILE (raised in main()).
+        self.pushpin.start()
+        super().start()
+        log_dir = Path(self.args.log_dir)
+        self.publisher_log = open(log_dir / "publisher.log", "wb")  # noqa: SIM115
+        # The publisher gets the worker's environment: same database, Redis, prefix, key.
+        self.publisher = subprocess.Popen(
+            [str(VENV_BIN / "python"), "manage.py", "publish_to_edge"],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=self.publisher_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        time.sleep(3)  # Django set up, first registry read; a publisher that fails does so by now
+        if self.publisher.poll() is not None:
+            raise RuntimeError(f"publish_to_edge exited; see {log_dir}/publisher.log")
+
+    def counted(self) -> dict[int, str]:
+        roles = super().counted()
+        if self.publisher is not None:
+            roles[self.publisher.pid] = "publisher"
+        if self.pushpin.proc is not None:
+            # Looked up at each call: the runner restarts a child that dies, with a new pid.
+            for pid in [self.pushpin.proc.pid, *descendants(self.pushpin.proc.pid)]:
+                roles[pid] = "pushpin"
+        return roles
+
+    def describe(self) -> str:
+        names = ", ".join(f"{process_name(pid)} {pid} ({role})" for pid, role in self.counted().items())
+        return f"edge mode: Pushpin {self.pushpin.url} -> worker port {self.ports[0]}; server CPU/RSS count {names}"
+
+    def alive(self) -> bool:
+        return (
+            super().alive()
+            and self.publisher is not None
+            and self.publisher.poll() is None
+            and self.pushpin.proc is not None
+            and self.pushpin.proc.poll() is None
+        )
+
+    def stop(self) -> None:
+        try:
+            if self.publisher is not None:
+                if self.publisher.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.publisher.pid, signal.SIGTERM)
+                try:
+                    self.publisher.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.publisher.pid, signal.SIGKILL)
+                    self.publisher.wait()
+            if self.publisher_log is not None:
+                self.publisher_log.close()
+            super().stop()
+        finally:
+            self.log_counts = pushpin_counts(self.pushpin.rundir / "pushpin.log")
+            # Pushpin.stop() deletes its run directory: keep its logs beside the others, the
+            # end of each only (a line per dropped delivery makes hundreds of MB).
+            log_dir = Path(self.args.log_dir)
+            for log in self.pushpin.rundir.glob("*.log"):
+                with contextlib.suppress(OSError):
+                    keep_tail(log, log_dir / f"pushpin-{log.name}", PUSHPIN_LOG_KEEP)
+            self.pushpin.stop()
 
 
 # --- one run ----------------------------------------------------------------------------
@@ -555,9 +770,12 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
     rng = random.Random(args.seed)
     menu = filter_menu(tenancy.user_ids)
     writer_token = make_token(tenancy, "alice")
-    await warm_up(server.ports, tenancy, writer_token)
+    # Through Pushpin in edge mode: the hand-off, the channel registry, Pushpin's processes
+    # and the publisher's tenant feed are then part of the baseline, not of the streams.
+    await warm_up(server.client_ports, tenancy, writer_token)
     await asyncio.sleep(2)  # the warm-up streams are closed and gone
     rss_before = server.rss_kb()
+    rss_roles_before = server.rss_by_role()
 
     tokens: dict[int, str] = {}
     specs: list[StreamSpec] = []
@@ -566,7 +784,8 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
         if user not in tokens:
             tokens[user] = make_token(tenancy, f"bench-u{user:05d}")
         body = json.dumps({"top": 30, "offset": 0, "filter": menu[i % len(menu)][1]}).encode()
-        specs.append(StreamSpec(i, server.ports[i % len(server.ports)], tokens[user], body))
+        ports = server.client_ports
+        specs.append(StreamSpec(i, ports[i % len(ports)], tokens[user], body))
 
     ctx = mp.get_context("spawn")
     options = {
@@ -597,15 +816,17 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
             print(f"  open errors (first): {open_errors[:3]}", flush=True)
         await asyncio.sleep(args.settle)
         rss_open = server.rss_kb()
+        rss_roles_open = server.rss_by_role()
         position = await loop.run_in_executor(None, last_event_id, tenancy.tenant_id)
 
-        cpu_before = server.cpu_seconds()
+        cpu_before = server.cpu_snapshot()
         wall_before = time.monotonic()
         changes: list[Change] = []
         print(f"  writing {args.rate}/s for {args.duration}s", flush=True)
-        write = await writer(args, server.ports, tenancy, writer_token, rng, changes)
+        write = await writer(args, server.client_ports, tenancy, writer_token, rng, changes)
         await asyncio.sleep(args.drain)
-        cpu_used = server.cpu_seconds() - cpu_before
+        cpu_roles = cpu_delta(cpu_before, server.cpu_snapshot())
+        cpu_used = sum(cpu_roles.values())
         wall = time.monotonic() - wall_before
         server_alive = server.alive()
 
@@ -631,6 +852,9 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
         "rss_before": rss_before,
         "rss_open": rss_open,
         "cpu_used": cpu_used,
+        "cpu_roles": cpu_roles,
+        "rss_roles_before": rss_roles_before,
+        "rss_roles_open": rss_roles_open,
         "wall": wall,
         "write": write,
         "changes": changes,
@@ -731,6 +955,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         "frames/s delivered": round(delivered / active),
         "server CPU s (all workers)": round(phase["cpu_used"], 1),
         "server cores busy": round(phase["cpu_used"] / phase["wall"], 2),
+        **_by_role(phase),
         "frames per server CPU-s": round(delivered / max(1e-9, phase["cpu_used"])),
         "vs naive 2,000 frames/s/core": f"{delivered / max(1e-9, phase['cpu_used']) / 2000:.1f}x",
         "server RSS before (MiB)": round(phase["rss_before"] / 1024, 1),
@@ -748,12 +973,27 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _by_role(phase: dict[str, Any]) -> dict[str, str]:
+    """With the edge the server is several kinds of process: where its CPU and memory went."""
+    roles = phase["cpu_roles"]
+    if set(roles) == {"worker"}:
+        return {}
+    before, after = phase["rss_roles_before"], phase["rss_roles_open"]
+    return {
+        "server CPU s by process": " / ".join(f"{role} {seconds:.1f}" for role, seconds in roles.items()),
+        "RSS per idle stream by process (KB)": " / ".join(
+            f"{role} {(after.get(role, 0) - before.get(role, 0)) / max(1, phase['opened']):.1f}" for role in after
+        ),
+    }
+
+
 def one_run(args: argparse.Namespace, tenancy: Tenancy, streams: int) -> dict[str, Any]:
     flush_redis(args)
-    server = Server(args)
+    server = EdgeServer(args, streams) if args.edge else Server(args)
     try:
         server.start()
-        print(f"run: {streams} streams on {args.workers} workers (pids {server.pids}), load {loadavg()}", flush=True)
+        counted = server.describe()
+        print(f"run: {streams} streams, load {loadavg()}\n  {counted}", flush=True)
         phase = asyncio.run(run_phase(args, server, tenancy, streams))
     finally:
         server.stop()
@@ -763,6 +1003,10 @@ def one_run(args: argparse.Namespace, tenancy: Tenancy, streams: int) -> dict[st
             tenancy.tickets[change.ticket] = change.after
     figures = analyse(args, phase)
     figures["load avg after"] = loadavg()
+    figures["_counted"] = counted
+    if isinstance(server, EdgeServer):
+        figures["pushpin deliveries dropped (publish hwm)"] = server.log_counts.get("dropped", 0)
+        figures["pushpin link call-backs to the worker"] = server.log_counts.get("callbacks", 0)
     return figures
 
 
@@ -780,6 +1024,9 @@ def print_table(title: str, runs: list[dict[str, Any]], args: argparse.Namespace
         f"create_share={args.create_share} client_procs={args.client_procs} tickets={args.tickets} "
         f"heartbeat={args.heartbeat}s streams/user={args.streams_per_user} seed={args.seed}"
     )
+    if args.edge:
+        link = args.edge_link_seconds if args.edge_link_seconds is not None else "default"
+        print(f"SSE_EDGE=pushpin, SSE_EDGE_LINK_SECONDS={link}; {runs[-1]['_counted']}")
     print()
     keys = [k for k in runs[0] if not k.startswith("_")]
     header = ["metric"] + [f"{r['streams']} streams" for r in runs]
@@ -795,7 +1042,12 @@ def print_table(title: str, runs: list[dict[str, Any]], args: argparse.Namespace
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=2000, help="concurrent streams (default 2000)")
-    parser.add_argument("--workers", type=int, default=2, help="server processes, one port each (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="server processes, one port each (default 2; with --edge 1, the only count allowed there)",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="ticket changes per second (default 20)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of changes (default 60)")
     parser.add_argument(
@@ -827,10 +1079,46 @@ def main() -> None:
     parser.add_argument("--ramp", default="2000,4000,8000,12000,16000", help="stream counts for --find-max")
     parser.add_argument("--max-p99", type=float, default=1.0, help="p99 limit in seconds for --find-max")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--edge",
+        action="store_true",
+        help="hold the streams in the stream edge: one Pushpin routing every request to ONE worker "
+        "(SSE_EDGE=pushpin; --workers must be 1) and `manage.py publish_to_edge`; streams and writer go "
+        "through Pushpin, and server CPU/RSS count the worker, the publisher and all Pushpin processes",
+    )
+    parser.add_argument(
+        "--edge-link-seconds",
+        type=int,
+        default=None,
+        help="SSE_EDGE_LINK_SECONDS for --edge: how often Pushpin calls back per stream (default: the service's)",
+    )
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = 1 if args.edge else 2
+    if args.edge and args.workers != 1:
+        # Pushpin's route file names one upstream here: other workers would get no traffic.
+        parser.error("--edge runs one worker behind Pushpin: use --workers 1")
 
+    # Soft limit to the hard one, before any child starts: the clients hold thousands of
+    # sockets each, and with --edge Pushpin's condure holds every stream in one process and
+    # inherits this limit. Above the hard limit only a privileged process may go: tried,
+    # for --edge streams that would not fit under it.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    most = max(int(c) for c in args.ramp.split(",")) if args.find_max else args.streams
+    wanted = max(hard, most + 4096) if args.edge else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if args.edge:
+        print(f"RLIMIT_NOFILE for Pushpin: {nofile}", flush=True)
+        if nofile < wanted:
+            print(
+                f"  warning: Pushpin's condure holds all streams in one process; {nofile} file descriptors "
+                f"may not fit {most} streams plus its own sockets (hard limit, not raisable here)",
+                flush=True,
+            )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     print(f"load before: {loadavg()}", flush=True)
