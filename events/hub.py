@@ -36,7 +36,7 @@ from core.metrics import BROADCAST_FAILURES, HUB_FEED_LAG, event_commit_time
 from events.announcements import tenant_group
 from events.ids import event_id_to_str, parse_event_id
 from events.models import REPLAY_TYPE, Event
-from events.selectors import events_by_ids, last_event_id, log_after
+from events.selectors import event_exists, events_by_ids, last_event_id, log_after
 from events.serializers import event_to_dict, iso
 
 logger = logging.getLogger(__name__)
@@ -135,8 +135,23 @@ def fetch_log(
     return [LogEvent.from_row(e) for e in events.select_related("actor")[:limit]]
 
 
+def fetch_missed(tenant_id: uuid.UUID, after: uuid.UUID, limit: int, **filters: Any) -> list[LogEvent] | None:
+    """What a stream resuming after `after` missed (`fetch_log`'s filters), or None when
+    `after` is not an event of the tenant or more than `limit` came since: the stream then
+    starts afresh."""
+    if not event_exists(tenant_id, after):
+        return None
+    events = fetch_log(tenant_id, after, limit + 1, **filters)
+    return None if len(events) > limit else events
+
+
 def fetch_by_ids(tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[LogEvent]:
     return [LogEvent.from_row(e, replayed=True) for e in events_by_ids(tenant_id, ids)]
+
+
+def fetch_replayed(tenant_id: uuid.UUID, marker: LogEvent) -> list[LogEvent]:
+    """The events a replay marker (REPLAY_TYPE, `replay_events`) names, marked replayed."""
+    return fetch_by_ids(tenant_id, [parse_event_id(i) for i in marker.payload.get("ids", [])])
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
@@ -310,7 +325,8 @@ class TenantFeed:
         """Hand a batch read from the log (after `self.cursor`, in order) to the subscribers."""
         for event in events:
             if event.type == REPLAY_TYPE:
-                await self.replay(event.payload.get("ids", []))
+                for replayed in await run_db(fetch_replayed, self.tenant_id, event):
+                    self.fan_out(replayed)
             else:
                 self.fan_out(event)
 
@@ -346,11 +362,6 @@ class TenantFeed:
             targets = tuple(self.by_user.get(event.recipient_id, ()))
         for subscriber in targets:
             subscriber.offer(event)
-
-    async def replay(self, ids: list[str]) -> None:
-        events = await run_db(fetch_by_ids, self.tenant_id, [parse_event_id(i) for i in ids])
-        for event in events:
-            self.fan_out(event)
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from core.text import count_of
 
 if TYPE_CHECKING:
+    from core.http import ApiError
     from tenants.callers import Caller
 
 from django.conf import settings
@@ -145,6 +146,20 @@ async def acquire_stream_lease(
     return None
 
 
+def realtime_unavailable() -> ApiError:
+    """The 503 of a stream that cannot open or go on because the slot store, the hub's
+    feed or the edge's registry is unreachable: with Retry-After, which browser clients
+    retry with backoff."""
+    from core.http import ApiError
+
+    return ApiError(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The real-time service is unavailable; retry shortly.",
+        headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def take_stream_slot(kind: str, caller: Caller, limit: int, *, ttl: float | None = None) -> StreamLease:
     """A lease for one more stream of `kind`, or `429 TOO_MANY_STREAMS` with Retry-After;
     `503 SERVICE_UNAVAILABLE` when the lease store (Redis) cannot be reached."""
@@ -158,12 +173,7 @@ async def take_stream_slot(kind: str, caller: Caller, limit: int, *, ttl: float 
     except (RedisError, OSError) as error:
         logger.warning("event=lease_store_unavailable kind=%s error=%s", kind, error)
         STREAM_OPENS.labels(kind, tenant_tier(caller.tenant), "unavailable").inc()
-        raise ApiError(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "The real-time service is unavailable; retry shortly.",
-            headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
-        ) from None
+        raise realtime_unavailable() from None
     if lease is None:
         STREAM_OPENS.labels(kind, tenant_tier(caller.tenant), "too_many_streams").inc()
         raise ApiError(

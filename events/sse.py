@@ -43,7 +43,7 @@ from events.edge.handoff import hand_off
 from events.edge.handoff import lease_seconds as edge_lease_seconds
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
-from events.leases import StreamLease, take_stream_slot
+from events.leases import StreamLease, realtime_unavailable, take_stream_slot
 from tenants.callers import Caller
 from tenants.policy import authorized_caller
 
@@ -511,12 +511,7 @@ async def subscribe_with_lease(
         database = exc if isinstance(exc, DatabaseUnavailable) else exc.__cause__
         if isinstance(database, DatabaseUnavailable):
             raise DatabaseUnavailable(database.outcome) from exc
-        raise ApiError(
-            503,
-            "SERVICE_UNAVAILABLE",
-            "The real-time service is unavailable; retry shortly.",
-            headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
-        ) from exc
+        raise realtime_unavailable() from exc
 
 
 async def open_subscription(

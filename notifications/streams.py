@@ -19,9 +19,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core.http import iso_now
-from events.hub import LogEvent, fetch_log, run_db
+from events.hub import LogEvent, fetch_missed, run_db
 from events.ids import event_id_to_str
-from events.selectors import at_log_position, event_exists
+from events.selectors import at_log_position
 from events.sse import EventStream, StreamArguments, serve_stream, sse_frame, stream_view
 from notifications.selectors import notification_counts
 from notifications.serializers import counts_to_dict
@@ -40,10 +40,7 @@ def counts_at_position(caller: Caller) -> tuple[uuid.UUID | None, dict[str, Any]
 def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent] | None:
     """The caller's events after `after`, or None when `after` is not an event of the
     tenant or too much was missed (the stream then starts afresh)."""
-    if not event_exists(caller.tenant.id, after):
-        return None
-    events = fetch_log(caller.tenant.id, after, limit + 1, recipient=caller.user.id)
-    return None if len(events) > limit else events
+    return fetch_missed(caller.tenant.id, after, limit, recipient=caller.user.id)
 
 
 class NotificationStream(EventStream):

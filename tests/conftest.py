@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,9 @@ from rest_framework.test import APIClient
 
 from tenants.callers import clear_realm_cache
 from tests.builders import World, make_world
+
+# One free-port helper for the suite, in the module the benchmarks import without Django.
+from tests.pushpin import free_port
 
 if TYPE_CHECKING:
     from tests.edge_proxy import EdgeServer
@@ -91,12 +93,6 @@ def globex(db: None) -> World:
 @pytest.fixture
 def api() -> APIClient:
     return APIClient()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_database_url() -> str:

@@ -22,9 +22,9 @@ from core.http import ApiError, error_response, iso_now
 from core.json_input import read_json_body
 from core.serializers import StrictObjectSerializer
 from core.views import validated
-from events.hub import LogEvent, fetch_log, run_db
+from events.hub import LogEvent, fetch_missed, run_db
 from events.ids import event_id_to_str
-from events.selectors import at_log_position, event_exists
+from events.selectors import at_log_position
 from events.sse import EventStream, StreamArguments, error_frame, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
 from tenants.policy import authorized_caller
@@ -96,10 +96,9 @@ class TicketListStream(EventStream):
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame("connected", {"connectionId": self.connection_id, "timestamp": iso_now()})
         tenant_id = self.caller.tenant.id
-        if self.last_event_id is not None and await run_db(event_exists, tenant_id, self.last_event_id):
-            limit = settings.SSE_RESUME_MAX_EVENTS
-            missed = await run_db(fetch_log, tenant_id, self.last_event_id, limit + 1)
-            if len(missed) <= limit:
+        if self.last_event_id is not None:
+            missed = await run_db(fetch_missed, tenant_id, self.last_event_id, settings.SSE_RESUME_MAX_EVENTS)
+            if missed is not None:
                 self.note_resume(resumed=True)
                 self.position = self.last_event_id
                 for event in missed:
@@ -107,7 +106,6 @@ class TicketListStream(EventStream):
                     if frame is not None:
                         yield frame
                 return
-        if self.last_event_id is not None:
             self.note_resume(resumed=False)
         yield await self.snapshot(reset=self.last_event_id is not None)
 
@@ -266,10 +264,8 @@ def missed_ticket_events(
 ) -> list[LogEvent] | None:
     """The ticket's events after `after`, or None when `after` is not an event of the
     tenant or more than `limit` events of the tenant came since (the stream starts afresh)."""
-    if not event_exists(tenant_id, after):
-        return None
-    events = fetch_log(tenant_id, after, limit + 1)
-    if len(events) > limit:
+    events = fetch_missed(tenant_id, after, limit)
+    if events is None:
         return None
     return [e for e in events if concerns_ticket(e, ticket_id, merges_into=merges_into)]
 

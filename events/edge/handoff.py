@@ -2,8 +2,9 @@
 
 The hand-off answers the stream's request with its opening frames (connected, then the
 snapshot or the missed events) and GRIP headers: hold the connection on the stream's
-channel after the log position the opening covered. The call-back link carries the
-stream's state, signed; Pushpin calls it
+channel after the position in the channel's chain the opening covered. The call-back
+link carries the channel's state, signed, and the connection's own state comes back in
+`Grip-Last` (events.edge.grip.hold_headers); Pushpin calls it
 
 - every SSE_EDGE_LINK_SECONDS, or sooner at the token's expiry or the idle timeout: the
   stream's slot and channel are renewed, or it ends with the same `error` frame as a
@@ -42,11 +43,11 @@ from events.edge.grip import (
     sign_connection,
     sign_link,
 )
-from events.hub import LogEvent, fetch_by_ids, fetch_log, run_db
+from events.hub import LogEvent, fetch_log, fetch_missed, fetch_replayed, run_db
 from events.ids import event_id_to_str, parse_event_id
-from events.leases import StreamLease
+from events.leases import StreamLease, realtime_unavailable
 from events.models import REPLAY_TYPE
-from events.selectors import event_exists, last_event_id
+from events.selectors import last_event_id
 
 if TYPE_CHECKING:
     from events.sse import EventStream
@@ -70,17 +71,8 @@ async def hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> H
         if isinstance(exc, ApiError):
             return error_response(exc)
         if isinstance(exc, RedisError | OSError):
-            return error_response(_unavailable())
+            return error_response(realtime_unavailable())
         raise
-
-
-def _unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "SERVICE_UNAVAILABLE",
-        "The real-time service is unavailable; retry shortly.",
-        headers={"Retry-After": str(settings.SSE_RETRY_AFTER_SECONDS)},
-    )
 
 
 async def _hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> HttpResponse:
@@ -141,15 +133,11 @@ def _closing_response(body: bytes) -> HttpResponse:
 def missed_since(tenant_id: uuid.UUID, after: uuid.UUID, limit: int, **chain: Any) -> list[LogEvent] | None:
     """The events of a channel's chain (`chain`: events.edge.channels.chain_of) after
     `after`, or None when `after` is not the tenant's or more than `limit` came since."""
-    if after.int == 0:  # LOG_START_ID
-        events = fetch_log(tenant_id, None, limit + 1, **chain)
-    elif not event_exists(tenant_id, after):
-        return None
-    else:
-        events = fetch_log(tenant_id, after, limit + 1, **chain)
-    if len(events) > limit:
-        return None
-    return events
+    if after.int != 0:
+        return fetch_missed(tenant_id, after, limit, **chain)
+    # LOG_START_ID: the chain from the tenant's first event.
+    events = fetch_log(tenant_id, None, limit + 1, **chain)
+    return None if len(events) > limit else events
 
 
 def render(kind: str, built: Any, event: LogEvent, replayed: list[LogEvent] | None = None) -> bytes:
@@ -162,9 +150,8 @@ def render(kind: str, built: Any, event: LogEvent, replayed: list[LogEvent] | No
 
 
 async def replayed_events(tenant_id: uuid.UUID, event: LogEvent) -> list[LogEvent]:
-    if event.type != REPLAY_TYPE:
-        return []
-    return await run_db(fetch_by_ids, tenant_id, [parse_event_id(i) for i in event.payload.get("ids", [])])
+    """The events a replay marker names; none for any other event."""
+    return await run_db(fetch_replayed, tenant_id, event) if event.type == REPLAY_TYPE else []
 
 
 async def continue_stream(link: dict[str, Any], connection: dict[str, Any], last: dict[str, str]) -> HttpResponse:
@@ -217,7 +204,7 @@ async def continue_stream(link: dict[str, Any], connection: dict[str, Any], last
             await channel_registry().register(tenant_id, link["channel"], kind, link["spec"], position)
         except (RedisError, OSError):
             # Pushpin retries a failed call-back a few times before it gives up on the stream.
-            return error_response(_unavailable())
+            return error_response(realtime_unavailable())
         connection = {**connection, "renewed": now}
     return _held_response(body, link, connection, prev_id)
 

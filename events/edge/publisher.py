@@ -4,10 +4,12 @@ publishes each event once per channel (`manage.py publish_to_edge`).
 It reads the log the way a worker's hub does (a feed per tenant, woken by the commit
 announcements on the channel layer and polling besides), so it gets every event exactly
 once and in order. Each item carries the event's id and, as `prev-id`, the id of the
-event before it in the tenant's log: Pushpin writes an item to a connection only when
-the connection's last item is that predecessor, and otherwise calls the stream's link
-back to fill the gap (events.edge.handoff). Events that concern no list of a channel
-are published empty, so the chain of ids stays whole.
+event before it in the channel's chain (events.edge.channels.chain_of: the events
+addressed to nobody for a list channel, the user's own for a notification channel):
+Pushpin writes an item to a connection only when the connection's last item is that
+predecessor, and otherwise calls the channel's link back to fill the gap
+(events.edge.handoff). Events of the chain that concern no stream of a channel are
+published empty, so the chain of ids stays whole.
 
 Every SSE_HEARTBEAT_SECONDS it publishes one heartbeat frame, which reaches every held
 connection (events.edge.grip.HEARTBEAT_CHANNEL)."""
