@@ -48,6 +48,11 @@ from ticketing.serializers import (
     user_ref,
 )
 
+# The enum members as plain strings: a class attribute lookup on an Enum is several times
+# slower than a global, and these run once per frame.
+_CREATED = str(TicketEvent.CREATED)
+_DELETED = str(TicketEvent.DELETED)
+
 
 def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     """The ticket as it was before and after the event (worked out once per event)."""
@@ -59,9 +64,9 @@ def states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, A
 
 def _states_of(event: LogEvent) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     ticket = event.payload.get("ticket")
-    if event.type == TicketEvent.CREATED:
+    if event.type == _CREATED:
         return None, ticket
-    if event.type == TicketEvent.DELETED:
+    if event.type == _DELETED:
         return ticket, None
     before = dict(ticket)
     for name, change in (event.changes or {}).items():
@@ -117,11 +122,10 @@ class TicketListStream(EventStream):
         return sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
 
     def interested(self, event: LogEvent) -> bool:
-        """Whether the event can concern this list at all (checked before waking it)."""
-        if event.type not in STATE_EVENTS:
-            return False
-        was_in, is_in = membership(event, self.query)
-        return was_in or is_in
+        """Whether the event can concern this list at all (checked before waking it): it
+        has a frame for it. Worked out once per event and distinct list, so `render`
+        right after is a dictionary lookup."""
+        return list_frame(event, self.query) is not None
 
     def render(self, event: LogEvent) -> bytes | None:
         return list_frame(event, self.query)
@@ -135,13 +139,27 @@ class TicketListStream(EventStream):
 
 def list_frame(event: LogEvent, query: TicketQuery) -> bytes | None:
     """The frame a list following `query` gets for the event, or None: the same bytes for
-    every stream of the list (built once per event and frame shape)."""
+    every stream of the list. Decided once per event and distinct list (`match_key`) and
+    built once per event and frame shape; every other stream of the list gets the
+    answer from one dictionary lookup (it runs once per stream and event)."""
+    answers = event.memo.get("list_frames")
+    if answers is None:
+        answers = event.memo["list_frames"] = {}
+    key = query.match_key
+    try:
+        return answers[key]
+    except KeyError:
+        frame = answers[key] = _list_frame(event, query)
+        return frame
+
+
+def _list_frame(event: LogEvent, query: TicketQuery) -> bytes | None:
     if event.type not in STATE_EVENTS:
         return None
     before, after = states_of(event)
     was_in, is_in = membership(event, query)
-    real_create = event.type == TicketEvent.CREATED
-    real_delete = event.type == TicketEvent.DELETED
+    real_create = event.type == _CREATED
+    real_delete = event.type == _DELETED
     replayed = event.replayed
     if is_in and not was_in:
         key = ("created", real_create, replayed)
