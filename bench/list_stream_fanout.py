@@ -13,11 +13,15 @@ and checks every stream against what it should have received:
   latency           receipt time - time the writer's HTTP response returned (commit)
   RSS per stream    (worker RSS with the streams open and idle - RSS before) / streams,
                     "before" being after a warm-up that opened and closed a few streams
+  heartbeat gap     per stream, the longest wait for a heartbeat (snapshot to the first,
+                    between two, the last to the end of the run): due every --heartbeat s
 
 Example:
     .venv/bin/python bench/list_stream_fanout.py                   # 2,000 streams, 20/s, 60 s
     .venv/bin/python bench/list_stream_fanout.py --find-max        # ramp 2k, 4k, 8k, ...
     .venv/bin/python bench/list_stream_fanout.py --edge            # through Pushpin (SSE_EDGE)
+    .venv/bin/python bench/list_stream_fanout.py --streams 10000 --match-all --rate 1 \
+        --settle 35 --client-procs 4                               # 10,000 mostly idle streams
 
 With `--edge` the streams are held by the stream edge (events/edge): one Pushpin
 (tests/pushpin.py) in front of one worker started with SSE_EDGE=pushpin, and the edge
@@ -234,6 +238,7 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
 def prepare_database(args: argparse.Namespace) -> None:
     import psycopg
 
+    _close_django_pools()
     # A fresh database each time: every run creates tickets and events, and runs are only
     # comparable if each starts from the same `--tickets` and an empty log.
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
@@ -250,6 +255,23 @@ def prepare_database(args: argparse.Namespace) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+def _close_django_pools() -> None:
+    """A run before this one in the same process (bench/peers/compare.py measures several
+    stream counts) read its database through Django's connection pool: those connections
+    die with the database, and the pool would hand them out again."""
+    from django.apps import apps
+
+    if not apps.ready:
+        return
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        close_pool = getattr(connection, "close_pool", None)
+        if close_pool is not None:
+            close_pool()
 
 
 # load_demo refuses the published demo passwords when DEBUG is off.
@@ -769,6 +791,8 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
     loop = asyncio.get_running_loop()
     rng = random.Random(args.seed)
     menu = filter_menu(tenancy.user_ids)
+    if args.match_all:
+        menu = [entry for entry in menu if entry[0] == "match-all"]
     writer_token = make_token(tenancy, "alice")
     # Through Pushpin in edge mode: the hand-off, the channel registry, Pushpin's processes
     # and the publisher's tenant feed are then part of the baseline, not of the streams.
@@ -898,6 +922,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
     streams_ok = 0
     closed_early = 0
     errors: dict[str, int] = {}
+    heartbeat_gaps: list[float] = []
     first_send = min((c.sent_at for c in changes), default=0.0)
     last_receipt = first_send
     for result in phase["results"]:
@@ -906,6 +931,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         else:
             continue
         closed_early += result["closed_early"]
+        heartbeat_gaps.append(result["heartbeat_gap_max"])
         for error in result["errors"]:
             errors[error[:80]] = errors.get(error[:80], 0) + 1
         expected = expected_by_filter[result["index"] % len(menu)]
@@ -965,6 +991,9 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         "writes >0.5 s behind schedule": phase["write"]["behind"],
         "writer failures": "; ".join(f[:60].replace("\n", " ") for f in phase["write"]["failures"][:3]) or "-",
         "stream errors": "; ".join(f"{k} x{v}" for k, v in errors.items()) or "-",
+        # Due every --heartbeat seconds, however busy the worker: a stream's longest wait.
+        "heartbeat gap p99/max s": "/".join(str(round(percentile(heartbeat_gaps, p), 2)) for p in (99, 100)),
+        f"streams with a gap > {args.heartbeat + 1:g} s": sum(g > args.heartbeat + 1 for g in heartbeat_gaps),
         "server alive": phase["server_alive"],
         "_p99": p99,
         "_ok": phase["opened"] == streams and lost == 0 and dup == 0 and wrong == 0 and phase["server_alive"],
@@ -1064,6 +1093,11 @@ def main() -> None:
     parser.add_argument("--open-concurrency", type=int, default=32, help="stream opens in flight per client process")
     parser.add_argument("--open-timeout", type=float, default=120.0, help="seconds for a stream to get its snapshot")
     parser.add_argument("--heartbeat", type=float, default=15.0, help="SSE_HEARTBEAT_SECONDS for the server")
+    parser.add_argument(
+        "--match-all",
+        action="store_true",
+        help="every stream follows the whole list (no filter): each change reaches every stream",
+    )
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds with streams open before RSS")
     parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait for frames after the last change")
     parser.add_argument("--base-port", type=int, default=18100, help="first worker port (default 18100)")

@@ -37,9 +37,18 @@ class StreamResult:
     ready_at: float = 0.0
     closed_early: bool = False
     heartbeats: int = 0
+    # The longest wait for a heartbeat: from the snapshot to the first, between two, and
+    # from the last to the end of the run (a stream whose heartbeats stopped shows it).
+    heartbeat_gap_max: float = 0.0
+    last_heartbeat_at: float = 0.0
     errors: list[str] = field(default_factory=list)
     # (receipt time, event name, id) of every created / updated / deleted frame
     frames: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def note_heartbeat_gap(self, now: float) -> None:
+        since = self.last_heartbeat_at or self.ready_at
+        if since:
+            self.heartbeat_gap_max = max(self.heartbeat_gap_max, now - since)
 
 
 def build_request(spec: StreamSpec, path: str, tenant_id: str, realm: str) -> bytes:
@@ -142,6 +151,8 @@ class SSEClientProtocol(asyncio.Protocol):
             self.result.frames.append((now, event.decode(), ident.decode()))
         elif event == b"heartbeat":
             self.result.heartbeats += 1
+            self.result.note_heartbeat_gap(now)
+            self.result.last_heartbeat_at = now
         elif event == b"snapshot":
             self.result.ready_at = now
             if not self.ready.done():
@@ -213,6 +224,10 @@ def reader_main(conn: Any, specs: list[StreamSpec], options: dict[str, Any]) -> 
         await stop.wait()
         loop.remove_reader(conn.fileno())
         conn.recv()
+        stopped_at = time.monotonic()
+        for result in results:
+            if result.status == 200 and not result.closed_early:
+                result.note_heartbeat_gap(stopped_at)
         for protocol in protocols:
             protocol.close()
         await asyncio.sleep(0.2)
@@ -227,6 +242,7 @@ def reader_main(conn: Any, specs: list[StreamSpec], options: dict[str, Any]) -> 
             "ready_at": r.ready_at,
             "closed_early": r.closed_early,
             "heartbeats": r.heartbeats,
+            "heartbeat_gap_max": r.heartbeat_gap_max,
             "errors": r.errors,
             "frames": r.frames,
         }
