@@ -261,6 +261,8 @@ class Deliverer:
         self.pending: list[tuple[services.AttemptResult, asyncio.Future[None]]] = []
         self.flush_wanted = asyncio.Event()
         self.renewed_at = 0.0
+        # Endpoints held whose secret no configured key decrypts (logged once each).
+        self.unreadable_secrets: set[uuid.UUID] = set()
         self.tenants: set[uuid.UUID] = set()
         self.channel_layer = get_channel_layer()
         self.channel: str | None = None
@@ -324,13 +326,18 @@ class Deliverer:
                 )
                 self.renewed_at = started
                 targets = {}
+                unreadable = set()
                 for endpoint in endpoints:
                     try:
                         targets[endpoint.id] = Target.of(endpoint)
                     except SecretUnreadable:
                         # Only this endpoint waits (its deliveries stay owed) until an admin
-                        # rotates its secret; the others go on.
-                        logger.error("event=webhook_secret_unreadable endpoint=%s", endpoint.id)
+                        # rotates its secret; the others go on. Said once, not at every
+                        # claim (every couple of seconds), until the secret is readable.
+                        unreadable.add(endpoint.id)
+                        if endpoint.id not in self.unreadable_secrets:
+                            logger.error("event=webhook_secret_unreadable endpoint=%s", endpoint.id)
+                self.unreadable_secrets = unreadable
                 for endpoint_id in list(self.tasks):
                     if endpoint_id not in targets:
                         self.tasks.pop(endpoint_id).stop()

@@ -54,13 +54,17 @@ def register_kind(
     frame: Callable[[LogEvent, Any], bytes | None],
     private: bool = False,
 ) -> None:
-    """Called by the app owning the stream, at start (its AppConfig.ready)."""
+    """Called by the app owning the stream, at start (its AppConfig.ready). `build` turns
+    a channel's spec into what `frame` needs; for a `private` kind (one channel per user)
+    that is the user's id."""
     KINDS[kind] = ChannelKind(build, frame, private)
 
 
 def recipient_of(kind: str, spec: Mapping[str, Any]) -> uuid.UUID | None:
-    """The user whose events make the chain of a private kind's channel, else None."""
-    return uuid.UUID(spec["user"]) if KINDS[kind].private else None
+    """The user whose events make the chain of a private kind's channel (what the kind
+    builds from its spec, see register_kind), else None."""
+    channel_kind = KINDS[kind]
+    return channel_kind.build(spec) if channel_kind.private else None
 
 
 def chain_of(kind: str, spec: Mapping[str, Any]) -> dict[str, Any]:
