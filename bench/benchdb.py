@@ -1,7 +1,9 @@
 """Shared set-up of the benchmarks: Django on the configured database, or on a separate
 PostgreSQL database, migrated, so a benchmark never touches development or test data."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,3 +117,21 @@ def realm_token(realm: DemoRealm, username: str, *, roles: Sequence[str], teams:
     if realm.audience:
         claims["aud"] = realm.audience
     return jwt.encode(claims, realm.secret, algorithm="HS256")
+
+
+def stop_process_groups(procs: Sequence[subprocess.Popen[Any]], timeout: float = 10.0) -> None:
+    """Stop servers started in process groups of their own (`start_new_session`): SIGTERM
+    to each group still running, then, once `timeout` seconds have passed for them all,
+    SIGKILL to any group not yet gone (a server's workers are its children)."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The repository root too, for tests/pushpin.py (the Pushpin launcher, free of Django).
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from benchdb import realm_token
+from benchdb import realm_token, stop_process_groups
 from sse_load import StreamSpec, reader_main
 
 from tests.pushpin import SIG_KEY, Pushpin
@@ -446,18 +446,7 @@ class Server:
         return all(p.poll() is None for p in self.procs)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(self.procs)
         for log in self.logs:
             log.close()
         self.procs.clear()
@@ -620,15 +609,7 @@ class EdgeServer(Server):
     def stop(self) -> None:
         try:
             if self.publisher is not None:
-                if self.publisher.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.publisher.pid, signal.SIGTERM)
-                try:
-                    self.publisher.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self.publisher.pid, signal.SIGKILL)
-                    self.publisher.wait()
+                stop_process_groups([self.publisher])
             if self.publisher_log is not None:
                 self.publisher_log.close()
             super().stop()

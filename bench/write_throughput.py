@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.benchdb import ROOT, machine, percentile, realm_token
+from bench.benchdb import ROOT, machine, percentile, realm_token, stop_process_groups
 
 TICKET_PATH = "/api/v2/ticketing/ticket"
 EVENTS_PATH = "/v2/system/events"
@@ -290,15 +290,7 @@ class Server:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_process_groups([self.proc], timeout=15)
         self.proc = None
 
 

@@ -33,7 +33,6 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +47,7 @@ BENCH = HERE.parent
 sys.path.insert(0, str(BENCH))
 
 import list_stream_fanout as fanout  # noqa: E402 - the service's own set-up, reused
+from benchdb import stop_process_groups  # noqa: E402
 
 SEQ = re.compile(rb"seq-(\d+)")
 PADDING = "x" * 600  # about the size of a ticket frame's JSON
@@ -210,16 +210,7 @@ class Peer:
         return sum(fanout.rss_kb(pid) for pid in self.pids())
 
     def stop(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_groups(self.procs)
 
 
 def _get(path: str, port: int, headers: str = "") -> bytes:
