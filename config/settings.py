@@ -346,6 +346,9 @@ SSE_EDGE_LINK_SECONDS = env_int("SSE_EDGE_LINK_SECONDS", 600)
 # The per-process hub re-reads the log this often even without a broadcast, so a lost
 # broadcast (Redis restart, worker killed between commit and publish) only delays events.
 EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)
+# Threads kept for ordinary requests' sync work (core.request_threads); when all are busy a
+# request gets a thread of its own for its duration, as under Django's own handler.
+REQUEST_THREADS = env_int("REQUEST_THREADS", 32)
 # `Retry-After` of the 503 a request gets when the database failed it (core.db_retry).
 DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)
 # How long a request may wait in all for a connection of a pool that is merely busy (every

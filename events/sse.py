@@ -38,6 +38,7 @@ from django.urls.resolvers import RoutePattern
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
+from core.request_threads import RequestThreads
 from events.edge.grip import from_edge
 from events.edge.handoff import hand_off
 from events.edge.handoff import lease_seconds as edge_lease_seconds
@@ -252,12 +253,14 @@ class StreamAwareASGIHandler(ASGIHandler):
       and the test client. In the async chain, each of Django's own middlewares (security,
       sessions, CSRF, ...) hops to that thread and back twice per request, and the view
       once more: measured at about a tenth of a ticket change's server CPU
-      (docs/benchmarks.md, write throughput)."""
+      (docs/benchmarks.md, write throughput). That thread is one of a fixed set kept
+      for the process (core.request_threads), not a new one per request."""
 
     def __init__(self) -> None:
         super().__init__()
         self._sync_chain = BaseHandler()
         self._sync_chain.load_middleware(is_async=False)
+        self._threads = RequestThreads(settings.REQUEST_THREADS)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         if _stream_connection.get() is not None:
@@ -296,6 +299,9 @@ class StreamAwareASGIHandler(ASGIHandler):
                     # the generator: close it now, not whenever it is collected.
                     await asyncio.shield(connection.close_streams())
                 return
+            async with self._threads.request_context():
+                await self.handle(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
