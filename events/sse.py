@@ -39,9 +39,9 @@ from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
 from core.request_threads import RequestThreads
+from events.edge.channels import hold_seconds
 from events.edge.grip import from_edge
 from events.edge.handoff import hand_off
-from events.edge.handoff import lease_seconds as edge_lease_seconds
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, realtime_unavailable, take_stream_slot
@@ -596,7 +596,7 @@ async def serve_stream(
             arguments = await arguments
         last_event_id = last_event_id_from(request, arguments.resume_from)
         if held_by_edge:
-            lease = await take_stream_slot(stream_class.kind, caller, limit, ttl=edge_lease_seconds())
+            lease = await take_stream_slot(stream_class.kind, caller, limit, ttl=hold_seconds())
         else:
             hub, subscriber, lease = await open_subscription(stream_class.kind, caller, limit, private=private)
     except ApiError as error:

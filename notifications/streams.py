@@ -37,12 +37,6 @@ def counts_at_position(caller: Caller) -> tuple[uuid.UUID | None, dict[str, Any]
     return at_log_position(caller.tenant.id, lambda: counts_to_dict(notification_counts(caller.user)))
 
 
-def missed_events(caller: Caller, after: uuid.UUID, limit: int) -> list[LogEvent] | None:
-    """The caller's events after `after`, or None when `after` is not an event of the
-    tenant or too much was missed (the stream then starts afresh)."""
-    return fetch_missed(caller.tenant.id, after, limit, recipient=caller.user.id)
-
-
 class NotificationStream(EventStream):
     kind = STREAM_KIND
     edge_held = True
@@ -53,7 +47,14 @@ class NotificationStream(EventStream):
             {"message": "Connected to notification stream", "userId": str(self.caller.user.id), "timestamp": iso_now()},
         )
         if self.last_event_id is not None:
-            missed = await run_db(missed_events, self.caller, self.last_event_id, settings.SSE_RESUME_MAX_EVENTS)
+            # None: not an event of the tenant, or too much was missed (start afresh).
+            missed = await run_db(
+                fetch_missed,
+                self.caller.tenant.id,
+                self.last_event_id,
+                settings.SSE_RESUME_MAX_EVENTS,
+                recipient=self.caller.user.id,
+            )
             if missed is not None:
                 self.note_resume(resumed=True)
                 self.position = self.last_event_id

@@ -1,11 +1,14 @@
-"""Support-staff screens of SLA calendars: time zone, weekly hours and holidays inline."""
+"""Support-staff screens of SLA calendars (time zone, weekly hours and holidays inline),
+policies and ticket clocks; a ticket's page shows its clock."""
 
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 from rest_framework.exceptions import ValidationError
 
-from sla.models import Calendar, Holiday
+from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
 from sla.serializers import CalendarSerializer
+from ticketing.admin import TicketAdmin
 
 
 class HolidayInline(admin.TabularInline):
@@ -49,3 +52,46 @@ class CalendarAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     list_select_related = ("tenant",)
     inlines = [HolidayInline]
+
+
+@admin.register(SlaPolicy)
+class SlaPolicyAdmin(admin.ModelAdmin):
+    """Editable: a policy applies to tickets created (or changing priority) afterwards."""
+
+    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent", "calendar")
+    list_filter = ("tenant", "priority")
+    list_select_related = ("tenant",)
+
+
+@admin.register(TicketSla)
+class TicketSlaAdmin(admin.ModelAdmin):
+    list_display = (
+        "ticket",
+        "response_due",
+        "responded_at",
+        "response_breached_at",
+        "resolution_due",
+        "resolved_at",
+        "resolution_breached_at",
+    )
+    list_filter = ("tenant",)
+    search_fields = ("ticket__number",)
+    list_select_related = ("ticket",)
+    readonly_fields = [f.name for f in TicketSla._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class SlaInline(admin.StackedInline):
+    model = TicketSla
+    fk_name = "ticket"
+    can_delete = False
+    exclude = ("tenant",)
+    readonly_fields = [f.name for f in TicketSla._meta.fields if f.name not in ("tenant",)]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+TicketAdmin.inlines = [*TicketAdmin.inlines, SlaInline]

@@ -1,17 +1,20 @@
-"""Business-hours calendars of a tenant: the time zone, the weekly working hours and the
-holidays an SLA policy counts its targets in (sla.business_time does the arithmetic).
+"""SLA data: business-hours calendars (the time zone, the weekly working hours and the
+holidays a policy counts its targets in; sla.business_time does the arithmetic), a
+tenant's policies per priority, and each ticket's clock.
 
-The SLA policies and each ticket's clock are still in ticketing.models (where they were
-first written); a policy names its calendar here, or none for 24x7."""
+The policies and the clocks were first written in the ticketing app: their tables keep
+the names they got there (`ticketing_slapolicy`, `ticketing_ticketsla`), so moving them
+here changed no table (migrations sla 0002 and ticketing 0010)."""
 
 import uuid
-from datetime import time
+from datetime import time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import models
 
 from sla.business_time import END_OF_DAY, WEEKDAYS, WorkCalendar
+from ticketing.models import Priority, Ticket
 
 
 def parse_clock(text: str) -> time:
@@ -71,3 +74,92 @@ class Holiday(models.Model):
 
     def __str__(self) -> str:
         return f"{self.date} {self.name}{' (yearly)' if self.yearly else ''}"
+
+
+class SlaPolicy(models.Model):
+    """Response and resolution targets of a tenant for one ticket priority. A warning is
+    due once `warning_percent` of the time to a target has passed."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="sla_policies")
+    priority = models.CharField(max_length=10, choices=Priority.choices)
+    response_minutes = models.PositiveIntegerField(help_text="Time to the first response.")
+    resolution_minutes = models.PositiveIntegerField(help_text="Time to resolution.")
+    warning_percent = models.PositiveSmallIntegerField(
+        default=80, help_text="Warn when this share (1-99 %) of the time to a target has passed."
+    )
+    calendar = models.ForeignKey(
+        Calendar,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="policies",
+        help_text="Business hours the targets count in; none: 24x7.",
+    )
+
+    class Meta:
+        db_table = "ticketing_slapolicy"  # its first home (see the module docstring)
+        verbose_name = "SLA policy"
+        verbose_name_plural = "SLA policies"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "priority"], name="sla_policy_unique_per_priority"),
+            models.CheckConstraint(
+                condition=models.Q(warning_percent__gte=1, warning_percent__lte=99), name="sla_warning_percent_range"
+            ),
+        ]
+        ordering = ["tenant", "priority"]
+
+    def __str__(self) -> str:
+        return f"{self.priority}: respond {self.response_minutes} min, resolve {self.resolution_minutes} min"
+
+
+class TicketSla(models.Model):
+    """One ticket's SLA clock. `*_warn_at` / `*_due` are when the monitor must act;
+    `*_warned_at` / `*_breached_at` are set by the monitor's conditional UPDATE that claims
+    the warning or breach, so each is emitted once per ticket and target."""
+
+    ticket = models.OneToOneField(Ticket, primary_key=True, on_delete=models.CASCADE, related_name="sla")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    response_due = models.DateTimeField()
+    response_warn_at = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+    response_warned_at = models.DateTimeField(null=True, blank=True)
+    response_breached_at = models.DateTimeField(null=True, blank=True)
+    resolution_due = models.DateTimeField()
+    resolution_warn_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution_warned_at = models.DateTimeField(null=True, blank=True)
+    resolution_breached_at = models.DateTimeField(null=True, blank=True)
+    # Set while the ticket is on hold (pending the customer): the monitor leaves a paused
+    # clock alone, and resuming moves the unmet targets by the business time paused.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    # Business time spent paused so far: targets are counted from creation plus this.
+    paused_for = models.DurationField(default=timedelta(0))
+
+    class Meta:
+        db_table = "ticketing_ticketsla"  # its first home (see the module docstring)
+        verbose_name = "ticket SLA"
+        indexes = [
+            models.Index(
+                fields=["response_warn_at"],
+                name="sla_response_warn",
+                condition=models.Q(responded_at__isnull=True, response_warned_at__isnull=True),
+            ),
+            models.Index(
+                fields=["response_due"],
+                name="sla_response_due",
+                condition=models.Q(responded_at__isnull=True, response_breached_at__isnull=True),
+            ),
+            models.Index(
+                fields=["resolution_warn_at"],
+                name="sla_resolution_warn",
+                condition=models.Q(resolved_at__isnull=True, resolution_warned_at__isnull=True),
+            ),
+            models.Index(
+                fields=["resolution_due"],
+                name="sla_resolution_due",
+                condition=models.Q(resolved_at__isnull=True, resolution_breached_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"SLA of {self.ticket_id}"

@@ -5,8 +5,7 @@ import uuid
 from django.db.models import QuerySet
 
 from core.http import ApiError
-from sla.models import Calendar
-from ticketing.models import SlaPolicy
+from sla.models import Calendar, SlaPolicy
 
 
 def sla_policies(tenant: object) -> QuerySet[SlaPolicy]:

@@ -18,10 +18,10 @@ from events.recording import Recorded, record_event, unit_of_work
 from events.serializers import iso
 from sla.business_time import NoWorkingTime, WorkCalendar, add_business_time, business_time_between, resumed_due
 from sla.events import SlaEvent, SlaStage
-from sla.models import Calendar, Holiday
+from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
 from tenants.callers import Caller
 from tenants.permissions import require_admin
-from ticketing.models import CLOSED_STATUSES, SlaPolicy, SlaState, Status, Ticket, TicketSla
+from ticketing.models import CLOSED_STATUSES, SlaState, Status, Ticket
 from ticketing.serializers import ticket_payload
 from ticketing.services import lock_tickets
 

@@ -13,11 +13,9 @@ from ticketing.models import (
     Approval,
     Comment,
     SavedView,
-    SlaPolicy,
     Status,
     Ticket,
     TicketMarks,
-    TicketSla,
     Watcher,
 )
 from ticketing.services import bulk_set_status, delete_tickets
@@ -103,7 +101,7 @@ class CommentAdmin(admin.ModelAdmin):
     readonly_fields = ("ticket", "author", "created_at")
 
 
-# --- approvals, SLAs, merge and escalation state (issue 4) ------------------------------
+# --- approvals, merge and escalation state (issue 4; the SLA clock: sla.admin) ------------------------------
 
 
 class ApprovalInline(admin.TabularInline):
@@ -112,17 +110,6 @@ class ApprovalInline(admin.TabularInline):
     fields = ("approval_type", "approver", "requested_by", "state", "decided_at", "decision_comment")
     readonly_fields = fields
     can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-class SlaInline(admin.StackedInline):
-    model = TicketSla
-    fk_name = "ticket"
-    can_delete = False
-    exclude = ("tenant",)
-    readonly_fields = [f.name for f in TicketSla._meta.fields if f.name not in ("tenant",)]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -138,16 +125,7 @@ class MarksInline(admin.StackedInline):
         return False
 
 
-TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, SlaInline, MarksInline]
-
-
-@admin.register(SlaPolicy)
-class SlaPolicyAdmin(admin.ModelAdmin):
-    """Editable: a policy applies to tickets created (or changing priority) afterwards."""
-
-    list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent", "calendar")
-    list_filter = ("tenant", "priority")
-    list_select_related = ("tenant",)
+TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, MarksInline]  # sla.admin adds the SLA clock
 
 
 @admin.register(Approval)
@@ -159,26 +137,6 @@ class ApprovalAdmin(admin.ModelAdmin):
     search_fields = ("ticket__number", "approver__username")
     list_select_related = ("ticket", "approver", "requested_by")
     readonly_fields = [f.name for f in Approval._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-
-@admin.register(TicketSla)
-class TicketSlaAdmin(admin.ModelAdmin):
-    list_display = (
-        "ticket",
-        "response_due",
-        "responded_at",
-        "response_breached_at",
-        "resolution_due",
-        "resolved_at",
-        "resolution_breached_at",
-    )
-    list_filter = ("tenant",)
-    search_fields = ("ticket__number",)
-    list_select_related = ("ticket",)
-    readonly_fields = [f.name for f in TicketSla._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -80,7 +80,10 @@ def chain_for(recipient: uuid.UUID | None) -> dict[str, Any]:
     return {"recipient": recipient} if recipient is not None else {"shared": True}
 
 
-def registration_seconds() -> float:
+def hold_seconds() -> float:
+    """How long a held stream's channel registration and its slot last: both are renewed
+    at each of Pushpin's call-backs (every SSE_EDGE_LINK_SECONDS), so a vanished client's
+    are given back within twice that."""
     return settings.SSE_EDGE_LINK_SECONDS * 2 + 2
 
 
@@ -96,7 +99,7 @@ class ChannelRegistry:
     async def register(
         self, tenant_id: uuid.UUID, channel: str, kind: str, spec: Mapping[str, Any], position: str | None
     ) -> None:
-        ttl = registration_seconds()
+        ttl = hold_seconds()
         until = time.time() + ttl
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.zadd(f"{self.prefix}:tenants", {str(tenant_id): until}, gt=True)

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from core.http import ApiError, error_response
 from core.metrics import STREAM_ENDS, STREAM_OPENS, tenant_tier
-from events.edge.channels import KINDS, chain_of, channel_registry, registration_seconds
+from events.edge.channels import KINDS, chain_of, channel_registry, hold_seconds
 from events.edge.grip import (
     LOG_START_ID,
     connection_state,
@@ -53,11 +53,6 @@ if TYPE_CHECKING:
     from events.sse import EventStream
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
-
-
-def lease_seconds() -> float:
-    """How long a held stream's slot lasts: renewed at each call-back."""
-    return registration_seconds()
 
 
 async def hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> HttpResponse:
@@ -160,7 +155,7 @@ async def continue_stream(link: dict[str, Any], connection: dict[str, Any], last
 
     kind = link["kind"]
     tenant_id = uuid.UUID(link["tenant"])
-    lease = StreamLease(*connection["lease"], ttl=lease_seconds())
+    lease = StreamLease(*connection["lease"], ttl=hold_seconds())
     now = time.time()
     ended: tuple[str, str] | None = None
     if connection["expires"] is not None and now >= connection["expires"]:

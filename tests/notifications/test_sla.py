@@ -16,12 +16,12 @@ from django.utils import timezone
 
 from events.models import Event
 from notifications.models import Notification
+from sla.models import SlaPolicy, TicketSla
 from sla.services import _claim_sla_stage, claim_due_sla_stages
 from tests import conftest
 from tests.builders import World
 from tests.notifications.support import as_user, make_ticket, told
 from ticketing import services
-from ticketing.models import SlaPolicy, TicketSla
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,9 +4,10 @@ approvals, merge, escalation, reopening and SLA policies, with their permission 
 import pytest
 
 from notifications.models import Notification
+from sla.models import SlaPolicy
 from tests.builders import World
 from tests.notifications.support import make_ticket, recipients
-from ticketing.models import Approval, SlaPolicy, TicketMarks, Watcher
+from ticketing.models import Approval, TicketMarks, Watcher
 
 pytestmark = pytest.mark.django_db
 

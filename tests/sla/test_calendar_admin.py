@@ -1,5 +1,6 @@
-"""The SLA calendar admin screen: support staff add a calendar with holidays inline, and
-bad hours or time zones are refused as the API refuses them."""
+"""The SLA admin screens: support staff add a calendar with holidays inline (bad hours or
+time zones are refused as the API refuses them), list policies and clocks, and see a
+ticket's clock on its page."""
 
 import json
 
@@ -7,8 +8,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from sla.models import Calendar
+from sla.models import Calendar, SlaPolicy, TicketSla
+from tenants.callers import caller_for_user
 from tests.builders import World
+from ticketing import services
 
 pytestmark = pytest.mark.django_db
 
@@ -59,3 +62,19 @@ def test_bad_calendars_are_refused_in_the_admin(staff: Client, acme: World, over
     response = staff.post("/admin/sla/calendar/add/", form(acme, **override))
     assert response.status_code == 200 and b"Invalid calendar" in response.content
     assert not Calendar.objects.exists()
+
+
+def test_policies_and_clocks_are_sla_screens_and_a_ticket_page_shows_its_clock(staff: Client, acme: World):
+    SlaPolicy.objects.create(tenant=acme.tenant, priority="high", response_minutes=30, resolution_minutes=240)
+    admin = caller_for_user(acme.users["admin"])
+    ticket = services.create_ticket(caller=admin, data={"subject": "Printer", "priority": "high"})
+    clock = TicketSla.objects.get(ticket=ticket)
+
+    policies = staff.get("/admin/sla/slapolicy/")
+    assert policies.status_code == 200
+    assert "respond 30 min, resolve 240 min" in policies.content.decode()
+    assert staff.get(f"/admin/sla/ticketsla/{ticket.pk}/change/").status_code == 200
+    page = staff.get(f"/admin/ticketing/ticket/{ticket.pk}/change/")
+    assert page.status_code == 200
+    assert "Ticket SLA" in page.content.decode()
+    assert clock.response_due.strftime("%H:%M") in page.content.decode()

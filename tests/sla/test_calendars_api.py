@@ -7,11 +7,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from sla.models import Calendar
+from sla.models import Calendar, SlaPolicy, TicketSla
 from sla.services import claim_due_sla_stages
 from tests.builders import World
 from tests.sse_client import list_updates_url, open_stream
-from ticketing.models import SlaPolicy, TicketSla
 
 API = "/api/v2/ticketing"
 ALL_WEEK = [{"day": d, "start": "00:00", "end": "24:00"} for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]

@@ -9,12 +9,12 @@ import pytest
 from django.utils import timezone
 
 from events.models import Event
-from sla.models import Calendar, Holiday
+from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
 from sla.services import claim_due_sla_stages
 from tests.builders import World
 from tests.notifications.support import as_user, make_ticket
 from ticketing import services
-from ticketing.models import SlaPolicy, Ticket, TicketSla
+from ticketing.models import Ticket
 
 pytestmark = pytest.mark.django_db
 BERLIN = ZoneInfo("Europe/Berlin")

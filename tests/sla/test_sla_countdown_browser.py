@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
+from sla.models import SlaPolicy, TicketSla
 from sla.services import claim_due_sla_stages
 from tests.builders import World
 from tests.ticketing.test_dashboard_browser import browser, create, link_login, new_context, patch, row, sign_in
-from ticketing.models import SlaPolicy, TicketSla
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 __all__ = ["browser", "new_context"]  # fixtures, imported for this module's tests
