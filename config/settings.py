@@ -148,9 +148,10 @@ IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 if IS_POSTGRES and env_bool("DB_POOL", True):
     # Connections are reused through Django's psycopg pool (docs/architecture.md, "Database
     # connections"): opening one costs more CPU on both sides than a whole ticket change.
-    # Under ASGI every request runs in a thread of its own, so persistent connections
-    # (CONN_MAX_AGE) would be opened per request anyway; the pool is shared by the threads
-    # of a process, and a connection goes back to it when the request ends.
+    # Persistent connections (CONN_MAX_AGE) are kept per thread, and a request's thread
+    # is one of those kept (core.request_threads) or, when all are busy, a new one that
+    # would open its own; the pool is shared by the threads of a process, and a
+    # connection goes back to it when the request ends.
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them; Django must hand them back
     # No check when a connection is handed out: psycopg_pool sleeps a second after a
     # failed check. A dead pooled connection fails its first statement instead, and the
@@ -163,6 +164,19 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
         # also how long a request waits when PostgreSQL cannot be reached at all.
         "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 3.0),
     }
+if IS_POSTGRES:
+    # A statement a connection has run PREPARE_THRESHOLD times is prepared once
+    # (psycopg's automatic prepared statements): PostgreSQL then skips parsing and planning
+    # it, about a third of its CPU per ticket change (bench/change_cost.py,
+    # docs/benchmarks.md). Preparing needs parameters sent apart from the statement
+    # (server-side binding; Django's default quotes them into the SQL text). Empty turns
+    # both off: needed behind a pooler in transaction mode (PgBouncer's default), where
+    # a prepared statement may be asked of another server connection.
+    _prepare_threshold = os.environ.get("DB_PREPARE_THRESHOLD", "5").strip()
+    if _prepare_threshold:
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": int(_prepare_threshold)}
+        )
 if not IS_POSTGRES:
     # Stream tests run a server in another process, so the SQLite test database must be
     # a file both processes can open, not the in-memory default.

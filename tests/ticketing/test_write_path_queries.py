@@ -72,3 +72,19 @@ def test_creating_and_commenting_stay_small(acme: World, ticket):
     mentioned = queries_of(lambda: services.add_comment(caller=alice, ticket=ticket, body="@admin have a look"))
     assert len(created) <= 16, "\n".join(created)
     assert len(mentioned) <= 17, "\n".join(mentioned)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_a_change_runs_on_prepared_statements_once_the_connection_has_seen_it(acme: World, ticket):
+    """PostgreSQL skips parsing and planning a prepared statement: about a third of its CPU
+    per change (bench/change_cost.py). psycopg prepares what a connection has run five
+    times; a change's lock, log-lock, newest-id and event statements repeat every time."""
+    alice = caller_for_user(acme.users["alice"])
+    for priority in ["high", "low"] * 4:
+        queries_of(lambda p=priority: services.update_ticket(caller=alice, ticket=ticket, data={"priority": p}))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE from_sql = false")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any("pg_advisory_xact_lock" in sql for sql in prepared), prepared
+    assert any('INSERT INTO "events_event"' in sql for sql in prepared), prepared
+    assert any("FOR UPDATE" in sql for sql in prepared), prepared
