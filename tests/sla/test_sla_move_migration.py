@@ -6,19 +6,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
+
+from tests.migrating import migrate, migrate_to_latest
 
 BEFORE = [("ticketing", "0009_saved_views"), ("sla", "0001_initial"), ("contenttypes", "0002_remove_content_type_name")]
 AFTER = [("sla", "0002_sla_policy_and_ticket_clock")]
-
-
-def migrate(targets: list[tuple[str, str]]):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
 
 
 @pytest.mark.django_db(transaction=True)
@@ -57,4 +50,4 @@ def test_policies_clocks_and_their_permissions_move_to_the_sla_app():
         permission = new.get_model("auth", "Permission").objects.get(codename="change_slapolicy")
         assert permission.content_type_id == policy_type.pk
     finally:
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+        migrate_to_latest()

@@ -4,18 +4,11 @@ their records: each gets the tenant's oldest realm, so that realm's tokens still
 import uuid
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrating import migrate, migrate_to_latest
 
 BEFORE = [("tenants", "0002_api_keys")]
 AFTER = [("tenants", "0003_user_realm_identity_api_key_expiry")]
-
-
-def migrate(targets: list[tuple[str, str]]):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
 
 
 @pytest.mark.django_db(transaction=True)
@@ -45,4 +38,4 @@ def test_existing_users_get_their_tenants_oldest_realm():
             ("zero", "bob"): None,
         }
     finally:
-        migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+        migrate_to_latest()
