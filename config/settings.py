@@ -165,7 +165,7 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
         "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 3.0),
     }
 if IS_POSTGRES:
-    # A statement a connection has run PREPARE_THRESHOLD times is prepared once
+    # A statement a connection has run DB_PREPARE_THRESHOLD times is prepared once
     # (psycopg's automatic prepared statements): PostgreSQL then skips parsing and planning
     # it, about a third of its CPU per ticket change (bench/change_cost.py,
     # docs/benchmarks.md). Preparing needs parameters sent apart from the statement

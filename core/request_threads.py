@@ -49,8 +49,10 @@ class RequestThreads:
                 yield
         finally:
             # Queued behind whatever the request left running; the callback runs on the
-            # executor's thread (list.append is atomic).
-            executor.submit(_nothing).add_done_callback(lambda _: self._idle.append(executor))
+            # executor's thread (list.append is atomic). At interpreter exit no executor
+            # takes work any more, and none is needed.
+            with contextlib.suppress(RuntimeError):
+                executor.submit(_nothing).add_done_callback(lambda _: self._idle.append(executor))
 
     @property
     def idle(self) -> int:
