@@ -166,8 +166,8 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
     }
 if IS_POSTGRES:
     # A statement a connection has run DB_PREPARE_THRESHOLD times is prepared once
-    # (psycopg's automatic prepared statements): PostgreSQL then skips parsing and planning
-    # it, about a third of its CPU per ticket change (bench/change_cost.py,
+    # (psycopg's automatic prepared statements): PostgreSQL then parses it no more and may
+    # keep one plan for it; about a third of its CPU per ticket change (bench/change_cost.py,
     # docs/benchmarks.md). Preparing needs parameters sent apart from the statement
     # (server-side binding; Django's default quotes them into the SQL text). Empty turns
     # both off: needed behind a pooler in transaction mode (PgBouncer's default), where

@@ -41,6 +41,8 @@ class RequestThreads:
         try:
             executor = self._idle.pop()
         except IndexError:
+            executor = None
+        if executor is None:
             async with ThreadSensitiveContext():  # all busy: a new thread, as Django does
                 yield
             return

@@ -22,6 +22,7 @@ That lets the sending be cheap:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 import weakref
@@ -49,7 +50,9 @@ def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
         _send_now(tenant_id, event_id)
         return
     try:
-        loop.call_soon_threadsafe(_announcer_of(loop).add, tenant_id, event_id)
+        # A fresh context: the sending task outlives the request, whose context would
+        # tie it to the request's finished thread (core.request_threads).
+        loop.call_soon_threadsafe(_announcer_of(loop).add, tenant_id, event_id, context=contextvars.Context())
     except RuntimeError:  # the loop closed meanwhile (shutdown): send it from here
         _send_now(tenant_id, event_id)
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import formats, timezone
 
 from sla.models import Calendar, SlaPolicy, TicketSla
 from tenants.callers import caller_for_user
@@ -77,4 +78,5 @@ def test_policies_and_clocks_are_sla_screens_and_a_ticket_page_shows_its_clock(s
     page = staff.get(f"/admin/ticketing/ticket/{ticket.pk}/change/")
     assert page.status_code == 200
     assert "Ticket SLA" in page.content.decode()
-    assert clock.response_due.strftime("%H:%M") in page.content.decode()
+    # As the admin shows a date and time (the site's format and time zone).
+    assert formats.localize(timezone.template_localtime(clock.response_due)) in page.content.decode()
