@@ -56,6 +56,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB RAM"
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process so far (/proc/<pid>/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     print(f"\n{title}")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.benchdb import machine, use_bench_database
+from bench.benchdb import cpu_seconds, machine, use_bench_database
 from bench.write_throughput import ASSIGNEES, DEMO_OPTIONS, MENTIONED, MIX, PRIORITIES, STATUSES, TICKET_PATH
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -44,11 +44,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 TICKETS = 100
 WRITERS = ["alice", "carol", "admin"]
-
-
-def backend_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Writers:
@@ -163,11 +158,11 @@ def main() -> None:
             for _ in range(10):  # let the new connection prepare what it will
                 n += 1
                 writers.change(n)
-            cpu0, pg0 = time.process_time(), backend_cpu_seconds(pid)
+            cpu0, pg0 = time.process_time(), cpu_seconds(pid)
             for _ in range(args.changes):
                 n += 1
                 writers.change(n)
-            cpu1, pg1 = time.process_time(), backend_cpu_seconds(pid)
+            cpu1, pg1 = time.process_time(), cpu_seconds(pid)
             results[name].append(((cpu1 - cpu0) * 1000 / args.changes, (pg1 - pg0) * 1000 / args.changes))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
 

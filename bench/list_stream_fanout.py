@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The repository root too, for tests/pushpin.py (the Pushpin launcher, free of Django).
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from benchdb import realm_token, stop_process_groups
+from benchdb import cpu_seconds, realm_token, stop_process_groups
 from sse_load import StreamSpec, reader_main
 
 from tests.pushpin import SIG_KEY, Pushpin
@@ -188,11 +188,6 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg() -> str:

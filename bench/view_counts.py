@@ -39,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchdb import ROOT, django_setup, percentile
+from benchdb import ROOT, cpu_seconds, django_setup, percentile
 
 PATH = "/api/v2/ticketing/views/counts/stream"
 TEAMS = ["operation", "network", "support"]
@@ -171,11 +171,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

@@ -101,7 +101,7 @@ class CommentAdmin(admin.ModelAdmin):
     readonly_fields = ("ticket", "author", "created_at")
 
 
-# --- approvals, merge and escalation state (issue 4; the SLA clock: sla.admin) ------------------------------
+# --- approvals, merge and escalation state (issue 4; the SLA clock: sla.admin) ------
 
 
 class ApprovalInline(admin.TabularInline):
