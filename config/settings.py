@@ -363,6 +363,10 @@ EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)
 # Threads kept for ordinary requests' sync work (core.request_threads); when all are busy a
 # request gets a thread of its own for its duration, as under Django's own handler.
 REQUEST_THREADS = env_int("REQUEST_THREADS", 32)
+# Write requests (their transactions) a process runs at once; the others queue for a slot
+# (core.write_slots), up to WRITE_SLOT_WAIT_SECONDS, then 503. 0: no limit.
+WRITE_CONCURRENCY = env_int("WRITE_CONCURRENCY", 3)
+WRITE_SLOT_WAIT_SECONDS = env_float("WRITE_SLOT_WAIT_SECONDS", 30.0)
 # `Retry-After` of the 503 a request gets when the database failed it (core.db_retry).
 DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)
 # How long a request may wait in all for a connection of a pool that is merely busy (every

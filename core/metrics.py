@@ -114,6 +114,12 @@ REQUEST_LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+WRITE_SLOT_WAIT = Histogram(
+    "ticketing_write_slot_wait_seconds",
+    "How long write requests waited for one of their worker's write slots (core.write_slots) "
+    "before their transaction began, refused ones included.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 # --- read from the database at scrape time -------------------------------------------
 # Work done by processes other than the web workers (e.g. the webhook deliverer, which
@@ -145,6 +151,7 @@ METRIC_NAMES = (
             HUB_FEED_LAG,
             REQUESTS,
             REQUEST_LATENCY,
+            WRITE_SLOT_WAIT,
         )
     )
     | DATABASE_METRIC_NAMES

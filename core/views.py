@@ -16,6 +16,7 @@ request is stored in its own transaction, before COMMIT)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from functools import partial
 from typing import Any
 
@@ -29,6 +30,7 @@ from rest_framework.views import APIView
 from core.db_retry import DatabaseUnavailable, call_with_retry, database_fault
 from core.http import ApiError, error_response
 from core.ratelimit import check_rate_limit
+from core.write_slots import write_slot
 from events.recording import unit_of_work
 from idempotency import services as idempotency
 
@@ -58,6 +60,12 @@ def _caller_identity(caller: Any) -> str:
 
 class RetryingAPIView(APIView):
     _idempotency_claim: idempotency.Claim | None = None
+
+    def write_key(self, request: HttpRequest, **kwargs: Any) -> Hashable | None:
+        """What a write of this view changes first (its URL's ticket, say): writes with
+        the same key run one at a time in a process (core.write_slots). None: no key.
+        The caller is not authenticated yet (that happens inside the transaction)."""
+        return None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = self._dispatch_with_retry(request, *args, **kwargs)
@@ -105,9 +113,12 @@ class RetryingAPIView(APIView):
             body_kept = True
         except (RequestDataTooBig, UnreadablePostError, RawPostDataException):
             body_kept = False
-        run = super().dispatch if request.method in SAFE_METHODS else self._dispatch_in_transaction
         try:
-            return call_with_retry(partial(run, request, *args, **kwargs), retry=body_kept)
+            if request.method in SAFE_METHODS:
+                return call_with_retry(partial(super().dispatch, request, *args, **kwargs), retry=body_kept)
+            with write_slot(self.write_key(request, **kwargs)):
+                run = partial(self._dispatch_in_transaction, request, *args, **kwargs)
+                return call_with_retry(run, retry=body_kept)
         except DatabaseUnavailable as error:
             return error_response(error)
 

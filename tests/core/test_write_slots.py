@@ -1,0 +1,166 @@
+"""Write requests of a process run at most WRITE_CONCURRENCY at once (core.write_slots),
+through the ASGI application the server runs: the others wait their turn and all
+succeed; a write that cannot get a slot in time is answered 503 in the envelope and
+changes nothing; reads never wait for a slot."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django.test import override_settings
+from prometheus_client import REGISTRY
+
+from core.write_slots import _gate
+from events.models import Event
+from events.recording import Recorded, _handlers, subscribe
+from events.sse import StreamAwareASGIHandler
+from tests.builders import World
+from ticketing.events import TicketEvent
+from ticketing.models import Ticket
+
+TICKETS = "/api/v2/ticketing/ticket"
+
+
+class InFlight:
+    """How many ticket updates were inside their transaction at once, in all and per
+    ticket: a handler of the update event (it runs inside the recording transaction) that
+    stays a moment."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+        self.per_ticket: Counter[Any] = Counter()
+        self.most_per_ticket = 0
+        self.spans: list[tuple[Any, float, float]] = []  # (ticket id, start, end), in start order
+        self._lock = threading.Lock()
+
+    def __call__(self, recorded: Recorded) -> None:
+        ticket, start = recorded.event.ticket_id, time.monotonic()
+        with self._lock:
+            self.now += 1
+            self.per_ticket[ticket] += 1
+            self.most = max(self.most, self.now)
+            self.most_per_ticket = max(self.most_per_ticket, self.per_ticket[ticket])
+        time.sleep(0.4)
+        with self._lock:
+            self.now -= 1
+            self.per_ticket[ticket] -= 1
+            self.spans.append((ticket, start, time.monotonic()))
+        self.spans.sort(key=lambda span: span[1])
+
+
+@pytest.fixture
+def in_flight() -> Iterator[InFlight]:
+    handler = InFlight()
+    subscribe({handler: [TicketEvent.UPDATED]})
+    yield handler
+    _handlers[TicketEvent.UPDATED].remove(handler)
+
+
+def make_tickets(world: World, n: int) -> list[Ticket]:
+    return [
+        Ticket.objects.create(tenant=world.tenant, number=f"TKT-2026-{i:06d}", subject=f"Ticket {i}")
+        for i in range(1, n + 1)
+    ]
+
+
+async def patch_all(
+    app: StreamAwareASGIHandler, headers: dict[str, str], tickets: list[Ticket], *, stagger: float = 0.0
+) -> list[httpx.Response]:
+    """One change of each ticket, all at once (`stagger`: sent that many seconds apart,
+    in order)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        # A caller's first request refreshes its user row (last seen), which concurrent
+        # first writes would each do, taking turns at that row's lock: done before.
+        assert (await http.get(f"{TICKETS}/{tickets[0].pk}", headers=headers)).status_code == 200
+
+        async def change(n: int, ticket: Ticket) -> httpx.Response:
+            await asyncio.sleep(n * stagger)
+            return await http.patch(f"{TICKETS}/{ticket.pk}", json={"subject": f"Change {n}"}, headers=headers)
+
+        return await asyncio.gather(*(change(n, t) for n, t in enumerate(tickets)))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("slots", [2, 0])
+def test_writes_beyond_the_slots_wait_their_turn(acme: World, in_flight: InFlight, slots: int) -> None:
+    tickets = make_tickets(acme, 6)
+    app = StreamAwareASGIHandler()
+    with override_settings(WRITE_CONCURRENCY=slots):
+        responses = asyncio.run(patch_all(app, acme.headers("alice"), tickets))
+
+    assert [r.status_code for r in responses] == [200] * 6, responses[0].text
+    if slots:
+        assert in_flight.most == slots
+    else:  # no limit: more ran at once (the measure can tell)
+        assert in_flight.most > 2
+    assert set(Ticket.objects.values_list("version", flat=True)) == {2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_of_another_ticket_does_not_wait_behind_a_busy_one(acme: World, in_flight: InFlight) -> None:
+    busy, other = make_tickets(acme, 2)
+    app = StreamAwareASGIHandler()
+    with override_settings(WRITE_CONCURRENCY=2):
+        responses = asyncio.run(patch_all(app, acme.headers("alice"), [busy, busy, other], stagger=0.05))
+
+    assert [r.status_code for r in responses] == [200] * 3, responses[0].text
+    assert in_flight.most_per_ticket == 1
+    # Two slots. The second write of the busy ticket cannot run before the first is done;
+    # it waits without a slot, so the other ticket's write, sent after it, runs beside
+    # the first (if it took the slot, the other would wait for the first to end).
+    [(_, first_start, first_end)] = [span for span in in_flight.spans if span[0] == busy.pk][:1]
+    [(_, other_start, _)] = [span for span in in_flight.spans if span[0] == other.pk]
+    assert first_start <= other_start < first_end
+    assert list(Ticket.objects.order_by("subject").values_list("version", flat=True)) == [3, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_that_gets_no_slot_in_time_is_refused_and_changes_nothing(acme: World) -> None:
+    [ticket] = make_tickets(acme, 1)
+    app = StreamAwareASGIHandler()
+    headers = acme.headers("alice")
+    events_before = Event.objects.count()
+    waits_before = REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_count") or 0.0
+    waited_before = REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_sum") or 0.0
+
+    async def attempt() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            write = await http.patch(f"{TICKETS}/{ticket.pk}", json={"status": "in_progress"}, headers=headers)
+            read = await http.get(f"{TICKETS}/{ticket.pk}", headers=headers)
+            return write, read
+
+    with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=0.5):
+        gate = _gate(1)
+        assert gate.enter("another write", timeout=1)  # holds the only slot
+        try:
+            started = time.monotonic()
+            write, read = asyncio.run(attempt())
+            waited = time.monotonic() - started
+        finally:
+            gate.leave("another write")
+        again, _ = asyncio.run(attempt())
+
+    assert write.status_code == 503
+    body: dict[str, Any] = write.json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert body["error"]["details"] == {"outcome": "not_applied"}
+    assert write.headers["Retry-After"]
+    assert 0.4 < waited < 5
+    assert read.status_code == 200  # a read does not wait for a write slot
+    assert read.json()["data"]["status"] == "open"
+    assert again.status_code == 200  # once the slot is free the same write goes through
+    assert again.json()["data"]["status"] == "in_progress"
+    assert Event.objects.count() == events_before + 1  # only the second write's event
+    # Both waits are in the metric operators watch, the refused one included.
+    assert REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_count") == waits_before + 2
+    assert REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_sum") - waited_before >= 0.5
