@@ -16,6 +16,7 @@ request is stored in its own transaction, before COMMIT)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Hashable
 from functools import partial
 from typing import Any
@@ -53,6 +54,15 @@ class _StoredAnswer(Exception):
         self.response = response
 
 
+def tenant_named_by(request: HttpRequest) -> uuid.UUID | None:
+    """The tenant a request's `x-tenantid` header names, before it is authenticated (for
+    a write key), or None."""
+    try:
+        return uuid.UUID(request.headers.get("x-tenantid", "").strip())
+    except ValueError:
+        return None
+
+
 def _caller_identity(caller: Any) -> str:
     api_key = getattr(caller, "api_key", None)
     return f"apikey:{api_key.pk}" if api_key is not None else f"user:{caller.user.pk}"
@@ -60,6 +70,9 @@ def _caller_identity(caller: Any) -> str:
 
 class RetryingAPIView(APIView):
     _idempotency_claim: idempotency.Claim | None = None
+    # Whether a write waits for one of the worker's write slots (core.write_slots). Off
+    # for a view that calls out over the network while it runs.
+    uses_write_slot = True
 
     def write_key(self, request: HttpRequest, **kwargs: Any) -> Hashable | None:
         """What a write of this view changes first (its URL's ticket, say): writes with
@@ -116,8 +129,10 @@ class RetryingAPIView(APIView):
         try:
             if request.method in SAFE_METHODS:
                 return call_with_retry(partial(super().dispatch, request, *args, **kwargs), retry=body_kept)
+            run = partial(self._dispatch_in_transaction, request, *args, **kwargs)
+            if not self.uses_write_slot:
+                return call_with_retry(run, retry=body_kept)
             with write_slot(self.write_key(request, **kwargs)):
-                run = partial(self._dispatch_in_transaction, request, *args, **kwargs)
                 return call_with_retry(run, retry=body_kept)
         except DatabaseUnavailable as error:
             return error_response(error)

@@ -1,6 +1,7 @@
 """Write requests of a process run `WRITE_CONCURRENCY` at a time, first come first
-served, and at most one at a time per row they change first (a ticket): the others wait
-here, before their transaction starts.
+served, and at most one at a time per key (`RetryingAPIView.write_key`: the ticket they
+change, a tenant's ticket creations): the others wait here, before their transaction
+starts.
 
 A worker runs Python one thread at a time (the GIL). With sixteen writes in flight, each
 gets a sixteenth of the interpreter, so each transaction lasts sixteen times its own work,
@@ -17,8 +18,11 @@ Only the transaction of a write waits here: its body has been read and its respo
 written afterwards, so a slow client never holds a slot. A write waiting here holds no
 database lock, and a write holding a slot waits only for database locks held by
 transactions that are running (in a slot of some process, or outside requests), so the
-slots cannot deadlock. A write that is not let in within `WRITE_SLOT_WAIT_SECONDS` is
-answered 503, with nothing changed. `WRITE_CONCURRENCY=0` turns all of this off."""
+slots cannot deadlock. A write that calls out over the network while it runs (a webhook
+ping) would hold a slot for that long, and could wait for itself if it called this
+service: such a view opts out (`RetryingAPIView.uses_write_slot = False`). A write that is
+not let in within `WRITE_SLOT_WAIT_SECONDS` is answered 503, with nothing changed.
+`WRITE_CONCURRENCY=0` turns all of this off."""
 
 from __future__ import annotations
 
@@ -61,19 +65,23 @@ class WriteGate:
         deadline = time.monotonic() + timeout
         with self._changed:
             self._waiting.append((ticket, key))
-            while not self._may_enter(ticket):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._waiting.remove((ticket, key))
-                    self._changed.notify_all()  # one behind it may be first now
-                    return False
-                self._changed.wait(remaining)
-            self._waiting.remove((ticket, key))
-            self._running += 1
-            if key is not None:
-                self._keys.add(key)
-            self._changed.notify_all()  # the next in line may enter too
-            return True
+            let_in = False
+            try:
+                while not (let_in := self._may_enter(ticket)):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+            finally:
+                # Out of the queue whatever happened (a timeout, an exception in wait), or
+                # the one behind would wait for a place that never moves.
+                self._waiting.remove((ticket, key))
+                if let_in:
+                    self._running += 1
+                    if key is not None:
+                        self._keys.add(key)
+                self._changed.notify_all()  # the next in line may enter, or be first now
+            return let_in
 
     def leave(self, key: Hashable | None) -> None:
         with self._changed:
@@ -97,12 +105,12 @@ def write_slot(key: Hashable | None = None) -> Iterator[None]:
         return
     gate = _gate(size)
     started = time.monotonic()
-    let_in = gate.enter(key, settings.WRITE_SLOT_WAIT_SECONDS)
-    WRITE_SLOT_WAIT.observe(time.monotonic() - started)
-    if not let_in:
+    if not gate.enter(key, settings.WRITE_SLOT_WAIT_SECONDS):
+        WRITE_SLOT_WAIT.observe(time.monotonic() - started)
         logger.warning("event=write_slots_busy waited=%ss slots=%s", settings.WRITE_SLOT_WAIT_SECONDS, size)
         raise DatabaseUnavailable("not_applied")
     try:
+        WRITE_SLOT_WAIT.observe(time.monotonic() - started)
         yield
     finally:
         gate.leave(key)

@@ -212,6 +212,24 @@ def server(transactional_db: None, _server_process: ServerProcess) -> Iterator[S
 
 
 @pytest.fixture(scope="session")
+def _server_without_write_slots(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
+    proc = ServerProcess(WRITE_CONCURRENCY="0").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def server_without_write_slots(
+    transactional_db: None, _server_without_write_slots: ServerProcess
+) -> Iterator[ServerProcess]:
+    """A server whose writes do not queue for write slots (core.write_slots): concurrent
+    writes of one ticket meet at PostgreSQL's locks, as writes from several worker
+    processes do. For the tests of the database's lock order."""
+    yield _server_without_write_slots
+    wait_until_database_is_quiet()
+
+
+@pytest.fixture(scope="session")
 def _edge_process(django_db_setup: None, django_db_blocker: object) -> Iterator[EdgeServer]:
     from tests.edge_proxy import EdgeServer, pushpin_installed
     from tests.faults.redis_server import PrivateRedis

@@ -193,6 +193,10 @@ class RecoverView(RetryingAPIView):
 
 
 class PingView(RetryingAPIView):
+    # It waits for the endpoint's answer (up to WEBHOOKS_TIMEOUT_SECONDS): not in a slot
+    # that other writes of the worker wait for.
+    uses_write_slot = False
+
     @extend_schema(
         tags=TAG,
         request=None,

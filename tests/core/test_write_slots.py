@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from django.db import connection
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from core.write_slots import _gate
+from core.write_slots import WriteGate, _gate
 from events.models import Event
 from events.recording import Recorded, _handlers, subscribe
 from events.sse import StreamAwareASGIHandler
@@ -26,6 +27,8 @@ from ticketing.events import TicketEvent
 from ticketing.models import Ticket
 
 TICKETS = "/api/v2/ticketing/ticket"
+# SQLite runs one write transaction at a time whatever the slots: nothing to overlap.
+concurrent_writes = pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serializes write transactions")
 
 
 class InFlight:
@@ -47,12 +50,11 @@ class InFlight:
             self.per_ticket[ticket] += 1
             self.most = max(self.most, self.now)
             self.most_per_ticket = max(self.most_per_ticket, self.per_ticket[ticket])
-        time.sleep(0.4)
+        time.sleep(1.0)
         with self._lock:
             self.now -= 1
             self.per_ticket[ticket] -= 1
             self.spans.append((ticket, start, time.monotonic()))
-        self.spans.sort(key=lambda span: span[1])
 
 
 @pytest.fixture
@@ -88,6 +90,7 @@ async def patch_all(
         return await asyncio.gather(*(change(n, t) for n, t in enumerate(tickets)))
 
 
+@concurrent_writes
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("slots", [2, 0])
 def test_writes_beyond_the_slots_wait_their_turn(acme: World, in_flight: InFlight, slots: int) -> None:
@@ -104,6 +107,7 @@ def test_writes_beyond_the_slots_wait_their_turn(acme: World, in_flight: InFligh
     assert set(Ticket.objects.values_list("version", flat=True)) == {2}
 
 
+@concurrent_writes
 @pytest.mark.django_db(transaction=True)
 def test_a_write_of_another_ticket_does_not_wait_behind_a_busy_one(acme: World, in_flight: InFlight) -> None:
     busy, other = make_tickets(acme, 2)
@@ -116,7 +120,7 @@ def test_a_write_of_another_ticket_does_not_wait_behind_a_busy_one(acme: World, 
     # Two slots. The second write of the busy ticket cannot run before the first is done;
     # it waits without a slot, so the other ticket's write, sent after it, runs beside
     # the first (if it took the slot, the other would wait for the first to end).
-    [(_, first_start, first_end)] = [span for span in in_flight.spans if span[0] == busy.pk][:1]
+    [(_, first_start, first_end)] = sorted(span for span in in_flight.spans if span[0] == busy.pk)[:1]
     [(_, other_start, _)] = [span for span in in_flight.spans if span[0] == other.pk]
     assert first_start <= other_start < first_end
     assert list(Ticket.objects.order_by("subject").values_list("version", flat=True)) == [3, 2]
@@ -164,3 +168,42 @@ def test_a_write_that_gets_no_slot_in_time_is_refused_and_changes_nothing(acme: 
     # Both waits are in the metric operators watch, the refused one included.
     assert REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_count") == waits_before + 2
     assert REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_sum") - waited_before >= 0.5
+
+
+def test_the_gate_lets_writes_in_in_order_skipping_those_whose_key_is_busy() -> None:
+    gate = WriteGate(2)
+    order: list[str] = []
+
+    def write(name: str, key: str | None, hold: float) -> None:
+        assert gate.enter(key, timeout=10)
+        order.append(name)
+        time.sleep(hold)
+        gate.leave(key)
+
+    assert gate.enter("ticket A", timeout=1)  # A busy, one slot left
+    threads = []
+    for name, key, hold in [("second A", "ticket A", 0.2), ("B", "ticket B", 1.5), ("C", None, 0.2)]:
+        threads.append(threading.Thread(target=write, args=(name, key, hold)))
+        threads[-1].start()
+        time.sleep(0.1)  # arrive in this order
+    time.sleep(0.3)
+    # "second A" came first but waits for A; B took the free slot; C waits for a slot.
+    assert order == ["B"]
+    gate.leave("ticket A")
+    for thread in threads:
+        thread.join(timeout=5)
+    # When A left, "second A" (first in line, its key free now) went before C, which got
+    # the slot B gave back.
+    assert order == ["B", "second A", "C"]
+
+
+def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> None:
+    gate = WriteGate(1)
+    assert gate.enter(None, timeout=1)
+    assert gate.enter(None, timeout=0.2) is False  # gave up: out of the line
+    let_in: list[bool] = []
+    behind = threading.Thread(target=lambda: let_in.append(gate.enter(None, timeout=5)))
+    behind.start()
+    gate.leave(None)
+    behind.join(timeout=5)
+    assert let_in == [True]

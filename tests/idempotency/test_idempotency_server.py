@@ -120,9 +120,12 @@ def test_expired_record_is_forgotten_and_pruned(server, acme: World):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serializes writers: no request is in flight")
-def test_concurrent_repeat_is_409_while_the_first_is_in_flight_then_replayed(server, acme: World):
+def test_concurrent_repeat_is_409_while_the_first_is_in_flight_then_replayed(server_without_write_slots, acme: World):
     # A first ticket creates the tenant's number sequence row; holding its lock keeps the
-    # keyed create in flight (it waits for the next number) while the repeat arrives.
+    # keyed create in flight (it waits for the next number) while the repeat arrives. A
+    # server without write slots, as when the repeat reaches another worker process (one
+    # worker queues a tenant's creations, and the repeat would wait for the first's answer).
+    server = server_without_write_slots
     post(server, f"{API}/ticket", acme, TICKET, None)
     key = str(uuid.uuid4())
     with ThreadPoolExecutor(1) as pool:

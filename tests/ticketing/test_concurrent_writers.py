@@ -276,9 +276,18 @@ def _value(field: str, state: dict[str, Any]) -> Any:
     return _comparable(field, state.get(field))
 
 
+@pytest.fixture(params=["write slots", "no write slots"])
+def writers_server(request: pytest.FixtureRequest) -> ServerProcess:
+    """The server as configured (a worker's writes of one ticket take turns before their
+    transaction, core.write_slots) and one without write slots, where the writers meet at
+    PostgreSQL's locks as writers in several worker processes do."""
+    return request.getfixturevalue("server" if request.param == "write slots" else "server_without_write_slots")
+
+
 def test_concurrent_changes_to_the_same_tickets_all_succeed_without_deadlock_or_lost_update(
-    server: ServerProcess, acme: World
+    writers_server: ServerProcess, acme: World
 ):
+    server = writers_server
     tickets = create_tickets(server, acme, 3)
     watchers = extra_agents(acme, 8)
     users = {u.username: str(u.id) for u in TenantUser.objects.filter(tenant=acme.tenant)}

@@ -4,7 +4,6 @@ current ticket and change nothing; two agents editing at once cannot both win.""
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -93,17 +92,17 @@ def test_delete_with_stale_if_match_is_412(server, acme: World, globex: World):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serializes writers before they read")
-def test_two_agents_patching_the_same_version_at_once_one_wins(server, acme: World):
+def test_two_agents_patching_the_same_version_at_once_one_wins(server_without_write_slots, acme: World):
+    # Without write slots, as two worker processes would: both requests read version 1
+    # and queue on the ticket's row lock together (a worker's slots would queue the second
+    # before its transaction).
+    server = server_without_write_slots
     ticket = create(server, acme).json()["data"]
     with ThreadPoolExecutor(2) as pool:
-        # Both requests are sent for version 1 while the ticket's row is locked: one waits
-        # for the row lock, the other for its turn at the ticket in the worker
-        # (core.write_slots), which the test cannot see; a moment gives it time to arrive.
         with holding("SELECT * FROM ticketing_ticket WHERE id = %s FOR UPDATE", [ticket["id"]]):
             first = pool.submit(patch, server, acme, ticket["id"], {"subject": "Alice's"}, '"1"', "alice")
             second = pool.submit(patch, server, acme, ticket["id"], {"subject": "Carol's"}, '"1"', "carol")
-            wait_for_lock_waiters(1)
-            time.sleep(0.5)
+            wait_for_lock_waiters(2)
         answers = [first.result(timeout=TIMEOUT), second.result(timeout=TIMEOUT)]
     assert sorted(r.status_code for r in answers) == [200, 412]
     winner = next(r for r in answers if r.status_code == 200).json()["data"]
