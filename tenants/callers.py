@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
@@ -353,6 +353,19 @@ def _teams_from(claims: Mapping[str, Any], claim_name: str) -> tuple[str, ...]:
     return tuple(sorted({t.rstrip("/").rsplit("/", 1)[-1] for t in teams if isinstance(t, str) and t.strip("/")}))
 
 
+def _may_refresh_last_seen(user: TenantUser) -> bool:
+    """Whether to write the user's last-seen time now. Inside a write's transaction the
+    update keeps the user's row locked until COMMIT: another write of the same user that
+    also found the time stale (several at once, the first ones after a minute) would wait
+    for it, holding its write slot (core.write_slots), and a client sending many writes at
+    once would take them in turn. One that finds the row being refreshed skips it
+    instead: the time is a minute's precision anyway."""
+    if not connection.in_atomic_block or not connection.features.has_select_for_update_skip_locked:
+        return True  # autocommit (a read): the update is over at once
+    locked = TenantUser.objects.select_for_update(skip_locked=True, no_key=True).filter(pk=user.pk)
+    return bool(list(locked.values_list("pk", flat=True)))
+
+
 def _user_from_claims(
     tenant: Tenant, realm: Realm, claims: Mapping[str, Any], roles: frozenset[str], teams: tuple[str, ...]
 ) -> TenantUser:
@@ -384,11 +397,14 @@ def _user_from_claims(
                 return TenantUser.objects.create(**identity, last_seen_at=now, **fields)
     changed = {k: v for k, v in fields.items() if k != "username" and getattr(user, k) != v}
     stale = user.last_seen_at is None or now - user.last_seen_at > timedelta(seconds=_USER_REFRESH_SECONDS)
-    if changed or stale:
+    if changed:
         for name, value in changed.items():
             setattr(user, name, value)
         user.last_seen_at = now
         TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now, **changed)
+    elif stale and _may_refresh_last_seen(user):
+        user.last_seen_at = now
+        TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now)
     with _cache_lock:
         if len(_user_cache) > 10_000:
             _user_cache.clear()
