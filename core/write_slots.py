@@ -27,7 +27,6 @@ not let in within `WRITE_SLOT_WAIT_SECONDS` is answered 503, with nothing change
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -90,10 +89,17 @@ class WriteGate:
             self._changed.notify_all()
 
 
-@functools.cache
+_gates: dict[int, WriteGate] = {}
+_gates_lock = threading.Lock()
+
+
 def _gate(size: int) -> WriteGate:
-    # One gate per size: a test that changes the setting gets a gate of its own.
-    return WriteGate(size)
+    # One gate per size: a test that changes the setting gets a gate of its own. Made
+    # under a lock: two of the first writes must not each get a gate.
+    with _gates_lock:
+        if size not in _gates:
+            _gates[size] = WriteGate(size)
+        return _gates[size]
 
 
 @contextlib.contextmanager

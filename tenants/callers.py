@@ -360,7 +360,12 @@ def _may_refresh_last_seen(user: TenantUser) -> bool:
     for it, holding its write slot (core.write_slots), and a client sending many writes at
     once would take them in turn. One that finds the row being refreshed skips it
     instead: the time is a minute's precision anyway."""
-    if not connection.in_atomic_block or not connection.features.has_select_for_update_skip_locked:
+    features = connection.features
+    if not (
+        connection.in_atomic_block
+        and features.has_select_for_update_skip_locked
+        and features.has_select_for_no_key_update
+    ):
         return True  # autocommit (a read): the update is over at once
     locked = TenantUser.objects.select_for_update(skip_locked=True, no_key=True).filter(pk=user.pk)
     return bool(list(locked.values_list("pk", flat=True)))

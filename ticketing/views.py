@@ -64,7 +64,8 @@ class TicketCollectionView(RetryingAPIView):
     def write_key(self, request: HttpRequest, **kwargs: Any) -> Hashable | None:
         # A tenant's creations take turns at its number sequence's row lock anyway: one
         # at a time here, so they do not fill the slots that other writes could use.
-        return ("ticket creation", tenant_named_by(request))
+        tenant = tenant_named_by(request)
+        return ("ticket creation", tenant) if tenant is not None else None
 
     @extend_schema(request=TicketWriteSerializer, responses={201: openapi.TICKET}, summary="Create a ticket")
     def post(self, request: Request) -> Response:

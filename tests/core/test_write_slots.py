@@ -9,7 +9,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -120,9 +120,9 @@ def test_a_write_of_another_ticket_does_not_wait_behind_a_busy_one(acme: World, 
     # Two slots. The second write of the busy ticket cannot run before the first is done;
     # it waits without a slot, so the other ticket's write, sent after it, runs beside
     # the first (if it took the slot, the other would wait for the first to end).
-    [(_, first_start, first_end)] = sorted(span for span in in_flight.spans if span[0] == busy.pk)[:1]
+    (_, _, first_end), (_, second_start, _) = sorted(span for span in in_flight.spans if span[0] == busy.pk)
     [(_, other_start, _)] = [span for span in in_flight.spans if span[0] == other.pk]
-    assert first_start <= other_start < first_end
+    assert other_start < first_end <= second_start
     assert list(Ticket.objects.order_by("subject").values_list("version", flat=True)) == [3, 2]
 
 
@@ -170,6 +170,13 @@ def test_a_write_that_gets_no_slot_in_time_is_refused_and_changes_nothing(acme: 
     assert REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_sum") - waited_before >= 0.5
 
 
+def until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
 def test_the_gate_lets_writes_in_in_order_skipping_those_whose_key_is_busy() -> None:
     gate = WriteGate(2)
     order: list[str] = []
@@ -182,13 +189,19 @@ def test_the_gate_lets_writes_in_in_order_skipping_those_whose_key_is_busy() -> 
 
     assert gate.enter("ticket A", timeout=1)  # A busy, one slot left
     threads = []
-    for name, key, hold in [("second A", "ticket A", 0.2), ("B", "ticket B", 1.5), ("C", None, 0.2)]:
+    arrived = [
+        lambda: len(gate._waiting) == 1,  # "second A" waits for A
+        lambda: order == ["B"],  # B took the free slot
+        lambda: len(gate._waiting) == 2,  # C waits for a slot, behind "second A"
+    ]
+    for (name, key, hold), has_arrived in zip(
+        [("second A", "ticket A", 0.2), ("B", "ticket B", 1.5), ("C", None, 0.2)], arrived, strict=True
+    ):
         threads.append(threading.Thread(target=write, args=(name, key, hold)))
         threads[-1].start()
-        time.sleep(0.1)  # arrive in this order
-    time.sleep(0.3)
-    # "second A" came first but waits for A; B took the free slot; C waits for a slot.
-    assert order == ["B"]
+        assert until(has_arrived), name  # in this order
+    time.sleep(0.2)
+    assert order == ["B"]  # nobody else got in meanwhile
     gate.leave("ticket A")
     for thread in threads:
         thread.join(timeout=5)
