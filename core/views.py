@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Hashable
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -129,11 +130,11 @@ class RetryingAPIView(APIView):
         try:
             if request.method in SAFE_METHODS:
                 return call_with_retry(partial(super().dispatch, request, *args, **kwargs), retry=body_kept)
-            run = partial(self._dispatch_in_transaction, request, *args, **kwargs)
-            if not self.uses_write_slot:
-                return call_with_retry(run, retry=body_kept)
-            with write_slot(self.write_key(request, **kwargs)):
-                return call_with_retry(run, retry=body_kept)
+            slot = write_slot(self.write_key(request, **kwargs)) if self.uses_write_slot else nullcontext()
+            with slot:
+                return call_with_retry(
+                    partial(self._dispatch_in_transaction, request, *args, **kwargs), retry=body_kept
+                )
         except DatabaseUnavailable as error:
             return error_response(error)
 

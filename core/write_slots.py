@@ -111,12 +111,13 @@ def write_slot(key: Hashable | None = None) -> Iterator[None]:
         return
     gate = _gate(size)
     started = time.monotonic()
-    if not gate.enter(key, settings.WRITE_SLOT_WAIT_SECONDS):
-        WRITE_SLOT_WAIT.observe(time.monotonic() - started)
-        logger.warning("event=write_slots_busy waited=%ss slots=%s", settings.WRITE_SLOT_WAIT_SECONDS, size)
-        raise DatabaseUnavailable("not_applied")
+    let_in = gate.enter(key, settings.WRITE_SLOT_WAIT_SECONDS)
     try:
         WRITE_SLOT_WAIT.observe(time.monotonic() - started)
+        if not let_in:
+            logger.warning("event=write_slots_busy waited=%ss slots=%s", settings.WRITE_SLOT_WAIT_SECONDS, size)
+            raise DatabaseUnavailable("not_applied")
         yield
     finally:
-        gate.leave(key)
+        if let_in:
+            gate.leave(key)

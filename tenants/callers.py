@@ -402,14 +402,11 @@ def _user_from_claims(
                 return TenantUser.objects.create(**identity, last_seen_at=now, **fields)
     changed = {k: v for k, v in fields.items() if k != "username" and getattr(user, k) != v}
     stale = user.last_seen_at is None or now - user.last_seen_at > timedelta(seconds=_USER_REFRESH_SECONDS)
-    if changed:
+    if changed or (stale and _may_refresh_last_seen(user)):
         for name, value in changed.items():
             setattr(user, name, value)
         user.last_seen_at = now
         TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now, **changed)
-    elif stale and _may_refresh_last_seen(user):
-        user.last_seen_at = now
-        TenantUser.objects.filter(pk=user.pk).update(last_seen_at=now)
     with _cache_lock:
         if len(_user_cache) > 10_000:
             _user_cache.clear()
