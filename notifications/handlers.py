@@ -8,6 +8,7 @@ import re
 
 from django.db.models.functions import Lower
 
+from core import statements
 from core.text import time_left
 from events.recording import Recorded
 from notifications.models import NotificationType
@@ -16,7 +17,7 @@ from sla.events import SlaEvent, SlaStage
 from tenants.models import TenantUser
 from tenants.selectors import team_agents
 from ticketing.events import UPDATE_EVENTS, TicketChange, TicketEvent, is_reopening
-from ticketing.models import CLOSED_STATUSES, Status, Ticket
+from ticketing.models import CLOSED_STATUSES, Status, Ticket, Watcher
 from ticketing.selectors import can_see_ticket
 
 MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9._-]{1,150})")
@@ -28,7 +29,12 @@ def _name(user: TenantUser | None) -> str:
 
 
 def _watchers(ticket: Ticket) -> list[TenantUser]:
-    return list(TenantUser.objects.filter(watching_links__ticket=ticket))
+    # Hand-written (core.statements): every status change and comment reads them.
+    return statements.select(
+        TenantUser,
+        "id IN (SELECT user_id FROM ticketing_watcher WHERE ticket_id = %s)",
+        [statements.value_for(Watcher, "ticket", ticket.pk)],
+    )
 
 
 def _concerned(ticket: Ticket) -> list[TenantUser | None]:

@@ -26,6 +26,7 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from core import statements
 from core.http import ApiError
 from events.recording import defer_write, record_event, unit_of_work
 from notifications.models import (
@@ -56,15 +57,29 @@ EVENT_ID_LIST_MAX = 500
 
 def _locked_counters(tenant_id: Any, user_ids: Iterable[Any]) -> dict[Any, NotificationCounter]:
     """The users' counter rows, locked, in one statement sorted by user id (created first
-    when missing: a conflict with another writer creating the same row is no error)."""
+    when missing: a conflict with another writer creating the same row is no error; no
+    row is locked while creating, so creating cannot wait on anyone holding a lock).
+
+    Hand-written statements (core.statements): nearly every change notifies someone."""
     ids = sorted(set(user_ids), key=str)
-    NotificationCounter.objects.bulk_create(
-        [NotificationCounter(user_id=uid, tenant_id=tenant_id) for uid in ids], ignore_conflicts=True
-    )
-    return {
-        c.user_id: c
-        for c in NotificationCounter.objects.select_for_update().filter(user_id__in=ids).order_by("user_id")
-    }
+    if not ids:
+        return {}
+    fields = [NotificationCounter._meta.get_field(name) for name in ("user", "tenant", *COUNTER_FIELDS)]
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    new = [NotificationCounter(user_id=uid, tenant_id=tenant_id) for uid in ids]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    params = [
+        field.get_db_prep_save(getattr(counter, field.attname), connection) for counter in new for field in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {statements.table(NotificationCounter)} ({columns})"  # noqa: S608 (names from the model, values as parameters)
+            f" VALUES {', '.join([row] * len(new))} ON CONFLICT DO NOTHING",
+            params,
+        )
+    where, params = statements.where_in(NotificationCounter, "user", ids)
+    rows = statements.select(NotificationCounter, where, params, order_by="user_id", lock=True)
+    return {counter.user_id: counter for counter in rows}
 
 
 def _apply(counter: NotificationCounter, *, total: int, unread: Counter, priorities: Counter, at: datetime) -> None:
@@ -92,7 +107,8 @@ def _wanted(
             unique.setdefault(user.id, user)
     if not unique:
         return []
-    preferences = {p.user_id: p for p in NotificationPreference.objects.filter(user_id__in=list(unique))}
+    where, params = statements.where_in(NotificationPreference, "user", list(unique))
+    preferences = {p.user_id: p for p in statements.select(NotificationPreference, where, params)}
     wanted = []
     for uid, user in sorted(unique.items(), key=lambda item: str(item[0])):
         preference = preferences.get(uid)

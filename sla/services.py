@@ -13,6 +13,7 @@ from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from core import statements
 from core.http import ApiError
 from events.recording import Recorded, record_event, unit_of_work
 from events.serializers import iso
@@ -175,7 +176,7 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
     anything but `on_hold`) is the first response; a closed status meets the resolution
     target, and reopening restarts waiting for it. Runs under the ticket's row lock.
     Returns the changes of the ticket's SLA fields."""
-    sla = TicketSla.objects.select_for_update().filter(pk=ticket.pk).first()
+    sla = _locked_clock(ticket)
     now = timezone.now()
     # The policy (for its calendar) only when targets are recounted or moved.
     resuming = sla is not None and previous_status == Status.ON_HOLD and ticket.status != Status.ON_HOLD
@@ -211,13 +212,30 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
 
 
 def mark_responded(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
-    TicketSla.objects.filter(pk=ticket.pk, responded_at__isnull=True).update(responded_at=timezone.now())
-    return sync_ticket_sla(ticket, TicketSla.objects.filter(pk=ticket.pk).first())
+    return _mark(ticket, "responded_at")
 
 
 def mark_resolved(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
-    TicketSla.objects.filter(pk=ticket.pk, resolved_at__isnull=True).update(resolved_at=timezone.now())
-    return sync_ticket_sla(ticket, TicketSla.objects.filter(pk=ticket.pk).first())
+    return _mark(ticket, "resolved_at")
+
+
+def _mark(ticket: Ticket, field: str) -> dict[str, dict[str, Any]]:
+    """Set the clock's `field` to now unless it is set already."""
+    sla = _locked_clock(ticket)
+    if sla is not None and getattr(sla, field) is None:
+        setattr(sla, field, timezone.now())
+        sla.save(update_fields=[field])
+    return sync_ticket_sla(ticket, sla)
+
+
+def _locked_clock(ticket: Ticket) -> TicketSla | None:
+    """The ticket's clock row, locked (the monitor claims warnings and breaches on it);
+    None when the ticket has no clock. Hand-written (core.statements): nearly every
+    change of a ticket reads it."""
+    rows = statements.select(
+        TicketSla, "ticket_id = %s", [statements.value_for(TicketSla, "ticket", ticket.pk)], lock=True
+    )
+    return rows[0] if rows else None
 
 
 # --- policies and calendars (tenant admins) ------------------------------------------------

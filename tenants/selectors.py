@@ -2,6 +2,7 @@
 
 import uuid
 
+from core import statements
 from tenants.models import Tenant, TenantUser
 
 
@@ -22,3 +23,19 @@ def team_agents(tenant_id: uuid.UUID, team: str) -> list[TenantUser]:
         return []
     users = TenantUser.objects.filter(tenant_id=tenant_id)
     return [u for u in users if team in (u.teams or []) and {"agent", "admin"} & set(u.roles or [])]
+
+
+def tenant_user_by_id_or_username(tenant_id: uuid.UUID, value: str) -> TenantUser | None:
+    """A user of the tenant named in a request body by id or by username (an id wins).
+    Hand-written (core.statements): assigning a ticket and watching one read it."""
+    try:
+        key = uuid.UUID(value)
+    except ValueError:
+        key = None
+    where, params = "tenant_id = %s AND username = %s", [statements.value_for(TenantUser, "tenant", tenant_id)]
+    params.append(value.strip())
+    if key is not None:
+        where = "tenant_id = %s AND (username = %s OR id = %s)"
+        params.append(statements.value_for(TenantUser, "id", key))
+    users = statements.select(TenantUser, where, params)
+    return next((u for u in users if u.pk == key), users[0] if users else None)

@@ -8,6 +8,7 @@ from rest_framework import serializers
 from core.serializers import SORT_DIRECTIONS, ListBodySerializer, StrictObjectSerializer
 from events.serializers import iso
 from tenants.models import Tenant, TenantUser
+from tenants.selectors import tenant_user_by_id_or_username
 from ticketing.events import TicketState
 from ticketing.models import PRIORITY_ALIASES, Comment, Priority, Status, Ticket
 
@@ -83,12 +84,7 @@ class TenantUserField(serializers.Field):
         if not isinstance(data, str) or not data.strip():
             self.fail("invalid")
         tenant: Tenant = self.context["tenant"]
-        users = TenantUser.objects.filter(tenant=tenant)
-        try:
-            user = users.filter(id=uuid.UUID(data)).first()
-        except ValueError:
-            user = None
-        user = user or users.filter(username=data.strip()).first()
+        user = tenant_user_by_id_or_username(tenant.pk, data)
         if user is None:
             self.fail("unknown")
         return user

@@ -1,0 +1,83 @@
+"""Hand-written SELECTs for the few reads that every ticket change makes.
+
+Django builds a query's SQL anew each time it runs: about a millisecond of Python per
+statement here, against a few tenths to send it and read the rows (docs/benchmarks.md,
+"Where a change's CPU goes"). A change runs a dozen statements, so the reads on that
+path whose shape never varies beyond a list of ids are written out here, in SQL both
+databases take. Their rows still come back as model instances, converted field by
+field as the ORM would (e.g. SQLite's UUID text).
+
+Everything else keeps the ORM. A statement belongs here only when every change runs it."""
+
+from collections.abc import Collection, Sequence
+from functools import cache
+from typing import Any, TypeVar
+
+from django.db import connection
+from django.db.models import Model
+
+M = TypeVar("M", bound=Model)
+
+
+def select(model: type[M], where: str, params: Sequence[Any], *, order_by: str = "", lock: bool = False) -> list[M]:
+    """`SELECT <every column> FROM <the model's table> WHERE <where>`, as instances.
+    `where` and `order_by` are SQL on the table's columns; `lock`: FOR UPDATE, where the
+    database has row locks (SQLite has a single writer anyway)."""
+    sql = f"SELECT {_columns(model)} FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {where}"  # noqa: S608 (names from the model, values as parameters)
+    if order_by:
+        sql += f" ORDER BY {order_by}"
+    if lock and connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    names, converters = _loading(model)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    instances = []
+    for row in rows:
+        values = list(row)
+        for index, convert, expression in converters:
+            values[index] = convert(values[index], expression, connection)
+        instances.append(model.from_db(connection.alias, names, values))
+    return instances
+
+
+def where_in(model: type[Model], field: str, values: Collection[Any]) -> tuple[str, list[Any]]:
+    """`column IN (%s, ...)` and the values as the database takes them (a UUID is text on
+    SQLite). No values: a condition no row meets (`IN ()` is no SQL)."""
+    if not values:
+        return "1 = 0", []
+    model_field = model._meta.get_field(field)
+    placeholders = ", ".join(["%s"] * len(values))
+    return f"{model_field.column} IN ({placeholders})", [
+        model_field.get_db_prep_value(value, connection) for value in values
+    ]
+
+
+def value_for(model: type[Model], field: str, value: Any) -> Any:
+    """A parameter for `field`'s column, as the database takes it."""
+    return model._meta.get_field(field).get_db_prep_value(value, connection)
+
+
+def table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+# A process talks to one kind of database, so what follows is worked out once per model.
+
+
+@cache
+def _columns(model: type[Model]) -> str:
+    return ", ".join(connection.ops.quote_name(field.column) for field in model._meta.concrete_fields)
+
+
+@cache
+def _loading(model: type[Model]) -> tuple[list[str], list[tuple[int, Any, Any]]]:
+    """The attribute names of the model's columns, and the converters their values need
+    as the ORM's compiler finds them (the backend's, then the field's)."""
+    names, converters = [], []
+    for index, field in enumerate(model._meta.concrete_fields):
+        names.append(field.attname)
+        expression = field.get_col(model._meta.db_table)
+        for convert in connection.ops.get_db_converters(expression) + expression.get_db_converters(connection):
+            converters.append((index, convert, expression))
+    return names, converters

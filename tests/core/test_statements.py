@@ -1,0 +1,137 @@
+"""The hand-written reads of the change path (core.statements) give what the ORM gives:
+the same rows as the same Python values, on whichever database the suite runs (SQLite
+stores UUIDs, datetimes and JSON as text), and lock where the database has row locks."""
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections, transaction
+from django.db.models import Model
+from django.db.utils import OperationalError
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from core import statements
+from notifications.models import NotificationCounter
+from sla.models import TicketSla
+from tenants.callers import caller_for_user
+from tenants.models import TenantUser
+from tenants.selectors import tenant_user_by_id_or_username
+from tests.builders import World
+from ticketing import services
+from ticketing.models import Ticket, TicketProduct
+
+
+def values(instance: Model) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in type(instance)._meta.concrete_fields}
+
+
+@pytest.fixture
+def ticket(acme: World) -> Ticket:
+    admin = caller_for_user(acme.users["admin"])
+    ticket = services.create_ticket(
+        caller=admin,
+        data={"subject": "Printer", "assignee": acme.users["carol"], "requester": acme.users["bob"]},
+    )
+    TicketProduct.objects.create(ticket=ticket, sku="B-2", name="Toner", quantity=2)
+    TicketProduct.objects.create(ticket=ticket, sku="A-1", name="Drum")
+    return ticket
+
+
+@pytest.mark.django_db
+def test_rows_come_back_as_the_orm_reads_them(acme: World, ticket: Ticket):
+    now = timezone.now()
+    TicketSla.objects.create(
+        ticket=ticket,
+        tenant=acme.tenant,
+        response_due=now + timedelta(hours=1),
+        response_warn_at=now + timedelta(minutes=45),
+        resolution_due=now + timedelta(hours=8),
+        resolution_warn_at=now + timedelta(hours=6),
+    )
+    NotificationCounter.objects.create(
+        user=acme.users["alice"], tenant=acme.tenant, total=3, unread=2, unread_by_type={"comment": 2}
+    )
+    for model, pk in [
+        (Ticket, ticket.pk),  # UUIDs, foreign keys, datetimes, nulls
+        (TenantUser, acme.users["alice"].pk),  # JSON lists
+        (TicketSla, ticket.pk),  # a one-to-one primary key, many datetimes
+        (NotificationCounter, acme.users["alice"].pk),  # JSON objects
+    ]:
+        pk_column = model._meta.pk.column
+        (row,) = statements.select(model, f"{pk_column} = %s", [statements.value_for(model, model._meta.pk.name, pk)])
+        assert type(row) is model
+        assert values(row) == values(model.objects.get(pk=pk)), model.__name__
+        assert row._state.adding is False  # saving it updates the row, as an ORM instance would
+
+
+@pytest.mark.django_db
+def test_a_list_of_ids_reads_each_row_once_and_no_ids_read_nothing(acme: World, ticket: Ticket):
+    users = [acme.users["alice"], acme.users["bob"]]
+    where, params = statements.where_in(TenantUser, "id", [u.pk for u in users])
+    assert sorted(u.username for u in statements.select(TenantUser, where, params)) == ["alice", "bob"]
+    where, params = statements.where_in(TenantUser, "id", [])
+    assert statements.select(TenantUser, where, params) == []
+
+
+@pytest.mark.django_db
+def test_a_locked_ticket_comes_with_its_people_and_its_products_in_sku_order(acme: World, ticket: Ticket):
+    with transaction.atomic(), CaptureQueriesContext(connection) as captured:
+        locked = services.lock_ticket(Ticket(pk=ticket.pk))
+        people = (locked.assignee.username, locked.requester.username)
+        products = [p.sku for p in locked.products.all()]
+    assert people == ("carol", "bob")
+    assert products == ["A-1", "B-2"]
+    # The row lock, the users, the products: reading the relations afterwards asked nothing more.
+    assert len(captured.captured_queries) == 3
+    assert ("FOR UPDATE" in captured.captured_queries[0]["sql"]) is connection.features.has_select_for_update
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lock_holds_the_row_until_the_transaction_ends(acme: World, ticket: Ticket):
+    if not connection.features.has_select_for_update:
+        pytest.skip("SQLite has no row locks: one writer at a time")
+    other_result: list[str] = []
+
+    def other_writer() -> None:
+        # Another connection, as another request would have.
+        try:
+            with transaction.atomic(), connections["default"].cursor() as cursor:
+                cursor.execute("SELECT id FROM ticketing_ticket WHERE id = %s FOR UPDATE NOWAIT", [ticket.pk])
+            other_result.append("got it")
+        except OperationalError:
+            other_result.append("locked")
+        finally:
+            connections["default"].close()
+
+    with transaction.atomic():
+        services.lock_ticket(Ticket(pk=ticket.pk))
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join()
+    assert other_result == ["locked"]
+
+
+@pytest.mark.django_db
+def test_a_deleted_ticket_cannot_be_locked(acme: World, ticket: Ticket):
+    pk = ticket.pk
+    Ticket.objects.filter(pk=pk).delete()
+    with transaction.atomic():
+        assert services.lock_tickets([pk]) == []
+
+
+@pytest.mark.django_db
+def test_a_user_named_in_a_body_by_id_or_username_only_in_the_callers_tenant(acme: World, globex: World):
+    alice, bob = acme.users["alice"], acme.users["bob"]
+    assert tenant_user_by_id_or_username(acme.tenant.pk, str(alice.pk)) == alice
+    assert tenant_user_by_id_or_username(acme.tenant.pk, " alice ") == alice
+    assert tenant_user_by_id_or_username(acme.tenant.pk, "nobody") is None
+    assert tenant_user_by_id_or_username(acme.tenant.pk, str(uuid.uuid4())) is None
+    # Another tenant's alice, by id or by name, is nobody here.
+    assert tenant_user_by_id_or_username(acme.tenant.pk, str(globex.users["alice"].pk)) is None
+    assert tenant_user_by_id_or_username(globex.tenant.pk, "alice") == globex.users["alice"]
+    # A username that reads as another user's id: the id wins.
+    TenantUser.objects.filter(pk=bob.pk).update(username=str(alice.pk))
+    assert tenant_user_by_id_or_username(acme.tenant.pk, str(alice.pk)) == alice
