@@ -1,11 +1,15 @@
-"""Hand-written SELECTs for the few reads that every ticket change makes.
+"""Hand-written statements for the reads and inserts that every ticket change makes.
 
 Django builds a query's SQL anew each time it runs: about a millisecond of Python per
 statement here, against a few tenths to send it and read the rows (docs/benchmarks.md,
-"Where a change's CPU goes"). A change runs a dozen statements, so the reads on that
-path whose shape never varies beyond a list of ids are written out here, in SQL both
-databases take. Their rows still come back as model instances, converted field by
+"Hand-written reads on the change path"). A change runs a dozen statements, so the reads
+on that path whose shape never varies beyond a list of ids are written out here, in SQL
+both databases take. Their rows still come back as model instances, converted field by
 field as the ORM would (e.g. SQLite's UUID text).
+
+Inserts of many rows (`insert`) are the other case: `bulk_create` on PostgreSQL sends
+each column as an array that psycopg builds value by value, which for the few rows of a
+change (its events, its notifications) cost twice a plain multi-row VALUES.
 
 Everything else keeps the ORM. A statement belongs here only when every change runs it."""
 
@@ -39,6 +43,36 @@ def select(model: type[M], where: str, params: Sequence[Any], *, order_by: str =
             values[index] = convert(values[index], expression, connection)
         instances.append(model.from_db(connection.alias, names, values))
     return instances
+
+
+def insert(model: type[Model], instances: Sequence[Model], *, ignore_conflicts: bool = False) -> None:
+    """Insert new instances whose primary key is set, as `bulk_create` would (each
+    field's `pre_save`, e.g. `auto_now_add`, then its database value), in statements of
+    as many rows as the database takes parameters for. `ignore_conflicts`: a row that
+    would break a unique constraint is left out, no error."""
+    if not instances:
+        return
+    fields = model._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    suffix = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    batch = max(connection.ops.bulk_batch_size(fields, instances) or len(instances), 1)
+    with connection.cursor() as cursor:
+        for start in range(0, len(instances), batch):
+            chunk = instances[start : start + batch]
+            params = []
+            for instance in chunk:
+                if instance.pk is None:
+                    raise ValueError(f"{model.__name__} without a primary key: use the ORM")
+                params.extend(field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields)
+            cursor.execute(
+                f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * len(chunk))}{suffix}",  # noqa: S608 (names from the model, values as parameters)
+                params,
+            )
+    for instance in instances:
+        instance._state.adding = False
+        instance._state.db = connection.alias
 
 
 def where_in(model: type[Model], field: str, values: Collection[Any]) -> tuple[str, list[Any]]:

@@ -42,6 +42,7 @@ from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from core import statements
 from core.metrics import EVENTS_WRITTEN
 from events.announcements import announce_commit
 from events.ids import new_event_id
@@ -223,7 +224,7 @@ def _number_and_insert(events: list[Event]) -> None:
         for event in by_tenant[tenant_id]:
             event.id = last = new_event_id(after=last)
         newest[tenant_id] = last
-    Event.objects.bulk_create(events)
+    statements.insert(Event, events)
     for tenant_id, event_id in newest.items():
         audiences = Counter(event.audience for event in by_tenant[tenant_id])
         transaction.on_commit(partial(committed, tenant_id, event_id, audiences))

@@ -57,26 +57,15 @@ EVENT_ID_LIST_MAX = 500
 
 def _locked_counters(tenant_id: Any, user_ids: Iterable[Any]) -> dict[Any, NotificationCounter]:
     """The users' counter rows, locked, in one statement sorted by user id (created first
-    when missing: a conflict with another writer creating the same row is no error; no
-    row is locked while creating, so creating cannot wait on anyone holding a lock).
+    when missing, before any is locked: a conflict with another writer creating the same
+    row is no error).
 
     Hand-written statements (core.statements): nearly every change notifies someone."""
     ids = sorted(set(user_ids), key=str)
     if not ids:
         return {}
-    fields = [NotificationCounter._meta.get_field(name) for name in ("user", "tenant", *COUNTER_FIELDS)]
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    new = [NotificationCounter(user_id=uid, tenant_id=tenant_id) for uid in ids]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    params = [
-        field.get_db_prep_save(getattr(counter, field.attname), connection) for counter in new for field in fields
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {statements.table(NotificationCounter)} ({columns})"  # noqa: S608 (names from the model, values as parameters)
-            f" VALUES {', '.join([row] * len(new))} ON CONFLICT DO NOTHING",
-            params,
-        )
+    blank = [NotificationCounter(user_id=uid, tenant_id=tenant_id) for uid in ids]
+    statements.insert(NotificationCounter, blank, ignore_conflicts=True)  # only where missing
     where, params = statements.where_in(NotificationCounter, "user", ids)
     rows = statements.select(NotificationCounter, where, params, order_by="user_id", lock=True)
     return {counter.user_id: counter for counter in rows}
@@ -201,7 +190,7 @@ def _write_counter_changes(items: list[Any]) -> None:
     withdrawals = [item for item in items if isinstance(item, _Withdrawal)]
     emails = [item for item in items if isinstance(item, _Email)]
     if rows:
-        Notification.objects.bulk_create(rows)
+        statements.insert(Notification, rows)
     withdrawn_query = _withdrawn_query(withdrawals)
     # Who may lose unread notifications; re-read under the counter locks below, since a
     # user's own "mark read" may have got there first.

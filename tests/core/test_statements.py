@@ -14,6 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core import statements
+from events.ids import new_event_id
+from events.models import Event
 from notifications.models import NotificationCounter
 from sla.models import TicketSla
 from tenants.callers import caller_for_user
@@ -135,3 +137,49 @@ def test_a_user_named_in_a_body_by_id_or_username_only_in_the_callers_tenant(acm
     # A username that reads as another user's id: the id wins.
     TenantUser.objects.filter(pk=bob.pk).update(username=str(alice.pk))
     assert tenant_user_by_id_or_username(acme.tenant.pk, str(alice.pk)) == alice
+
+
+@pytest.mark.django_db
+def test_inserted_rows_read_back_as_the_orm_would_have_written_them(acme: World, ticket: Ticket):
+    at = timezone.now()
+    payload = {"ticket": {"id": str(ticket.pk), "subject": "Printer \u2603", "tags": ["a", "b"]}, "n": 1.5}
+    events = [
+        Event(
+            id=new_event_id(),
+            tenant_id=acme.tenant.pk,
+            type="ticketing.ticket.updated",
+            occurred_at=at,
+            ticket_id=ticket.pk,
+            payload=payload,
+            changes={"status": {"from": "open", "to": "pending"}},
+            actor=acme.users["alice"],
+            audience=Event.Audience.PARTNER,
+        )
+        for _ in range(3)
+    ]
+    statements.insert(Event, events)
+    assert all(not event._state.adding for event in events)
+    for event in events:
+        stored = Event.objects.get(pk=event.pk)
+        assert values(stored) == values(event)
+        assert stored.payload == payload
+
+
+@pytest.mark.django_db
+def test_an_insert_that_ignores_conflicts_leaves_existing_rows_as_they_are(acme: World):
+    alice, bob = acme.users["alice"], acme.users["bob"]
+    NotificationCounter.objects.create(user=alice, tenant=acme.tenant, total=3, unread=2)
+    statements.insert(
+        NotificationCounter,
+        [NotificationCounter(user=user, tenant=acme.tenant) for user in (alice, bob)],
+        ignore_conflicts=True,
+    )
+    assert NotificationCounter.objects.get(pk=alice.pk).total == 3
+    assert NotificationCounter.objects.get(pk=bob.pk).total == 0
+
+
+@pytest.mark.django_db
+def test_rows_without_a_primary_key_are_refused_before_anything_is_written(ticket: Ticket):
+    with pytest.raises(ValueError, match="primary key"):
+        statements.insert(TicketProduct, [TicketProduct(ticket=ticket, sku="C-3", name="Cable")])
+    assert not TicketProduct.objects.filter(sku="C-3").exists()
