@@ -21,6 +21,8 @@ from django.db import connection
 from django.db.models import Model
 
 M = TypeVar("M", bound=Model)
+# The most parameters one statement may bind (PostgreSQL's protocol counts them in 16 bits).
+_MAX_PARAMETERS = 65_535
 
 
 def select(model: type[M], where: str, params: Sequence[Any], *, order_by: str = "", lock: bool = False) -> list[M]:
@@ -57,7 +59,11 @@ def insert(model: type[Model], instances: Sequence[Model], *, ignore_conflicts: 
     columns = ", ".join(quote(field.column) for field in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     suffix = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
-    batch = max(connection.ops.bulk_batch_size(fields, instances) or len(instances), 1)
+    # SQLite's backend says how many rows its parameter limit takes; PostgreSQL's says
+    # "all of them", as bulk_create sends columns as arrays there, but a statement's
+    # bound parameters are at most 65,535 (a unit resolving thousands of tickets).
+    batch = connection.ops.bulk_batch_size(fields, instances) or len(instances)
+    batch = max(min(batch, _MAX_PARAMETERS // len(fields)), 1)
     with connection.cursor() as cursor:
         for start in range(0, len(instances), batch):
             chunk = instances[start : start + batch]

@@ -183,3 +183,15 @@ def test_rows_without_a_primary_key_are_refused_before_anything_is_written(ticke
     with pytest.raises(ValueError, match="primary key"):
         statements.insert(TicketProduct, [TicketProduct(ticket=ticket, sku="C-3", name="Cable")])
     assert not TicketProduct.objects.filter(sku="C-3").exists()
+
+
+@pytest.mark.django_db
+def test_a_unit_with_thousands_of_events_is_inserted_in_statements_the_database_takes(acme: World):
+    # 7,000 events of 11 columns: 77,000 parameters, more than one statement may bind.
+    at = timezone.now()
+    events = [
+        Event(id=new_event_id(), tenant_id=acme.tenant.pk, type="test.bulk", occurred_at=at, payload={"i": i})
+        for i in range(7000)
+    ]
+    statements.insert(Event, events)
+    assert Event.objects.filter(tenant_id=acme.tenant.pk, type="test.bulk").count() == 7000
