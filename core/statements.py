@@ -29,7 +29,7 @@ def select(model: type[M], where: str, params: Sequence[Any], *, order_by: str =
     """`SELECT <every column> FROM <the model's table> WHERE <where>`, as instances.
     `where` and `order_by` are SQL on the table's columns; `lock`: FOR UPDATE, where the
     database has row locks (SQLite has a single writer anyway)."""
-    sql = f"SELECT {_columns(model)} FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {where}"  # noqa: S608 (names from the model, values as parameters)
+    sql = f"SELECT {_columns(model)} FROM {table(model)} WHERE {where}"  # noqa: S608 (names from the model, values as parameters)
     if order_by:
         sql += f" ORDER BY {order_by}"
     if lock and connection.features.has_select_for_update:
@@ -55,8 +55,6 @@ def insert(model: type[Model], instances: Sequence[Model], *, ignore_conflicts: 
     if not instances:
         return
     fields = model._meta.concrete_fields
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
     suffix = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
     # SQLite's backend says how many rows its parameter limit takes; PostgreSQL's says
@@ -73,7 +71,7 @@ def insert(model: type[Model], instances: Sequence[Model], *, ignore_conflicts: 
                     raise ValueError(f"{model.__name__} without a primary key: use the ORM")
                 params.extend(field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields)
             cursor.execute(
-                f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * len(chunk))}{suffix}",  # noqa: S608 (names from the model, values as parameters)
+                f"INSERT INTO {table(model)} ({_columns(model)}) VALUES {', '.join([row] * len(chunk))}{suffix}",  # noqa: S608 (names from the model, values as parameters)
                 params,
             )
     for instance in instances:

@@ -32,8 +32,8 @@ def tenant_user_by_id_or_username(tenant_id: uuid.UUID, value: str) -> TenantUse
         key = uuid.UUID(value)
     except ValueError:
         key = None
-    where, params = "tenant_id = %s AND username = %s", [statements.value_for(TenantUser, "tenant", tenant_id)]
-    params.append(value.strip())
+    where = "tenant_id = %s AND username = %s"
+    params = [statements.value_for(TenantUser, "tenant", tenant_id), value.strip()]
     if key is not None:
         where = "tenant_id = %s AND (username = %s OR id = %s)"
         params.append(statements.value_for(TenantUser, "id", key))

@@ -80,7 +80,7 @@ def lock_tickets(ids: Iterable[Any]) -> list[Ticket]:
     Hand-written statements (core.statements): every change of a ticket runs them. The
     locking one reads the ticket's own row only, which PostgreSQL re-reads whole when it
     had to wait; the users, the parent and the products are read after it."""
-    ids = sorted(set(ids))
+    ids = set(ids)  # the statement orders them
     if not ids:
         return []
     tickets = statements.select(Ticket, *statements.where_in(Ticket, "id", ids), order_by="id", lock=True)
@@ -118,12 +118,14 @@ def _attach_products(tickets: list[Ticket]) -> None:
         for product in by_ticket[ticket.pk]:
             ticket_field.set_cached_value(product, ticket)
         # What Django's prefetch leaves on an instance: the related manager's queryset
-        # with its result cache filled, so `ticket.products.all()` reads no more.
-        ticket._prefetched_objects_cache = {}
+        # with its result cache filled, so `ticket.products.all()` reads no more (any
+        # other prefetched relation stays as it was).
+        prefetched = ticket.__dict__.setdefault("_prefetched_objects_cache", {})
+        prefetched.pop("products", None)
         cached = ticket.products.all()
         cached._result_cache = by_ticket[ticket.pk]
         cached._prefetch_done = True
-        ticket._prefetched_objects_cache["products"] = cached
+        prefetched["products"] = cached
 
 
 def check_version(ticket: Ticket, if_match: frozenset[str] | None) -> None:
