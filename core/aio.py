@@ -4,10 +4,16 @@ deliverer) and by synchronous code that hands work to the serving loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from asgiref.sync import SyncToAsync
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
@@ -23,6 +29,24 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def run_to_the_end(work: Awaitable[T], *, what: str) -> T:
+    """Await `work` (clean-up: a stream's lease given back, its generator closed) so that
+    it finishes even if the caller is cancelled meanwhile, as `asyncio.shield` does, and
+    so that a failure is logged once, as a warning naming `what`, however it ends. With
+    `asyncio.shield` alone, a failure after the caller was cancelled is reported by asyncio
+    as "Task exception was never retrieved", an ERROR with a traceback: one per stream
+    when a thousand clients vanish at once and the lease store's pool is short.
+    The caller still gets the result or the exception when it is there to take it."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda done: _log_failure(done, what))
+    return await asyncio.shield(task)
+
+
+def _log_failure(task: asyncio.Future[object], what: str) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.warning("event=cleanup_failed what=%s error=%s", what, type(error).__name__, exc_info=error)
 
 
 def serving_loop() -> asyncio.AbstractEventLoop | None:

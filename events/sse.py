@@ -35,6 +35,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from django.urls import Resolver404, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
 
+from core.aio import run_to_the_end
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
@@ -165,6 +166,10 @@ class StreamConnection:
         self.ended = False  # the stream was ended here: no more frames
         self.end_reason: str | None = None  # why, when it was ended here (metrics, logs)
         self.aborted = False  # the connection was dropped: nothing more is written
+        # The stream's frames and the context of the request that opened it, once its
+        # response has started, when the live phase is served without Django's request
+        # (StreamAwareASGIHandler._serve_live).
+        self.live: tuple[AsyncGenerator[bytes, None], contextvars.Context] | None = None
 
     def client_gone(self) -> bool:
         return self.transport is not None and self.transport.is_closing()
@@ -273,17 +278,23 @@ class StreamAwareASGIHandler(ASGIHandler):
         generator (`StreamingHttpResponse.__aiter__`, `streaming_content`,
         `chunk_bytes`), every one of them resumed again at each wake-up of each stream:
         about 4 % of a worker's busy time with 2,000 streams open
-        (docs/benchmarks.md, "Where a frame's CPU went")."""
+        (docs/benchmarks.md, "Where a frame's CPU went").
+
+        Under uvicorn the frames are not sent from here at all: once the response has
+        started, they are handed to the connection and Django's handler finishes with the
+        request (`_serve_live`). Under a server whose transport is not known (daphne) they
+        are sent from here, for the life of the stream."""
         frames = getattr(response, "sse_frames", None)
         if frames is None:
             await super().send_response(response, send)
             return
         await send({"type": "http.response.start", "status": response.status_code, "headers": _headers_of(response)})
-        async with contextlib.aclosing(frames):
-            async for frame in frames:
-                if frame:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body"})
+        connection = _stream_connection.get()
+        if connection is not None and connection.transport is not None:
+            # Served after Django's handler is done with the request (_serve_live).
+            connection.live = (frames, contextvars.copy_context())
+            return
+        await _send_frames(frames, send)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "http":
@@ -293,16 +304,65 @@ class StreamAwareASGIHandler(ASGIHandler):
                 token = _stream_connection.set(connection)
                 try:
                     await self.handle(scope, receive, connection.send)
+                    if connection.live is not None:
+                        await self._serve_live(connection, receive)
                 finally:
                     _stream_connection.reset(token)
                     # Django may have dropped the response on disconnect without closing
                     # the generator: close it now, not whenever it is collected.
-                    await asyncio.shield(connection.close_streams())
+                    await run_to_the_end(connection.close_streams(), what="stream_close")
                 return
             async with self._threads.request_context():
                 await self.handle(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    @staticmethod
+    async def _serve_live(connection: StreamConnection, receive: Callable[..., Any]) -> None:
+        """The live phase of a stream whose response has started, after Django's handler
+        has finished with its request: the request and the response (their headers, the
+        middlewares' state, the URL match) are closed as Django closes them and let go,
+        and so is the handler's task that only listened for the client leaving. What an
+        idle stream holds is then its own state, uvicorn's connection and two tasks:
+        this one, which listens for the client leaving (or for the response's end), and
+        the one that writes the frames, in the context of the request that opened it (so
+        its log lines keep the request's id, tenant and user). Measured: docs/benchmarks.md,
+        "Memory per idle stream"."""
+        assert connection.live is not None
+        frames, context = connection.live
+        connection.live = None
+        writer = asyncio.get_running_loop().create_task(_send_live_frames(frames, connection), context=context)
+        del frames, context
+        try:
+            while not writer.done():
+                # uvicorn answers `http.disconnect` once the client is gone and once the
+                # response is complete (the writer's last message, or its abort).
+                if (await receive())["type"] == "http.disconnect":
+                    break
+        finally:
+            if not writer.done():
+                writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+
+async def _send_frames(frames: AsyncGenerator[bytes, None], send: Callable[..., Any]) -> None:
+    async with contextlib.aclosing(frames):
+        async for frame in frames:
+            if frame:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+    await send({"type": "http.response.body"})
+
+
+async def _send_live_frames(frames: AsyncGenerator[bytes, None], connection: StreamConnection) -> None:
+    try:
+        await _send_frames(frames, connection.send)
+    except BaseException:
+        # As uvicorn does for an app that fails mid-response: the connection is closed,
+        # which also ends `_serve_live`'s wait for the client.
+        if connection.transport is not None:
+            connection.transport.close()
+        raise
 
 
 def _headers_of(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
@@ -494,9 +554,9 @@ class EventStream:
         finally:
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.lease.release())
+                await run_to_the_end(self.lease.release(), what="lease_release")
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.closed())
+                await run_to_the_end(self.closed(), what="stream_closed")
             reason = self._ended_because()
             STREAMS_OPEN.labels(self.kind, tier).dec()
             STREAM_ENDS.labels(self.kind, reason).inc()
@@ -538,7 +598,7 @@ async def subscribe_with_lease(
     try:
         return await hub.subscribe(tenant_id, user_id=user_id)
     except asyncio.CancelledError:
-        await asyncio.shield(lease.release())
+        await run_to_the_end(lease.release(), what="lease_release")
         raise
     except Exception as exc:
         logger.warning("event=subscribe_failed tenant=%s", tenant_id, exc_info=True)

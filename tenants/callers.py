@@ -204,6 +204,10 @@ def _parse_bearer(value: str | None) -> str:
 _realm_cache: dict[tuple[uuid.UUID, str], tuple[float, Tenant, Realm]] = {}
 _backend_cache: dict[tuple[int, str], TokenBackend] = {}
 _user_cache: dict[tuple[uuid.UUID, int, str], tuple[float, dict[str, Any], TenantUser]] = {}
+# Tokens that passed `_verify_token`, by (the realm's verifier, token): until when each is
+# valid (a Unix time) and its claims. Bounded; the oldest entry makes room.
+_claims_cache: dict[tuple[TokenBackend, str], tuple[float, dict[str, Any]]] = {}
+_CLAIMS_CACHE_SIZE = 10_000
 _cache_lock = threading.Lock()
 
 
@@ -229,6 +233,7 @@ def clear_realm_cache() -> None:
         _realm_cache.clear()
         _backend_cache.clear()
         _user_cache.clear()
+        _claims_cache.clear()
 
 
 def token_backend_for(realm: Realm) -> TokenBackend:
@@ -262,11 +267,37 @@ def token_backend_for(realm: Realm) -> TokenBackend:
 
 def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
     """The token's claims, signature and every claim we store checked: nothing is
-    written for a token that fails here (each failure is 401)."""
+    written for a token that fails here (each failure is 401).
+
+    A token that passed is remembered until it expires: a client sends the same token
+    with every request, and checking it again (the signature, and PyJWT's and our
+    character checks over every byte) was about a twentieth of a ticket change's server
+    CPU. The entry is keyed by the realm's verifier as well as the token, so a realm
+    whose key or issuer changes checks its tokens afresh; the returned claims are
+    shared, read them only."""
+    backend = token_backend_for(realm)
+    key = (backend, token)
+    cached = _claims_cache.get(key)
+    if cached is not None:
+        valid_until, claims = cached
+        if time.time() < valid_until:
+            return claims
+        raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
+    claims = _checked_claims(realm, backend, token)
+    with _cache_lock:
+        if len(_claims_cache) >= _CLAIMS_CACHE_SIZE:
+            # The oldest entry goes (dicts keep insertion order).
+            _claims_cache.pop(next(iter(_claims_cache)), None)
+        # PyJWT's own rule: expired once `exp` is more than the leeway past.
+        _claims_cache[key] = (claims["exp"] + backend.get_leeway().total_seconds(), claims)
+    return claims
+
+
+def _checked_claims(realm: Realm, backend: TokenBackend, token: str) -> dict[str, Any]:
     if realm.algorithm == Realm.Algorithm.HS256 and not realm.secret:
         raise ApiError(401, "INVALID_TOKEN", "The realm has no key to verify tokens with.")
     try:
-        claims = token_backend_for(realm).decode(token)
+        claims = backend.decode(token)
     except TokenBackendExpiredToken:
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.") from None
     except TokenBackendError:

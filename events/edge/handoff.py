@@ -16,7 +16,6 @@ link carries the channel's state, signed, and the connection's own state comes b
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import time
@@ -30,6 +29,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
+from core.aio import run_to_the_end
 from core.http import ApiError, error_response
 from core.metrics import STREAM_ENDS, STREAM_OPENS, tenant_tier
 from events.edge.channels import KINDS, chain_of, channel_registry, hold_seconds
@@ -62,7 +62,7 @@ async def hand_off(stream: EventStream, channel: str, spec: dict[str, Any]) -> H
         return await _hand_off(stream, channel, spec)
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            await asyncio.shield(stream.lease.release())
+            await run_to_the_end(stream.lease.release(), what="lease_release")
         if isinstance(exc, ApiError):
             return error_response(exc)
         if isinstance(exc, RedisError | OSError):

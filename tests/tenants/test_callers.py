@@ -6,6 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tenants import callers
 from tenants.models import Realm, TenantUser
 from tests.builders import World, base_claims, signed
 
@@ -90,6 +91,24 @@ class TestTokens:
     def test_expired_token_is_401_token_expired(self, api, acme: World):
         token = signed(base_claims(acme, exp=int(time.time()) - 5), acme.realm.secret)
         assert_error(get(api, acme.raw_headers(token)), 401, "TOKEN_EXPIRED")
+
+    def test_a_token_accepted_before_is_refused_once_it_expires(self, api, acme: World):
+        # A token that passed is remembered (tenants.callers), but not beyond its expiry.
+        expires = int(time.time()) + 2
+        headers = acme.raw_headers(signed(base_claims(acme, exp=expires), acme.realm.secret))
+        assert get(api, headers).status_code == 200
+        time.sleep(max(0.0, expires - time.time()) + 0.2)
+        assert_error(get(api, headers), 401, "TOKEN_EXPIRED")
+
+    def test_a_token_accepted_before_is_refused_once_the_realm_changes_its_key(self, api, acme: World, monkeypatch):
+        # The realm itself is not kept, so its new key is read on the next request.
+        monkeypatch.setattr(callers, "_REALM_CACHE_SECONDS", 0.0)
+        old_headers = acme.raw_headers(signed(base_claims(acme), acme.realm.secret))
+        assert get(api, old_headers).status_code == 200
+        new_secret = "rotated-realm-secret-0123456789abcdefghij"
+        Realm.objects.filter(pk=acme.realm.pk).update(secret=new_secret)
+        assert_error(get(api, old_headers), 401, "INVALID_TOKEN")
+        assert get(api, acme.raw_headers(signed(base_claims(acme), new_secret))).status_code == 200
 
     def test_wrongly_signed_token_is_401(self, api, acme: World):
         token = signed(base_claims(acme), "some-other-secret-0123456789abcdefghij")

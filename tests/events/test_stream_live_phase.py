@@ -1,0 +1,90 @@
+"""A stream's live phase is served after Django's handler has finished with its request
+(events.sse.StreamAwareASGIHandler._serve_live): through the real server, what a user and
+an operator notice of it stays as it was: the frames, the request's context on the
+stream's log lines, and a client that leaves while its stream is idle ending it at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.builders import World
+from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
+from tests.events.raw_streams import LIST_PATH, open_raw
+
+
+@pytest.fixture(scope="module")
+def _logging_process(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
+    # Heartbeats and lease renewals far apart: nothing but the client leaving can end an
+    # idle stream within the test's bounds.
+    proc = ServerProcess(
+        LOG_LEVEL="INFO", LOG_FORMAT="json", SSE_HEARTBEAT_SECONDS="60", SSE_LEASE_SECONDS="60"
+    ).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def logging_server(transactional_db: None, _logging_process: ServerProcess) -> Iterator[ServerProcess]:
+    yield _logging_process
+    wait_until_database_is_quiet()
+
+
+def log_lines(server: ServerProcess) -> list[dict]:
+    text = (ROOT / f".server-{server.port}.log").read_text(errors="replace")
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def stream_log(server: ServerProcess, event: str, request_id: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_lines(server):
+            if line.get("event") == event and line.get("request_id") == request_id:
+                return line
+        time.sleep(0.1)
+    raise AssertionError(f"no {event} line for request {request_id}")
+
+
+def test_an_idle_stream_whose_client_leaves_ends_at_once_and_says_so_with_its_request(
+    logging_server: ServerProcess, acme: World
+):
+    headers = {**acme.headers("alice"), "X-Request-ID": "live-phase-idle"}
+    stream = open_raw(logging_server.port, LIST_PATH, headers, body={"top": 1})
+    assert stream.status == 200, stream.buffer
+    stream.read_until(b"event: snapshot")
+    opened = stream_log(logging_server, "stream_open", "live-phase-idle")
+    # The stream's own lines keep the request's context, past the end of Django's handler.
+    assert opened["tenant"] == str(acme.tenant.id)
+    assert opened["user"] and opened["kind"] == "list"
+
+    left = time.monotonic()
+    stream.close()
+    closed = stream_log(logging_server, "stream_closed", "live-phase-idle", timeout=5)
+    assert time.monotonic() - left < 3  # not at the next heartbeat (60 s) or lease renewal
+    assert closed["reason"] == "client"
+    assert (closed["tenant"], closed["conn"]) == (str(acme.tenant.id), opened["conn"])
+
+
+def test_a_live_stream_delivers_a_change_and_counts_it_in_its_closing_line(logging_server: ServerProcess, acme: World):
+    headers = {**acme.headers("alice"), "X-Request-ID": "live-phase-frames"}
+    stream = open_raw(logging_server.port, LIST_PATH, headers, body={"top": 5})
+    try:
+        assert stream.status == 200, stream.buffer
+        stream.read_until(b"event: snapshot")
+        created = httpx.post(
+            f"{logging_server.url}/api/v2/ticketing/ticket",
+            headers=acme.headers("alice"),
+            json={"subject": "Seen live"},
+            timeout=10,
+        )
+        assert created.status_code == 201, created.text
+        frame = stream.read_until(b"Seen live")
+        assert b"event: created" in frame
+    finally:
+        stream.close()
+    closed = stream_log(logging_server, "stream_closed", "live-phase-frames", timeout=5)
+    assert closed["events"] == "1"
