@@ -322,28 +322,39 @@ class StreamAwareASGIHandler(ASGIHandler):
         """The live phase of a stream whose response has started, after Django's handler
         has finished with its request: the request and the response (their headers, the
         middlewares' state, the URL match) are closed as Django closes them and let go,
-        and so is the handler's task that only listened for the client leaving. What an
-        idle stream holds is then its own state, uvicorn's connection and two tasks:
-        this one, which listens for the client leaving (or for the response's end), and
-        the one that writes the frames, in the context of the request that opened it (so
-        its log lines keep the request's id, tenant and user). Measured: docs/benchmarks.md,
-        "Memory per idle stream"."""
+        and so is the handler's own task. What an idle stream holds is then its own
+        state, uvicorn's connection and two tasks: this one (the server's), which writes
+        the frames in the context of the request that opened it (so its log lines keep
+        the request's id, tenant and user), and one that listens for the client leaving
+        and then ends the stream, as Django's handler does. Measured: docs/benchmarks.md,
+        "Memory per idle stream".
+
+        The frames are written from this task, not from one of their own that this one
+        would wait for: whatever ends the stream (its own end, a write that finds the
+        client gone, a failure) ends this task with it. A task waiting on `receive()`
+        instead could wait for ever: uvicorn wakes only the connection's latest request,
+        and a client that sends another request on the stream's connection makes that
+        one the latest."""
         assert connection.live is not None
         frames, context = connection.live
         connection.live = None
-        writer = asyncio.get_running_loop().create_task(_send_live_frames(frames, connection), context=context)
-        del frames, context
+        for variable, value in context.items():
+            variable.set(value)
+        del context
+        stream_task = asyncio.current_task()
+        assert stream_task is not None
+        listener = asyncio.get_running_loop().create_task(_end_when_client_leaves(receive, stream_task))
         try:
-            while not writer.done():
-                # uvicorn answers `http.disconnect` once the client is gone and once the
-                # response is complete (the writer's last message, or its abort).
-                if (await receive())["type"] == "http.disconnect":
-                    break
+            # The generator starts here, before this task can be cancelled: its clean-up
+            # (lease, subscription) runs however the stream ends.
+            await _send_frames(frames, connection.send)
+        except asyncio.CancelledError:
+            # The client left: the stream is over, which is no failure of the server's.
+            client_left = listener.done() and not listener.cancelled() and listener.result()
+            if not client_left or stream_task.uncancel() > 0:
+                raise
         finally:
-            if not writer.done():
-                writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            listener.cancel()
 
 
 async def _send_frames(frames: AsyncGenerator[bytes, None], send: Callable[..., Any]) -> None:
@@ -354,15 +365,16 @@ async def _send_frames(frames: AsyncGenerator[bytes, None], send: Callable[..., 
     await send({"type": "http.response.body"})
 
 
-async def _send_live_frames(frames: AsyncGenerator[bytes, None], connection: StreamConnection) -> None:
-    try:
-        await _send_frames(frames, connection.send)
-    except BaseException:
-        # As uvicorn does for an app that fails mid-response: the connection is closed,
-        # which also ends `_serve_live`'s wait for the client.
-        if connection.transport is not None:
-            connection.transport.close()
-        raise
+async def _end_when_client_leaves(receive: Callable[..., Any], stream_task: asyncio.Task[Any]) -> bool:
+    """Django's `listen_for_disconnect` for the live phase: cancel the stream's task once
+    the client is gone; whether it did. (uvicorn also answers `http.disconnect` once the
+    response is complete; the stream's task is then ending, and cancels this one.)"""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if stream_task.done():
+        return False
+    stream_task.cancel()
+    return True
 
 
 def _headers_of(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:

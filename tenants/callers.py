@@ -206,8 +206,9 @@ _backend_cache: dict[tuple[int, str], TokenBackend] = {}
 _user_cache: dict[tuple[uuid.UUID, int, str], tuple[float, dict[str, Any], TenantUser]] = {}
 # Tokens that passed `_verify_token`, by (the realm's verifier, token): until when each is
 # valid (a Unix time) and its claims. Bounded; the oldest entry makes room.
-_claims_cache: dict[tuple[TokenBackend, str], tuple[float, dict[str, Any]]] = {}
+_claims_cache: dict[tuple[TokenBackend, str, str], tuple[float, dict[str, Any]]] = {}
 _CLAIMS_CACHE_SIZE = 10_000
+_CACHED_TOKEN_MAX = 8192  # characters; a longer token is verified every time
 _cache_lock = threading.Lock()
 
 
@@ -272,11 +273,12 @@ def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
     A token that passed is remembered until it expires: a client sends the same token
     with every request, and checking it again (the signature, and PyJWT's and our
     character checks over every byte) was about a twentieth of a ticket change's server
-    CPU. The entry is keyed by the realm's verifier as well as the token, so a realm
-    whose key or issuer changes checks its tokens afresh; the returned claims are
-    shared, read them only."""
+    CPU. The entry is keyed by the realm's verifier and teams claim as well as the
+    token, so a realm whose key, issuer or teams claim changes checks its tokens afresh;
+    the returned claims are shared, read them only."""
     backend = token_backend_for(realm)
-    key = (backend, token)
+    # The claim the teams are read from is checked with the token, so it keys it too.
+    key = (backend, realm.teams_claim, token)
     cached = _claims_cache.get(key)
     if cached is not None:
         valid_until, claims = cached
@@ -284,6 +286,8 @@ def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
             return claims
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
     claims = _checked_claims(realm, backend, token)
+    if len(token) > _CACHED_TOKEN_MAX:
+        return claims  # a realm with its own identity provider could fill the cache with huge tokens
     with _cache_lock:
         if len(_claims_cache) >= _CLAIMS_CACHE_SIZE:
             # The oldest entry goes (dicts keep insertion order).

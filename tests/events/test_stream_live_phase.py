@@ -6,6 +6,7 @@ stream's log lines, and a client that leaves while its stream is idle ending it 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
 
@@ -88,3 +89,30 @@ def test_a_live_stream_delivers_a_change_and_counts_it_in_its_closing_line(loggi
         stream.close()
     closed = stream_log(logging_server, "stream_closed", "live-phase-frames", timeout=5)
     assert closed["events"] == "1"
+
+
+def test_a_client_that_sends_a_request_behind_its_stream_then_leaves_holds_nothing_up(transactional_db, acme: World):
+    """uvicorn wakes only a connection's latest request: a client that sends a second
+    request on its stream's connection, then leaves, must still end the stream and leave
+    no task behind (a task waiting for that client would hold up every restart by the
+    graceful-shutdown timeout, and pile up)."""
+    proc = ServerProcess(LOG_LEVEL="INFO", LOG_FORMAT="json").start()  # heartbeats every second
+    try:
+        headers = {**acme.headers("alice"), "X-Request-ID": "live-phase-pipelined"}
+        stream = open_raw(proc.port, LIST_PATH, headers, body={"top": 1})
+        assert stream.status == 200, stream.buffer
+        stream.read_until(b"event: snapshot")
+        stream.sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        stream.close()
+        assert stream_log(proc, "stream_closed", "live-phase-pipelined", timeout=10)["reason"] == "client"
+
+        stopping = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        proc.proc.wait(timeout=15)
+        took = time.monotonic() - stopping
+        log = (ROOT / f".server-{proc.port}.log").read_text(errors="replace")
+        assert "graceful shutdown exceeded" not in log
+        assert took < 4, f"the server took {took:.1f} s to stop"
+    finally:
+        proc.stop()
+        wait_until_database_is_quiet()

@@ -110,6 +110,16 @@ class TestTokens:
         assert_error(get(api, old_headers), 401, "INVALID_TOKEN")
         assert get(api, acme.raw_headers(signed(base_claims(acme), new_secret))).status_code == 200
 
+    def test_a_token_accepted_before_is_checked_again_once_the_realm_reads_teams_elsewhere(
+        self, api, acme: World, monkeypatch
+    ):
+        monkeypatch.setattr(callers, "_REALM_CACHE_SECONDS", 0.0)
+        headers = acme.raw_headers(signed(base_claims(acme, groups=["bad\u0000team"]), acme.realm.secret))
+        assert get(api, headers).status_code == 200  # `teams` is read; `groups` is ignored
+        Realm.objects.filter(pk=acme.realm.pk).update(teams_claim="groups")
+        # Now `groups` is the teams claim, and its entry has a character no column stores.
+        assert_error(get(api, headers), 401, "INVALID_TOKEN")
+
     def test_wrongly_signed_token_is_401(self, api, acme: World):
         token = signed(base_claims(acme), "some-other-secret-0123456789abcdefghij")
         assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
