@@ -204,7 +204,7 @@ def _parse_bearer(value: str | None) -> str:
 _realm_cache: dict[tuple[uuid.UUID, str], tuple[float, Tenant, Realm]] = {}
 _backend_cache: dict[tuple[int, str], TokenBackend] = {}
 _user_cache: dict[tuple[uuid.UUID, int, str], tuple[float, dict[str, Any], TenantUser]] = {}
-# Tokens that passed `_verify_token`, by (the realm's verifier, token): until when each is
+# Tokens that passed `_verify_token`, by (the realm's verifier, its teams claim, token): until when each is
 # valid (a Unix time) and its claims. Bounded; the oldest entry makes room.
 _claims_cache: dict[tuple[TokenBackend, str, str], tuple[float, dict[str, Any]]] = {}
 _CLAIMS_CACHE_SIZE = 10_000
@@ -272,8 +272,8 @@ def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
 
     A token that passed is remembered until it expires: a client sends the same token
     with every request, and checking it again (the signature, and PyJWT's and our
-    character checks over every byte) was about a twentieth of a ticket change's server
-    CPU. The entry is keyed by the realm's verifier and teams claim as well as the
+    character checks over every byte) costs about 0.12 ms, a tenth of a count poll
+    (docs/api.md). The entry is keyed by the realm's verifier and teams claim as well as the
     token, so a realm whose key, issuer or teams claim changes checks its tokens afresh;
     the returned claims are shared, read them only."""
     backend = token_backend_for(realm)
