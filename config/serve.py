@@ -10,9 +10,11 @@ backpressure (a stream's writer waits while the client's socket buffer is full),
 client that stops reading is caught by the hub's bounded queue (SLOW_CONSUMER).
 
 Two things uvicorn does not do by itself are added here: a deadline for a request's head
-(`HeaderTimeoutHttpProtocol`: uvicorn waits for ever on a connection that sends half a
-request line, so a few hundred slow clients could hold every socket — "slowloris"), and
-keeping credentials out of its log lines (config.log_redaction on its handlers).
+(`ServiceHttpProtocol`: uvicorn waits for ever on a connection that sends half a
+request line, so a few hundred slow clients could hold every socket — "slowloris"),
+keeping credentials out of its log lines (config.log_redaction on its handlers), and
+telling a stream when its connection is lost without a task per stream listening for it
+(`ServiceHttpProtocol.call_when_lost`, used by events.sse).
 
 Each start also gives the workers an empty directory for their metrics
 (`PROMETHEUS_MULTIPROC_DIR`, core.metrics) before any of them starts: the operator's, emptied
@@ -38,6 +40,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +60,33 @@ _HEADER_TIMEOUT_RESPONSE = (
 )
 
 
-class HeaderTimeoutHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools), with a deadline for each request's head.
+class _PipelinedRequests(list[Any]):
+    """uvicorn's queue of the requests a client sent before the previous response was
+    done (it calls `appendleft`, `pop` and tests it for emptiness), as a list: uvicorn's
+    deque costs 760 bytes on every connection, nearly always empty, about a twentieth of
+    an idle stream's memory (docs/benchmarks.md, "Memory per idle stream"). It rarely
+    holds more than one or two, so inserting at the front costs nothing."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+class ServiceHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools), with a deadline for each request's head
+    and a callback for the connection's loss.
 
     The clock starts when the connection opens (for its first request) or when the first
     byte of a later request arrives, and stops when the head is complete: a body, a long
     response or a stream is never timed by it (uvicorn's keep-alive timeout covers idle
     connections between requests). A head started but not complete in time gets `408`
     and the connection is closed; a connection that sent nothing at all is just closed
-    (a browser's speculative pre-connection must not read a stray response)."""
+    (a browser's speculative pre-connection must not read a stray response).
+
+    `call_when_lost` is how a stream's live phase learns that its client left
+    (events.sse.StreamAwareASGIHandler._serve_live). uvicorn's own way is `receive()`
+    answering `http.disconnect`, which costs a task per stream waiting on it (about a
+    twentieth of an idle stream's memory, docs/benchmarks.md), and wakes only the
+    connection's latest request, not a stream with a request pipelined behind it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -74,6 +95,19 @@ class HeaderTimeoutHttpProtocol(HttpToolsProtocol):
         self.header_timeout: float = settings.HTTP_HEADER_TIMEOUT_SECONDS
         self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False
+        self.pipeline = _PipelinedRequests()  # type: ignore[assignment]
+        self._when_lost: Callable[[], object] | None = None
+
+    def call_when_lost(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once, from the event loop, when the connection is lost (soon,
+        if it is already lost). One callback per connection: a later one replaces it."""
+        if self.transport is None or self.transport.is_closing():
+            self.loop.call_soon(callback)
+            return
+        self._when_lost = callback
+
+    def forget_when_lost(self) -> None:
+        self._when_lost = None
 
     def _arm_header_timer(self) -> None:
         if self.header_timer is None and self.header_timeout > 0:
@@ -106,6 +140,9 @@ class HeaderTimeoutHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
         super().connection_lost(exc)
+        callback, self._when_lost = self._when_lost, None
+        if callback is not None:
+            callback()
 
     def on_message_begin(self) -> None:
         self.head_started = True
@@ -187,7 +224,7 @@ def serve_uvicorn(args: argparse.Namespace) -> None:
         # Django has no lifespan support; "auto" would only log that at every start.
         lifespan="off",
         # By import path (not the class): worker processes import it themselves.
-        http="config.serve:HeaderTimeoutHttpProtocol",
+        http="config.serve:ServiceHttpProtocol",
         access_log=args.access_log,
         log_config=log_config(),
         log_level=log_level(),

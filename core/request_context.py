@@ -65,6 +65,13 @@ def current_context() -> RequestContext | None:
     return _context.get()
 
 
+def continue_request(context: RequestContext | None) -> None:
+    """Make `context` the current task's request context: a stream's live phase, served
+    by the server's task after Django's has finished with the request, logs as that
+    request (events.sse)."""
+    _context.set(context)
+
+
 def request_id_from(request: HttpRequest) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     return given if _SANE_REQUEST_ID.match(given) else uuid.uuid4().hex

@@ -39,6 +39,7 @@ from core.aio import run_to_the_end
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
+from core.request_context import RequestContext, continue_request, current_context
 from core.request_threads import RequestThreads
 from events.edge.channels import hold_seconds
 from events.edge.grip import from_edge
@@ -158,7 +159,7 @@ class StreamConnection:
 
     def __init__(self, send: Callable[..., Any]) -> None:
         self._send = send
-        cycle = getattr(send, "__self__", None)
+        cycle = self._cycle = getattr(send, "__self__", None)
         self.transport: asyncio.BaseTransport | None = getattr(cycle, "transport", None)
         # uvicorn's send waits only while its flow control has paused writing.
         self._flow: Any = getattr(cycle, "flow", None)
@@ -166,10 +167,50 @@ class StreamConnection:
         self.ended = False  # the stream was ended here: no more frames
         self.end_reason: str | None = None  # why, when it was ended here (metrics, logs)
         self.aborted = False  # the connection was dropped: nothing more is written
-        # The stream's frames and the context of the request that opened it, once its
-        # response has started, when the live phase is served without Django's request
+        # The stream's frames and the log context of the request that opened it, once
+        # its response has started, when the live phase is served without Django's request
         # (StreamAwareASGIHandler._serve_live).
-        self.live: tuple[AsyncGenerator[bytes, None], contextvars.Context] | None = None
+        self.live: tuple[AsyncGenerator[bytes, None], RequestContext | None] | None = None
+        # How the server tells of the connection's loss without a task listening for it
+        # (config.serve.ServiceHttpProtocol); None where it cannot (daphne, another
+        # server's protocol): the stream is then served through Django's handler.
+        protocol = self.transport.get_protocol() if self.transport is not None else None  # type: ignore[attr-defined]
+        self._call_when_lost: Callable[[Callable[[], object]], None] | None = getattr(protocol, "call_when_lost", None)
+        self._live_task: asyncio.Task[Any] | None = None
+        self.client_left = False  # the live phase was cancelled because the client left
+
+    @property
+    def serves_live_phase(self) -> bool:
+        return self._call_when_lost is not None
+
+    def forget_request_head(self) -> None:
+        """Let the request's headers go, once Django is done with them. uvicorn keeps them
+        for the life of the response, in the scope it gave the app (which the app's
+        frames keep too) and on its protocol: for a stream, its credentials for hours and
+        about a fifteenth of an idle stream's memory (docs/benchmarks.md, "Memory per idle
+        stream"). The list is emptied in place because those references share it; uvicorn
+        reads only the scope's method once the response has started."""
+        scope = getattr(self._cycle, "scope", None)
+        if isinstance(scope, dict) and isinstance(scope.get("headers"), list):
+            scope["headers"].clear()
+
+    def end_live_phase_when_lost(self) -> None:
+        """From the task serving the live phase: cancel it when the connection is lost."""
+        assert self._call_when_lost is not None
+        self._live_task = asyncio.current_task()
+        self._call_when_lost(self._lost)
+
+    def _lost(self) -> None:
+        task, self._live_task = self._live_task, None
+        if task is not None and not task.done():
+            self.client_left = True
+            task.cancel()
+
+    def stop_watching(self) -> None:
+        self._live_task = None
+        protocol = getattr(self._call_when_lost, "__self__", None)
+        if protocol is not None:
+            protocol.forget_when_lost()
 
     def client_gone(self) -> bool:
         return self.transport is not None and self.transport.is_closing()
@@ -290,9 +331,9 @@ class StreamAwareASGIHandler(ASGIHandler):
             return
         await send({"type": "http.response.start", "status": response.status_code, "headers": _headers_of(response)})
         connection = _stream_connection.get()
-        if connection is not None and connection.transport is not None:
+        if connection is not None and connection.serves_live_phase:
             # Served after Django's handler is done with the request (_serve_live).
-            connection.live = (frames, contextvars.copy_context())
+            connection.live = (frames, current_context())
             return
         await _send_frames(frames, send)
 
@@ -305,7 +346,7 @@ class StreamAwareASGIHandler(ASGIHandler):
                 try:
                     await self.handle(scope, receive, connection.send)
                     if connection.live is not None:
-                        await self._serve_live(connection, receive)
+                        await self._serve_live(connection)
                 finally:
                     _stream_connection.reset(token)
                     # Django may have dropped the response on disconnect without closing
@@ -318,43 +359,39 @@ class StreamAwareASGIHandler(ASGIHandler):
         await super().__call__(scope, receive, send)
 
     @staticmethod
-    async def _serve_live(connection: StreamConnection, receive: Callable[..., Any]) -> None:
+    async def _serve_live(connection: StreamConnection) -> None:
         """The live phase of a stream whose response has started, after Django's handler
         has finished with its request: the request and the response (their headers, the
         middlewares' state, the URL match) are closed as Django closes them and let go,
         and so is the handler's own task. What an idle stream holds is then its own
-        state, uvicorn's connection and two tasks: this one (the server's), which writes
-        the frames in the context of the request that opened it (so its log lines keep
-        the request's id, tenant and user), and one that listens for the client leaving
-        and then ends the stream, as Django's handler does. Measured: docs/benchmarks.md,
-        "Memory per idle stream".
+        state, uvicorn's connection and this one task (the server's), which writes the
+        frames in the context of the request that opened it, so its log lines keep the
+        request's id, tenant and user. The server's protocol cancels it when the client
+        leaves (`StreamConnection.end_live_phase_when_lost`), where Django's handler has a
+        second task per request waiting on `receive()` for `http.disconnect`. Measured:
+        docs/benchmarks.md, "Memory per idle stream".
 
-        The frames are written from this task, not from one of their own that this one
-        would wait for: whatever ends the stream (its own end, a write that finds the
-        client gone, a failure) ends this task with it. A task waiting on `receive()`
-        instead could wait for ever: uvicorn wakes only the connection's latest request,
-        and a client that sends another request on the stream's connection makes that
-        one the latest."""
+        Not `receive()`, either from here or from a task of its own: uvicorn wakes only
+        the connection's latest request, and a client that sends another request on the
+        stream's connection makes that one the latest."""
         assert connection.live is not None
         frames, context = connection.live
         connection.live = None
-        for variable, value in context.items():
-            variable.set(value)
-        del context
-        stream_task = asyncio.current_task()
-        assert stream_task is not None
-        listener = asyncio.get_running_loop().create_task(_end_when_client_leaves(receive, stream_task))
+        continue_request(context)
+        connection.forget_request_head()
+        connection.end_live_phase_when_lost()
         try:
-            # The generator starts here, before this task can be cancelled: its clean-up
-            # (lease, subscription) runs however the stream ends.
+            # The generator starts here, before the loss can cancel this task (the
+            # protocol calls back from the event loop, at the earliest once this task
+            # waits): its clean-up (lease, subscription) runs however the stream ends.
             await _send_frames(frames, connection.send)
         except asyncio.CancelledError:
             # The client left: the stream is over, which is no failure of the server's.
-            client_left = listener.done() and not listener.cancelled() and listener.result()
-            if not client_left or stream_task.uncancel() > 0:
+            task = asyncio.current_task()
+            if not connection.client_left or (task is not None and task.uncancel() > 0):
                 raise
         finally:
-            listener.cancel()
+            connection.stop_watching()
 
 
 async def _send_frames(frames: AsyncGenerator[bytes, None], send: Callable[..., Any]) -> None:
@@ -363,18 +400,6 @@ async def _send_frames(frames: AsyncGenerator[bytes, None], send: Callable[..., 
             if frame:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
     await send({"type": "http.response.body"})
-
-
-async def _end_when_client_leaves(receive: Callable[..., Any], stream_task: asyncio.Task[Any]) -> bool:
-    """Django's `listen_for_disconnect` for the live phase: cancel the stream's task once
-    the client is gone; whether it did. (uvicorn also answers `http.disconnect` once the
-    response is complete; the stream's task is then ending, and cancels this one.)"""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    if stream_task.done():
-        return False
-    stream_task.cancel()
-    return True
 
 
 def _headers_of(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:

@@ -144,3 +144,24 @@ def test_no_credential_reaches_the_server_log(edge_server, acme: World):
     assert "[REDACTED]" in log
     for secret in (key, key.split("_", 2)[-1], bogus_key, "query-token-secret-1", token):
         assert secret not in log, f"{secret[:12]}… is in the server log"
+
+
+def test_requests_pipelined_on_one_connection_are_answered_each_in_order(edge_server):
+    # A client may send its next requests before the first answer (HTTP/1.1 pipelining);
+    # the server's protocol queues them (config.serve._PipelinedRequests).
+    ids = ["pipelined-1", "pipelined-2", "pipelined-3"]
+    heads = b"".join(
+        f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: {rid}\r\n"
+        f"{'Connection: close' if rid == ids[-1] else 'Connection: keep-alive'}\r\n\r\n".encode()
+        for rid in ids
+    )
+    with raw_connection(edge_server) as sock:
+        sock.sendall(heads)
+        received, _ = read_until_closed(sock, 10)
+    answered = [
+        line.split(b":", 1)[1].strip().decode()
+        for line in received.split(b"\r\n")
+        if line.lower().startswith(b"x-request-id:")
+    ]
+    assert received.count(b"HTTP/1.1 200") == 3, received[:600]
+    assert answered == ids
