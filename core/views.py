@@ -130,13 +130,28 @@ class RetryingAPIView(APIView):
         try:
             if request.method in SAFE_METHODS:
                 return call_with_retry(partial(super().dispatch, request, *args, **kwargs), retry=body_kept)
-            slot = write_slot(self.write_key(request, **kwargs)) if self.uses_write_slot else nullcontext()
+            slot = nullcontext()
+            if self.uses_write_slot and not call_with_retry(partial(self._refused_early, request), retry=True):
+                slot = write_slot(self.write_key(request, **kwargs))
             with slot:
                 return call_with_retry(
                     partial(self._dispatch_in_transaction, request, *args, **kwargs), retry=body_kept
                 )
         except DatabaseUnavailable as error:
             return error_response(error)
+
+    def _refused_early(self, request: HttpRequest) -> bool:
+        """Whether one of the view's authenticators knows already that the caller will be
+        refused (`refuses_early`, e.g. tenants.authentication: a bearer token its realm
+        does not accept). Such a write does not wait for a write slot: it runs without
+        one, to be answered by the authentication in its transaction. Checking first
+        also means a slow check (an identity provider's keys fetched over the network)
+        holds no slot."""
+        for authenticator in self.get_authenticators():
+            refuses_early = getattr(authenticator, "refuses_early", None)
+            if refuses_early is not None and refuses_early(request):
+                return True
+        return False
 
     def _dispatch_in_transaction(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         self._idempotency_claim = None

@@ -1,5 +1,6 @@
 """DRF authentication: the tenant headers + JWT, or a browser session of a tenant user."""
 
+from django.http import HttpRequest
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
@@ -8,6 +9,7 @@ from tenants.callers import (
     Caller,
     EventReader,
     PartnerKeyCaller,
+    bearer_token_refused,
     resolve_event_reader,
     resolve_request_caller,
 )
@@ -30,6 +32,11 @@ class TenantJWTAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+    def refuses_early(self, request: HttpRequest) -> bool:
+        """Whether this request's token is known to be refused before its transaction
+        starts (core.views.RetryingAPIView; tenants.callers.bearer_token_refused)."""
+        return bearer_token_refused(request)
 
 
 class EventReaderAuthentication(BaseAuthentication):

@@ -96,6 +96,9 @@ def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
     key = api_key_from(request.headers)
     if key is not None:
         return resolve_api_key(key, request.headers.get("x-tenantid"))
+    refusal = getattr(request, "_bearer_refusal", None)
+    if refusal is not None:
+        raise refusal  # found by bearer_token_refused; its identity provider is not asked twice
     if "authorization" not in request.headers:
         account = getattr(request, "user", None)
         signed_in = account is not None and account.is_authenticated
@@ -105,6 +108,36 @@ def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
                 _check_csrf(request)
             return caller_for_user(tenant_user)
     return resolve_caller(request.headers)
+
+
+def bearer_token_refused(request: Any) -> bool:
+    """Whether the request's bearer token will be refused (`401`, or `404` for its tenant
+    or realm), found without writing anything. A write asks this before it waits for one
+    of its worker's write slots (core.views, core.write_slots), so that:
+
+    - a request that can only be refused does not take a place in that queue;
+    - a token seen for the first time is verified, with the fetch of its identity
+      provider's keys (JWKS, up to 30 s when the provider hangs) if need be, before the
+      write holds a slot rather than while: one tenant's slow identity provider would
+      otherwise hold up every tenant's writes on the worker.
+
+    The request is then resolved in full inside its transaction (`resolve_request_caller`),
+    which answers the refusal kept on the request, or finds the accepted token in the
+    verified-token cache (`_verify_token`, about a microsecond). API keys and sessions are
+    not looked at here: they are resolved from the database alone. Blocking (the realm's
+    lookup): run it where the database may be used."""
+    headers = request.headers
+    if api_key_from(headers) is not None or "authorization" not in headers:
+        return False
+    try:
+        _, realm = _lookup_realm(
+            _parse_tenant_id(headers.get("x-tenantid")), _parse_realm_name(headers.get("realmname"))
+        )
+        _verify_token(realm, _parse_bearer(headers.get("authorization")))
+    except ApiError as refusal:
+        request._bearer_refusal = refusal
+        return True
+    return False
 
 
 def _session_applies(request: Any, user: TenantUser) -> bool:

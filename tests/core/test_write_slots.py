@@ -6,23 +6,29 @@ changes nothing; reads never wait for a slot."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.db import connection
 from django.test import override_settings
+from jwt.algorithms import RSAAlgorithm
 from prometheus_client import REGISTRY
 
 from core.write_slots import WriteGate, _gate
 from events.models import Event
 from events.recording import Recorded, _handlers, subscribe
 from events.sse import StreamAwareASGIHandler
-from tests.builders import World
+from tenants.models import Realm
+from tests.builders import World, base_claims, signed
 from ticketing.events import TicketEvent
 from ticketing.models import Ticket
 
@@ -220,3 +226,113 @@ def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> N
     gate.leave(None)
     behind.join(timeout=5)
     assert let_in == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_a_slot(acme: World) -> None:
+    [ticket] = make_tickets(acme, 1)
+    app = StreamAwareASGIHandler()
+    forged = acme.raw_headers(signed(base_claims(acme), "not-the-realm-secret-0123456789-abcdef"))
+    expired = acme.headers("alice", ttl=-120)
+
+    async def attempt(headers: dict[str, str]) -> tuple[httpx.Response, float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            started = time.monotonic()
+            response = await http.patch(f"{TICKETS}/{ticket.pk}", json={"status": "in_progress"}, headers=headers)
+            return response, time.monotonic() - started
+
+    with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=3):
+        gate = _gate(1)
+        assert gate.enter("another write", timeout=1)  # every slot is busy
+        try:
+            (refused, refused_after), (late, late_after) = asyncio.run(attempt(forged)), asyncio.run(attempt(expired))
+        finally:
+            gate.leave("another write")
+
+    # Told what is wrong with the token, at once: not a 503 after the slot wait, and not
+    # a place in the queue in front of writes that will be let in.
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "INVALID_TOKEN")
+    assert (late.status_code, late.json()["error"]["code"]) == (401, "TOKEN_EXPIRED")
+    assert refused_after < 1 and late_after < 1
+    ticket.refresh_from_db()
+    assert ticket.status == "open"
+
+
+class SlowKeys:
+    """An identity provider whose key set (JWKS) takes `delay` seconds to answer."""
+
+    def __init__(self, jwk: dict[str, Any], delay: float) -> None:
+        body = json.dumps({"keys": [jwk]}).encode()
+        self.fetches = 0
+        keys = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                keys.fetches += 1
+                time.sleep(delay)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/certs"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@concurrent_writes
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_identity_provider_holds_no_write_slot(acme: World, globex: World) -> None:
+    # globex signs in through its own identity provider, whose keys take a while to fetch
+    # the first time. acme's writes on the same worker must not wait for that.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**RSAAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "use": "sig", "alg": "RS256"}
+    keys = SlowKeys(jwk, delay=2.0)
+    issuer = "https://idp.globex.example/realms/kc"
+    Realm.objects.create(tenant=globex.tenant, name="kc", algorithm="RS256", jwks_url=keys.url, issuer=issuer)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    globex_token = signed(base_claims(globex, iss=issuer), private_pem, algorithm="RS256", headers={"kid": "k1"})
+    globex_headers = {**globex.raw_headers(globex_token), "realmname": "kc"}
+    [acme_ticket], [globex_ticket] = make_tickets(acme, 1), make_tickets(globex, 1)
+    alice = acme.headers("alice")
+    app = StreamAwareASGIHandler()
+
+    async def both() -> tuple[tuple[httpx.Response, float], tuple[httpx.Response, float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            # acme's caller is known to the process already (its first request refreshes
+            # its user row): what is timed below is the wait for a slot.
+            assert (await http.get(f"{TICKETS}/{acme_ticket.pk}", headers=alice)).status_code == 200
+
+            async def change(ticket: Ticket, headers: dict[str, str], after: float) -> tuple[httpx.Response, float]:
+                await asyncio.sleep(after)
+                started = time.monotonic()
+                response = await http.patch(f"{TICKETS}/{ticket.pk}", json={"status": "in_progress"}, headers=headers)
+                return response, time.monotonic() - started
+
+            return await asyncio.gather(
+                change(globex_ticket, globex_headers, 0.0), change(acme_ticket, alice, 0.3)
+            )
+
+    try:
+        with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=10):
+            (globex_write, globex_took), (acme_write, acme_took) = asyncio.run(both())
+    finally:
+        keys.close()
+
+    assert globex_write.status_code == 200, globex_write.text
+    assert acme_write.status_code == 200, acme_write.text
+    assert globex_took >= 2.0  # it did wait for its identity provider
+    assert acme_took < 1.0  # ... holding no slot while it did
+    assert keys.fetches == 1  # and the key set was fetched once, not again in the transaction
