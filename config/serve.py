@@ -110,10 +110,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = _PipelinedRequests()  # type: ignore[assignment]
-        # All of this class's own state is in this one attribute: Python shares the table
-        # of an instance's attribute names with the other instances of its class only up
-        # to 29 names, uvicorn's protocol has 28, and past that every connection carries
-        # a table of its own, 1.3 KB more (docs/benchmarks.md, "Memory per idle stream").
+        # All of this class's own state is in this one attribute: CPython (3.11) shares the
+        # table of an instance's attribute names with the other instances of its class
+        # only up to 29 names, uvicorn's protocol has 28, and past that every connection
+        # carries a table of its own, 1.3 KB more (docs/benchmarks.md, "Memory per idle
+        # stream").
         self.edge = _ConnectionEdge()
 
     def call_when_lost(self, callback: Callable[[], object]) -> None:
