@@ -321,9 +321,7 @@ def test_a_slow_identity_provider_holds_no_write_slot(acme: World, globex: World
                 response = await http.patch(f"{TICKETS}/{ticket.pk}", json={"status": "in_progress"}, headers=headers)
                 return response, time.monotonic() - started
 
-            return await asyncio.gather(
-                change(globex_ticket, globex_headers, 0.0), change(acme_ticket, alice, 0.3)
-            )
+            return await asyncio.gather(change(globex_ticket, globex_headers, 0.0), change(acme_ticket, alice, 0.3))
 
     try:
         with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=10):
