@@ -175,13 +175,13 @@ class StreamConnection:
         # (config.serve.ServiceHttpProtocol); None where it cannot (daphne, another
         # server's protocol): the stream is then served through Django's handler.
         protocol = self.transport.get_protocol() if self.transport is not None else None  # type: ignore[attr-defined]
-        self._call_when_lost: Callable[[Callable[[], object]], None] | None = getattr(protocol, "call_when_lost", None)
+        self._protocol: Any = protocol if hasattr(protocol, "call_when_lost") else None
         self._live_task: asyncio.Task[Any] | None = None
         self.client_left = False  # the live phase was cancelled because the client left
 
     @property
     def serves_live_phase(self) -> bool:
-        return self._call_when_lost is not None
+        return self._protocol is not None
 
     def forget_request_head(self) -> None:
         """Let the request's headers go, once Django is done with them. uvicorn keeps them
@@ -196,9 +196,9 @@ class StreamConnection:
 
     def end_live_phase_when_lost(self) -> None:
         """From the task serving the live phase: cancel it when the connection is lost."""
-        assert self._call_when_lost is not None
+        assert self._protocol is not None
         self._live_task = asyncio.current_task()
-        self._call_when_lost(self._lost)
+        self._protocol.call_when_lost(self._lost)
 
     def _lost(self) -> None:
         task, self._live_task = self._live_task, None
@@ -208,9 +208,8 @@ class StreamConnection:
 
     def stop_watching(self) -> None:
         self._live_task = None
-        protocol = getattr(self._call_when_lost, "__self__", None)
-        if protocol is not None:
-            protocol.forget_when_lost()
+        if self._protocol is not None:
+            self._protocol.forget_when_lost()
 
     def client_gone(self) -> bool:
         return self.transport is not None and self.transport.is_closing()

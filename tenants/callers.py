@@ -61,12 +61,7 @@ class Caller:
 
 def resolve_caller(headers: Mapping[str, str]) -> Caller:
     """Resolve request headers (case-insensitive mapping) into a Caller or raise ApiError."""
-    tenant_id = _parse_tenant_id(headers.get("x-tenantid"))
-    realm_name = _parse_realm_name(headers.get("realmname"))
-    support = _parse_support_flag(headers.get("issupportrequest"))
-    token = _parse_bearer(headers.get("authorization"))
-    tenant, realm = _lookup_realm(tenant_id, realm_name)
-    claims = _verify_token(realm, token)
+    tenant, realm, claims, support = _verified_token(headers)
     roles = _roles_from(claims)
     if not roles & API_ROLES:
         raise ApiError(403, "MISSING_ROLE", "The token has none of the roles this API needs.", sorted(API_ROLES))
@@ -83,6 +78,17 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
         support=support,
         token_expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
     )
+
+
+def _verified_token(headers: Mapping[str, str]) -> tuple[Tenant, Realm, dict[str, Any], bool]:
+    """The headers checked in their order (each refusal an ApiError) up to the verified
+    token: its tenant, realm, claims and the support flag. Writes nothing."""
+    tenant_id = _parse_tenant_id(headers.get("x-tenantid"))
+    realm_name = _parse_realm_name(headers.get("realmname"))
+    support = _parse_support_flag(headers.get("issupportrequest"))
+    token = _parse_bearer(headers.get("authorization"))
+    tenant, realm = _lookup_realm(tenant_id, realm_name)
+    return tenant, realm, _verify_token(realm, token), support
 
 
 def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
@@ -130,10 +136,7 @@ def bearer_token_refused(request: Any) -> bool:
     if api_key_from(headers) is not None or "authorization" not in headers:
         return False
     try:
-        _, realm = _lookup_realm(
-            _parse_tenant_id(headers.get("x-tenantid")), _parse_realm_name(headers.get("realmname"))
-        )
-        _verify_token(realm, _parse_bearer(headers.get("authorization")))
+        _verified_token(headers)
     except ApiError as refusal:
         request._bearer_refusal = refusal
         return True

@@ -229,11 +229,16 @@ def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> N
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_a_slot(acme: World) -> None:
+def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_a_slot(
+    acme: World, globex: World
+) -> None:
     [ticket] = make_tickets(acme, 1)
     app = StreamAwareASGIHandler()
     forged = acme.raw_headers(signed(base_claims(acme), "not-the-realm-secret-0123456789-abcdef"))
     expired = acme.headers("alice", ttl=-120)
+    another_tenants = acme.raw_headers(globex.token("alice"))
+    # A bad support flag is refused before the token is looked at, early or not.
+    odd_flag = {**forged, "issupportrequest": "maybe"}
 
     async def attempt(headers: dict[str, str]) -> tuple[httpx.Response, float]:
         transport = httpx.ASGITransport(app=app)
@@ -246,15 +251,19 @@ def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_
         gate = _gate(1)
         assert gate.enter("another write", timeout=1)  # every slot is busy
         try:
-            (refused, refused_after), (late, late_after) = asyncio.run(attempt(forged)), asyncio.run(attempt(expired))
+            answers = [asyncio.run(attempt(headers)) for headers in (forged, expired, another_tenants, odd_flag)]
         finally:
             gate.leave("another write")
 
     # Told what is wrong with the token, at once: not a 503 after the slot wait, and not
     # a place in the queue in front of writes that will be let in.
-    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "INVALID_TOKEN")
-    assert (late.status_code, late.json()["error"]["code"]) == (401, "TOKEN_EXPIRED")
-    assert refused_after < 1 and late_after < 1
+    assert [(r.status_code, r.json()["error"]["code"]) for r, _ in answers] == [
+        (401, "INVALID_TOKEN"),
+        (401, "TOKEN_EXPIRED"),
+        (401, "INVALID_TOKEN"),
+        (400, "INVALID_HEADER"),
+    ]
+    assert all(took < 1 for _, took in answers)
     ticket.refresh_from_db()
     assert ticket.status == "open"
 
