@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -154,6 +154,14 @@ def fetch_replayed(tenant_id: uuid.UUID, marker: LogEvent) -> list[LogEvent]:
     return fetch_by_ids(tenant_id, [parse_event_id(i) for i in marker.payload.get("ids", [])])
 
 
+class LiveWriter(Protocol):
+    """A stream that writes events to its client itself (events.sse.EventStream)."""
+
+    def write_live(self, events: list[LogEvent]) -> bool:
+        """Write the frames of `events` (in order) to the client now, or return False,
+        having changed nothing, when that cannot be done at once."""
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -173,6 +181,7 @@ class Subscriber:
         "_waiter",
         "accepts",
         "closing",
+        "live",
         "max_pending",
         "note",
         "overflowed",
@@ -200,17 +209,40 @@ class Subscriber:
         # is kept, it replaces the one before.
         self.topic: str | None = None
         self.note: dict[str, Any] | None = None
+        # A stream in its live phase that can write events to its client itself, at once
+        # (`LiveWriter`); None while it cannot (opening, or a server it cannot write to).
+        self.live: LiveWriter | None = None
 
     def offer(self, event: LogEvent) -> None:
+        self.offer_all([event])
+
+    def offer_all(self, events: list[LogEvent]) -> None:
+        """Hand over a batch of events (in log order). A stream waiting idle for events
+        has them written to its client here and now, in one write, without waking its task
+        (`LiveWriter`); otherwise they wait in the inbox for the stream's task."""
         if self.overflowed:
             return
-        if self.accepts is not None and not event.replayed and not self.accepts(event):
+        accepts = self.accepts
+        if accepts is not None:
+            events = [event for event in events if event.replayed or accepts(event)]
+            if not events:
+                return
+        live = self.live
+        if (
+            live is not None
+            and not self.pending
+            and self.note is None
+            and not self.closing
+            and (waiter := self._waiter) is not None
+            and not waiter.done()
+            and live.write_live(events)
+        ):
             return
-        if len(self.pending) >= self.max_pending:
+        if len(self.pending) + len(events) > self.max_pending:
             self.overflowed = True
             self.pending = []
         else:
-            self.pending.append(event)
+            self.pending.extend(events)
         self._wake()
 
     def notify(self, note: dict[str, Any]) -> None:
@@ -345,13 +377,18 @@ class TenantFeed:
             self.behind_since = event_commit_time(self.cursor)  # type: ignore[arg-type]
 
     async def deliver(self, events: list[LogEvent]) -> None:
-        """Hand a batch read from the log (after `self.cursor`, in order) to the subscribers."""
+        """Hand a batch read from the log (after `self.cursor`, in order) to the subscribers:
+        each run of events between replay markers in one go, so that a stream gets the
+        run as one write."""
+        run: list[LogEvent] = []
         for event in events:
-            if event.type == REPLAY_TYPE:
-                for replayed in await run_db(fetch_replayed, self.tenant_id, event):
-                    self.fan_out(replayed)
-            else:
-                self.fan_out(event)
+            if event.type != REPLAY_TYPE:
+                run.append(event)
+                continue
+            self.fan_out_all(run)
+            run = []
+            self.fan_out_all(await run_db(fetch_replayed, self.tenant_id, event))
+        self.fan_out_all(run)
 
     def add(self, subscriber: Subscriber) -> None:
         if subscriber.user_id is None:
@@ -379,12 +416,27 @@ class TenantFeed:
                 subscriber.notify(note)
 
     def fan_out(self, event: LogEvent) -> None:
-        if event.recipient_id is None:
-            targets = tuple(self.subscribers)
-        else:
-            targets = tuple(self.by_user.get(event.recipient_id, ()))
-        for subscriber in targets:
-            subscriber.offer(event)
+        self.fan_out_all([event])
+
+    def fan_out_all(self, events: list[LogEvent]) -> None:
+        """Offer events (in log order) to their subscribers: the tenant's shared events to
+        every shared subscriber, an event addressed to a user to that user's. The two sets
+        of subscribers are apart, so each gets its own events in order."""
+        if not events:
+            return
+        shared: list[LogEvent] = []
+        addressed: dict[uuid.UUID, list[LogEvent]] = {}
+        for event in events:
+            if event.recipient_id is None:
+                shared.append(event)
+            else:
+                addressed.setdefault(event.recipient_id, []).append(event)
+        if shared:
+            for subscriber in tuple(self.subscribers):
+                subscriber.offer_all(shared)
+        for user_id, own in addressed.items():
+            for subscriber in tuple(self.by_user.get(user_id, ())):
+                subscriber.offer_all(own)
 
     async def stop(self) -> None:
         if self.task is not None:

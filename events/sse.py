@@ -214,6 +214,34 @@ class StreamConnection:
     def client_gone(self) -> bool:
         return self.transport is not None and self.transport.is_closing()
 
+    @property
+    def writes_at_once(self) -> bool:
+        """Whether `write_at_once` can be used: the live phase is served here, on uvicorn's
+        HTTP/1.1 protocol, whose response is chunked (the encoding `write_at_once` writes)."""
+        return self._protocol is not None and getattr(self._cycle, "chunked_encoding", None) is True
+
+    def can_write_at_once(self) -> bool:
+        """Whether a body chunk written now goes straight to the socket's buffer: the
+        response is going on, the client is there, and flow control has not paused writing
+        (then the stream's own task writes, with `send`'s bounds)."""
+        cycle = self._cycle
+        return not (
+            self.ended
+            or self.aborted
+            or self._flow.write_paused
+            or cycle.disconnected
+            or cycle.response_complete
+            or self.transport.is_closing()  # type: ignore[union-attr]
+        )
+
+    def write_at_once(self, body: bytes) -> None:
+        """Write a chunk of the response body without a task or an await: what uvicorn's
+        `send` does for a `http.response.body` message when it need not wait (checked by
+        `can_write_at_once` first). Used when the hub hands events to a stream waiting idle
+        (EventStream.write_live), so that a frame costs one call rather than a wake-up of
+        the stream's task and a pass through its loop and the ASGI `send`."""
+        self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))  # type: ignore[union-attr]
+
     async def send(self, message: dict[str, Any]) -> None:
         if self.aborted or (self.ended and message.get("more_body")):
             return
@@ -428,6 +456,9 @@ class EventStream:
     next_tick = float("inf")
     # Set by `opening` when the stream has nothing more to say (its last frame an error).
     finished = False
+    # Whether the hub may write this stream's events to its client itself while the stream
+    # waits (`write_live`); False for a stream whose own loop decides when frames go.
+    written_by_hub = True
     # Whether Pushpin can hold this kind of stream (SSE_EDGE=pushpin; events.edge): then
     # `edge_channel` names its channel, and its frames are registered with
     # events.edge.channels.register_kind.
@@ -502,6 +533,34 @@ class EventStream:
             self.position = event.id
         return frame
 
+    def write_live(self, events: list[LogEvent]) -> bool:
+        """Write the frames of events to the client at once, from the hub (`Subscriber.live`,
+        set while this stream waits idle in its live phase). False, with nothing changed,
+        when the connection cannot take a write now: the events then wait for the stream's
+        task, which writes them with the bounds of `StreamConnection.send`."""
+        connection = self.connection
+        if connection is None or not connection.can_write_at_once():
+            return False
+        position = self.position
+        try:
+            batch = [(event, frame) for event in events if (frame := self.accept(event))]
+        except Exception:
+            # Not the hub's failure: the stream's task renders them again, meets the same
+            # error and ends this stream alone, as it would have without this path.
+            self.position = position
+            return False
+        if batch:
+            connection.write_at_once(batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch))
+            self._sent(batch)
+        return True
+
+    def _sent(self, batch: list[tuple[LogEvent, bytes]]) -> None:
+        self.events_sent += len(batch)
+        kind = self.kind
+        for event, _ in batch:
+            if not event.replayed:
+                observe_delivery(kind, event.id)
+
     async def frames(self) -> AsyncIterator[bytes]:
         heartbeat = settings.SSE_HEARTBEAT_SECONDS
         renew_every = settings.SSE_LEASE_SECONDS / 3
@@ -534,6 +593,10 @@ class EventStream:
             # as long as it is open. An empty chunk releases it and puts nothing on the wire.
             frame = b""
             yield frame
+            if self.written_by_hub and self.connection is not None and self.connection.writes_at_once:
+                # From now on, events that come while the stream waits are written by the
+                # hub (`write_live`); the loop below writes what came while it was busy.
+                self.subscriber.live = self
             while not self.finished:
                 # Everything that arrived since the last wake-up goes out as one write.
                 batch = [(event, frame) for event in self.subscriber.drain() if (frame := self.accept(event))]
@@ -541,12 +604,9 @@ class EventStream:
                     frame = batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch)
                     yield frame
                     # The write is done when the generator is resumed.
-                    self.events_sent += len(batch)
-                    for event, _ in batch:
-                        if not event.replayed:
-                            observe_delivery(self.kind, event.id)
+                    self._sent(batch)
                 # An idle stream must not keep its last events (and their cached frames).
-                batch = event = None  # type: ignore[assignment]
+                batch = frame = None  # type: ignore[assignment]
                 note = self.subscriber.take_note()
                 if note is not None:
                     frame = self.render_note(note)
@@ -588,6 +648,7 @@ class EventStream:
             self.end_reason = self.end_reason or "error"
             raise
         finally:
+            self.subscriber.live = None
             self.hub.unsubscribe(self.subscriber)
             with contextlib.suppress(Exception):
                 await run_to_the_end(self.lease.release(), what="lease_release")

@@ -498,6 +498,9 @@ def caller_view_queries(caller: Caller) -> list[tuple[str, str, TicketQuery]]:
 
 class ViewCountStream(EventStream):
     kind = STREAM_KIND
+    # Its frames are paced by its own loop (`frames`: one `counts` frame per interval), and
+    # its board's marker is rendered from what gathered meanwhile, not from the event.
+    written_by_hub = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import httpx
 import pytest
 
 from tests.builders import World
 from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
+from tests.events.list_changes import create, patch, state_event_ids
 from tests.events.raw_streams import LIST_PATH, open_raw
+from tests.sse_client import SseStream, list_updates_url, open_stream
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,71 @@ def test_a_client_that_sends_a_request_behind_its_stream_then_leaves_holds_nothi
     finally:
         proc.stop()
         wait_until_database_is_quiet()
+
+
+def test_streams_busy_with_their_own_frames_get_every_change_of_concurrent_writers_once_in_order(
+    transactional_db, acme: World
+):
+    """A change reaches a stream waiting idle through the hub, which writes it to the
+    client at once (EventStream.write_live); changes that come while the stream's own task
+    is busy (a heartbeat, a lease renewal, here ten times a second) wait for that task.
+    However the two take turns, each client gets whole frames, every committed change
+    once and in the log's order."""
+    proc = ServerProcess(SSE_HEARTBEAT_SECONDS="0.1", SSE_LEASE_SECONDS="0.9").start()
+    try:
+        body = {"top": 10, "offset": 0, "sort": "updatedAt", "searchOrder": "DESC"}
+        tickets = [create(proc.url, acme, subject=f"busy {n}")["id"] for n in range(3)]
+        with ExitStack() as stack:
+            streams = [
+                stack.enter_context(
+                    open_stream("POST", list_updates_url(proc.url), headers=acme.headers(user), json_body=body)
+                )
+                for user in ("alice", "carol", "admin")
+            ]
+            positions = []
+            for stream in streams:
+                snapshot = stream.collect(2)[1]
+                assert snapshot.event == "snapshot"
+                positions.append(snapshot.id)
+            statuses: list[int] = []
+
+            def writer(n: int) -> None:
+                for i in range(10):
+                    statuses.append(patch(proc.url, acme, tickets[(n + i) % 3], priority=("low", "high")[i % 2]))
+
+            threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert set(statuses) == {200}
+            for stream, position in zip(streams, positions, strict=True):
+                expected = state_event_ids(acme, position)
+                assert len(expected) >= 20  # a patch to the priority a ticket already has records nothing
+                received, heartbeats = changes_and_heartbeats(stream, len(expected))
+                assert received == expected  # every committed change once, in the log's order
+                assert heartbeats >= 3  # the stream's own task wrote in between
+                assert changes_and_heartbeats(stream, 1, timeout=1.0)[0] == []  # and nothing after them
+    finally:
+        proc.stop()
+        wait_until_database_is_quiet()
+
+
+def changes_and_heartbeats(stream: SseStream, count: int, timeout: float = 30.0) -> tuple[list[str], int]:
+    """The ids of the next `count` list changes (fewer if `timeout` passes first) and how
+    many heartbeats came with them."""
+    ids: list[str] = []
+    heartbeats = 0
+    deadline = time.monotonic() + timeout
+    while len(ids) < count and time.monotonic() < deadline:
+        try:
+            frame = stream.next(skip=(), timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        if frame.event == "heartbeat":
+            heartbeats += 1
+        elif frame.event in ("created", "updated", "deleted"):
+            ids.append(frame.id)
+        else:
+            raise AssertionError(f"unexpected frame {frame}")
+    return ids, heartbeats

@@ -1,0 +1,51 @@
+"""Ticket changes made through a running server, and what a list stream shows of them:
+for the tests that count every change a stream receives against the log."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from events.ids import event_id_to_str
+from events.models import Event
+from tests.builders import World
+from tests.sse_client import SseStream
+from ticketing.events import STATE_EVENTS
+
+
+def create(base: str, world: World, **fields) -> dict:
+    response = httpx.post(
+        f"{base}/api/v2/ticketing/ticket",
+        headers=world.headers("alice"),
+        json={"subject": "Edge", **fields},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]
+
+
+def patch(base: str, world: World, ticket_id: str, **fields) -> int:
+    response = httpx.patch(
+        f"{base}/api/v2/ticketing/ticket/{ticket_id}", headers=world.headers("alice"), json=fields, timeout=30
+    )
+    return response.status_code
+
+
+def state_event_ids(world: World, after: str | None) -> list[str]:
+    ids = [
+        event_id_to_str(e.id)
+        for e in Event.objects.filter(tenant=world.tenant, type__in=STATE_EVENTS).order_by("id")
+        if e.recipient_id is None
+    ]
+    return [i for i in ids if after is None or i > after]
+
+
+def read_until(stream: SseStream, count: int, timeout: float = 30.0) -> list[str]:
+    ids: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(ids) < count and time.monotonic() < deadline:
+        frame = stream.next(timeout=max(0.1, deadline - time.monotonic()))
+        if frame.event in ("created", "updated", "deleted"):
+            ids.append(frame.id)
+    return ids
