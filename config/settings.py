@@ -366,7 +366,7 @@ REQUEST_THREADS = env_int("REQUEST_THREADS", 32)
 # Python's cycle collector in a served worker (config.heap): it runs its youngest
 # generation after this many more container objects (Python's default: 700). 0 keeps
 # Python's default, and leaves the start-up heap unfrozen.
-GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 10_000)
+GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 2_000)
 # Write requests (their transactions) a process runs at once; the others queue for a slot
 # (core.write_slots), up to WRITE_SLOT_WAIT_SECONDS, then 503. 0: no limit.
 WRITE_CONCURRENCY = env_int("WRITE_CONCURRENCY", 3)

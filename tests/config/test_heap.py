@@ -31,7 +31,7 @@ def collector_of_a_worker(**env: str) -> dict[str, int]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("setting", "threshold"), [(None, 10_000), ("25000", 25_000)])
+@pytest.mark.parametrize(("setting", "threshold"), [(None, 2_000), ("25000", 25_000)])
 def test_a_worker_freezes_its_start_up_heap_and_collects_young_objects_less_often(setting, threshold):
     collector = collector_of_a_worker(**({"GC_GEN0_THRESHOLD": setting} if setting else {}))
     assert collector["threshold"] == threshold
