@@ -3,6 +3,7 @@ for the tests that count every change a stream receives against the log."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -49,3 +50,31 @@ def read_until(stream: SseStream, count: int, timeout: float = 30.0) -> list[str
         if frame.event in ("created", "updated", "deleted"):
             ids.append(frame.id)
     return ids
+
+
+def snapshot_positions(streams: list[SseStream]) -> list[str | None]:
+    """Read each list stream's opening (`connected`, `snapshot`); the log position of each
+    snapshot."""
+    positions = []
+    for stream in streams:
+        snapshot = stream.collect(2)[1]
+        assert snapshot.event == "snapshot"
+        positions.append(snapshot.id)
+    return positions
+
+
+def patch_concurrently(base: str, world: World, tickets: list[str], *, writers: int = 6, each: int = 10) -> None:
+    """`writers` threads each flip the priority of the tickets in turn `each` times; every
+    write must succeed."""
+    statuses: list[int] = []
+
+    def writer(n: int) -> None:
+        for i in range(each):
+            statuses.append(patch(base, world, tickets[(n + i) % len(tickets)], priority=("low", "high")[i % 2]))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(statuses) == {200}

@@ -6,7 +6,6 @@ the call-back link, and slots of clients that vanished."""
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import ExitStack
 
@@ -15,7 +14,7 @@ import jwt
 import pytest
 
 from tests.builders import World
-from tests.events.list_changes import create, patch, read_until, state_event_ids
+from tests.events.list_changes import create, patch, patch_concurrently, read_until, snapshot_positions, state_event_ids
 from tests.pushpin import SIG_KEY
 from tests.sse_client import SseStream, list_updates_url, open_stream
 
@@ -33,23 +32,8 @@ def test_held_streams_get_every_change_of_concurrent_writers_once_and_in_log_ord
             )
             for user in ("alice", "alice", "carol", "admin")
         ]
-        positions = []
-        for stream in streams:
-            snapshot = stream.collect(2)[1]
-            assert snapshot.event == "snapshot"
-            positions.append(snapshot.id)
-        statuses: list[int] = []
-
-        def writer(n: int) -> None:
-            for i in range(10):
-                statuses.append(patch(edge_server.url, acme, tickets[(n + i) % 3], priority=("low", "high")[i % 2]))
-
-        threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert set(statuses) == {200}
+        positions = snapshot_positions(streams)
+        patch_concurrently(edge_server.url, acme, tickets)
         for stream, position in zip(streams, positions, strict=True):
             expected = state_event_ids(acme, position)
             assert len(expected) >= 20  # a patch to the priority a ticket already has records nothing

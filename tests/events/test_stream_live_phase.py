@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,7 +16,7 @@ import pytest
 
 from tests.builders import World
 from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
-from tests.events.list_changes import create, patch, state_event_ids
+from tests.events.list_changes import create, patch_concurrently, snapshot_positions, state_event_ids
 from tests.events.raw_streams import LIST_PATH, open_raw
 from tests.sse_client import SseStream, list_updates_url, open_stream
 
@@ -141,23 +140,8 @@ def test_streams_busy_with_their_own_frames_get_every_change_of_concurrent_write
                 )
                 for user in ("alice", "carol", "admin")
             ]
-            positions = []
-            for stream in streams:
-                snapshot = stream.collect(2)[1]
-                assert snapshot.event == "snapshot"
-                positions.append(snapshot.id)
-            statuses: list[int] = []
-
-            def writer(n: int) -> None:
-                for i in range(10):
-                    statuses.append(patch(proc.url, acme, tickets[(n + i) % 3], priority=("low", "high")[i % 2]))
-
-            threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            assert set(statuses) == {200}
+            positions = snapshot_positions(streams)
+            patch_concurrently(proc.url, acme, tickets)
             for stream, position in zip(streams, positions, strict=True):
                 expected = state_event_ids(acme, position)
                 assert len(expected) >= 20  # a patch to the priority a ticket already has records nothing
