@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -81,10 +81,16 @@ def error_frame(code: str, message: str) -> bytes:
     return sse_frame("error", {"code": code, "message": message, "timestamp": iso_now()})
 
 
-def sse_response(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+def sse_response(frames: AsyncIterator[bytes], *, closer: Closable | None = None) -> StreamingHttpResponse:
+    """The response of a stream. The connection closes `closer` (by default the frames'
+    generator) when the stream ends, however far it got."""
     connection = _stream_connection.get()
-    if connection is not None and isinstance(frames, AsyncGenerator):
-        connection.streams.append(frames)
+    if connection is not None and (closer is not None or isinstance(frames, AsyncGenerator)):
+        connection.streams.append(closer or frames)  # type: ignore[arg-type]
     response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
     for name, value in SSE_HEADERS.items():
         response[name] = value
@@ -163,7 +169,7 @@ class StreamConnection:
         self.transport: asyncio.BaseTransport | None = getattr(cycle, "transport", None)
         # uvicorn's send waits only while its flow control has paused writing.
         self._flow: Any = getattr(cycle, "flow", None)
-        self.streams: list[AsyncGenerator[bytes, None]] = []
+        self.streams: list[Closable] = []
         self.ended = False  # the stream was ended here: no more frames
         self.end_reason: str | None = None  # why, when it was ended here (metrics, logs)
         self.aborted = False  # the connection was dropped: nothing more is written
@@ -488,6 +494,31 @@ class EventStream:
         # Why the stream ended, when it ended itself (an `error` frame's code, lower case).
         self.end_reason: str | None = None
         self.events_sent = 0
+        # The stream's frames, once its response is made (`response`), and whether they
+        # have started: until then the frames' clean-up would not run (`aclose`).
+        self._frames: AsyncGenerator[bytes, None] | None = None
+        self._frames_started = False
+
+    def response(self) -> StreamingHttpResponse:
+        """The stream's response, whose connection closes the stream with `aclose`."""
+        self._frames = self.frames()  # type: ignore[assignment]
+        return sse_response(self._frames, closer=self)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        """End the stream, however far it got. Its frames' own clean-up (lease, hub,
+        metrics) runs once they have started; a stream whose frames never started (the
+        client left between the view's answer and the response's start, and Django
+        cancelled the request) gives back here the hub subscription and the slot that
+        `serve_stream` took for it, which would otherwise stay: the subscription for
+        the life of the process, the slot until its lease ran out."""
+        started = self._frames_started
+        if self._frames is not None:
+            await self._frames.aclose()  # an unstarted generator can then never start
+        if started:
+            return
+        self._frames_started = True  # given back once
+        self.hub.unsubscribe(self.subscriber)
+        await run_to_the_end(self.lease.release(), what="lease_release")
 
     def note_resume(self, *, resumed: bool) -> None:
         """The client asked to resume: were its missed events replayed, or is it reset?"""
@@ -562,6 +593,8 @@ class EventStream:
                 observe_delivery(kind, event.id)
 
     async def frames(self) -> AsyncIterator[bytes]:
+        # From here the `finally` below gives everything back (no await before it).
+        self._frames_started = True
         heartbeat = settings.SSE_HEARTBEAT_SECONDS
         renew_every = settings.SSE_LEASE_SECONDS / 3
         loop_time = time.monotonic
@@ -768,4 +801,4 @@ async def serve_stream(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id, **arguments.options
     )
     subscriber.accepts = stream.interested
-    return sse_response(stream.frames())
+    return stream.response()

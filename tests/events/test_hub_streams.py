@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.test import override_settings
 
-from events.hub import EventHub, LogEvent
+from events.hub import EventHub, LogEvent, get_hub
 from events.leases import acquire_stream_lease
 from events.sse import EventStream, sse_frame
 from tenants.callers import caller_for_user
@@ -119,3 +119,44 @@ def test_a_session_stream_request_without_the_csrf_token_is_refused(acme: World)
     )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "CSRF_FAILED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_whose_response_never_started_gives_back_its_slot_and_subscription(acme: World):
+    """The client can leave after the view has answered (the stream took a slot and joined
+    the hub) but before its response started: Django then cancels the request and the
+    stream's frames never run, so their clean-up never does. Closing the connection's
+    streams must give both back all the same."""
+    from django.test import RequestFactory
+    from django.urls import resolve
+
+    from events.sse import StreamConnection, _stream_connection
+    from tests.events.raw_streams import LIST_PATH
+    from ticketing.streams import ticket_list_updates
+
+    headers = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in acme.headers("alice").items()}
+    request = RequestFactory().post(LIST_PATH, data={"top": 1}, content_type="application/json", **headers)
+    request.resolver_match = resolve(request.path)  # as Django's handler sets it
+
+    async def scenario() -> None:
+        async def send(message: dict) -> None:
+            raise AssertionError("nothing is sent: the response never starts")
+
+        hub = get_hub()
+        connection = StreamConnection(send)
+        token = _stream_connection.set(connection)
+        try:
+            response = await ticket_list_updates(request)
+        finally:
+            _stream_connection.reset(token)
+        assert response.status_code == 200, response.content
+        assert len(hub.feeds[acme.tenant.id].subscribers) == 1  # the stream joined the hub
+
+        await connection.close_streams()  # what the handler does once the request is over
+
+        assert acme.tenant.id not in hub.feeds
+        lease = await acquire_stream_lease("list", acme.tenant.id, acme.users["alice"].id, 1)
+        assert lease is not None, "the stream that never started still holds the user's slot"
+        await lease.release()
+
+    asyncio.run(scenario())
