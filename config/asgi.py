@@ -9,10 +9,7 @@ django.setup(set_prefix=False)
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from config.heap import settle_heap  # noqa: E402
 from config.websockets import websocket_urlpatterns  # noqa: E402
 from events.sse import StreamAwareASGIHandler  # noqa: E402
 
 application = ProtocolTypeRouter({"http": StreamAwareASGIHandler(), "websocket": URLRouter(websocket_urlpatterns)})
-# Last: what start-up built lives as long as the process (config.heap).
-settle_heap()

@@ -10,7 +10,8 @@ to 230 ms with the event loop stopped, 4.2 s of the worker's life in one benchma
 and much of the p99 of a change reaching its streams (docs/benchmarks.md, "The cycle
 collector").
 
-So, once the application is loaded:
+So, once a served worker has loaded the application (`config.serve.served_application`,
+not on import of `config.asgi`):
 
 - the objects of the start-up (modules, Django's and DRF's registries, the URL
   resolver) are moved out of the collector's sight with `gc.freeze()`: they live as long

@@ -232,10 +232,24 @@ def log_level() -> int:
     return logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
 
 
+def served_application() -> Any:
+    """The application as a served worker loads it (uvicorn's factory, daphne): with its
+    start-up heap settled for the cycle collector (config.heap). Only here, not on import
+    of config.asgi: a process that imports the application in the middle of its life (a
+    test run) must not freeze what it holds by then."""
+    from config.asgi import application
+    from config.heap import settle_heap
+
+    settle_heap()  # last: what start-up built lives as long as the process
+    return application
+
+
 def serve_uvicorn(args: argparse.Namespace) -> None:
     proxies = trusted_proxies()
     uvicorn.run(
-        "config.asgi:application",
+        # A factory, called in each worker process once it has imported the application.
+        "config.serve:served_application",
+        factory=True,
         host=args.host,
         port=args.port,
         # With several workers uvicorn's parent process supervises them: a worker that
@@ -281,7 +295,7 @@ def serve_daphne(args: argparse.Namespace) -> None:
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
     # Sets Django up, and with it logging (settings.LOGGING: the root handler redacts).
-    from config.asgi import application
+    application = served_application()
 
     logging.getLogger("daphne").setLevel(log_level())
     proxies = trusted_proxies()

@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+from django.db import connection
 
 from events.ids import event_id_to_str
 from events.models import Event
@@ -69,8 +70,13 @@ def patch_concurrently(base: str, world: World, tickets: list[str], *, writers: 
     statuses: list[int] = []
 
     def writer(n: int) -> None:
-        for i in range(each):
-            statuses.append(patch(base, world, tickets[(n + i) % len(tickets)], priority=("low", "high")[i % 2]))
+        try:
+            for i in range(each):
+                statuses.append(patch(base, world, tickets[(n + i) % len(tickets)], priority=("low", "high")[i % 2]))
+        finally:
+            # The thread's database connection (its tokens are issued from the test
+            # database) goes back to the test process's pool, which later tests need.
+            connection.close()
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
     for thread in threads:
