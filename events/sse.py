@@ -85,12 +85,12 @@ class Closable(Protocol):
     async def aclose(self) -> None: ...
 
 
-def sse_response(frames: AsyncIterator[bytes], *, closer: Closable | None = None) -> StreamingHttpResponse:
-    """The response of a stream. The connection closes `closer` (by default the frames'
-    generator) when the stream ends, however far it got."""
+def sse_response(frames: AsyncIterator[bytes], closer: Closable) -> StreamingHttpResponse:
+    """The response of a stream. The connection closes `closer` (the stream) when the
+    stream ends, however far it got."""
     connection = _stream_connection.get()
-    if connection is not None and (closer is not None or isinstance(frames, AsyncGenerator)):
-        connection.streams.append(closer or frames)  # type: ignore[arg-type]
+    if connection is not None:
+        connection.streams.append(closer)
     response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
     for name, value in SSE_HEADERS.items():
         response[name] = value
@@ -306,13 +306,13 @@ class StreamConnection:
 
     async def close_streams(self) -> None:
         streams, self.streams = self.streams, []
-        for frames in streams:
+        for stream in streams:
             with contextlib.suppress(Exception):
-                await frames.aclose()
+                await stream.aclose()
 
 
 # The connection of the stream request being handled (set per request by the handler, read
-# by sse_response to register the stream's generator).
+# by sse_response to register the stream).
 _stream_connection: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar(
     "stream_connection", default=None
 )
@@ -502,7 +502,7 @@ class EventStream:
     def response(self) -> StreamingHttpResponse:
         """The stream's response, whose connection closes the stream with `aclose`."""
         self._frames = self.frames()  # type: ignore[assignment]
-        return sse_response(self._frames, closer=self)  # type: ignore[arg-type]
+        return sse_response(self._frames, self)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:
         """End the stream, however far it got. Its frames' own clean-up (lease, hub,
@@ -574,16 +574,24 @@ class EventStream:
             return False
         position = self.position
         try:
-            batch = [(event, frame) for event in events if (frame := self.accept(event))]
+            batch, chunk = self._render(events)
         except Exception:
             # Not the hub's failure: the stream's task renders them again, meets the same
             # error and ends this stream alone, as it would have without this path.
             self.position = position
             return False
         if batch:
-            connection.write_at_once(batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch))
+            connection.write_at_once(chunk)
             self._sent(batch)
         return True
+
+    def _render(self, events: list[LogEvent]) -> tuple[list[tuple[LogEvent, bytes]], bytes]:
+        """The frames this client gets for events (`accept`, which moves `position`), and
+        the one chunk that writes them all."""
+        batch = [(event, frame) for event in events if (frame := self.accept(event))]
+        if len(batch) == 1:
+            return batch, batch[0][1]
+        return batch, b"".join(frame for _, frame in batch)
 
     def _sent(self, batch: list[tuple[LogEvent, bytes]]) -> None:
         self.events_sent += len(batch)
@@ -632,9 +640,8 @@ class EventStream:
                 self.subscriber.live = self
             while not self.finished:
                 # Everything that arrived since the last wake-up goes out as one write.
-                batch = [(event, frame) for event in self.subscriber.drain() if (frame := self.accept(event))]
+                batch, frame = self._render(self.subscriber.drain())
                 if batch:
-                    frame = batch[0][1] if len(batch) == 1 else b"".join(f for _, f in batch)
                     yield frame
                     # The write is done when the generator is resumed.
                     self._sent(batch)
