@@ -201,6 +201,11 @@ class EndpointTask:
                         delivery = self.queue.popleft()
                         self.queued.discard(delivery.id)
                         self.busy.add(delivery.id)
+                        # The slot is taken here, not when the task first runs: counted
+                        # later, this loop started a task for everything queued, and one
+                        # slow endpoint's hundreds of requests took the deliverer's shared
+                        # in-flight slots from every other endpoint.
+                        self.requests += 1
                         sending = asyncio.create_task(self.deliver(delivery))
                         self.sending.add(sending)
                         sending.add_done_callback(self.sending.discard)
@@ -217,9 +222,8 @@ class EndpointTask:
     async def deliver(self, delivery: Delivery) -> None:
         target = self.target
         try:
-            body = json.dumps(event_to_dict(delivery.event), separators=(",", ":")).encode()
-            self.requests += 1
             try:
+                body = json.dumps(event_to_dict(delivery.event), separators=(",", ":")).encode()
                 async with self.deliverer.in_flight:
                     sent = await send(
                         self.deliverer.session,
@@ -230,7 +234,7 @@ class EndpointTask:
                         body=body,
                     )
             finally:
-                self.requests -= 1
+                self.requests -= 1  # taken by `run` when it started this task
                 self.wake.set()
             attempt = sent.attempt
             attempt.endpoint_id = target.id
