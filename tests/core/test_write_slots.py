@@ -176,6 +176,46 @@ def test_a_write_that_gets_no_slot_in_time_is_refused_and_changes_nothing(acme: 
     assert REGISTRY.get_sample_value("ticketing_write_slot_wait_seconds_sum") - waited_before >= 0.5
 
 
+@concurrent_writes
+@pytest.mark.django_db(transaction=True)
+def test_another_tenants_request_for_a_busy_ticket_id_does_not_wait_for_its_turn(
+    acme: World, globex: World, in_flight: InFlight
+) -> None:
+    """Writes of one ticket take turns, keyed by the tenant the request names: while
+    acme's write of a ticket is in its transaction, acme's next write of it waits, and
+    globex's request for the same id is answered 404 at once."""
+    [ticket] = make_tickets(acme, 1)
+    app = StreamAwareASGIHandler()
+    ours, theirs = acme.headers("alice"), globex.headers("alice")
+
+    async def run() -> list[tuple[httpx.Response, float, float]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            for headers in (ours, theirs):  # first requests refresh the user rows: done before
+                await http.get(f"{TICKETS}/{ticket.pk}", headers=headers)
+
+            async def change(delay: float, headers: dict[str, str]) -> tuple[httpx.Response, float, float]:
+                await asyncio.sleep(delay)
+                started = time.monotonic()
+                subject = f"Changed after {delay} s"
+                response = await http.patch(f"{TICKETS}/{ticket.pk}", json={"subject": subject}, headers=headers)
+                return response, started, time.monotonic()
+
+            return await asyncio.gather(change(0, ours), change(0.2, theirs), change(0.3, ours))
+
+    with override_settings(WRITE_CONCURRENCY=2):
+        (first, _, _), (other, other_sent, other_done), (second, _, _) = asyncio.run(run())
+
+    assert (first.status_code, other.status_code, second.status_code) == (200, 404, 200), other.text
+    assert other.json()["error"]["code"] == "TICKET_NOT_FOUND"
+    # Answered while acme's first write was still in its transaction (it stays 1 s).
+    [(_, _, first_end), (_, second_start, _)] = sorted(span for span in in_flight.spans)
+    assert other_done < first_end and other_done - other_sent < 0.5
+    assert first_end <= second_start  # acme's own writes of it took turns
+    ticket.refresh_from_db()
+    assert ticket.version == 3
+
+
 def until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
