@@ -56,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ulid import ULID
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The repository root too, for tests/pushpin.py (the Pushpin launcher, free of Django).
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
@@ -870,6 +872,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
     by_key = {(c.ticket, c.after["updatedAt"]): c for c in changes}
     event_change: dict[str, Change] = {}
     committed_at: dict[str, float] = {}  # on the monotonic clock
+    numbered_at: dict[str, float] = {}  # the id's mint time (inside the log lock), monotonic
     unmapped: set[str] = set()
     offset = phase["clock_offset"]
     for ulid, _type, ticket, updated_at, occurred_at in phase["events"]:
@@ -879,6 +882,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         else:
             event_change[ulid] = change
             committed_at[ulid] = occurred_at - offset
+            numbered_at[ulid] = ULID.from_str(ulid).timestamp - offset
     menu = phase["menu"]
     # Expected frames per filter of the menu: {event id: kind}
     expected_by_filter = []
@@ -894,6 +898,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
     expected_total = 0
     latencies: list[float] = []  # receipt - the event's occurred_at (just before commit)
     latencies_response: list[float] = []  # receipt - the writer's HTTP response returned
+    latencies_numbered: list[float] = []  # receipt - the id's mint time
     unpredicted = 0
     streams_ok = 0
     closed_early = 0
@@ -930,6 +935,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
             change = event_change[ulid]
             latencies.append(received_at - committed_at[ulid])
             latencies_response.append(received_at - change.returned_at)
+            latencies_numbered.append(received_at - numbered_at[ulid])
         lost += sum(1 for ulid in expected if ulid not in seen)
     streams = phase["streams"]
     rss_delta = phase["rss_open"] - phase["rss_before"]
@@ -952,6 +958,9 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         "commit->receipt max ms": round(max(latencies, default=float("nan")) * 1000, 1),
         "response->receipt p50/p99 ms": "/".join(
             str(round(percentile(latencies_response, p) * 1000, 1)) for p in (50, 99)
+        ),
+        "numbered->receipt p50/p99 ms": "/".join(
+            str(round(percentile(latencies_numbered, p) * 1000, 1)) for p in (50, 99)
         ),
         "write request p50/p99 ms": "/".join(str(round(percentile(writes, p) * 1000, 1)) for p in (50, 99)),
         "frames/s delivered": round(delivered / active),

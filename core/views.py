@@ -16,7 +16,6 @@ request is stored in its own transaction, before COMMIT)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Hashable
 from contextlib import nullcontext
 from functools import partial
@@ -53,15 +52,6 @@ class _StoredAnswer(Exception):
     def __init__(self, response: HttpResponse) -> None:
         super().__init__("replay")
         self.response = response
-
-
-def tenant_named_by(request: HttpRequest) -> uuid.UUID | None:
-    """The tenant a request's `x-tenantid` header names, before it is authenticated (for
-    a write key), or None."""
-    try:
-        return uuid.UUID(request.headers.get("x-tenantid", "").strip())
-    except ValueError:
-        return None
 
 
 def _caller_identity(caller: Any) -> str:

@@ -194,6 +194,15 @@ def require_active(tenant_id: uuid.UUID, realm_id: int | None) -> None:
         raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.")
 
 
+def tenant_named_by(request: Any) -> uuid.UUID | None:
+    """The tenant a request's `x-tenantid` header names, before it is authenticated (for
+    a write key), or None when it names none."""
+    try:
+        return _parse_tenant_id(request.headers.get("x-tenantid"))
+    except ApiError:
+        return None
+
+
 def _parse_tenant_id(value: str | None) -> uuid.UUID:
     if not value:
         raise ApiError(400, "MISSING_HEADER", "The x-tenantid header is required.", {"header": "x-tenantid"})

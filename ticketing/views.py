@@ -12,7 +12,8 @@ from rest_framework.response import Response
 from config import openapi
 from core.http import ApiError, ok
 from core.preconditions import etag, parse_if_match
-from core.views import RetryingAPIView, tenant_named_by, validated
+from core.views import RetryingAPIView, validated
+from tenants.callers import tenant_named_by
 from ticketing import services
 from ticketing.models import Ticket
 from ticketing.selectors import (
