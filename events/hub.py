@@ -43,12 +43,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FEED_BATCH = 500
-# A batch of events is handed to a tenant's shared streams in one pass, which writes to
-# each waiting stream's socket. Past this many streams the pass lets the event loop run
-# between slices: a worker also serves requests, and each of a write's steps through the
-# loop (its thread hand-offs, its response) waited for whole passes of thousands of
-# socket writes (docs/benchmarks.md, "Fan-out in slices").
-FAN_OUT_SLICE = 256
 # A message on a tenant's group that is not a commit: news for the streams following its
 # `topic` (e.g. who is viewing a ticket), handed to them without reading the log.
 NOTE_MESSAGE = "stream.note"
@@ -391,10 +385,10 @@ class TenantFeed:
             if event.type != REPLAY_TYPE:
                 run.append(event)
                 continue
-            await self.fan_out_all(run)
+            self.fan_out_all(run)
             run = []
-            await self.fan_out_all(await run_db(fetch_replayed, self.tenant_id, event))
-        await self.fan_out_all(run)
+            self.fan_out_all(await run_db(fetch_replayed, self.tenant_id, event))
+        self.fan_out_all(run)
 
     def add(self, subscriber: Subscriber) -> None:
         if subscriber.user_id is None:
@@ -421,20 +415,13 @@ class TenantFeed:
             if subscriber.topic == topic:
                 subscriber.notify(note)
 
-    async def fan_out(self, event: LogEvent) -> None:
-        await self.fan_out_all([event])
+    def fan_out(self, event: LogEvent) -> None:
+        self.fan_out_all([event])
 
-    async def fan_out_all(self, events: list[LogEvent]) -> None:
+    def fan_out_all(self, events: list[LogEvent]) -> None:
         """Offer events (in log order) to their subscribers: the tenant's shared events to
         every shared subscriber, an event addressed to a user to that user's. The two sets
-        of subscribers are apart, so each gets its own events in order.
-
-        The shared subscribers are served in slices of FAN_OUT_SLICE, the loop running
-        other work in between. Order still holds: the feed hands over its next batch only
-        when this one is done. Who gets the batch is decided at its start, as before: a
-        stream that subscribes meanwhile takes its position after these events were
-        committed, and one that ends meanwhile is no longer waiting, so what it is
-        offered only lands in its inbox, which goes with it."""
+        of subscribers are apart, so each gets its own events in order."""
         if not events:
             return
         shared: list[LogEvent] = []
@@ -445,12 +432,8 @@ class TenantFeed:
             else:
                 addressed.setdefault(event.recipient_id, []).append(event)
         if shared:
-            subscribers = tuple(self.subscribers)
-            for start in range(0, len(subscribers), FAN_OUT_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                for subscriber in subscribers[start : start + FAN_OUT_SLICE]:
-                    subscriber.offer_all(shared)
+            for subscriber in tuple(self.subscribers):
+                subscriber.offer_all(shared)
         for user_id, own in addressed.items():
             for subscriber in tuple(self.by_user.get(user_id, ())):
                 subscriber.offer_all(own)
