@@ -10,7 +10,11 @@ and checks every stream against what it should have received:
   frames expected   created / updated / deleted frames the streams' filters call for
   frames delivered  the frames the streams received
   lost / dup / wrong  expected-but-missing, same id twice on a stream, not expected
-  latency           receipt time - time the writer's HTTP response returned (commit)
+  latency           receipt time minus, in its three columns: the event's occurred_at
+                    (set when the service records it, mid-transaction: "commit->receipt"),
+                    the event id's time (minted inside the tenant's log lock just before
+                    INSERT and COMMIT: "numbered->receipt"), and the moment the writer's
+                    HTTP response returned, after the commit ("response->receipt")
   RSS per stream    (worker RSS with the streams open and idle - RSS before) / streams,
                     "before" being after a warm-up that opened and closed a few streams
   heartbeat gap     per stream, the longest wait for a heartbeat (snapshot to the first,
