@@ -47,6 +47,7 @@ import multiprocessing as mp
 import os
 import platform
 import random
+import re
 import resource
 import shutil
 import signal
@@ -910,10 +911,13 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
     heartbeat_gaps: list[float] = []
     first_send = min((c.sent_at for c in changes), default=0.0)
     last_receipt = first_send
+    failed_opens: dict[str, int] = {}  # why a stream did not open, and how many
     for result in phase["results"]:
         if result["status"] == 200 and result["ready_at"]:
             streams_ok += 1
         else:
+            reason = open_failure(result)
+            failed_opens[reason] = failed_opens.get(reason, 0) + 1
             continue
         closed_early += result["closed_early"]
         heartbeat_gaps.append(result["heartbeat_gap_max"])
@@ -980,6 +984,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         "writes >0.5 s behind schedule": phase["write"]["behind"],
         "writer failures": "; ".join(f[:60].replace("\n", " ") for f in phase["write"]["failures"][:3]) or "-",
         "stream errors": "; ".join(f"{k} x{v}" for k, v in errors.items()) or "-",
+        "failed opens": "; ".join(f"{k} x{v}" for k, v in failed_opens.items()) or "-",
         # Due every --heartbeat seconds, however busy the worker: a stream's longest wait.
         "heartbeat gap p99/max s": "/".join(str(round(percentile(heartbeat_gaps, p), 2)) for p in (99, 100)),
         f"streams with a gap > {args.heartbeat + 1:g} s": sum(g > args.heartbeat + 1 for g in heartbeat_gaps),
@@ -989,6 +994,20 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
         # A stream count is only "held" if the writer also kept (95 % of) its rate.
         "_rate_kept": len(changes) / phase["write"]["elapsed"] >= 0.95 * args.rate,
     }
+
+
+def open_failure(result: dict[str, Any]) -> str:
+    """Why a stream did not open, in a few words: its refusal (the status and the error
+    code of the envelope), the connection's error, or that no snapshot came."""
+    if result["errors"]:
+        error = result["errors"][0]
+        code = re.search(r'"code": ?"([A-Z_]+)"', error)  # the envelope's error code
+        if error.startswith("HTTP "):  # the body may not have come with the head
+            return f"{error.split(':', 1)[0]} {code.group(1) if code else '(body not read)'}"
+        return error[:80]
+    if result["status"] == 0:
+        return "closed before any answer" if result["closed_early"] else "no answer"
+    return f"HTTP {result['status']} without a snapshot"
 
 
 def _by_role(phase: dict[str, Any]) -> dict[str, str]:
