@@ -335,7 +335,8 @@ def load_tenancy(args: argparse.Namespace) -> Tenancy:
 
 def run_events(tenant_id: str, after_id: str | None) -> list[tuple[str, str, str, str, float]]:
     """(ulid, type, ticket id, ticket updatedAt, occurred_at epoch) of the tenant's ticket-state
-    events after an id. `occurred_at` is set in the writing transaction just before its commit."""
+    events after an id. `occurred_at` is set in the writing transaction when the event is
+    recorded, before the event is numbered and committed."""
     from django.db import connections
 
     from events.ids import event_id_to_str
@@ -901,7 +902,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
 
     delivered = lost = dup = wrong = 0
     expected_total = 0
-    latencies: list[float] = []  # receipt - the event's occurred_at (just before commit)
+    latencies: list[float] = []  # receipt - the event's occurred_at (when it was recorded)
     latencies_response: list[float] = []  # receipt - the writer's HTTP response returned
     latencies_numbered: list[float] = []  # receipt - the id's mint time
     unpredicted = 0
@@ -1002,8 +1003,8 @@ def open_failure(result: dict[str, Any]) -> str:
     if result["errors"]:
         error = result["errors"][0]
         code = re.search(r'"code": ?"([A-Z_]+)"', error)  # the envelope's error code
-        if error.startswith("HTTP "):  # the body may not have come with the head
-            return f"{error.split(':', 1)[0]} {code.group(1) if code else '(body not read)'}"
+        if error.startswith("HTTP "):  # a body may lack the envelope, or not have come with the head
+            return f"{error.split(':', 1)[0]} {code.group(1) if code else '(no error code)'}"
         return error[:80]
     if result["status"] == 0:
         return "closed before any answer" if result["closed_early"] else "no answer"

@@ -204,13 +204,13 @@ def test_another_tenants_request_for_a_busy_ticket_id_does_not_wait_for_its_turn
             return await asyncio.gather(change(0, ours), change(0.2, theirs), change(0.3, ours))
 
     with override_settings(WRITE_CONCURRENCY=2):
-        (first, _, _), (other, other_sent, other_done), (second, _, _) = asyncio.run(run())
+        (first, _, _), (other, _, other_done), (second, _, _) = asyncio.run(run())
 
     assert (first.status_code, other.status_code, second.status_code) == (200, 404, 200), other.text
     assert other.json()["error"]["code"] == "TICKET_NOT_FOUND"
     # Answered while acme's first write was still in its transaction (it stays 1 s).
     [(_, _, first_end), (_, second_start, _)] = sorted(span for span in in_flight.spans)
-    assert other_done < first_end and other_done - other_sent < 0.5
+    assert other_done < first_end
     assert first_end <= second_start  # acme's own writes of it took turns
     ticket.refresh_from_db()
     assert ticket.version == 3

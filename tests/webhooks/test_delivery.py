@@ -195,14 +195,14 @@ def test_an_endpoint_far_behind_never_holds_back_one_that_keeps_up(webhook_serve
     and must not delay the events of one that keeps up; each gets every event once."""
     from events.recording import record_event, unit_of_work
 
-    # The slow receiver answers only once the test has looked (or after 20 s, within the
-    # deliverer's timeout, 30 s here): a fixed delay let a slow machine's /behind catch up
+    # The slow receiver answers only once the test has looked (or after 60 s, within the
+    # deliverer's timeout, 90 s here): a fixed delay let a slow machine's /behind catch up
     # with all 1,200 before the fresh event was even written.
     release = threading.Event()
 
     def answer(request):
         if request.path == "/behind":
-            release.wait(timeout=20)
+            release.wait(timeout=60)
         return 200, {}, b"ok"
 
     receiver = Receiver(answer=answer).start()
@@ -213,19 +213,21 @@ def test_an_endpoint_far_behind_never_holds_back_one_that_keeps_up(webhook_serve
         with unit_of_work():
             for i in range(1200):
                 record_event(tenant=http_allowed.tenant, type="test.backlog", payload={"i": i})
-        with running(DelivererProcess(WEBHOOKS_TIMEOUT_SECONDS="30")):
-            # All of them while every request to the slow one is still unanswered.
-            receiver.wait_for(lambda r: len([x for x in r if x.path == "/current"]) >= 1200, timeout=15)
-            receiver.wait_for(lambda r: any(x.path == "/behind" for x in r))
-            started = time.monotonic()
-            create_ticket(webhook_server.url, http_allowed.headers("alice"), "while another catches up")
-            got = receiver.wait_for(
-                lambda r: any(x.path == "/current" and x.json["type"].endswith("created") for x in r)
-            )
-            assert time.monotonic() - started < 3
-            # The slow one is still catching up when the fresh event reached the other.
-            assert len([x for x in got if x.path == "/behind"]) < 1201
-            release.set()
+        with running(DelivererProcess(WEBHOOKS_TIMEOUT_SECONDS="90")):
+            try:
+                # All of them while every request to the slow one is still unanswered.
+                receiver.wait_for(lambda r: len([x for x in r if x.path == "/current"]) >= 1200, timeout=40)
+                receiver.wait_for(lambda r: any(x.path == "/behind" for x in r))
+                started = time.monotonic()
+                create_ticket(webhook_server.url, http_allowed.headers("alice"), "while another catches up")
+                got = receiver.wait_for(
+                    lambda r: any(x.path == "/current" and x.json["type"].endswith("created") for x in r)
+                )
+                assert time.monotonic() - started < 3
+                # The slow one is still catching up when the fresh event reached the other.
+                assert len([x for x in got if x.path == "/behind"]) < 1201
+            finally:
+                release.set()  # before the deliverer is stopped, which waits for its requests
             receiver.wait_for(lambda r: len([x for x in r if x.path == "/behind"]) >= 1201, timeout=90)
             time.sleep(1)
         assert len(receiver.ids("/current")) == len(set(receiver.ids("/current"))) == 1201
