@@ -877,7 +877,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
     changes: list[Change] = [c for c in phase["changes"] if c.after is not None]
     by_key = {(c.ticket, c.after["updatedAt"]): c for c in changes}
     event_change: dict[str, Change] = {}
-    committed_at: dict[str, float] = {}  # on the monotonic clock
+    recorded_at: dict[str, float] = {}  # the event's occurred_at, on the monotonic clock
     numbered_at: dict[str, float] = {}  # the id's mint time (inside the log lock), monotonic
     unmapped: set[str] = set()
     offset = phase["clock_offset"]
@@ -887,7 +887,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
             unmapped.add(ulid)  # committed, but the writer saw no success (HTTP error)
         else:
             event_change[ulid] = change
-            committed_at[ulid] = occurred_at - offset
+            recorded_at[ulid] = occurred_at - offset
             numbered_at[ulid] = ULID.from_str(ulid).timestamp - offset
     menu = phase["menu"]
     # Expected frames per filter of the menu: {event id: kind}
@@ -942,7 +942,7 @@ def analyse(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
                 wrong += 1
                 continue
             change = event_change[ulid]
-            latencies.append(received_at - committed_at[ulid])
+            latencies.append(received_at - recorded_at[ulid])
             latencies_response.append(received_at - change.returned_at)
             latencies_numbered.append(received_at - numbered_at[ulid])
         lost += sum(1 for ulid in expected if ulid not in seen)

@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -79,25 +79,6 @@ def sse_frame(event: str, data: Any, *, id: str | None = None) -> bytes:
 
 def error_frame(code: str, message: str) -> bytes:
     return sse_frame("error", {"code": code, "message": message, "timestamp": iso_now()})
-
-
-class Closable(Protocol):
-    async def aclose(self) -> None: ...
-
-
-def sse_response(frames: AsyncIterator[bytes], closer: Closable) -> StreamingHttpResponse:
-    """The response of a stream. The connection closes `closer` (the stream) when the
-    stream ends, however far it got."""
-    connection = _stream_connection.get()
-    if connection is not None:
-        connection.streams.append(closer)
-    response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
-    for name, value in SSE_HEADERS.items():
-        response[name] = value
-    # What StreamAwareASGIHandler.send_response writes out itself (no middleware here
-    # replaces a response's streaming content).
-    response.sse_frames = frames  # type: ignore[attr-defined]
-    return response
 
 
 def stream_view(view: View) -> View:
@@ -169,7 +150,7 @@ class StreamConnection:
         self.transport: asyncio.BaseTransport | None = getattr(cycle, "transport", None)
         # uvicorn's send waits only while its flow control has paused writing.
         self._flow: Any = getattr(cycle, "flow", None)
-        self.streams: list[Closable] = []
+        self.streams: list[EventStream] = []
         self.ended = False  # the stream was ended here: no more frames
         self.end_reason: str | None = None  # why, when it was ended here (metrics, logs)
         self.aborted = False  # the connection was dropped: nothing more is written
@@ -312,7 +293,7 @@ class StreamConnection:
 
 
 # The connection of the stream request being handled (set per request by the handler, read
-# by sse_response to register the stream).
+# by EventStream.response to register the stream).
 _stream_connection: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar(
     "stream_connection", default=None
 )
@@ -500,9 +481,19 @@ class EventStream:
         self._frames_started = False
 
     def response(self) -> StreamingHttpResponse:
-        """The stream's response, whose connection closes the stream with `aclose`."""
-        self._frames = self.frames()  # type: ignore[assignment]
-        return sse_response(self._frames, self)  # type: ignore[arg-type]
+        """The stream's response. Its connection closes the stream (`aclose`) when the
+        request is over, however far the stream got."""
+        frames = self._frames = self.frames()  # type: ignore[assignment]
+        connection = _stream_connection.get()
+        if connection is not None:
+            connection.streams.append(self)
+        response = StreamingHttpResponse(frames, content_type="text/event-stream; charset=utf-8")
+        for name, value in SSE_HEADERS.items():
+            response[name] = value
+        # What StreamAwareASGIHandler.send_response writes out itself (no middleware here
+        # replaces a response's streaming content).
+        response.sse_frames = frames  # type: ignore[attr-defined]
+        return response
 
     async def aclose(self) -> None:
         """End the stream, however far it got. Its frames' own clean-up (lease, hub,
