@@ -20,7 +20,8 @@ the server, so a watcher may skip intermediate values; what must hold is that ev
 watcher ends with the true count of every view ("final counts right").
 
 Server CPU: user+system seconds of the server process during the change phase, divided
-by its length. The bench tenant is deleted afterwards."""
+by its length; and, for the opening, per stream opened (the first stream's opening also
+counts every view once). The bench tenant is deleted afterwards."""
 
 import argparse
 import asyncio
@@ -298,10 +299,12 @@ def main() -> None:
 
         threading.Thread(target=loop.run_forever, daemon=True).start()
         opened_at = time.monotonic()
+        open_cpu_before = cpu_seconds(server.pid)
         streams = asyncio.run_coroutine_threadsafe(open_streams(port, heads, args.concurrency), loop).result(
             timeout=1800
         )
         open_seconds = time.monotonic() - opened_at
+        open_cpu = cpu_seconds(server.pid) - open_cpu_before
         rss_open = rss_mb(server.pid)
 
         # The truth, from the database (the same for every watcher: agents see every ticket).
@@ -376,7 +379,9 @@ def main() -> None:
         "1 server process (uvicorn); streams and committer in one client process on the same machine"
     )
     print(
-        f"{len(streams)} streams x {args.views} views open in {open_seconds:.1f} s ({dead} closed during the run); "
+        f"{len(streams)} streams x {args.views} views open in {open_seconds:.1f} s "
+        f"(server CPU {1000 * open_cpu / max(1, len(streams)):.1f} ms per stream opened; "
+        f"{dead} closed during the run); "
         f"snapshots right {snapshots_right}/{len(streams)}; server RSS {rss_open:.0f} MB open, {rss_end:.0f} MB end"
     )
     print(f"{changes} changes in {phase:.1f} s ({changes / phase:.1f}/s), {items} view counts delivered")

@@ -292,3 +292,35 @@ def test_watchers_out_of_step_each_get_their_own_changes_in_the_counts_frame_for
     move("in_progress", "open")  # and back: nothing to send
     assert frame(w1) is None and frame(w2) is None and frame(w3) is None
     assert all(w.sent == w1.sent for w in (w2, w3))
+
+
+def test_an_opening_reads_every_visible_view_in_one_query_and_leaves_out_one_past_lowered_limits(
+    acme: World, settings, django_assert_num_queries
+):
+    """What a counts stream reads when it opens: the caller's views in one query, each
+    with its list query; a view whose filter no longer fits the filter limits an operator
+    lowered since it was saved is left out."""
+    from tenants.callers import caller_for_user
+    from ticketing.models import SavedView
+    from ticketing.view_counts import caller_view_queries
+
+    admin = caller_for_user(acme.users["admin"])
+    views = open_and_closed_views(acme)
+    two_conditions = {
+        "op": "AND",
+        "operand": [
+            {"id": "s", "column": "status", "op": "EQ", "operand": "open"},
+            {"id": "p", "column": "priority", "op": "EQ", "operand": "high"},
+        ],
+    }
+    SavedView.objects.create(tenant=acme.tenant, owner=acme.users["admin"], name="Open and high", filter=two_conditions)
+    with django_assert_num_queries(1):
+        shown = caller_view_queries(admin)
+    assert [name for _, name, _ in shown] == ["Closed", "Open", "Open and high"]
+    ids = {name: view_id for view_id, name, _ in shown}
+    assert ids["Open"] == str(views["Open"].id)
+    query = {name: q for _, name, q in shown}["Open"]
+    assert query.filter.matches({"status": "open"}) and not query.filter.matches({"status": "closed"})
+
+    settings.FILTER_MAX_CONDITIONS = 1
+    assert [name for _, name, _ in caller_view_queries(admin)] == ["Closed", "Open"]
