@@ -8,14 +8,23 @@ out; a request over any bucket is `429 TOO_MANY_REQUESTS` with `Retry-After`. Li
 from settings (`RATE_LIMIT_PER_*`), overridden per tenant (`RATE_LIMIT_TENANT_OVERRIDES`).
 
 Redis failing must not take the API down with it: the limiter then counts in process
-memory (per worker, so limits are looser) and tries Redis again after a few seconds."""
+memory (per worker, so limits are looser) and tries Redis again after a few seconds.
+
+A process also remembers whom it refused, until their window ends (`recent_refusals`), so
+that their next writes do not wait in the write-slot queue (core.views, core.write_slots)
+only to be refused again: a client flooding past its limit must not hold up everyone
+else's writes on the worker."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
 import threading
 import time
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -32,6 +41,12 @@ logger = logging.getLogger(__name__)
 
 # Seconds to count in memory after Redis failed, before trying it again.
 REDIS_RETRY_SECONDS = 5.0
+# Refused callers a process remembers at most (RecentRefusals): beyond, the expired ones
+# are dropped, and if none has expired, all of them (a hint lost costs one slot, no more).
+RECENT_REFUSALS_MAX = 10_000
+# The request headers that carry a caller's credentials: a bearer token or an API key
+# (tenants.callers), or the session cookie.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie")
 
 
 @dataclass(frozen=True)
@@ -172,3 +187,56 @@ def check_rate_limit(caller: Any) -> Verdict | None:
     if not settings.RATE_LIMITS_ENABLED:
         return None
     return limiters.check(buckets_for(caller))
+
+
+class RecentRefusals:
+    """Whom this process refused for a rate limit, until the refusing window ends, known
+    from the request's headers alone (before it is authenticated): the tenant it names
+    (`x-tenantid`) when the tenant's bucket refused, else its credentials (a digest of
+    `CREDENTIAL_HEADERS`) for the user's or the API key's. A hint for where a write waits,
+    never the answer: the request is still counted and refused by `check_rate_limit`.
+    Another worker's refusals are not known here; a hint that outlives a window ended
+    early elsewhere lets one write run without a slot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[tuple[str, str], float] = {}
+
+    @staticmethod
+    def _keys(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+        keys = []
+        # The tenant's id as `tenants.callers` reads it (any spelling of the same UUID);
+        # a header it would refuse names no tenant here either.
+        with contextlib.suppress(ValueError):
+            keys.append(("tenant", str(uuid.UUID((headers.get("x-tenantid") or "").strip()))))
+        credentials = "\n".join(headers.get(name) or "" for name in CREDENTIAL_HEADERS)
+        if credentials.strip():
+            keys.append(("credentials", hashlib.sha256(credentials.encode()).hexdigest()))
+        return keys
+
+    def note(self, headers: Mapping[str, str], verdict: Verdict) -> None:
+        kind = "tenant" if verdict.scope == "tenant" else "credentials"
+        key = next((k for k in self._keys(headers) if k[0] == kind), None)
+        if key is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._until) >= RECENT_REFUSALS_MAX:
+                self._until = {k: until for k, until in self._until.items() if until > now}
+                if len(self._until) >= RECENT_REFUSALS_MAX:
+                    self._until = {}
+            self._until[key] = now + verdict.reset_seconds
+
+    def holds(self, headers: Mapping[str, str]) -> bool:
+        """Whether a request with these headers was refused and its window has not ended."""
+        if not self._until:
+            return False
+        now = time.monotonic()
+        return any(self._until.get(key, 0.0) > now for key in self._keys(headers))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._until = {}
+
+
+recent_refusals = RecentRefusals()

@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 
 from core.db_retry import DatabaseUnavailable, call_with_retry, database_fault
 from core.http import ApiError, error_response
-from core.ratelimit import check_rate_limit
+from core.ratelimit import check_rate_limit, recent_refusals
 from core.write_slots import write_slot
 from events.recording import unit_of_work
 from idempotency import services as idempotency
@@ -90,6 +90,7 @@ class RetryingAPIView(APIView):
             django_request._rate_limit = check_rate_limit(caller)
         verdict = django_request._rate_limit
         if verdict is not None and not verdict.allowed:
+            recent_refusals.note(django_request.headers, verdict)
             raise verdict.refusal()
         if request.method not in idempotency.METHODS or not hasattr(self, request.method.lower()):
             return  # reads, and methods this view does not take (405 comes first)
@@ -131,12 +132,16 @@ class RetryingAPIView(APIView):
             return error_response(error)
 
     def _refused_early(self, request: HttpRequest) -> bool:
-        """Whether one of the view's authenticators knows already that the caller will be
-        refused (`refuses_early`, e.g. tenants.authentication: a bearer token its realm
-        does not accept). Such a write does not wait for a write slot: it runs without
-        one, to be answered by the authentication in its transaction. Checking first
-        also means a slow check (an identity provider's keys fetched over the network)
-        holds no slot."""
+        """Whether the caller will be refused, as far as can be told before the request is
+        authenticated: this process refused the same credentials or tenant for its rate
+        limit and the window has not ended (core.ratelimit.recent_refusals), or one of
+        the view's authenticators knows already (`refuses_early`, e.g.
+        tenants.authentication: a bearer token its realm does not accept). Such a write
+        does not wait for a write slot: it runs without one, to be answered in its
+        transaction. Checking first also means a slow check (an identity provider's keys
+        fetched over the network) holds no slot."""
+        if recent_refusals.holds(request.headers):
+            return True
         for authenticator in self.get_authenticators():
             refuses_early = getattr(authenticator, "refuses_early", None)
             if refuses_early is not None and refuses_early(request):

@@ -1,4 +1,5 @@
-"""Redis failing does not fail requests: the limiter counts in process memory meanwhile."""
+"""The limiter in process: Redis failing does not fail requests (it counts in process memory
+meanwhile), and what it remembers of refused callers stays bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from types import SimpleNamespace
 
 from django.test import override_settings
 
-from core.ratelimit import check_rate_limit, limiters
+from core.ratelimit import RECENT_REFUSALS_MAX, RecentRefusals, Verdict, check_rate_limit, limiters
 from tests.conftest import free_port
 
 
@@ -33,3 +34,21 @@ def test_unreachable_redis_falls_back_to_counting_in_memory():
 def test_limits_can_be_turned_off():
     with override_settings(RATE_LIMITS_ENABLED=False):
         assert check_rate_limit(caller()) is None
+
+
+def test_a_client_rotating_tokens_past_its_limit_cannot_grow_the_memory_of_refusals():
+    """Each refused token is remembered until its window ends (core.ratelimit.RecentRefusals),
+    at most RECENT_REFUSALS_MAX of them: a flood of new tokens, each refused once, keeps
+    the process's memory bounded and the newest refusal known."""
+    refusals = RecentRefusals()
+    verdict = Verdict(allowed=False, limit=2, remaining=0, reset_seconds=60, scope="user")
+    for n in range(RECENT_REFUSALS_MAX + 10):
+        refusals.note({"authorization": f"Bearer token-{n}"}, verdict)
+    assert len(refusals._until) <= RECENT_REFUSALS_MAX
+    assert refusals.holds({"authorization": f"Bearer token-{RECENT_REFUSALS_MAX + 9}"})
+    assert not refusals.holds({"authorization": "Bearer never-refused"})
+    # A tenant's bucket is remembered by the tenant named, whatever the credentials.
+    tenant = uuid.uuid4()
+    refusals.note({"x-tenantid": str(tenant), "authorization": "Bearer a"}, Verdict(False, 5, 0, 60, "tenant"))
+    assert refusals.holds({"x-tenantid": str(tenant).upper(), "authorization": "Bearer b"})
+    assert not refusals.holds({"x-tenantid": str(uuid.uuid4()), "authorization": "Bearer b"})

@@ -23,6 +23,7 @@ from django.test import override_settings
 from jwt.algorithms import RSAAlgorithm
 from prometheus_client import REGISTRY
 
+from core.ratelimit import recent_refusals
 from core.write_slots import WriteGate, _gate
 from events.models import Event
 from events.recording import Recorded, _handlers, subscribe
@@ -268,6 +269,21 @@ def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> N
     assert let_in == [True]
 
 
+def timed_patch(
+    app: StreamAwareASGIHandler, ticket: Ticket, headers: dict[str, str], **fields: Any
+) -> tuple[httpx.Response, float]:
+    """One change of the ticket, and the seconds its answer took."""
+
+    async def attempt() -> tuple[httpx.Response, float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            started = time.monotonic()
+            response = await http.patch(f"{TICKETS}/{ticket.pk}", json=fields, headers=headers)
+            return response, time.monotonic() - started
+
+    return asyncio.run(attempt())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_a_slot(
     acme: World, globex: World
@@ -280,18 +296,14 @@ def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_
     # A bad support flag is refused before the token is looked at, early or not.
     odd_flag = {**forged, "issupportrequest": "maybe"}
 
-    async def attempt(headers: dict[str, str]) -> tuple[httpx.Response, float]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            started = time.monotonic()
-            response = await http.patch(f"{TICKETS}/{ticket.pk}", json={"status": "in_progress"}, headers=headers)
-            return response, time.monotonic() - started
-
     with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=3):
         gate = _gate(1)
         assert gate.enter("another write", timeout=1)  # every slot is busy
         try:
-            answers = [asyncio.run(attempt(headers)) for headers in (forged, expired, another_tenants, odd_flag)]
+            answers = [
+                timed_patch(app, ticket, headers, status="in_progress")
+                for headers in (forged, expired, another_tenants, odd_flag)
+            ]
         finally:
             gate.leave("another write")
 
@@ -306,6 +318,49 @@ def test_a_write_whose_token_is_refused_is_answered_at_once_without_waiting_for_
     assert all(took < 1 for _, took in answers)
     ticket.refresh_from_db()
     assert ticket.status == "open"
+
+
+@concurrent_writes
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("bucket", ["user", "tenant"])
+def test_a_write_over_its_rate_limit_is_refused_at_once_without_waiting_for_a_slot(
+    acme: World, globex: World, bucket: str
+) -> None:
+    """A client past its rate limit is refused by this worker once with a slot, then at
+    once while its window lasts: its flood does not take places in the write queue in front
+    of other callers' writes. The user's bucket is the user's credentials; the tenant's
+    covers every caller of the tenant, and no other tenant."""
+    [ticket] = make_tickets(acme, 1)
+    [other_ticket] = make_tickets(globex, 1)
+    app = StreamAwareASGIHandler()
+    limits = {"RATE_LIMIT_PER_USER": "1000/minute", "RATE_LIMIT_PER_TENANT": "1000/minute"}
+    limits["RATE_LIMIT_PER_USER" if bucket == "user" else "RATE_LIMIT_PER_TENANT"] = "2/minute"
+    with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=2, **limits):
+        recent_refusals.reset()
+        # While the slots are free: two changes, then the refusal that this worker remembers.
+        answers = [timed_patch(app, ticket, acme.headers("alice"), subject=f"Change {n}") for n in range(3)]
+        assert [r.status_code for r, _ in answers] == [200, 200, 429]
+
+        gate = _gate(1)
+        assert gate.enter("another write", timeout=1)  # every slot is busy from here
+        try:
+            # The tenant's bucket refuses every caller of the tenant; the user's, alice.
+            caller = "carol" if bucket == "tenant" else "alice"
+            again, took = timed_patch(app, ticket, acme.headers(caller), subject="Flood")
+            # Not a refused caller: waits for a slot like any write (503 after the wait).
+            other, other_took = timed_patch(app, other_ticket, globex.headers("alice"), subject="Globex")
+        finally:
+            gate.leave("another write")
+        after_gate, _ = timed_patch(app, other_ticket, globex.headers("alice"), subject="Globex")
+
+    assert again.status_code == 429 and again.json()["error"]["code"] == "TOO_MANY_REQUESTS", again.text
+    assert again.json()["error"]["details"]["scope"] == bucket
+    assert int(again.headers["Retry-After"]) > 0
+    assert took < 1, took
+    assert other.status_code == 503 and other_took >= 2, (other.status_code, other_took)
+    assert after_gate.status_code == 200
+    ticket.refresh_from_db()
+    assert ticket.subject == "Change 1"  # the refused writes changed nothing
 
 
 class SlowKeys:
