@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,6 +186,43 @@ def wait_until_database_is_quiet(timeout: float = 10.0) -> None:
             if cursor.fetchone()[0] == 0:
                 return
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test database, and at the end of the session, before it is dropped,
+    any session still connected to it ended and named in a warning. PostgreSQL refuses to
+    drop a database with sessions on it, which left the test database behind with only a
+    bare "1 other session" warning; the servers' fixtures have stopped by then (they
+    depend on this one), so whatever is left is a leak that this warning names."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    import psycopg
+
+    # This process's own pool first, as Django's teardown would; then look from outside.
+    connection.close()
+    connection.close_pool()
+    params = connection.settings_dict
+    with psycopg.connect(
+        dbname="postgres",
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"] or None,
+        password=params["PASSWORD"] or None,
+        autocommit=True,
+    ) as outside:
+        others = outside.execute(
+            "SELECT pid, application_name, state, now() - backend_start, left(query, 160), "
+            "pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            [params["NAME"]],
+        ).fetchall()
+    if others:
+        described = "; ".join(
+            f"pid {pid} {app or '(no application name)'} {state} for {age}, last query {query!r}"
+            for pid, app, state, age, query, _ in others
+        )
+        warnings.warn(f"ended {len(others)} session(s) left on the test database: {described}", stacklevel=1)
 
 
 @pytest.fixture
