@@ -30,6 +30,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.http.cookie import parse_cookie
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
@@ -42,11 +43,8 @@ logger = logging.getLogger(__name__)
 # Seconds to count in memory after Redis failed, before trying it again.
 REDIS_RETRY_SECONDS = 5.0
 # Refused callers a process remembers at most (RecentRefusals): beyond, the expired ones
-# are dropped, and if none has expired, all of them (a hint lost costs one slot, no more).
+# are dropped, then the half that ends soonest (a hint lost costs one slot, no more).
 RECENT_REFUSALS_MAX = 10_000
-# The request headers that carry a caller's credentials: a bearer token or an API key
-# (tenants.callers), or the session cookie.
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "cookie")
 
 
 @dataclass(frozen=True)
@@ -191,12 +189,13 @@ def check_rate_limit(caller: Any) -> Verdict | None:
 
 class RecentRefusals:
     """Whom this process refused for a rate limit, until the refusing window ends, known
-    from the request's headers alone (before it is authenticated): the tenant it names
-    (`x-tenantid`) when the tenant's bucket refused, else its credentials (a digest of
-    `CREDENTIAL_HEADERS`) for the user's or the API key's. A hint for where a write waits,
-    never the answer: the request is still counted and refused by `check_rate_limit`.
-    Another worker's refusals are not known here; a hint that outlives a window ended
-    early elsewhere lets one write run without a slot."""
+    from the request's headers alone (before it is authenticated): by its credentials (a
+    digest of the bearer token or API key, or of the session cookie), and also by the
+    tenant it names (`x-tenantid`) when the tenant's bucket refused. A hint for where a
+    write waits, never the answer: the request is still counted and refused by
+    `check_rate_limit`. Another worker's refusals are not known here, and a request the
+    limiter lets through again (its window ended sooner in the shared count) forgets the
+    hint, so a stale one lets at most one write run without a slot."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -209,30 +208,53 @@ class RecentRefusals:
         # a header it would refuse names no tenant here either.
         with contextlib.suppress(ValueError):
             keys.append(("tenant", str(uuid.UUID((headers.get("x-tenantid") or "").strip()))))
-        credentials = "\n".join(headers.get(name) or "" for name in CREDENTIAL_HEADERS)
-        if credentials.strip():
-            keys.append(("credentials", hashlib.sha256(credentials.encode()).hexdigest()))
+        # The credential alone, not the whole Cookie header: other cookies would let a
+        # flooding client look new at every request.
+        credential = (
+            headers.get("authorization")
+            or headers.get("x-api-key")
+            or parse_cookie(headers.get("cookie") or "").get(settings.SESSION_COOKIE_NAME)
+        )
+        if credential:
+            keys.append(("credentials", hashlib.sha256(credential.encode()).hexdigest()))
         return keys
 
     def note(self, headers: Mapping[str, str], verdict: Verdict) -> None:
-        kind = "tenant" if verdict.scope == "tenant" else "credentials"
-        key = next((k for k in self._keys(headers) if k[0] == kind), None)
-        if key is None:
+        keys = [k for k in self._keys(headers) if verdict.scope == "tenant" or k[0] == "credentials"]
+        if not keys:
             return
         now = time.monotonic()
         with self._lock:
-            if len(self._until) >= RECENT_REFUSALS_MAX:
-                self._until = {k: until for k, until in self._until.items() if until > now}
-                if len(self._until) >= RECENT_REFUSALS_MAX:
-                    self._until = {}
-            self._until[key] = now + verdict.reset_seconds
+            if len(self._until) + len(keys) > RECENT_REFUSALS_MAX:
+                self._make_room(now)
+            for key in keys:
+                self._until[key] = now + verdict.reset_seconds
+
+    def _make_room(self, now: float) -> None:
+        """Drop the refusals whose window has ended and, if that is not enough, the half
+        that ends soonest (called under the lock, at most once per half of the room)."""
+        live = {key: until for key, until in self._until.items() if until > now}
+        if len(live) > RECENT_REFUSALS_MAX // 2:
+            kept = sorted(live.items(), key=lambda item: item[1])[len(live) - RECENT_REFUSALS_MAX // 2 :]
+            live = dict(kept)
+        self._until = live
 
     def holds(self, headers: Mapping[str, str]) -> bool:
         """Whether a request with these headers was refused and its window has not ended."""
         if not self._until:
             return False
         now = time.monotonic()
-        return any(self._until.get(key, 0.0) > now for key in self._keys(headers))
+        until = self._until
+        return any(until.get(key, 0.0) > now for key in self._keys(headers))
+
+    def forget(self, headers: Mapping[str, str]) -> None:
+        """The limiter let a request with these headers through: no longer refused."""
+        if not self._until:
+            return
+        keys = self._keys(headers)
+        with self._lock:
+            for key in keys:
+                self._until.pop(key, None)
 
     def reset(self) -> None:
         with self._lock:

@@ -89,9 +89,11 @@ class RetryingAPIView(APIView):
         if not hasattr(django_request, "_rate_limit"):
             django_request._rate_limit = check_rate_limit(caller)
         verdict = django_request._rate_limit
-        if verdict is not None and not verdict.allowed:
-            recent_refusals.note(django_request.headers, verdict)
-            raise verdict.refusal()
+        if verdict is not None:
+            if not verdict.allowed:
+                recent_refusals.note(django_request.headers, verdict)
+                raise verdict.refusal()
+            recent_refusals.forget(django_request.headers)  # nothing to do unless refusals are held
         if request.method not in idempotency.METHODS or not hasattr(self, request.method.lower()):
             return  # reads, and methods this view does not take (405 comes first)
         key = idempotency.parse_key(request.headers.get(idempotency.HEADER))

@@ -488,8 +488,8 @@ def caller_view_queries(caller: Caller) -> list[tuple[str, str, TicketQuery]]:
     """(id, name, list query) of every view the caller sees. A view whose stored filter no
     longer parses (the filter limits were lowered since) is left out."""
     result = []
-    # Only what a count needs: opening a stream over 200 views spent half its time making
-    # whole SavedView rows (their owner, sort and timestamps) that it then dropped.
+    # Only what a count needs: reading whole SavedView rows (their owner joined, sort and
+    # timestamps) that it then dropped made an opening over 200 views cost 28 % more.
     views = visible_saved_views(caller).select_related(None).only("id", "name", "filter", "list_type")
     for view in views:
         try:

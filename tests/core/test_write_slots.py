@@ -337,21 +337,22 @@ def test_a_write_over_its_rate_limit_is_refused_at_once_without_waiting_for_a_sl
     limits["RATE_LIMIT_PER_USER" if bucket == "user" else "RATE_LIMIT_PER_TENANT"] = "2/minute"
     with override_settings(WRITE_CONCURRENCY=1, WRITE_SLOT_WAIT_SECONDS=2, **limits):
         recent_refusals.reset()
+        # Each caller's headers made once: a token made a second later is another credential.
+        alice, carol, globex_alice = acme.headers("alice"), acme.headers("carol"), globex.headers("alice")
         # While the slots are free: two changes, then the refusal that this worker remembers.
-        answers = [timed_patch(app, ticket, acme.headers("alice"), subject=f"Change {n}") for n in range(3)]
+        answers = [timed_patch(app, ticket, alice, subject=f"Change {n}") for n in range(3)]
         assert [r.status_code for r, _ in answers] == [200, 200, 429]
 
         gate = _gate(1)
         assert gate.enter("another write", timeout=1)  # every slot is busy from here
         try:
             # The tenant's bucket refuses every caller of the tenant; the user's, alice.
-            caller = "carol" if bucket == "tenant" else "alice"
-            again, took = timed_patch(app, ticket, acme.headers(caller), subject="Flood")
+            again, took = timed_patch(app, ticket, carol if bucket == "tenant" else alice, subject="Flood")
             # Not a refused caller: waits for a slot like any write (503 after the wait).
-            other, other_took = timed_patch(app, other_ticket, globex.headers("alice"), subject="Globex")
+            other, other_took = timed_patch(app, other_ticket, globex_alice, subject="Globex")
         finally:
             gate.leave("another write")
-        after_gate, _ = timed_patch(app, other_ticket, globex.headers("alice"), subject="Globex")
+        after_gate, _ = timed_patch(app, other_ticket, globex_alice, subject="Globex")
 
     assert again.status_code == 429 and again.json()["error"]["code"] == "TOO_MANY_REQUESTS", again.text
     assert again.json()["error"]["details"]["scope"] == bucket
