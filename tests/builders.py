@@ -6,11 +6,13 @@ users), so any test can check that the other tenant sees nothing."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from django.db import connection
 
 from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
 from tenants.services import issue_token, subject_for
@@ -34,13 +36,18 @@ class World:
         self, username: str, *, ttl: int = 3600, roles: list[str] | None = None, teams: list[str] | None = None
     ) -> str:
         default_roles, default_teams = CAST.get(username, (["user"], []))
-        return issue_token(
+        token = issue_token(
             realm=self.realm,
             username=username,
             roles=roles if roles is not None else default_roles,
             teams=teams if teams is not None else default_teams,
             ttl_seconds=ttl,
         )
+        if threading.current_thread() is not threading.main_thread():
+            # A test's helper thread: give back the connection the user lookup took, or it
+            # stays out of the pool, on the test database, until the session ends.
+            connection.close()
+        return token
 
     def headers(self, username: str, **kwargs: Any) -> dict[str, str]:
         return {
