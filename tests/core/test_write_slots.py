@@ -9,7 +9,7 @@ import asyncio
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -165,6 +165,7 @@ def test_a_write_that_gets_no_slot_in_time_is_refused_and_changes_nothing(acme: 
     assert body["success"] is False
     assert body["error"]["code"] == "SERVICE_UNAVAILABLE"
     assert body["error"]["details"] == {"outcome": "not_applied"}
+    assert "busy with other changes" in body["error"]["message"]  # not "the database is unavailable"
     assert write.headers["Retry-After"]
     assert 0.4 < waited < 5
     assert read.status_code == 200  # a read does not wait for a write slot
@@ -267,6 +268,44 @@ def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> N
     gate.leave(None)
     behind.join(timeout=5)
     assert let_in == [True]
+
+
+def test_many_writers_on_a_few_keys_all_get_in_and_never_overrun_the_slots_or_share_a_key() -> None:
+    """Forty writers on three tickets and one keyless kind, each entering twenty times: every
+    write gets in (none is left waiting for a wake-up that never comes), at most `size` at
+    a time, and never two of one ticket at once."""
+    gate = WriteGate(3)
+    state = threading.Lock()
+    running: list[str | None] = []
+    peak = [0]
+    broken: list[str] = []
+    entered = [0]
+
+    def writer(n: int) -> None:
+        key = None if n % 4 == 3 else f"ticket {n % 4}"
+        for _ in range(20):
+            assert gate.enter(key, timeout=30)
+            with state:
+                if key is not None and key in running:
+                    broken.append(f"two writes of {key}")
+                running.append(key)
+                peak[0] = max(peak[0], len(running))
+                entered[0] += 1
+            time.sleep(0.0005)
+            with state:
+                running.remove(key)
+            gate.leave(key)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert entered[0] == 40 * 20
+    assert broken == []
+    assert peak[0] <= 3
+    assert gate._waiting == deque() and gate._running == 0 and gate._keys == set()
 
 
 def timed_patch(
