@@ -368,10 +368,8 @@ REQUEST_THREADS = env_int("REQUEST_THREADS", 32)
 # Python's default, and leaves the start-up heap unfrozen.
 GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 2_000)
 # Write requests (their transactions) a process runs at once; the others queue for a slot
-# (core.write_slots), up to WRITE_SLOT_WAIT_SECONDS, then 503. 0: no limit. Two: fewer
-# than the few tickets a burst of writes meets on, so their writes go in arrival order
-# (docs/architecture.md, "write slots").
-WRITE_CONCURRENCY = env_int("WRITE_CONCURRENCY", 2)
+# (core.write_slots), up to WRITE_SLOT_WAIT_SECONDS, then 503. 0: no limit.
+WRITE_CONCURRENCY = env_int("WRITE_CONCURRENCY", 3)
 WRITE_SLOT_WAIT_SECONDS = env_float("WRITE_SLOT_WAIT_SECONDS", 30.0)
 # `Retry-After` of the 503 a request gets when the database failed it (core.db_retry).
 DATABASE_RETRY_AFTER_SECONDS = env_int("DATABASE_RETRY_AFTER_SECONDS", 2)

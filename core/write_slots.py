@@ -44,16 +44,24 @@ logger = logging.getLogger(__name__)
 class _Waiter:
     """A write in the queue, woken only when it has been let in (or its time is up)."""
 
-    __slots__ = ("admitted", "key", "woken")
+    __slots__ = ("admitted", "key", "passed", "woken")
 
     def __init__(self, key: Hashable | None, lock: threading.Lock) -> None:
         self.key = key
         self.admitted = False
+        self.passed = 0  # writes let in before it, from behind it in the queue
         self.woken = threading.Condition(lock)
 
 
 class WriteGate:
     """`size` writes at a time, in the order they came, one at a time per key.
+
+    A write whose key is busy lets those behind it go first, up to `size` of them; then
+    they wait for it. Without that bound, when a burst of writes meets on as many tickets
+    as there are slots, each ticket's writes form a queue of their own, and a writer waits
+    behind however many others happened to pick its ticket (16 writers on 3 tickets with
+    3 slots: p99 383-513 ms, 230-292 ms with the bound; docs/benchmarks.md). The bound
+    costs at most one write's duration: the one the barring waiter waits for.
 
     A write that leaves lets the next ones in itself and wakes only them. Waking every
     waiter to let each check whether it is its turn (one shared condition) cost, with
@@ -69,12 +77,19 @@ class WriteGate:
 
     def _admit(self) -> None:
         """Let in, in order, every waiter that may enter now: while a slot is free, the
-        first one whose key is free. Called with the lock held."""
+        first one whose key is free, unless a waiter in front of it has been passed
+        `size` times already. Called with the lock held."""
         if self._running >= self.size:
             return
+        passed: list[_Waiter] = []
         for waiter in list(self._waiting):
             if waiter.key is not None and waiter.key in self._keys:
+                if waiter.passed >= self.size:
+                    return  # passed often enough: those behind it wait for it now
+                passed.append(waiter)
                 continue
+            for earlier in passed:
+                earlier.passed += 1
             self._waiting.remove(waiter)
             self._running += 1
             if waiter.key is not None:
@@ -107,6 +122,7 @@ class WriteGate:
             finally:
                 if not waiter.admitted:
                     self._waiting.remove(waiter)
+                    self._admit()  # it may have been the one those behind waited for
             return waiter.admitted
 
     def leave(self, key: Hashable | None) -> None:

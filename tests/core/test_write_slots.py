@@ -258,6 +258,61 @@ def test_the_gate_lets_writes_in_in_order_skipping_those_whose_key_is_busy() -> 
     assert order == ["B", "second A", "C"]
 
 
+def test_a_write_waiting_for_its_ticket_is_passed_by_as_many_writes_as_there_are_slots_then_goes_first() -> None:
+    """Writes of other tickets may go before a write whose ticket is busy, but only `size`
+    of them: then they wait for it, so a burst on a few tickets goes nearly in arrival
+    order instead of one queue per ticket."""
+    gate = WriteGate(2)
+    assert gate.enter("ticket A", timeout=1)
+    order: list[str] = []
+
+    def second_a() -> None:
+        assert gate.enter("ticket A", timeout=10)
+        order.append("second A")
+        gate.leave("ticket A")
+
+    waiting = threading.Thread(target=second_a)
+    waiting.start()
+    assert until(lambda: len(gate._waiting) == 1)
+    for n in range(2):  # a slot is free, ticket A is not: these go first
+        assert gate.enter(f"ticket {n}", timeout=1), n
+        order.append(f"ticket {n}")
+        gate.leave(f"ticket {n}")
+    # A slot is free, but "second A" has been passed twice: the next waits behind it.
+    assert gate.enter("ticket 9", timeout=0.3) is False
+    gate.leave("ticket A")
+    waiting.join(timeout=5)
+    assert gate.enter("ticket 9", timeout=1)
+    order.append("ticket 9")
+    gate.leave("ticket 9")
+    assert order == ["ticket 0", "ticket 1", "second A", "ticket 9"]
+
+
+def test_writes_held_behind_a_write_that_was_passed_enough_go_in_when_it_gives_up_waiting() -> None:
+    gate = WriteGate(2)
+    assert gate.enter("ticket A", timeout=1)  # held throughout
+    gave_up: list[bool] = []
+    barring = threading.Thread(target=lambda: gave_up.append(gate.enter("ticket A", timeout=0.6)))
+    barring.start()
+    assert until(lambda: len(gate._waiting) == 1)
+    for n in range(2):
+        assert gate.enter(f"ticket {n}", timeout=1)
+        gate.leave(f"ticket {n}")
+    let_in: list[float] = []
+    started = time.monotonic()
+    behind = threading.Thread(
+        target=lambda: gate.enter("ticket 9", timeout=5) and let_in.append(time.monotonic() - started)
+    )
+    behind.start()
+    barring.join(timeout=5)
+    behind.join(timeout=5)
+    assert gave_up == [False]
+    # In as soon as the write it waited behind gave up, though ticket A was never let go.
+    assert len(let_in) == 1 and let_in[0] < 2
+    gate.leave("ticket 9")
+    gate.leave("ticket A")
+
+
 def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> None:
     gate = WriteGate(1)
     assert gate.enter(None, timeout=1)
