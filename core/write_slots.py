@@ -96,7 +96,7 @@ class WriteGate:
                 self._keys.add(waiter.key)
             waiter.admitted = True
             waiter.woken.notify()
-            if self._running >= self.size:
+            if self._running >= self.size or any(earlier.passed >= self.size for earlier in passed):
                 return
 
     def _release(self, key: Hashable | None) -> None:

@@ -307,10 +307,45 @@ def test_writes_held_behind_a_write_that_was_passed_enough_go_in_when_it_gives_u
     barring.join(timeout=5)
     behind.join(timeout=5)
     assert gave_up == [False]
-    # In as soon as the write it waited behind gave up, though ticket A was never let go.
-    assert len(let_in) == 1 and let_in[0] < 2
+    # Held until the write it waited behind gave up, and in then, though ticket A was
+    # never let go.
+    assert len(let_in) == 1 and 0.3 < let_in[0] < 2
     gate.leave("ticket 9")
     gate.leave("ticket A")
+
+
+def test_a_write_is_never_passed_more_times_than_there_are_slots_even_when_several_go_in_at_once() -> None:
+    gate = WriteGate(3)
+    assert gate.enter("ticket A", timeout=1)  # held throughout
+    outcomes: dict[str, bool] = {}
+
+    def wait(name: str, key: str, timeout: float) -> threading.Thread:
+        thread = threading.Thread(target=lambda: outcomes.__setitem__(name, gate.enter(key, timeout=timeout)))
+        thread.start()
+        return thread
+
+    def pass_once(key: str) -> None:
+        assert gate.enter(key, timeout=1)
+        gate.leave(key)
+
+    barring = wait("barring", "ticket A", 0.8)
+    assert until(lambda: len(gate._waiting) == 1)
+    pass_once("ticket x")
+    second = wait("second", "ticket A", 10)
+    assert until(lambda: len(gate._waiting) == 2)
+    pass_once("ticket y")
+    pass_once("ticket z")  # "barring" passed three times, "second" twice
+    behind = [wait("Y", "ticket Y", 10), wait("Z", "ticket Z", 10)]
+    assert until(lambda: len(gate._waiting) == 4)
+    barring.join(timeout=5)
+    # "barring" gave up: Y may pass "second" once more, Z may not.
+    assert until(lambda: outcomes.get("Y") is True)
+    time.sleep(0.2)
+    assert outcomes == {"barring": False, "Y": True}
+    gate.leave("ticket A")
+    for thread in [second, *behind]:
+        thread.join(timeout=5)
+    assert outcomes == {"barring": False, "Y": True, "second": True, "Z": True}
 
 
 def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> None:
