@@ -49,13 +49,14 @@ class DatabaseUnavailable(ApiError):
     """503 in the envelope: the database failed and the request was not (or may not have
     been) applied. An ApiError, so every view and stream that renders ApiErrors renders it."""
 
-    def __init__(self, outcome: Outcome) -> None:
-        if outcome == "unknown":
+    def __init__(self, outcome: Outcome, message: str | None = None) -> None:
+        # `message`: a cause of its own (core.write_slots: every write slot stayed busy).
+        if message is None and outcome == "unknown":
             message = (
                 "The database connection was lost while the change was being committed: it may or may not "
                 "have been applied. Read the resource (or the event log) before sending it again."
             )
-        else:
+        elif message is None:
             message = "The database is unavailable; nothing was changed. Send the same request again."
         super().__init__(
             503,

@@ -143,15 +143,9 @@ def _gate(size: int) -> WriteGate:
         return _gates[size]
 
 
-class WriteSlotsBusy(DatabaseUnavailable):
-    """503, nothing changed: no write slot came free in time. The same answer as a
-    database that cannot be reached (clients handle both alike: send it again), with a
-    message that names the cause."""
-
-    def __init__(self) -> None:
-        super().__init__("not_applied")
-        self.message = "The server is busy with other changes; nothing was changed. Send the same request again."
-        self.args = (self.message,)
+# The same 503 as a database that cannot be reached (clients handle both alike: send it
+# again), with a message that names the cause.
+BUSY_MESSAGE = "The server is busy with other changes; nothing was changed. Send the same request again."
 
 
 @contextlib.contextmanager
@@ -168,7 +162,7 @@ def write_slot(key: Hashable | None = None) -> Iterator[None]:
         WRITE_SLOT_WAIT.observe(time.monotonic() - started)
         if not let_in:
             logger.warning("event=write_slots_busy waited=%ss slots=%s", settings.WRITE_SLOT_WAIT_SECONDS, size)
-            raise WriteSlotsBusy
+            raise DatabaseUnavailable("not_applied", BUSY_MESSAGE)
         yield
     finally:
         if let_in:
