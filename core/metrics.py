@@ -94,6 +94,13 @@ BROADCAST_FAILURES = Counter(
     "receive loop failed). Streams still get the events by polling, later.",
     ["operation"],
 )
+HUB_FEED_BATCHES = Counter(
+    "ticketing_hub_feed_batches_total",
+    "Batches of events the workers' tenant feeds handed to their streams, by source: "
+    "carried (a commit's events, from its announcement) or log (read from the event log: "
+    "after a gap, a commit too big to carry, or on the poll).",
+    ["source"],
+)
 HUB_FEED_LAG = Gauge(
     "ticketing_hub_feed_lag_seconds",
     "How far the slowest tenant feed of a worker is behind the newest event it knows was "

@@ -1,8 +1,8 @@
 """After a commit: tell every worker process that a tenant's log has grown.
 
-The message (`log.committed`, to the tenant's channel-layer group) is only a wake-up:
-the hub's feeds and the webhook deliverer read the log from their own cursor, and they
-also poll it, so a lost or late announcement delays nothing for long and loses nothing.
+The message (`log.committed`, to the tenant's channel-layer group) is a wake-up: the
+hub's feeds and the webhook deliverer read the log from their own cursor, and they also
+poll it, so a lost or late announcement delays nothing for long and loses nothing.
 That lets the sending be cheap:
 
 - In a served request the commit runs in a worker thread of the ASGI event loop. The
@@ -14,18 +14,28 @@ That lets the sending be cheap:
   burst of writes a tenant's group gets a few messages a second instead of one per
   change. The message carries the *oldest* id not yet announced, so a receiver's lag (the
   age of the oldest event it knows of and has not read, core.metrics.HUB_FEED_LAG) stays
-  true.
+  true, and the newest, so a receiver knows where the log has got to.
 - With no serving loop (management commands, the synchronous test client, a WSGI
   server) it is sent at once, as before.
+
+A commit's events also travel with its announcement (`carried_events`), with the id of
+the event before them in the tenant's log, read under the tenant's log lock: a feed whose
+cursor is that id has the events as they were written, without reading them back from
+the log, and every worker process would otherwise read each commit once. Any other case
+(a cursor elsewhere, a commit too big to carry, an announcement lost or out of order) is
+a gap, and the receiver reads the log as before (events.hub.TenantFeed.catch_up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import uuid
 import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -34,6 +44,8 @@ from channels.layers import get_channel_layer
 from core.aio import serving_loop
 from core.metrics import BROADCAST_FAILURES
 from events.ids import event_id_to_str
+from events.models import Event
+from events.serializers import event_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +55,69 @@ def tenant_group(tenant_id: uuid.UUID | str) -> str:
     return f"events.{uuid.UUID(str(tenant_id)).hex}"
 
 
-def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
-    """Announce that the tenant's log has grown to `event_id` (called after COMMIT)."""
+# A commit whose events take more than this as JSON (a bulk change of many tickets) is
+# announced without them: the receivers read it from the log.
+CARRIED_MAX_BYTES = 32_768
+
+
+def carried_events(before: uuid.UUID | None, events: Sequence[Event]) -> str | None:
+    """A commit's events as its announcement carries them (JSON: the id before them in the
+    tenant's log, then each event as the partner API shows it and its recipient), or None
+    when too big. Made after COMMIT, from the rows as inserted; JSON, so that a receiver
+    gets what reading the rows back would give (a tuple in a payload becomes a list)."""
+    text = json.dumps(
+        {
+            "before": event_id_to_str(before) if before is not None else None,
+            "events": [
+                {"api": event_to_dict(event), "recipient": str(event.recipient_id) if event.recipient_id else None}
+                for event in events
+            ],
+        },
+        separators=(",", ":"),
+    )
+    return text if len(text) <= CARRIED_MAX_BYTES else None
+
+
+def announce_commit(tenant_id: uuid.UUID, event_id: uuid.UUID, *, carried: str | None = None) -> None:
+    """Announce that the tenant's log has grown to `event_id` (called after COMMIT), with
+    the commit's events when `carried` (`carried_events`)."""
     loop = serving_loop()
     if loop is None:
-        _send_now(tenant_id, event_id)
+        _send_now(tenant_id, event_id, carried)
         return
     try:
         # A fresh context: the sending task outlives the request, whose context would
         # tie it to the request's finished thread (core.request_threads).
-        loop.call_soon_threadsafe(_announcer_of(loop).add, tenant_id, event_id, context=contextvars.Context())
+        loop.call_soon_threadsafe(_announcer_of(loop).add, tenant_id, event_id, carried, context=contextvars.Context())
     except RuntimeError:  # the loop closed meanwhile (shutdown): send it from here
-        _send_now(tenant_id, event_id)
+        _send_now(tenant_id, event_id, carried)
 
 
-def _message(tenant_id: uuid.UUID, event_id: uuid.UUID) -> dict[str, Any]:
-    return {"type": "log.committed", "tenant": str(tenant_id), "id": event_id_to_str(event_id)}
+@dataclass
+class _Pending:
+    """A tenant's commits not announced yet: the oldest id, the newest, the carried events."""
+
+    oldest: uuid.UUID
+    newest: uuid.UUID
+    carried: list[str] = field(default_factory=list)
+
+    def add(self, event_id: uuid.UUID, carried: str | None) -> None:
+        # Commits reach the loop in the order their threads got there, not always in
+        # commit order.
+        self.newest = max(self.newest, event_id)
+        if carried is not None:
+            self.carried.append(carried)
+
+    def message(self, tenant_id: uuid.UUID) -> dict[str, Any]:
+        message = {
+            "type": "log.committed",
+            "tenant": str(tenant_id),
+            "id": event_id_to_str(self.oldest),
+            "newest": event_id_to_str(self.newest),
+        }
+        if self.carried:
+            message["carried"] = self.carried
+        return message
 
 
 def _failed(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
@@ -67,9 +126,11 @@ def _failed(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
     logger.warning("event=announce_failed tenant=%s id=%s", tenant_id, event_id_to_str(event_id), exc_info=True)
 
 
-def _send_now(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
+def _send_now(tenant_id: uuid.UUID, event_id: uuid.UUID, carried: str | None) -> None:
+    pending = _Pending(event_id, event_id)
+    pending.add(event_id, carried)
     try:
-        async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), _message(tenant_id, event_id))
+        async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), pending.message(tenant_id))
     except Exception:
         _failed(tenant_id, event_id)
 
@@ -79,12 +140,15 @@ class _LoopAnnouncer:
     sending them (touched only from that loop)."""
 
     def __init__(self) -> None:
-        self.pending: dict[uuid.UUID, uuid.UUID] = {}
+        self.pending: dict[uuid.UUID, _Pending] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
+    def add(self, tenant_id: uuid.UUID, event_id: uuid.UUID, carried: str | None = None) -> None:
         # The oldest unannounced id of the tenant stays (see the module docstring).
-        self.pending.setdefault(tenant_id, event_id)
+        pending = self.pending.get(tenant_id)
+        if pending is None:
+            pending = self.pending[tenant_id] = _Pending(event_id, event_id)
+        pending.add(event_id, carried)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._drain(), name="announce-commits")
 
@@ -92,13 +156,13 @@ class _LoopAnnouncer:
         while self.pending:
             batch, self.pending = self.pending, {}
             layer = get_channel_layer()
-            for tenant_id, event_id in batch.items():
+            for tenant_id, pending in batch.items():
                 try:
-                    await layer.group_send(tenant_group(tenant_id), _message(tenant_id, event_id))
+                    await layer.group_send(tenant_group(tenant_id), pending.message(tenant_id))
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    _failed(tenant_id, event_id)
+                    _failed(tenant_id, pending.oldest)
 
 
 _announcers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopAnnouncer] = weakref.WeakKeyDictionary()

@@ -2,18 +2,20 @@
 out in memory to every local stream.
 
 Each process owns one channel-layer channel and adds it to the group of each tenant that
-has local streams. A broadcast only says "the tenant's log grew"; the tenant's feed then
-reads the new rows from the event log after its cursor, in id order, and hands each
-event (serialized once, shared by all streams) to every local subscriber. So delivery is
-exactly the log: nothing lost if a broadcast is lost (the feed also polls), nothing
-duplicated, nothing reordered. A subscriber that cannot keep up is cut off, never
-allowed to grow memory without bound.
+has local streams. A broadcast says "the tenant's log grew" and carries the commit's
+events with the id before them (events.announcements); the tenant's feed hands them on
+when that id is its cursor, and otherwise reads the new rows from the event log after its
+cursor, in id order. Each event (serialized once, shared by all streams) goes to every
+local subscriber. So delivery is exactly the log: nothing lost if a broadcast is lost
+(the feed also polls), nothing duplicated, nothing reordered. A subscriber that cannot
+keep up is cut off, never allowed to grow memory without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -32,7 +34,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from core.aio import wait_event
 from core.db_retry import call_with_retry
-from core.metrics import BROADCAST_FAILURES, HUB_FEED_LAG, event_commit_time
+from core.metrics import BROADCAST_FAILURES, HUB_FEED_BATCHES, HUB_FEED_LAG, event_commit_time
 from events.announcements import tenant_group
 from events.ids import event_id_to_str, parse_event_id
 from events.models import REPLAY_TYPE, Event
@@ -43,6 +45,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FEED_BATCH = 500
+# Carried commits waiting for a feed that is busy (a slow read of the log): past this
+# many, they are dropped and the feed reads the log instead, so memory stays bounded.
+CARRIED_MAX_WAITING = 1000
+_CARRIED_BATCHES = HUB_FEED_BATCHES.labels("carried")
+_LOG_BATCHES = HUB_FEED_BATCHES.labels("log")
 # A message on a tenant's group that is not a commit: news for the streams following its
 # `topic` (e.g. who is viewing a ticket), handed to them without reading the log.
 NOTE_MESSAGE = "stream.note"
@@ -112,6 +119,23 @@ class LogEvent:
             replayed=replayed,
         )
 
+    @classmethod
+    def from_announced(cls, tenant_id: uuid.UUID, item: dict[str, Any]) -> LogEvent:
+        """An event as an announcement carried it (events.announcements.carried_events)."""
+        api = item["api"]
+        recipient = item.get("recipient")
+        return cls(
+            id=parse_event_id(api["id"]),
+            ulid=api["id"],
+            tenant_id=tenant_id,
+            type=api["type"],
+            occurred_at=api["occurred_at"],
+            payload=api["payload"],
+            changes=api.get("changes"),
+            api=api,
+            recipient_id=uuid.UUID(recipient) if recipient else None,
+        )
+
     def frame(self, key: Any, build: Callable[[], bytes]) -> bytes:
         cached = self.frames.get(key)
         if cached is None:
@@ -133,6 +157,23 @@ def fetch_log(
     as streams take them: the hub's catch-up, the streams' resume, the partner socket's."""
     events = log_after(tenant_id, after, audience=audience, types=types, recipient=recipient, shared=shared)
     return [LogEvent.from_row(e) for e in events.select_related("actor")[:limit]]
+
+
+@dataclass
+class CarriedCommit:
+    """One commit's events from its announcement, and the id before them in the log."""
+
+    before: uuid.UUID | None
+    events: list[LogEvent]
+
+    @classmethod
+    def parse(cls, tenant_id: uuid.UUID, text: str) -> CarriedCommit:
+        """Raises ValueError (or KeyError, TypeError) on what no sender of ours wrote."""
+        data = json.loads(text)
+        events = [LogEvent.from_announced(tenant_id, item) for item in data["events"]]
+        if not events:
+            raise ValueError("a commit without events")
+        return cls(parse_event_id(data["before"]) if data["before"] else None, events)
 
 
 def fetch_missed(tenant_id: uuid.UUID, after: uuid.UUID, limit: int, **filters: Any) -> list[LogEvent] | None:
@@ -321,10 +362,34 @@ class TenantFeed:
         # read yet (from an announcement, or a read that stopped at a full batch); None
         # when caught up. Its age is the feed's lag (core.metrics.HUB_FEED_LAG).
         self.behind_since: float | None = None
+        # From the announcements since the feed last looked: the commits they carried
+        # (as received, parsed when used), the newest id announced, and whether one
+        # asks for the log to be read whatever they carried (`read_log_soon`).
+        self.carried: list[str] = []
+        self.newest: uuid.UUID | None = None
+        self.read_wanted = False
 
     def note_committed(self, commit_time: float) -> None:
         if self.behind_since is None:
             self.behind_since = commit_time
+
+    def note_announcement(self, newest: uuid.UUID | None, carried: list[str]) -> None:
+        """An announcement's newest id (None: it did not say) and carried commits."""
+        if newest is None:
+            self.read_wanted = True
+        elif self.newest is None or newest.int > self.newest.int:
+            self.newest = newest
+        if len(self.carried) + len(carried) > CARRIED_MAX_WAITING:
+            self.carried, self.read_wanted = [], True
+        else:
+            self.carried.extend(carried)
+        self.dirty.set()
+
+    def read_log_soon(self) -> None:
+        """Read the log after the cursor now, whatever the announcements carried (the
+        memberships were lost for a while, or the cursor moved)."""
+        self.read_wanted = True
+        self.dirty.set()
 
     def lag(self, now: float) -> float:
         return 0.0 if self.behind_since is None else max(0.0, now - self.behind_since)
@@ -351,10 +416,13 @@ class TenantFeed:
     async def run(self) -> None:
         poll = settings.EVENT_HUB_POLL_SECONDS
         while True:
-            await wait_event(self.dirty, poll)
+            announced = await wait_event(self.dirty, poll)
             self.dirty.clear()
             try:
-                await self.catch_up()
+                # Woken by an announcement: what it carried, if that is all; on the
+                # poll's schedule: the log.
+                if not (announced and await self.take_carried()):
+                    await self.catch_up()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -364,12 +432,39 @@ class TenantFeed:
             else:
                 self.hub.update_lag()
 
+    async def take_carried(self) -> bool:
+        """Hand on the carried commits that follow the cursor without a gap; whether that
+        brought the feed to the newest id announced (else the log must be read: a commit
+        was not carried, or its announcement is late, lost or out of order)."""
+        texts, self.carried = self.carried, []
+        if self.read_wanted:
+            self.read_wanted = False
+            return False
+        try:
+            commits = [CarriedCommit.parse(self.tenant_id, text) for text in texts]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("event=feed_carried_unreadable tenant=%s", self.tenant_id, exc_info=True)
+            return False
+        for commit in sorted(commits, key=lambda c: c.events[0].id.int):
+            if self.cursor is not None and commit.events[-1].id.int <= self.cursor.int:
+                continue  # read from the log already
+            if commit.before != self.cursor:
+                return False
+            await self.deliver(commit.events)
+            self.cursor = commit.events[-1].id
+            _CARRIED_BATCHES.inc()
+        if self.newest is not None and (self.cursor is None or self.cursor.int < self.newest.int):
+            return False
+        self.behind_since = None
+        return True
+
     async def catch_up(self) -> None:
         while True:
             events = await run_db(fetch_log, self.tenant_id, self.cursor, FEED_BATCH)
             await self.deliver(events)
             if events:
                 self.cursor = events[-1].id
+                _LOG_BATCHES.inc()
             if len(events) < FEED_BATCH:
                 self.behind_since = None
                 return
@@ -607,7 +702,7 @@ class EventHub:
         # After a Redis restart the group memberships are gone; add them again.
         for feed in list(self.feeds.values()):
             await self.join(feed.group)
-            feed.dirty.set()
+            feed.read_log_soon()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         try:
@@ -624,7 +719,12 @@ class EventHub:
             feed.note_committed(event_commit_time(parse_event_id(message["id"])))
         except (KeyError, ValueError, TypeError):
             feed.note_committed(time.time())
-        feed.dirty.set()
+        try:
+            newest: uuid.UUID | None = parse_event_id(message["newest"])
+        except (KeyError, ValueError, TypeError):
+            newest = None
+        carried = message.get("carried")
+        feed.note_announcement(newest, carried if isinstance(carried, list) else [])
 
     def update_lag(self) -> None:
         """Publish the lag of this process's slowest feed (core.metrics.HUB_FEED_LAG)."""

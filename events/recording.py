@@ -11,8 +11,8 @@ and inserted together, just before COMMIT:
                                               more deferred writes, more events
                end of the unit: deferred writes (e.g. notification counters, one sorted lock)
                                 ─► the tenant's log lock ─► ids ─► one INSERT ─► COMMIT
-                                ─► after commit: "log grew" to every worker (channel layer,
-                                  events.announcements)
+                                ─► after commit: "log grew", with the events, to every
+                                  worker (channel layer, events.announcements)
 
 Lock order, the same for every writer, so writers never wait for each other in a circle:
 1. rows of the business change (a ticket row first: every ticket change starts by locking
@@ -44,7 +44,7 @@ from django.utils import timezone
 
 from core import statements
 from core.metrics import EVENTS_WRITTEN
-from events.announcements import announce_commit
+from events.announcements import announce_commit, carried_events
 from events.ids import new_event_id
 from events.models import Event
 from events.selectors import last_event_id
@@ -217,21 +217,20 @@ def _number_and_insert(events: list[Event]) -> None:
     by_tenant: dict[uuid.UUID, list[Event]] = defaultdict(list)
     for event in events:
         by_tenant[event.tenant_id].append(event)
-    newest: dict[uuid.UUID, uuid.UUID] = {}
+    before: dict[uuid.UUID, uuid.UUID | None] = {}
     for tenant_id in sorted(by_tenant, key=lambda t: t.bytes):  # several tenants: always in one order
         lock_tenant_log(tenant_id)
-        last = last_event_id(tenant_id)
+        last = before[tenant_id] = last_event_id(tenant_id)
         for event in by_tenant[tenant_id]:
             event.id = last = new_event_id(after=last)
-        newest[tenant_id] = last
     statements.insert(Event, events)
-    for tenant_id, event_id in newest.items():
-        audiences = Counter(event.audience for event in by_tenant[tenant_id])
-        transaction.on_commit(partial(committed, tenant_id, event_id, audiences))
+    for tenant_id, own in by_tenant.items():
+        transaction.on_commit(partial(committed, tenant_id, before[tenant_id], own))
 
 
-def committed(tenant_id: uuid.UUID, event_id: uuid.UUID, audiences: Counter[str]) -> None:
-    """After COMMIT: count the tenant's new events (core.metrics), then announce them."""
-    for audience, count in audiences.items():
+def committed(tenant_id: uuid.UUID, before: uuid.UUID | None, events: list[Event]) -> None:
+    """After COMMIT: count the tenant's new events (core.metrics), then announce them, with
+    the id before them in the tenant's log (under its lock, nothing came between)."""
+    for audience, count in Counter(event.audience for event in events).items():
         EVENTS_WRITTEN.labels(audience).inc(count)
-    announce_commit(tenant_id, event_id)
+    announce_commit(tenant_id, events[-1].id, carried=carried_events(before, events))

@@ -145,7 +145,7 @@ class EdgeFeed(TenantFeed):
         begin = self.hub.begin_at.pop(self.tenant_id, None)
         if begin is not None and (self.cursor is None or begin.int < self.cursor.int):
             self.cursor = None if begin.int == 0 else begin
-            self.dirty.set()
+            self.read_log_soon()
 
 
 class EdgeHub(EventHub):

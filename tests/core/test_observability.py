@@ -107,9 +107,7 @@ def test_a_failed_announcement_is_counted() -> None:
 def test_hub_lag_is_the_age_of_the_oldest_announced_event_not_yet_read() -> None:
     hub = EventHub()
     tenant_id = uuid.uuid4()
-    feed = hub.feeds[tenant_id] = TenantFeed.__new__(TenantFeed)
-    feed.behind_since = None
-    feed.dirty = mock.Mock()
+    feed = hub.feeds[tenant_id] = TenantFeed(hub, tenant_id)
     # An announcement of an event committed 5 s ago (its id's time), not read yet.
     five_seconds_ago = uuid.UUID(int=(int((time.time() - 5) * 1000) << 80))
     hub._dispatch({"type": "log.committed", "tenant": str(tenant_id), "id": str(five_seconds_ago)})

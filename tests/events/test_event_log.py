@@ -1,6 +1,7 @@
 """The event log: written with the change, announced only after commit, ordered by commit."""
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -114,7 +115,11 @@ def test_announced_only_after_commit(acme: World, django_capture_on_commit_callb
         await sync_to_async(callbacks[0])()
         message = await listener.receive_within(2)
         assert message["type"] == "log.committed"
-        assert message["id"] == await sync_to_async(lambda: Event.objects.get().ulid)()
+        assert message["id"] == message["newest"] == await sync_to_async(lambda: Event.objects.get().ulid)()
+        # It carries the commit's event, after nothing (the tenant's first).
+        [carried] = [json.loads(text) for text in message["carried"]]
+        assert carried["before"] is None
+        assert [item["api"]["id"] for item in carried["events"]] == [message["id"]]
 
     async_to_sync(scenario)()
 
@@ -130,7 +135,8 @@ def test_a_served_request_hands_its_announcement_to_the_event_loop():
         assert found is asyncio.get_running_loop()
         await sync_to_async(announce_commit)(tenant_id, event_id)
         message = await listener.receive_within(2)
-        assert message == {"type": "log.committed", "tenant": str(tenant_id), "id": str(ULID.from_uuid(event_id))}
+        ulid = str(ULID.from_uuid(event_id))
+        assert message == {"type": "log.committed", "tenant": str(tenant_id), "id": ulid, "newest": ulid}
 
     async_to_sync(scenario)()
     assert serving_loop() is None  # a plain thread (management command) sends at once
@@ -142,11 +148,15 @@ def test_announcements_waiting_on_the_loop_are_merged_per_tenant_keeping_the_old
 
     async def scenario() -> None:
         one, two = await Listener(first).start(), await Listener(second).start()
-        # Five commits of `first` and one of `second` before the loop sends anything.
-        for event_id in ids:
-            announce_commit(first, event_id)
+        # Five commits of `first` (the last two reaching the loop in the other order, the
+        # fourth too big to carry) and one of `second`, before the loop sends anything.
+        for n in (0, 1, 2, 4, 3):
+            announce_commit(first, ids[n], carried=None if n == 3 else f"commit {n}")
         announce_commit(second, ids[-1])
-        assert (await one.receive_within(2))["id"] == str(ULID.from_uuid(ids[0]))
+        merged = await one.receive_within(2)
+        assert merged["id"] == str(ULID.from_uuid(ids[0]))  # the first to reach the loop
+        assert merged["newest"] == str(ULID.from_uuid(ids[4]))
+        assert merged["carried"] == ["commit 0", "commit 1", "commit 2", "commit 4"]
         assert (await two.receive_within(2))["id"] == str(ULID.from_uuid(ids[-1]))
         assert await one.receive_within(0.3) is None  # one message for the five
 
