@@ -58,6 +58,8 @@ def tenant_group(tenant_id: uuid.UUID | str) -> str:
 # A commit whose events take more than this as JSON (a bulk change of many tickets) is
 # announced without them: the receivers read it from the log.
 CARRIED_MAX_BYTES = 32_768
+# And the commits one merged message carries, in all.
+CARRIED_MAX_MESSAGE_BYTES = 262_144
 
 
 def carried_events(before: uuid.UUID | None, events: Sequence[Event]) -> str | None:
@@ -100,13 +102,17 @@ class _Pending:
     oldest: uuid.UUID
     newest: uuid.UUID
     carried: list[str] = field(default_factory=list)
+    carried_bytes: int = 0
 
     def add(self, event_id: uuid.UUID, carried: str | None) -> None:
         # Commits reach the loop in the order their threads got there, not always in
         # commit order.
         self.newest = max(self.newest, event_id)
-        if carried is not None:
+        # A burst of big commits while Redis is slow would make one huge message: past
+        # the bound, the rest go uncarried (receivers read them from the log).
+        if carried is not None and self.carried_bytes + len(carried) <= CARRIED_MAX_MESSAGE_BYTES:
             self.carried.append(carried)
+            self.carried_bytes += len(carried)
 
     def message(self, tenant_id: uuid.UUID) -> dict[str, Any]:
         message = {

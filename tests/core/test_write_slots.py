@@ -568,3 +568,50 @@ def test_a_slow_identity_provider_holds_no_write_slot(acme: World, globex: World
     assert globex_took >= 2.0  # it did wait for its identity provider
     assert acme_took < 1.0  # ... holding no slot while it did
     assert keys.fetches == 1  # and the key set was fetched once, not again in the transaction
+
+
+@concurrent_writes
+@pytest.mark.django_db(transaction=True)
+def test_through_the_server_a_write_that_gets_no_slot_in_time_is_503_busy_and_changes_nothing(acme: World) -> None:
+    """Over a socket, as a client sees it: one slot, taken by a write waiting for its
+    ticket's row lock (held by the test); a write of another ticket waits out
+    WRITE_SLOT_WAIT_SECONDS and is refused, and goes through once the slot is free."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import ServerProcess
+    from tests.lockhold import holding, wait_for_lock_waiters
+
+    busy, other = make_tickets(acme, 2)
+    headers = acme.headers("alice")
+    server = ServerProcess(WRITE_CONCURRENCY="1", WRITE_SLOT_WAIT_SECONDS="0.5").start()
+    try:
+
+        def patch(ticket: Ticket, status: str) -> httpx.Response:
+            return httpx.patch(
+                f"{server.url}{TICKETS}/{ticket.pk}", json={"status": status}, headers=headers, timeout=20
+            )
+
+        assert httpx.get(f"{server.url}{TICKETS}/{busy.pk}", headers=headers, timeout=20).status_code == 200
+        with ThreadPoolExecutor(1) as pool:
+            with holding("SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE", [busy.pk]):
+                first = pool.submit(patch, busy, "in_progress")
+                wait_for_lock_waiters(1)  # the first write holds the slot, waiting for the row
+                started = time.monotonic()
+                refused = patch(other, "in_progress")
+                waited = time.monotonic() - started
+            assert first.result().status_code == 200
+        again = patch(other, "in_progress")
+    finally:
+        server.stop()
+
+    assert refused.status_code == 503
+    assert refused.headers["content-type"].startswith("application/json")
+    assert refused.headers["Retry-After"]
+    error = refused.json()["error"]
+    assert (error["code"], error["details"]) == ("SERVICE_UNAVAILABLE", {"outcome": "not_applied"})
+    assert "busy with other changes" in error["message"]
+    assert 0.4 < waited < 10
+    assert again.status_code == 200, again.text
+    other.refresh_from_db()
+    assert other.status == "in_progress"
+    assert Event.objects.filter(ticket_id=other.pk).count() == 1  # only the write that went through

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from ulid import ULID
 
 from core.aio import serving_loop
-from events.announcements import announce_commit, tenant_group
+from events.announcements import CARRIED_MAX_MESSAGE_BYTES, announce_commit, tenant_group
 from events.ids import new_event_id
 from events.models import Event
 from events.recording import record_event, unit_of_work
@@ -159,6 +159,22 @@ def test_announcements_waiting_on_the_loop_are_merged_per_tenant_keeping_the_old
         assert merged["carried"] == ["commit 0", "commit 1", "commit 2", "commit 4"]
         assert (await two.receive_within(2))["id"] == str(ULID.from_uuid(ids[-1]))
         assert await one.receive_within(0.3) is None  # one message for the five
+
+    async_to_sync(scenario)()
+
+
+def test_a_merged_announcement_carries_commits_up_to_its_bound_and_names_the_newest_id():
+    tenant_id = uuid.uuid4()
+    ids = [new_event_id() for _ in range(12)]
+    big = "x" * (CARRIED_MAX_MESSAGE_BYTES // 10)
+
+    async def scenario() -> None:
+        listener = await Listener(tenant_id).start()
+        for event_id in ids:
+            announce_commit(tenant_id, event_id, carried=big)
+        message = await listener.receive_within(2)
+        assert len(message["carried"]) == 10  # the last two are left to the log
+        assert message["newest"] == str(ULID.from_uuid(ids[-1]))
 
     async_to_sync(scenario)()
 
