@@ -802,6 +802,7 @@ async def run_phase(args: argparse.Namespace, server: Server, tenancy: Tenancy, 
         "realm": tenancy.realm,
         "concurrency": args.open_concurrency,
         "open_timeout": args.open_timeout,
+        "client_loop": args.client_loop,
     }
     readers = []
     open_started = time.monotonic()
@@ -1059,7 +1060,8 @@ def print_table(title: str, runs: list[dict[str, Any]], args: argparse.Namespace
     )
     print(
         f"parameters: workers={args.workers} rate={args.rate}/s duration={args.duration}s "
-        f"create_share={args.create_share} client_procs={args.client_procs} tickets={args.tickets} "
+        f"create_share={args.create_share} client_procs={args.client_procs} client_loop={args.client_loop} "
+        f"tickets={args.tickets} "
         f"heartbeat={args.heartbeat}s streams/user={args.streams_per_user} seed={args.seed}"
     )
     if args.edge:
@@ -1098,6 +1100,12 @@ def main() -> None:
     parser.add_argument("--create-share", type=float, default=0.1, help="share of changes that create a ticket")
     parser.add_argument("--tickets", type=int, default=300, help="tickets in the bench tenant (default 300)")
     parser.add_argument("--client-procs", type=int, default=2, help="client processes holding the streams")
+    parser.add_argument(
+        "--client-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of the client processes (default uvloop; asyncio: as the runs before 2026-12-04 late evening)",
+    )
     parser.add_argument("--streams-per-user", type=int, default=8, help="streams per bench user (default 8)")
     parser.add_argument("--open-concurrency", type=int, default=32, help="stream opens in flight per client process")
     parser.add_argument("--open-timeout", type=float, default=120.0, help="seconds for a stream to get its snapshot")

@@ -7,13 +7,16 @@ on Linux is the same clock in every process of the machine.
 
 `reader_main` runs in a child process (multiprocessing "spawn"): it opens its share of
 the streams, reports when all of them have their snapshot, then records frames until the
-parent says stop, and sends back what each stream received.
+parent says stop, and sends back what each stream received. It runs on uvloop unless
+`options["client_loop"]` says "asyncio" (the loop of the runs before 2026-12-04 late
+evening): the client shares the machine's cores with the server it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,6 +226,7 @@ def reader_main(conn: Any, specs: list[StreamSpec], options: dict[str, Any]) -> 
         loop.add_reader(conn.fileno(), stop.set)
         await stop.wait()
         loop.remove_reader(conn.fileno())
+        os.set_blocking(conn.fileno(), True)  # uvloop left the pipe non-blocking; results are large
         conn.recv()
         stopped_at = time.monotonic()
         for result in results:
@@ -233,7 +237,12 @@ def reader_main(conn: Any, specs: list[StreamSpec], options: dict[str, Any]) -> 
         await asyncio.sleep(0.2)
         return results
 
-    results = asyncio.run(run())
+    if options.get("client_loop", "uvloop") == "uvloop":
+        import uvloop  # the server's loop too (uvicorn[standard]): the client takes less of the shared cores
+
+        results = uvloop.run(run())
+    else:
+        results = asyncio.run(run())
     payload = [
         {
             "index": r.index,

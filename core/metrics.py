@@ -94,11 +94,11 @@ BROADCAST_FAILURES = Counter(
     "receive loop failed). Streams still get the events by polling, later.",
     ["operation"],
 )
-HUB_FEED_BATCHES = Counter(
-    "ticketing_hub_feed_batches_total",
-    "Batches of events the workers' tenant feeds handed to their streams, by source: "
-    "carried (a commit's events, from its announcement) or log (read from the event log: "
-    "after a gap, a commit too big to carry, or on the poll).",
+HUB_FEED_EVENTS = Counter(
+    "ticketing_hub_feed_events_total",
+    "Events the workers' tenant feeds handed to their streams, by source: carried (in a "
+    "commit's announcement) or log (read from the event log: after a gap, a commit too big "
+    "to carry, or on the poll).",
     ["source"],
 )
 HUB_FEED_LAG = Gauge(

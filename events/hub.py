@@ -34,7 +34,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from core.aio import wait_event
 from core.db_retry import call_with_retry
-from core.metrics import BROADCAST_FAILURES, HUB_FEED_BATCHES, HUB_FEED_LAG, event_commit_time
+from core.metrics import BROADCAST_FAILURES, HUB_FEED_EVENTS, HUB_FEED_LAG, event_commit_time
 from events.announcements import tenant_group
 from events.ids import event_id_to_str, parse_event_id
 from events.models import REPLAY_TYPE, Event
@@ -46,10 +46,10 @@ T = TypeVar("T")
 
 FEED_BATCH = 500
 # Carried commits waiting for a feed that is busy (a slow read of the log): past this
-# many, they are dropped and the feed reads the log instead, so memory stays bounded.
-CARRIED_MAX_WAITING = 1000
-_CARRIED_BATCHES = HUB_FEED_BATCHES.labels("carried")
-_LOG_BATCHES = HUB_FEED_BATCHES.labels("log")
+# many bytes, they are dropped and the feed reads the log instead, so memory stays bounded.
+CARRIED_MAX_WAITING_BYTES = 1_048_576
+_CARRIED_EVENTS = HUB_FEED_EVENTS.labels("carried")
+_LOG_EVENTS = HUB_FEED_EVENTS.labels("log")
 # A message on a tenant's group that is not a commit: news for the streams following its
 # `topic` (e.g. who is viewing a ticket), handed to them without reading the log.
 NOTE_MESSAGE = "stream.note"
@@ -366,6 +366,7 @@ class TenantFeed:
         # (as received, parsed when used), the newest id announced, and whether one
         # asks for the log to be read whatever they carried (`read_log_soon`).
         self.carried: list[str] = []
+        self.carried_bytes = 0
         self.newest: uuid.UUID | None = None
         self.read_wanted = False
 
@@ -379,10 +380,12 @@ class TenantFeed:
             self.read_wanted = True
         elif self.newest is None or newest.int > self.newest.int:
             self.newest = newest
-        if len(self.carried) + len(carried) > CARRIED_MAX_WAITING:
-            self.carried, self.read_wanted = [], True
+        size = sum(len(text) for text in carried)
+        if self.carried_bytes + size > CARRIED_MAX_WAITING_BYTES:
+            self.carried, self.carried_bytes, self.read_wanted = [], 0, True
         else:
             self.carried.extend(carried)
+            self.carried_bytes += size
         self.dirty.set()
 
     def read_log_soon(self) -> None:
@@ -436,7 +439,7 @@ class TenantFeed:
         """Hand on the carried commits that follow the cursor without a gap; whether that
         brought the feed to the newest id announced (else the log must be read: a commit
         was not carried, or its announcement is late, lost or out of order)."""
-        texts, self.carried = self.carried, []
+        texts, self.carried, self.carried_bytes = self.carried, [], 0
         if self.read_wanted:
             self.read_wanted = False
             return False
@@ -452,19 +455,20 @@ class TenantFeed:
                 return False
             await self.deliver(commit.events)
             self.cursor = commit.events[-1].id
-            _CARRIED_BATCHES.inc()
+            _CARRIED_EVENTS.inc(len(commit.events))
         if self.newest is not None and (self.cursor is None or self.cursor.int < self.newest.int):
             return False
         self.behind_since = None
         return True
 
     async def catch_up(self) -> None:
+        self.read_wanted = False  # this read is the one asked for (one asked meanwhile stays)
         while True:
             events = await run_db(fetch_log, self.tenant_id, self.cursor, FEED_BATCH)
             await self.deliver(events)
             if events:
                 self.cursor = events[-1].id
-                _LOG_BATCHES.inc()
+                _LOG_EVENTS.inc(len(events))
             if len(events) < FEED_BATCH:
                 self.behind_since = None
                 return

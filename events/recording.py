@@ -29,6 +29,7 @@ Django's own list of on-commit callbacks, which savepoint rollbacks prune)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 import zlib
 from collections import Counter, defaultdict
@@ -51,6 +52,7 @@ from events.selectors import last_event_id
 from tenants.models import Tenant, TenantUser
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # The advisory-lock namespace of the event log (first key of the two-key form).
 _EVENT_LOCK_CLASS = 0x45564E54 - 2**31  # "EVNT", as a signed int4
@@ -233,4 +235,11 @@ def committed(tenant_id: uuid.UUID, before: uuid.UUID | None, events: list[Event
     the id before them in the tenant's log (under its lock, nothing came between)."""
     for audience, count in Counter(event.audience for event in events).items():
         EVENTS_WRITTEN.labels(audience).inc(count)
-    announce_commit(tenant_id, events[-1].id, carried=carried_events(before, events))
+    try:
+        carried = carried_events(before, events)
+    except Exception:
+        # The change is committed whatever happens here: announced without its events,
+        # it is read from the log by the receivers.
+        logger.warning("event=carried_events_failed tenant=%s", tenant_id, exc_info=True)
+        carried = None
+    announce_commit(tenant_id, events[-1].id, carried=carried)

@@ -197,7 +197,7 @@ def test_streams_in_both_workers_are_counted_with_their_ends_refusals_and_latenc
 def test_commits_reach_the_workers_streams_with_their_announcements_not_read_back(
     two_workers: ServerProcess, acme: World
 ) -> None:
-    """Each worker with streams takes a commit's events from its announcement (source
+    """The workers holding streams take a commit's events from its announcement (source
     `carried`), not from a read of the log, and every stream still gets every change."""
     before = scrape(two_workers)
     changes = 5
@@ -223,13 +223,14 @@ def test_commits_reach_the_workers_streams_with_their_announcements_not_read_bac
         for stream in streams:
             assert [frame.data["id"] for frame in stream.collect(changes)] == created
     samples = scrape(two_workers)
-    batches = "ticketing_hub_feed_batches_total"
-    carried = value(samples, batches, source="carried") - value(before, batches, source="carried")
-    read = value(samples, batches, source="log") - value(before, batches, source="log")
-    # Every worker holding streams saw every commit; a commit may be read from the log
-    # instead when the feed's poll came between it and its announcement.
+    handed = "ticketing_hub_feed_events_total"
+    carried = value(samples, handed, source="carried") - value(before, handed, source="carried")
+    read = value(samples, handed, source="log") - value(before, handed, source="log")
+    # A worker holding streams got the commits' events from their announcements; now and
+    # then one is read from the log instead, when the feed's poll came between a commit
+    # and its announcement.
     assert carried >= changes - 1, (carried, read)
-    assert carried + read <= WORKERS * changes
+    assert read * 4 <= carried, (carried, read)
 
 
 def test_a_resume_and_a_reset_are_counted_apart(two_workers: ServerProcess, acme: World) -> None:
