@@ -8,10 +8,13 @@ import contextlib
 import json
 import random
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -26,6 +29,7 @@ from tests.builders import World
 from ticketing import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
+T = TypeVar("T")
 
 
 def change_tickets(world: World, count: int) -> list[list[Event]]:
@@ -40,6 +44,19 @@ def change_tickets(world: World, count: int) -> list[list[Event]]:
             rows = rows.filter(id__gt=newest)
         commits.append(list(rows.select_related("actor").order_by("id")))
     return commits
+
+
+async def in_a_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn` on a worker thread, as a request's sync code runs; the thread's database
+    connection is closed after it (left open, it outlives the test)."""
+
+    def run() -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return await sync_to_async(run)()
 
 
 def carried(before: uuid.UUID | None, events: list[Event]) -> str:
@@ -99,7 +116,7 @@ def test_a_commit_too_big_to_carry_is_announced_without_its_events(acme: World):
 def test_a_feed_at_the_id_before_takes_the_carried_events_without_reading_the_log(acme: World):
     async def scenario() -> None:
         feed, subscriber = await quiet_feed(acme)
-        first, second = await sync_to_async(change_tickets)(acme, 2)
+        first, second = await in_a_thread(change_tickets, acme, 2)
         feed.note_announcement(first[-1].id, [carried(feed.cursor, first)])
         feed.note_announcement(second[-1].id, [carried(first[-1].id, second)])
         counted = handed("carried"), handed("log")
@@ -115,7 +132,7 @@ def test_announcements_out_of_order_make_the_feed_read_the_log_once(acme: World)
     async def scenario() -> None:
         feed, subscriber = await quiet_feed(acme)
         start = feed.cursor
-        first, second = await sync_to_async(change_tickets)(acme, 2)
+        first, second = await in_a_thread(change_tickets, acme, 2)
         # The second commit's announcement comes first: a gap before it.
         feed.note_announcement(second[-1].id, [carried(first[-1].id, second)])
         assert await feed.take_carried() is False
@@ -135,7 +152,7 @@ def test_announcements_out_of_order_make_the_feed_read_the_log_once(acme: World)
 def test_a_commit_announced_without_its_events_makes_the_feed_read_the_log(acme: World):
     async def scenario() -> None:
         feed, subscriber = await quiet_feed(acme)
-        first, second = await sync_to_async(change_tickets)(acme, 2)
+        first, second = await in_a_thread(change_tickets, acme, 2)
         # The first carried; the second too big (announced with its id only).
         feed.note_announcement(second[-1].id, [carried(feed.cursor, first)])
         assert await feed.take_carried() is False
@@ -148,7 +165,7 @@ def test_a_commit_announced_without_its_events_makes_the_feed_read_the_log(acme:
 
 def test_an_announcement_that_names_no_newest_id_or_a_lost_membership_means_a_read(acme: World):
     async def scenario() -> None:
-        await sync_to_async(change_tickets)(acme, 1)
+        await in_a_thread(change_tickets, acme, 1)
         feed, _ = await quiet_feed(acme)
         feed.note_announcement(None, [])  # a sender that says only "the log grew"
         assert await feed.take_carried() is False
@@ -167,7 +184,7 @@ def test_an_announcement_that_names_no_newest_id_or_a_lost_membership_means_a_re
 def test_what_does_not_parse_is_never_handed_on(acme: World):
     async def scenario() -> None:
         feed, subscriber = await quiet_feed(acme)
-        [commit] = await sync_to_async(change_tickets)(acme, 1)
+        [commit] = await in_a_thread(change_tickets, acme, 1)
         feed.note_announcement(commit[-1].id, ['{"before": null, "events": []}', "not json"])
         assert await feed.take_carried() is False
         assert subscriber.drain() == []
@@ -219,7 +236,7 @@ def test_any_schedule_of_the_announcements_gives_the_streams_the_log_once_and_in
         channel = await layer.new_channel()
         await layer.group_add(tenant_group(acme.tenant.id), channel)
         for n in range(10):
-            await sync_to_async(services.create_ticket)(caller=alice, data={"subject": f"schedule {n}"})
+            await in_a_thread(services.create_ticket, caller=alice, data={"subject": f"schedule {n}"})
         messages = []
         while True:
             try:
