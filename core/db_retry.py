@@ -51,13 +51,13 @@ class DatabaseUnavailable(ApiError):
 
     def __init__(self, outcome: Outcome, message: str | None = None) -> None:
         # `message`: a cause of its own (core.write_slots: every write slot stayed busy).
-        if message is None and outcome == "unknown":
+        if message is None:
             message = (
                 "The database connection was lost while the change was being committed: it may or may not "
                 "have been applied. Read the resource (or the event log) before sending it again."
+                if outcome == "unknown"
+                else "The database is unavailable; nothing was changed. Send the same request again."
             )
-        elif message is None:
-            message = "The database is unavailable; nothing was changed. Send the same request again."
         super().__init__(
             503,
             "SERVICE_UNAVAILABLE",

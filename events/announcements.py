@@ -104,6 +104,12 @@ class _Pending:
     carried: list[str] = field(default_factory=list)
     carried_bytes: int = 0
 
+    @classmethod
+    def of(cls, event_id: uuid.UUID, carried: str | None) -> _Pending:
+        pending = cls(event_id, event_id)
+        pending.add(event_id, carried)
+        return pending
+
     def add(self, event_id: uuid.UUID, carried: str | None) -> None:
         # Commits reach the loop in the order their threads got there, not always in
         # commit order.
@@ -133,10 +139,10 @@ def _failed(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
 
 
 def _send_now(tenant_id: uuid.UUID, event_id: uuid.UUID, carried: str | None) -> None:
-    pending = _Pending(event_id, event_id)
-    pending.add(event_id, carried)
     try:
-        async_to_sync(get_channel_layer().group_send)(tenant_group(tenant_id), pending.message(tenant_id))
+        async_to_sync(get_channel_layer().group_send)(
+            tenant_group(tenant_id), _Pending.of(event_id, carried).message(tenant_id)
+        )
     except Exception:
         _failed(tenant_id, event_id)
 
@@ -153,8 +159,9 @@ class _LoopAnnouncer:
         # The oldest unannounced id of the tenant stays (see the module docstring).
         pending = self.pending.get(tenant_id)
         if pending is None:
-            pending = self.pending[tenant_id] = _Pending(event_id, event_id)
-        pending.add(event_id, carried)
+            self.pending[tenant_id] = _Pending.of(event_id, carried)
+        else:
+            pending.add(event_id, carried)
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._drain(), name="announce-commits")
 
