@@ -105,6 +105,9 @@ class WriteGate:
         self._admit()
 
     def enter(self, key: Hashable | None, timeout: float) -> bool:
+        # A key that cannot be hashed fails here, before it joins the line: in the line it
+        # would fail every later `_admit` too, and no write of the process would get in.
+        hash(key)
         deadline = time.monotonic() + timeout
         with self._lock:
             waiter = _Waiter(key, self._lock)

@@ -24,7 +24,7 @@ from jwt.algorithms import RSAAlgorithm
 from prometheus_client import REGISTRY
 
 from core.ratelimit import recent_refusals
-from core.write_slots import WriteGate, _gate
+from core.write_slots import WriteGate, _gate, _Waiter
 from events.models import Event
 from events.recording import Recorded, _handlers, subscribe
 from events.sse import StreamAwareASGIHandler
@@ -358,6 +358,68 @@ def test_a_write_that_gives_up_waiting_does_not_hold_up_the_one_behind_it() -> N
     gate.leave(None)
     behind.join(timeout=5)
     assert let_in == [True]
+
+
+def test_a_key_that_cannot_be_hashed_is_refused_at_once_and_the_line_keeps_moving() -> None:
+    gate = WriteGate(1)
+    with pytest.raises(TypeError):
+        gate.enter(["not", "hashable"], timeout=1)
+    assert not gate._waiting
+    assert gate.enter("ticket A", timeout=1)  # the next write is not stuck behind it
+    gate.leave("ticket A")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("when", ["while_waiting", "just_let_in"])
+def test_a_write_interrupted_in_the_line_gives_back_its_place_or_its_slot(when: str) -> None:
+    """An exception in a waiting write's thread (a signal handler raising there, say) must
+    take it out of the line, and give back the slot if it had just been let in: the writes
+    behind it would otherwise wait for it as long as the process lives."""
+    gate = WriteGate(1)
+    assert gate.enter("ticket A", timeout=1)
+    waiting = threading.Event()
+    outcome: list[BaseException | bool] = []
+
+    class InterruptedCondition(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()
+            # Interrupted before anyone lets it in, or right after it was let in.
+            super().wait(0.05 if when == "while_waiting" else timeout)
+            raise _Interrupted
+
+    real_init = _Waiter.__init__
+
+    def with_interrupted_wait(self: _Waiter, key: Any, lock: threading.Lock) -> None:
+        real_init(self, key, lock)
+        if key == "ticket B":  # only this write's wait raises
+            self.woken = InterruptedCondition(lock)
+
+    def interrupted_write() -> None:
+        try:
+            outcome.append(gate.enter("ticket B", timeout=5))
+        except _Interrupted as error:
+            outcome.append(error)
+
+    _Waiter.__init__ = with_interrupted_wait  # type: ignore[method-assign]
+    try:
+        interrupted = threading.Thread(target=interrupted_write)
+        interrupted.start()
+        assert waiting.wait(5)
+        if when == "just_let_in":
+            gate.leave("ticket A")  # B is let in, and raises as it wakes
+        interrupted.join(timeout=5)
+    finally:
+        _Waiter.__init__ = real_init  # type: ignore[method-assign]
+    assert len(outcome) == 1 and isinstance(outcome[0], _Interrupted)
+    assert not gate._waiting
+    if when == "while_waiting":
+        gate.leave("ticket A")
+    assert gate._running == 0 and not gate._keys  # no slot and no key left held for B
+    assert gate.enter("ticket B", timeout=1)  # the next write of B's ticket goes straight in
+    gate.leave("ticket B")
 
 
 def test_many_writers_on_a_few_keys_all_get_in_and_never_overrun_the_slots_or_share_a_key() -> None:
