@@ -225,6 +225,11 @@ class EndpointTask:
             try:
                 body = json.dumps(event_to_dict(delivery.event), separators=(",", ":")).encode()
                 async with self.deliverer.in_flight:
+                    if not self.deliverer.lease_is_fresh():
+                        # It waited for a slot while the leases could not be renewed:
+                        # another worker may hold the endpoint by now. It stays pending.
+                        self.due_wanted = True
+                        return
                     sent = await send(
                         self.deliverer.session,
                         url=target.url,

@@ -152,3 +152,56 @@ def test_database_connections_killed_under_the_deliverer_lose_nothing(webhook_se
         assert made >= 3 and len(expected) >= made and sum(killed) > 0
         wait_delivered(endpoint["id"], len(expected), timeout=40)
     assert_each_once_by_id(receiver, expected)
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="kills PostgreSQL backends")
+def test_a_deliverer_whose_lease_ran_out_while_a_request_waited_for_a_slot_does_not_send_it(
+    webhook_server, http_allowed: World
+) -> None:
+    """A deliverer that cannot renew its leases (its database is unreachable) stops
+    starting requests once they may have run out: another worker may hold the endpoint by
+    then. That holds for a request that was waiting for one of the deliverer's in-flight
+    slots when the lease went stale, not only for one started afterwards."""
+    from tests.faults.db_proxy import CuttingProxy
+
+    db = connection.settings_dict
+    proxy = CuttingProxy(upstream_port=int(db.get("PORT") or 5432))
+    first_answered = threading.Event()
+
+    def first_one_slow(request):
+        if len(receiver.received) == 1:
+            time.sleep(5)  # beyond the moment the lease goes stale (2.4 s after its last renewal)
+            first_answered.set()
+        return 200, {}, b"ok"
+
+    receiver = Receiver(answer=first_one_slow).start()
+    deliverer = DelivererProcess(
+        DATABASE_URL=f"postgres://{db.get('USER') or 'postgres'}@127.0.0.1:{proxy.port}/{db['NAME']}",
+        PGAPPNAME="stale-lease-deliverer",
+        WEBHOOKS_MAX_IN_FLIGHT="1",  # the second request waits for the first's slot
+        WEBHOOKS_TIMEOUT_SECONDS="10",  # the first is answered, not cut short
+    )
+    try:
+        endpoint = create_endpoint(webhook_server.url, http_allowed.headers("admin"), url=f"{receiver.url}/h")
+        with running(deliverer):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "first")
+            receiver.wait_for(lambda r: len(r) == 1)
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "second")
+            time.sleep(1.0)  # taken in (announced, or the 0.3 s poll) and waiting for the slot
+            # The database goes away for this deliverer: new connections refused, its own cut.
+            proxy.refuse = True
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = 'stale-lease-deliverer'"
+                )
+            assert first_answered.wait(10)
+            time.sleep(1.5)  # the slot is free now: a deliverer that still sent would have by now
+            assert len(receiver.received) == 1, "a request was started on a lease that may have run out"
+            proxy.refuse = False  # back: it renews its leases and sends what is owed
+            expected = created_ids(http_allowed)
+            wait_delivered(endpoint["id"], len(expected), timeout=40)
+        assert_each_once_by_id(receiver, expected)
+    finally:
+        receiver.stop()
+        proxy.close()
