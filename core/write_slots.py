@@ -112,8 +112,8 @@ class WriteGate:
         with self._lock:
             waiter = _Waiter(key, self._lock)
             self._waiting.append(waiter)
-            self._admit()
             try:
+                self._admit()
                 while not waiter.admitted and (remaining := deadline - time.monotonic()) > 0:
                     waiter.woken.wait(remaining)
             except BaseException:

@@ -228,6 +228,9 @@ class EndpointTask:
                     if not self.deliverer.lease_is_fresh():
                         # It waited for a slot while the leases could not be renewed:
                         # another worker may hold the endpoint by now. It stays pending.
+                        logger.warning(
+                            "event=webhook_send_skipped_stale_lease endpoint=%s delivery=%s", target.id, delivery.id
+                        )
                         self.due_wanted = True
                         return
                     sent = await send(

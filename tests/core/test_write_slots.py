@@ -9,6 +9,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -381,13 +382,14 @@ def test_a_write_interrupted_in_the_line_gives_back_its_place_or_its_slot(when: 
     gate = WriteGate(1)
     assert gate.enter("ticket A", timeout=1)
     waiting = threading.Event()
+    woken: list[bool] = []
     outcome: list[BaseException | bool] = []
 
     class InterruptedCondition(threading.Condition):
         def wait(self, timeout: float | None = None) -> bool:
             waiting.set()
             # Interrupted before anyone lets it in, or right after it was let in.
-            super().wait(0.05 if when == "while_waiting" else timeout)
+            woken.append(super().wait(0.05 if when == "while_waiting" else timeout))
             raise _Interrupted
 
     real_init = _Waiter.__init__
@@ -414,6 +416,8 @@ def test_a_write_interrupted_in_the_line_gives_back_its_place_or_its_slot(when: 
     finally:
         _Waiter.__init__ = real_init  # type: ignore[method-assign]
     assert len(outcome) == 1 and isinstance(outcome[0], _Interrupted)
+    # Woken by `leave` (let in), or not at all.
+    assert woken == ([True] if when == "just_let_in" else [False])
     assert not gate._waiting
     if when == "while_waiting":
         gate.leave("ticket A")
@@ -677,3 +681,53 @@ def test_through_the_server_a_write_that_gets_no_slot_in_time_is_503_busy_and_ch
     other.refresh_from_db()
     assert other.status == "in_progress"
     assert Event.objects.filter(ticket_id=other.pk).count() == 1  # only the write that went through
+
+
+@concurrent_writes
+@pytest.mark.django_db(transaction=True)
+def test_through_the_server_a_caller_over_its_rate_limit_is_refused_at_once_while_the_slot_is_busy(
+    acme: World,
+) -> None:
+    """Over a socket: a caller this worker refused for its rate limit is refused again at
+    once while its window lasts, even with every write slot taken; it does not wait out
+    WRITE_SLOT_WAIT_SECONDS for a 503 in front of other callers' writes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import ServerProcess
+    from tests.lockhold import holding, wait_for_lock_waiters
+
+    busy, ticket = make_tickets(acme, 2)
+    alice, carol = acme.headers("alice"), acme.headers("carol")  # each made once: one credential
+    server = ServerProcess(
+        WRITE_CONCURRENCY="1",
+        WRITE_SLOT_WAIT_SECONDS="3",
+        RATE_LIMIT_PER_USER="2/minute",
+        RATE_LIMIT_PER_TENANT="1000/minute",
+        # Counts of its own: a run of this test a minute earlier, on a fresh database, had
+        # users with the same ids.
+        REDIS_PREFIX=f"slots-{uuid.uuid4().hex}",
+    ).start()
+    try:
+
+        def patch(target: Ticket, headers: dict[str, str], **fields: Any) -> httpx.Response:
+            return httpx.patch(f"{server.url}{TICKETS}/{target.pk}", json=fields, headers=headers, timeout=20)
+
+        answers = [patch(ticket, alice, subject=f"Change {n}") for n in range(3)]
+        with ThreadPoolExecutor(1) as pool:
+            with holding("SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE", [busy.pk]):
+                holder = pool.submit(patch, busy, carol, status="in_progress")
+                wait_for_lock_waiters(1)  # carol's write holds the only slot, waiting for the row
+                started = time.monotonic()
+                again = patch(ticket, alice, subject="Flood")
+                took = time.monotonic() - started
+            assert holder.result().status_code == 200
+    finally:
+        server.stop()
+
+    assert [r.status_code for r in answers] == [200, 200, 429]
+    assert again.status_code == 429, again.text
+    assert again.json()["error"]["code"] == "TOO_MANY_REQUESTS"
+    assert int(again.headers["Retry-After"]) > 0
+    assert took < 1, took
+    ticket.refresh_from_db()
+    assert ticket.subject == "Change 1"  # the refused writes changed nothing

@@ -25,6 +25,7 @@ class CuttingProxy:
         self.refuse = False
         self.cuts = 0
         self.closing = False
+        self.connections: list[tuple[socket.socket, socket.socket]] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def arm(self, mode: str, cut_on: bytes, after_seen: bytes | None = None) -> None:
@@ -41,6 +42,13 @@ class CuttingProxy:
                 client.close()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self.lock:
+                went_away = self.refuse  # `go_away` ran while this one was being connected
+                if not went_away:
+                    self.connections.append((client, upstream))
+            if went_away:
+                self._cut(client, upstream)
+                continue
             state = {"seen": b"", "primed": False, "swallow": False}
             threading.Thread(target=self._pump_up, args=(client, upstream, state), daemon=True).start()
             threading.Thread(target=self._pump_down, args=(upstream, client, state), daemon=True).start()
@@ -87,6 +95,15 @@ class CuttingProxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+    def go_away(self) -> None:
+        """The database is gone for whoever connects through this proxy: every connection
+        cut, new ones refused until `refuse` is set back to False."""
+        with self.lock:
+            self.refuse = True
+            connections, self.connections = self.connections, []
+        for pair in connections:
+            self._cut(*pair)
 
     def close(self) -> None:
         self.closing = True

@@ -162,46 +162,60 @@ def test_a_deliverer_whose_lease_ran_out_while_a_request_waited_for_a_slot_does_
     starting requests once they may have run out: another worker may hold the endpoint by
     then. That holds for a request that was waiting for one of the deliverer's in-flight
     slots when the lease went stale, not only for one started afterwards."""
+    from urllib.parse import urlsplit
+
+    from tests.conftest import test_database_url
     from tests.faults.db_proxy import CuttingProxy
+    from webhooks.models import Delivery
 
-    db = connection.settings_dict
-    proxy = CuttingProxy(upstream_port=int(db.get("PORT") or 5432))
-    first_answered = threading.Event()
+    release_first = threading.Event()
 
-    def first_one_slow(request):
+    def first_one_held(request):
         if len(receiver.received) == 1:
-            time.sleep(5)  # beyond the moment the lease goes stale (2.4 s after its last renewal)
-            first_answered.set()
+            release_first.wait(30)  # answered once the deliverer's leases have gone stale
         return 200, {}, b"ok"
 
-    receiver = Receiver(answer=first_one_slow).start()
-    deliverer = DelivererProcess(
-        DATABASE_URL=f"postgres://{db.get('USER') or 'postgres'}@127.0.0.1:{proxy.port}/{db['NAME']}",
-        PGAPPNAME="stale-lease-deliverer",
-        WEBHOOKS_MAX_IN_FLIGHT="1",  # the second request waits for the first's slot
-        WEBHOOKS_TIMEOUT_SECONDS="10",  # the first is answered, not cut short
-    )
+    database = urlsplit(test_database_url())
+    proxy = CuttingProxy(upstream_port=database.port or 5432)
+    receiver = Receiver(answer=first_one_held).start()
+    output = ""
     try:
+        credentials = database.netloc.rpartition("@")[0]
+        deliverer = DelivererProcess(
+            DATABASE_URL=database._replace(netloc=f"{credentials}@127.0.0.1:{proxy.port}").geturl(),
+            WEBHOOKS_MAX_IN_FLIGHT="1",  # the second request waits for the first's slot
+            WEBHOOKS_TIMEOUT_SECONDS="30",  # the first is answered, not cut short
+        )
         endpoint = create_endpoint(webhook_server.url, http_allowed.headers("admin"), url=f"{receiver.url}/h")
         with running(deliverer):
-            create_ticket(webhook_server.url, http_allowed.headers("alice"), "first")
-            receiver.wait_for(lambda r: len(r) == 1)
-            create_ticket(webhook_server.url, http_allowed.headers("alice"), "second")
-            time.sleep(1.0)  # taken in (announced, or the 0.3 s poll) and waiting for the slot
-            # The database goes away for this deliverer: new connections refused, its own cut.
-            proxy.refuse = True
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name = 'stale-lease-deliverer'"
-                )
-            assert first_answered.wait(10)
-            time.sleep(1.5)  # the slot is free now: a deliverer that still sent would have by now
-            assert len(receiver.received) == 1, "a request was started on a lease that may have run out"
-            proxy.refuse = False  # back: it renews its leases and sends what is owed
-            expected = created_ids(http_allowed)
-            wait_delivered(endpoint["id"], len(expected), timeout=40)
+            try:
+                create_ticket(webhook_server.url, http_allowed.headers("alice"), "first")
+                receiver.wait_for(lambda r: len(r) == 1)
+                create_ticket(webhook_server.url, http_allowed.headers("alice"), "second")
+                owed = len(created_ids(http_allowed))
+                deadline = time.monotonic() + 20
+                while Delivery.objects.filter(endpoint_id=endpoint["id"]).count() < owed:
+                    assert time.monotonic() < deadline, "the deliverer did not take the second event in"
+                    time.sleep(0.05)
+                time.sleep(0.5)  # handed to the endpoint's task, which waits for the slot
+                proxy.go_away()  # every connection of the deliverer cut, new ones refused
+                # Its leases go stale 2.4 s (0.8 of 3 s) after their last renewal: before the sleep ends.
+                time.sleep(3.5)
+                release_first.set()
+                deadline = time.monotonic() + 10
+                while "event=webhook_send_skipped_stale_lease" not in deliverer.output():
+                    assert time.monotonic() < deadline, "the waiting request was not held back"
+                    time.sleep(0.05)
+                assert len(receiver.received) == 1, "a request was started on a lease that may have run out"
+                proxy.refuse = False  # back: it renews its leases and sends what is owed
+                expected = created_ids(http_allowed)
+                wait_delivered(endpoint["id"], len(expected), timeout=40)
+            finally:
+                output = deliverer.output()
         assert_each_once_by_id(receiver, expected)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n--- deliverer's log ---\n{output}") from failure
     finally:
+        release_first.set()
         receiver.stop()
         proxy.close()
