@@ -105,13 +105,13 @@ class WriteGate:
         self._admit()
 
     def enter(self, key: Hashable | None, timeout: float) -> bool:
-        # A key that cannot be hashed fails here, before it joins the line: in the line it
-        # would fail every later `_admit` too, and no write of the process would get in.
-        hash(key)
         deadline = time.monotonic() + timeout
         with self._lock:
             waiter = _Waiter(key, self._lock)
             self._waiting.append(waiter)
+            # Everything from here on is inside the `try`: a write that fails in the line
+            # (a key that cannot be hashed fails in `_admit`) leaves it, or it would fail
+            # every later admission and no write of the process would get in again.
             try:
                 self._admit()
                 while not waiter.admitted and (remaining := deadline - time.monotonic()) > 0:
