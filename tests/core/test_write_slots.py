@@ -6,12 +6,14 @@ changes nothing; reads never wait for a slot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,6 +33,8 @@ from events.recording import Recorded, _handlers, subscribe
 from events.sse import StreamAwareASGIHandler
 from tenants.models import Realm
 from tests.builders import World, base_claims, signed
+from tests.conftest import ServerProcess
+from tests.lockhold import holding, wait_for_lock_waiters
 from ticketing.events import TicketEvent
 from ticketing.models import Ticket
 
@@ -636,37 +640,39 @@ def test_a_slow_identity_provider_holds_no_write_slot(acme: World, globex: World
     assert keys.fetches == 1  # and the key set was fetched once, not again in the transaction
 
 
+def patch_over(server: ServerProcess, ticket: Ticket, headers: dict[str, str], **fields: Any) -> httpx.Response:
+    """One change of the ticket through the running server, over a socket."""
+    return httpx.patch(f"{server.url}{TICKETS}/{ticket.pk}", json=fields, headers=headers, timeout=20)
+
+
+@contextlib.contextmanager
+def only_slot_held(server: ServerProcess, ticket: Ticket, headers: dict[str, str]) -> Iterator[None]:
+    """For the block, the server's only write slot is held by a change of `ticket` waiting
+    for its row lock (held here); that change goes through once the block ends."""
+    with ThreadPoolExecutor(1) as pool:
+        with holding("SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE", [ticket.pk]):
+            holder = pool.submit(patch_over, server, ticket, headers, status="in_progress")
+            wait_for_lock_waiters(1)
+            yield
+        assert holder.result().status_code == 200
+
+
 @concurrent_writes
 @pytest.mark.django_db(transaction=True)
 def test_through_the_server_a_write_that_gets_no_slot_in_time_is_503_busy_and_changes_nothing(acme: World) -> None:
     """Over a socket, as a client sees it: one slot, taken by a write waiting for its
     ticket's row lock (held by the test); a write of another ticket waits out
     WRITE_SLOT_WAIT_SECONDS and is refused, and goes through once the slot is free."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.conftest import ServerProcess
-    from tests.lockhold import holding, wait_for_lock_waiters
-
     busy, other = make_tickets(acme, 2)
     headers = acme.headers("alice")
     server = ServerProcess(WRITE_CONCURRENCY="1", WRITE_SLOT_WAIT_SECONDS="0.5").start()
     try:
-
-        def patch(ticket: Ticket, status: str) -> httpx.Response:
-            return httpx.patch(
-                f"{server.url}{TICKETS}/{ticket.pk}", json={"status": status}, headers=headers, timeout=20
-            )
-
         assert httpx.get(f"{server.url}{TICKETS}/{busy.pk}", headers=headers, timeout=20).status_code == 200
-        with ThreadPoolExecutor(1) as pool:
-            with holding("SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE", [busy.pk]):
-                first = pool.submit(patch, busy, "in_progress")
-                wait_for_lock_waiters(1)  # the first write holds the slot, waiting for the row
-                started = time.monotonic()
-                refused = patch(other, "in_progress")
-                waited = time.monotonic() - started
-            assert first.result().status_code == 200
-        again = patch(other, "in_progress")
+        with only_slot_held(server, busy, headers):
+            started = time.monotonic()
+            refused = patch_over(server, other, headers, status="in_progress")
+            waited = time.monotonic() - started
+        again = patch_over(server, other, headers, status="in_progress")
     finally:
         server.stop()
 
@@ -691,11 +697,6 @@ def test_through_the_server_a_caller_over_its_rate_limit_is_refused_at_once_whil
     """Over a socket: a caller this worker refused for its rate limit is refused again at
     once while its window lasts, even with every write slot taken; it does not wait out
     WRITE_SLOT_WAIT_SECONDS for a 503 in front of other callers' writes."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.conftest import ServerProcess
-    from tests.lockhold import holding, wait_for_lock_waiters
-
     busy, ticket = make_tickets(acme, 2)
     alice, carol = acme.headers("alice"), acme.headers("carol")  # each made once: one credential
     server = ServerProcess(
@@ -708,19 +709,11 @@ def test_through_the_server_a_caller_over_its_rate_limit_is_refused_at_once_whil
         REDIS_PREFIX=f"slots-{uuid.uuid4().hex}",
     ).start()
     try:
-
-        def patch(target: Ticket, headers: dict[str, str], **fields: Any) -> httpx.Response:
-            return httpx.patch(f"{server.url}{TICKETS}/{target.pk}", json=fields, headers=headers, timeout=20)
-
-        answers = [patch(ticket, alice, subject=f"Change {n}") for n in range(3)]
-        with ThreadPoolExecutor(1) as pool:
-            with holding("SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE", [busy.pk]):
-                holder = pool.submit(patch, busy, carol, status="in_progress")
-                wait_for_lock_waiters(1)  # carol's write holds the only slot, waiting for the row
-                started = time.monotonic()
-                again = patch(ticket, alice, subject="Flood")
-                took = time.monotonic() - started
-            assert holder.result().status_code == 200
+        answers = [patch_over(server, ticket, alice, subject=f"Change {n}") for n in range(3)]
+        with only_slot_held(server, busy, carol):  # carol's write: not a refused caller
+            started = time.monotonic()
+            again = patch_over(server, ticket, alice, subject="Flood")
+            took = time.monotonic() - started
     finally:
         server.stop()
 
