@@ -3,13 +3,13 @@ flight at the same moment (PostgreSQL: a second connection of the test)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 
 from tests import conftest
+from tests.waiting import wait_for
 
 
 @contextmanager
@@ -25,13 +25,14 @@ def holding(sql: str, params: list) -> Iterator[psycopg.Connection]:
 
 def wait_for_lock_waiters(count: int, timeout: float = 20.0) -> None:
     """Until `count` sessions of the test database wait for a row lock."""
-    deadline = time.monotonic() + timeout
     with psycopg.connect(conftest.test_database_url(), autocommit=True) as conn:
-        while time.monotonic() < deadline:
+
+        def enough_waiting() -> bool:
             waiting = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
             ).fetchone()[0]
-            if waiting >= count:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"fewer than {count} requests waited for the lock within {timeout} s")
+            return waiting >= count
+
+        wait_for(
+            enough_waiting, timeout=timeout, interval=0.05, message=f"fewer than {count} requests waited for the lock"
+        )

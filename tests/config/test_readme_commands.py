@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from config.local_env import write_default_env
 from tests.conftest import ROOT, free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -106,16 +106,15 @@ def test_the_server_command_of_the_readme_serves_in_a_new_shell_and_takes_the_pr
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answers() -> bool:
             assert server.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer in 30 s"
-            time.sleep(0.2)
+                return False
+
+        wait_for(answers, timeout=30, interval=0.2, message="the server did not answer /healthz")
         printed = run(
             ["manage.py", "issue_token", "--tenant", "demo", "--user", "alice", "--format", "headers"], new_shell
         )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -25,6 +24,7 @@ from tenants.services import create_api_key
 from tests.builders import World
 from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
 from tests.sse_client import SseStream, list_updates_url, open_stream
+from tests.waiting import wait_for
 
 METRICS_TOKEN = "metrics-test-token-0123456789"
 STREAM_LIMIT = 3
@@ -80,16 +80,22 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def eventually(server: ServerProcess, check: Callable[[dict], bool], timeout: float = 15.0) -> dict:
     """Scrape until `check` holds (each scrape may be answered by either worker)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(server)
-        if check(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"not within {timeout} s: {sorted(str((k[0], dict(k[1]), v)) for k, v in samples.items())}"
-            )
-        time.sleep(0.2)
+    scrapes: list[dict] = []
+
+    def holds() -> bool:
+        scrapes.append(scrape(server))
+        return check(scrapes[-1])
+
+    wait_for(
+        holds,
+        timeout=timeout,
+        interval=0.2,
+        message=lambda: (
+            "the check never held; last scrape: "
+            + str(sorted(str((k[0], dict(k[1]), v)) for k, v in scrapes[-1].items()))
+        ),
+    )
+    return scrapes[-1]
 
 
 def pids_with_open_stream_gauges(metrics_dir: Path) -> set[str]:
@@ -293,15 +299,23 @@ def test_every_request_gets_an_id_and_json_log_lines_without_credentials(
         "POST", url, headers={**acme.raw_headers(token), "X-Request-ID": "req-stream-1"}, json_body={}
     ) as s:
         s.next()
-    deadline = time.monotonic() + TIMEOUT
-    while True:
+
+    def logged() -> tuple[list[dict], list[dict]] | None:
         lines = log_lines(two_workers)
         mine = [line for line in lines if line.get("request_id") == "req-0123-abcd"]
         stream = [line for line in lines if line.get("request_id") == "req-stream-1"]
         if mine and any(line.get("event") == "stream_closed" for line in stream):
-            break
-        assert time.monotonic() < deadline, lines[-20:]
-        time.sleep(0.2)
+            return mine, stream
+        return None
+
+    mine, stream = wait_for(
+        logged,
+        timeout=TIMEOUT,
+        interval=0.2,
+        message=lambda: (
+            f"the request's line or the stream's stream_closed line was not logged: {log_lines(two_workers)[-20:]}"
+        ),
+    )
     request_line = next(line for line in mine if line.get("event") == "request")
     assert request_line["route"] == "/api/v2/ticketing/ticket/notification/count"
     assert request_line["status"] == 200

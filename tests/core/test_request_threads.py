@@ -20,6 +20,7 @@ from django.test import override_settings
 
 from events.sse import StreamAwareASGIHandler
 from tests.builders import World
+from tests.waiting import holds_within
 
 COUNT = "/api/v2/ticketing/ticket/notification/count"
 
@@ -40,10 +41,7 @@ def request_threads() -> Iterator[list[threading.Thread]]:
 def idle_within(app: StreamAwareASGIHandler, count: int, *, seconds: float) -> bool:
     """Whether `count` kept threads are idle within `seconds` (each is given back a moment
     after its request's last work)."""
-    deadline = time.monotonic() + seconds
-    while app._threads.idle != count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return app._threads.idle == count
+    return holds_within(lambda: app._threads.idle == count, timeout=seconds, interval=0.05)
 
 
 def client(app: StreamAwareASGIHandler) -> httpx.AsyncClient:  # the app in this process

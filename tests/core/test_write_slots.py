@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,6 +35,7 @@ from tenants.models import Realm
 from tests.builders import World, base_claims, signed
 from tests.conftest import ServerProcess
 from tests.lockhold import holding, wait_for_lock_waiters
+from tests.waiting import wait_for
 from ticketing.events import TicketEvent
 from ticketing.models import Ticket
 
@@ -223,13 +224,6 @@ def test_another_tenants_request_for_a_busy_ticket_id_does_not_wait_for_its_turn
     assert ticket.version == 3
 
 
-def until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
-
-
 def test_the_gate_lets_writes_in_in_order_skipping_those_whose_key_is_busy() -> None:
     gate = WriteGate(2)
     order: list[str] = []
@@ -252,7 +246,7 @@ def test_the_gate_lets_writes_in_in_order_skipping_those_whose_key_is_busy() -> 
     ):
         threads.append(threading.Thread(target=write, args=(name, key, hold)))
         threads[-1].start()
-        assert until(has_arrived), name  # in this order
+        wait_for(has_arrived, message=f"{name} did not take its place")  # in this order
     time.sleep(0.2)
     assert order == ["B"]  # nobody else got in meanwhile
     gate.leave("ticket A")
@@ -278,7 +272,10 @@ def test_a_write_waiting_for_its_ticket_is_passed_by_as_many_writes_as_there_are
 
     waiting = threading.Thread(target=second_a)
     waiting.start()
-    assert until(lambda: len(gate._waiting) == 1)
+    wait_for(
+        lambda: len(gate._waiting) == 1,
+        message=lambda: f"the second write of ticket A did not wait ({len(gate._waiting)} waiting)",
+    )
     for n in range(2):  # a slot is free, ticket A is not: these go first
         assert gate.enter(f"ticket {n}", timeout=1), n
         order.append(f"ticket {n}")
@@ -299,7 +296,10 @@ def test_writes_held_behind_a_write_that_was_passed_enough_go_in_when_it_gives_u
     gave_up: list[bool] = []
     barring = threading.Thread(target=lambda: gave_up.append(gate.enter("ticket A", timeout=0.6)))
     barring.start()
-    assert until(lambda: len(gate._waiting) == 1)
+    wait_for(
+        lambda: len(gate._waiting) == 1,
+        message=lambda: f"the write of busy ticket A did not wait ({len(gate._waiting)} waiting)",
+    )
     for n in range(2):
         assert gate.enter(f"ticket {n}", timeout=1)
         gate.leave(f"ticket {n}")
@@ -334,17 +334,19 @@ def test_a_write_is_never_passed_more_times_than_there_are_slots_even_when_sever
         gate.leave(key)
 
     barring = wait("barring", "ticket A", 0.8)
-    assert until(lambda: len(gate._waiting) == 1)
+    wait_for(lambda: len(gate._waiting) == 1, message=lambda: f"'barring' did not wait ({len(gate._waiting)} waiting)")
     pass_once("ticket x")
     second = wait("second", "ticket A", 10)
-    assert until(lambda: len(gate._waiting) == 2)
+    wait_for(lambda: len(gate._waiting) == 2, message=lambda: f"'second' did not wait ({len(gate._waiting)} waiting)")
     pass_once("ticket y")
     pass_once("ticket z")  # "barring" passed three times, "second" twice
     behind = [wait("Y", "ticket Y", 10), wait("Z", "ticket Z", 10)]
-    assert until(lambda: len(gate._waiting) == 4)
+    wait_for(
+        lambda: len(gate._waiting) == 4, message=lambda: f"Y and Z did not both wait ({len(gate._waiting)} waiting)"
+    )
     barring.join(timeout=5)
     # "barring" gave up: Y may pass "second" once more, Z may not.
-    assert until(lambda: outcomes.get("Y") is True)
+    wait_for(lambda: outcomes.get("Y") is True, message=lambda: f"Y did not get in: {outcomes}")
     time.sleep(0.2)
     assert outcomes == {"barring": False, "Y": True}
     gate.leave("ticket A")

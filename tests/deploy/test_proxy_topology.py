@@ -48,6 +48,7 @@ from tests.faults.test_stream_faults import (
     assert_exactly_the_log,
     finish_load,
 )
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -133,9 +134,12 @@ def topology(django_db_setup: None, django_db_blocker: object) -> Iterator[Topol
         )
         nginx = Nginx(upstream=f"127.0.0.1:{app.port}").start()
         topo = Topology(nginx=nginx, app=app, sla_monitor=sla_monitor, redis=redis)
-        deadline = time.monotonic() + 30
-        while len(topo.workers()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for(
+            lambda: len(topo.workers()) >= 2,
+            timeout=30,
+            interval=0.2,
+            message="config.serve --workers 2 did not start two workers",
+        )
         assert len(topo.workers()) == 2, "config.serve --workers 2 did not start two workers"
         yield topo
     finally:
@@ -253,14 +257,14 @@ def test_the_client_address_is_the_proxys_word_and_a_spoofed_one_is_ignored(topo
     assert via_proxy.status_code == direct.status_code == trusted.status_code == 200
 
     def client_of(probe: str) -> str:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            # uvicorn's access line, as text or inside a JSON log line (quotes escaped).
-            found = re.findall(rf'([0-9A-Fa-f.:\[\]]+) - \\?"GET /healthz\?probe={probe} ', topo.app_log())
-            if found:
-                return found[-1].rsplit(":", 1)[0]
-            time.sleep(0.1)
-        raise AssertionError(f"no access log line for {probe}: {topo.app_log()[-2000:]}")
+        # uvicorn's access line, as text or inside a JSON log line (quotes escaped).
+        found = wait_for(
+            lambda: re.findall(rf'([0-9A-Fa-f.:\[\]]+) - \\?"GET /healthz\?probe={probe} ', topo.app_log()),
+            timeout=5,
+            interval=0.1,
+            message=lambda: f"no access log line for {probe}: {topo.app_log()[-2000:]}",
+        )
+        return found[-1].rsplit(":", 1)[0]
 
     assert client_of("via-proxy") == "127.0.0.3"
     assert client_of("direct-untrusted") == "127.0.0.2"
@@ -325,11 +329,14 @@ def test_a_worker_killed_behind_the_proxy_is_replaced_and_stream_clients_lose_no
     assert writes_after >= 3, f"the proxy stopped serving after the kill: {outcomes.statuses}"
 
     # uvicorn's supervisor replaced every killed worker.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def replaced() -> bool:
         now = topo.workers()
-        if len(now) == 2 and not set(now) & set(killed):
-            break
-        time.sleep(0.2)
-    assert len(now) == 2 and not set(now) & set(killed), f"workers {workers}, killed {killed}, now {now}"
+        return len(now) == 2 and not set(now) & set(killed)
+
+    wait_for(
+        replaced,
+        timeout=20,
+        interval=0.2,
+        message=lambda: f"killed workers not replaced: workers {workers}, killed {killed}, now {topo.workers()}",
+    )
     assert httpx.get(f"{topo.nginx.url}/readyz", timeout=10).status_code == 200

@@ -19,6 +19,7 @@ from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
 from tests.events.list_changes import create, patch_concurrently, snapshot_positions, state_event_ids
 from tests.events.raw_streams import LIST_PATH, open_raw
 from tests.sse_client import SseStream, list_updates_url, open_stream
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +45,13 @@ def log_lines(server: ServerProcess) -> list[dict]:
 
 
 def stream_log(server: ServerProcess, event: str, request_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log_lines(server):
-            if line.get("event") == event and line.get("request_id") == request_id:
-                return line
-        time.sleep(0.1)
-    raise AssertionError(f"no {event} line for request {request_id}")
+    def logged() -> dict | None:
+        return next(
+            (line for line in log_lines(server) if line.get("event") == event and line.get("request_id") == request_id),
+            None,
+        )
+
+    return wait_for(logged, timeout=timeout, interval=0.1, message=f"no {event} line for request {request_id}")
 
 
 def test_an_idle_stream_whose_client_leaves_ends_at_once_and_says_so_with_its_request(

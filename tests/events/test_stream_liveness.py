@@ -16,6 +16,7 @@ import pytest
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.events.raw_streams import LIST_PATH, RawStream, open_raw
+from tests.waiting import holds_within
 
 BIG = "x" * 19_990
 
@@ -81,11 +82,13 @@ def status_of_new_stream(server: ServerProcess, world: World) -> int:
 
 def wait_for_a_free_slot(server: ServerProcess, world: World, within: float) -> list[int]:
     """Statuses of new stream opens, tried until one is 200 or `within` seconds pass."""
-    deadline = time.monotonic() + within
-    statuses = [status_of_new_stream(server, world)]
-    while statuses[-1] != 200 and time.monotonic() < deadline:
-        time.sleep(0.3)
+    statuses: list[int] = []
+
+    def opened() -> bool:
         statuses.append(status_of_new_stream(server, world))
+        return statuses[-1] == 200
+
+    holds_within(opened, timeout=within, interval=0.3)  # the callers assert on the statuses
     return statuses
 
 

@@ -28,6 +28,7 @@ from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.conftest import test_database_url as database_url
 from tests.faults.db_proxy import CuttingProxy
 from tests.sse_client import list_updates_url, open_stream
+from tests.waiting import wait_for
 from ticketing.models import Comment, Ticket
 
 pytestmark = [
@@ -157,17 +158,15 @@ def _event_log_lock_key(tenant_id: uuid.UUID) -> tuple[int, int]:
 
 
 def _wait_for_blocked_backend(admin: psycopg.Connection, mine: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def blocked() -> bool:
         row = admin.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> %s "
             "AND wait_event_type = 'Lock'",
             [mine],
         ).fetchone()
-        if row[0]:
-            return
-        time.sleep(0.02)
-    raise AssertionError("the server's transaction never waited for the lock")
+        return bool(row[0])
+
+    wait_for(blocked, timeout=timeout, interval=0.02, message="the server's transaction never waited for the lock")
 
 
 def _deadlocks(admin: psycopg.Connection) -> int:
@@ -210,10 +209,12 @@ def test_deadlocked_write_is_retried_not_500(server: ServerProcess, acme: World)
                 type="tickets.ticket.updated", payload__ticket__description=f"round {round_}"
             )
             assert updated.count() == 1
-        deadline = time.monotonic() + 5
-        while _deadlocks(admin) == before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _deadlocks(admin) > before, "no deadlock happened: the test did not exercise the retry"
+        wait_for(
+            lambda: _deadlocks(admin) > before,
+            timeout=5,
+            interval=0.1,
+            message="no deadlock happened: the test did not exercise the retry",
+        )
 
 
 # --- backends terminated under concurrent load ----------------------------------------

@@ -27,6 +27,7 @@ from tenants.services import create_api_key
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.sse_client import SseStream, list_updates_url, open_stream
+from tests.waiting import holds_within
 from ticketing.events import STATE_EVENTS
 
 pytestmark = [
@@ -251,9 +252,7 @@ def test_sigterm_of_one_worker_under_load_loses_and_doubles_nothing(workers, acm
     shutdown_seconds = time.monotonic() - terminated
     # The dying worker gave its slots back: with a limit of 2 per user, the resumed
     # stream and one more fit (a leaked slot would refuse that one); a third is refused.
-    reconnected = time.monotonic() + 10
-    while (listed.connections, notified.connections) != (2, 2) and time.monotonic() < reconnected:
-        time.sleep(0.1)
+    holds_within(lambda: (listed.connections, notified.connections) == (2, 2), timeout=10, interval=0.1)
     slots = {
         path: _open_extra_streams(staying, method, path, headers, body)
         for path, method, headers, body in (
@@ -275,9 +274,7 @@ def test_sigterm_of_one_worker_under_load_loses_and_doubles_nothing(workers, acm
             and partner.ids == _expected(acme, partner_start, _partner_types(), audience=Event.Audience.PARTNER)
         )
 
-    deadline = time.monotonic() + 20
-    while not caught_up() and time.monotonic() < deadline:
-        time.sleep(0.5)
+    holds_within(caught_up, timeout=20, interval=0.5)  # what is missing, the assertions below say
     stop.set()
     for thread in readers:
         thread.join(15)

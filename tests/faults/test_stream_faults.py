@@ -31,6 +31,7 @@ from tests.builders import World
 from tests.conftest import ServerProcess
 from tests.faults.conftest import FAULT_POLL_SECONDS
 from tests.faults.redis_server import PrivateRedis
+from tests.waiting import holds_within
 from ticketing.events import STATE_EVENTS
 
 pytestmark = [
@@ -287,9 +288,10 @@ def finish_load(load: Load, *, catch_up_within: float = 20.0) -> dict[str, tuple
         "notifications": [i for e, i in load.notification_reader.frames if e == "notification"],
         "partner": load.socket_reader.ids,
     }
-    deadline = time.monotonic() + catch_up_within
-    while time.monotonic() < deadline and any(len(got()[k]) < len(expected[k]) for k in expected):
-        time.sleep(0.2)
+    # Bounded: the caller compares what arrived with what was expected.
+    holds_within(
+        lambda: all(len(got()[k]) >= len(expected[k]) for k in expected), timeout=catch_up_within, interval=0.2
+    )
     time.sleep(0.5)  # a duplicate would arrive after the last expected event
     for reader in load.readers:
         reader.stop.set()

@@ -1,7 +1,6 @@
 """The live notification stream against a real server process, read with a real SSE client."""
 
 import json
-import time
 from contextlib import ExitStack
 
 import httpx
@@ -13,6 +12,7 @@ from tests.builders import World
 from tests.conftest import WORKER_ONLY
 from tests.notifications.support import as_user, make_ticket
 from tests.sse_client import open_stream
+from tests.waiting import wait_for
 from ticketing import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,10 +131,12 @@ def test_more_than_five_streams_of_one_user_is_429_with_retry_after(server, acme
         with open_stream("GET", server.url + PATH, headers=acme.headers("bob")) as other:
             assert other.next().event == "connected"
     # closing streams frees their places (once the server has seen the disconnects)
-    deadline = time.monotonic() + 5
-    while _status(server.url + PATH, acme.headers("dave")) != 200:
-        assert time.monotonic() < deadline, "the closed streams' places were not freed"
-        time.sleep(0.2)
+    wait_for(
+        lambda: _status(server.url + PATH, acme.headers("dave")) == 200,
+        timeout=5,
+        interval=0.2,
+        message="the closed streams' places were not freed",
+    )
 
 
 def _status(url: str, headers: dict) -> int:

@@ -23,6 +23,7 @@ from tests.ticketing.test_dashboard_browser import (  # noqa: F401  (fixtures)
     new_context,
     sign_in,
 )
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
@@ -50,17 +51,18 @@ class StreamLog:
 def hold_stream(server: ServerProcess, world: World, user: str, timeout: float = 15.0) -> httpx.Response:
     """Open one of `user`'s notification streams (retrying while the slot is still held by
     a stream the server has not yet seen go away) and keep it open."""
-    deadline = time.monotonic() + timeout
     client = httpx.Client(timeout=httpx.Timeout(10.0, read=30.0))
-    while True:
+
+    def opened() -> httpx.Response | None:
         request = client.build_request("GET", server.url + STREAM, headers=world.headers(user))
         response = client.send(request, stream=True)
         if response.status_code == 200:
             return response
         response.close()
         assert response.status_code == 429, response.status_code
-        assert time.monotonic() < deadline, "the bell's slot was never freed"
-        time.sleep(0.2)
+        return None
+
+    return wait_for(opened, timeout=timeout, interval=0.2, message="the bell's slot was never freed")
 
 
 IDLE_TIMEOUT = 8

@@ -37,6 +37,7 @@ from tenants.services import create_api_key, subject_for
 from tests.builders import World
 from tests.conftest import ServerProcess
 from tests.sse_client import Frame, SseStream, list_updates_url, open_stream
+from tests.waiting import holds_within
 
 pytestmark = [
     pytest.mark.slow,
@@ -256,12 +257,8 @@ def deadlocks_since(before: int) -> int:
     drops a connection whose transaction hit a deadlock) or, when idle, about a second
     later: a deadlock shows up within that bound, so it is waited for before concluding
     there was none."""
-    deadline = time.monotonic() + 2
-    while True:
-        grown = deadlocks() - before
-        if grown or time.monotonic() > deadline:
-            return grown
-        time.sleep(0.1)
+    holds_within(lambda: deadlocks() > before, timeout=2, interval=0.1)
+    return deadlocks() - before
 
 
 # --- 1. the deadlock reproduction -------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import ROOT, test_database_url
+from tests.waiting import wait_for
 
 # The Fernet key of the test processes (all of them must decrypt the same secrets).
 TEST_SECRET_KEYS = "0" * 43 + "="
@@ -92,14 +93,19 @@ class Receiver:
             return [r.headers["webhook-id"] for r in self.received if path is None or r.path == path]
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 20) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """The requests received so far, once `predicate` holds for them (it needs one at least)."""
+
+        def met() -> list[Received] | None:
             with self.lock:
                 snapshot = list(self.received)
-            if predicate(snapshot):
-                return snapshot
-            time.sleep(0.05)
-        raise AssertionError(f"receiver: condition not met in {timeout} s; got {len(self.received)} requests")
+            return snapshot if predicate(snapshot) else None
+
+        return wait_for(
+            met,
+            timeout=timeout,
+            interval=0.05,
+            message=lambda: f"receiver: condition not met; got {len(self.received)} requests",
+        )
 
 
 class DelivererProcess:
@@ -179,21 +185,21 @@ def wait_delivered(endpoint_id: str, count: int, timeout: float = 30) -> None:
     """Until `count` deliveries of the endpoint are acknowledged and recorded."""
     from webhooks.models import Delivery
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.DELIVERED).count()
-        if done >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{done} of {count} deliveries recorded as delivered in {timeout} s")
+    delivered = Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.DELIVERED)
+    wait_for(
+        lambda: delivered.count() >= count,
+        timeout=timeout,
+        interval=0.1,
+        message=lambda: f"{delivered.count()} of {count} deliveries recorded as delivered",
+    )
 
 
 def wait_for_attempt(endpoint_id: str, outcome: str, timeout: float = 30) -> None:
     from webhooks.models import DeliveryAttempt
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if DeliveryAttempt.objects.filter(endpoint_id=endpoint_id, outcome=outcome).exists():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no {outcome} attempt in {timeout} s")
+    wait_for(
+        lambda: DeliveryAttempt.objects.filter(endpoint_id=endpoint_id, outcome=outcome).exists(),
+        timeout=timeout,
+        interval=0.1,
+        message=f"no {outcome} attempt",
+    )

@@ -12,6 +12,7 @@ import httpx
 from standardwebhooks import Webhook
 
 from tests.builders import World
+from tests.waiting import wait_for
 from tests.webhooks.support import DelivererProcess, Receiver, create_endpoint, create_ticket, running
 
 API = "/api/v2/webhooks/endpoints"
@@ -103,12 +104,14 @@ def test_gone_disables_the_endpoint_and_says_so_in_the_log(webhook_server, http_
         endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
         with running(DelivererProcess()):
             create_ticket(webhook_server.url, http_allowed.headers("alice"), "gone")
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
+
+            def disabled() -> dict | None:
                 state = httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}", headers=admin).json()["data"]
-                if not state["enabled"]:
-                    break
-                time.sleep(0.2)
+                return None if state["enabled"] else state
+
+            state = wait_for(
+                disabled, timeout=20, interval=0.2, message="the endpoint that answered 410 stayed enabled"
+            )
         assert state["enabled"] is False and state["disabledReason"] == "gone"
         assert len(receiver.received) == 1
         events = httpx.get(

@@ -12,6 +12,7 @@ from django.db import connection
 
 from tests.builders import World
 from tests.conftest import free_port
+from tests.waiting import wait_for
 from tests.webhooks.support import (
     DelivererProcess,
     Receiver,
@@ -193,19 +194,23 @@ def test_a_deliverer_whose_lease_ran_out_while_a_request_waited_for_a_slot_does_
                 receiver.wait_for(lambda r: len(r) == 1)
                 create_ticket(webhook_server.url, http_allowed.headers("alice"), "second")
                 owed = len(created_ids(http_allowed))
-                deadline = time.monotonic() + 20
-                while Delivery.objects.filter(endpoint_id=endpoint["id"]).count() < owed:
-                    assert time.monotonic() < deadline, "the deliverer did not take the second event in"
-                    time.sleep(0.05)
+                wait_for(
+                    lambda: Delivery.objects.filter(endpoint_id=endpoint["id"]).count() >= owed,
+                    timeout=20,
+                    interval=0.05,
+                    message="the deliverer did not take the second event in",
+                )
                 time.sleep(0.5)  # handed to the endpoint's task, which waits for the slot
                 proxy.go_away()  # every connection of the deliverer cut, new ones refused
                 # Its leases go stale 2.4 s (0.8 of 3 s) after their last renewal: before the sleep ends.
                 time.sleep(3.5)
                 release_first.set()
-                deadline = time.monotonic() + 10
-                while "event=webhook_send_skipped_stale_lease" not in deliverer.output():
-                    assert time.monotonic() < deadline, "the waiting request was not held back"
-                    time.sleep(0.05)
+                wait_for(
+                    lambda: "event=webhook_send_skipped_stale_lease" in deliverer.output(),
+                    timeout=10,
+                    interval=0.05,
+                    message="the waiting request was not held back",
+                )
                 assert len(receiver.received) == 1, "a request was started on a lease that may have run out"
                 proxy.refuse = False  # back: it renews its leases and sends what is owed
                 expected = created_ids(http_allowed)
