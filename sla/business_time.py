@@ -81,6 +81,19 @@ def add_business_time(calendar: WorkCalendar | None, start: datetime, span: time
     raise NoWorkingTime(f"no working time within {MAX_SEARCH_DAYS} days")
 
 
+def due_after(calendar: WorkCalendar | None, start: datetime, span: timedelta) -> datetime:
+    """Where a clock's target of `span` working time falls: `add_business_time`, held at
+    the end of the span searched when the calendar's working time does not reach it
+    there. A calendar of a few hours a week cannot reach a target of a year of working
+    time within ten years (8 hours a week: 21 years), and both are valid settings; such a
+    target is as good as never due, and must not make the change that starts or resumes
+    the clock fail."""
+    try:
+        return add_business_time(calendar, start, span)
+    except NoWorkingTime:
+        return start + timedelta(days=MAX_SEARCH_DAYS)
+
+
 def business_time_between(calendar: WorkCalendar | None, start: datetime, end: datetime) -> timedelta:
     """Working time from `start` to `end` (zero if `end` is not after `start`)."""
     if end <= start:
@@ -106,4 +119,4 @@ def resumed_due(calendar: WorkCalendar | None, due: datetime, paused_at: datetim
     if due <= paused_at:
         return due
     left = business_time_between(calendar, paused_at, due)
-    return max(due, add_business_time(calendar, max(resumed_at, paused_at), left))
+    return max(due, due_after(calendar, max(resumed_at, paused_at), left))

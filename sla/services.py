@@ -17,7 +17,14 @@ from core import statements
 from core.http import ApiError
 from events.recording import Recorded, record_event, unit_of_work
 from events.serializers import iso
-from sla.business_time import NoWorkingTime, WorkCalendar, add_business_time, business_time_between, resumed_due
+from sla.business_time import (
+    NoWorkingTime,
+    WorkCalendar,
+    add_business_time,
+    business_time_between,
+    due_after,
+    resumed_due,
+)
 from sla.events import SlaEvent, SlaStage
 from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
 from tenants.callers import Caller
@@ -54,8 +61,8 @@ def sla_targets(
     targets = {}
     for target, minutes in (("response", policy.response_minutes), ("resolution", policy.resolution_minutes)):
         span = timedelta(minutes=minutes)
-        targets[f"{target}_due"] = add_business_time(calendar, start, span + paused_for)
-        targets[f"{target}_warn_at"] = add_business_time(calendar, start, span * share + paused_for)
+        targets[f"{target}_due"] = due_after(calendar, start, span + paused_for)
+        targets[f"{target}_warn_at"] = due_after(calendar, start, span * share + paused_for)
     return targets
 
 

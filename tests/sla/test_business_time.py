@@ -4,14 +4,18 @@ hours, across DST changes and holidays, and paused clocks that never move earlie
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sla.business_time import (
     END_OF_DAY,
+    MAX_SEARCH_DAYS,
+    NoWorkingTime,
     WorkCalendar,
     add_business_time,
     business_time_between,
+    due_after,
     resumed_due,
 )
 
@@ -71,6 +75,22 @@ def test_a_day_on_which_the_clocks_change_is_as_long_as_it_really_is():
     sunday = berlin(2026, 3, 29)
     assert business_time_between(night, sunday, sunday + timedelta(days=2)) == timedelta(hours=23)
     assert add_business_time(night, sunday, timedelta(hours=23)) == berlin(2026, 3, 30).astimezone(UTC)
+
+
+SATURDAY_DESK = WorkCalendar(tz=BERLIN, hours={5: ((time(9), time(17)),)})  # 8 hours a week
+A_YEAR = timedelta(minutes=525_600)  # the largest target a policy takes
+
+
+def test_a_target_the_calendar_cannot_reach_in_the_search_span_is_held_at_its_end():
+    start = berlin(2026, 12, 2, 10)
+    with pytest.raises(NoWorkingTime):  # 8 hours a week make a year of working time in 21 years
+        add_business_time(SATURDAY_DESK, start, A_YEAR)
+    assert due_after(SATURDAY_DESK, start, A_YEAR) == start + timedelta(days=MAX_SEARCH_DAYS)
+    # A reachable target is where add_business_time puts it.
+    assert due_after(SATURDAY_DESK, start, EIGHT_HOURS) == berlin(2026, 12, 5, 17)
+    # Resuming such a clock does not fail either.
+    due = due_after(SATURDAY_DESK, start, A_YEAR)
+    assert resumed_due(SATURDAY_DESK, due, start + timedelta(days=1), start + timedelta(days=30)) >= due
 
 
 def test_24x7_is_plain_elapsed_time():

@@ -140,6 +140,41 @@ def test_ticket_carries_its_business_time_due_and_state_through_pause_and_resume
     assert after["slaDueAt"] == sla.resolution_due.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def test_a_target_the_calendar_cannot_reach_within_ten_years_still_lets_tickets_be_created_and_changed(
+    server, acme: World
+):
+    # 8 working hours a week and the largest resolution target: 21 years of calendar time,
+    # past the span a due time is searched in. Both settings are valid; tickets must not fail.
+    saturday = {
+        "name": "Saturday desk",
+        "timeZone": "Europe/Berlin",
+        "workingHours": [{"day": "sat", "start": "09:00", "end": "17:00"}],
+    }
+    calendar = call(server, acme, "admin", "POST", "/sla/calendars", saturday)
+    assert calendar.status_code == 201, calendar.text
+    policy = {
+        "priority": "low",
+        "responseMinutes": 60,
+        "resolutionMinutes": 525_600,
+        "calendar": calendar.json()["data"]["id"],
+    }
+    assert call(server, acme, "admin", "PUT", "/sla/policy", policy).status_code == 200
+
+    created = call(server, acme, "bob", "POST", "/ticket", {"subject": "Printer", "priority": "low"})
+    assert created.status_code == 201, created.text
+    ticket = created.json()["data"]
+    sla = TicketSla.objects.get(pk=ticket["id"])
+    assert ticket["slaState"] == "ok" and sla.response_due < sla.resolution_due
+    assert sla.resolution_due - sla.response_due >= timedelta(days=3650)  # as good as never
+
+    other = call(server, acme, "bob", "POST", "/ticket", {"subject": "Screen", "priority": "high"}).json()["data"]
+    changed = call(server, acme, "alice", "PATCH", f"/ticket/{other['id']}", {"priority": "low"})
+    assert changed.status_code == 200, changed.text
+    assert TicketSla.objects.filter(pk=other["id"]).exists()
+    for status in ("on_hold", "open"):  # paused and resumed
+        assert call(server, acme, "alice", "PATCH", f"/ticket/{ticket['id']}", {"status": status}).status_code == 200
+
+
 def test_a_ticket_turning_warning_and_breached_by_time_alone_updates_the_live_list(server, acme: World):
     SlaPolicy.objects.create(
         tenant=acme.tenant, priority="urgent", response_minutes=60, resolution_minutes=600, warning_percent=50
