@@ -78,11 +78,14 @@ class TenantUserField(serializers.Field):
     default_error_messages = {
         "unknown": "No user of this tenant has this id or username.",
         "invalid": "Must be a string.",
+        "null_characters": "Null characters are not allowed.",
     }
 
     def to_internal_value(self, data: Any) -> TenantUser:
         if not isinstance(data, str) or not data.strip():
             self.fail("invalid")
+        if "\x00" in data:  # no username has one, and PostgreSQL's text cannot hold it
+            self.fail("null_characters")
         tenant: Tenant = self.context["tenant"]
         user = tenant_user_by_id_or_username(tenant.pk, data)
         if user is None:
@@ -201,7 +204,13 @@ def approval_to_dict(approval: Any) -> dict[str, Any]:
     }
 
 
+# What a SKU may be: also the path converter of a product's URL (ticketing.urls), so that
+# a SKU with a `/` can be removed as it was added, and one that no product can have (a NUL
+# character, say) never reaches the database.
+SKU = r"[A-Za-z0-9._:/-]{1,100}"
+
+
 class ProductWriteSerializer(StrictObjectSerializer):
-    sku = serializers.RegexField(r"^[A-Za-z0-9._:/-]{1,100}$")
+    sku = serializers.RegexField(rf"^{SKU}$")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     quantity = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)

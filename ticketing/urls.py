@@ -1,6 +1,22 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from ticketing import streams, view_api, view_counts, views
+from ticketing.serializers import SKU
+
+
+class SkuConverter:
+    """A product's SKU in its URL: any SKU a product can have, `/` included."""
+
+    regex = SKU
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(SkuConverter, "sku")
 
 urlpatterns = [
     path("ticket", views.TicketCollectionView.as_view(), name="ticket-create"),
@@ -31,7 +47,7 @@ urlpatterns = [
     path("ticket/<str:ticket_id>/reopen", views.TicketReopenView.as_view(), name="ticket-reopen"),
     path("ticket/<str:ticket_id>/products", views.TicketProductsView.as_view(), name="ticket-products"),
     path(
-        "ticket/<str:ticket_id>/products/<str:sku>",
+        "ticket/<str:ticket_id>/products/<sku:sku>",
         views.TicketProductDetailView.as_view(),
         name="ticket-product-detail",
     ),

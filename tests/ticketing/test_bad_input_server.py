@@ -160,6 +160,41 @@ def test_nul_in_ticket_text_and_filters_is_a_4xx(server, acme: World):
     assert not Ticket.objects.exists()
 
 
+def test_nul_in_a_user_or_sku_reference_is_a_4xx_and_changes_nothing(server, acme: World):
+    ticket = post(server, f"{API}/ticket", acme, {"subject": "Printer"}).json()["data"]
+    one = f"{API}/ticket/{ticket['id']}"
+    for field in ("assignee", "requester"):
+        body = assert_envelope(
+            post(server, f"{API}/ticket", acme, {"subject": "x", field: "a\x00"}), 400, "INVALID_BODY"
+        )
+        assert field in body["error"]["details"], body
+        patched = httpx.patch(
+            f"{server.url}{one}", headers=acme.headers("alice"), json={field: "a\x00"}, timeout=TIMEOUT
+        )
+        assert_envelope(patched, 400, "INVALID_BODY")
+    assert_envelope(post(server, f"{one}/watchers", acme, {"user": "a\x00"}), 400, "INVALID_BODY")
+    assert_envelope(post(server, f"{one}/approvals", acme, {"approver": "a\x00"}), 400, "INVALID_BODY")
+    for path in (f"{one}/watchers/a%00b", f"{one}/products/a%00b"):
+        assert_envelope(httpx.delete(f"{server.url}{path}", headers=acme.headers("alice"), timeout=TIMEOUT), 404)
+    assert Ticket.objects.count() == 1
+    assert Ticket.objects.get().version == ticket["version"]
+
+
+@pytest.mark.parametrize("written", ["A%2FB", "A/B"])
+def test_a_product_whose_sku_has_a_slash_can_be_removed_as_it_was_added(server, acme: World, written: str):
+    ticket = post(server, f"{API}/ticket", acme, {"subject": "Rack"}).json()["data"]
+    products = f"{API}/ticket/{ticket['id']}/products"
+    assert post(server, products, acme, {"sku": "A/B"}, user="carol").status_code == 201
+    removed = httpx.delete(f"{server.url}{products}/{written}", headers=acme.headers("carol"), timeout=TIMEOUT)
+    assert removed.status_code == 204, removed.text
+    assert (
+        httpx.get(f"{server.url}{API}/ticket/{ticket['id']}", headers=acme.headers("carol")).json()["data"]["products"]
+        == []
+    )
+    again = httpx.delete(f"{server.url}{products}/{written}", headers=acme.headers("carol"), timeout=TIMEOUT)
+    assert_envelope(again, 404, "PRODUCT_NOT_FOUND")
+
+
 # --- 2. wrong element types in sort and paging fields -----------------------------------------
 
 
