@@ -7,6 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.serializers import StrictObjectSerializer
 from events.ids import event_id_to_str
 from events.serializers import EventIdField, iso
 from webhooks.models import DeliveryAttempt, Endpoint
@@ -24,17 +25,7 @@ class EventTypePatternField(serializers.CharField):
         return value
 
 
-class StrictSerializer(serializers.Serializer):
-    """Unknown fields are refused (a typo must not be silently ignored)."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in sorted(unknown)})
-        return attrs
-
-
-class EndpointWriteSerializer(StrictSerializer):
+class EndpointWriteSerializer(StrictObjectSerializer):
     url = serializers.URLField(max_length=2000)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
     eventTypes = serializers.ListField(
@@ -44,7 +35,7 @@ class EndpointWriteSerializer(StrictSerializer):
     ordered = serializers.BooleanField(required=False, default=False)
 
 
-class EndpointPatchSerializer(StrictSerializer):
+class EndpointPatchSerializer(StrictObjectSerializer):
     url = serializers.URLField(max_length=2000, required=False)
     description = serializers.CharField(max_length=500, required=False, allow_blank=True)
     eventTypes = serializers.ListField(child=EventTypePatternField(max_length=255), required=False, max_length=100)
@@ -60,11 +51,11 @@ def model_changes(data: dict[str, Any]) -> dict[str, Any]:
     return {FIELD_NAMES[name]: value for name, value in data.items()}
 
 
-class ResendSerializer(StrictSerializer):
+class ResendSerializer(StrictObjectSerializer):
     eventId = EventIdField()
 
 
-class RecoverSerializer(StrictSerializer):
+class RecoverSerializer(StrictObjectSerializer):
     since = serializers.DateTimeField()
 
 

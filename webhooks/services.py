@@ -57,6 +57,12 @@ def check_endpoint_url(tenant: Tenant, url: str) -> None:
     host = (parts.hostname or "").lower()
     if not host or parts.username or parts.password:
         raise ApiError(400, "INVALID_WEBHOOK_URL", "The endpoint URL needs a host and no credentials.")
+    try:
+        port = parts.port  # ValueError past 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ApiError(400, "INVALID_WEBHOOK_URL", "The endpoint URL's port must be from 1 to 65535.")
     if settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS:
         return
     try:

@@ -94,6 +94,11 @@ def test_partner_keys_need_the_webhooks_scope(webhook_server, http_allowed: Worl
         {"url": "https://example.com/h", "eventTypes": ["Tickets!"]},
         {"url": "https://example.com/h", "colour": "red"},
         {"url": "https://user:pw@example.com/h"},
+        {"url": "https://example.com/h", "ordered": "yes"},  # JSON types as the schema names them
+        {"url": "https://example.com/h", "enabled": 1},
+        {"url": "https://example.com/h", "description": 5},
+        {"url": "https://example.com:99999/h"},
+        {"url": "https://example.com:0/h"},
     ],
 )
 def test_bad_endpoints_are_400_and_change_nothing(webhook_server, http_allowed: World, body: dict) -> None:
@@ -101,6 +106,17 @@ def test_bad_endpoints_are_400_and_change_nothing(webhook_server, http_allowed: 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] in {"INVALID_BODY", "INVALID_WEBHOOK_URL"}
     assert not Endpoint.objects.exists()
+
+
+def test_a_change_with_a_wrong_json_type_is_400_and_changes_nothing(webhook_server, http_allowed: World) -> None:
+    admin = http_allowed.headers("admin")
+    endpoint = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/h"}).json()["data"]
+    for body in ({"ordered": "yes"}, {"enabled": "false"}, {"url": "http://127.0.0.1:0/h"}):
+        refused = call(webhook_server, "PATCH", f"{API}/{endpoint['id']}", admin, body)
+        assert refused.status_code == 400, (body, refused.text)
+        assert refused.json()["error"]["code"] in {"INVALID_BODY", "INVALID_WEBHOOK_URL"}
+    stored = Endpoint.objects.get(id=endpoint["id"])
+    assert (stored.url, stored.enabled, stored.ordered) == ("http://127.0.0.1:9/h", True, False)
 
 
 def test_http_needs_the_tenants_development_switch(webhook_server, acme: World) -> None:
