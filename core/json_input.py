@@ -24,6 +24,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 from rest_framework.parsers import BaseParser
+from rest_framework.utils.mediatypes import media_type_matches
 
 from core.http import ApiError
 
@@ -106,6 +107,14 @@ def read_json_body(request: HttpRequest, default: Any = _NOT_GIVEN) -> Any:
         raise payload_too_large() from None
     if not body and default is not _NOT_GIVEN:
         return default
+    if body and not media_type_matches(JSONBodyParser.media_type, request.content_type or ""):
+        # As the DRF views answer a body they have no parser for.
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"The body must be {JSONBodyParser.media_type}.",
+            {"contentType": request.content_type},
+        )
     return load_json(body)
 
 

@@ -776,6 +776,8 @@ async def serve_stream(
     order. Every failure before the response starts is answered in the envelope."""
     if request.method != method:
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", f"Use {method}.", headers={"Allow": method}))
+    if not request.accepts("text/event-stream"):  # no Accept header accepts anything
+        return error_response(ApiError(406, "NOT_ACCEPTABLE", "This endpoint answers text/event-stream."))
     held_by_edge = stream_class.edge_held and from_edge(request)
     try:
         caller = await run_db(authorized_caller, request)

@@ -63,7 +63,12 @@ def open_list_stream(server, world: World, body: Any, headers: dict[str, str] | 
         client.stream(
             "POST",
             list_updates_url(server.url),
-            headers={"accept": "text/event-stream", **world.headers("alice"), **(headers or {})},
+            headers={
+                "accept": "text/event-stream",
+                "content-type": "application/json",
+                **world.headers("alice"),
+                **(headers or {}),
+            },
             content=body if isinstance(body, str | bytes) else json.dumps(body),
         ) as response,
     ):
@@ -193,6 +198,39 @@ def test_a_product_whose_sku_has_a_slash_can_be_removed_as_it_was_added(server, 
     )
     again = httpx.delete(f"{server.url}{products}/{written}", headers=acme.headers("carol"), timeout=TIMEOUT)
     assert_envelope(again, 404, "PRODUCT_NOT_FOUND")
+
+
+def test_a_stream_is_refused_a_body_that_is_not_json_and_a_client_that_takes_no_event_stream(server, acme: World):
+    body = {"top": 5}
+    refused = open_list_stream(server, acme, body, {"content-type": "text/plain"})
+    assert assert_envelope(refused, 415, "UNSUPPORTED_MEDIA_TYPE")["error"]["details"] == {"contentType": "text/plain"}
+    assert_envelope(open_list_stream(server, acme, body, {"accept": "application/json"}), 406, "NOT_ACCEPTABLE")
+    bell = httpx.get(
+        f"{server.url}{API}/ticket/sse/notifications",
+        headers={**acme.headers("alice"), "accept": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert_envelope(bell, 406, "NOT_ACCEPTABLE")
+    # What a browser's fetch(), EventSource and `curl -N` send is taken.
+    for accept in ("text/event-stream", "*/*", "text/event-stream, application/json;q=0.5"):
+        with (
+            httpx.Client(timeout=TIMEOUT) as client,
+            client.stream(
+                "POST",
+                list_updates_url(server.url),
+                headers={**acme.headers("alice"), "accept": accept},
+                json=body,
+            ) as response,
+        ):
+            assert response.status_code == 200, (accept, response.read())
+    ticket = post(server, f"{API}/ticket", acme, {"subject": "Seen"}).json()["data"]
+    presence = httpx.post(
+        f"{server.url}{API}/ticket/{ticket['id']}/presence",
+        headers={**acme.headers("alice"), "content-type": "text/plain"},
+        content=json.dumps({"clientId": "x", "state": "viewing"}),
+        timeout=TIMEOUT,
+    )
+    assert_envelope(presence, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
 # --- 2. wrong element types in sort and paging fields -----------------------------------------
