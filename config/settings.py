@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from config.log_format import formatter_config
@@ -283,14 +284,34 @@ SIMPLE_JWT = {
 }
 
 # --- CORS: allowed origins are kept per tenant (tenants.cors) ---------------------------
+# Every request header the API reads, on top of django-cors-headers' defaults: without a
+# name here a browser refuses to send it (the preflight fails), so a cross-origin page
+# could not make a conditional change (`If-Match`), retry safely (`Idempotency-Key`), use
+# a partner key (`X-API-Key`, as `Authorization: ApiKey` can: CORS guards ambient
+# credentials such as cookies, not a key the page holds itself; docs/api.md, CORS) or
+# pass its own request id.
 CORS_ALLOW_HEADERS = [
-    "accept",
-    "authorization",
-    "content-type",
+    *default_headers,
     "last-event-id",
     "x-tenantid",
     "realmname",
     "issupportrequest",
+    "if-match",
+    "idempotency-key",
+    "x-api-key",
+    "x-request-id",
+]
+# Response headers a cross-origin page may read beyond the CORS-safelisted ones
+# (Content-Type and the like): without this, fetch() sees them as absent.
+CORS_EXPOSE_HEADERS = [
+    "ETag",  # the ticket version to send back in If-Match
+    "Retry-After",  # 429, 503 and busy streams: when to try again
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "Idempotent-Replayed",  # this answer is the stored first one of an Idempotency-Key
+    "X-Request-ID",  # to quote in a support request; matches the server's log lines
+    "WWW-Authenticate",  # why a 401 refused the token
 ]
 CORS_URLS_REGEX = r"^/(api/|v2/).*$"
 CORS_PREFLIGHT_MAX_AGE = 600

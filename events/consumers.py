@@ -34,9 +34,9 @@ from core.http import ApiError, iso_now
 from core.json_input import load_json
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, tenant_tier
 from events.hub import run_db
-from events.ids import parse_event_id
 from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
 from events.selectors import cursor_is_expired
+from events.serializers import PartnerSubscriptionSerializer
 from tenants.callers import check_still_valid, resolve_event_reader
 from tenants.cors import tenants_allowing_origin
 from tenants.policy import EVENTS_WEBSOCKET, authorize
@@ -60,7 +60,6 @@ HANDSHAKE_CLOSE_CODES = {
     404: CLOSE_NOT_FOUND,
     503: CLOSE_TRY_AGAIN_LATER,
 }
-MAX_TYPES = 50
 # A revoked key or deactivated tenant ends open sockets within this long (plus a query).
 CREDENTIAL_CHECK_SECONDS = 2.0
 # The stream kind of this socket in core.metrics, and its end reasons by our close code.
@@ -73,6 +72,17 @@ END_REASONS = {
     CLOSE_SERVICE_RESTART: "server_shutdown",
     1011: "error",
 }
+
+
+def first_error(errors: Any, path: str = "") -> str:
+    """The first problem in a serializer's errors, named by its field (`types[0]: …`)."""
+    if isinstance(errors, dict):
+        key, value = next(iter(errors.items()))
+        name = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+        return first_error(value, name)
+    if isinstance(errors, list) and errors:
+        return first_error(errors[0], path)
+    return f"{path}: {errors}" if path else str(errors)
 
 
 def origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> bool:
@@ -193,17 +203,15 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_BAD_MESSAGE, "Unknown action; use subscribe or ping.")
 
     async def _subscribe(self, message: dict[str, Any]) -> None:
-        types = message.get("types") or []
-        if not isinstance(types, list) or len(types) > MAX_TYPES or not all(isinstance(t, str) for t in types):
-            await self._refuse(CLOSE_BAD_MESSAGE, f"types must be a list of at most {MAX_TYPES} strings.")
+        # The REST query's rules (events.serializers): a type the log's column cannot
+        # hold (NUL, too long) would otherwise reach the feed's SQL and fail it with 1011.
+        subscription = PartnerSubscriptionSerializer(data=message)
+        if not subscription.is_valid():
+            await self._refuse(CLOSE_BAD_MESSAGE, f"The subscription is not valid: {first_error(subscription.errors)}")
             return
-        after_id = None
-        if message.get("after_id"):
-            try:
-                after_id = parse_event_id(str(message["after_id"]))
-            except ValueError:
-                await self._refuse(CLOSE_BAD_MESSAGE, "after_id must be a ULID or a UUID.")
-                return
+        types = subscription.validated_data.get("types") or []
+        after_id = subscription.validated_data.get("after_id")
+        if after_id is not None:
             if cursor_is_expired(after_id):
                 STREAM_RESUMES.labels(STREAM_KIND, "reset").inc()
                 await self._refuse(CLOSE_CURSOR_EXPIRED, "after_id is older than the event retention.")

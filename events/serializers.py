@@ -1,4 +1,6 @@
-"""The Event shape of system-events.md, and validation of the events query."""
+"""The Event shape of system-events.md, and validation of what a partner asks the log
+for: the REST query (`GET /v2/system/events`) and the websocket's subscribe message share
+the fields, so a type or a cursor is held to the same rules on both."""
 
 import uuid
 from datetime import datetime
@@ -48,8 +50,45 @@ class EventIdField(serializers.Field):
         return event_id_to_str(value)
 
 
+class EventTypeField(serializers.CharField):
+    """An event type to filter the log by. It is compared with `Event.type` in SQL, so it
+    is held to what that column can hold: at most its length, and no NUL (which
+    PostgreSQL text cannot hold; DRF's CharField refuses it, and lone surrogates, itself).
+    Only a string: a JSON number is no event type (query parameters are always strings)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", Event._meta.get_field("type").max_length)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class EventQuerySerializer(serializers.Serializer):
     after_id = EventIdField(required=False)
     limit = serializers.IntegerField(min_value=0, max_value=1000, default=25)
     occurred_after = serializers.DateTimeField(required=False)
-    type = serializers.CharField(required=False, max_length=255)
+    type = EventTypeField(required=False)
+
+
+# One subscription filters by at most this many types (each one a condition of the
+# catch-up query and a set lookup per live event).
+MAX_SUBSCRIBED_TYPES = 50
+
+
+class PartnerSubscriptionSerializer(serializers.Serializer):
+    """The partner websocket's `{"action": "subscribe", "types": [...], "after_id": ...}`;
+    other keys (`action`) are the consumer's. Absent, `null` or `""` `after_id` (and absent
+    or `null` `types`) mean none, as they always have on the socket."""
+
+    types = serializers.ListField(
+        child=EventTypeField(), max_length=MAX_SUBSCRIBED_TYPES, required=False, allow_null=True
+    )
+    after_id = EventIdField(required=False, allow_null=True)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, dict) and data.get("after_id") == "":
+            data = {**data, "after_id": None}
+        return super().to_internal_value(data)

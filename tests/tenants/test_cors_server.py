@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tenants.services import create_api_key
 from tests.builders import World
 from ticketing.models import Ticket
 
@@ -144,3 +145,91 @@ def test_an_inactive_tenants_origin_is_not_allowed(server, acme: World):
     acme.tenant.active = False
     acme.tenant.save(update_fields=["active"])
     assert_no_cors(preflight(server, "POST", "/api/v2/ticketing/ticket", ACME_ORIGIN))
+
+
+# --- the API's own headers, in and out ---------------------------------------------------
+
+# Request headers the API reads beyond the tenant headers: conditional changes,
+# idempotent retries, partner keys, the caller's request id.
+API_REQUEST_HEADERS = {"if-match", "idempotency-key", "x-api-key", "x-request-id"}
+# Response headers the API sends that a page must be able to read (RateLimit-* as
+# core.ratelimit names them); none of them is CORS-safelisted.
+API_RESPONSE_HEADERS = {
+    "etag",
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "idempotent-replayed",
+    "x-request-id",
+}
+
+
+def header_names(response: httpx.Response, name: str) -> set[str]:
+    return {h.strip().lower() for h in response.headers.get(name, "").split(",") if h.strip()}
+
+
+def test_preflight_allows_if_match_idempotency_key_and_the_partner_key_from_an_allowed_origin_only(server, acme: World):
+    path = "/api/v2/ticketing/ticket/00000000-0000-0000-0000-000000000000"
+    asked = ",".join(sorted(API_REQUEST_HEADERS | set(REQUEST_HEADERS.split(","))))
+    for origin in (ACME_ORIGIN, UNKNOWN_ORIGIN):
+        response = httpx.options(
+            f"{server.url}{path}",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "PATCH",
+                "Access-Control-Request-Headers": asked,
+            },
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        if origin == ACME_ORIGIN:
+            assert response.headers["access-control-allow-origin"] == ACME_ORIGIN
+            assert set(asked.split(",")) <= header_names(response, "access-control-allow-headers")
+            assert "PATCH" in {m.strip() for m in response.headers["access-control-allow-methods"].split(",")}
+        else:
+            assert_no_cors(response)
+            assert "access-control-expose-headers" not in response.headers
+
+
+def test_answers_to_an_allowed_origin_expose_etag_rate_limits_request_id_and_replays(
+    server, acme: World, globex: World
+):
+    """A page can read what it needs to make the next request: the ticket's `ETag` for
+    `If-Match`, whether an answer is a replay, the rate limits, the request id."""
+    base = f"{server.url}/api/v2/ticketing/ticket"
+    alice = {**acme.headers("alice"), "Origin": ACME_ORIGIN}
+    created = httpx.post(base, headers=alice, json={"subject": "CORS", "team": "operation"}, timeout=10)
+    assert created.status_code == 201, created.text
+    ticket = f"{base}/{created.json()['data']['id']}"
+    read = httpx.get(ticket, headers=alice, timeout=10)
+    patch_headers = {**alice, "If-Match": read.headers["etag"], "Idempotency-Key": "cors-patch-1"}
+    patched = httpx.patch(ticket, headers=patch_headers, json={"priority": "high"}, timeout=10)
+    replayed = httpx.patch(ticket, headers=patch_headers, json={"priority": "high"}, timeout=10)
+    assert (read.status_code, patched.status_code, replayed.status_code) == (200, 200, 200), replayed.text
+    assert replayed.headers["idempotent-replayed"] == "true"
+    sent: set[str] = set()
+    for response in (created, read, patched, replayed):
+        assert response.headers["access-control-allow-origin"] == ACME_ORIGIN
+        exposed = header_names(response, "access-control-expose-headers")
+        assert exposed >= API_RESPONSE_HEADERS, exposed
+        sent |= {name.lower() for name in response.headers}
+    # The exposed names are the ones the service sends (Retry-After: only on 429/503).
+    assert API_RESPONSE_HEADERS - {"retry-after"} <= sent
+    # Another tenant's origin is told nothing, exposed headers included.
+    other = httpx.get(ticket, headers={**alice, "Origin": GLOBEX_ORIGIN}, timeout=10)
+    assert other.status_code == 200
+    assert "access-control-allow-origin" not in other.headers
+    assert "access-control-expose-headers" not in other.headers
+
+
+def test_a_partner_key_from_its_tenants_origin_reads_the_log_cross_origin(server, acme: World):
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    response = httpx.get(
+        f"{server.url}/v2/system/events",
+        headers={"X-API-Key": key, "x-tenantid": str(acme.tenant.id), "Origin": ACME_ORIGIN},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["access-control-allow-origin"] == ACME_ORIGIN
+    assert {"ratelimit-remaining", "x-request-id"} <= header_names(response, "access-control-expose-headers")
