@@ -6,6 +6,10 @@ passes them in.
     {"op": "AND" | "OR", "operand": [condition | group, ...]}
     condition: {"id": "...", "op": "EQ|NE|GT|GE|LT|LE|LIKE|IN", "column": "...", "operand": ...}
 
+An entry is a condition when it has a `column`, else a group, which needs its `operand`
+list (`op` defaults to AND); anything else is refused. No filter at all (absent, null,
+`{}`, or a top level of `op` alone) matches everything.
+
 `parse_filter` validates a request body into a tree; the tree then gives two evaluators
 that must agree: `to_q()` for the database and `matches(state)` for the state an event
 carries (tests/ticketing/test_filter_equivalence.py holds them to it).
@@ -222,6 +226,9 @@ def parse_filter(raw: Any, columns: Mapping[str, Column]) -> Node:
     the condition."""
     if raw is None or raw == {}:
         return MATCH_ALL
+    if isinstance(raw, dict) and set(raw) == {"op"} and str(raw["op"]).upper() in ("AND", "OR"):
+        # The list stream's spec makes the top level's `operand` optional: no conditions.
+        return MATCH_ALL
     counter = [0]
     return _parse_node(raw, columns, depth=1, counter=counter)
 
@@ -238,19 +245,29 @@ def _parse_node(raw: Any, columns: Mapping[str, Column], *, depth: int, counter:
                 limit=settings.FILTER_MAX_CONDITIONS,
             )
         return _parse_condition(raw, columns)
+    # Not a condition, so a group, which only its `operand` list makes one: without it,
+    # `{}`, `{"id": "x"}` or `{"op": "OR"}` would read as an empty group, and an empty
+    # group matches everything, so a malformed entry would silently drop the filter.
+    cid = _condition_id(raw)
+    op = raw.get("op", "AND")
+    if isinstance(op, str) and op.upper() in OPS:
+        raise invalid_filter("The condition has no column.", cid, supportedColumns=sorted(columns))
+    if "operand" not in raw:
+        raise invalid_filter(
+            "A filter entry must be a condition (with a column) or a group (with an operand list).", cid
+        )
     if depth > settings.FILTER_MAX_DEPTH:
         raise invalid_filter(
             f"The filter nests deeper than {settings.FILTER_MAX_DEPTH} levels.", limit=settings.FILTER_MAX_DEPTH
         )
-    op = raw.get("op", "AND")
     if not isinstance(op, str) or op.upper() not in ("AND", "OR"):
         raise invalid_filter("A group's op must be AND or OR.", op=op)
-    operand = raw.get("operand", [])
+    operand = raw["operand"]
     if not isinstance(operand, list):
         raise invalid_filter("A group's operand must be a list of conditions or groups.")
     unknown = set(raw) - {"op", "operand", "id"}
     if unknown:
-        raise invalid_filter("A group has unknown keys.", raw.get("id"), keys=sorted(unknown))
+        raise invalid_filter("A group has unknown keys.", cid, keys=sorted(unknown))
     children = tuple(_parse_node(child, columns, depth=depth + 1, counter=counter) for child in operand)
     return Group(op.upper(), children)
 

@@ -186,9 +186,12 @@ def _save_fields(
     actor: TenantUser | None,
     support: bool,
     part_of: TicketEvent | None = None,
+    beside: dict[str, dict[str, Any]] | None = None,
 ) -> TicketState:
     """Set fields of a locked ticket, save it, and record the change (nothing when no
-    tracked field changed). Returns the state before."""
+    tracked field changed). `beside`: changes the caller made to rows kept beside the
+    ticket (its marks), already saved, as `changes` shows them (`{apiName: {from, to}}`);
+    they count as a change of the ticket. Returns the state before."""
     before, updated_before = TicketState.of(ticket), ticket.updated_at
     for name, value in values.items():
         setattr(ticket, name, value)
@@ -196,7 +199,7 @@ def _save_fields(
     # Only what changes: every other column was read under the lock and is unchanged.
     ticket.save(update_fields=[*values, "version", "updated_at"])
     after = TicketState.of(ticket)
-    changes: dict[str, Any] = before.changes_to(after)
+    changes: dict[str, Any] = {**before.changes_to(after), **(beside or {})}
     if changes:
         changes["updatedAt"] = {"from": iso(updated_before), "to": iso(ticket.updated_at)}
         _record(
@@ -312,20 +315,40 @@ def delete_tickets(
     support: bool,
     precondition: Callable[[Ticket], None] | None = None,
 ) -> int:
-    """Delete tickets (the API's DELETE, the admin), each with its `deleted` event; their
-    children are detached first, each with its own change (the database's SET NULL would
-    change them silently). Tickets and children are locked together, in primary-key order;
-    `precondition` is then called with each ticket to delete (locked) and may refuse."""
+    """Delete tickets (the API's DELETE, the admin), each with its `deleted` event. The
+    tickets that point at them are let go first, each with its own change: children lose
+    their parent, tickets merged into them their `mergedInto` (the database's SET NULL
+    would change them silently, with no event and no new version). Tickets and those
+    pointing at them are locked together, in primary-key order; `precondition` is then
+    called with each ticket to delete (locked) and may refuse."""
     ids = list(tickets.values_list("pk", flat=True))
     children = Ticket.objects.filter(parent_id__in=ids).exclude(pk__in=ids).values_list("pk", flat=True)
-    locked = {t.pk: t for t in lock_tickets([*ids, *children])}
+    merged = _merged_into(ids).values_list("ticket_id", flat=True)
+    locked = {t.pk: t for t in lock_tickets([*ids, *children, *merged])}
+    # A merge locks its target, so with the targets locked no merge into them can start;
+    # one that committed between the read above and the locks is read again here, and its
+    # ticket locked now, out of order: rare, and better than a change missing from the log.
+    late = set(_merged_into(ids).values_list("ticket_id", flat=True)) - set(locked)
+    locked.update((t.pk, t) for t in lock_tickets(late))
     if precondition is not None:
         for pk in sorted(ids):
             if pk in locked:
                 precondition(locked[pk])
-    for child in locked.values():
-        if child.parent_id in ids and child.pk not in ids:
-            _save_fields(child, {"parent": None}, actor=actor, support=support)
+    # The marks belong to their tickets, locked above: they are locked after them.
+    marks_of = {m.ticket_id: m for m in _merged_into(ids).select_for_update().order_by("ticket_id")}
+    for pk in sorted(locked):
+        if pk in ids:
+            continue
+        ticket = locked[pk]
+        values: dict[str, Any] = {"parent": None} if ticket.parent_id in ids else {}
+        beside: dict[str, dict[str, Any]] = {}
+        marks = marks_of.get(pk)
+        if marks is not None:
+            beside["mergedInto"] = {"from": str(marks.merged_into_id), "to": None}
+            marks.merged_into, marks.merged_at = None, None
+            marks.save(update_fields=["merged_into", "merged_at"])
+        if values or beside:
+            _save_fields(ticket, values, actor=actor, support=support, beside=beside)
     deleted = 0
     for ticket in (locked[pk] for pk in sorted(ids) if pk in locked):
         _record(
@@ -339,6 +362,11 @@ def delete_tickets(
         ticket.delete()
         deleted += 1
     return deleted
+
+
+def _merged_into(ids: list[Any]) -> QuerySet[TicketMarks]:
+    """The marks of the tickets merged into one of `ids` (and not among them)."""
+    return TicketMarks.objects.filter(merged_into_id__in=ids).exclude(ticket_id__in=ids)
 
 
 @unit_of_work()

@@ -83,6 +83,24 @@ class TestRefusals:
     def test_condition_without_operand(self):
         rejects({"op": "AND", "operand": [{"id": "c3", "op": "EQ", "column": "status"}]}, "c3")
 
+    @pytest.mark.parametrize(
+        ("entry", "condition_id"),
+        [
+            ({"id": "x"}, "x"),  # neither a column nor an operand
+            ({}, None),
+            ({"op": "OR"}, None),  # a group without its operand
+            ({"id": "g1", "op": "AND"}, "g1"),
+            ({"id": "c2", "op": "EQ", "operand": "open"}, "c2"),  # a condition without its column
+        ],
+    )
+    def test_entry_that_is_neither_a_condition_nor_a_group_is_refused_not_read_as_match_all(self, entry, condition_id):
+        rejects({"op": "AND", "operand": [entry]}, condition_id)
+        rejects({"op": "OR", "operand": [{"op": "AND", "operand": [entry]}]}, condition_id)
+
+    def test_top_level_entry_that_is_no_filter_is_refused(self):
+        rejects({"id": "x"}, "x")
+        rejects({"id": "g", "op": "OR"}, "g")
+
     @override_settings(FILTER_MAX_DEPTH=3)
     def test_too_deep(self):
         tree = {
@@ -112,6 +130,10 @@ class TestMeaning:
     def test_no_filter_matches_everything(self):
         assert parse_ticket_filter(None) is MATCH_ALL and parse_ticket_filter({}) is MATCH_ALL
         assert parse_ticket_filter({"op": "AND", "operand": []}).matches(state())
+        # The spec's top level may leave out its operand list: no conditions.
+        assert parse_ticket_filter({"op": "OR"}) is MATCH_ALL and parse_ticket_filter({"op": "and"}) is MATCH_ALL
+        # Groups with an operand list stay valid without op (AND) and with an id.
+        assert parse_ticket_filter({"operand": [{"id": "g", "op": "OR", "operand": []}]}).matches(state())
 
     def test_like_is_case_insensitive_substring_with_literal_wildcards(self):
         like = parse_ticket_filter({"op": "AND", "operand": [cond("subject", "LIKE", "50%_off")]})

@@ -109,3 +109,35 @@ def test_two_agents_patching_the_same_version_at_once_one_wins(server_without_wr
     loser = next(r for r in answers if r.status_code == 412).json()["error"]["details"]["ticket"]
     assert loser == winner  # the loser is shown exactly what won
     assert Ticket.objects.get().subject == winner["subject"] and Ticket.objects.get().version == 2
+
+
+def test_deleting_a_merge_target_gives_the_merged_ticket_a_new_version_and_an_event(server, acme: World):
+    merged, target = create(server, acme).json()["data"], create(server, acme).json()["data"]
+    one = f"{server.url}{API}/ticket/{merged['id']}"
+    merge = httpx.post(f"{one}/merge", headers=acme.headers("alice"), json={"into": target["id"]}, timeout=TIMEOUT)
+    assert merge.status_code == 200, merge.text
+    assert merge.json()["data"]["version"] == 2 and merge.headers["etag"] == '"2"'
+
+    deleted = httpx.delete(f"{server.url}{API}/ticket/{target['id']}", headers=acme.headers("admin"), timeout=TIMEOUT)
+    assert deleted.status_code == 204, deleted.text
+
+    read = httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT)
+    assert read.status_code == 200
+    assert read.json()["data"]["version"] == 3 and read.headers["etag"] == '"3"'
+    # A client holding the merge's ETag learns that the ticket changed.
+    stale = patch(server, acme, merged["id"], {"priority": "high"}, merge.headers["etag"])
+    assert stale.status_code == 412, stale.text
+
+    feed = httpx.get(
+        f"{server.url}/v2/system/events", params={"limit": 1000}, headers=acme.headers("admin"), timeout=TIMEOUT
+    )
+    assert feed.status_code == 200, feed.text
+    events = feed.json()["result"]
+    let_go = [e for e in events if e["payload"]["ticket"]["id"] == merged["id"]][-1]
+    assert let_go["type"] == "tickets.ticket.updated"
+    assert let_go["changes"]["mergedInto"] == {"from": target["id"], "to": None}
+    assert let_go["payload"]["ticket"]["version"] == 3
+    assert let_go["actor"]["id"] == str(acme.users["admin"].id)
+    # In the same transaction as the deletion, just before its event.
+    assert events[-1]["type"] == "tickets.ticket.deleted" and events[-1]["payload"]["ticket"]["id"] == target["id"]
+    assert events[-2] == let_go

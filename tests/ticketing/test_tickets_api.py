@@ -6,7 +6,7 @@ import pytest
 
 from events.models import Event
 from tests.builders import World
-from ticketing.models import Comment, Ticket
+from ticketing.models import Comment, Ticket, TicketMarks
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/v2/ticketing/ticket"
@@ -122,6 +122,42 @@ def test_deleting_a_parent_records_each_child_detached(api, acme: World):
     assert api.delete(f"{BASE}/{parent['id']}", headers=acme.headers("admin")).status_code == 204
     detached = Event.objects.filter(ticket_id=child["id"]).order_by("-id").first()
     assert detached.changes["parent"] == {"from": parent["id"], "to": None}
+
+
+def test_deleting_a_merge_target_records_the_merged_ticket_let_go_with_a_new_version(api, acme: World):
+    merged = create(api, acme).json()["data"]
+    target = create(api, acme).json()["data"]
+    url = f"{BASE}/{merged['id']}"
+    merge = api.post(f"{url}/merge", {"into": target["id"]}, format="json", headers=acme.headers("alice"))
+    assert merge.status_code == 200 and merge.json()["data"]["version"] == 2
+    assert api.delete(f"{BASE}/{target['id']}", headers=acme.headers("admin")).status_code == 204
+    read = api.get(url, headers=acme.headers("alice"))
+    assert read.json()["data"]["version"] == 3 and read.headers["ETag"] == '"3"'
+    let_go = Event.objects.filter(ticket_id=merged["id"]).order_by("-id").first()
+    assert let_go.type == "tickets.ticket.updated"
+    assert let_go.changes["mergedInto"] == {"from": target["id"], "to": None}
+    assert set(let_go.changes) == {"mergedInto", "updatedAt"}
+    # Recorded before the target's deletion, in the same transaction.
+    deleted = Event.objects.get(type="tickets.ticket.deleted", ticket_id=target["id"])
+    assert let_go.id < deleted.id
+    assert TicketMarks.objects.get(ticket_id=merged["id"]).merged_into_id is None
+    # No longer merged: it can be reopened.
+    assert api.post(f"{url}/reopen", headers=acme.headers("alice")).status_code == 200
+
+
+def test_deleting_a_parent_that_is_also_the_merge_target_lets_the_ticket_go_in_one_change(api, acme: World):
+    target = create(api, acme).json()["data"]
+    child = create(api, acme, parent=target["id"]).json()["data"]
+    merge = api.post(
+        f"{BASE}/{child['id']}/merge", {"into": target["id"]}, format="json", headers=acme.headers("alice")
+    )
+    assert merge.status_code == 200
+    before = Event.objects.filter(ticket_id=child["id"]).count()
+    assert api.delete(f"{BASE}/{target['id']}", headers=acme.headers("admin")).status_code == 204
+    assert Event.objects.filter(ticket_id=child["id"]).count() == before + 1
+    let_go = Event.objects.filter(ticket_id=child["id"]).order_by("-id").first()
+    assert let_go.changes["parent"] == let_go.changes["mergedInto"] == {"from": target["id"], "to": None}
+    assert Ticket.objects.get(pk=child["id"]).version == merge.json()["data"]["version"] + 1
 
 
 def test_comments_are_added_and_listed(api, acme: World):
