@@ -104,6 +104,14 @@ class LogEvent:
     frames: dict[Any, bytes] = field(default_factory=dict, repr=False)
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def resume_id(self) -> str | None:
+        """The SSE `id:` of its frames, where a client resumes after it: None for a
+        replayed event. Its id is the original's, older than what the stream has sent
+        since; as the client's Last-Event-ID it would have a reconnect send again every
+        live event after it. A frame without an id leaves the client's id as it was."""
+        return None if self.replayed else self.ulid
+
     @classmethod
     def from_row(cls, event: Event, *, replayed: bool = False) -> LogEvent:
         return cls(

@@ -94,8 +94,8 @@ def _frames(event: LogEvent, reason: str) -> bytes:
         # A withdrawn `queued` notice (someone took the ticket) is a read with its own reason.
         counts["reason"] = event.payload.get("reason", reason)
         counts["ids"] = event.payload.get("ids")
-        return sse_frame("count", counts, id=event.ulid)
-    return sse_frame("notification", event.payload, id=event.ulid) + sse_frame("count", counts)
+        return sse_frame("count", counts, id=event.resume_id)
+    return sse_frame("notification", event.payload, id=event.resume_id) + sse_frame("count", counts)
 
 
 def user_of_spec(spec: Mapping[str, Any]) -> uuid.UUID:

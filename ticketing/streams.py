@@ -163,13 +163,13 @@ def _list_frame(event: LogEvent, query: TicketQuery) -> bytes | None:
     replayed = event.replayed
     if is_in and not was_in:
         key = ("created", real_create, replayed)
-        return event.frame(key, lambda: sse_frame("created", _created(event, after, real_create), id=event.ulid))
+        return event.frame(key, lambda: sse_frame("created", _created(event, after, real_create), id=event.resume_id))
     if was_in and is_in:
         key = ("updated", replayed)
-        return event.frame(key, lambda: sse_frame("updated", _updated(event, after), id=event.ulid))
+        return event.frame(key, lambda: sse_frame("updated", _updated(event, after), id=event.resume_id))
     if was_in and not is_in:
         key = ("deleted", real_delete, replayed)
-        return event.frame(key, lambda: sse_frame("deleted", _deleted(event, before, real_delete), id=event.ulid))
+        return event.frame(key, lambda: sse_frame("deleted", _deleted(event, before, real_delete), id=event.resume_id))
     return None
 
 
@@ -400,7 +400,7 @@ class TicketActivityStream(EventStream):
     def render(self, event: LogEvent) -> bytes | None:
         if not self.interested(event):
             return None
-        return event.frame("activity", lambda: sse_frame("activity", event.api, id=event.ulid))
+        return event.frame("activity", lambda: sse_frame("activity", event.api, id=event.resume_id))
 
 
 async def _ticket_request(request: HttpRequest, caller: Caller) -> StreamArguments:

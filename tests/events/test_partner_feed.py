@@ -231,6 +231,37 @@ class TestWebsocket:
             assert frame.event == "created" and frame.id == stored.ulid and frame.data["replayed"] is True
             assert frame.data["id"] == ticket["id"]
 
+    def test_a_replayed_frame_leaves_the_clients_last_event_id_where_its_live_events_left_it(self, server, acme: World):
+        url, headers = list_updates_url(server.url), acme.headers("alice")
+        ticket = httpx.post(
+            f"{server.url}/api/v2/ticketing/ticket", headers=headers, json={"subject": "replay me"}, timeout=10
+        ).json()["data"]
+        created = Event.objects.get()
+        with open_stream("POST", url, headers=headers, json_body={"top": 5}) as stream:
+            stream.collect(2)  # connected, snapshot
+            httpx.patch(
+                f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}",
+                headers=headers,
+                json={"priority": "high"},
+                timeout=10,
+            )
+            updated = stream.next()
+            assert updated.event == "updated" and updated.id != created.ulid
+            call_command("replay_events", tenant="acme", types=["tickets.ticket.created"], stdout=StringIO())
+            replayed = stream.next()
+            assert replayed.event == "created" and replayed.data["replayed"] is True
+            # Its own id is older than the update's: as the client's Last-Event-ID it would
+            # have a reconnect send the update again.
+            assert stream.last_id == updated.id
+        resumed = {**headers, "Last-Event-ID": stream.last_id}
+        with open_stream("POST", url, headers=resumed, json_body={"top": 5}, read_timeout=2) as again:
+            assert again.next().event == "connected"
+            seen = []
+            with pytest.raises((TimeoutError, httpx.ReadTimeout)):
+                while True:  # until the stream has been quiet for 2 s
+                    seen.append(again.next(timeout=2))
+            assert not [f for f in seen if f.event == "updated"], seen  # nothing live was missed
+
 
 @pytest.mark.django_db
 def test_replay_dry_run_changes_nothing_and_says_what_it_would_do(api, acme: World):
