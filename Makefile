@@ -45,9 +45,11 @@ run: install
 	$(BIN)/python manage.py load_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python manage.py quickstart --base-url http://$(HOST):$(PORT)
 	@# The SLA monitor, the notification email worker and the webhook deliverer run beside
-	@# the server and stop when it exits.
+	@# the server and stop when it exits. Links in the emails point at this server unless
+	@# NOTIFICATION_EMAIL_BASE_URL says otherwise.
 	$(BIN)/python manage.py sla_monitor & monitor=$$!; \
-	$(BIN)/python manage.py send_notification_emails & mailer=$$!; \
+	NOTIFICATION_EMAIL_BASE_URL=$${NOTIFICATION_EMAIL_BASE_URL:-http://$(HOST):$(PORT)} \
+		$(BIN)/python manage.py send_notification_emails & mailer=$$!; \
 	$(BIN)/python manage.py deliver_webhooks & deliverer=$$!; \
 	trap 'kill $$monitor $$mailer $$deliverer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python -m config.serve --host $(HOST) --port $(PORT); status=$$?; \

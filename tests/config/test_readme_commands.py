@@ -126,3 +126,27 @@ def test_the_server_command_of_the_readme_serves_in_a_new_shell_and_takes_the_pr
         server.terminate()
         server.wait(timeout=15)
         log.close()
+
+
+@pytest.mark.parametrize("given", [None, "https://help.example.com"])
+def test_make_run_links_emails_to_its_own_port_unless_told_otherwise(given: str | None):
+    """`make run PORT=…` serves on that port; the notification emails its mailer sends must
+    link there too (they linked to :8000 whatever the port), and a base URL set by the
+    operator wins. The mailer's line of the recipe, as make runs it, is run up to the
+    assignment and asked for the value the mailer would get."""
+    recipe = subprocess.run(
+        ["make", "-n", "run", "PORT=8123"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assignment = re.search(r"NOTIFICATION_EMAIL_BASE_URL=\S+", recipe)
+    assert assignment, recipe
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFICATION_EMAIL_BASE_URL"}
+    if given:
+        env["NOTIFICATION_EMAIL_BASE_URL"] = given
+    seen = subprocess.run(
+        ["sh", "-c", f"{assignment.group(0)} sh -c 'printf %s \"$NOTIFICATION_EMAIL_BASE_URL\"'"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert seen == (given or "http://127.0.0.1:8123")
