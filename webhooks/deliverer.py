@@ -2,7 +2,8 @@
 the event log and POSTs every matching event until the receiver acknowledges it.
 
     claim loop    ─ every lease/3 s: renew leases, claim free endpoints, start/stop their tasks
-    listener      ─ `log.committed` of the claimed tenants (channel layer) → wake their intake
+    listener      ─ `log.committed` of the claimed tenants (channel layer) → wake their intake;
+                    an endpoint changed (its secret rotated) → reload it before its next send
     tenant intake ─ one transaction per wake-up for all the tenant's endpoints held here:
                     events after the cursors → pending deliveries (DB) → endpoint queues
     endpoint task ─ sends what is queued (≤ WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT at once,
@@ -64,17 +65,28 @@ async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 @dataclass
 class Target:
-    """What an endpoint task needs of its endpoint (refreshed by every claim)."""
+    """What an endpoint task needs of its endpoint (refreshed by every claim, and reloaded
+    as soon as its secret is seen to have changed: Deliverer.refresh_target)."""
 
     id: uuid.UUID
     tenant_id: uuid.UUID
     url: str
     ordered: bool
     keys: list[bytes] = field(repr=False)
+    # The encrypted current secret `keys` were made from: compared with the endpoint's as
+    # the intake and the read of due deliveries see it, to notice a rotation.
+    secret_encrypted: str = field(repr=False)
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> Target:
-        return cls(endpoint.id, endpoint.tenant_id, endpoint.url, endpoint.ordered, signing_keys(endpoint))
+        return cls(
+            endpoint.id,
+            endpoint.tenant_id,
+            endpoint.url,
+            endpoint.ordered,
+            signing_keys(endpoint),
+            endpoint.secret_encrypted,
+        )
 
 
 class TenantIntake:
@@ -115,9 +127,22 @@ class TenantIntake:
                     logger.warning("event=webhook_intake_failed tenant=%s", self.tenant_id, exc_info=True)
                 else:
                     self.held_back = intake.held_back
+                    stale = set()
+                    for endpoint_id, secret in intake.secrets.items():
+                        task = self.deliverer.tasks.get(endpoint_id)
+                        # Rotated since this worker loaded the keys: events committed after
+                        # the rotation are signed with the new secret, so reload first.
+                        if (
+                            task is not None
+                            and task.target.secret_encrypted != secret
+                            and not await self.deliverer.refresh_target(endpoint_id)
+                        ):
+                            stale.add(endpoint_id)
                     for endpoint_id, deliveries in intake.deliveries.items():
                         task = self.deliverer.tasks.get(endpoint_id)
-                        if task is not None:  # else its next holder finds them pending
+                        # Else its next holder finds them pending, or (keys not reloaded)
+                        # this task's next read of due deliveries does.
+                        if task is not None and endpoint_id not in stale:
                             task.enqueue(deliveries)
                     if intake.more:
                         self.wanted = True
@@ -143,9 +168,15 @@ class EndpointTask:
         self.queued: set[int] = set()  # ids in `queue`
         self.sending: set[asyncio.Task[None]] = set()
         self.due_wanted = True
+        # Reloads of the target one at a time, so the last one to finish read the newest row.
+        self.refreshing = asyncio.Lock()
+        self.stopped = False
         self.task = asyncio.create_task(self.run(), name=f"webhook-endpoint-{target.id}")
 
     def stop(self) -> None:
+        # Also from inside `run` (a reload found the secret unreadable), which must then
+        # start no request before the cancellation reaches it.
+        self.stopped = True
         self.task.cancel()
 
     @property
@@ -194,10 +225,17 @@ class EndpointTask:
                             exclude=set(self.busy),
                             limit=limit,
                         )
+                        # A retry after a rotation is signed with the new secret too.
+                        if (
+                            due
+                            and due[0].endpoint_secret != self.target.secret_encrypted
+                            and not await self.deliverer.refresh_target(self.target.id)
+                        ):
+                            due = []  # not sent with the old keys; read again at the poll
                         self.add(due)
                         if len(due) == limit and not self.target.ordered:
                             self.due_wanted = True  # a backlog: read on when these are out
-                    while self.queue and self.slots > 0:
+                    while self.queue and self.slots > 0 and not self.stopped:
                         delivery = self.queue.popleft()
                         self.queued.discard(delivery.id)
                         self.busy.add(delivery.id)
@@ -233,6 +271,9 @@ class EndpointTask:
                         )
                         self.due_wanted = True
                         return
+                    # The target as it is now, not as it was when this task was made: it
+                    # may have waited for its slot across a rotation.
+                    target = self.target
                     sent = await send(
                         self.deliverer.session,
                         url=target.url,
@@ -278,6 +319,7 @@ class Deliverer:
         self.tenants: set[uuid.UUID] = set()
         self.channel_layer = get_channel_layer()
         self.channel: str | None = None
+        self.follows_endpoint_changes = False
 
     def lease_is_fresh(self) -> bool:
         """False once leases may have run out (the database was unreachable for a while):
@@ -324,6 +366,37 @@ class Deliverer:
                 await run_db(services.release_endpoints, worker=self.worker)
             await self.session.close()
 
+    async def refresh_target(self, endpoint_id: uuid.UUID) -> bool:
+        """Reload a held endpoint (its signing keys above all) from the database now.
+        Whether its task may go on sending: False when the reload failed (the task keeps
+        its old keys, so what it was about to send waits for the next read of due
+        deliveries), or the endpoint is gone, disabled or its secret unreadable (its task
+        is stopped; the claim loop agrees at its next cycle)."""
+        task = self.tasks.get(endpoint_id)
+        if task is None:
+            return False
+        async with task.refreshing:
+            try:
+                endpoint = await run_db(selectors.endpoint_to_deliver, endpoint_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("event=webhook_endpoint_reload_failed endpoint=%s", endpoint_id, exc_info=True)
+                return False
+            if self.tasks.get(endpoint_id) is not task:
+                return False  # stopped meanwhile
+            try:
+                if endpoint is None:
+                    raise LookupError
+                task.target = Target.of(endpoint)
+            except (LookupError, SecretUnreadable):
+                if endpoint is not None and endpoint_id not in self.unreadable_secrets:
+                    self.unreadable_secrets.add(endpoint_id)
+                    logger.error("event=webhook_secret_unreadable endpoint=%s", endpoint_id)
+                self.tasks.pop(endpoint_id).stop()
+                return False
+        return True
+
     async def claim_loop(self) -> None:
         # Often enough that a new endpoint is served within a couple of seconds.
         interval = max(0.2, min(settings.WEBHOOKS_LEASE_SECONDS / 3, 2.0))
@@ -357,13 +430,21 @@ class Deliverer:
                 for tenant_id in list(self.intakes):
                     if tenant_id not in tenants:
                         self.intakes.pop(tenant_id).stop()
+                changed = []
                 for endpoint_id, target in targets.items():
                     task = self.tasks.get(endpoint_id)
                     if task is None:
                         self.tasks[endpoint_id] = EndpointTask(self, target)
                         self.intake_of(target.tenant_id).announce()
-                    else:
+                    elif task.target.secret_encrypted == target.secret_encrypted:
                         task.target = target
+                    else:
+                        # Rotated, and whether this claim read the row before or after the
+                        # task's keys were reloaded is unknown: read it again rather than
+                        # put back the old keys.
+                        changed.append(endpoint_id)
+                for endpoint_id in changed:
+                    await self.refresh_target(endpoint_id)
                 for tenant_id in tenants:
                     self.intake_of(tenant_id)
                 await self.follow_tenants(tenants)
@@ -380,11 +461,14 @@ class Deliverer:
         return intake
 
     async def follow_tenants(self, tenants: set[uuid.UUID]) -> None:
-        if self.channel_layer is None or tenants == self.tenants:
+        if self.channel_layer is None or (tenants == self.tenants and self.follows_endpoint_changes):
             return
         try:
             if self.channel is None:
                 self.channel = await self.channel_layer.new_channel("webhooks.")
+            if not self.follows_endpoint_changes:
+                await asyncio.wait_for(self.channel_layer.group_add(services.ENDPOINT_CHANGES_GROUP, self.channel), 2)
+                self.follows_endpoint_changes = True
             for tenant_id in tenants - self.tenants:
                 await asyncio.wait_for(self.channel_layer.group_add(tenant_group(tenant_id), self.channel), 2)
             for tenant_id in self.tenants - tenants:
@@ -410,6 +494,14 @@ class Deliverer:
                 intake = self.intakes.get(uuid.UUID(message["tenant"]))
                 if intake is not None:
                     intake.announce()
+            elif message.get("type") == services.ENDPOINT_CHANGED:
+                # Awaited before the next message: a rotation's announcement precedes the
+                # announcements of the events committed after it, so their intake finds
+                # the new keys already loaded.
+                with contextlib.suppress(ValueError, KeyError):
+                    endpoint_id = uuid.UUID(message["endpoint"])
+                    if endpoint_id in self.tasks:
+                        await self.refresh_target(endpoint_id)
 
     async def flush_loop(self) -> None:
         while True:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from core.http import ApiError
@@ -49,8 +49,13 @@ def due_deliveries(endpoint_id: uuid.UUID, *, ordered: bool, exclude: Iterable[i
     """Deliveries of an endpoint to attempt now, oldest event first, with their events.
 
     Ordered endpoints: only the oldest pending one, and only once it is due (the next
-    event waits for it)."""
-    pending = Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.PENDING).order_by("event_id")
+    event waits for it). Each carries its endpoint's encrypted current secret
+    (`endpoint_secret`), so the deliverer notices a rotation before it sends them."""
+    pending = (
+        Delivery.objects.filter(endpoint_id=endpoint_id, state=Delivery.State.PENDING)
+        .annotate(endpoint_secret=F("endpoint__secret_encrypted"))
+        .order_by("event_id")
+    )
     if ordered:
         first = pending.select_related("event__actor").first()
         if first is None or first.id in set(exclude) or first.next_attempt_at > timezone.now():
@@ -61,6 +66,11 @@ def due_deliveries(endpoint_id: uuid.UUID, *, ordered: bool, exclude: Iterable[i
         .exclude(id__in=list(exclude))
         .select_related("event__actor")[:limit]
     )
+
+
+def endpoint_to_deliver(endpoint_id: uuid.UUID) -> Endpoint | None:
+    """The endpoint as the deliverer signs for it now, or None once deleted or disabled."""
+    return Endpoint.objects.filter(id=endpoint_id, enabled=True).first()
 
 
 def next_due_at(endpoint_id: uuid.UUID):

@@ -10,18 +10,28 @@ from rest_framework import serializers
 from core.serializers import StrictObjectSerializer
 from events.ids import event_id_to_str
 from events.serializers import EventIdField, iso
+from webhooks.events import is_deliverable_type_pattern
 from webhooks.models import DeliveryAttempt, Endpoint
 
 _TYPE_PATTERN = re.compile(r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
 
 
 class EventTypePatternField(serializers.CharField):
-    default_error_messages = {"pattern": "An event type (`tickets.ticket.created`) or a prefix wildcard (`tickets.*`)."}
+    default_error_messages = {
+        "pattern": "An event type (`tickets.ticket.created`) or a prefix wildcard (`tickets.*`).",
+        "unknown": "`{value}` takes no partner event type (docs/events.md); per-user events are never sent.",
+    }
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         if not _TYPE_PATTERN.match(value):
             self.fail("pattern")
+        # Refused here rather than stored: an endpoint filtering on it would never receive
+        # anything, and nothing would say why. Only new input is checked, so an endpoint
+        # stored with a type that is later retired keeps working (and PATCHes without
+        # eventTypes still pass).
+        if not is_deliverable_type_pattern(value):
+            self.fail("unknown", value=value)
         return value
 
 

@@ -9,7 +9,8 @@ import threading
 import time
 
 import httpx
-from standardwebhooks import Webhook
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.builders import World
 from tests.waiting import wait_for
@@ -190,6 +191,44 @@ def test_a_rotated_secret_signs_beside_the_old_one(webhook_server, http_allowed,
     Webhook(endpoint["secret"]).verify(request.body, request.headers)
     Webhook(rotated["secret"]).verify(request.body, request.headers)
     assert json.loads(request.body)["type"].endswith("created")
+
+
+def test_every_request_after_a_rotation_is_signed_with_the_new_secret_at_once(
+    webhook_server, http_allowed, receiver
+) -> None:
+    # The deliverer held the keys it loaded when it claimed the endpoint: for a second or
+    # so after a rotation, events went out signed with the old secret(s) only.
+    admin, alice = http_allowed.headers("admin"), http_allowed.headers("alice")
+    endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+    secrets = [endpoint["secret"]]
+    rounds: list[tuple[float, str, str]] = []  # (rotation answered at, new secret, previous one)
+    with running(DelivererProcess()):
+        create_ticket(webhook_server.url, alice, "before the rotation")
+        receiver.wait_for(lambda r: len(r) >= 1)  # the deliverer holds the endpoint and its keys
+        for round_number in range(2):
+            rotated = httpx.post(f"{webhook_server.url}{API}/{endpoint['id']}/rotate-secret", headers=admin, timeout=10)
+            assert rotated.status_code == 200, rotated.text
+            answered = time.monotonic()
+            secrets.append(rotated.json()["data"]["secret"])
+            rounds.append((answered, secrets[-1], secrets[-2]))
+            for i in range(3):
+                create_ticket(webhook_server.url, alice, f"right after rotation {round_number}.{i}")
+            receiver.wait_for(lambda r, answered=answered: len([x for x in r if x.at > answered]) >= 3)
+        time.sleep(0.5)  # nothing more may come
+    received = list(receiver.received)
+    assert len(received) == 7
+    ends = [answered for answered, _, _ in rounds[1:]] + [float("inf")]
+    for (answered, secret, previous), end in zip(rounds, ends, strict=True):
+        after = [r for r in received if answered < r.at < end]
+        assert len(after) == 3
+        for request in after:
+            # Both signatures, the new secret's among them: a receiver may switch at once.
+            assert len(request.headers["webhook-signature"].split(" ")) == 2
+            Webhook(secret).verify(request.body, request.headers)
+            Webhook(previous).verify(request.body, request.headers)
+            if secret == secrets[-1]:  # the first secret signs no more after two rotations
+                with pytest.raises(WebhookVerificationError):
+                    Webhook(secrets[0]).verify(request.body, request.headers)
 
 
 def test_an_endpoint_far_behind_never_holds_back_one_that_keeps_up(webhook_server, http_allowed) -> None:

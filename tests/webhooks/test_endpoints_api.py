@@ -8,7 +8,9 @@ import pytest
 
 from tenants.services import create_api_key
 from tests.builders import World
+from tests.events.test_event_vocabulary import documented_types
 from webhooks.crypto import decrypt_secret
+from webhooks.events import PARTNER_EVENT_TYPES
 from webhooks.models import Endpoint
 
 API = "/api/v2/webhooks/endpoints"
@@ -123,3 +125,72 @@ def test_http_needs_the_tenants_development_switch(webhook_server, acme: World) 
     response = call(webhook_server, "POST", API, acme.headers("admin"), {"url": "http://example.com/h"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_WEBHOOK_URL"
     assert call(webhook_server, "POST", API, acme.headers("admin"), {"url": "https://example.com/h"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "event_types",
+    [
+        ["foo"],
+        ["tickets.ticket.nope"],
+        ["notifications.notification.created"],  # per-user: never sent to webhooks
+        ["notifications.*"],
+        ["foo.*"],
+        ["tickets.ticket.created", "tickets.nothing.*"],
+        ["webhooks.ping"],  # sent by a ping only, never from the log
+    ],
+)
+def test_event_types_no_partner_event_has_are_400_and_create_or_change_nothing(
+    webhook_server, http_allowed: World, event_types: list[str]
+) -> None:
+    admin = http_allowed.headers("admin")
+    refused = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/h", "eventTypes": event_types})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "INVALID_BODY" and "eventTypes" in error["details"], error
+    assert not Endpoint.objects.exists()
+
+    endpoint = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/h"}).json()["data"]
+    refused = call(webhook_server, "PATCH", f"{API}/{endpoint['id']}", admin, {"eventTypes": event_types})
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "INVALID_BODY" and "eventTypes" in error["details"], error
+    assert Endpoint.objects.get(id=endpoint["id"]).event_types == []
+
+
+def test_partner_event_types_and_their_prefixes_are_accepted(webhook_server, http_allowed: World) -> None:
+    admin = http_allowed.headers("admin")
+    for event_types in (
+        ["*"],
+        ["tickets.*"],
+        ["tickets.ticket.*"],
+        ["webhooks.*"],
+        ["tickets.ticket.created", "tickets.ticket.sla_breached", "webhooks.endpoint.disabled"],
+        [],
+    ):
+        created = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/h", "eventTypes": event_types})
+        assert created.status_code == 201, (event_types, created.text)
+        assert created.json()["data"]["eventTypes"] == event_types
+        changed = call(
+            webhook_server, "PATCH", f"{API}/{created.json()['data']['id']}", admin, {"eventTypes": event_types}
+        )
+        assert changed.status_code == 200, (event_types, changed.text)
+
+
+def test_an_endpoint_stored_with_an_unknown_type_still_reads_and_changes(webhook_server, http_allowed: World) -> None:
+    # Stored before types were checked: it keeps working, and changes that leave its
+    # eventTypes alone are accepted.
+    admin = http_allowed.headers("admin")
+    endpoint = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/h"}).json()["data"]
+    Endpoint.objects.filter(id=endpoint["id"]).update(event_types=["tickets.ticket.retired"])
+    assert call(webhook_server, "GET", f"{API}/{endpoint['id']}", admin).json()["data"]["eventTypes"] == [
+        "tickets.ticket.retired"
+    ]
+    changed = call(webhook_server, "PATCH", f"{API}/{endpoint['id']}", admin, {"description": "kept"})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["eventTypes"] == ["tickets.ticket.retired"]
+
+
+def test_the_types_endpoints_may_name_are_the_documented_partner_types() -> None:
+    # One vocabulary: what eventTypes accepts is what docs/events.md documents (and what
+    # tests/events/test_event_vocabulary.py holds to the declarations).
+    assert documented_types() == PARTNER_EVENT_TYPES
