@@ -57,6 +57,9 @@ NOTE_MESSAGE = "stream.note"
 # Redis has none), and the bound on one group_add.
 MEMBERSHIP_CHECK_SECONDS = 1.0
 GROUP_ADD_TIMEOUT = 2.0
+# Streams still open this long before the server's graceful shutdown timeout
+# (config.serve.GRACEFUL_SHUTDOWN_SECONDS) are cancelled by the hub (`close_all`).
+STREAM_CUT_MARGIN_SECONDS = 1.5
 # Memberships are re-added this often, well inside channels-redis's group expiry (a day).
 GROUP_REFRESH_SECONDS = 600.0
 
@@ -573,6 +576,13 @@ class EventHub:
         # of the same tenant starts must not take the process out of the group after the
         # new feed joined it (its events would then only be polled).
         self._group_locks: dict[str, asyncio.Lock] = {}
+        # The process has begun to stop (`close_all`): streams asked of it now are refused
+        # (events.sse.refuse_while_shutting_down) and one that slipped in ends at once.
+        self.closing = False
+        # The tasks serving local streams' live phases (events.sse registers them), so that
+        # those still running shortly before the server's graceful shutdown timeout can be
+        # cancelled while the loop still runs (`close_all`).
+        self.stream_tasks: set[asyncio.Task[Any]] = set()
 
     async def _ensure_channel(self) -> str:
         async with self._channel_lock:
@@ -666,6 +676,10 @@ class EventHub:
         """Register a local stream; events committed after this returns reach it.
         With `user_id`: only the events addressed to that user."""
         subscriber = Subscriber(tenant_id, user_id=user_id)
+        # A stream that passed the shutdown check before `close_all` ran: `close_all` did not
+        # see it, so it is told here, and ends with SERVER_SHUTDOWN as soon as it opens
+        # rather than being cut (without its closing frame) at the server's graceful timeout.
+        subscriber.closing = self.closing
         feed = self.feeds.get(tenant_id)
         if feed is None:
             feed = self.feeds[tenant_id] = self.feed_class(self, tenant_id)
@@ -744,13 +758,32 @@ class EventHub:
         HUB_FEED_LAG.set(max((feed.lag(now) for feed in self.feeds.values()), default=0.0))
 
     def close_all(self) -> None:
-        """Ask every local stream to end now (the process is shutting down)."""
+        """Ask every local stream to end now (the process is shutting down), and refuse
+        new ones from now on (`closing`)."""
+        if not self.closing:
+            # After uvicorn's timeout its cancelled tasks never get another step (it
+            # re-raises the signal at once and the process dies): a stream still open
+            # then keeps its slot until the lease expires, and logs nothing. Those left
+            # shortly before are cancelled here instead, so they give back their slot,
+            # log their end and send SERVER_SHUTDOWN (events.sse._serve_live).
+            from config.serve import GRACEFUL_SHUTDOWN_SECONDS
+
+            delay = max(GRACEFUL_SHUTDOWN_SECONDS - STREAM_CUT_MARGIN_SECONDS, 0.0)
+            asyncio.get_running_loop().call_later(delay, self._cut_streams_left)
+        self.closing = True
         for feed in self.feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.close()
             for subscribers in feed.by_user.values():
                 for subscriber in subscribers:
                     subscriber.close()
+
+    def _cut_streams_left(self) -> None:
+        tasks = [task for task in self.stream_tasks if not task.done()]
+        if tasks:
+            logger.warning("event=streams_cut_at_shutdown count=%d", len(tasks))
+        for task in tasks:
+            task.cancel(msg="the server is shutting down")
 
     def stats(self) -> dict[str, int]:
         return {

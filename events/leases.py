@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.text import count_of
 
@@ -50,6 +50,7 @@ class LeaseStore(Protocol):
     async def acquire(self, key: str, member: str, limit: int, ttl: float) -> bool: ...
     async def renew(self, key: str, member: str, ttl: float) -> None: ...
     async def release(self, key: str, member: str) -> None: ...
+    def release_now(self, key: str, member: str) -> None: ...
 
 
 class MemoryLeaseStore:
@@ -73,6 +74,15 @@ class MemoryLeaseStore:
     async def release(self, key: str, member: str) -> None:
         self.leases.get(key, {}).pop(member, None)
 
+    def release_now(self, key: str, member: str) -> None:
+        self.leases.get(key, {}).pop(member, None)
+
+
+# The bound on a synchronous release (`release_now`), which blocks the event loop, and how
+# long it is not tried again after one failed (Redis away: a thousand streams cut at once
+# must not block the loop a thousand times).
+RELEASE_NOW_TIMEOUT = 0.5
+RELEASE_NOW_BACKOFF_SECONDS = 5.0
 
 # Connections per worker process for lease calls. A burst of stream opens waits for a free
 # one (up to the socket timeout) instead of failing: redis-py's default pool raises at 100.
@@ -93,7 +103,10 @@ class RedisLeaseStore:
             # a stream open (503) once each.
             **settings.REDIS_RETRY_OPTIONS,
         )
+        self.url = url
         self.client = redis.Redis(connection_pool=pool)
+        self._sync_client: Any = None
+        self._sync_failed_at = float("-inf")
         self.acquire_script = self.client.register_script(_ACQUIRE)
         self.renew_script = self.client.register_script(_RENEW)
 
@@ -107,6 +120,24 @@ class RedisLeaseStore:
 
     async def release(self, key: str, member: str) -> None:
         await self.client.zrem(key, member)
+
+    def release_now(self, key: str, member: str) -> None:
+        """Release without awaiting, bounded by RELEASE_NOW_TIMEOUT: for a stream whose task
+        is cancelled while it gives its slot back (the process is exiting, and asyncio
+        cancels every task, the async release's own too). Raises on failure."""
+        if time.monotonic() - self._sync_failed_at < RELEASE_NOW_BACKOFF_SECONDS:
+            raise TimeoutError("the lease store failed a moment ago")
+        if self._sync_client is None:
+            import redis
+
+            self._sync_client = redis.Redis.from_url(
+                self.url, socket_timeout=RELEASE_NOW_TIMEOUT, socket_connect_timeout=RELEASE_NOW_TIMEOUT
+            )
+        try:
+            self._sync_client.zrem(key, member)
+        except Exception:
+            self._sync_failed_at = time.monotonic()
+            raise
 
 
 _stores: dict[asyncio.AbstractEventLoop, LeaseStore] = {}
@@ -133,6 +164,10 @@ class StreamLease:
 
     async def release(self) -> None:
         await lease_store().release(self.key, self.member)
+
+    def release_now(self) -> None:
+        """`release` without an await (see LeaseStore.release_now); raises on failure."""
+        lease_store().release_now(self.key, self.member)
 
 
 async def acquire_stream_lease(

@@ -59,6 +59,9 @@ SEND_PROBE_SECONDS = 1.0
 # After SSE_SEND_TIMEOUT, how long the SLOW_CONSUMER frame may take before the connection
 # is simply dropped.
 SLOW_CONSUMER_GRACE_SECONDS = 1.0
+# Retry-After of a stream refused by a worker that has begun to stop: by then it has closed
+# its listening socket, so the retry reaches another worker (or the restarted one).
+SHUTDOWN_RETRY_AFTER_SECONDS = 1
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -220,6 +223,18 @@ class StreamConnection:
             or cycle.response_complete
             or self.transport.is_closing()  # type: ignore[union-attr]
         )
+
+    async def write_last_words(self) -> bool:
+        """From a stream cut by a cancellation: its SERVER_SHUTDOWN frame and the end of
+        the response, when the connection takes them at once (uvicorn's `send` does not
+        wait then, so this runs to the end in a cancelled task); whether it did."""
+        if not (self.writes_at_once and self.can_write_at_once()):
+            return False
+        frame = error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
+        self.ended = True
+        await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+        await self._send({"type": "http.response.body"})
+        return True
 
     def write_at_once(self, body: bytes) -> None:
         """Write a chunk of the response body without a task or an await: what uvicorn's
@@ -394,6 +409,11 @@ class StreamAwareASGIHandler(ASGIHandler):
         continue_request(context)
         connection.forget_request_head()
         connection.end_live_phase_when_lost()
+        # Known to the hub, which cancels it in time if the process stops (EventHub.close_all).
+        stream_tasks = get_hub().stream_tasks
+        task = asyncio.current_task()
+        if task is not None:
+            stream_tasks.add(task)
         try:
             # The generator starts here, before the loss can cancel this task (the
             # protocol calls back from the event loop, at the earliest once this task
@@ -401,11 +421,18 @@ class StreamAwareASGIHandler(ASGIHandler):
             await _send_frames(frames, connection.send)
         except asyncio.CancelledError:
             # The client left: the stream is over, which is no failure of the server's.
-            task = asyncio.current_task()
             if not connection.client_left or (task is not None and task.uncancel() > 0):
-                raise
+                # Cut by the server (the process is stopping, EventHub.close_all): the
+                # stream has given its slot back (its `finally`); tell the client why and
+                # end the body properly, so it reconnects with Last-Event-ID rather than
+                # seeing a broken response. Then the request is over, which is no failure.
+                if connection.client_left or not await connection.write_last_words():
+                    raise
+                if task is not None:
+                    task.uncancel()
         finally:
             connection.stop_watching()
+            stream_tasks.discard(task)  # type: ignore[arg-type]
 
 
 async def _send_frames(frames: AsyncGenerator[bytes, None], send: Callable[..., Any]) -> None:
@@ -509,7 +536,7 @@ class EventStream:
             return
         self._frames_started = True  # given back once
         self.hub.unsubscribe(self.subscriber)
-        await run_to_the_end(self.lease.release(), what="lease_release")
+        await give_back_slot(self.lease)
 
     def note_resume(self, *, resumed: bool) -> None:
         """The client asked to resume: were its missed events replayed, or is it reset?"""
@@ -664,40 +691,104 @@ class EventStream:
                     yield sse_frame("heartbeat", {"timestamp": iso_now()})
                     next_heartbeat = now + heartbeat
                 if now >= next_renewal:
-                    # Bounded: a Redis that stops answering must not hold up the stream's
-                    # events; a renewal missed now is made up at the next one.
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
-                            await self.lease.renew()
+                    await self._renew_lease()
                     next_renewal = now + renew_every
                 if now >= self.next_tick:
                     async for frame in self.tick():
                         yield frame
+                if self.connection is not None and self.connection.client_left:
+                    # The client left while the stream awaited something that swallowed
+                    # the cancellation telling it so (a library's I/O): nothing would wake
+                    # this stream before its next write, a heartbeat away.
+                    return
                 next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline, self.next_tick)
                 await self.subscriber.wait(next_due - loop_time())
         except Exception:
             self.end_reason = self.end_reason or "error"
             raise
+        except asyncio.CancelledError:
+            if self.connection is None or not self.connection.client_left:
+                self.end_reason = self.end_reason or "server_shutdown"  # cut by the server
+            raise
         finally:
             self.subscriber.live = None
             self.hub.unsubscribe(self.subscriber)
-            with contextlib.suppress(Exception):
-                await run_to_the_end(self.lease.release(), what="lease_release")
-            with contextlib.suppress(Exception):
-                await run_to_the_end(self.closed(), what="stream_closed")
-            reason = self._ended_because()
-            STREAMS_OPEN.labels(self.kind, tier).dec()
-            STREAM_ENDS.labels(self.kind, reason).inc()
-            logger.info(
-                "event=stream_closed kind=%s conn=%s tenant=%s user=%s reason=%s events=%d seconds=%.1f",
-                self.kind,
-                self.connection_id,
-                self.caller.tenant.id,
-                self.caller.user.id,
-                reason,
-                self.events_sent,
-                time.monotonic() - self.started,
-            )
+            try:
+                with contextlib.suppress(Exception):
+                    await give_back_slot(self.lease)
+                with contextlib.suppress(Exception):
+                    await run_to_the_end(self.closed(), what="stream_closed")
+            finally:
+                # Counted and logged even when a cancellation cuts the clean-up short.
+                reason = self._ended_because()
+                STREAMS_OPEN.labels(self.kind, tier).dec()
+                STREAM_ENDS.labels(self.kind, reason).inc()
+                logger.info(
+                    "event=stream_closed kind=%s conn=%s tenant=%s user=%s reason=%s events=%d seconds=%.1f",
+                    self.kind,
+                    self.connection_id,
+                    self.caller.tenant.id,
+                    self.caller.user.id,
+                    reason,
+                    self.events_sent,
+                    time.monotonic() - self.started,
+                )
+
+    async def _renew_lease(self) -> None:
+        """Renew the stream's lease. Bounded: a Redis that stops answering must not hold up
+        the stream's events; a renewal missed now is made up at the next one.
+
+        The call runs in a task of its own and the stream awaits it through a shield: the
+        Redis client can swallow a cancellation that arrives during a command (seen with
+        redis-py's pooled connections), and a cancellation is how the live phase learns
+        that its client left (StreamConnection._lost). In production every heartbeat is
+        also a renewal (30 s, 45 s / 3), so a client that closed right after a heartbeat
+        kept its stream and slot until the next one."""
+        renewal = asyncio.ensure_future(self.lease.renew())
+        renewal.add_done_callback(_outcome_seen)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
+                await asyncio.shield(renewal)
+
+
+def _outcome_seen(task: asyncio.Future[Any]) -> None:
+    # A renewal that failed after its stream stopped waiting for it is no news: the next
+    # renewal tries again (and asyncio would log it as never retrieved).
+    if not task.cancelled():
+        task.exception()
+
+
+async def give_back_slot(lease: StreamLease) -> None:
+    """Release a stream's lease so that it is released even if the caller is cancelled
+    meanwhile. `run_to_the_end` shields the release from the caller's cancellation, but
+    not from its own: when the server gives up on its open requests (uvicorn's graceful
+    shutdown timeout) and then exits, asyncio cancels every task, the release's too, and
+    the slot stayed taken until its lease expired. Then the release is made without an
+    await (bounded; events.leases.RELEASE_NOW_TIMEOUT), and the cancellation goes on."""
+    try:
+        await run_to_the_end(lease.release(), what="lease_release")
+    except asyncio.CancelledError:
+        try:
+            lease.release_now()
+        except Exception as error:
+            logger.warning("event=cleanup_failed what=lease_release_now error=%s", type(error).__name__)
+        raise
+
+
+def refuse_while_shutting_down() -> None:
+    """`503 SERVICE_UNAVAILABLE` for a stream asked of a worker that has begun to stop
+    (its hub has told its streams to end with SERVER_SHUTDOWN): a client reconnecting at
+    once can land on it again before it stops accepting connections, and a stream opened
+    then would be cut at the graceful shutdown timeout. Refused before it takes a slot,
+    with `Retry-After` and `Connection: close`, so the retry opens a new connection."""
+    if get_hub().closing:
+        raise ApiError(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "The server is restarting; retry shortly.",
+            details={"reason": "shutting_down"},
+            headers={"Retry-After": str(SHUTDOWN_RETRY_AFTER_SECONDS), "Connection": "close"},
+        )
 
 
 def last_event_id_from(request: HttpRequest, fallback: str | None = None) -> uuid.UUID | None:
@@ -726,7 +817,7 @@ async def subscribe_with_lease(
     try:
         return await hub.subscribe(tenant_id, user_id=user_id)
     except asyncio.CancelledError:
-        await run_to_the_end(lease.release(), what="lease_release")
+        await give_back_slot(lease)
         raise
     except Exception as exc:
         logger.warning("event=subscribe_failed tenant=%s", tenant_id, exc_info=True)
@@ -780,6 +871,8 @@ async def serve_stream(
         return error_response(ApiError(406, "NOT_ACCEPTABLE", "This endpoint answers text/event-stream."))
     held_by_edge = stream_class.edge_held and from_edge(request)
     try:
+        if not held_by_edge:  # Pushpin holds those, not this worker
+            refuse_while_shutting_down()
         caller = await run_db(authorized_caller, request)
         arguments = read_request(request, caller)
         if inspect.isawaitable(arguments):  # a view that must look something up first
