@@ -84,6 +84,11 @@ def error_frame(code: str, message: str) -> bytes:
     return sse_frame("error", {"code": code, "message": message, "timestamp": iso_now()})
 
 
+def server_shutdown_frame() -> bytes:
+    """The last frame of a stream ended because its worker is stopping."""
+    return error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
+
+
 def stream_view(view: View) -> View:
     """Mark an async view whose responses are long-lived streams (see StreamAwareASGIHandler).
     Apply it outermost, so the mark is on the function the URLconf holds."""
@@ -230,7 +235,7 @@ class StreamConnection:
         wait then, so this runs to the end in a cancelled task); whether it did."""
         if not (self.writes_at_once and self.can_write_at_once()):
             return False
-        frame = error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
+        frame = server_shutdown_frame()
         self.ended = True
         await self._send({"type": "http.response.body", "body": frame, "more_body": True})
         await self._send({"type": "http.response.body"})
@@ -676,7 +681,7 @@ class EventStream:
                     return
                 if self.subscriber.closing:
                     self.end_reason = "server_shutdown"
-                    yield error_frame("SERVER_SHUTDOWN", "The server is restarting; reconnect with Last-Event-ID.")
+                    yield server_shutdown_frame()
                     return
                 now = loop_time()
                 if now >= token_deadline:
