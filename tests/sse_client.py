@@ -61,5 +61,23 @@ def open_stream(
         yield SseStream(response)
 
 
+def refused_stream(url: str, headers: dict[str, str], body: Any, *, timeout: float = 15.0) -> httpx.Response:
+    """POST a stream that must be refused (a JSON body as `application/json`, unless
+    `headers` say otherwise): its answer, read in full; fails if the stream started."""
+    with (
+        httpx.Client(timeout=timeout) as client,
+        client.stream(
+            "POST",
+            url,
+            headers={"accept": "text/event-stream", "content-type": "application/json", **headers},
+            content=body if isinstance(body, str | bytes) else json.dumps(body),
+        ) as response,
+    ):
+        if response.status_code == 200:
+            raise AssertionError("the stream started: " + next(response.iter_text(), ""))
+        response.read()
+        return response
+
+
 def list_updates_url(base: str, type: str = "template") -> str:
     return f"{base}/api/v2/ticketing/ticket/sse/list/updates?type={type}&module=ticketing"

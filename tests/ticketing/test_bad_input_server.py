@@ -22,7 +22,8 @@ from websockets.sync.client import connect
 from tenants.services import create_api_key
 from tests import conftest
 from tests.builders import World
-from tests.sse_client import list_updates_url, open_stream
+from tests.envelopes import assert_envelope
+from tests.sse_client import list_updates_url, open_stream, refused_stream
 from ticketing.models import Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,19 +33,6 @@ TIMEOUT = 15
 # A ULID whose 48-bit timestamp is past the year 9999 (the largest ULID there is).
 FAR_FUTURE_ULID = "7ZZZZZZZZZZZZZZZZZZZZZZZZZ"
 DEEP_JSON = "[" * 5000 + "]" * 5000
-
-
-def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
-    """The response is `status`, JSON, in the error envelope (and `code` when given)."""
-    assert response.status_code == status, f"{response.status_code} {response.text[:300]}"
-    assert response.headers["content-type"].startswith("application/json"), response.headers["content-type"]
-    body = response.json()
-    assert body["success"] is False and body["timestamp"], body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["message"], body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return body
 
 
 def post(server, path: str, world: World, body: Any, user: str = "alice", **kwargs: Any) -> httpx.Response:
@@ -57,25 +45,8 @@ def post_raw(server, path: str, world: World, content: str | bytes, user: str = 
 
 
 def open_list_stream(server, world: World, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
-    """POST the list stream; answers the refusal (read in full), or fails if it started."""
-    with (
-        httpx.Client(timeout=TIMEOUT) as client,
-        client.stream(
-            "POST",
-            list_updates_url(server.url),
-            headers={
-                "accept": "text/event-stream",
-                "content-type": "application/json",
-                **world.headers("alice"),
-                **(headers or {}),
-            },
-            content=body if isinstance(body, str | bytes) else json.dumps(body),
-        ) as response,
-    ):
-        if response.status_code == 200:
-            raise AssertionError("the stream started: " + next(response.iter_text(), ""))
-        response.read()
-        return response
+    """POST the list stream as alice; answers the refusal (read in full), or fails if it started."""
+    return refused_stream(list_updates_url(server.url), {**world.headers("alice"), **(headers or {})}, body)
 
 
 def ticket_filter(column: str, op: str, operand: Any) -> dict[str, Any]:

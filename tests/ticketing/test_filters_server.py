@@ -4,14 +4,14 @@ saved views alike, instead of being read as an empty group that matches every ti
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.builders import World
-from tests.sse_client import list_updates_url
+from tests.envelopes import assert_envelope
+from tests.sse_client import list_updates_url, refused_stream
 from ticketing.models import SavedView
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,34 +32,11 @@ MALFORMED_FILTERS = {
 
 
 def assert_invalid_filter(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 422, f"{response.status_code} {response.text[:300]}"
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert body["success"] is False and body["timestamp"], body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["code"] == "INVALID_FILTER" and body["error"]["message"], body
-    return body["error"]
+    return assert_envelope(response, 422, "INVALID_FILTER")["error"]
 
 
 def post(server, world: World, path: str, body: Any, user: str = "alice") -> httpx.Response:
     return httpx.post(f"{server.url}{path}", headers=world.headers(user), json=body, timeout=TIMEOUT)
-
-
-def open_list_stream(server, world: World, body: Any) -> httpx.Response:
-    """POST the list stream; answers the refusal (read in full), or fails if it started."""
-    with (
-        httpx.Client(timeout=TIMEOUT) as client,
-        client.stream(
-            "POST",
-            list_updates_url(server.url),
-            headers={"accept": "text/event-stream", "content-type": "application/json", **world.headers("alice")},
-            content=json.dumps(body),
-        ) as response,
-    ):
-        if response.status_code == 200:
-            raise AssertionError("the stream started: " + next(response.iter_text(), ""))
-        response.read()
-        return response
 
 
 @pytest.mark.parametrize("filter_", MALFORMED_FILTERS.values(), ids=MALFORMED_FILTERS.keys())
@@ -69,7 +46,7 @@ def test_malformed_filter_entry_is_422_on_the_list_the_list_stream_and_saved_vie
     body = {"top": 10, "filter": filter_}
     error = assert_invalid_filter(post(server, acme, f"{API}/ticket/list", body))
     assert "conditionId" in error["details"]
-    assert_invalid_filter(open_list_stream(server, acme, body))
+    assert_invalid_filter(refused_stream(list_updates_url(server.url), acme.headers("alice"), body))
     assert_invalid_filter(post(server, acme, f"{API}/views", {"name": "Broken", "filter": filter_}))
     assert not SavedView.objects.exists()
 
