@@ -51,10 +51,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config.local_env import load_local_env
 
-# On SIGTERM the streams are told to end (events.hub closes them with SERVER_SHUTDOWN);
-# whatever is still open after this long is cut.
-GRACEFUL_SHUTDOWN_SECONDS = 5
-
 _HEADER_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 22\r\nconnection: close\r\n\r\nRequest header timeout"
@@ -81,6 +77,15 @@ class _ConnectionEdge:
         self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False
         self.when_lost: Callable[[], object] | None = None
+
+
+def graceful_shutdown_seconds() -> float:
+    """How long a worker told to stop lets what is in flight finish
+    (settings.SERVER_GRACEFUL_SHUTDOWN_SECONDS)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from django.conf import settings
+
+    return float(settings.SERVER_GRACEFUL_SHUTDOWN_SECONDS)
 
 
 @functools.cache
@@ -262,7 +267,7 @@ def serve_uvicorn(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         log_config=log_config(),
         log_level=log_level(),
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_graceful_shutdown=graceful_shutdown_seconds(),
         # Partner events are small JSON messages; compressing them costs more memory per
         # socket than it saves.
         ws_per_message_deflate=False,
@@ -305,7 +310,7 @@ def serve_daphne(args: argparse.Namespace) -> None:
         endpoints=build_endpoint_description_strings(host=args.host, port=args.port),
         # Streams live for hours; their own timeouts (SSE_IDLE_TIMEOUT_SECONDS) end them.
         http_timeout=None,
-        application_close_timeout=GRACEFUL_SHUTDOWN_SECONDS,
+        application_close_timeout=graceful_shutdown_seconds(),
         verbosity=0,
         action_logger=AccessLogGenerator(_AccessLogLines()) if args.access_log else None,
     ).run()

@@ -73,6 +73,11 @@ CONTENT_SECURITY_POLICY_REPORT_ONLY = env_bool("CONTENT_SECURITY_POLICY_REPORT_O
 # uvicorn closes a connection whose request head (request line and headers) is not
 # complete this long after it started (config.serve): slow-header ("slowloris") clients.
 HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0)
+# On SIGTERM a worker tells its streams to end (SERVER_SHUTDOWN) and lets requests in
+# flight finish for this long (config.serve); streams that could not end by then are cut
+# by the worker itself shortly before (events.hub.EventHub.close_all), so that they give
+# their slots back. Keep it below the orchestrator's kill timeout.
+SERVER_GRACEFUL_SHUTDOWN_SECONDS = env_float("SERVER_GRACEFUL_SHUTDOWN_SECONDS", 5.0)
 
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]

@@ -58,7 +58,7 @@ NOTE_MESSAGE = "stream.note"
 MEMBERSHIP_CHECK_SECONDS = 1.0
 GROUP_ADD_TIMEOUT = 2.0
 # Streams still open this long before the server's graceful shutdown timeout
-# (config.serve.GRACEFUL_SHUTDOWN_SECONDS) are cancelled by the hub (`close_all`).
+# (settings.SERVER_GRACEFUL_SHUTDOWN_SECONDS) are cancelled by the hub (`close_all`).
 STREAM_CUT_MARGIN_SECONDS = 1.5
 # Memberships are re-added this often, well inside channels-redis's group expiry (a day).
 GROUP_REFRESH_SECONDS = 600.0
@@ -766,9 +766,7 @@ class EventHub:
             # then keeps its slot until the lease expires, and logs nothing. Those left
             # shortly before are cancelled here instead, so they give back their slot,
             # log their end and send SERVER_SHUTDOWN (events.sse._serve_live).
-            from config.serve import GRACEFUL_SHUTDOWN_SECONDS
-
-            delay = max(GRACEFUL_SHUTDOWN_SECONDS - STREAM_CUT_MARGIN_SECONDS, 0.0)
+            delay = max(settings.SERVER_GRACEFUL_SHUTDOWN_SECONDS - STREAM_CUT_MARGIN_SECONDS, 0.0)
             asyncio.get_running_loop().call_later(delay, self._cut_streams_left)
         self.closing = True
         for feed in self.feeds.values():

@@ -131,8 +131,13 @@ class ServerProcess:
         }
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def log_path(self) -> Path:
+        """Where the server's output goes (deleted by `stop`)."""
+        return ROOT / f".server-{self.port}.log"
+
     def start(self) -> ServerProcess:
-        log = open(ROOT / f".server-{self.port}.log", "wb")  # noqa: SIM115  (kept open while it runs)
+        log = open(self.log_path, "wb")  # noqa: SIM115  (kept open while it runs)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -147,7 +152,7 @@ class ServerProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(ROOT / f'.server-{self.port}.log').read_text()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
             try:
                 httpx.get(f"{self.url}/api/schema/", timeout=1)
                 return self
@@ -162,7 +167,7 @@ class ServerProcess:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        (ROOT / f".server-{self.port}.log").unlink(missing_ok=True)
+        self.log_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         if self.proc:

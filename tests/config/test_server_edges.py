@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 
 from tenants.services import create_api_key
 from tests.builders import World
-from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
+from tests.conftest import ServerProcess, wait_until_database_is_quiet
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,7 +139,7 @@ def test_no_credential_reaches_the_server_log(edge_server, acme: World):
     token = acme.token("alice")
     httpx.get(f"{edge_server.url}{NOTIFICATIONS}?access_token={token}", headers={"Connection": "close"}, timeout=5)
     time.sleep(0.5)  # let the server flush its log lines
-    log = (ROOT / f".server-{edge_server.port}.log").read_text()
+    log = edge_server.log_path.read_text()
     assert "WebSocket /v2/system/events/ws" in log, log[-2000:]  # the line is written...
     assert "[REDACTED]" in log
     for secret in (key, key.split("_", 2)[-1], bogus_key, "query-token-secret-1", token):

@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from tenants.models import Tenant
 from tenants.services import create_api_key
 from tests.builders import World
-from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
+from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.sse_client import SseStream, list_updates_url, open_stream
 from tests.waiting import wait_for
 
@@ -273,7 +273,7 @@ def test_a_resume_and_a_reset_are_counted_apart(two_workers: ServerProcess, acme
 
 def log_lines(server: ServerProcess) -> list[dict]:
     lines = []
-    for raw in (ROOT / f".server-{server.port}.log").read_text(errors="replace").splitlines():
+    for raw in server.log_path.read_text(errors="replace").splitlines():
         if raw.startswith("{"):
             lines.append(json.loads(raw))
     return lines
@@ -326,7 +326,7 @@ def test_every_request_gets_an_id_and_json_log_lines_without_credentials(
     closed = next(line for line in stream if line.get("event") == "stream_closed")
     assert closed["reason"] == "client"
     assert closed["tenant"] == str(acme.tenant.id)
-    text = (ROOT / f".server-{two_workers.port}.log").read_text(errors="replace")
+    text = two_workers.log_path.read_text(errors="replace")
     assert token not in text
     assert token.split(".")[2] not in text  # not even the signature
     assert "secret-partner-key-value" not in text
@@ -381,4 +381,4 @@ def test_partner_sockets_are_counted_by_tier_with_their_end_reasons_and_latency(
             and grew(s, latency, kind="partner_ws") >= 1
         ),
     )
-    assert secret not in (ROOT / f".server-{two_workers.port}.log").read_text(errors="replace")
+    assert secret not in two_workers.log_path.read_text(errors="replace")

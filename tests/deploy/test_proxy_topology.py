@@ -78,7 +78,7 @@ class Topology:
         return [p for p in pids if b"spawn_main" in _cmdline(p)]
 
     def app_log(self) -> str:
-        return (ROOT / f".server-{self.app.port}.log").read_text(errors="replace")
+        return self.app.log_path.read_text(errors="replace")
 
 
 def _cmdline(pid: int) -> bytes:

@@ -25,7 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 from tenants.models import Realm, Tenant
 from tenants.services import create_api_key, revoke_api_key
 from tests.builders import World
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ServerProcess
 
 CLOSE_WITHIN = 5.0
 
@@ -242,7 +242,7 @@ def test_messages_crossing_a_refusal_are_ignored(server, acme: World):
 
 
 def server_log(server: ServerProcess) -> Path:
-    return ROOT / f".server-{server.port}.log"
+    return server.log_path
 
 
 @pytest.mark.django_db(transaction=True)

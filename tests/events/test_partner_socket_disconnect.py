@@ -20,7 +20,7 @@ from events.ids import event_id_to_str, first_event_id_at, new_event_id
 from events.models import Event
 from tenants.services import create_api_key
 from tests.builders import World
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,7 +30,7 @@ def ws_url(server: ServerProcess) -> str:
 
 
 def server_log(server: ServerProcess) -> str:
-    return (ROOT / f".server-{server.port}.log").read_text(errors="replace")
+    return server.log_path.read_text(errors="replace")
 
 
 def drop(ws, *, reset: bool) -> None:

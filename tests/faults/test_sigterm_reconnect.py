@@ -23,9 +23,11 @@ import httpx
 import pytest
 from django.db import connection
 
+from events.hub import STREAM_CUT_MARGIN_SECONDS
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.events.raw_streams import LIST_PATH, NOTIFICATIONS_PATH, RawStream, open_raw
+from tests.lockhold import holding, wait_for_lock_waiters
 
 pytestmark = [
     pytest.mark.faults,
@@ -180,6 +182,60 @@ def test_a_stopping_worker_refuses_immediate_reconnects_and_keeps_no_slot(
 
     # Nothing of the stopping worker's holds a slot: a full set opens elsewhere at once.
     opened = [_open(other_worker, acme, path) for _ in range(LIMIT)]
+    try:
+        assert [stream.status for stream in opened] == [200] * LIMIT, [s.buffer[:300] for s in opened]
+    finally:
+        for stream in opened:
+            stream.close()
+
+
+# uvicorn's graceful shutdown timeout (settings.SERVER_GRACEFUL_SHUTDOWN_SECONDS, 5 s by
+# default); the hub cuts what is still open STREAM_CUT_MARGIN_SECONDS earlier.
+GRACEFUL_SECONDS = 3.0
+
+
+def test_streams_still_opening_at_shutdown_are_cut_in_time_and_give_their_slots_back(
+    other_worker: ServerProcess, acme: World
+):
+    """A stream that cannot answer SERVER_SHUTDOWN when the worker is told to stop (here its
+    snapshot waits for a table lock) is cut by the worker before the graceful timeout: the
+    client gets SERVER_SHUTDOWN and a properly ended body, and the slot is free at once on
+    another worker (the lease, 60 s, would otherwise hold it far past the test)."""
+    stopping = ServerProcess(**WORKER_ENV, LOG_LEVEL="INFO", SERVER_GRACEFUL_SHUTDOWN_SECONDS=str(GRACEFUL_SECONDS))
+    stopping.start()
+    log = stopping.log_path
+    try:
+        with holding("LOCK TABLE ticketing_ticket IN ACCESS EXCLUSIVE MODE", []):
+            streams = [_open(stopping, acme, LIST_PATH) for _ in range(LIMIT)]
+            try:
+                for stream in streams:
+                    assert stream.status == 200, (stream.head, stream.buffer)
+                    stream.read_until(b"event: connected", timeout=10)
+                wait_for_lock_waiters(LIMIT)  # every snapshot waits
+                signalled = time.monotonic()
+                stopping.proc.terminate()
+                for stream in streams:
+                    stream.read_to_end(timeout=GRACEFUL_SECONDS + 5)
+                cut_after = time.monotonic() - signalled
+            finally:
+                for stream in streams:
+                    stream.close()
+            for stream in streams:
+                assert b"SERVER_SHUTDOWN" in stream.buffer, stream.buffer
+                assert stream.buffer.endswith(b"0\r\n\r\n"), stream.buffer[-200:]  # the chunked body ended
+                assert b"event: snapshot" not in stream.buffer
+            # At the setting's time, not the default's (3.5 s), and before uvicorn's cut.
+            cut_at = GRACEFUL_SECONDS - STREAM_CUT_MARGIN_SECONDS
+            assert cut_at - 0.2 < cut_after < cut_at + 0.8, cut_after
+            served = log.read_text()
+            assert "event=streams_cut_at_shutdown count=3" in served, served[-3000:]
+            assert served.count("reason=server_shutdown") == LIMIT, served[-3000:]
+        stopping.proc.wait(timeout=20)
+    finally:
+        stopping.stop()
+
+    # The slots went back when the streams were cut: a full set opens elsewhere at once.
+    opened = [_open(other_worker, acme, LIST_PATH) for _ in range(LIMIT)]
     try:
         assert [stream.status for stream in opened] == [200] * LIMIT, [s.buffer[:300] for s in opened]
     finally:
