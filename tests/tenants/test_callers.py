@@ -9,21 +9,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tenants import callers
 from tenants.models import Realm, TenantUser
 from tests.builders import World, base_claims, signed
+from tests.envelopes import assert_envelope
 
 EVENTS = "/v2/system/events"
 
 
 def get(api, headers: dict[str, str]):
     return api.get(EVENTS, headers=headers)
-
-
-def assert_error(response, status: int, code: str) -> None:
-    assert response.status_code == status, response.content
-    body = response.json()
-    assert body["success"] is False
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    assert "details" in body["error"] and body["timestamp"]
 
 
 @pytest.mark.django_db
@@ -34,47 +26,47 @@ class TestHeaderErrors:
     def test_missing_tenant_header_is_400(self, api, acme: World):
         headers = acme.headers("alice")
         del headers["x-tenantid"]
-        assert_error(get(api, headers), 400, "MISSING_HEADER")
+        assert_envelope(get(api, headers), 400, "MISSING_HEADER")
 
     @pytest.mark.parametrize("value", ["not-a-uuid", "123", "' OR 1=1 --", "0" * 40])
     def test_malformed_tenant_header_is_400(self, api, acme: World, value: str):
-        assert_error(get(api, {**acme.headers("alice"), "x-tenantid": value}), 400, "INVALID_HEADER")
+        assert_envelope(get(api, {**acme.headers("alice"), "x-tenantid": value}), 400, "INVALID_HEADER")
 
     def test_missing_realm_header_is_400(self, api, acme: World):
         headers = acme.headers("alice")
         del headers["realmname"]
-        assert_error(get(api, headers), 400, "MISSING_HEADER")
+        assert_envelope(get(api, headers), 400, "MISSING_HEADER")
 
     def test_malformed_realm_header_is_400(self, api, acme: World):
-        assert_error(get(api, {**acme.headers("alice"), "realmname": "../etc/passwd"}), 400, "INVALID_HEADER")
+        assert_envelope(get(api, {**acme.headers("alice"), "realmname": "../etc/passwd"}), 400, "INVALID_HEADER")
 
     @pytest.mark.parametrize("value", ["yes", "1", "TRUE!", "maybe"])
     def test_support_flag_other_than_true_false_is_400(self, api, acme: World, value: str):
-        assert_error(get(api, {**acme.headers("admin"), "issupportrequest": value}), 400, "INVALID_HEADER")
+        assert_envelope(get(api, {**acme.headers("admin"), "issupportrequest": value}), 400, "INVALID_HEADER")
 
 
 @pytest.mark.django_db
 class TestTenantAndRealm:
     def test_unknown_tenant_is_404(self, api, acme: World):
         headers = {**acme.headers("alice"), "x-tenantid": "00000000-0000-4000-8000-000000000000"}
-        assert_error(get(api, headers), 404, "TENANT_NOT_FOUND")
+        assert_envelope(get(api, headers), 404, "TENANT_NOT_FOUND")
 
     def test_inactive_tenant_is_404(self, api, acme: World):
         acme.tenant.active = False
         acme.tenant.save()
-        assert_error(get(api, acme.headers("alice")), 404, "TENANT_NOT_FOUND")
+        assert_envelope(get(api, acme.headers("alice")), 404, "TENANT_NOT_FOUND")
 
     def test_unknown_realm_is_404(self, api, acme: World):
-        assert_error(get(api, {**acme.headers("alice"), "realmname": "nope"}), 404, "REALM_NOT_FOUND")
+        assert_envelope(get(api, {**acme.headers("alice"), "realmname": "nope"}), 404, "REALM_NOT_FOUND")
 
     def test_inactive_realm_is_404(self, api, acme: World):
         Realm.objects.filter(pk=acme.realm.pk).update(active=False)
-        assert_error(get(api, acme.headers("alice")), 404, "REALM_NOT_FOUND")
+        assert_envelope(get(api, acme.headers("alice")), 404, "REALM_NOT_FOUND")
 
     def test_realm_of_another_tenant_is_404(self, api, acme: World, globex: World):
         headers = {**acme.headers("alice"), "realmname": "other"}
         Realm.objects.create(tenant=globex.tenant, name="other", secret="x" * 40)
-        assert_error(get(api, headers), 404, "REALM_NOT_FOUND")
+        assert_envelope(get(api, headers), 404, "REALM_NOT_FOUND")
 
 
 @pytest.mark.django_db
@@ -82,15 +74,15 @@ class TestTokens:
     def test_missing_token_is_401(self, api, acme: World):
         headers = acme.headers("alice")
         del headers["Authorization"]
-        assert_error(get(api, headers), 401, "MISSING_TOKEN")
+        assert_envelope(get(api, headers), 401, "MISSING_TOKEN")
 
     @pytest.mark.parametrize("value", ["Bearer", "Basic abc", "Bearer not-a-jwt", "Token a.b.c", "Bearer a.b"])
     def test_malformed_authorization_is_401(self, api, acme: World, value: str):
-        assert_error(get(api, {**acme.headers("alice"), "Authorization": value}), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, {**acme.headers("alice"), "Authorization": value}), 401, "INVALID_TOKEN")
 
     def test_expired_token_is_401_token_expired(self, api, acme: World):
         token = signed(base_claims(acme, exp=int(time.time()) - 5), acme.realm.secret)
-        assert_error(get(api, acme.raw_headers(token)), 401, "TOKEN_EXPIRED")
+        assert_envelope(get(api, acme.raw_headers(token)), 401, "TOKEN_EXPIRED")
 
     def test_a_token_accepted_before_is_refused_once_it_expires(self, api, acme: World):
         # A token that passed is remembered (tenants.callers), but not beyond its expiry.
@@ -98,7 +90,7 @@ class TestTokens:
         headers = acme.raw_headers(signed(base_claims(acme, exp=expires), acme.realm.secret))
         assert get(api, headers).status_code == 200
         time.sleep(max(0.0, expires - time.time()) + 0.2)
-        assert_error(get(api, headers), 401, "TOKEN_EXPIRED")
+        assert_envelope(get(api, headers), 401, "TOKEN_EXPIRED")
 
     def test_a_token_accepted_before_is_refused_once_the_realm_changes_its_key(self, api, acme: World, monkeypatch):
         # The realm itself is not kept, so its new key is read on the next request.
@@ -107,7 +99,7 @@ class TestTokens:
         assert get(api, old_headers).status_code == 200
         new_secret = "rotated-realm-secret-0123456789abcdefghij"
         Realm.objects.filter(pk=acme.realm.pk).update(secret=new_secret)
-        assert_error(get(api, old_headers), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, old_headers), 401, "INVALID_TOKEN")
         assert get(api, acme.raw_headers(signed(base_claims(acme), new_secret))).status_code == 200
 
     def test_a_token_accepted_before_is_checked_again_once_the_realm_reads_teams_elsewhere(
@@ -118,36 +110,36 @@ class TestTokens:
         assert get(api, headers).status_code == 200  # `teams` is read; `groups` is ignored
         Realm.objects.filter(pk=acme.realm.pk).update(teams_claim="groups")
         # Now `groups` is the teams claim, and its entry has a character no column stores.
-        assert_error(get(api, headers), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, headers), 401, "INVALID_TOKEN")
 
     def test_wrongly_signed_token_is_401(self, api, acme: World):
         token = signed(base_claims(acme), "some-other-secret-0123456789abcdefghij")
-        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
 
     def test_alg_none_token_is_401(self, api, acme: World):
         token = signed(base_claims(acme), None, algorithm="none")
-        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
 
     def test_token_from_another_realm_is_401(self, api, acme: World, globex: World):
         token = globex.token("alice")
-        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
 
     def test_token_with_wrong_issuer_is_401(self, api, acme: World):
         token = signed(base_claims(acme, iss="https://evil.example/realms/acme"), acme.realm.secret)
-        assert_error(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
 
     def test_token_without_expiry_is_401(self, api, acme: World):
         claims = base_claims(acme)
         del claims["exp"]
-        assert_error(get(api, acme.raw_headers(signed(claims, acme.realm.secret))), 401, "INVALID_TOKEN")
+        assert_envelope(get(api, acme.raw_headers(signed(claims, acme.realm.secret))), 401, "INVALID_TOKEN")
 
     def test_token_without_known_role_is_403(self, api, acme: World):
         token = signed(base_claims(acme, realm_access={"roles": ["offline_access"]}), acme.realm.secret)
-        assert_error(get(api, acme.raw_headers(token)), 403, "MISSING_ROLE")
+        assert_envelope(get(api, acme.raw_headers(token)), 403, "MISSING_ROLE")
 
     def test_support_request_without_support_role_is_403(self, api, acme: World):
         headers = {**acme.headers("alice"), "issupportrequest": "true"}
-        assert_error(get(api, headers), 403, "SUPPORT_ROLE_REQUIRED")
+        assert_envelope(get(api, headers), 403, "SUPPORT_ROLE_REQUIRED")
 
     def test_support_request_with_support_role_is_allowed(self, api, acme: World):
         assert get(api, {**acme.headers("admin"), "issupportrequest": "true"}).status_code == 200

@@ -18,6 +18,7 @@ from tenants.callers import caller_for_user
 from tenants.models import ApiKey, Realm, TenantUser
 from tenants.services import create_api_key, subject_for
 from tests.builders import World, base_claims, signed
+from tests.envelopes import assert_envelope
 from tests.waiting import wait_for
 from ticketing import services
 from ticketing.models import Ticket
@@ -39,13 +40,6 @@ def second_realm(world: World, name: str = "partners") -> Realm:
 def realm_headers(world: World, realm: Realm, claims: dict) -> dict[str, str]:
     token = signed(claims, realm.secret)
     return {"Authorization": f"Bearer {token}", "x-tenantid": str(world.tenant.id), "realmname": realm.name}
-
-
-def assert_envelope(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["error"]["code"] == code, body
-    assert body["error"]["message"] and body["timestamp"]
 
 
 def test_same_sub_from_another_realm_is_another_person(server, acme: World):
