@@ -188,18 +188,26 @@ def _save_fields(
     part_of: TicketEvent | None = None,
     beside: dict[str, dict[str, Any]] | None = None,
 ) -> TicketState:
-    """Set fields of a locked ticket, save it, and record the change (nothing when no
-    tracked field changed). `beside`: changes the caller made to rows kept beside the
-    ticket (its marks), already saved, as `changes` shows them (`{apiName: {from, to}}`);
-    they count as a change of the ticket. Returns the state before."""
+    """Set fields of a locked ticket, save it, and record the change. When no tracked
+    field changes (and nothing beside it), nothing is saved or recorded, unless the save
+    is `part_of` another event (an escalation), which still writes a new version.
+    `beside`: changes the caller made to rows kept beside the ticket (its marks), already
+    saved, as `changes` shows them (`{apiName: {from, to}}`); they count as a change of
+    the ticket. Returns the state before."""
     before, updated_before = TicketState.of(ticket), ticket.updated_at
     for name, value in values.items():
         setattr(ticket, name, value)
+    after = TicketState.of(ticket)
+    changes: dict[str, Any] = {**before.changes_to(after), **(beside or {})}
+    if not changes and part_of is None:
+        # Every value is the one the ticket has (a PATCH that sends the form back as it
+        # is): nothing is written, so neither `version` nor `updatedAt` moves. A new
+        # version without an event would make every copy held from the log, a stream or
+        # an earlier answer look stale (412 on its next If-Match) with nothing to show.
+        return before
     ticket.version += 1  # the row is locked (lock_ticket): no lost increment
     # Only what changes: every other column was read under the lock and is unchanged.
     ticket.save(update_fields=[*values, "version", "updated_at"])
-    after = TicketState.of(ticket)
-    changes: dict[str, Any] = {**before.changes_to(after), **(beside or {})}
     if changes:
         changes["updatedAt"] = {"from": iso(updated_before), "to": iso(ticket.updated_at)}
         _record(

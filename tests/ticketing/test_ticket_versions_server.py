@@ -141,3 +141,28 @@ def test_deleting_a_merge_target_gives_the_merged_ticket_a_new_version_and_an_ev
     # In the same transaction as the deletion, just before its event.
     assert events[-1]["type"] == "tickets.ticket.deleted" and events[-1]["payload"]["ticket"]["id"] == target["id"]
     assert events[-2] == let_go
+
+
+def test_a_patch_that_changes_nothing_keeps_the_version_and_records_nothing(server, acme: World):
+    created = create(server, acme)
+    ticket = created.json()["data"]
+    for body in ({}, {"priority": "medium"}, {"subject": "VPN down", "team": "operation", "assignee": None}):
+        same = patch(server, acme, ticket["id"], body, created.headers["etag"])
+        assert same.status_code == 200, same.text
+        assert same.headers["etag"] == '"1"', body
+        assert same.json()["data"] == ticket
+    # The ETag a client read at creation (or from the stream) is still current.
+    changed = patch(server, acme, ticket["id"], {"priority": "high"}, created.headers["etag"], user="carol")
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["data"]["version"] == 2
+
+    feed = httpx.get(
+        f"{server.url}/v2/system/events", params={"limit": 1000}, headers=acme.headers("admin"), timeout=TIMEOUT
+    )
+    assert feed.status_code == 200, feed.text
+    versions = [
+        (e["type"], e["payload"]["ticket"]["version"])
+        for e in feed.json()["result"]
+        if e["payload"]["ticket"]["id"] == ticket["id"]
+    ]
+    assert versions == [("tickets.ticket.created", 1), ("tickets.ticket.updated", 2)]
