@@ -269,6 +269,9 @@ def update_ticket(
             )
     ticket = lock_ticket(ticket)
     check_version(ticket, if_match)
+    if data.get("status", Status.CLOSED) not in CLOSED_STATUSES:
+        # A status that reopens the ticket: refused for a merged one, as /reopen is.
+        _refuse_if_merged(ticket)
     if data.get("parent") is not None:
         check_parent(ticket=ticket, parent=data["parent"])
     _save_fields(ticket, data, actor=caller.user, support=caller.support)
@@ -581,10 +584,22 @@ def reopen_ticket(*, caller: Caller, ticket: Ticket) -> Ticket:
     ticket = lock_ticket(ticket)
     if ticket.status not in CLOSED_STATUSES:
         raise ApiError(409, "TICKET_NOT_CLOSED", f"The ticket is {ticket.status}, not closed.")
-    if TicketMarks.objects.filter(ticket=ticket, merged_into__isnull=False).exists():
-        raise ApiError(409, "ALREADY_MERGED", "A merged ticket cannot be reopened; reopen its target.")
+    _refuse_if_merged(ticket)
     _save_fields(ticket, {"status": Status.OPEN}, actor=caller.user, support=caller.support)
     return ticket
+
+
+def _refuse_if_merged(ticket: Ticket) -> None:
+    """A merged ticket stays closed (409): its conversation goes on in its target, and an
+    open ticket still marked as merged would be both."""
+    marks = TicketMarks.objects.filter(ticket=ticket, merged_into__isnull=False).first()
+    if marks is not None:
+        raise ApiError(
+            409,
+            "ALREADY_MERGED",
+            "A merged ticket cannot be reopened; reopen its target.",
+            {"mergedInto": str(marks.merged_into_id)},
+        )
 
 
 def _record_products_change(

@@ -166,3 +166,24 @@ def test_a_patch_that_changes_nothing_keeps_the_version_and_records_nothing(serv
         if e["payload"]["ticket"]["id"] == ticket["id"]
     ]
     assert versions == [("tickets.ticket.created", 1), ("tickets.ticket.updated", 2)]
+
+
+def test_a_merged_ticket_is_not_reopened_by_a_status_change(server, acme: World):
+    merged, target = create(server, acme).json()["data"], create(server, acme).json()["data"]
+    one = f"{server.url}{API}/ticket/{merged['id']}"
+    merge = httpx.post(f"{one}/merge", headers=acme.headers("alice"), json={"into": target["id"]}, timeout=TIMEOUT)
+    assert merge.status_code == 200, merge.text
+
+    for status in ("open", "in_progress", "on_hold"):
+        refused = patch(server, acme, merged["id"], {"status": status}, merge.headers["etag"])
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "ALREADY_MERGED" and error["details"] == {"mergedInto": target["id"]}
+    # As POST /reopen answers it.
+    reopen = httpx.post(f"{one}/reopen", headers=acme.headers("alice"), timeout=TIMEOUT)
+    assert reopen.status_code == 409 and reopen.json()["error"]["code"] == "ALREADY_MERGED"
+    read = httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT).json()["data"]
+    assert read["status"] == "closed" and read["version"] == merge.json()["data"]["version"]
+    # Other changes of a merged ticket, and closing statuses, are still taken.
+    resolved = patch(server, acme, merged["id"], {"status": "resolved", "priority": "high"}, merge.headers["etag"])
+    assert resolved.status_code == 200, resolved.text
