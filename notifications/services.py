@@ -39,10 +39,12 @@ from notifications.models import (
     NotificationCounter,
     NotificationEmail,
     NotificationPreference,
+    NotificationType,
 )
 from notifications.serializers import counts_to_dict, notification_to_dict, public_id
 from tenants.models import TenantUser
 from ticketing.models import Ticket
+from ticketing.selectors import can_see_ticket
 
 CREATED = "notifications.notification.created"
 READ = "notifications.notification.read"
@@ -86,13 +88,21 @@ def _apply(counter: NotificationCounter, *, total: int, unread: Counter, priorit
 
 
 def _wanted(
-    tenant_id: Any, type: str, recipients: Iterable[TenantUser | None], actor: TenantUser | None
+    ticket: Ticket, type: str, recipients: Iterable[TenantUser | None], actor: TenantUser | None
 ) -> list[tuple[TenantUser, str, int]]:
-    """Recipients minus duplicates, the actor, other tenants' users and those who turned
-    the type off; each with the channel they want it on and their digest delay."""
+    """Recipients minus duplicates, the actor, those who may not see the ticket (other
+    tenants' users among them) and those who turned the type off; each with the channel
+    they want it on and their digest delay."""
     unique: dict[Any, TenantUser] = {}
     for user in recipients:
-        if user is not None and user.tenant_id == tenant_id and (actor is None or user.id != actor.id):
+        if user is None or (actor is not None and user.id == actor.id):
+            continue
+        # A notification shows the ticket's subject (and a comment's first words): never
+        # to someone the ticket is hidden from, such as a watcher who stopped being its
+        # requester, or the requester of a ticket another one was merged into. An
+        # approver is asked whether or not they may open the ticket (they decide by
+        # the approval's own link).
+        if (type == NotificationType.APPROVAL and user.tenant_id == ticket.tenant_id) or can_see_ticket(user, ticket):
             unique.setdefault(user.id, user)
     if not unique:
         return []
@@ -141,7 +151,7 @@ def notify(
     events and the email outbox rows are written when the unit of work ends. Returns the
     notifications (an email-only one is never saved)."""
     rows = []
-    for user, channel, digest_minutes in _wanted(ticket.tenant_id, type, recipients, actor):
+    for user, channel, digest_minutes in _wanted(ticket, type, recipients, actor):
         row = Notification(
             tenant_id=ticket.tenant_id,
             recipient=user,
