@@ -309,6 +309,12 @@ class Subscriber:
         self.closing = True
         self._wake()
 
+    def wake(self) -> None:
+        """End the stream's current wait now: it has decided to finish (its last frame
+        was written by the hub, `LiveWriter`), and would otherwise notice only at its
+        next heartbeat."""
+        self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None:
             _release(self._waiter)

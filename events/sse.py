@@ -473,7 +473,8 @@ class EventStream:
     interested: Callable[[LogEvent], bool] | None = None
     # When (time.monotonic()) the stream's own periodic work (`tick`) is next due.
     next_tick = float("inf")
-    # Set by `opening` when the stream has nothing more to say (its last frame an error).
+    # Set by `opening` or `render` when the stream has nothing more to say (its last
+    # frame an error); a `render` that sets it also wakes the stream (`Subscriber.wake`).
     finished = False
     # Whether the hub may write this stream's events to its client itself while the stream
     # waits (`write_live`); False for a stream whose own loop decides when frames go.
@@ -668,6 +669,8 @@ class EventStream:
                     yield frame
                     # The write is done when the generator is resumed.
                     self._sent(batch)
+                    if self.finished:
+                        return  # that was its last frame (the stream's `render` said so)
                 # An idle stream must not keep its last events (and their cached frames).
                 batch = frame = None  # type: ignore[assignment]
                 note = self.subscriber.take_note()

@@ -300,6 +300,10 @@ class TicketActivityStream(EventStream):
         self.ticket_id = ticket_id
         # A ticket merged into this one is another requester's: only agents see it.
         self.merges_into = self.caller.is_agent
+        # An end user sees the ticket while they are its requester (get_visible_ticket):
+        # each live event says who that is now (`render`).
+        self.while_requester = str(self.caller.user.id) if not self.caller.is_agent else None
+        self.live_phase = False
         # This stream is a viewer of the ticket (ticketing.presence).
         self.subscriber.topic = presence.topic(ticket_id)
         self.viewer = presence.Presence(
@@ -341,6 +345,7 @@ class TicketActivityStream(EventStream):
             yield sse_frame("snapshot", data, id=event_id_to_str(position) if position else None)
         async for frame in self.join_viewers():
             yield frame
+        self.live_phase = True
 
     # --- presence: who else is on the ticket ---------------------------------------------
 
@@ -398,9 +403,25 @@ class TicketActivityStream(EventStream):
         return concerns_ticket(event, self.ticket_id, merges_into=self.merges_into)
 
     def render(self, event: LogEvent) -> bytes | None:
-        if not self.interested(event):
+        if self.finished or not self.interested(event):
             return None
+        if self.while_requester is not None and not self._shows_caller_as_requester(event):
+            if not self.live_phase:
+                # A missed event from a time the ticket was someone else's (it is the
+                # caller's again, or the stream would not have opened): not for them.
+                return None
+            # The ticket was given to another requester: the caller may no longer see it,
+            # nor this change or anything after it. Ended as a new request would be
+            # answered (404 TICKET_NOT_FOUND), and woken so it closes now.
+            self.finished = True
+            self.end_reason = "ticket_not_found"
+            self.subscriber.wake()
+            return error_frame("TICKET_NOT_FOUND", "This ticket is no longer yours to see.")
         return event.frame("activity", lambda: sse_frame("activity", event.api, id=event.resume_id))
+
+    def _shows_caller_as_requester(self, event: LogEvent) -> bool:
+        ticket = event.payload.get("ticket") or {}
+        return (ticket.get("requester") or {}).get("id") == self.while_requester
 
 
 async def _ticket_request(request: HttpRequest, caller: Caller) -> StreamArguments:

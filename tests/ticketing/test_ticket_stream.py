@@ -152,3 +152,30 @@ def test_a_merge_into_the_ticket_reaches_agents_but_not_the_requester(server, ac
         frame = requester.next(skip=QUIET)
         assert frame.data["type"] == "tickets.ticket.comment_added"
         assert "private printer note" not in str(frame.data)
+
+
+def test_an_end_user_whose_ticket_goes_to_another_requester_stops_seeing_it(server, acme: World):
+    """An end user sees a ticket while they are its requester; an open stream of theirs
+    ends with the change that takes it from them, as a new request would be refused."""
+    ticket = api(server, acme, "POST", "ticket", as_user="bob", subject="Wrong salary slip")
+    with (
+        open_stream("GET", stream_url(server, ticket["id"]), headers=acme.headers("alice")) as agent,
+        open_stream("GET", stream_url(server, ticket["id"]), headers=acme.headers("bob")) as former,
+    ):
+        for stream in (agent, former):
+            stream.collect(2, skip=QUIET)  # connected, snapshot
+        api(server, acme, "PATCH", f"ticket/{ticket['id']}", requester="dave")
+        api(server, acme, "POST", f"ticket/{ticket['id']}/comments", body="Dave, your IBAN ends in 1234")
+
+        assert [f.data["type"] for f in agent.collect(2, skip=QUIET)] == [
+            "tickets.ticket.updated",
+            "tickets.ticket.comment_added",
+        ]
+        ended = former.next(skip=QUIET)
+        assert ended.event == "error" and ended.data["code"] == "TICKET_NOT_FOUND"
+        # Then the stream ends: nothing more (the comment least of all).
+        with pytest.raises(StopIteration):
+            former.next(skip=("heartbeat",), timeout=5)
+
+    again = httpx.get(stream_url(server, ticket["id"]), headers={"accept": "text/event-stream", **acme.headers("bob")})
+    assert again.status_code == 404 and again.json()["error"]["code"] == "TICKET_NOT_FOUND"
