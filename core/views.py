@@ -64,6 +64,9 @@ class RetryingAPIView(APIView):
     # Whether a write waits for one of the worker's write slots (core.write_slots). Off
     # for a view that calls out over the network while it runs.
     uses_write_slot = True
+    # Set by a view whose answers carry a secret: the first answer to an Idempotency-Key
+    # is then stored sealed by it (idempotency.services.Sealer), never in plain text.
+    answer_sealer: idempotency.Sealer | None = None
 
     def write_key(self, request: HttpRequest, **kwargs: Any) -> Hashable | None:
         """What a write of this view changes first (its URL's ticket, say): writes with
@@ -106,6 +109,7 @@ class RetryingAPIView(APIView):
             method=request.method,
             path=django_request.get_full_path(),
             body=django_request.body,
+            sealer=self.answer_sealer,
         )
         if isinstance(outcome, HttpResponse):
             raise _StoredAnswer(outcome)

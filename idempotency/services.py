@@ -13,7 +13,8 @@ How one request goes (core.views.RetryingAPIView, inside the request's one trans
 3. `store(...)`: a successful (2xx) answer is inserted in the same transaction, just before
    COMMIT, so a crash can leave neither a change without its record nor a record without
    its change. An error answer is not stored (the transaction is rolled back, nothing
-   changed): the same key may be sent again.
+   changed): the same key may be sent again. A view whose answers show a secret (webhook
+   endpoints) has its answers stored sealed (`Sealer`, encrypted as the secret is).
 
 The lock is released at COMMIT; a repeat after that finds the committed record. SQLite
 has a single writer (transactions start IMMEDIATE), so a concurrent repeat there waits for
@@ -27,7 +28,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection
@@ -47,6 +48,20 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 STORED_HEADERS = ("Content-Type", "ETag", "Location")
 # The advisory-lock namespace of idempotency keys (first key of the two-key form), "IDEM".
 _LOCK_CLASS = 0x4944454D - 2**31
+# A stored body that begins with this was sealed by the view's `Sealer` (the rest is its
+# ciphertext).
+SEALED_PREFIX = "sealed:"
+
+
+class Sealer(Protocol):
+    """Keeps the stored answers of a view whose answers carry a secret (a webhook
+    endpoint's signing secret) encrypted at rest, as the secret itself is kept."""
+
+    def seal(self, text: str) -> str: ...
+
+    def unseal(self, text: str) -> str:
+        """The text `seal` was given; ValueError when it cannot be read any more."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,7 @@ class Claim:
     fingerprint: str
     method: str
     path: str
+    sealer: Sealer | None = None
 
 
 def parse_key(value: str | None) -> str | None:
@@ -97,9 +113,12 @@ def _try_lock(tenant_id: Any, caller: str, key: str) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def claim(*, tenant: Tenant, caller: str, key: str, method: str, path: str, body: bytes) -> Claim | HttpResponse:
+def claim(
+    *, tenant: Tenant, caller: str, key: str, method: str, path: str, body: bytes, sealer: Sealer | None = None
+) -> Claim | HttpResponse:
     """Claim `key` for this request (inside its transaction): a `Claim` to `store` the
-    answer with, or the stored answer to replay. Raises 409 / 422 (see the module)."""
+    answer with, or the stored answer to replay. Raises 409 / 422 (see the module).
+    `sealer`: the view's, when its answers carry a secret."""
     if not _try_lock(tenant.pk, caller, key):
         raise ApiError(
             409,
@@ -116,7 +135,9 @@ def claim(*, tenant: Tenant, caller: str, key: str, method: str, path: str, body
         record.delete()
         record = None
     if record is None:
-        return Claim(tenant=tenant, caller=caller, key=key, fingerprint=request_print, method=method, path=path)
+        return Claim(
+            tenant=tenant, caller=caller, key=key, fingerprint=request_print, method=method, path=path, sealer=sealer
+        )
     if record.fingerprint != request_print:
         raise ApiError(
             422,
@@ -124,11 +145,25 @@ def claim(*, tenant: Tenant, caller: str, key: str, method: str, path: str, body
             "This Idempotency-Key was used for another request (method, path or body); use a new key.",
             {"header": HEADER, "firstRequest": {"method": record.method, "path": record.path}},
         )
-    return replay(record)
+    return replay(record, sealer)
 
 
-def replay(record: IdempotencyRecord) -> HttpResponse:
-    response = HttpResponse(record.body.encode(), status=record.status_code)
+def replay(record: IdempotencyRecord, sealer: Sealer | None = None) -> HttpResponse:
+    body = record.body
+    if body.startswith(SEALED_PREFIX):
+        try:
+            if sealer is None:
+                raise ValueError("no sealer")
+            body = sealer.unseal(body.removeprefix(SEALED_PREFIX))
+        except ValueError:
+            raise ApiError(
+                409,
+                "IDEMPOTENT_ANSWER_UNREADABLE",
+                "The request with this Idempotency-Key was applied, but its stored answer can no longer be "
+                "decrypted; read the resource instead of sending the request again.",
+                {"header": HEADER},
+            ) from None
+    response = HttpResponse(body.encode(), status=record.status_code)
     for name, value in record.headers.items():
         response[name] = value
     response[REPLAYED_HEADER] = "true"
@@ -139,6 +174,9 @@ def store(claim: Claim, response: HttpResponse) -> None:
     """Keep a successful answer (call inside the request's transaction, after the view)."""
     if not 200 <= response.status_code < 300:
         return
+    body = response.content.decode("utf-8", errors="replace")
+    if claim.sealer is not None:
+        body = SEALED_PREFIX + claim.sealer.seal(body)
     IdempotencyRecord.objects.create(
         tenant=claim.tenant,
         caller=claim.caller,
@@ -147,7 +185,7 @@ def store(claim: Claim, response: HttpResponse) -> None:
         method=claim.method,
         path=claim.path[:2000],
         status_code=response.status_code,
-        body=response.content.decode("utf-8", errors="replace"),
+        body=body,
         headers={name: response[name] for name in STORED_HEADERS if response.has_header(name)},
         created_at=timezone.now(),
     )

@@ -75,6 +75,21 @@ def signing_keys(endpoint: Endpoint) -> list[bytes]:
     return keys
 
 
+class AnswerSealer:
+    """Keeps a stored API answer that shows a secret (an endpoint's creation or rotation,
+    replayed for an `Idempotency-Key`) encrypted under the same keys as the secret itself
+    (idempotency.services.Sealer)."""
+
+    def seal(self, text: str) -> str:
+        return encrypt_secret(text)
+
+    def unseal(self, text: str) -> str:
+        try:
+            return decrypt_secret(text)
+        except SecretUnreadable as error:
+            raise ValueError(str(error)) from None
+
+
 def reencrypt(token: str) -> str:
     """The same secret under the first (newest) key."""
     return fernet().rotate(token.encode()).decode()

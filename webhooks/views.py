@@ -23,7 +23,7 @@ from events.ids import event_id_to_str, parse_event_id
 from events.serializers import iso
 from tenants.authentication import EventReaderAuthentication
 from webhooks import selectors, services
-from webhooks.crypto import SecretUnreadable, signing_keys
+from webhooks.crypto import AnswerSealer, SecretUnreadable, signing_keys
 from webhooks.events import PING_TYPE
 from webhooks.filters import DeliveryAttemptFilter
 from webhooks.models import DeliveryAttempt
@@ -58,6 +58,9 @@ class RetryingAPIView(_RetryingAPIView):
     tenant itself), like the event log; the policy decides which (tenants.policy)."""
 
     authentication_classes = [EventReaderAuthentication]
+    # Endpoint answers may show the signing secret (creation, rotation): the answer kept
+    # for an Idempotency-Key is encrypted as the secret is.
+    answer_sealer = AnswerSealer()
 
 
 MAX_LIMIT = 200

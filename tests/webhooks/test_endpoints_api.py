@@ -3,13 +3,20 @@ secret shown once and stored encrypted, URL rules, tenant isolation."""
 
 from __future__ import annotations
 
+import json
+from io import StringIO
+
 import httpx
 import pytest
+from cryptography.fernet import Fernet
+from django.core.management import call_command
 
+from idempotency.models import IdempotencyRecord
+from idempotency.services import SEALED_PREFIX
 from tenants.services import create_api_key
 from tests.builders import World
 from tests.events.test_event_vocabulary import documented_types
-from webhooks.crypto import decrypt_secret
+from webhooks.crypto import AnswerSealer, decrypt_secret
 from webhooks.events import PARTNER_EVENT_TYPES
 from webhooks.models import Endpoint
 
@@ -194,3 +201,37 @@ def test_the_types_endpoints_may_name_are_the_documented_partner_types() -> None
     # One vocabulary: what eventTypes accepts is what docs/events.md documents (and what
     # tests/events/test_event_vocabulary.py holds to the declarations).
     assert documented_types() == PARTNER_EVENT_TYPES
+
+
+def test_the_answer_kept_for_an_idempotency_key_holds_the_secret_encrypted(
+    webhook_server, http_allowed: World, settings
+) -> None:
+    admin = http_allowed.headers("admin")
+    body = {"url": "http://127.0.0.1:9/hook"}
+    created = call(webhook_server, "POST", API, {**admin, "Idempotency-Key": "create-crm-hook"}, body)
+    assert created.status_code == 201, created.text
+    endpoint_id, secret = created.json()["data"]["id"], created.json()["data"]["secret"]
+    rotate = f"{API}/{endpoint_id}/rotate-secret"
+    rotated = call(webhook_server, "POST", rotate, {**admin, "Idempotency-Key": "rotate-crm-hook"})
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["data"]["secret"]
+
+    # Kept for 24 h, but never in plain text: encrypted as the endpoint's secret is.
+    stored = {r.key: r.body for r in IdempotencyRecord.objects.all()}
+    assert set(stored) == {"create-crm-hook", "rotate-crm-hook"}
+    assert secret not in stored["create-crm-hook"] and new_secret not in stored["rotate-crm-hook"]
+    # A repeat still gets its first answer, secret included.
+    again = call(webhook_server, "POST", API, {**admin, "Idempotency-Key": "create-crm-hook"}, body)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == created.json()
+    again = call(webhook_server, "POST", rotate, {**admin, "Idempotency-Key": "rotate-crm-hook"})
+    assert again.status_code == 200 and again.json() == rotated.json()
+    assert Endpoint.objects.count() == 1
+
+    # rotate_webhook_keys re-encrypts them with the secrets, so the old key can go.
+    new_key = Fernet.generate_key().decode()
+    settings.WEBHOOKS_SECRET_KEYS = [new_key, *settings.WEBHOOKS_SECRET_KEYS]
+    call_command("rotate_webhook_keys", stdout=StringIO())
+    settings.WEBHOOKS_SECRET_KEYS = [new_key]
+    record = IdempotencyRecord.objects.get(key="create-crm-hook")
+    assert json.loads(AnswerSealer().unseal(record.body.removeprefix(SEALED_PREFIX))) == created.json()
