@@ -210,7 +210,12 @@ def approval_to_dict(approval: Any) -> dict[str, Any]:
 SKU = r"[A-Za-z0-9._:/-]{1,100}"
 
 
+# The most of one product a ticket holds: what one request may add, and what adding more
+# of a SKU already on the ticket may reach.
+MAX_PRODUCT_QUANTITY = 1_000_000
+
+
 class ProductWriteSerializer(StrictObjectSerializer):
     sku = serializers.RegexField(rf"^{SKU}$")
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    quantity = serializers.IntegerField(min_value=1, max_value=1_000_000, default=1)
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_PRODUCT_QUANTITY, default=1)

@@ -40,7 +40,7 @@ from ticketing.models import (
     Watcher,
 )
 from ticketing.selectors import can_see_ticket
-from ticketing.serializers import ticket_payload, ticket_products, ticket_state, user_ref
+from ticketing.serializers import MAX_PRODUCT_QUANTITY, ticket_payload, ticket_products, ticket_state, user_ref
 
 END_USER_EDITABLE = frozenset({"subject", "description"})
 # What an end user may set on a ticket they open (they are its requester).
@@ -630,6 +630,18 @@ def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity
         ticket=ticket, sku=sku, defaults={"name": name, "quantity": quantity}
     )
     if not created:
+        if product.quantity + quantity > MAX_PRODUCT_QUANTITY:
+            # Summed without a bound, repeated additions ran past the column's integer
+            # range (a 500); refused like a single addition over the limit.
+            raise ApiError(
+                400,
+                "INVALID_BODY",
+                f"The ticket would hold more than {MAX_PRODUCT_QUANTITY:,} of this product.",
+                {
+                    "quantity": [f"The ticket holds {product.quantity}; at most {MAX_PRODUCT_QUANTITY} in all."],
+                    "limit": MAX_PRODUCT_QUANTITY,
+                },
+            )
         product.quantity += quantity
         product.name = name or product.name
         product.save(update_fields=["quantity", "name"])

@@ -171,6 +171,22 @@ def test_a_product_whose_sku_has_a_slash_can_be_removed_as_it_was_added(server, 
     assert_envelope(again, 404, "PRODUCT_NOT_FOUND")
 
 
+def test_more_of_a_product_than_a_ticket_holds_is_400_and_changes_nothing(server, acme: World):
+    ticket = post(server, f"{API}/ticket", acme, {"subject": "Cables"}).json()["data"]
+    products = f"{API}/ticket/{ticket['id']}/products"
+    full = post(server, products, acme, {"sku": "CAT6", "quantity": 1_000_000}, user="carol")
+    assert full.status_code == 201, full.text
+    # Each addition is valid on its own; their sum is not (summed without a bound, enough
+    # of them ran past the database's integer range: a 500).
+    body = assert_envelope(
+        post(server, products, acme, {"sku": "CAT6", "quantity": 1}, user="carol"), 400, "INVALID_BODY"
+    )
+    assert body["error"]["details"]["limit"] == 1_000_000
+    read = httpx.get(f"{server.url}{API}/ticket/{ticket['id']}", headers=acme.headers("carol"), timeout=TIMEOUT)
+    assert read.json()["data"]["products"] == [{"sku": "CAT6", "name": "", "quantity": 1_000_000}]
+    assert read.headers["etag"] == full.headers["etag"]
+
+
 def test_a_stream_is_refused_a_body_that_is_not_json_and_a_client_that_takes_no_event_stream(server, acme: World):
     body = {"top": 5}
     refused = open_list_stream(server, acme, body, {"content-type": "text/plain"})
