@@ -12,7 +12,9 @@ from rest_framework import serializers
 
 class StrictObjectSerializer(serializers.Serializer):
     """Refuses a body that is not an object or names fields this endpoint does not know,
-    so a typo is an error instead of a silently ignored change."""
+    so a typo is an error instead of a silently ignored change, and values whose JSON type
+    is not the one the schema names. Given a query string's parameters (context
+    `{"query": True}`), where every value is text, integers are read from their digits."""
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, dict):
@@ -22,29 +24,33 @@ class StrictObjectSerializer(serializers.Serializer):
             mistyped = {
                 name: [problem]
                 for name, field in self.fields.items()
-                if name in data and (problem := json_type_problem(field, data[name]))
+                if name in data
+                and (problem := json_type_problem(field, data[name], query=self.context.get("query", False)))
             }
             if mistyped:
                 raise serializers.ValidationError(mistyped)
         return super().to_internal_value(data)
 
 
-def json_type_problem(field: serializers.Field, value: Any) -> str | None:
+def json_type_problem(field: serializers.Field, value: Any, *, query: bool = False) -> str | None:
     """What is wrong with the JSON type of `value` for `field`, or None. DRF would turn
-    `0` into `"0"` and `1` into `true`: a strict body takes the types the schema names
-    (integers may still come as digits: the notification list also reads query strings)."""
+    `0` into `"0"`, `1` into `true` and `"5"` into `5`: a strict body takes the types the
+    schema names (`query`: the value is a query string's, where an integer is its digits).
+    An integral number (`5.0`) is an integer, as JSON Schema counts it."""
     if value is None:
         return None
     if isinstance(field, serializers.CharField) and not isinstance(value, str):
         return "Must be a string."
     if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
         return "Must be true or false."
-    if isinstance(field, serializers.IntegerField) and isinstance(value, bool):
+    if isinstance(field, serializers.IntegerField) and (
+        isinstance(value, bool) or (isinstance(value, str) and not query)
+    ):
         return "Must be an integer."
     if isinstance(field, serializers.DictField) and isinstance(value, dict):
-        return next(filter(None, (json_type_problem(field.child, item) for item in value.values())), None)
+        return next(filter(None, (json_type_problem(field.child, item, query=query) for item in value.values())), None)
     if isinstance(field, serializers.ListField) and isinstance(value, list):
-        return next(filter(None, (json_type_problem(field.child, item) for item in value)), None)
+        return next(filter(None, (json_type_problem(field.child, item, query=query) for item in value)), None)
     return None
 
 

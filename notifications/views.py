@@ -28,8 +28,8 @@ from notifications.serializers import (
 )
 
 
-def _list_response(request: Request, data: Any) -> Response:
-    body = validated(NotificationListSerializer(data=data))
+def _list_response(request: Request, data: Any, *, query: bool = False) -> Response:
+    body = validated(NotificationListSerializer(data=data, context={"query": query}))
     result = list_notifications(request.user, notification_query_from(body))
     return ok(
         {
@@ -56,7 +56,7 @@ class NotificationListQueryView(RetryingAPIView):
                 data["filter"] = load_json(data["filter"])
             except ApiError:
                 raise ApiError(400, "INVALID_QUERY", "filter must be a JSON array.", {"field": "filter"}) from None
-        return _list_response(request, data)
+        return _list_response(request, data, query=True)
 
 
 class NotificationCountView(RetryingAPIView):

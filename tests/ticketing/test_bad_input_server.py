@@ -237,6 +237,8 @@ def test_a_stream_is_refused_a_body_that_is_not_json_and_a_client_that_takes_no_
         {"sortOrder": [{"column": "subject", "extra": 1}]},
         {"top": True},
         {"top": 1.5},
+        {"top": "5"},
+        {"offset": "2"},
         {"top": [10]},
         {"offset": {"n": 1}},
         {"offset": -1},
@@ -252,10 +254,31 @@ def test_wrong_types_in_sort_and_paging_are_400_on_list_and_stream(server, acme:
 
 
 @pytest.mark.parametrize(
-    "body", [{"top": True}, {"offset": [1]}, {"sort": {"x": 1}}, {"search": ["x"]}, {"filter": "x"}]
+    "body",
+    [{"top": True}, {"top": "3"}, {"offset": [1]}, {"sort": {"x": 1}}, {"search": ["x"]}, {"filter": "x"}],
 )
 def test_wrong_types_in_notification_list_paging_are_400(server, acme: World, body: dict[str, Any]):
     assert_envelope(post(server, f"{API}/ticket/notifications", acme, body), 400)
+
+
+def test_integers_are_json_numbers_in_bodies_and_digits_in_query_strings(server, acme: World):
+    """A body takes the JSON types the schema names (an integer as a number, `5.0`
+    included, as JSON Schema counts it); a query string, where every value is text, its
+    digits."""
+    refused = httpx.put(
+        f"{server.url}{API}/user/preference",
+        headers=acme.headers("alice"),
+        json={"emailDigestMinutes": "15"},
+        timeout=TIMEOUT,
+    )
+    assert_envelope(refused, 400, "INVALID_BODY")
+    assert refused.json()["error"]["details"]["emailDigestMinutes"] == ["Must be an integer."]
+    listed = post(server, f"{API}/ticket/list", acme, {"top": 5.0})
+    assert listed.status_code == 200, listed.text
+    queried = httpx.get(
+        f"{server.url}{API}/ticket/notification/list?top=3&offset=0", headers=acme.headers("alice"), timeout=TIMEOUT
+    )
+    assert queried.status_code == 200 and queried.json()["data"]["pagination"]["top"] == 3, queried.text
 
 
 # --- 3. JSON nested 5,000 deep --------------------------------------------------------------
