@@ -301,7 +301,9 @@ def _parse_condition(raw: dict[str, Any], columns: Mapping[str, Column]) -> Cond
         if not isinstance(operand, list) or not operand:
             raise invalid_filter("IN needs a non-empty list operand.", cid)
         if len(operand) > settings.FILTER_MAX_IN_VALUES:
-            raise invalid_filter(f"IN takes at most {settings.FILTER_MAX_IN_VALUES} values.", cid)
+            raise invalid_filter(
+                f"IN takes at most {settings.FILTER_MAX_IN_VALUES} values.", cid, limit=settings.FILTER_MAX_IN_VALUES
+            )
         value: Any = tuple(dict.fromkeys(typed_value(column, v, cid, allow_null=True) for v in operand))
     else:
         value = typed_value(column, operand, cid, allow_null=op in ("EQ", "NE") and column.nullable)

@@ -119,6 +119,11 @@ class TestRefusals:
         tree = {"op": "AND", "operand": [cond("status", "EQ", "open", f"c{i}") for i in range(5)]}
         rejects(tree, "c3")
 
+    @override_settings(FILTER_MAX_IN_VALUES=3)
+    def test_too_many_in_values_names_the_limit(self):
+        details = rejects({"op": "AND", "operand": [cond("status", "IN", ["open"] * 4, "c1")]}, "c1")
+        assert details["limit"] == 3
+
     @pytest.mark.parametrize(
         "raw", ["status = open", 42, [cond("status", "EQ", "open")], {"op": "AND", "operand": "x"}]
     )
