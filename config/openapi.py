@@ -41,7 +41,9 @@ from ticketing.models import Priority, Status
 from ticketing.serializers import (
     SORT_COLUMNS,
     ApprovalDecisionSerializer,
+    EscalateSerializer,
     MergeSerializer,
+    ProductWriteSerializer,
     TicketListBodySerializer,
     TicketWriteSerializer,
     WatcherWriteSerializer,
@@ -450,16 +452,6 @@ APPROVAL_DECISION = {
     "request": ApprovalDecisionSerializer,
     "responses": {200: APPROVAL, 409: conflict("`APPROVAL_ALREADY_DECIDED`")},
 }
-TICKET_MERGE = {
-    "summary": "Merge this ticket into another (watchers of both notified)",
-    "request": MergeSerializer,
-    "responses": {200: MERGED_TICKET, 409: conflict("`ALREADY_MERGED` or `TARGET_MERGED`")},
-}
-TICKET_REOPEN = {
-    "summary": "Reopen a resolved, closed or cancelled ticket",
-    "request": None,
-    "responses": {200: TICKET, 409: conflict("`TICKET_NOT_CLOSED`")},
-}
 IF_MATCH_HEADER = OpenApiParameter(
     "If-Match",
     str,
@@ -473,6 +465,39 @@ PRECONDITION_FAILED = OpenApiResponse(
     description="`PRECONDITION_FAILED`: `If-Match` names another version; `details.currentVersion` and "
     "`details.ticket` show the ticket as it is now (also its `ETag` header).",
 )
+TICKET_MERGE = {
+    "summary": "Merge this ticket into another (watchers of both notified)",
+    "request": MergeSerializer,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {
+        200: MERGED_TICKET,
+        409: conflict("`ALREADY_MERGED` or `TARGET_MERGED`"),
+        412: PRECONDITION_FAILED,
+    },
+}
+TICKET_REOPEN = {
+    "summary": "Reopen a resolved, closed or cancelled ticket",
+    "request": None,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {200: TICKET, 409: conflict("`TICKET_NOT_CLOSED` or `ALREADY_MERGED`"), 412: PRECONDITION_FAILED},
+}
+TICKET_ESCALATE = {
+    "summary": "Escalate a ticket",
+    "request": EscalateSerializer,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {200: ESCALATED_TICKET, 412: PRECONDITION_FAILED},
+}
+PRODUCT_ADD = {
+    "summary": "Add a product or asset to a ticket",
+    "request": ProductWriteSerializer,
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {201: TICKET, 412: PRECONDITION_FAILED},
+}
+PRODUCT_REMOVE = {
+    "summary": "Remove a product from a ticket",
+    "parameters": [IF_MATCH_HEADER],
+    "responses": {204: NO_CONTENT, 412: PRECONDITION_FAILED},
+}
 TICKET_PATCH = {
     "summary": "Change a ticket",
     "request": TicketWriteSerializer,

@@ -511,8 +511,9 @@ def decide_approval(*, caller: Caller, approval: Approval, approve: bool, commen
 
 
 @unit_of_work()
-def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
-    """Close `ticket` as a duplicate merged into `into`; watchers of both are told."""
+def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket, if_match: frozenset[str] | None = None) -> Ticket:
+    """Close `ticket` as a duplicate merged into `into`; watchers of both are told.
+    `if_match` is compared with the version of `ticket` (the one the merge changes)."""
     require_agent(caller)
     if ticket.pk == into.pk or ticket.tenant_id != into.tenant_id:
         raise ApiError(400, "INVALID_BODY", "A ticket can only be merged into another ticket of its tenant.")
@@ -521,6 +522,7 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
     if len(locked) < 2:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
     ticket, into = locked[ticket.pk], locked[into.pk]
+    check_version(ticket, if_match)
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
     if marks.merged_into_id:
         raise ApiError(
@@ -546,7 +548,14 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket) -> Ticket:
 
 
 @unit_of_work()
-def escalate_ticket(*, caller: Caller | None, ticket: Ticket, reason: str = "", team: str | None = None) -> TicketMarks:
+def escalate_ticket(
+    *,
+    caller: Caller | None,
+    ticket: Ticket,
+    reason: str = "",
+    team: str | None = None,
+    if_match: frozenset[str] | None = None,
+) -> TicketMarks:
     """Raise the escalation level, the priority to at least `high`, and optionally hand the
     ticket to another team. `caller` None is the system (no actor)."""
     if caller is not None:
@@ -554,6 +563,7 @@ def escalate_ticket(*, caller: Caller | None, ticket: Ticket, reason: str = "", 
     actor = caller.user if caller is not None else None
     support = caller.support if caller is not None else False
     ticket = lock_ticket(ticket)
+    check_version(ticket, if_match)
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
     values: dict[str, Any] = {}
     if PRIORITY_RANK[ticket.priority] < PRIORITY_RANK[Priority.HIGH]:
@@ -577,11 +587,12 @@ def escalate_ticket(*, caller: Caller | None, ticket: Ticket, reason: str = "", 
 
 
 @unit_of_work()
-def reopen_ticket(*, caller: Caller, ticket: Ticket) -> Ticket:
+def reopen_ticket(*, caller: Caller, ticket: Ticket, if_match: frozenset[str] | None = None) -> Ticket:
     """Back to `open` from resolved, closed or cancelled (agents, or the requester)."""
     if not caller.is_agent and caller.user.id != ticket.requester_id:
         raise ApiError(403, "FORBIDDEN", "Only agents or the requester may reopen a ticket.")
     ticket = lock_ticket(ticket)
+    check_version(ticket, if_match)
     if ticket.status not in CLOSED_STATUSES:
         raise ApiError(409, "TICKET_NOT_CLOSED", f"The ticket is {ticket.status}, not closed.")
     _refuse_if_merged(ticket)
@@ -620,11 +631,20 @@ def _record_products_change(
 
 
 @unit_of_work()
-def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity: int) -> TicketProduct:
+def add_product(
+    *,
+    caller: Caller,
+    ticket: Ticket,
+    sku: str,
+    name: str,
+    quantity: int,
+    if_match: frozenset[str] | None = None,
+) -> TicketProduct:
     """Put `quantity` more of a product on the ticket (a new SKU, or more of one already there)."""
     if not caller.is_agent:
         raise ApiError(403, "FORBIDDEN", "Adding products needs the `agent` or `admin` role.")
     ticket = lock_ticket(ticket)
+    check_version(ticket, if_match)
     before = ticket_products(ticket)
     product, created = TicketProduct.objects.get_or_create(
         ticket=ticket, sku=sku, defaults={"name": name, "quantity": quantity}
@@ -656,10 +676,11 @@ def add_product(*, caller: Caller, ticket: Ticket, sku: str, name: str, quantity
 
 
 @unit_of_work()
-def remove_product(*, caller: Caller, ticket: Ticket, sku: str) -> None:
+def remove_product(*, caller: Caller, ticket: Ticket, sku: str, if_match: frozenset[str] | None = None) -> None:
     if not caller.is_agent:
         raise ApiError(403, "FORBIDDEN", "Removing products needs the `agent` or `admin` role.")
     ticket = lock_ticket(ticket)
+    check_version(ticket, if_match)
     before = ticket_products(ticket)
     product = TicketProduct.objects.filter(ticket=ticket, sku=sku).first()
     if product is None:

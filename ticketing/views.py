@@ -194,19 +194,21 @@ class ApprovalDecisionView(OneTicketView):
 class TicketMergeView(OneTicketView):
     @extend_schema(**openapi.TICKET_MERGE)
     def post(self, request: Request, ticket_id: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(MergeSerializer(data=request.data, context={"tenant": request.auth.tenant}))
-        ticket = services.merge_ticket(caller=request.auth, ticket=ticket, into=data["into"])
+        ticket = services.merge_ticket(caller=request.auth, ticket=ticket, into=data["into"], if_match=if_match)
         return with_etag(ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)}), ticket)
 
 
 class TicketEscalateView(OneTicketView):
-    @extend_schema(request=EscalateSerializer, responses=openapi.ESCALATED_TICKET, summary="Escalate a ticket")
+    @extend_schema(**openapi.TICKET_ESCALATE)
     def post(self, request: Request, ticket_id: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(EscalateSerializer(data=request.data))
         marks = services.escalate_ticket(
-            caller=request.auth, ticket=ticket, reason=data["reason"], team=data.get("team")
+            caller=request.auth, ticket=ticket, reason=data["reason"], team=data.get("team"), if_match=if_match
         )
         return with_etag(ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level}), marks.ticket)
 
@@ -214,28 +216,32 @@ class TicketEscalateView(OneTicketView):
 class TicketReopenView(OneTicketView):
     @extend_schema(**openapi.TICKET_REOPEN)
     def post(self, request: Request, ticket_id: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
         ticket = services.reopen_ticket(
-            caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True)
+            caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True), if_match=if_match
         )
         return with_etag(ok(ticket_state(ticket)), ticket)
 
 
 class TicketProductsView(OneTicketView):
-    @extend_schema(
-        request=ProductWriteSerializer, responses={201: openapi.TICKET}, summary="Add a product or asset to a ticket"
-    )
+    @extend_schema(**openapi.PRODUCT_ADD)
     def post(self, request: Request, ticket_id: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(ProductWriteSerializer(data=request.data))
-        services.add_product(caller=request.auth, ticket=ticket, **data)
+        services.add_product(caller=request.auth, ticket=ticket, **data, if_match=if_match)
         ticket = get_visible_ticket(request.auth, ticket_id)
         return with_etag(ok(ticket_state(ticket), status=201), ticket)
 
 
 class TicketProductDetailView(OneTicketView):
-    @extend_schema(responses={204: openapi.NO_CONTENT}, summary="Remove a product from a ticket")
+    @extend_schema(**openapi.PRODUCT_REMOVE)
     def delete(self, request: Request, ticket_id: str, sku: str) -> Response:
+        if_match = parse_if_match(request.headers.get("if-match"))
         services.remove_product(
-            caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True), sku=sku
+            caller=request.auth,
+            ticket=get_visible_ticket(request.auth, ticket_id, to_change=True),
+            sku=sku,
+            if_match=if_match,
         )
         return Response(status=204)

@@ -1,6 +1,7 @@
 """Ticket versions through the real server: every answer showing a ticket carries its
-version (body and strong ETag); PATCH / DELETE with a stale If-Match are 412 with the
-current ticket and change nothing; two agents editing at once cannot both win."""
+version (body and strong ETag); every write that moves the version (PATCH, DELETE,
+merge, reopen, escalate, products) with a stale If-Match is 412 with the current ticket
+and changes nothing; two agents editing at once cannot both win."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from django.db import connection
 
 from tests.builders import World
+from tests.envelopes import assert_envelope
 from tests.lockhold import holding, wait_for_lock_waiters
-from ticketing.models import Ticket
+from ticketing.models import Ticket, TicketMarks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,3 +189,68 @@ def test_a_merged_ticket_is_not_reopened_by_a_status_change(server, acme: World)
     # Other changes of a merged ticket, and closing statuses, are still taken.
     resolved = patch(server, acme, merged["id"], {"status": "resolved", "priority": "high"}, merge.headers["etag"])
     assert resolved.status_code == 200, resolved.text
+
+
+def _closed(server, world: World, ticket: dict[str, Any]) -> None:
+    assert patch(server, world, ticket["id"], {"status": "closed"}, None).status_code == 200
+
+
+def _with_product(server, world: World, ticket: dict[str, Any]) -> None:
+    url = f"{server.url}{API}/ticket/{ticket['id']}/products"
+    assert httpx.post(url, headers=world.headers("alice"), json={"sku": "LAP-1"}, timeout=TIMEOUT).status_code == 201
+
+
+# Every other write that moves a ticket's version: (name, how the ticket is prepared,
+# method, path under the ticket, body (a callable of the world's other ticket), status).
+CONDITIONAL_WRITES = [
+    ("merge", None, "POST", "merge", lambda other: {"into": other["id"]}, 200),
+    ("reopen", _closed, "POST", "reopen", None, 200),
+    ("escalate", None, "POST", "escalate", lambda other: {"reason": "VIP"}, 200),
+    ("add product", None, "POST", "products", lambda other: {"sku": "LAP-2", "quantity": 2}, 201),
+    ("remove product", _with_product, "DELETE", "products/LAP-1", None, 204),
+]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "method", "path", "body", "status"),
+    [case[1:] for case in CONDITIONAL_WRITES],
+    ids=[case[0] for case in CONDITIONAL_WRITES],
+)
+def test_every_write_that_moves_the_version_honours_if_match(
+    server, acme: World, prepare, method: str, path: str, body, status: int
+):
+    ticket, other = create(server, acme).json()["data"], create(server, acme).json()["data"]
+    if prepare is not None:
+        prepare(server, acme, ticket)
+    one = f"{server.url}{API}/ticket/{ticket['id']}"
+    read = httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT)
+    held = read.headers["etag"]
+    # Someone else changes the ticket after the client read it.
+    assert patch(server, acme, ticket["id"], {"subject": "Renamed meanwhile"}, held, user="carol").status_code == 200
+    before = httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT)
+    marks_before = list(TicketMarks.objects.filter(ticket_id=ticket["id"]).values())
+    json = body(other) if body is not None else None
+    key = {"Idempotency-Key": f"if-match-{path}"}
+
+    stale = httpx.request(
+        method, f"{one}/{path}", headers={**acme.headers("alice"), **key, "If-Match": held}, json=json, timeout=TIMEOUT
+    )
+    error = assert_envelope(stale, 412, "PRECONDITION_FAILED")["error"]
+    assert stale.headers["etag"] == before.headers["etag"]
+    assert error["details"] == {"currentVersion": before.json()["data"]["version"], "ticket": before.json()["data"]}
+    # Nothing changed: not the ticket, its products, nor its merge and escalation marks.
+    assert httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT).json()["data"] == before.json()["data"]
+    assert list(TicketMarks.objects.filter(ticket_id=ticket["id"]).values()) == marks_before
+
+    # A refusal is not stored under the Idempotency-Key: sent again against the current
+    # version, with the same key, the write goes through once.
+    current = {**acme.headers("alice"), **key, "If-Match": before.headers["etag"]}
+    done = httpx.request(method, f"{one}/{path}", headers=current, json=json, timeout=TIMEOUT)
+    assert done.status_code == status, done.text
+    version = Ticket.objects.get(pk=ticket["id"]).version
+    assert version == before.json()["data"]["version"] + 1
+    if status != 204:
+        assert done.headers["etag"] == f'"{version}"' and done.json()["data"]["version"] == version
+    replayed = httpx.request(method, f"{one}/{path}", headers=current, json=json, timeout=TIMEOUT)
+    assert replayed.status_code == status and replayed.headers["idempotent-replayed"] == "true"
+    assert Ticket.objects.get(pk=ticket["id"]).version == version
