@@ -149,14 +149,26 @@ class TicketSchema(serializers.Serializer):
         ref_name = "Ticket"
 
 
-class MergedTicketSchema(TicketSchema):
+class TicketDetailSchema(TicketSchema):
+    """One ticket as its own answers show it: the list's shape plus `mergedInto`."""
+
+    mergedInto = serializers.UUIDField(
+        allow_null=True,
+        help_text="The ticket this one was merged into (its conversation goes on there); null: not merged",
+    )
+
+    class Meta:
+        ref_name = "TicketDetail"
+
+
+class MergedTicketSchema(TicketDetailSchema):
     mergedInto = serializers.UUIDField()
 
     class Meta:
         ref_name = "MergedTicket"
 
 
-class EscalatedTicketSchema(TicketSchema):
+class EscalatedTicketSchema(TicketDetailSchema):
     escalationLevel = serializers.IntegerField()
 
     class Meta:
@@ -396,7 +408,7 @@ class EventPageSchema(serializers.Serializer):
         ref_name = "EventPage"
 
 
-TICKET = ok("Ticket", TicketSchema())
+TICKET = ok("Ticket", TicketDetailSchema())
 MERGED_TICKET = ok("MergedTicket", MergedTicketSchema())
 ESCALATED_TICKET = ok("EscalatedTicket", EscalatedTicketSchema())
 TICKET_PAGE = ok("TicketPage", TicketPageSchema())

@@ -15,7 +15,7 @@ from tenants.callers import Caller
 from tenants.models import TenantUser
 from tenants.policy import authorize_list_scope
 from ticketing.filters import parse_ticket_filter, parse_ticket_search
-from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, Ticket
+from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, Ticket, TicketMarks
 from ticketing.serializers import SORT_COLUMNS
 
 SCOPES = ("user", "agent", "template")
@@ -214,6 +214,11 @@ def ticket_query(scope: Scope, raw_filter: Any, raw_search: Any, **page: Any) ->
         raw_search=raw_search,
         **page,
     )
+
+
+def merged_into_id(ticket: Ticket) -> uuid.UUID | None:
+    """The id of the ticket this one is merged into, None when it is not merged."""
+    return TicketMarks.objects.filter(ticket=ticket).values_list("merged_into_id", flat=True).first()
 
 
 def can_see_ticket(user: TenantUser, ticket: Ticket) -> bool:

@@ -36,6 +36,14 @@ def ticket_state(ticket: Ticket) -> dict[str, Any]:
     }
 
 
+def ticket_detail(ticket: Ticket, merged_into: Any) -> dict[str, Any]:
+    """One ticket as its own answers show it (GET, the writes of one ticket, the ticket
+    page's stream): the list's shape plus `mergedInto`, the id of the ticket it was merged
+    into or null (selectors.merged_into_id), so a client that reloads a merged ticket can
+    follow it. The list, the list stream and the event payloads keep the list's shape."""
+    return {**ticket_state(ticket), "mergedInto": str(merged_into) if merged_into is not None else None}
+
+
 def ticket_payload(ticket: Ticket) -> dict[str, Any]:
     """`{ticket, parent_ticket, customer}` as system-events.md shows it."""
     parent = ticket.parent if ticket.parent_id else None

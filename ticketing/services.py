@@ -39,8 +39,14 @@ from ticketing.models import (
     TicketSequence,
     Watcher,
 )
-from ticketing.selectors import can_see_ticket
-from ticketing.serializers import MAX_PRODUCT_QUANTITY, ticket_payload, ticket_products, ticket_state, user_ref
+from ticketing.selectors import can_see_ticket, merged_into_id
+from ticketing.serializers import (
+    MAX_PRODUCT_QUANTITY,
+    ticket_detail,
+    ticket_payload,
+    ticket_products,
+    user_ref,
+)
 
 END_USER_EDITABLE = frozenset({"subject", "description"})
 # What an end user may set on a ticket they open (they are its requester).
@@ -141,7 +147,7 @@ def check_version(ticket: Ticket, if_match: frozenset[str] | None) -> None:
         "PRECONDITION_FAILED",
         "The ticket has changed since this version was read; nothing was changed. "
         "Apply the change to the current version (in details) and send it again.",
-        {"currentVersion": ticket.version, "ticket": ticket_state(ticket)},
+        {"currentVersion": ticket.version, "ticket": ticket_detail(ticket, merged_into_id(ticket))},
         headers={"ETag": f'"{ticket.version}"'},
     )
 

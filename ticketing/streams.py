@@ -36,6 +36,7 @@ from ticketing.selectors import (
     TicketQuery,
     get_visible_ticket,
     list_tickets,
+    merged_into_id,
     ticket_comments,
     ticket_query,
     ticket_query_from,
@@ -44,7 +45,7 @@ from ticketing.serializers import (
     TicketListBodySerializer,
     approval_to_dict,
     comment_to_dict,
-    ticket_state,
+    ticket_detail,
     user_ref,
 )
 
@@ -265,7 +266,7 @@ def concerns_ticket(event: LogEvent, ticket_id: str, *, merges_into: bool = True
 def ticket_with_activity(ticket: Ticket) -> dict[str, Any]:
     """What a ticket page shows: the ticket, its comments, watchers and approvals."""
     return {
-        "ticket": ticket_state(ticket),
+        "ticket": ticket_detail(ticket, merged_into_id(ticket)),
         "comments": [comment_to_dict(c) for c in ticket_comments(ticket)],
         "watchers": [user_ref(u) for u in ticket.watchers.order_by("username")],
         "approvals": [approval_to_dict(a) for a in ticket.approvals.select_related("approver", "requested_by")],

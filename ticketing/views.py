@@ -21,6 +21,7 @@ from ticketing.selectors import (
     get_visible_ticket,
     get_visible_ticket_or_approver,
     list_tickets,
+    merged_into_id,
     ticket_comments,
     ticket_query_from,
 )
@@ -36,9 +37,14 @@ from ticketing.serializers import (
     WatcherWriteSerializer,
     approval_to_dict,
     comment_to_dict,
-    ticket_state,
+    ticket_detail,
     user_ref,
 )
+
+
+def one_ticket(ticket: Ticket) -> dict[str, Any]:
+    """The ticket as an answer about it alone shows it (with `mergedInto`)."""
+    return ticket_detail(ticket, merged_into_id(ticket))
 
 
 def with_etag(response: Response, ticket: Ticket) -> Response:
@@ -72,14 +78,14 @@ class TicketCollectionView(RetryingAPIView):
     def post(self, request: Request) -> Response:
         data = validated(TicketWriteSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         ticket = services.create_ticket(caller=request.auth, data=data)
-        return with_etag(ok(ticket_state(ticket), status=201), ticket)
+        return with_etag(ok(ticket_detail(ticket, None), status=201), ticket)
 
 
 class TicketDetailView(OneTicketView):
     @extend_schema(responses=openapi.TICKET, summary="Read a ticket")
     def get(self, request: Request, ticket_id: str) -> Response:
         ticket = get_visible_ticket(request.auth, ticket_id)
-        return with_etag(ok(ticket_state(ticket)), ticket)
+        return with_etag(ok(one_ticket(ticket)), ticket)
 
     @extend_schema(**openapi.TICKET_PATCH)
     def patch(self, request: Request, ticket_id: str) -> Response:
@@ -89,7 +95,7 @@ class TicketDetailView(OneTicketView):
             TicketWriteSerializer(data=request.data, partial=True, context={"tenant": request.auth.tenant})
         )
         ticket = services.update_ticket(caller=request.auth, ticket=ticket, data=data, if_match=if_match)
-        return with_etag(ok(ticket_state(ticket)), ticket)
+        return with_etag(ok(one_ticket(ticket)), ticket)
 
     @extend_schema(**openapi.TICKET_DELETE)
     def delete(self, request: Request, ticket_id: str) -> Response:
@@ -198,7 +204,7 @@ class TicketMergeView(OneTicketView):
         ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
         data = validated(MergeSerializer(data=request.data, context={"tenant": request.auth.tenant}))
         ticket = services.merge_ticket(caller=request.auth, ticket=ticket, into=data["into"], if_match=if_match)
-        return with_etag(ok({**ticket_state(ticket), "mergedInto": str(data["into"].id)}), ticket)
+        return with_etag(ok(ticket_detail(ticket, data["into"].id)), ticket)
 
 
 class TicketEscalateView(OneTicketView):
@@ -210,7 +216,8 @@ class TicketEscalateView(OneTicketView):
         marks = services.escalate_ticket(
             caller=request.auth, ticket=ticket, reason=data["reason"], team=data.get("team"), if_match=if_match
         )
-        return with_etag(ok({**ticket_state(marks.ticket), "escalationLevel": marks.escalation_level}), marks.ticket)
+        shown = {**ticket_detail(marks.ticket, marks.merged_into_id), "escalationLevel": marks.escalation_level}
+        return with_etag(ok(shown), marks.ticket)
 
 
 class TicketReopenView(OneTicketView):
@@ -220,7 +227,7 @@ class TicketReopenView(OneTicketView):
         ticket = services.reopen_ticket(
             caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True), if_match=if_match
         )
-        return with_etag(ok(ticket_state(ticket)), ticket)
+        return with_etag(ok(one_ticket(ticket)), ticket)
 
 
 class TicketProductsView(OneTicketView):
@@ -231,7 +238,7 @@ class TicketProductsView(OneTicketView):
         data = validated(ProductWriteSerializer(data=request.data))
         services.add_product(caller=request.auth, ticket=ticket, **data, if_match=if_match)
         ticket = get_visible_ticket(request.auth, ticket_id)
-        return with_etag(ok(ticket_state(ticket), status=201), ticket)
+        return with_etag(ok(one_ticket(ticket), status=201), ticket)
 
 
 class TicketProductDetailView(OneTicketView):

@@ -15,6 +15,7 @@ from django.db import connection
 from tests.builders import World
 from tests.envelopes import assert_envelope
 from tests.lockhold import holding, wait_for_lock_waiters
+from tests.sse_client import open_stream
 from ticketing.models import Ticket, TicketMarks
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -254,3 +255,34 @@ def test_every_write_that_moves_the_version_honours_if_match(
     replayed = httpx.request(method, f"{one}/{path}", headers=current, json=json, timeout=TIMEOUT)
     assert replayed.status_code == status and replayed.headers["idempotent-replayed"] == "true"
     assert Ticket.objects.get(pk=ticket["id"]).version == version
+
+
+def test_a_merged_ticket_shows_where_it_went_wherever_it_is_shown_alone(server, acme: World):
+    merged, target = create(server, acme).json()["data"], create(server, acme).json()["data"]
+    assert merged["mergedInto"] is None
+    one = f"{server.url}{API}/ticket/{merged['id']}"
+    merge = httpx.post(f"{one}/merge", headers=acme.headers("alice"), json={"into": target["id"]}, timeout=TIMEOUT)
+    assert merge.status_code == 200, merge.text
+
+    # A client that reloads the merged ticket is told where its conversation went, as the
+    # merge's own answer told it; the target is merged nowhere.
+    read = httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT)
+    assert read.json()["data"] == merge.json()["data"]
+    assert read.json()["data"]["mergedInto"] == target["id"]
+    target_url = f"{server.url}{API}/ticket/{target['id']}"
+    assert httpx.get(target_url, headers=acme.headers("alice"), timeout=TIMEOUT).json()["data"]["mergedInto"] is None
+    # So do the other answers about the ticket alone: a change, a refused stale change.
+    changed = patch(server, acme, merged["id"], {"priority": "high"}, read.headers["etag"])
+    assert changed.json()["data"]["mergedInto"] == target["id"]
+    stale = patch(server, acme, merged["id"], {"priority": "low"}, read.headers["etag"])
+    assert assert_envelope(stale, 412)["error"]["details"]["ticket"] == changed.json()["data"]
+    escalated = httpx.post(f"{one}/escalate", headers=acme.headers("alice"), json={}, timeout=TIMEOUT)
+    assert escalated.json()["data"]["mergedInto"] == target["id"]
+    # And the ticket page's stream.
+    with open_stream("GET", f"{one}/sse", headers=acme.headers("alice")) as stream:
+        snapshot = stream.next(skip=("connected", "heartbeat", "presence"))
+        assert snapshot.event == "snapshot" and snapshot.data["ticket"]["mergedInto"] == target["id"]
+
+    # Its target deleted, it is merged nowhere any more.
+    assert httpx.delete(target_url, headers=acme.headers("admin"), timeout=TIMEOUT).status_code == 204
+    assert httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT).json()["data"]["mergedInto"] is None
