@@ -281,7 +281,29 @@ def update_ticket(
     if data.get("parent") is not None:
         check_parent(ticket=ticket, parent=data["parent"])
     _save_fields(ticket, data, actor=caller.user, support=caller.support)
+    if "requester" in data:
+        _let_go_watchers_who_cannot_see(ticket, actor=caller.user, support=caller.support)
     return ticket
+
+
+def _let_go_watchers_who_cannot_see(ticket: Ticket, *, actor: TenantUser | None, support: bool) -> None:
+    """After a requester change: an end user who is no longer the requester may not see
+    the ticket, so they stop watching it, each with its own `watcher_removed` event (as
+    an agent could not add them as a watcher now). Left listed, they would show on the
+    ticket as following what they can no longer open."""
+    links = Watcher.objects.filter(ticket=ticket).exclude(user_id=ticket.requester_id).select_related("user")
+    for link in links.order_by("user__username"):
+        if can_see_ticket(link.user, ticket):
+            continue
+        link.delete()
+        _record(
+            TicketEvent.WATCHER_REMOVED,
+            ticket=ticket,
+            actor=actor,
+            support=support,
+            extra={"watcher": user_ref(link.user)},
+            watcher=link.user,
+        )
 
 
 def check_parent(*, ticket: Ticket, parent: Ticket) -> None:
