@@ -541,14 +541,25 @@ def decide_approval(*, caller: Caller, approval: Approval, approve: bool, commen
 @unit_of_work()
 def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket, if_match: frozenset[str] | None = None) -> Ticket:
     """Close `ticket` as a duplicate merged into `into`; watchers of both are told.
-    `if_match` is compared with the version of `ticket` (the one the merge changes)."""
+    `if_match` is compared with the version of `ticket` (the one the merge changes).
+
+    A target is never itself merged (TARGET_MERGED), so `mergedInto` always names a ticket
+    whose conversation goes on: the tickets already merged into `ticket` are re-pointed
+    at `into`, each with its own change (`changes.mergedInto` from `ticket` to `into`)
+    and a new version, instead of being left pointing at a closed, merged ticket."""
     require_agent(caller)
     if ticket.pk == into.pk or ticket.tenant_id != into.tenant_id:
         raise ApiError(400, "INVALID_BODY", "A ticket can only be merged into another ticket of its tenant.")
-    # Both rows, locked in one fixed order so two opposite merges cannot deadlock.
-    locked = {t.pk: t for t in lock_tickets([ticket.pk, into.pk])}
-    if len(locked) < 2:
+    # Both rows and those merged into `ticket`, locked in one fixed order so two opposite
+    # merges cannot deadlock. With `ticket` locked no merge into it can start; one that
+    # committed between the read and the locks is read again and locked then, out of
+    # order, as delete_tickets does.
+    earlier = set(_merged_into([ticket.pk]).values_list("ticket_id", flat=True)) - {into.pk}
+    locked = {t.pk: t for t in lock_tickets([ticket.pk, into.pk, *earlier])}
+    if ticket.pk not in locked or into.pk not in locked:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
+    late = set(_merged_into([ticket.pk]).values_list("ticket_id", flat=True)) - set(locked)
+    locked.update((t.pk, t) for t in lock_tickets(late))
     ticket, into = locked[ticket.pk], locked[into.pk]
     check_version(ticket, if_match)
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)
@@ -572,6 +583,12 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket, if_match: froz
         extra={"mergedInto": {"id": str(into.id), "ticketNumber": into.number}},
         merged_into=into,
     )
+    # The marks belong to their tickets, locked above: they are locked after them.
+    for earlier_marks in _merged_into([ticket.pk]).select_for_update().order_by("ticket_id"):
+        earlier_marks.merged_into = into
+        earlier_marks.save(update_fields=["merged_into"])
+        moved = {"mergedInto": {"from": str(ticket.id), "to": str(into.id)}}
+        _save_fields(locked[earlier_marks.ticket_id], {}, actor=caller.user, support=caller.support, beside=moved)
     return ticket
 
 

@@ -286,3 +286,40 @@ def test_a_merged_ticket_shows_where_it_went_wherever_it_is_shown_alone(server, 
     # Its target deleted, it is merged nowhere any more.
     assert httpx.delete(target_url, headers=acme.headers("admin"), timeout=TIMEOUT).status_code == 204
     assert httpx.get(one, headers=acme.headers("alice"), timeout=TIMEOUT).json()["data"]["mergedInto"] is None
+
+
+def test_merging_a_ticket_that_others_were_merged_into_re_points_them(server, acme: World):
+    first, second, third = (create(server, acme).json()["data"] for _ in range(3))
+
+    def merge(ticket: dict[str, Any], into: dict[str, Any]) -> httpx.Response:
+        url = f"{server.url}{API}/ticket/{ticket['id']}/merge"
+        return httpx.post(url, headers=acme.headers("alice"), json={"into": into["id"]}, timeout=TIMEOUT)
+
+    def read(ticket: dict[str, Any]) -> httpx.Response:
+        return httpx.get(f"{server.url}{API}/ticket/{ticket['id']}", headers=acme.headers("alice"), timeout=TIMEOUT)
+
+    assert merge(first, second).status_code == 200
+    held = read(first).headers["etag"]
+    assert merge(second, third).status_code == 200
+
+    # The first ticket's conversation goes on in the third, not in the closed second.
+    moved = read(first)
+    assert moved.json()["data"]["mergedInto"] == third["id"]
+    assert read(second).json()["data"]["mergedInto"] == third["id"]
+    # It changed, so an ETag held from before is stale; the log says how.
+    assert moved.headers["etag"] != held
+    assert_envelope(patch(server, acme, first["id"], {"priority": "high"}, held), 412, "PRECONDITION_FAILED")
+    feed = httpx.get(
+        f"{server.url}/v2/system/events", params={"limit": 1000}, headers=acme.headers("admin"), timeout=TIMEOUT
+    )
+    events = feed.json()["result"]
+    (re_pointed,) = [
+        e for e in events if e["payload"]["ticket"]["id"] == first["id"] and "mergedInto" in (e.get("changes") or {})
+    ]
+    assert re_pointed["type"] == "tickets.ticket.updated"
+    assert re_pointed["changes"]["mergedInto"] == {"from": second["id"], "to": third["id"]}
+    assert re_pointed["payload"]["ticket"]["version"] == moved.json()["data"]["version"]
+    assert re_pointed["actor"]["id"] == str(acme.users["alice"].id)
+    # Merging into a merged ticket stays refused, so no chain can form the other way.
+    refused = merge(create(server, acme).json()["data"], second)
+    assert_envelope(refused, 409, "TARGET_MERGED")
