@@ -527,9 +527,15 @@ class TenantFeed:
         return not self.subscribers and not self.by_user
 
     def deliver_note(self, topic: str, note: dict[str, Any]) -> None:
+        # Streams of one user's events follow topics too (the view counts stream follows
+        # the tenant's saved views).
         for subscriber in self.subscribers:
             if subscriber.topic == topic:
                 subscriber.notify(note)
+        for own in self.by_user.values():
+            for subscriber in own:
+                if subscriber.topic == topic:
+                    subscriber.notify(note)
 
     def fan_out(self, event: LogEvent) -> None:
         self.fan_out_all([event])

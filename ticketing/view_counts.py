@@ -18,7 +18,11 @@ every agent of the tenant), not once per user or per view:
 A stream (`ViewCountStream`) sends `snapshot` with every visible view's count, then
 `counts` with the views whose count changed (coalesced: a burst of changes gives one
 frame with the latest counts, and a count that changed back is not sent). The set of
-views is read when the stream opens; a client reopens it after changing its views.
+views is read when the stream opens and again when any view of the tenant is saved or
+deleted (`announce_views_changed`, a note on the tenant's hub group, VIEWS_TOPIC; a lost
+note is healed every VIEW_COUNT_RESYNC_SECONDS, when the stream reads them anyway): if what
+the caller sees changed, the stream watches the new set and sends a new `snapshot`, so a
+view deleted, unshared or refiltered by someone else stops being counted as it was.
 
 The work per frame is shared: a batch of events wakes each watcher once, each view's item
 is JSON-encoded once per count, and streams with the same views that last sent at the
@@ -35,11 +39,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from core.http import ApiError, iso_now
-from events.hub import EventHub, LogEvent, Subscriber, run_db
+from events.announcements import tenant_group
+from events.hub import NOTE_MESSAGE, EventHub, LogEvent, Subscriber, run_db
 from events.selectors import at_log_position
 from events.sse import EventStream, StreamArguments, error_frame, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
@@ -52,6 +59,8 @@ from ticketing.view_selectors import saved_view_query, visible_saved_views
 logger = logging.getLogger(__name__)
 
 STREAM_KIND = "view-counts"
+# The hub topic (Subscriber.topic) of the counts streams: "the tenant's views changed".
+VIEWS_TOPIC = "saved-views"
 # What a board tells a stream through its inbox: "some of your counts changed".
 COUNTS_CHANGED = LogEvent(
     id=uuid.UUID(int=0),
@@ -484,6 +493,25 @@ async def board_for(hub: EventHub, tenant_id: uuid.UUID) -> CountBoard:
     return board
 
 
+def announce_views_changed(tenant_id: uuid.UUID) -> None:
+    """Tell the counts streams of the tenant, on every worker, that a view was saved or
+    deleted: each reads the views its caller sees again. Sent after COMMIT (the streams
+    read the views from the database). A lost message is healed by the streams' own
+    re-read every VIEW_COUNT_RESYNC_SECONDS."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": NOTE_MESSAGE, "tenant": str(tenant_id), "topic": VIEWS_TOPIC}
+
+    async def send() -> None:
+        await asyncio.wait_for(layer.group_send(tenant_group(tenant_id), message), 2)
+
+    try:
+        async_to_sync(send)()
+    except Exception:
+        logger.warning("event=saved_views_announce_failed tenant=%s", tenant_id, exc_info=True)
+
+
 def caller_view_queries(caller: Caller) -> list[tuple[str, str, TicketQuery]]:
     """(id, name, list query) of every view the caller sees. A view whose stored filter no
     longer parses (the filter limits were lowered since) is left out."""
@@ -509,6 +537,8 @@ class ViewCountStream(EventStream):
         super().__init__(**kwargs)
         self.board: CountBoard | None = None
         self.watcher: CountWatcher | None = None
+        # (id, name, query key) of the views in the last `snapshot`; None before the first.
+        self.shown_views: list[tuple[str, str, str]] | None = None
         # When the next `counts` frame may go (see `frames`).
         self.next_counts_at = 0.0
 
@@ -519,15 +549,30 @@ class ViewCountStream(EventStream):
 
     async def opening(self) -> AsyncIterator[bytes]:
         yield sse_frame("connected", {"connectionId": self.connection_id, "timestamp": iso_now()})
+        # Followed before the views are read: a view saved meanwhile is read again.
+        self.subscriber.topic = VIEWS_TOPIC
+        self.next_tick = time.monotonic() + settings.VIEW_COUNT_RESYNC_SECONDS
+        async for frame in self.watch_views():
+            yield frame
+
+    async def watch_views(self) -> AsyncIterator[bytes]:
+        """Read the views the caller sees and, unless they are the ones watched already,
+        watch their counts and send a `snapshot` of them (the first one, or a new one after
+        a view was saved or deleted). The counts of views no longer seen stop."""
         try:
             views = await run_db(caller_view_queries, self.caller)
+            shown_views = [(view_id, name, query.match_key) for view_id, name, query in views]
+            if shown_views == self.shown_views:
+                return
             queries = {view_id: query for view_id, _, query in views}
+            board: CountBoard | None = None
+            watcher: CountWatcher | None = None
             if queries:
-                self.watcher = CountWatcher(self.subscriber, queries)
+                watcher = CountWatcher(self.subscriber, queries)
                 for attempt in range(3):
-                    self.board = await board_for(self.hub, self.caller.tenant.id)
+                    board = await board_for(self.hub, self.caller.tenant.id)
                     try:
-                        await self.board.watch(self.watcher, queries)
+                        await board.watch(watcher, queries)
                         break
                     except BoardStopped:
                         if attempt == 2:
@@ -537,18 +582,33 @@ class ViewCountStream(EventStream):
             self.subscriber.close()  # end the stream after this frame
             yield error_frame("SERVICE_UNAVAILABLE", "The view counts are unavailable; reconnect shortly.")
             return
-        entries = self.board.entries if self.board is not None else {}
+        # The new views are watched before the old ones are let go, so counts both need
+        # stay on the board.
+        if self.board is not None and self.watcher is not None:
+            self.board.unwatch(self.watcher)
+        self.board, self.watcher, self.shown_views = board, watcher, shown_views
+        entries = board.entries if board is not None else {}
         shown = []
         sent: dict[str, tuple[int, bool]] = {}
         for view_id, name, query in views:
             entry = entries[query.match_key]
             sent[entry.key] = (entry.count, entry.exact)
             shown.append({"id": view_id, "name": name, "count": entry.count, "exact": entry.exact})
-        if self.watcher is not None and self.board is not None:
-            self.watcher.sent = sent
-            self.watcher.taken_at = self.board.version
-            self.watcher.dirty.clear()
+        if watcher is not None and board is not None:
+            watcher.sent = sent
+            watcher.taken_at = board.version
+            watcher.dirty.clear()
         yield sse_frame("snapshot", {"views": shown, "timestamp": iso_now()})
+
+    def render_note(self, note: dict[str, Any]) -> bytes | None:
+        # A view of the tenant was saved or deleted: read the views again now (`tick`).
+        self.next_tick = 0.0
+        return None
+
+    async def tick(self) -> AsyncIterator[bytes]:
+        self.next_tick = time.monotonic() + settings.VIEW_COUNT_RESYNC_SECONDS
+        async for frame in self.watch_views():
+            yield frame
 
     def accept(self, event: LogEvent) -> bytes | None:
         return self.render(event) if event is COUNTS_CHANGED else None

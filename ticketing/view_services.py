@@ -6,7 +6,8 @@ whole tenant, by an admin. Changing a view needs `may_edit_saved_view` (its owne
 admin for a shared view) and the same rule for the visibility it ends up with.
 
 Views are configuration, not ticket history: they record no event in the log (partners
-never see them); the counts stream reads them when it opens."""
+never see them). The counts streams read them when they open, and again when one is
+saved or deleted (`announce_views_changed`, after COMMIT)."""
 
 from typing import Any
 
@@ -17,9 +18,17 @@ from core.querylang import invalid_filter
 from tenants.callers import Caller
 from ticketing.filters import parse_ticket_filter
 from ticketing.models import SavedView
+from ticketing.view_counts import announce_views_changed
 from ticketing.view_selectors import may_edit_saved_view
 
 MAX_VIEWS_PER_OWNER = 200
+
+
+def _announce(view: SavedView) -> None:
+    """Once committed, the counts streams of the tenant read their views again: a view
+    that someone else deleted, unshared or refiltered must not keep its old count there."""
+    tenant_id = view.tenant_id
+    transaction.on_commit(lambda: announce_views_changed(tenant_id))
 
 
 def _check_sharing(caller: Caller, visibility: str, team: str) -> None:
@@ -81,6 +90,7 @@ def create_saved_view(*, caller: Caller, data: dict[str, Any]) -> SavedView:
     if SavedView.objects.filter(tenant=caller.tenant, owner=caller.user).count() >= MAX_VIEWS_PER_OWNER:
         raise ApiError(409, "TOO_MANY_VIEWS", f"A user owns at most {MAX_VIEWS_PER_OWNER} views.")
     view.save()
+    _announce(view)
     return view
 
 
@@ -94,6 +104,7 @@ def update_saved_view(*, caller: Caller, view: SavedView, data: dict[str, Any]) 
     if "visibility" in data or "team" in data:
         _check_sharing(caller, view.visibility, view.team)
     view.save()
+    _announce(view)
     return view
 
 
@@ -101,4 +112,5 @@ def update_saved_view(*, caller: Caller, view: SavedView, data: dict[str, Any]) 
 def delete_saved_view(*, caller: Caller, view: SavedView) -> None:
     if not may_edit_saved_view(caller, view):
         raise ApiError(403, "FORBIDDEN", "Only the view's owner (or an admin, for a shared view) may delete it.")
+    _announce(view)
     view.delete()

@@ -142,6 +142,62 @@ def test_another_tenants_changes_send_nothing(server, acme: World, globex: World
         assert frame.event == "counts" and [v["count"] for v in frame.data["views"]] == [1]
 
 
+def change_view(server, world: World, user: str, view_id: str, method: str = "PATCH", **fields) -> None:
+    response = httpx.request(
+        method,
+        f"{server.url}/api/v2/ticketing/views/{view_id}",
+        headers=world.headers(user),
+        json=fields if method == "PATCH" else None,
+        timeout=10,
+    )
+    assert response.status_code == (200 if method == "PATCH" else 204), response.text
+
+
+def next_snapshot(stream: SseStream) -> dict[str, int]:
+    frame = stream.next()
+    assert frame.event == "snapshot", frame
+    return {v["name"]: v["count"] for v in frame.data["views"]}
+
+
+def test_a_view_someone_else_unshares_refilters_or_deletes_is_no_longer_counted_as_it_was(server, acme: World):
+    """The counts stream read the views once, when it opened: a tenant view an admin made
+    private kept being counted on every other user's open stream (a view they were told
+    404 for), and one refiltered kept its old filter's count until the page was reloaded."""
+    open_id = save_view(server, acme, "admin", "Open", where("status", "open"), visibility="tenant")
+    urgent_id = save_view(server, acme, "admin", "Urgent", where("priority", "urgent"), visibility="tenant")
+    bob_id = str(acme.users["bob"].id)
+    create(server, acme, requester=bob_id)
+    create(server, acme, requester=bob_id, priority="urgent", status="in_progress")
+    url = f"{server.url}{COUNTS_URL}"
+    with (
+        open_stream("GET", url, headers=acme.headers("alice")) as alice,
+        open_stream("GET", url, headers=acme.headers("bob")) as bob,
+    ):
+        assert snapshot(alice) == {"Open": 1, "Urgent": 1}
+        assert snapshot(bob) == {"Open": 1, "Urgent": 1}
+
+        change_view(server, acme, "admin", open_id, visibility="private")
+        assert next_snapshot(alice) == {"Urgent": 1}
+        assert next_snapshot(bob) == {"Urgent": 1}
+        # Its count is not sent to them any more; the admin's own stream would have it.
+        create(server, acme, requester=bob_id, priority="urgent")
+        assert next_counts(alice, {"Urgent": urgent_id}) == {"Urgent": 2}
+        assert next_counts(bob, {"Urgent": urgent_id}) == {"Urgent": 2}
+
+        change_view(server, acme, "admin", urgent_id, filter=where("status", "in_progress"))
+        assert next_snapshot(alice) == {"Urgent": 1}
+        assert next_snapshot(bob) == {"Urgent": 1}
+
+        change_view(server, acme, "admin", urgent_id, method="DELETE")
+        assert next_snapshot(alice) == {}
+        assert next_snapshot(bob) == {}
+
+        # A view shared with them afterwards is counted without reopening.
+        save_view(server, acme, "admin", "Closed", where("status", "closed"), visibility="tenant")
+        assert next_snapshot(alice) == {"Closed": 0}
+        assert next_snapshot(bob) == {"Closed": 0}
+
+
 def test_a_user_without_views_gets_an_empty_snapshot_and_the_stream_needs_credentials(server, acme: World):
     with open_stream("GET", f"{server.url}{COUNTS_URL}", headers=acme.headers("carol")) as carol:
         assert snapshot(carol) == {}
