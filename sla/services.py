@@ -198,6 +198,7 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
                 paused_for += business_time_between(calendar, sla.paused_at, now)
             for name, value in sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for).items():
                 setattr(sla, name, value)
+            _reopen_stages(sla, now)
             if sla.paused_at is not None:
                 # Still paused: the targets above already count the pause up to now.
                 sla.paused_at, sla.paused_for = now, paused_for
@@ -216,6 +217,20 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
             sla.resolved_at = None
     sla.save()
     return sync_ticket_sla(ticket, sla)
+
+
+def _reopen_stages(sla: TicketSla, now: datetime) -> None:
+    """After the targets were recounted for a new priority: a warning or breach recorded
+    against the old times, whose new time is still ahead, has not happened to the new
+    target. Its stamp is cleared, so the ticket is not shown `breached` (or `warning`)
+    while on time for its priority, and the monitor claims the stage when the new time
+    comes (else a target moved later was never warned of nor breached again). A stage
+    whose new time has passed too keeps its stamp: it was sent, and is still true."""
+    for target in TARGETS:
+        if getattr(sla, f"{target}_due") > now:
+            setattr(sla, f"{target}_breached_at", None)
+        if getattr(sla, f"{target}_warn_at") > now:
+            setattr(sla, f"{target}_warned_at", None)
 
 
 def mark_responded(*, ticket: Ticket) -> dict[str, dict[str, Any]]:

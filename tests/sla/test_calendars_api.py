@@ -202,3 +202,37 @@ def test_a_ticket_turning_warning_and_breached_by_time_alone_updates_the_live_li
         assert breached.event == "updated" and breached.data["slaState"] == "breached"
         assert breached.data["changes"]["slaState"] == {"from": "warning", "to": "breached"}
     assert claim_due_sla_stages(now=sla.response_due + timedelta(seconds=2)) == 0
+
+
+def test_a_priority_lowered_after_a_breach_shows_the_new_targets_state_and_is_breached_again_at_them(
+    server, acme: World
+):
+    """A ticket breached at `urgent` and lowered to `low` stayed `breached` with a due time
+    hours ahead (the dashboard showed Breached beside a countdown), and its new targets were
+    never warned of nor breached: the old stamps stood for them."""
+    SlaPolicy.objects.create(
+        tenant=acme.tenant, priority="urgent", response_minutes=1, resolution_minutes=2, warning_percent=50
+    )
+    SlaPolicy.objects.create(
+        tenant=acme.tenant, priority="low", response_minutes=600, resolution_minutes=1500, warning_percent=50
+    )
+    ticket = call(server, acme, "bob", "POST", "/ticket", {"subject": "Outage", "priority": "urgent"}).json()["data"]
+    sla = TicketSla.objects.get(pk=ticket["id"])
+    assert claim_due_sla_stages(now=sla.resolution_due + timedelta(seconds=1)) == 2  # both breached
+    assert call(server, acme, "alice", "GET", f"/ticket/{ticket['id']}").json()["data"]["slaState"] == "breached"
+
+    lowered = call(server, acme, "alice", "PATCH", f"/ticket/{ticket['id']}", {"priority": "low"})
+    assert lowered.status_code == 200, lowered.text
+    data = lowered.json()["data"]
+    sla.refresh_from_db()
+    assert data["slaDueAt"] == sla.response_due.isoformat().replace("+00:00", "Z")
+    assert data["slaState"] == "ok"
+    shown = call(server, acme, "alice", "GET", f"/ticket/{ticket['id']}").json()["data"]
+    assert (shown["slaDueAt"], shown["slaState"]) == (data["slaDueAt"], "ok")
+
+    # The new targets are warned of and breached at their own times, once each.
+    assert claim_due_sla_stages(now=sla.response_warn_at + timedelta(seconds=1)) == 1
+    assert claim_due_sla_stages(now=sla.response_due + timedelta(seconds=1)) == 1
+    assert claim_due_sla_stages(now=sla.response_due + timedelta(seconds=2)) == 0
+    shown = call(server, acme, "alice", "GET", f"/ticket/{ticket['id']}").json()["data"]
+    assert shown["slaState"] == "breached"
