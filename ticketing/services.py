@@ -5,8 +5,9 @@ handlers (notifications, SLA), inside the same transaction; this module calls no
 them.
 
 Lock order (the whole of it is in events.recording): every change of a ticket starts by
-locking the ticket's row (two tickets: in primary-key order); then the tenant's
-parent-link lock, only when a parent changes; then rows that belong to the ticket. The
+locking the ticket's row (several tickets, a new parent among them: in one statement,
+in primary-key order); then the tenant's parent-link lock, only when a parent changes;
+then rows that belong to the ticket. The
 tenant's log lock is taken last, by the unit, just before COMMIT."""
 
 import zlib
@@ -244,6 +245,8 @@ def create_ticket(*, caller: Caller, data: dict[str, Any]) -> Ticket:
                 {"fields": sorted(forbidden)},
             )
     fields.setdefault("requester", caller.user)
+    if fields.get("parent") is not None:
+        _, fields = _lock_with_parent(None, fields)  # before the number sequence's row
     ticket = Ticket(
         tenant=caller.tenant,
         number=next_ticket_number(tenant_id=caller.tenant.id, year=timezone.now().year),
@@ -273,7 +276,10 @@ def update_ticket(
                 "End users may change subject and description, or cancel their ticket.",
                 {"fields": sorted(forbidden | ({"status"} if "status" in data else set()))},
             )
-    ticket = lock_ticket(ticket)
+    if data.get("parent") is not None:
+        ticket, data = _lock_with_parent(ticket, data)
+    else:
+        ticket = lock_ticket(ticket)
     check_version(ticket, if_match)
     if data.get("status", Status.CLOSED) not in CLOSED_STATUSES:
         # A status that reopens the ticket: refused for a merged one, as /reopen is.
@@ -284,6 +290,31 @@ def update_ticket(
     if "requester" in data:
         _let_go_watchers_who_cannot_see(ticket, actor=caller.user, support=caller.support)
     return ticket
+
+
+def _lock_with_parent(ticket: Ticket | None, data: dict[str, Any]) -> tuple[Ticket | None, dict[str, Any]]:
+    """Lock the ticket (None: one being created) and the parent `data` names, in one
+    statement in primary-key order; `data` then names the locked parent. 404 if the ticket
+    was deleted meanwhile, 400 if the parent was.
+
+    The row that points at a parent is checked by PostgreSQL's foreign key at COMMIT,
+    which locks the parent's row (FOR KEY SHARE) after the tenant's log lock: a writer
+    of the parent holding its row and waiting for the log lock deadlocked with it (and
+    two tickets made each other's parent at once always did). Held from the start, the
+    parent's row costs the COMMIT no wait, and a deletion of the parent cannot miss the
+    new child."""
+    parent = data["parent"]
+    ids = [parent.pk] if ticket is None else [ticket.pk, parent.pk]
+    locked = {t.pk: t for t in lock_tickets(ids)}
+    if ticket is not None:
+        if ticket.pk not in locked:
+            raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
+        ticket = locked[ticket.pk]
+    if parent.pk not in locked:
+        raise ApiError(
+            400, "INVALID_BODY", "The request body is not valid.", {"parent": ["No ticket of this tenant has this id."]}
+        )
+    return ticket, {**data, "parent": locked[parent.pk]}
 
 
 def _let_go_watchers_who_cannot_see(ticket: Ticket, *, actor: TenantUser | None, support: bool) -> None:

@@ -1,0 +1,111 @@
+"""Writes that lock several tickets, through the real server (PostgreSQL), at the moment
+they meet: a row lock held from the test puts the requests in flight together, in a
+known order. Each write answers as it would alone and PostgreSQL detects no deadlock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from django.db import connection
+
+from tests.builders import World
+from tests.envelopes import assert_envelope
+from tests.lockhold import holding, wait_for_lock_waiters
+from tests.ticketing.test_concurrent_writers import deadlocks, deadlocks_since
+from ticketing.models import Ticket
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(60),
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the row locks and deadlocks are PostgreSQL's"),
+]
+
+TICKETS = "/api/v2/ticketing/ticket"
+LOCK_TICKET = "SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE"
+
+
+class InFlight:
+    """A request sent on a thread of its own; `answer()` waits for it."""
+
+    def __init__(self, send: Callable[[], httpx.Response]) -> None:
+        self._answer: httpx.Response | BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(send,))
+        self._thread.start()
+
+    def _run(self, send: Callable[[], httpx.Response]) -> None:
+        try:
+            self._answer = send()
+        except BaseException as error:  # shown by answer()
+            self._answer = error
+
+    def answer(self) -> httpx.Response:
+        self._thread.join(timeout=30)
+        assert not isinstance(self._answer, BaseException), repr(self._answer)
+        assert self._answer is not None, "no answer within 30 s"
+        return self._answer
+
+
+def request(server, world: World, method: str, path: str, body: Any = None, user: str = "alice") -> InFlight:
+    return InFlight(
+        lambda: httpx.request(method, f"{server.url}{path}", headers=world.headers(user), json=body, timeout=30)
+    )
+
+
+def tickets(server, world: World, count: int) -> list[str]:
+    """`count` new tickets' ids, in the order PostgreSQL sorts them (the lock order)."""
+    ids = []
+    for n in range(count):
+        response = httpx.post(
+            f"{server.url}{TICKETS}", headers=world.headers("alice"), json={"subject": f"ticket {n}"}, timeout=30
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["data"]["id"])
+    return [str(pk) for pk in Ticket.objects.filter(pk__in=ids).order_by("pk").values_list("pk", flat=True)]
+
+
+def test_two_tickets_made_each_others_parent_at_once(server_without_write_slots, acme: World):
+    """A under B while B under A: the foreign key of the first to commit locked the other
+    ticket's row at COMMIT (after the log lock), held by the second, which waited for the
+    parent-link lock: a deadlock every time, retried by the request."""
+    server = server_without_write_slots
+    a, b = tickets(server, acme, 2)
+    before = deadlocks()
+    with holding("SELECT 1 FROM ticketing_ticket WHERE id IN (%s, %s) FOR UPDATE", [a, b]):
+        first = request(server, acme, "PATCH", f"{TICKETS}/{a}", {"parent": b})
+        second = request(server, acme, "PATCH", f"{TICKETS}/{b}", {"parent": a})
+        wait_for_lock_waiters(2)
+    answers = sorted((first.answer(), second.answer()), key=lambda r: r.status_code)
+
+    assert deadlocks_since(before) == 0
+    assert answers[0].status_code == 200, answers[0].text
+    assert_envelope(answers[1], 400, "INVALID_BODY")
+    parents = dict(Ticket.objects.filter(pk__in=[a, b]).values_list("pk", "parent_id"))
+    assert sorted(str(p) for p in parents.values() if p) in ([a], [b])  # one link, no cycle
+
+
+@pytest.mark.parametrize("write", ["patch", "create"])
+def test_a_ticket_given_a_parent_while_the_parent_is_being_changed(server_without_write_slots, acme: World, write):
+    """A ticket put under P (a PATCH of its parent, or a new ticket under P) while a change
+    of P holds P's row: the child's foreign key waited for P's row at COMMIT, holding the
+    tenant's log lock that the change of P waits for."""
+    server = server_without_write_slots
+    parent, child = tickets(server, acme, 2)
+    before = deadlocks()
+    with holding(LOCK_TICKET, [parent]):
+        change_of_parent = request(server, acme, "PATCH", f"{TICKETS}/{parent}", {"priority": "urgent"})
+        wait_for_lock_waiters(1)
+        if write == "patch":
+            under = request(server, acme, "PATCH", f"{TICKETS}/{child}", {"parent": parent})
+        else:
+            under = request(server, acme, "POST", TICKETS, {"subject": "child", "parent": parent})
+        wait_for_lock_waiters(2)
+
+    assert change_of_parent.answer().status_code == 200, change_of_parent.answer().text
+    assert under.answer().status_code in (200, 201), under.answer().text
+    assert deadlocks_since(before) == 0
+    assert under.answer().json()["data"]["parent"] == parent
