@@ -6,15 +6,16 @@ them.
 
 Lock order (the whole of it is in events.recording): every change of a ticket starts by
 locking the ticket's row (several tickets, a new parent among them: in one statement,
-in primary-key order); then the tenant's parent-link lock, only when a parent changes;
-then rows that belong to the ticket. The
+in primary-key order, lock_tickets_closed when the set depends on links to them); then
+the tenant's parent-link lock, only when a parent changes; then rows that belong to the
+ticket. The
 tenant's log lock is taken last, by the unit, just before COMMIT."""
 
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -96,6 +97,37 @@ def lock_tickets(ids: Iterable[Any]) -> list[Ticket]:
     _attach_people_and_parents(tickets)
     _attach_products(tickets)
     return tickets
+
+
+# How many times lock_tickets_closed reads and locks again before it takes the rest out of order.
+_CLOSED_LOCK_ATTEMPTS = 10
+
+
+def lock_tickets_closed(read: Callable[[], set[Any]]) -> dict[Any, Ticket]:
+    """The tickets `read` names, locked in one statement in primary-key order, by id.
+
+    `read` names tickets by links that a writer changes only while holding the ticket
+    they point at, which is among those named (the tickets merged into a merge's ticket
+    or a deleted one, the children of a deleted one): once they are locked, the set can
+    no longer grow. A change that committed while this one waited for the locks may have
+    added one; the locks are then let go (a savepoint rolled back) and the new set is
+    locked in one statement again. Locking the newcomer after the others, out of order,
+    deadlocked with writers locking the same tickets in order (a merge of the newcomer
+    waiting for a ticket held here). After `_CLOSED_LOCK_ATTEMPTS` the newcomers are
+    locked after the others; a deadlock there is retried by the request."""
+    wanted = read()
+    for _ in range(_CLOSED_LOCK_ATTEMPTS - 1):
+        savepoint = transaction.savepoint()
+        locked = {t.pk: t for t in lock_tickets(wanted)}
+        named = read()
+        if named <= wanted:
+            transaction.savepoint_commit(savepoint)
+            return locked
+        transaction.savepoint_rollback(savepoint)  # lets go of the locks taken since
+        wanted = named
+    locked = {t.pk: t for t in lock_tickets(wanted)}
+    locked.update((t.pk, t) for t in lock_tickets(read() - wanted))
+    return locked
 
 
 def _attach_people_and_parents(tickets: list[Ticket]) -> None:
@@ -392,14 +424,12 @@ def delete_tickets(
     pointing at them are locked together, in primary-key order; `precondition` is then
     called with each ticket to delete (locked) and may refuse."""
     ids = list(tickets.values_list("pk", flat=True))
-    children = Ticket.objects.filter(parent_id__in=ids).exclude(pk__in=ids).values_list("pk", flat=True)
-    merged = _merged_into(ids).values_list("ticket_id", flat=True)
-    locked = {t.pk: t for t in lock_tickets([*ids, *children, *merged])}
-    # A merge locks its target, so with the targets locked no merge into them can start;
-    # one that committed between the read above and the locks is read again here, and its
-    # ticket locked now, out of order: rare, and better than a change missing from the log.
-    late = set(_merged_into(ids).values_list("ticket_id", flat=True)) - set(locked)
-    locked.update((t.pk, t) for t in lock_tickets(late))
+
+    def pointing() -> set[Any]:
+        children = Ticket.objects.filter(parent_id__in=ids).values_list("pk", flat=True)
+        return {*ids, *children, *_merged_into(ids).values_list("ticket_id", flat=True)}
+
+    locked = lock_tickets_closed(pointing)
     if precondition is not None:
         for pk in sorted(ids):
             if pk in locked:
@@ -581,16 +611,13 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket, if_match: froz
     require_agent(caller)
     if ticket.pk == into.pk or ticket.tenant_id != into.tenant_id:
         raise ApiError(400, "INVALID_BODY", "A ticket can only be merged into another ticket of its tenant.")
-    # Both rows and those merged into `ticket`, locked in one fixed order so two opposite
-    # merges cannot deadlock. With `ticket` locked no merge into it can start; one that
-    # committed between the read and the locks is read again and locked then, out of
-    # order, as delete_tickets does.
-    earlier = set(_merged_into([ticket.pk]).values_list("ticket_id", flat=True)) - {into.pk}
-    locked = {t.pk: t for t in lock_tickets([ticket.pk, into.pk, *earlier])}
+    # Both rows and those merged into `ticket`, locked in one statement in primary-key
+    # order, so that two merges meeting on the same tickets cannot deadlock (see
+    # lock_tickets_closed).
+    pair = {ticket.pk, into.pk}
+    locked = lock_tickets_closed(lambda: pair | set(_merged_into([ticket.pk]).values_list("ticket_id", flat=True)))
     if ticket.pk not in locked or into.pk not in locked:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
-    late = set(_merged_into([ticket.pk]).values_list("ticket_id", flat=True)) - set(locked)
-    locked.update((t.pk, t) for t in lock_tickets(late))
     ticket, into = locked[ticket.pk], locked[into.pk]
     check_version(ticket, if_match)
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)

@@ -16,7 +16,7 @@ from tests.builders import World
 from tests.envelopes import assert_envelope
 from tests.lockhold import holding, wait_for_lock_waiters
 from tests.ticketing.test_concurrent_writers import deadlocks, deadlocks_since
-from ticketing.models import Ticket
+from ticketing.models import Ticket, TicketMarks
 
 pytestmark = [
     pytest.mark.slow,
@@ -109,3 +109,46 @@ def test_a_ticket_given_a_parent_while_the_parent_is_being_changed(server_withou
     assert under.answer().status_code in (200, 201), under.answer().text
     assert deadlocks_since(before) == 0
     assert under.answer().json()["data"]["parent"] == parent
+
+
+def test_merging_a_ticket_that_another_is_merged_into_while_it_waits(server_without_write_slots, acme: World):
+    """c < b < a in lock order. A into B waits for B; meanwhile C is merged into A (so A's
+    merge must re-point C), and a merge of C into B waits for B holding C. The merge of A
+    locked C after A and B, out of order: a deadlock with the merge holding C."""
+    server = server_without_write_slots
+    c, b, a = tickets(server, acme, 3)
+    before = deadlocks()
+    with holding(LOCK_TICKET, [b]):
+        a_into_b = request(server, acme, "POST", f"{TICKETS}/{a}/merge", {"into": b})
+        wait_for_lock_waiters(1)
+        c_into_a = request(server, acme, "POST", f"{TICKETS}/{c}/merge", {"into": a}).answer()
+        assert c_into_a.status_code == 200, c_into_a.text
+        c_into_b = request(server, acme, "POST", f"{TICKETS}/{c}/merge", {"into": b})
+        wait_for_lock_waiters(2)
+
+    assert a_into_b.answer().status_code == 200, a_into_b.answer().text
+    assert_envelope(c_into_b.answer(), 409, "ALREADY_MERGED")
+    assert deadlocks_since(before) == 0
+    merged = dict(TicketMarks.objects.filter(ticket_id__in=[a, c]).values_list("ticket_id", "merged_into_id"))
+    assert {str(k): str(v) for k, v in merged.items()} == {a: b, c: b}  # C re-pointed at B
+
+
+def test_deleting_a_ticket_while_one_is_merged_into_it(server_without_write_slots, acme: World):
+    """The deletion's lock of the tickets merged into the deleted one, as the merge's:
+    one merged while the deletion waited is locked with the rest, not after them."""
+    server = server_without_write_slots
+    c, b, a = tickets(server, acme, 3)
+    Ticket.objects.filter(pk=b).update(parent_id=a)  # A's deletion locks B (its child, B < A) first
+    before = deadlocks()
+    with holding(LOCK_TICKET, [b]):
+        delete = request(server, acme, "DELETE", f"{TICKETS}/{a}", user="admin")
+        wait_for_lock_waiters(1)
+        assert request(server, acme, "POST", f"{TICKETS}/{c}/merge", {"into": a}).answer().status_code == 200
+        c_into_b = request(server, acme, "POST", f"{TICKETS}/{c}/merge", {"into": b})
+        wait_for_lock_waiters(2)
+
+    assert delete.answer().status_code == 204, delete.answer().text
+    assert_envelope(c_into_b.answer(), 409, "ALREADY_MERGED")
+    assert deadlocks_since(before) == 0
+    assert TicketMarks.objects.get(ticket_id=c).merged_into_id is None  # let go
+    assert Ticket.objects.get(pk=b).parent_id is None
