@@ -19,7 +19,7 @@ from tenants.callers import Caller
 from ticketing.filters import parse_ticket_filter
 from ticketing.models import SavedView
 from ticketing.view_counts import announce_views_changed
-from ticketing.view_selectors import may_edit_saved_view
+from ticketing.view_selectors import may_edit_saved_view, visible_saved_views
 
 MAX_VIEWS_PER_OWNER = 200
 
@@ -94,8 +94,21 @@ def create_saved_view(*, caller: Caller, data: dict[str, Any]) -> SavedView:
     return view
 
 
+def _locked(caller: Caller, view: SavedView) -> SavedView:
+    """The view's row, locked until commit and read again (404 if it was deleted or hidden
+    from the caller meanwhile). A change applied to the copy the request read first
+    wrote back every field of that copy, undoing a concurrent change of another field,
+    and a view deleted meanwhile was saved again (Django inserts a row its UPDATE did not
+    find): deleted views came back, and two such saves at once answered 500."""
+    locked = visible_saved_views(caller).select_for_update(of=("self",)).filter(pk=view.pk).first()
+    if locked is None:
+        raise ApiError(404, "VIEW_NOT_FOUND", "No view with this id.")
+    return locked
+
+
 @transaction.atomic
 def update_saved_view(*, caller: Caller, view: SavedView, data: dict[str, Any]) -> SavedView:
+    view = _locked(caller, view)
     if not may_edit_saved_view(caller, view):
         raise ApiError(403, "FORBIDDEN", "Only the view's owner (or an admin, for a shared view) may change it.")
     _apply(view, data)
@@ -103,13 +116,14 @@ def update_saved_view(*, caller: Caller, view: SavedView, data: dict[str, Any]) 
         _check_type(caller, view.list_type)
     if "visibility" in data or "team" in data:
         _check_sharing(caller, view.visibility, view.team)
-    view.save()
+    view.save(force_update=True)
     _announce(view)
     return view
 
 
 @transaction.atomic
 def delete_saved_view(*, caller: Caller, view: SavedView) -> None:
+    view = _locked(caller, view)
     if not may_edit_saved_view(caller, view):
         raise ApiError(403, "FORBIDDEN", "Only the view's owner (or an admin, for a shared view) may delete it.")
     _announce(view)
