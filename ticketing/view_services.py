@@ -16,6 +16,7 @@ from django.db import transaction
 from core.http import ApiError
 from core.querylang import invalid_filter
 from tenants.callers import Caller
+from tenants.models import TenantUser
 from ticketing.filters import parse_ticket_filter
 from ticketing.models import SavedView
 from ticketing.view_counts import announce_views_changed
@@ -87,6 +88,9 @@ def create_saved_view(*, caller: Caller, data: dict[str, Any]) -> SavedView:
     _apply(view, data)
     _check_type(caller, view.list_type)
     _check_sharing(caller, view.visibility, view.team)
+    # An owner's creations take turns (their user row, locked until commit), so that two
+    # at once cannot both count 199 and make 201.
+    TenantUser.objects.select_for_update(no_key=True).filter(pk=caller.user.pk).first()
     if SavedView.objects.filter(tenant=caller.tenant, owner=caller.user).count() >= MAX_VIEWS_PER_OWNER:
         raise ApiError(409, "TOO_MANY_VIEWS", f"A user owns at most {MAX_VIEWS_PER_OWNER} views.")
     view.save()

@@ -14,6 +14,7 @@ from tests.lockhold import holding, wait_for_lock_waiters
 from tests.ticketing.test_multi_row_locks_server import InFlight
 from tests.ticketing.test_saved_views import call, create
 from ticketing.models import SavedView
+from ticketing.view_services import MAX_VIEWS_PER_OWNER
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,6 +24,27 @@ pytestmark = [
 ]
 
 LOCK_VIEW = "SELECT 1 FROM ticketing_savedview WHERE id = %s FOR UPDATE"
+
+
+def test_creations_at_once_keep_an_owner_to_200_views(server, acme: World):
+    """Each creation counted the owner's views, then inserted: two at once at 199 both
+    counted 199, and the owner had 201."""
+    owner = acme.users["alice"]
+    SavedView.objects.bulk_create(
+        SavedView(tenant=acme.tenant, owner=owner, name=f"view {n}") for n in range(MAX_VIEWS_PER_OWNER - 1)
+    )
+    # Inserts wait (reads do not) until the block ends: both creations are past their count.
+    with holding("LOCK TABLE ticketing_savedview IN SHARE MODE", []):
+        creations = [
+            InFlight(lambda n=n: call(server, acme, "alice", "POST", body={"name": f"last {n}", "filter": None}))
+            for n in range(2)
+        ]
+        wait_for_lock_waiters(2)
+
+    answers = sorted((c.answer() for c in creations), key=lambda r: r.status_code)
+    assert answers[0].status_code == 201, answers[0].text
+    assert_envelope(answers[1], 409, "TOO_MANY_VIEWS")
+    assert SavedView.objects.filter(owner=owner).count() == MAX_VIEWS_PER_OWNER
 
 
 def test_a_view_deleted_while_it_is_being_changed_stays_deleted(server, acme: World):
