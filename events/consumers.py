@@ -62,6 +62,8 @@ HANDSHAKE_CLOSE_CODES = {
 }
 # A revoked key or deactivated tenant ends open sockets within this long (plus a query).
 CREDENTIAL_CHECK_SECONDS = 2.0
+# A feed that is still running this long after it was cancelled is cancelled again.
+FEED_STOP_RETRY_SECONDS = 0.1
 # The stream kind of this socket in core.metrics, and its end reasons by our close code.
 STREAM_KIND = "partner_ws"
 END_REASONS = {
@@ -150,19 +152,22 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.watch_task is not None:
             self.watch_task.cancel()
-        await self._stop_feed()
-        if self.open_tier is not None:
-            reason = self.end_reason or "client"
-            STREAMS_OPEN.labels(STREAM_KIND, self.open_tier).dec()
-            STREAM_ENDS.labels(STREAM_KIND, reason).inc()
-            self.open_tier = None
-            logger.info(
-                "event=stream_closed kind=%s tenant=%s reason=%s code=%s",
-                STREAM_KIND,
-                self.reader.tenant.id,
-                reason,
-                code,
-            )
+        try:
+            await self._stop_feed()
+        finally:
+            # Counted and logged even when the server's own shutdown cuts the stop short.
+            if self.open_tier is not None:
+                reason = self.end_reason or "client"
+                STREAMS_OPEN.labels(STREAM_KIND, self.open_tier).dec()
+                STREAM_ENDS.labels(STREAM_KIND, reason).inc()
+                self.open_tier = None
+                logger.info(
+                    "event=stream_closed kind=%s tenant=%s reason=%s code=%s",
+                    STREAM_KIND,
+                    self.reader.tenant.id,
+                    reason,
+                    code,
+                )
 
     async def _watch_credential(self) -> None:
         """Re-check the credential while the socket is open; close with 4401 when it
@@ -250,11 +255,21 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await self._refuse(1011, "The event feed failed; reconnect with after_id.")
 
     async def _stop_feed(self) -> None:
-        if self.feed_task is not None:
-            self.feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.feed_task
+        """Cancel the feed and wait until it has ended: nothing of it is sent after this.
+        Cancelled again while it runs on: a library call can swallow a cancellation (as
+        redis-py's writes did on Python 3.11, events.hub.EventHub.join), and this runs in
+        the socket's message handler, where a wait for ever held up every later message
+        (its pings, its subscribes, its disconnect) and the socket was never cleaned up."""
+        task = self.feed_task
+        if task is None:
+            return
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=FEED_STOP_RETRY_SECONDS)
+        if self.feed_task is task:
             self.feed_task = None
+        if not task.cancelled():
+            task.exception()  # none: _run_feed handles its own; retrieved all the same
 
     async def _refuse(self, code: int, message: str, *, reason: str | None = None) -> None:
         self.refused = True

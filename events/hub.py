@@ -363,6 +363,11 @@ class Subscriber:
         return events
 
 
+class FeedAbandoned(Exception):
+    """The feed's start was cancelled (the stream starting it went away): the streams
+    waiting for it start the tenant's feed anew."""
+
+
 class TenantFeed:
     def __init__(self, hub: EventHub, tenant_id: uuid.UUID) -> None:
         self.hub = hub
@@ -430,6 +435,8 @@ class TenantFeed:
 
     async def wait_ready(self) -> None:
         await self.ready.wait()
+        if isinstance(self.failed, asyncio.CancelledError):
+            raise FeedAbandoned
         if self.failed is not None:
             raise RuntimeError("the event feed could not start") from self.failed
 
@@ -615,6 +622,18 @@ class EventHub:
         return self._group_locks.setdefault(group, asyncio.Lock())
 
     async def join(self, group: str) -> None:
+        """Join the group (and first make this process's channel). The Redis work runs in
+        a task of its own, awaited through a shield: redis-py can swallow a cancellation
+        that arrives during a command (its writes go through `asyncio.wait_for`, which on
+        Python 3.11 returns the write's result instead of raising a cancellation that
+        arrives as the write completes, CPython gh-86296). A stream cancelled so while it
+        opened its tenant's feed (a partner socket's subscribe replaced by the next one, a
+        client that left) went on into its live phase, and whoever awaited its end waited
+        for ever. Through the shield the cancellation always reaches the caller; the join
+        finishes on its own, within GROUP_ADD_TIMEOUT."""
+        await asyncio.shield(asyncio.ensure_future(self._join(group)))
+
+    async def _join(self, group: str) -> None:
         channel = await self._ensure_channel()
         try:
             # Bounded: an unreachable Redis must not hold up a stream's opening; the keeper
@@ -692,24 +711,34 @@ class EventHub:
         # see it, so it is told here, and ends with SERVER_SHUTDOWN as soon as it opens
         # rather than being cut (without its closing frame) at the server's graceful timeout.
         subscriber.closing = self.closing
-        feed = self.feeds.get(tenant_id)
-        if feed is None:
-            feed = self.feeds[tenant_id] = self.feed_class(self, tenant_id)
-            feed.add(subscriber)
-            try:
-                await feed.start()
-            except BaseException:
-                if self.feeds.get(tenant_id) is feed:
-                    del self.feeds[tenant_id]
-                raise
-        else:
+        while True:
+            feed = self.feeds.get(tenant_id)
+            if feed is None:
+                feed = self.feeds[tenant_id] = self.feed_class(self, tenant_id)
+                feed.add(subscriber)
+                try:
+                    await feed.start()
+                except BaseException:
+                    if self.feeds.get(tenant_id) is feed:
+                        del self.feeds[tenant_id]
+                        # It may have joined the group (or still be joining it): leave it,
+                        # unless another feed of the tenant has started by then.
+                        asyncio.get_running_loop().create_task(feed.stop())
+                    raise
+                return subscriber
             feed.add(subscriber)
             try:
                 await feed.wait_ready()
+            except FeedAbandoned:
+                # The stream that was starting it was cancelled (its client left, or a
+                # partner replaced its subscription): no failure of this stream's, whose
+                # feed would otherwise fail; it starts the tenant's feed itself.
+                feed.discard(subscriber)
+                continue
             except BaseException:
                 feed.discard(subscriber)
                 raise
-        return subscriber
+            return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.stop_timer()
