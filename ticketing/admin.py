@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
+from rest_framework import serializers
 
 from core.http import ApiError
 from core.text import count_of
@@ -18,6 +19,7 @@ from ticketing.models import (
     TicketMarks,
     Watcher,
 )
+from ticketing.serializers import SortOrderItemSerializer
 from ticketing.services import bulk_set_status, delete_tickets
 
 
@@ -56,6 +58,17 @@ class TicketAdmin(admin.ModelAdmin):
         # Tickets are created through the API, so their numbers and events are right.
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Every field is read-only, yet the page's Save still wrote the row (a new
+        # updatedAt with no event and no version). Changes go through the actions below.
+        return False
+
+    def get_deleted_objects(self, objs: object, request: HttpRequest) -> tuple:
+        # A ticket's comments, approvals and clock go with it (delete_tickets records the
+        # `deleted` event); that they may not be deleted alone must not refuse this.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
     @admin.display(description="Event history")
     def history(self, obj: Ticket) -> str:
         rows = ((e.ulid, e.type, e.occurred_at, e.actor or "system") for e in ticket_history(obj.tenant, obj.id))
@@ -93,12 +106,25 @@ class TicketAdmin(admin.ModelAdmin):
         self._set_status(request, queryset, Status.CLOSED)
 
 
+class ReadOnlyHistoryAdmin(admin.ModelAdmin):
+    """Ticket history that only the services write, each change with its event: support
+    staff read it here (comments are added through the API, as their author)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(Comment)
-class CommentAdmin(admin.ModelAdmin):
+class CommentAdmin(ReadOnlyHistoryAdmin):
     list_display = ("id", "ticket", "author", "created_at")
     search_fields = ("body", "ticket__number")
     list_select_related = ("ticket", "author")
-    readonly_fields = ("ticket", "author", "created_at")
 
 
 # --- approvals, merge and escalation state (issue 4; the SLA clock: sla.admin) ------
@@ -129,17 +155,13 @@ TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, MarksInline]  # sla
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin):
+class ApprovalAdmin(ReadOnlyHistoryAdmin):
     """Read-only history: decisions are made by the approver through the API."""
 
     list_display = ("ticket", "approval_type", "approver", "requested_by", "state", "created_at", "decided_at")
     list_filter = ("state", "approval_type")
     search_fields = ("ticket__number", "approver__username")
     list_select_related = ("ticket", "approver", "requested_by")
-    readonly_fields = [f.name for f in Approval._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
 
 class SavedViewAdminForm(forms.ModelForm):
@@ -154,6 +176,15 @@ class SavedViewAdminForm(forms.ModelForm):
         except ApiError as error:
             raise forms.ValidationError(f"{error.message} {error.details or ''}") from None
         return raw
+
+    def clean_sort_order(self) -> list:
+        # As the API checks it: the dashboard sends a view's sort back with the list request.
+        items = serializers.ListField(child=SortOrderItemSerializer(), allow_null=True, max_length=10)
+        try:
+            value = items.run_validation(self.cleaned_data.get("sort_order") or [])
+        except serializers.ValidationError as error:
+            raise forms.ValidationError(f"{error.detail}") from None
+        return [{"column": i["column"], "order": (i.get("order") or "ASC").upper()} for i in value or []]
 
     def clean(self) -> dict:
         data = super().clean()

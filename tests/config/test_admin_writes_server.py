@@ -1,0 +1,226 @@
+"""What support staff can write in the admin, through the real server with a staff session
+signed in at /admin/login/ as a browser does: every write either goes through the service
+that records it (the ticket deletion, an endpoint's change) or is refused (history only
+the services write, a tenant moved under its rows); bad input is a form error, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+
+from events.models import Event
+from tenants.callers import caller_for_user
+from tests.builders import World
+from tests.conftest import ServerProcess, wait_until_database_is_quiet
+from ticketing import services
+from ticketing.models import Approval, Comment, SavedView, Ticket
+from webhooks import services as webhook_services
+from webhooks.models import Delivery, Endpoint
+
+
+@pytest.fixture
+def admin_server(transactional_db: None) -> Iterator[ServerProcess]:
+    """A server of the test's own: the admin logs each change under its content type,
+    which a server process caches by id, and the flush after each test of the shared
+    server re-creates the content types with new ids."""
+    process = ServerProcess().start()
+    yield process
+    process.stop()
+    wait_until_database_is_quiet()
+
+
+class FormFields(HTMLParser):
+    """The fields the admin's change form would send back as they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[tuple[str, str]] = []
+        self._select: list | None = None
+        self._textarea: list | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        name = a.get("name")
+        if tag == "input" and name and a.get("type") not in ("submit", "button"):
+            if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                return
+            self.fields.append((name, a.get("value") or ("on" if a.get("type") == "checkbox" else "")))
+        elif tag == "select" and name:
+            self._select = [name, None]
+        elif tag == "option" and self._select is not None and "selected" in a:
+            self._select[1] = a.get("value", "")
+        elif tag == "textarea" and name:
+            self._textarea = [name, ""]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select" and self._select is not None:
+            if self._select[1] is not None:
+                self.fields.append((self._select[0], self._select[1]))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea[0], self._textarea[1].lstrip("\n")))
+            self._textarea = None
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._textarea[1] += data
+
+
+class StaffBrowser:
+    """A browser's session: cookies kept by hand (the server marks them Secure, which an
+    HTTP client would not send back over http://127.0.0.1), the CSRF token from the page."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=15, follow_redirects=False)
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, data: list[tuple[str, str]] | None = None) -> httpx.Response:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        body = None
+        if data is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode(data)
+        response = self.http.request(method, path, content=body, headers=headers)
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            self.cookies[name.strip()] = rest.split(";", 1)[0]
+        return response
+
+    def form(self, path: str) -> tuple[httpx.Response, list[tuple[str, str]]]:
+        response = self.request("GET", path)
+        parser = FormFields()
+        parser.feed(response.text)
+        return response, parser.fields
+
+    def post(self, path: str, fields: list[tuple[str, str]] | dict[str, str]) -> httpx.Response:
+        items = list(fields.items()) if isinstance(fields, dict) else list(fields)
+        items = [(k, v) for k, v in items if k != "csrfmiddlewaretoken"]
+        return self.request("POST", path, [*items, ("csrfmiddlewaretoken", self.cookies["csrftoken"])])
+
+    def change(self, path: str, **overrides: str) -> httpx.Response:
+        """Send the change form back with `overrides`, as staff editing a field would."""
+        _, fields = self.form(path)
+        return self.post(path, [(k, v) for k, v in fields if k not in overrides] + list(overrides.items()))
+
+    def sign_in(self, username: str, password: str) -> None:
+        self.request("GET", "/admin/login/")
+        response = self.post("/admin/login/", {"username": username, "password": password, "next": "/admin/"})
+        assert response.status_code == 302, response.text[:500]
+
+
+def new_ticket(world: World, **data: str) -> Ticket:
+    return services.create_ticket(caller=caller_for_user(world.users["admin"]), data={"subject": "Printer", **data})
+
+
+def new_endpoint(world: World) -> Endpoint:
+    endpoint, _ = webhook_services.create_endpoint(
+        tenant=world.tenant, url="https://hooks.example.com/in", event_types=[], ordered=False
+    )
+    return endpoint
+
+
+def new_delivery(world: World) -> Delivery:
+    endpoint = new_endpoint(world)
+    ticket = new_ticket(world)
+    event = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.created")
+    return webhook_services.resend_event(endpoint=endpoint, event_id=event.id)
+
+
+# --- ticketing/admin.py --------------------------------------------------------------------
+
+
+def comment_add_with_body(b: StaffBrowser, acme: World, globex: World) -> None:
+    new_ticket(acme)
+    response = b.post("/admin/ticketing/comment/add/", {"body": "From the admin"})
+    assert response.status_code == 403
+    assert not Comment.objects.exists()
+
+
+def comment_edit(b: StaffBrowser, acme: World, globex: World) -> None:
+    ticket = new_ticket(acme)
+    comment = services.add_comment(caller=caller_for_user(acme.users["alice"]), ticket=ticket, body="Original")
+    response = b.change(f"/admin/ticketing/comment/{comment.pk}/change/", body="Edited silently")
+    assert response.status_code == 403
+    assert Comment.objects.get(pk=comment.pk).body == "Original"
+
+
+def comment_delete(b: StaffBrowser, acme: World, globex: World) -> None:
+    ticket = new_ticket(acme)
+    comment = services.add_comment(caller=caller_for_user(acme.users["alice"]), ticket=ticket, body="Keep me")
+    assert b.post(f"/admin/ticketing/comment/{comment.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Comment.objects.filter(pk=comment.pk).exists()
+
+
+def approval_delete(b: StaffBrowser, acme: World, globex: World) -> None:
+    ticket = new_ticket(acme)
+    approval = services.request_approval(
+        caller=caller_for_user(acme.users["alice"]), ticket=ticket, approver=acme.users["admin"]
+    )
+    assert b.post(f"/admin/ticketing/approval/{approval.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert b.change(f"/admin/ticketing/approval/{approval.pk}/change/").status_code == 403
+    assert Approval.objects.filter(pk=approval.pk, state="pending").exists()
+
+
+def ticket_save(b: StaffBrowser, acme: World, globex: World) -> None:
+    ticket = new_ticket(acme)
+    before = Ticket.objects.get(pk=ticket.pk)
+    assert b.change(f"/admin/ticketing/ticket/{ticket.pk}/change/").status_code == 403
+    after = Ticket.objects.get(pk=ticket.pk)
+    assert (after.updated_at, after.version) == (before.updated_at, before.version)
+
+
+def ticket_delete_with_its_history(b: StaffBrowser, acme: World, globex: World) -> None:
+    ticket = new_ticket(acme)
+    services.add_comment(caller=caller_for_user(acme.users["alice"]), ticket=ticket, body="Gone with it")
+    services.request_approval(caller=caller_for_user(acme.users["alice"]), ticket=ticket, approver=acme.users["admin"])
+    response = b.post(f"/admin/ticketing/ticket/{ticket.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Ticket.objects.filter(pk=ticket.pk).exists()
+    assert Event.objects.get(ticket_id=ticket.pk, type="tickets.ticket.deleted").support
+
+
+def saved_view_with_unknown_sort_column(b: StaffBrowser, acme: World, globex: World) -> None:
+    fields = {
+        "tenant": str(acme.tenant.id),
+        "owner": str(acme.users["alice"].id),
+        "name": "Mine",
+        "filter": "{}",
+        "sort_order": '[{"column": "nope"}]',
+        "list_type": "template",
+        "visibility": "private",
+        "team": "",
+    }
+    response = b.post("/admin/ticketing/savedview/add/", fields)
+    assert response.status_code == 200
+    assert not SavedView.objects.exists()
+    fields["sort_order"] = '[{"column": "createdAt", "order": "desc"}]'
+    assert b.post("/admin/ticketing/savedview/add/", fields).status_code == 302
+    assert SavedView.objects.get().sort_order == [{"column": "createdAt", "order": "DESC"}]
+
+
+CASES: list[Callable[[StaffBrowser, World, World], None]] = [
+    comment_add_with_body,
+    comment_edit,
+    comment_delete,
+    approval_delete,
+    ticket_save,
+    ticket_delete_with_its_history,
+    saved_view_with_unknown_sort_column,
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_admin_write_goes_through_its_service_or_is_refused(
+    case: Callable[[StaffBrowser, World, World], None], admin_server: ServerProcess, acme: World, globex: World
+) -> None:
+    password = uuid.uuid4().hex
+    get_user_model().objects.create_superuser("support", "support@example.com", password)
+    browser = StaffBrowser(admin_server.url)
+    browser.sign_in("support", password)
+    case(browser, acme, globex)
