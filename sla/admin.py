@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from rest_framework.exceptions import ValidationError
 
 from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
-from sla.serializers import CalendarSerializer
+from sla.serializers import CalendarSerializer, SlaPolicySerializer
 from ticketing.admin import TicketAdmin
 
 
@@ -53,11 +53,41 @@ class CalendarAdmin(admin.ModelAdmin):
     list_select_related = ("tenant",)
     inlines = [HolidayInline]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Calendar | None = None) -> tuple[str, ...]:
+        # Moved to another tenant, it would keep counting the first tenant's policies.
+        return ("tenant",) if obj else ()
+
+
+class SlaPolicyForm(forms.ModelForm):
+    """Checked as the API checks a policy: its bounds, and a calendar of its own tenant."""
+
+    class Meta:
+        model = SlaPolicy
+        fields = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent", "calendar")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        serializer = SlaPolicySerializer(
+            data={
+                "priority": cleaned.get("priority") or "",
+                "responseMinutes": cleaned.get("response_minutes"),
+                "resolutionMinutes": cleaned.get("resolution_minutes"),
+                "warningPercent": cleaned.get("warning_percent"),
+            }
+        )
+        if not serializer.is_valid():
+            raise forms.ValidationError(f"Invalid policy: {serializer.errors}")
+        tenant, calendar = cleaned.get("tenant"), cleaned.get("calendar")
+        if calendar is not None and tenant is not None and calendar.tenant_id != tenant.id:
+            raise forms.ValidationError({"calendar": "The calendar belongs to another tenant."})
+        return cleaned
+
 
 @admin.register(SlaPolicy)
 class SlaPolicyAdmin(admin.ModelAdmin):
     """Editable: a policy applies to tickets created (or changing priority) afterwards."""
 
+    form = SlaPolicyForm
     list_display = ("tenant", "priority", "response_minutes", "resolution_minutes", "warning_percent", "calendar")
     list_filter = ("tenant", "priority")
     list_select_related = ("tenant",)
@@ -77,9 +107,17 @@ class TicketSlaAdmin(admin.ModelAdmin):
     list_filter = ("tenant",)
     search_fields = ("ticket__number",)
     list_select_related = ("ticket",)
-    readonly_fields = [f.name for f in TicketSla._meta.fields]
 
+    # A ticket's clock is kept by sla.services beside the ticket's slaDueAt / slaState
+    # (and their events): deleting or saving it here left the ticket showing a clock that
+    # no longer existed. It goes away with its ticket.
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 

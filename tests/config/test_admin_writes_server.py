@@ -15,6 +15,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from events.models import Event
+from sla.models import Calendar, SlaPolicy, TicketSla
 from tenants.callers import caller_for_user
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
@@ -204,6 +205,41 @@ def saved_view_with_unknown_sort_column(b: StaffBrowser, acme: World, globex: Wo
     assert SavedView.objects.get().sort_order == [{"column": "createdAt", "order": "DESC"}]
 
 
+# --- sla/admin.py --------------------------------------------------------------------------
+
+
+def ticket_clock_delete(b: StaffBrowser, acme: World, globex: World) -> None:
+    SlaPolicy.objects.create(tenant=acme.tenant, priority="medium", response_minutes=60, resolution_minutes=600)
+    ticket = new_ticket(acme, priority="medium")
+    assert TicketSla.objects.filter(ticket=ticket).exists()
+    assert b.post(f"/admin/sla/ticketsla/{ticket.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert TicketSla.objects.filter(ticket=ticket).exists()
+
+
+def policy_with_another_tenants_calendar(b: StaffBrowser, acme: World, globex: World) -> None:
+    theirs = Calendar.objects.create(tenant=globex.tenant, name="Globex", time_zone="UTC", working_hours={})
+    fields = {
+        "tenant": str(acme.tenant.id),
+        "priority": "high",
+        "response_minutes": "60",
+        "resolution_minutes": "600",
+        "warning_percent": "80",
+        "calendar": str(theirs.pk),
+    }
+    assert b.post("/admin/sla/slapolicy/add/", fields).status_code == 200
+    assert b.post("/admin/sla/slapolicy/add/", {**fields, "calendar": "", "warning_percent": "100"}).status_code == 200
+    assert not SlaPolicy.objects.exists()
+
+
+def calendar_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World) -> None:
+    hours = {"mon": [["09:00", "17:00"]]}
+    calendar = Calendar.objects.create(tenant=acme.tenant, name="Office", time_zone="UTC", working_hours=hours)
+    response = b.change(f"/admin/sla/calendar/{calendar.pk}/change/", tenant=str(globex.tenant.id), name="Desk")
+    assert response.status_code == 302
+    calendar.refresh_from_db()
+    assert (calendar.name, calendar.tenant_id) == ("Desk", acme.tenant.id)
+
+
 CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     comment_add_with_body,
     comment_edit,
@@ -212,6 +248,9 @@ CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     ticket_save,
     ticket_delete_with_its_history,
     saved_view_with_unknown_sort_column,
+    ticket_clock_delete,
+    policy_with_another_tenants_calendar,
+    calendar_moved_to_another_tenant,
 ]
 
 
