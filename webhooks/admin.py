@@ -2,26 +2,65 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
+from rest_framework import serializers
 
+from core.http import ApiError
+from core.text import count_of
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
+from webhooks.serializers import EventTypePatternField
+
+
+class TenantFixedOnChange(admin.ModelAdmin):
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple[str, ...]:
+        # A row moved to another tenant would serve that tenant with the first one's setup.
+        return (*super().get_readonly_fields(request, obj), "tenant") if obj else super().get_readonly_fields(request)
 
 
 @admin.register(WebhookSettings)
-class WebhookSettingsAdmin(admin.ModelAdmin):
+class WebhookSettingsAdmin(TenantFixedOnChange):
     list_display = ("tenant", "allow_http")
 
 
+class EndpointForm(forms.ModelForm):
+    """Checked as the API checks an endpoint: its URL (https, a public host) and its
+    eventTypes (types partners receive); only what changed is checked again."""
+
+    class Meta:
+        model = Endpoint
+        fields = ("tenant", "url", "description", "event_types", "enabled", "ordered")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        adding = self.instance._state.adding
+        tenant = cleaned.get("tenant") if adding else self.instance.tenant
+        url = cleaned.get("url")
+        if tenant is not None and url and (adding or "url" in self.changed_data):
+            try:
+                services.check_endpoint_url(tenant, url)
+            except ApiError as error:
+                self.add_error("url", error.message)
+        if "event_types" in cleaned and (adding or "event_types" in self.changed_data):
+            types = serializers.ListField(child=EventTypePatternField(max_length=255), max_length=100)
+            try:
+                cleaned["event_types"] = types.run_validation(cleaned["event_types"])
+            except serializers.ValidationError as error:
+                self.add_error("event_types", f"{error.detail}")
+        return cleaned
+
+
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(TenantFixedOnChange):
+    form = EndpointForm
     list_display = ("url", "tenant", "enabled", "ordered", "disabled_reason", "failing_since", "claimed_by")
     list_filter = ("enabled", "ordered", "disabled_reason", "tenant")
     search_fields = ("url", "description")
     readonly_fields = (
+        "disabled_reason",
         "cursor",
         "failing_since",
         "claimed_by",
@@ -31,11 +70,16 @@ class EndpointAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    fields = ("tenant", "url", "description", "event_types", "enabled", "ordered", "disabled_reason", *readonly_fields)
+    fields = ("tenant", "url", "description", "event_types", "enabled", "ordered", *readonly_fields)
 
-    def save_model(self, request: HttpRequest, obj: Endpoint, form: object, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Endpoint, form: forms.ModelForm, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            # Through the service, as the API's PATCH: enabling resumes the deliveries owed,
+            # disabling says why, and the deliverer holding the endpoint reloads it.
+            editable = ("url", "description", "event_types", "enabled", "ordered")
+            changes = {name: form.cleaned_data[name] for name in form.changed_data if name in editable}
+            if changes:
+                services.update_endpoint(endpoint=obj, changes=changes)
             return
         endpoint, secret = services.create_endpoint(
             tenant=obj.tenant,
@@ -48,6 +92,11 @@ class EndpointAdmin(admin.ModelAdmin):
         obj.pk = endpoint.pk
         messages.warning(request, f"The endpoint's signing secret (shown only now): {secret}")
 
+    def get_deleted_objects(self, objs: object, request: HttpRequest) -> tuple:
+        # Its deliveries and attempts go with it (delete_endpoint), though never alone.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
     def delete_model(self, request: HttpRequest, obj: Endpoint) -> None:
         services.delete_endpoint(endpoint=obj)
 
@@ -56,31 +105,41 @@ class EndpointAdmin(admin.ModelAdmin):
             services.delete_endpoint(endpoint=endpoint)
 
 
-@admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("event_id", "event_type", "endpoint", "state", "attempts", "next_attempt_at", "delivered_at")
-    list_filter = ("state", "endpoint__tenant")
-    search_fields = ("event_type", "=event__id")
-    raw_id_fields = ("endpoint", "event")
-    readonly_fields = ("endpoint", "event", "event_type", "attempts", "created_at", "delivered_at")
-    actions = ["resend"]
-
-    @admin.action(description="Deliver the selected events again now")
-    def resend(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = queryset.update(state=Delivery.State.PENDING, next_attempt_at=timezone.now())
-        self.message_user(request, f"{count} deliveries queued again.")
-
-
-@admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(admin.ModelAdmin):
-    list_display = ("started_at", "event_type", "endpoint", "attempt", "outcome", "status_code", "latency_ms")
-    list_filter = ("outcome", "status_code", "started_at", "endpoint__tenant")
-    search_fields = ("event_type", "webhook_id", "=event_id")
-    date_hierarchy = "started_at"
-    raw_id_fields = ("endpoint", "delivery")
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Written by the deliverer alone: a delivery deleted or edited here was an event
+    silently never sent (or sent twice), and an attempt the record of what happened."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("event_id", "event_type", "endpoint", "state", "attempts", "next_attempt_at", "delivered_at")
+    list_filter = ("state", "endpoint__tenant")
+    search_fields = ("event_type", "=event__id")
+    raw_id_fields = ("endpoint", "event")
+    actions = ["resend"]
+
+    @admin.action(description="Deliver the selected events again now")
+    def resend(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        count = 0
+        for delivery in queryset.select_related("endpoint").order_by("endpoint_id", "id"):
+            services.resend_event(endpoint=delivery.endpoint, event_id=delivery.event_id)
+            count += 1
+        self.message_user(request, f"{count_of(count, 'delivery', 'deliveries')} queued again.")
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(ReadOnlyAdmin):
+    list_display = ("started_at", "event_type", "endpoint", "attempt", "outcome", "status_code", "latency_ms")
+    list_filter = ("outcome", "status_code", "started_at", "endpoint__tenant")
+    search_fields = ("event_type", "webhook_id", "=event_id")
+    date_hierarchy = "started_at"
+    raw_id_fields = ("endpoint", "delivery")

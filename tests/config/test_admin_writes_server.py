@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from html.parser import HTMLParser
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from events.models import Event
 from sla.models import Calendar, SlaPolicy, TicketSla
@@ -22,7 +24,7 @@ from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from ticketing import services
 from ticketing.models import Approval, Comment, SavedView, Ticket
 from webhooks import services as webhook_services
-from webhooks.models import Delivery, Endpoint
+from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
 
 
 @pytest.fixture
@@ -240,6 +242,94 @@ def calendar_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World
     assert (calendar.name, calendar.tenant_id) == ("Desk", acme.tenant.id)
 
 
+# --- webhooks/admin.py ---------------------------------------------------------------------
+
+
+def endpoint_add_with_bad_url_or_types(b: StaffBrowser, acme: World, globex: World) -> None:
+    fields = {"tenant": str(acme.tenant.id), "url": "ftp://hooks.example.com/in", "event_types": "[]", "enabled": "on"}
+    assert b.post("/admin/webhooks/endpoint/add/", fields).status_code == 200
+    fields.update(url="https://hooks.example.com/in", event_types='["tickets.nothing_like_it"]')
+    assert b.post("/admin/webhooks/endpoint/add/", fields).status_code == 200
+    assert not Endpoint.objects.exists()
+
+
+def endpoint_change_to_private_url(b: StaffBrowser, acme: World, globex: World) -> None:
+    endpoint = new_endpoint(acme)
+    path = f"/admin/webhooks/endpoint/{endpoint.pk}/change/"
+    assert b.change(path, url="https://10.0.0.1/in").status_code == 200
+    assert b.change(path, event_types='["nope"]').status_code == 200
+    assert Endpoint.objects.get(pk=endpoint.pk).url == "https://hooks.example.com/in"
+
+
+def endpoint_disabled_through_the_service(b: StaffBrowser, acme: World, globex: World) -> None:
+    endpoint = new_endpoint(acme)
+    _, fields = b.form(f"/admin/webhooks/endpoint/{endpoint.pk}/change/")
+    response = b.post(f"/admin/webhooks/endpoint/{endpoint.pk}/change/", [f for f in fields if f[0] != "enabled"])
+    assert response.status_code == 302
+    endpoint.refresh_from_db()
+    assert not endpoint.enabled
+    assert endpoint.disabled_reason == Endpoint.DisabledReason.MANUAL
+    assert endpoint.disabled_at is not None
+
+
+def endpoint_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World) -> None:
+    endpoint = new_endpoint(acme)
+    response = b.change(f"/admin/webhooks/endpoint/{endpoint.pk}/change/", tenant=str(globex.tenant.id))
+    assert response.status_code == 302
+    assert Endpoint.objects.get(pk=endpoint.pk).tenant_id == acme.tenant.id
+
+
+def endpoint_delete_with_its_deliveries(b: StaffBrowser, acme: World, globex: World) -> None:
+    delivery = new_delivery(acme)
+    response = b.post(f"/admin/webhooks/endpoint/{delivery.endpoint_id}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Endpoint.objects.exists()
+
+
+def delivery_add(b: StaffBrowser, acme: World, globex: World) -> None:
+    fields = {"state": "pending", "next_attempt_at_0": "2026-01-01", "next_attempt_at_1": "00:00:00"}
+    assert b.post("/admin/webhooks/delivery/add/", fields).status_code == 403
+    assert not Delivery.objects.exists()
+
+
+def delivery_delete_or_edit(b: StaffBrowser, acme: World, globex: World) -> None:
+    delivery = new_delivery(acme)
+    assert b.post(f"/admin/webhooks/delivery/{delivery.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert b.change(f"/admin/webhooks/delivery/{delivery.pk}/change/", state="delivered").status_code == 403
+    assert Delivery.objects.get(pk=delivery.pk).state == Delivery.State.PENDING
+
+
+def delivery_resent(b: StaffBrowser, acme: World, globex: World) -> None:
+    delivery = new_delivery(acme)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        state=Delivery.State.FAILED, next_attempt_at=timezone.now() + timedelta(days=1)
+    )
+    response = b.post("/admin/webhooks/delivery/", {"action": "resend", "_selected_action": str(delivery.pk)})
+    assert response.status_code == 302
+    delivery.refresh_from_db()
+    assert delivery.state == Delivery.State.PENDING
+    assert delivery.next_attempt_at <= timezone.now()
+
+
+def attempt_delete(b: StaffBrowser, acme: World, globex: World) -> None:
+    attempt = DeliveryAttempt.objects.create(
+        endpoint=new_endpoint(acme),
+        event_type="ping",
+        webhook_id="msg_1",
+        started_at=timezone.now(),
+        outcome=DeliveryAttempt.Outcome.SUCCESS,
+    )
+    assert b.post(f"/admin/webhooks/deliveryattempt/{attempt.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert DeliveryAttempt.objects.filter(pk=attempt.pk).exists()
+
+
+def webhook_settings_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World) -> None:
+    settings = WebhookSettings.objects.create(tenant=acme.tenant, allow_http=True)
+    response = b.change(f"/admin/webhooks/webhooksettings/{settings.pk}/change/", tenant=str(globex.tenant.id))
+    assert response.status_code == 302
+    assert WebhookSettings.objects.get(pk=settings.pk).tenant_id == acme.tenant.id
+
+
 CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     comment_add_with_body,
     comment_edit,
@@ -251,6 +341,16 @@ CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     ticket_clock_delete,
     policy_with_another_tenants_calendar,
     calendar_moved_to_another_tenant,
+    endpoint_add_with_bad_url_or_types,
+    endpoint_change_to_private_url,
+    endpoint_disabled_through_the_service,
+    endpoint_moved_to_another_tenant,
+    endpoint_delete_with_its_deliveries,
+    delivery_add,
+    delivery_delete_or_edit,
+    delivery_resent,
+    attempt_delete,
+    webhook_settings_moved_to_another_tenant,
 ]
 
 
