@@ -19,6 +19,7 @@ from django.utils import timezone
 from events.models import Event
 from sla.models import Calendar, SlaPolicy, TicketSla
 from tenants.callers import caller_for_user
+from tenants.models import AllowedOrigin, ApiKey, Realm, TenantUser
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from ticketing import services
@@ -330,6 +331,56 @@ def webhook_settings_moved_to_another_tenant(b: StaffBrowser, acme: World, globe
     assert WebhookSettings.objects.get(pk=settings.pk).tenant_id == acme.tenant.id
 
 
+# --- tenants/admin.py ----------------------------------------------------------------------
+
+
+def realm_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World) -> None:
+    realm = Realm.objects.create(tenant=acme.tenant, name="partners", secret="s" * 32)
+    TenantUser.objects.create(tenant=acme.tenant, realm=realm, subject="p-1", username="partner-1")
+    response = b.change(f"/admin/tenants/realm/{realm.pk}/change/", tenant=str(globex.tenant.id), issuer="idp")
+    assert response.status_code == 302
+    realm.refresh_from_db()
+    assert (realm.issuer, realm.tenant_id) == ("idp", acme.tenant.id)
+
+
+def origin_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World) -> None:
+    origin = AllowedOrigin.objects.get(tenant=acme.tenant)
+    response = b.change(f"/admin/tenants/allowedorigin/{origin.pk}/change/", tenant=str(globex.tenant.id))
+    assert response.status_code == 302
+    assert AllowedOrigin.objects.get(pk=origin.pk).tenant_id == acme.tenant.id
+
+
+def local_user_moved_to_another_tenant(b: StaffBrowser, acme: World, globex: World) -> None:
+    local = TenantUser.objects.create(tenant=acme.tenant, subject="local-1", username="front-desk", roles=["agent"])
+    response = b.change(f"/admin/tenants/tenantuser/{local.pk}/change/", tenant=str(globex.tenant.id))
+    assert response.status_code == 302
+    assert TenantUser.objects.get(pk=local.pk).tenant_id == acme.tenant.id
+
+
+def user_delete(b: StaffBrowser, acme: World, globex: World) -> None:
+    carol = acme.users["carol"]
+    ticket = new_ticket(acme)
+    Ticket.objects.filter(pk=ticket.pk).update(assignee=carol)
+    assert b.post(f"/admin/tenants/tenantuser/{carol.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Ticket.objects.get(pk=ticket.pk).assignee_id == carol.pk
+
+
+def local_users_added(b: StaffBrowser, acme: World, globex: World) -> None:
+    for username in ("desk-1", "desk-2"):
+        fields = {"tenant": str(acme.tenant.id), "username": username, "roles": '["agent"]', "teams": "[]"}
+        assert b.post("/admin/tenants/tenantuser/add/", fields).status_code == 302
+    fields.update(username="desk-3", roles='"agent"')
+    assert b.post("/admin/tenants/tenantuser/add/", fields).status_code == 200
+    assert TenantUser.objects.filter(username__startswith="desk-").count() == 2
+
+
+def api_key_with_scopes_not_a_list(b: StaffBrowser, acme: World, globex: World) -> None:
+    for scopes in ('"events:read webhooks"', '["everything"]', "5"):
+        fields = {"tenant": str(acme.tenant.id), "name": "CRM", "scopes": scopes}
+        assert b.post("/admin/tenants/apikey/add/", fields).status_code == 200
+    assert not ApiKey.objects.exists()
+
+
 CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     comment_add_with_body,
     comment_edit,
@@ -351,6 +402,12 @@ CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     delivery_resent,
     attempt_delete,
     webhook_settings_moved_to_another_tenant,
+    realm_moved_to_another_tenant,
+    origin_moved_to_another_tenant,
+    local_user_moved_to_another_tenant,
+    user_delete,
+    local_users_added,
+    api_key_with_scopes_not_a_list,
 ]
 
 
