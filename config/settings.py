@@ -345,6 +345,8 @@ EVENTS_RETENTION_DAYS = env_int("EVENTS_RETENTION_DAYS", 30)
 
 SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 30.0)
 SSE_IDLE_TIMEOUT_SECONDS = env_float("SSE_IDLE_TIMEOUT_SECONDS", 3600.0)
+# How often an open stream checks that its credential still holds (events.sse).
+SSE_CREDENTIAL_CHECK_SECONDS = env_float("SSE_CREDENTIAL_CHECK_SECONDS", 5.0)
 SSE_MAX_LIST_STREAMS_PER_USER = env_int("SSE_MAX_LIST_STREAMS_PER_USER", 8)
 SSE_MAX_NOTIFICATION_STREAMS_PER_USER = env_int("SSE_MAX_NOTIFICATION_STREAMS_PER_USER", 5)
 # Ticket pages open at once per user (one per browser tab on a ticket).

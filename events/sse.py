@@ -47,7 +47,7 @@ from events.edge.handoff import hand_off
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, realtime_unavailable, take_stream_slot
-from tenants.callers import Caller
+from tenants.callers import Caller, check_stream_caller
 from tenants.policy import authorized_caller
 
 logger = logging.getLogger(__name__)
@@ -635,6 +635,8 @@ class EventStream:
         idle_deadline = self.started + settings.SSE_IDLE_TIMEOUT_SECONDS
         expires = self.caller.token_expires_at
         token_deadline = loop_time() + (expires.timestamp() - time.time()) if expires else float("inf")
+        credential_every = settings.SSE_CREDENTIAL_CHECK_SECONDS
+        next_credential_check = loop_time() + credential_every
         tier = tenant_tier(self.caller.tenant)
         logger.info(
             "event=stream_open kind=%s conn=%s tenant=%s user=%s resume=%s",
@@ -695,6 +697,13 @@ class EventStream:
                     self.end_reason = "idle_timeout"
                     yield error_frame("IDLE_TIMEOUT", "The stream was open too long without client activity.")
                     return
+                if now >= next_credential_check:
+                    refusal = await self._credential_refusal()
+                    if refusal is not None:
+                        self.end_reason = "unauthorized"
+                        yield error_frame(refusal.code, refusal.message)
+                        return
+                    next_credential_check = loop_time() + credential_every
                 if now >= next_heartbeat:
                     yield sse_frame("heartbeat", {"timestamp": iso_now()})
                     next_heartbeat = now + heartbeat
@@ -709,7 +718,9 @@ class EventStream:
                     # the cancellation telling it so (a library's I/O): nothing would wake
                     # this stream before its next write, a heartbeat away.
                     return
-                next_due = min(next_heartbeat, next_renewal, token_deadline, idle_deadline, self.next_tick)
+                next_due = min(
+                    next_heartbeat, next_renewal, token_deadline, idle_deadline, next_credential_check, self.next_tick
+                )
                 await self.subscriber.wait(next_due - loop_time())
         except Exception:
             self.end_reason = self.end_reason or "error"
@@ -741,6 +752,29 @@ class EventStream:
                     self.events_sent,
                     time.monotonic() - self.started,
                 )
+
+    async def _credential_refusal(self) -> ApiError | None:
+        """What a new request with this stream's credential would be refused with now, or
+        None while it holds (tenants.callers.check_stream_caller). A check that fails
+        (the database away) keeps the stream: the next one is a period later."""
+        try:
+            await run_db(check_stream_caller, self.caller)
+        except ApiError as refusal:
+            if refusal.status < 500:
+                logger.info(
+                    "event=stream_unauthorized kind=%s conn=%s tenant=%s user=%s code=%s",
+                    self.kind,
+                    self.connection_id,
+                    self.caller.tenant.id,
+                    self.caller.user.id,
+                    refusal.code,
+                )
+                return refusal
+        except Exception:
+            logger.warning(
+                "event=stream_credential_check_failed kind=%s conn=%s", self.kind, self.connection_id, exc_info=True
+            )
+        return None
 
     async def _renew_lease(self) -> None:
         """Renew the stream's lease. Bounded: a Redis that stops answering must not hold up

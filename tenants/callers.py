@@ -14,12 +14,14 @@ import time
 import unicodedata
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.backends import TokenBackend
@@ -49,6 +51,10 @@ class Caller:
     teams: tuple[str, ...]
     support: bool = False
     token_expires_at: datetime | None = None
+    # The credential the caller was resolved from, for connections that outlive their
+    # request (`check_stream_caller`): the bearer token, or the session's key. Never shown.
+    token: str | None = field(default=None, repr=False, compare=False)
+    session_key: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_agent(self) -> bool:
@@ -61,7 +67,7 @@ class Caller:
 
 def resolve_caller(headers: Mapping[str, str]) -> Caller:
     """Resolve request headers (case-insensitive mapping) into a Caller or raise ApiError."""
-    tenant, realm, claims, support = _verified_token(headers)
+    tenant, realm, token, claims, support = _verified_token(headers)
     roles = _roles_from(claims)
     if not roles & API_ROLES:
         raise ApiError(403, "MISSING_ROLE", "The token has none of the roles this API needs.", sorted(API_ROLES))
@@ -77,18 +83,19 @@ def resolve_caller(headers: Mapping[str, str]) -> Caller:
         teams=teams,
         support=support,
         token_expires_at=datetime.fromtimestamp(claims["exp"], tz=UTC),
+        token=token,
     )
 
 
-def _verified_token(headers: Mapping[str, str]) -> tuple[Tenant, Realm, dict[str, Any], bool]:
+def _verified_token(headers: Mapping[str, str]) -> tuple[Tenant, Realm, str, dict[str, Any], bool]:
     """The headers checked in their order (each refusal an ApiError) up to the verified
-    token: its tenant, realm, claims and the support flag. Writes nothing."""
+    token: its tenant, realm, the token, its claims and the support flag. Writes nothing."""
     tenant_id = _parse_tenant_id(headers.get("x-tenantid"))
     realm_name = _parse_realm_name(headers.get("realmname"))
     support = _parse_support_flag(headers.get("issupportrequest"))
     token = _parse_bearer(headers.get("authorization"))
     tenant, realm = _lookup_realm(tenant_id, realm_name)
-    return tenant, realm, _verify_token(realm, token), support
+    return tenant, realm, token, _verify_token(realm, token), support
 
 
 def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
@@ -112,7 +119,7 @@ def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
         if tenant_user is not None and _session_applies(request, tenant_user):
             if request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
                 _check_csrf(request)
-            return caller_for_user(tenant_user)
+            return caller_for_user(tenant_user, session_key=request.session.session_key)
     return resolve_caller(request.headers)
 
 
@@ -170,9 +177,10 @@ def _check_csrf(request: Any) -> None:
         raise ApiError(403, "CSRF_FAILED", "A session request needs the CSRF token (X-CSRFToken header).")
 
 
-def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:
-    """A Caller for a known user without a token (browser session, management commands).
-    A deactivated tenant or realm refuses its session users as it refuses its tokens."""
+def caller_for_user(user: TenantUser, *, support: bool = False, session_key: str | None = None) -> Caller:
+    """A Caller for a known user without a token (browser session: its `session_key`;
+    management commands). A deactivated tenant or realm refuses its session users as it
+    refuses its tokens."""
     require_active(user.tenant_id, user.realm_id)
     return Caller(
         tenant=user.tenant,
@@ -181,6 +189,7 @@ def caller_for_user(user: TenantUser, *, support: bool = False) -> Caller:
         roles=frozenset(user.roles),
         teams=tuple(user.teams),
         support=support,
+        session_key=session_key,
     )
 
 
@@ -556,6 +565,58 @@ def _check_api_key_holds(key: ApiKey) -> None:
         raise ApiError(401, "API_KEY_EXPIRED", "The API key has expired.", {"expiredAt": key.expires_at.isoformat()})
     if not key.tenant.active:
         raise ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
+
+
+def check_stream_caller(caller: Caller) -> None:
+    """Raise the ApiError that ends an open stream (events.sse) whose caller may no longer
+    have it. Streams outlive the request that opened them by up to an hour, so what a new
+    request would refuse must end them too:
+
+    - a token: its tenant and realm still active and the token still valid for the realm's
+      current key, issuer and audience (`TENANT_NOT_FOUND`, `REALM_NOT_FOUND`,
+      `INVALID_TOKEN`, `TOKEN_EXPIRED`, as a request is answered). Asked of the process's
+      realm and token caches a request uses, so streams add no query per stream: one per
+      realm every 5 s, and a token is verified again only when its realm changed.
+    - a dashboard session: still signed in to the account linked to the stream's user
+      (signed out in another tab, expired, the account deactivated or its password
+      changed: `SESSION_ENDED`), the tenant and realm active, and the user's roles and
+      teams those the stream opened with (`ACCESS_CHANGED`: reopened, the stream serves
+      what the user may see now). Three indexed reads.
+
+    A caller without either (management commands) has nothing to check. Blocking: call it
+    through run_db."""
+    if caller.token is not None and caller.realm is not None:
+        _, realm = _lookup_realm(caller.tenant.pk, caller.realm.name)
+        _verify_token(realm, caller.token)
+    elif caller.session_key is not None:
+        _check_session_holds(caller)
+
+
+def _check_session_holds(caller: Caller) -> None:
+    # Django's own reading of a request's session (expiry, the account active, the
+    # password unchanged), as the next request of that browser would get it.
+    store = import_module(settings.SESSION_ENGINE).SessionStore(caller.session_key)
+    account = get_user(_SessionOnly(store))
+    user = None
+    if account.is_authenticated:
+        user = TenantUser.objects.select_related("tenant", "realm").filter(pk=caller.user.pk, login=account).first()
+    if user is None:
+        raise ApiError(401, "SESSION_ENDED", "The session has ended; sign in again.")
+    if not user.tenant.active:
+        raise ApiError(404, "TENANT_NOT_FOUND", "No active tenant has this id.", {"tenantId": str(user.tenant_id)})
+    if user.realm is not None and not user.realm.active:
+        raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.")
+    if frozenset(user.roles) != caller.roles or tuple(user.teams) != caller.teams:
+        raise ApiError(
+            403, "ACCESS_CHANGED", "The user's roles or teams have changed; reconnect to see what they may see now."
+        )
+
+
+@dataclass
+class _SessionOnly:
+    """What `django.contrib.auth.get_user` reads of a request: its session."""
+
+    session: Any
 
 
 def check_still_valid(reader: EventReader) -> None:

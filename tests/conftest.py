@@ -123,6 +123,7 @@ class ServerProcess:
             # stay Secure, which browsers accept from 127.0.0.1; HSTS is only sent over https).
             "SECURE_SSL_REDIRECT": "0",
             "SSE_HEARTBEAT_SECONDS": "1",
+            "SSE_CREDENTIAL_CHECK_SECONDS": "1",
             "EVENT_HUB_POLL_SECONDS": "0.5",
             "SSE_LEASE_SECONDS": "6",
             "LOG_LEVEL": "WARNING",
