@@ -11,9 +11,11 @@ tenant or realm, 4400 bad message, 4408 slow consumer, 4410 cursor older than re
 error code an HTTP request would get.
 
 The credential is checked at the handshake and again every `CREDENTIAL_CHECK_SECONDS`
-while the socket is open (`tenants.callers.check_still_valid`): a revoked or expired API
-key, an expired token, a deactivated tenant or realm close the socket with 4401 (the
-credential stopped holding), with the reason a new handshake would get. A browser
+while the socket is open (`tenants.callers.check_still_valid`): a revoked, deleted or
+expired API key, an expired token, a deactivated tenant or realm, a realm key that no
+longer verifies the token close the socket with 4401 (the credential stopped holding); a
+key whose `events:read` scope was taken away, or a browser page whose origin the tenant
+no longer allows, with 4403; the reason is the code a new handshake would get. A browser
 handshake (one with `Origin`) is accepted only from an origin the caller's tenant allows
 (tenants.AllowedOrigin) or from this server's own origin, else closed with 4403; clients
 that send no Origin (servers) are not affected. Messages that reach a socket after we
@@ -69,6 +71,7 @@ STREAM_KIND = "partner_ws"
 END_REASONS = {
     CLOSE_BAD_MESSAGE: "bad_message",
     CLOSE_UNAUTHORIZED: "unauthorized",
+    CLOSE_FORBIDDEN: "unauthorized",
     CLOSE_SLOW_CONSUMER: "slow_consumer",
     CLOSE_CURSOR_EXPIRED: "cursor_expired",
     CLOSE_SERVICE_RESTART: "server_shutdown",
@@ -112,6 +115,10 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
     # reason we closed it, if we did (else the client left).
     open_tier: str | None = None
     end_reason: str | None = None
+    # A browser page's Origin and the Host it was sent to, checked again while the socket
+    # is open (an origin the tenant no longer allows ends it).
+    origin: str | None = None
+    host: str | None = None
 
     async def connect(self) -> None:
         headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
@@ -127,9 +134,10 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=HANDSHAKE_CLOSE_CODES.get(error.status, CLOSE_UNAUTHORIZED), reason=error.code)
             return
-        origin = headers.get("origin")
+        origin = self.origin = headers.get("origin")
+        self.host = headers.get("host")
         try:
-            allowed = origin is None or await run_db(origin_allowed, self.reader.tenant.id, origin, headers.get("host"))
+            allowed = origin is None or await run_db(origin_allowed, self.reader.tenant.id, origin, self.host)
         except ApiError as error:  # the database went away between the two lookups
             allowed, reason = False, error
         else:
@@ -170,13 +178,14 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
                 )
 
     async def _watch_credential(self) -> None:
-        """Re-check the credential while the socket is open; close with 4401 when it
-        stops holding, the reason being the code a new handshake would get. A failed
+        """Re-check the handshake's admission while the socket is open; close with 4401
+        when the credential stops holding, 4403 when the policy or the page's origin no
+        longer admits it, the reason being the code a new handshake would get. A failed
         check (database away) keeps the socket: it is retried."""
         while True:
             await asyncio.sleep(CREDENTIAL_CHECK_SECONDS)
             try:
-                await run_db(check_still_valid, self.reader)
+                await run_db(self._still_admitted)
                 continue
             except asyncio.CancelledError:
                 raise
@@ -186,10 +195,21 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             except ApiError as problem:
                 logger.info("event=partner_socket_unauthorized tenant=%s code=%s", self.reader.tenant.id, problem.code)
                 await self._stop_feed()
-                await self._refuse(CLOSE_UNAUTHORIZED, problem.message, reason=problem.code)
+                code = CLOSE_FORBIDDEN if problem.status == 403 else CLOSE_UNAUTHORIZED
+                await self._refuse(code, problem.message, reason=problem.code)
                 return
             except Exception:
                 logger.warning("event=partner_credential_check_failed tenant=%s", self.reader.tenant.id, exc_info=True)
+
+    def _still_admitted(self) -> None:
+        """The handshake's checks again: the credential (`check_still_valid`), the policy
+        with the key's scopes as they are now (`INSUFFICIENT_SCOPE` once `events:read` is
+        taken away), and a browser page's origin (`ORIGIN_NOT_ALLOWED` once the tenant no
+        longer allows it). Blocking: through run_db."""
+        reader = check_still_valid(self.reader)
+        authorize(reader, EVENTS_WEBSOCKET, "GET")
+        if self.origin is not None and not origin_allowed(reader.tenant.id, self.origin, self.host):
+            raise ApiError(403, "ORIGIN_NOT_ALLOWED", "The page's origin is no longer allowed for the tenant.")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.refused:

@@ -619,19 +619,31 @@ class _SessionOnly:
     session: Any
 
 
-def check_still_valid(reader: EventReader) -> None:
+def check_still_valid(reader: EventReader) -> EventReader:
     """Raise the ApiError a new request with `reader`'s credential would get now, if the
     credential stopped holding: a revoked, deleted or expired key or its tenant
-    deactivated (the codes of `resolve_api_key`), an expired token (`TOKEN_EXPIRED`), the
-    token's tenant or realm deactivated (`TENANT_NOT_FOUND` / `REALM_NOT_FOUND`, as
-    `resolve_caller` answers). For connections that outlive their handshake (the partner
-    websocket). Blocking: call it through run_db."""
+    deactivated (the codes of `resolve_api_key`: a deleted key is `INVALID_API_KEY`, as
+    an unknown one), an expired token (`TOKEN_EXPIRED`), the token's tenant or realm
+    deactivated (`TENANT_NOT_FOUND` / `REALM_NOT_FOUND`, as `resolve_caller` answers), or
+    its realm's key, issuer or audience changed so that it no longer verifies
+    (`INVALID_TOKEN`). Else the reader as it stands now (a key with its current scopes,
+    which the caller asks the policy about again). For connections that outlive their
+    handshake (the partner websocket); uncached, so a change is seen at the next check.
+    Blocking: call it through run_db."""
     if isinstance(reader, PartnerKeyCaller):
         key = ApiKey.objects.select_related("tenant").filter(pk=reader.api_key.pk).first()
         if key is None:
-            raise ApiError(401, "REVOKED_API_KEY", "The API key has been revoked.")
+            raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
         _check_api_key_holds(key)
-        return
+        return PartnerKeyCaller(tenant=key.tenant, api_key=key)
     if reader.token_expires_at is not None and reader.token_expires_at <= timezone.now():
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
     require_active(reader.tenant.pk, reader.realm.pk if reader.realm is not None else None)
+    if reader.token is not None and reader.realm is not None:
+        # The realm as it is now: a rotated secret or a replaced public key refuses the
+        # tokens signed with the old one (the verified-token cache is keyed by the key).
+        realm = Realm.objects.filter(pk=reader.realm.pk).first()
+        if realm is None:
+            raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.")
+        _verify_token(realm, reader.token)
+    return reader

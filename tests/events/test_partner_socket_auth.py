@@ -22,7 +22,7 @@ from django.utils import timezone
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tenants.models import Realm, Tenant
+from tenants.models import AllowedOrigin, ApiKey, Realm, Tenant
 from tenants.services import create_api_key, revoke_api_key
 from tests.builders import World
 from tests.conftest import ServerProcess
@@ -62,21 +62,37 @@ def deactivate_tenant(key, world: World) -> None:
     Tenant.objects.filter(pk=world.tenant.pk).update(active=False)
 
 
+def delete(key, world: World) -> None:
+    key.delete()
+
+
+def take_scope(key, world: World) -> None:
+    ApiKey.objects.filter(pk=key.pk).update(scopes=[ApiKey.SCOPE_WEBHOOKS])
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    ("change", "reason"),
-    [(revoke, "REVOKED_API_KEY"), (expire, "API_KEY_EXPIRED"), (deactivate_tenant, "INVALID_API_KEY")],
-    ids=["revoked", "expired", "tenant-deactivated"],
+    ("change", "closed"),
+    [
+        (revoke, (4401, "REVOKED_API_KEY")),
+        (expire, (4401, "API_KEY_EXPIRED")),
+        (deactivate_tenant, (4401, "INVALID_API_KEY")),
+        # As a new request with the key is answered (an unknown key), not REVOKED_API_KEY.
+        (delete, (4401, "INVALID_API_KEY")),
+        # The REST feed answers 403 INSUFFICIENT_SCOPE at once; the socket kept sending events.
+        (take_scope, (4403, "INSUFFICIENT_SCOPE")),
+    ],
+    ids=["revoked", "expired", "tenant-deactivated", "deleted", "scope-taken-away"],
 )
-def test_an_open_api_key_socket_is_closed_4401_when_its_key_stops_holding(
-    server, acme: World, change: Callable, reason: str
+def test_an_open_api_key_socket_is_closed_when_its_key_stops_holding(
+    server, acme: World, change: Callable, closed: tuple[int, str]
 ):
     key, secret = create_api_key(tenant=acme.tenant, name="crm")
     with connect(ws_url(server), additional_headers={"X-API-Key": secret}, open_timeout=5) as ws:
         subscribed(ws)
         change(key, acme)
         code, got_reason, took = close_code_within(ws, CLOSE_WITHIN)
-    assert (code, got_reason) == (4401, reason), f"closed after {took:.1f} s"
+    assert (code, got_reason) == closed, f"closed after {took:.1f} s"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -104,6 +120,28 @@ def test_an_open_token_socket_is_closed_4401_when_its_realm_or_tenant_is_deactiv
     # The reason a new handshake would get now (`404 TENANT_NOT_FOUND` there), closed 4401:
     # the credential stopped holding.
     assert code == 4401 and reason == f"{deactivate.upper()}_NOT_FOUND"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_token_socket_is_closed_4401_when_its_realms_key_changes(server, acme: World):
+    """operations.md: a realm secret's change refuses the tokens signed with the old one;
+    an open socket authenticated by one kept its feed."""
+    with connect(ws_url(server), additional_headers=acme.headers("crm", roles=["partner"]), open_timeout=5) as ws:
+        subscribed(ws)
+        Realm.objects.filter(pk=acme.realm.pk).update(secret=acme.realm.secret + "-rotated")
+        code, reason, _ = close_code_within(ws, CLOSE_WITHIN)
+    assert (code, reason) == (4401, "INVALID_TOKEN")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_browser_socket_is_closed_4403_when_its_origin_is_no_longer_allowed(server, acme: World):
+    _, secret = create_api_key(tenant=acme.tenant, name="crm")
+    origin = "https://app.acme.example"
+    with connect(ws_url(server), additional_headers={"X-API-Key": secret}, origin=origin, open_timeout=5) as ws:
+        subscribed(ws)
+        AllowedOrigin.objects.filter(tenant=acme.tenant, origin=origin).delete()
+        code, reason, _ = close_code_within(ws, CLOSE_WITHIN)
+    assert (code, reason) == (4403, "ORIGIN_NOT_ALLOWED")
 
 
 @pytest.mark.django_db(transaction=True)
