@@ -13,6 +13,19 @@
     return cookie("csrftoken");
   }
 
+  /* The session behind the page has ended (signed out in another tab, expired, the
+     account deactivated): the page's requests then carry no credentials at all, which the
+     API answers 401, or 400 MISSING_HEADER (it checks the tenant headers first, and the
+     page sends none); an open stream ends with SESSION_ENDED. Either way: sign in again. */
+  function sessionEnded(status, body) {
+    const code = body && body.error ? body.error.code : null;
+    return status === 401 || (status === 400 && code === "MISSING_HEADER");
+  }
+
+  function toSignIn() {
+    window.location.assign("/dashboard/login/?next=" + encodeURIComponent(location.pathname));
+  }
+
   async function api(method, url, body, headers) {
     const options = {
       method: method,
@@ -26,12 +39,13 @@
     const response = await fetch(url, options);
     if (response.status === 401 || response.status === 403) {
       const text = await response.text();
-      if (response.status === 401) window.location.assign("/dashboard/login/?next=" + encodeURIComponent(location.pathname));
+      if (response.status === 401) toSignIn();
       throw new Error("HTTP " + response.status + ": " + text);
     }
     if (response.status === 204) return null;
     const data = await response.json().catch(function () { return null; });
     if (!response.ok) {
+      if (sessionEnded(response.status, data)) toSignIn();
       const message = data && data.error ? data.error.message : "HTTP " + response.status;
       const error = new Error(message);
       error.status = response.status;
@@ -76,6 +90,12 @@
       if (this.controller) this.controller.abort();
     }
 
+    signedOut() {
+      this.stop();
+      this.onState("signed-out");
+      toSignIn();
+    }
+
     kick() {
       clearTimeout(this.watchdog);
       this.watchdog = setTimeout(() => {
@@ -101,14 +121,19 @@
           signal: controller.signal,
           cache: "no-store",
         });
-        if (response.status === 401) {
-          this.onState("signed-out");
-          window.location.assign("/dashboard/login/?next=" + encodeURIComponent(location.pathname));
-          return;
-        }
         if (!response.ok) {
           retryAfter = Number(response.headers.get("Retry-After")) || null;
           const text = await response.text();
+          let body = null;
+          try {
+            body = JSON.parse(text);
+          } catch (error) {
+            body = null;
+          }
+          if (sessionEnded(response.status, body)) {
+            this.signedOut();
+            return;
+          }
           if (response.status === 400 || response.status === 403 || response.status === 404) {
             this.onState("failed", text);
             return;
@@ -177,6 +202,10 @@
         this.onState("live");
       }
       if (id) this.lastEventId = id;
+      if (event === "error" && payload && payload.code === "SESSION_ENDED") {
+        this.signedOut();
+        return;
+      }
       if (event === "error") {
         // The server ends the stream after an error event; reconnect (with Last-Event-ID).
         this.onState("reconnecting");
