@@ -285,8 +285,13 @@ SPECTACULAR_SETTINGS = {
 # simplejwt: realms carry their own keys, so these defaults only name the claims.
 SIMPLE_JWT = {
     "USER_ID_CLAIM": "sub",
+    # Seconds a token is still accepted after its `exp`.
     "LEEWAY": env_int("JWT_LEEWAY_SECONDS", 0),
 }
+# Seconds a token's `iat` and `nbf` may be ahead of this server's clock: an identity
+# provider whose clock runs a little ahead issues tokens "from the future", which were
+# refused (INVALID_TOKEN) until this server's clock caught up (tenants.callers).
+JWT_CLOCK_SKEW_SECONDS = env_int("JWT_CLOCK_SKEW_SECONDS", 60)
 
 # --- CORS: allowed origins are kept per tenant (tenants.cors) ---------------------------
 # Every request header the API reads, on top of django-cors-headers' defaults: without a

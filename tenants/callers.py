@@ -292,6 +292,9 @@ def clear_realm_cache() -> None:
 
 
 def token_backend_for(realm: Realm) -> TokenBackend:
+    """The realm's verifier. PyJWT has one leeway for `iat`, `nbf` and `exp`: it is the
+    clock skew allowed for `iat`/`nbf` (JWT_CLOCK_SKEW_SECONDS) when that is the larger,
+    and `_checked_claims` holds `exp` to JWT_LEEWAY_SECONDS itself."""
     fingerprint = "|".join(
         [realm.algorithm, realm.secret, realm.public_key, realm.jwks_url, realm.issuer, realm.audience]
     )
@@ -304,7 +307,7 @@ def token_backend_for(realm: Realm) -> TokenBackend:
                 signing_key=realm.secret,
                 issuer=realm.issuer or None,
                 audience=realm.audience or None,
-                leeway=settings.SIMPLE_JWT["LEEWAY"],
+                leeway=_pyjwt_leeway(),
             )
         else:
             backend = TokenBackend(
@@ -313,11 +316,19 @@ def token_backend_for(realm: Realm) -> TokenBackend:
                 jwk_url=None if realm.public_key else (realm.jwks_url or None),
                 issuer=realm.issuer or None,
                 audience=realm.audience or None,
-                leeway=settings.SIMPLE_JWT["LEEWAY"],
+                leeway=_pyjwt_leeway(),
             )
         with _cache_lock:
             _backend_cache[key] = backend
     return backend
+
+
+def _expiry_leeway() -> float:
+    return float(settings.SIMPLE_JWT["LEEWAY"])
+
+
+def _pyjwt_leeway() -> float:
+    return max(_expiry_leeway(), float(settings.JWT_CLOCK_SKEW_SECONDS))
 
 
 def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
@@ -347,7 +358,7 @@ def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
             # The oldest entry goes (dicts keep insertion order).
             _claims_cache.pop(next(iter(_claims_cache)), None)
         # PyJWT's own rule: expired once `exp` is more than the leeway past.
-        _claims_cache[key] = (claims["exp"] + backend.get_leeway().total_seconds(), claims)
+        _claims_cache[key] = (claims["exp"] + _expiry_leeway(), claims)
     return claims
 
 
@@ -371,6 +382,9 @@ def _checked_claims(realm: Realm, backend: TokenBackend, token: str) -> dict[str
         raise ApiError(401, "INVALID_TOKEN", "The token has no expiry (`exp`).")
     if not math.isfinite(exp) or exp > _MAX_TIMESTAMP:
         raise ApiError(401, "INVALID_TOKEN", "The token's expiry (`exp`) is not a usable time.", {"claim": "exp"})
+    if exp + _expiry_leeway() <= time.time():
+        # PyJWT allowed it the clock skew meant for `iat`/`nbf` (token_backend_for).
+        raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise ApiError(401, "INVALID_TOKEN", "The token has no subject (`sub`).")

@@ -3,6 +3,7 @@ token's claims are checked before anything is written."""
 
 import base64
 import json
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -128,6 +129,31 @@ def test_token_with_header_nested_thousands_deep_is_401(server, acme: World):
     token = f"{_b64(header.encode())}.{_b64(payload)}.{_b64(b'signature')}"
     response = httpx.get(server.url + COUNT, headers=acme.raw_headers(token), timeout=10)
     assert_envelope(response, 401, "INVALID_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("claims", "status", "code"),
+    [
+        # An identity provider whose clock runs a few seconds ahead of this server's.
+        ({"iat": 5}, 200, None),
+        ({"nbf": 5, "iat": 5}, 200, None),
+        ({"iat": 3600}, 401, "INVALID_TOKEN"),
+        ({"nbf": 3600}, 401, "INVALID_TOKEN"),
+        # The skew is not a grace period after `exp` (JWT_LEEWAY_SECONDS, 0).
+        ({"exp": -5}, 401, "TOKEN_EXPIRED"),
+    ],
+    ids=["iat-5s-ahead", "nbf-5s-ahead", "iat-1h-ahead", "nbf-1h-ahead", "exp-5s-past"],
+)
+def test_a_token_from_a_clock_a_little_ahead_is_accepted(server, acme: World, claims: dict, status: int, code):
+    """`iat` and `nbf` may be JWT_CLOCK_SKEW_SECONDS (60) ahead of the server's clock; a
+    token used the moment it was issued by a provider one second ahead was 401 INVALID_TOKEN."""
+    now = int(time.time())
+    token = signed(base_claims(acme, **{name: now + offset for name, offset in claims.items()}), acme.realm.secret)
+    response = httpx.get(server.url + COUNT, headers=acme.raw_headers(token), timeout=10)
+    if code is None:
+        assert response.status_code == status, response.text
+    else:
+        assert_envelope(response, status, code)
 
 
 def test_good_profile_claims_are_stored(server, acme: World):
