@@ -7,6 +7,7 @@ codes are the same everywhere."""
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import re
 import threading
@@ -24,11 +25,14 @@ from django.conf import settings
 from django.contrib.auth import get_user
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from jwt.exceptions import PyJWTError
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import TokenBackendError, TokenBackendExpiredToken
 
 from core.http import ApiError
 from tenants.models import ApiKey, Realm, Tenant, TenantUser
+
+logger = logging.getLogger(__name__)
 
 ROLE_USER = "user"
 ROLE_AGENT = "agent"
@@ -371,6 +375,13 @@ def _checked_claims(realm: Realm, backend: TokenBackend, token: str) -> dict[str
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.") from None
     except TokenBackendError:
         raise ApiError(401, "INVALID_TOKEN", "The token is not valid for this realm.") from None
+    except PyJWTError:
+        # What simplejwt leaves untranslated: the realm's key material cannot verify
+        # anything (a public key entered empty or not as a PEM; a JWKS with no key of a
+        # usable type). The operator's to fix, said in the log; the caller's token is
+        # refused as one the realm cannot verify, as for an HS256 realm without a secret.
+        logger.warning("event=realm_key_unusable tenant=%s realm=%s", realm.tenant_id, realm.name)
+        raise ApiError(401, "INVALID_TOKEN", "The realm has no usable key to verify tokens with.") from None
     except (ValueError, TypeError, OverflowError, RecursionError):
         # Odd JSON the JWT library does not anticipate (a header nested thousands deep,
         # numbers it cannot convert): the token is unusable, not a server fault.

@@ -8,7 +8,9 @@ from datetime import timedelta
 from io import StringIO
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from websockets.exceptions import ConnectionClosed
@@ -19,6 +21,7 @@ from tenants.callers import caller_for_user
 from tenants.models import ApiKey, Realm, TenantUser
 from tenants.services import create_api_key, subject_for
 from tests.builders import World, base_claims, signed
+from tests.core.test_write_slots import SlowKeys
 from tests.envelopes import assert_envelope
 from tests.waiting import wait_for
 from ticketing import services
@@ -27,6 +30,7 @@ from ticketing.models import Ticket
 EVENTS = "/v2/system/events"
 COUNT = "/api/v2/ticketing/ticket/notification/count"
 TICKETS = "/api/v2/ticketing/ticket"
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def second_realm(world: World, name: str = "partners") -> Realm:
@@ -154,6 +158,39 @@ def test_a_token_from_a_clock_a_little_ahead_is_accepted(server, acme: World, cl
         assert response.status_code == status, response.text
     else:
         assert_envelope(response, status, code)
+
+
+UNUSABLE_JWK = {"kty": "EC", "kid": "k1", "crv": "P-256", "x": "AAAA", "y": "BBBB"}
+
+
+@pytest.mark.parametrize("key", ["", "not a PEM", "jwks"], ids=["empty", "malformed", "jwks-without-usable-key"])
+def test_a_token_of_an_rs256_realm_whose_key_is_unusable_is_401(server, acme: World, key: str):
+    """An admin's mistake in the realm's key (RS256 with no key and no JWKS URL, or a
+    pasted key that is not a PEM), or an identity provider publishing no key this server
+    can use, answered every request of the realm with a 500."""
+    keys = SlowKeys(UNUSABLE_JWK, delay=0) if key == "jwks" else None
+    Realm.objects.create(
+        tenant=acme.tenant,
+        name="keycloak",
+        algorithm=Realm.Algorithm.RS256,
+        public_key="" if keys else key,
+        jwks_url=keys.url if keys else "",
+    )
+    token = jwt.encode(base_claims(acme, "bob"), RSA_KEY, algorithm="RS256", headers={"kid": "k1"})
+    try:
+        assert_refused(server, acme, token)
+    finally:
+        if keys:
+            keys.close()
+
+
+def assert_refused(server, acme: World, token: str) -> None:
+    """Refused as a token the realm cannot verify, on a read and a write, writing nothing."""
+    headers = {"Authorization": f"Bearer {token}", "x-tenantid": str(acme.tenant.id), "realmname": "keycloak"}
+    assert_envelope(httpx.get(server.url + COUNT, headers=headers, timeout=10), 401, "INVALID_TOKEN")
+    created = httpx.post(server.url + TICKETS, headers=headers, json={"subject": "x"}, timeout=10)
+    assert_envelope(created, 401, "INVALID_TOKEN")
+    assert not TenantUser.objects.filter(tenant=acme.tenant, realm__name="keycloak").exists()
 
 
 def test_good_profile_claims_are_stored(server, acme: World):
