@@ -31,7 +31,7 @@ from websockets.sync.client import connect
 from events.ids import event_id_to_str
 from events.models import Event
 from tenants.services import create_api_key
-from tests.builders import World
+from tests.builders import World, base_claims, signed
 from tests.conftest import ROOT, ServerProcess, wait_until_database_is_quiet
 from tests.deploy.nginx import Nginx, nginx_binary
 from tests.faults.redis_server import PrivateRedis
@@ -242,6 +242,22 @@ def test_a_10_mb_body_is_refused_by_the_proxy_in_the_error_envelope(topo: Topolo
     assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert "content-security-policy" not in response.headers, "the app answered: the body went past the proxy"
     assert not Event.objects.filter(tenant=acme.tenant).exists()
+
+
+def test_a_token_with_many_groups_passes_the_proxy_and_a_huge_header_gets_the_envelope(topo: Topology, acme: World):
+    """A token of about 20 KB (an identity provider's user in a few hundred groups) was
+    refused by nginx's 8 KB header line with its own HTML 400 page."""
+    groups = [f"/org/department-{i:04d}/team" for i in range(600)]
+    token = signed(base_claims(acme, "alice", groups=groups), acme.realm.secret)
+    assert len(token) > 16_000
+    count = f"{topo.nginx.url}/api/v2/ticketing/ticket/notification/count"
+    response = httpx.get(count, headers=acme.raw_headers(token), timeout=10)
+    assert response.status_code == 200, response.text
+
+    huge = signed(base_claims(acme, "alice", pad="x" * 100_000), acme.realm.secret)
+    response = httpx.get(count, headers=acme.raw_headers(huge), timeout=10)
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "HEADER_TOO_LARGE"
 
 
 def test_the_client_address_is_the_proxys_word_and_a_spoofed_one_is_ignored(topo: Topology):
