@@ -25,9 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -40,7 +39,7 @@ from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
 from events.selectors import cursor_is_expired
 from events.serializers import PartnerSubscriptionSerializer
 from tenants.callers import check_still_valid, resolve_event_reader
-from tenants.cors import tenants_allowing_origin
+from tenants.cors import page_origin_allowed
 from tenants.policy import EVENTS_WEBSOCKET, authorize
 
 logger = logging.getLogger(__name__)
@@ -90,15 +89,6 @@ def first_error(errors: Any, path: str = "") -> str:
     return f"{path}: {errors}" if path else str(errors)
 
 
-def origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> bool:
-    """Whether a browser page at `origin` may open the socket for this tenant: one of the
-    tenant's allowed origins (the CORS table's lookup), or this server's own pages.
-    Blocking: through run_db."""
-    if host and urlsplit(origin).netloc.lower() == host.lower():
-        return True
-    return tenant_id in tenants_allowing_origin(origin)
-
-
 class PartnerEventsConsumer(AsyncWebsocketConsumer):
     # No channel-layer channel of its own: the socket's events come from the process's hub.
     # A per-socket channel would also be a second reader of the layer's process-wide
@@ -137,7 +127,7 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
         origin = self.origin = headers.get("origin")
         self.host = headers.get("host")
         try:
-            allowed = origin is None or await run_db(origin_allowed, self.reader.tenant.id, origin, self.host)
+            allowed = origin is None or await run_db(page_origin_allowed, self.reader.tenant.id, origin, self.host)
         except ApiError as error:  # the database went away between the two lookups
             allowed, reason = False, error
         else:
@@ -208,7 +198,7 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
         longer allows it). Blocking: through run_db."""
         reader = check_still_valid(self.reader)
         authorize(reader, EVENTS_WEBSOCKET, "GET")
-        if self.origin is not None and not origin_allowed(reader.tenant.id, self.origin, self.host):
+        if self.origin is not None and not page_origin_allowed(reader.tenant.id, self.origin, self.host):
             raise ApiError(403, "ORIGIN_NOT_ALLOWED", "The page's origin is no longer allowed for the tenant.")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

@@ -48,6 +48,7 @@ from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, realtime_unavailable, take_stream_slot
 from tenants.callers import Caller, check_stream_caller
+from tenants.cors import page_origin_allowed
 from tenants.policy import authorized_caller
 
 logger = logging.getLogger(__name__)
@@ -508,6 +509,9 @@ class EventStream:
         # Why the stream ended, when it ended itself (an `error` frame's code, lower case).
         self.end_reason: str | None = None
         self.events_sent = 0
+        # The browser page's Origin and the Host it was sent to (`serve_stream`), or None:
+        # a page on an origin its tenant no longer allows must stop receiving.
+        self.page: tuple[str, str] | None = None
         # The stream's frames, once its response is made (`response`), and whether they
         # have started: until then the frames' clean-up would not run (`aclose`).
         self._frames: AsyncGenerator[bytes, None] | None = None
@@ -755,10 +759,12 @@ class EventStream:
 
     async def _credential_refusal(self) -> ApiError | None:
         """What a new request with this stream's credential would be refused with now, or
-        None while it holds (tenants.callers.check_stream_caller). A check that fails
-        (the database away) keeps the stream: the next one is a period later."""
+        None while it holds (tenants.callers.check_stream_caller); for a page of another
+        origin, also that its tenant still allows it (`ORIGIN_NOT_ALLOWED`: its requests
+        are no longer readable there). A check that fails (the database away) keeps the
+        stream: the next one is a period later."""
         try:
-            await run_db(check_stream_caller, self.caller)
+            await run_db(_still_admitted, self.caller, self.page)
         except ApiError as refusal:
             if refusal.status < 500:
                 logger.info(
@@ -791,6 +797,12 @@ class EventStream:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
                 await asyncio.shield(renewal)
+
+
+def _still_admitted(caller: Caller, page: tuple[str, str] | None) -> None:
+    check_stream_caller(caller)
+    if page is not None and not page_origin_allowed(caller.tenant.id, *page):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "The page's origin is no longer allowed for the tenant.")
 
 
 def _outcome_seen(task: asyncio.Future[Any]) -> None:
@@ -936,4 +948,7 @@ async def serve_stream(
         caller=caller, hub=hub, subscriber=subscriber, lease=lease, last_event_id=last_event_id, **arguments.options
     )
     subscriber.accepts = stream.interested
+    origin = request.headers.get("origin")
+    if origin is not None:
+        stream.page = (origin, request.get_host())
     return stream.response()

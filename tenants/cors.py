@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from corsheaders.conf import conf
@@ -36,6 +37,15 @@ def tenants_allowing_origin(origin: str) -> frozenset[uuid.UUID]:
     return frozenset(
         AllowedOrigin.objects.filter(origin=origin, tenant__active=True).values_list("tenant_id", flat=True)
     )
+
+
+def page_origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> bool:
+    """Whether a browser page at `origin` may hold a connection of this tenant's (the
+    partner websocket, a stream): one of the tenant's allowed origins, or this server's
+    own pages (`host`, the request's Host). Blocking: through run_db."""
+    if host and urlsplit(origin).netloc.lower() == host.lower():
+        return True
+    return tenant_id in tenants_allowing_origin(origin)
 
 
 def _is_api_path(request: HttpRequest) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 
-from tenants.models import Realm, Tenant, TenantUser
+from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
 from tests.builders import World
 from tests.sse_client import Frame, SseStream, list_updates_url, open_stream
 from tests.tenants.test_policy_matrix import session_cookie
@@ -133,11 +133,23 @@ def test_a_session_stream_ends_when_its_users_teams_change(server, acme: World):
         assert error_within(listing, ENDS_WITHIN).data["code"] == "ACCESS_CHANGED"
 
 
+def test_a_stream_of_a_page_whose_origin_is_no_longer_allowed_ends(server, acme: World):
+    """A page on acme's allowed origin reads the stream (CORS); once the origin is taken
+    off the tenant's list, its requests are no longer readable there, and neither is the
+    stream's data (the partner websocket closes 4403 alike)."""
+    origin = "https://app.acme.example"
+    headers = {**acme.headers("alice"), "Origin": origin}
+    with open_stream("POST", list_updates_url(server.url), headers=headers, json_body={"top": 1}) as listing:
+        opened(listing)
+        AllowedOrigin.objects.filter(tenant=acme.tenant, origin=origin).delete()
+        assert error_within(listing, ENDS_WITHIN).data["code"] == "ORIGIN_NOT_ALLOWED"
+
+
 def test_a_stream_whose_credential_holds_stays_open(server, acme: World, globex: World):
-    """Another tenant deactivated, this one's streams go on (heartbeats past several checks)."""
-    with open_stream(
-        "POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body={"top": 1}
-    ) as listing:
+    """Another tenant deactivated, this one's streams go on (heartbeats past several
+    checks); a page of this server's own origin needs no allowed origin."""
+    headers = {**acme.headers("alice"), "Origin": server.url}
+    with open_stream("POST", list_updates_url(server.url), headers=headers, json_body={"top": 1}) as listing:
         opened(listing)
         deactivate_tenant(globex)
         for _ in range(int(ENDS_WITHIN) // 2):
