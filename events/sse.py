@@ -47,7 +47,7 @@ from events.edge.handoff import hand_off
 from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, realtime_unavailable, take_stream_slot
-from tenants.callers import Caller, check_stream_caller
+from tenants.callers import Caller, check_stream_caller, stream_caller_check_is_cached
 from tenants.cors import page_origin_allowed
 from tenants.policy import authorized_caller
 
@@ -634,13 +634,16 @@ class EventStream:
         heartbeat = settings.SSE_HEARTBEAT_SECONDS
         renew_every = settings.SSE_LEASE_SECONDS / 3
         loop_time = time.monotonic
-        next_heartbeat = loop_time() + heartbeat
-        next_renewal = loop_time() + renew_every
+        start = loop_time()
+        next_heartbeat = start + heartbeat
+        next_renewal = start + renew_every
         idle_deadline = self.started + settings.SSE_IDLE_TIMEOUT_SECONDS
         expires = self.caller.token_expires_at
         token_deadline = loop_time() + (expires.timestamp() - time.time()) if expires else float("inf")
         credential_every = settings.SSE_CREDENTIAL_CHECK_SECONDS
-        next_credential_check = loop_time() + credential_every
+        # From the same start as the renewals: by default both are due every 15 s, so an
+        # idle stream wakes no more often for its credential than it did for its lease.
+        next_credential_check = start + credential_every
         tier = tenant_tier(self.caller.tenant)
         logger.info(
             "event=stream_open kind=%s conn=%s tenant=%s user=%s resume=%s",
@@ -707,7 +710,7 @@ class EventStream:
                         self.end_reason = "unauthorized"
                         yield error_frame(refusal.code, refusal.message)
                         return
-                    next_credential_check = loop_time() + credential_every
+                    next_credential_check = now + credential_every
                 if now >= next_heartbeat:
                     yield sse_frame("heartbeat", {"timestamp": iso_now()})
                     next_heartbeat = now + heartbeat
@@ -764,7 +767,10 @@ class EventStream:
         are no longer readable there). A check that fails (the database away) keeps the
         stream: the next one is a period later."""
         try:
-            await run_db(_still_admitted, self.caller, self.page)
+            if self.page is None and stream_caller_check_is_cached(self.caller):
+                _still_admitted(self.caller, None)  # dictionary lookups: no thread hop
+            else:
+                await run_db(_still_admitted, self.caller, self.page)
         except ApiError as refusal:
             if refusal.status < 500:
                 logger.info(

@@ -299,10 +299,7 @@ def token_backend_for(realm: Realm) -> TokenBackend:
     """The realm's verifier. PyJWT has one leeway for `iat`, `nbf` and `exp`: it is the
     clock skew allowed for `iat`/`nbf` (JWT_CLOCK_SKEW_SECONDS) when that is the larger,
     and `_checked_claims` holds `exp` to JWT_LEEWAY_SECONDS itself."""
-    fingerprint = "|".join(
-        [realm.algorithm, realm.secret, realm.public_key, realm.jwks_url, realm.issuer, realm.audience]
-    )
-    key = (realm.pk, fingerprint)
+    key = _backend_key(realm)
     backend = _backend_cache.get(key)
     if backend is None:
         if realm.algorithm == Realm.Algorithm.HS256:
@@ -325,6 +322,14 @@ def token_backend_for(realm: Realm) -> TokenBackend:
         with _cache_lock:
             _backend_cache[key] = backend
     return backend
+
+
+def _backend_key(realm: Realm) -> tuple[Any, str]:
+    # Whatever changes how a token is verified makes a new verifier (and so new entries
+    # in the claims cache, whose keys hold it).
+    return realm.pk, "|".join(
+        [realm.algorithm, realm.secret, realm.public_key, realm.jwks_url, realm.issuer, realm.audience]
+    )
 
 
 def _expiry_leeway() -> float:
@@ -598,6 +603,21 @@ def _check_api_key_holds(key: ApiKey) -> None:
         raise ApiError(401, "API_KEY_EXPIRED", "The API key has expired.", {"expiredAt": key.expires_at.isoformat()})
     if not key.tenant.active:
         raise ApiError(401, "INVALID_API_KEY", "The API key's tenant is not active.")
+
+
+def stream_caller_check_is_cached(caller: Caller) -> bool:
+    """Whether `check_stream_caller` would decide for this caller from the process's caches
+    alone (a token whose realm and claims are remembered): it then reads nothing and
+    verifies nothing, and an open stream may ask it on the event loop rather than through
+    a database thread (a hop per stream per period, thousands of streams)."""
+    if caller.token is None or caller.realm is None:
+        return False
+    cached = _realm_cache.get((caller.tenant.pk, caller.realm.name))
+    if not cached or cached[0] <= time.monotonic():
+        return False
+    realm = cached[2]
+    backend = _backend_cache.get(_backend_key(realm))
+    return backend is not None and (backend, realm.teams_claim, caller.token) in _claims_cache
 
 
 def check_stream_caller(caller: Caller) -> None:

@@ -6,6 +6,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from core.http import ApiError
 from tenants import callers
 from tenants.models import Realm, TenantUser
 from tests.builders import World, base_claims, signed
@@ -111,6 +112,22 @@ class TestTokens:
         Realm.objects.filter(pk=acme.realm.pk).update(teams_claim="groups")
         # Now `groups` is the teams claim, and its entry has a character no column stores.
         assert_envelope(get(api, headers), 401, "INVALID_TOKEN")
+
+    def test_an_open_streams_check_is_answered_from_the_caches_while_they_hold(self, api, acme: World):
+        """A stream's periodic check of its token needs no database thread while the realm
+        and the token's claims are remembered, and does once the realm must be read again."""
+        caller = callers.resolve_caller({name.lower(): value for name, value in acme.headers("alice").items()})
+        assert callers.stream_caller_check_is_cached(caller)
+        callers.check_stream_caller(caller)  # holds, from the caches alone
+        callers.clear_realm_cache()
+        assert not callers.stream_caller_check_is_cached(caller)
+        callers.check_stream_caller(caller)  # reads the realm again (through a thread)
+        assert callers.stream_caller_check_is_cached(caller)
+        Realm.objects.filter(pk=acme.realm.pk).update(secret="rotated-realm-secret-0123456789abcdefghij")
+        callers.clear_realm_cache()
+        with pytest.raises(ApiError) as refused:
+            callers.check_stream_caller(caller)
+        assert refused.value.code == "INVALID_TOKEN"
 
     def test_wrongly_signed_token_is_401(self, api, acme: World):
         token = signed(base_claims(acme), "some-other-secret-0123456789abcdefghij")
