@@ -313,8 +313,9 @@ def update_ticket(
     else:
         ticket = lock_ticket(ticket)
     check_version(ticket, if_match)
-    if data.get("status", Status.CLOSED) not in CLOSED_STATUSES:
-        # A status that reopens the ticket: refused for a merged one, as /reopen is.
+    if ticket.status in CLOSED_STATUSES and data.get("status", Status.CLOSED) not in CLOSED_STATUSES:
+        # A status that reopens the ticket: refused for a merged one (always closed), as
+        # /reopen is. An open ticket cannot be merged, and needs no look at its marks.
         _refuse_if_merged(ticket)
     if data.get("parent") is not None:
         check_parent(ticket=ticket, parent=data["parent"])
