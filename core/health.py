@@ -48,12 +48,20 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 
 def _check_database() -> str:
     """A fresh connection (with a connect timeout: libpq's default waits for ever) and
-    `SELECT 1`; separate from the request's connection, so a probe never leaves one open."""
+    `SELECT 1`; separate from the request's connection, so a probe never leaves one open.
+
+    On PostgreSQL it is made with the driver itself: the backend's `get_new_connection`
+    takes one from the worker's pool when pooling is on, and a pooled connection closed
+    here instead of handed back stays counted as in use, so every probe would have cost
+    the pool a connection for good (the requests of a worker probed twenty times waited
+    for one in vain). A new connection also proves the database accepts connections."""
     wrapper = connections[DEFAULT_DB_ALIAS]
     params = wrapper.get_connection_params()
     if wrapper.vendor == "postgresql":
         params["connect_timeout"] = max(1, int(CHECK_TIMEOUT_SECONDS))
-    raw = wrapper.get_new_connection(params)
+        raw = wrapper.Database.connect(**params)
+    else:
+        raw = wrapper.get_new_connection(params)
     try:
         cursor = raw.cursor()
         if wrapper.vendor == "postgresql":

@@ -21,6 +21,7 @@ from tests.conftest import ROOT, ServerProcess, free_port
 from tests.waiting import wait_for
 
 if TYPE_CHECKING:
+    from tests.builders import World
     from tests.faults.redis_server import PrivateRedis
 
 TIMEOUT = 10  # each probe answers within its checks' budget (2 s each); generous for a busy machine
@@ -164,3 +165,27 @@ def test_redis_going_away_turns_a_ready_worker_not_ready_until_it_is_back(privat
             message=lambda: f"not ready again after Redis came back: {answers[-1].text}",
         )
         assert answers[-1].json()["checks"]["redis"] == "ok"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the worker's connection pool is PostgreSQL's")
+def test_readiness_probes_leave_the_workers_connection_pool_whole(transactional_db: None, acme: World) -> None:
+    """An orchestrator probes every few seconds for the life of the worker: probing must
+    not cost the requests anything. With a pool of 3 connections, twelve probes and then
+    requests that need the database: each is answered at once (the probes used to take a
+    pooled connection each and close it, so after three the requests waited for the pool
+    until they were refused, and the probe itself turned not ready)."""
+    with running(
+        DB_POOL_MIN_SIZE="1", DB_POOL_MAX_SIZE="3", DB_POOL_TIMEOUT_SECONDS="1", DB_POOL_BUSY_WAIT_SECONDS="2"
+    ) as proc:
+        for _ in range(12):
+            ready = httpx.get(f"{proc.url}/readyz", timeout=TIMEOUT)
+            assert ready.status_code == 200, ready.text
+        for n in range(4):
+            created = httpx.post(
+                f"{proc.url}/api/v2/ticketing/ticket",
+                json={"subject": f"after probes {n}"},
+                headers=acme.headers("alice"),
+                timeout=TIMEOUT,
+            )
+            assert created.status_code == 201, created.text
+            assert created.elapsed.total_seconds() < 1, created.elapsed
