@@ -9,7 +9,9 @@ When is a second run safe? When the first one certainly changed nothing:
 - the failing statement was a read outside a transaction.
 A connection lost *during* COMMIT, or during a write that ran outside a transaction
 (autocommit), leaves the outcome unknown: running it again could apply it twice, so the
-client is told so (`details.outcome: "unknown"`) instead.
+client is told so (`details.outcome: "unknown"`) instead. A statement PostgreSQL gave
+up on (`statement_timeout`, `lock_timeout`, a cancel) applied nothing, but is answered
+503 at once rather than run again: the second run would wait as long.
 """
 
 from __future__ import annotations
@@ -39,10 +41,21 @@ ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, 
 # The server ended or refused the session: class 08 (connection exception), 57P01-03
 # (admin shutdown, e.g. pg_terminate_backend; crash shutdown; cannot connect now).
 LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# PostgreSQL gave up on a statement: it ran longer than `statement_timeout` or waited for
+# a lock longer than `lock_timeout` (DB_LOCK_TIMEOUT_SECONDS), or someone cancelled it
+# (pg_cancel_backend). Its transaction is rolled back; it is answered 503 and not run
+# again, since a second run would most likely wait just as long.
+GAVE_UP_SQLSTATES = frozenset({"57014", "55P03"})  # query_canceled, lock_not_available
 # A rolled-back transaction is retried after a short random pause, so that the two
 # transactions that deadlocked do not meet again in the same order at once.
 ROLLBACK_PAUSE_SECONDS = (0.02, 0.12)
 _READ_STATEMENTS = frozenset({"SELECT", "SHOW", "SET"})
+
+
+TIMED_OUT_MESSAGE = (
+    "The database did not complete the request in time (a statement or lock timeout); nothing was changed. "
+    "Send the same request again."
+)
 
 
 class DatabaseUnavailable(ApiError):
@@ -127,11 +140,12 @@ def _watching(watch: _StatementWatch) -> Iterator[None]:
 
 
 def database_fault(exc: BaseException) -> bool:
-    """Whether `exc` is a fault `call_with_retry` deals with (connection lost, or the
-    transaction rolled back by the server)."""
+    """Whether `exc` is a fault `call_with_retry` deals with (connection lost, the
+    transaction rolled back by the server, or a statement it gave up on)."""
     if not isinstance(exc, (OperationalError, InterfaceError)):
         return False
-    return _sqlstate(exc) in ROLLED_BACK_SQLSTATES or _connection_is_gone(exc)
+    sqlstate = _sqlstate(exc)
+    return sqlstate in ROLLED_BACK_SQLSTATES or sqlstate in GAVE_UP_SQLSTATES or _connection_is_gone(exc)
 
 
 def _waited_for_the_pool(exc: BaseException) -> bool:
@@ -143,6 +157,10 @@ def _waited_for_the_pool(exc: BaseException) -> bool:
 def _outcome(exc: BaseException, watch: _StatementWatch) -> Outcome:
     if _sqlstate(exc) in ROLLED_BACK_SQLSTATES:
         return "not_applied"
+    if _sqlstate(exc) in GAVE_UP_SQLSTATES:
+        # A cancelled statement is undone, in autocommit too; a COMMIT is not cancelled
+        # once it has begun, but say "unknown" should one report it.
+        return "unknown" if _raised_by_commit(exc) else "not_applied"
     if _raised_by_commit(exc) or watch.autocommit_write_failed:
         return "unknown"
     return "not_applied"
@@ -236,6 +254,14 @@ def call_with_retry(fn: Callable[..., T], *args: Any, retry: bool = True, **kwar
                 raise DatabaseUnavailable("not_applied") from exc
             outcome = _outcome(exc, watch)
             _drop_connections(exc)
+            if _sqlstate(exc) in GAVE_UP_SQLSTATES:
+                logger.warning(
+                    "event=database_statement_cancelled outcome=%s sqlstate=%s error=%s",
+                    outcome,
+                    _sqlstate(exc),
+                    str(exc).strip().replace("\n", " ")[:200],
+                )
+                raise DatabaseUnavailable(outcome, TIMED_OUT_MESSAGE if outcome == "not_applied" else None) from exc
             logger.warning(
                 "event=database_fault attempt=%s outcome=%s sqlstate=%s error=%s",
                 attempt,

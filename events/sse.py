@@ -729,6 +729,14 @@ class EventStream:
                     next_heartbeat, next_renewal, token_deadline, idle_deadline, next_credential_check, self.next_tick
                 )
                 await self.subscriber.wait(next_due - loop_time())
+        except ApiError as error:
+            # Refused after the response started (the database failed the snapshot's or
+            # a replay's read: core.db_retry's 503): the client is told so in an `error`
+            # event and the body ends properly, so it reconnects with Last-Event-ID, where
+            # it used to get a broken response and the log an unhandled exception.
+            self.end_reason = self.end_reason or "error"
+            logger.warning("event=stream_failed kind=%s conn=%s code=%s", self.kind, self.connection_id, error.code)
+            yield error_frame(error.code, error.message)
         except Exception:
             self.end_reason = self.end_reason or "error"
             raise
