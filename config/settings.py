@@ -183,6 +183,17 @@ if IS_POSTGRES:
         DATABASES["default"].setdefault("OPTIONS", {}).update(
             {"server_side_binding": True, "prepare_threshold": int(_prepare_threshold)}
         )
+if IS_POSTGRES:
+    # PostgreSQL lets a statement wait for a lock for ever: a transaction left open on a
+    # ticket's row (a psql session, a stuck job) would hold every write of that ticket for
+    # as long as it lasts, each holding a connection. Past DB_LOCK_TIMEOUT_SECONDS the
+    # write is refused (503 in the envelope, nothing changed; core.db_retry). 0 leaves
+    # PostgreSQL's own setting (the role's or the database's). Sent as a startup option,
+    # which PgBouncer refuses: behind it set 0 and `ALTER ROLE ... SET lock_timeout`.
+    _lock_timeout_ms = int(env_float("DB_LOCK_TIMEOUT_SECONDS", 15.0) * 1000)
+    if _lock_timeout_ms > 0:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = f"{_options.get('options', '')} -c lock_timeout={_lock_timeout_ms}".strip()
 if not IS_POSTGRES:
     # Stream tests run a server in another process, so the SQLite test database must be
     # a file both processes can open, not the in-memory default.

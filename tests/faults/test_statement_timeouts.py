@@ -106,3 +106,33 @@ def test_a_stream_whose_snapshot_read_is_cancelled_ends_with_an_error_event(
     with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body={}) as stream:
         assert stream.next().event == "connected"
         assert stream.next().event == "snapshot"
+
+
+def test_a_write_waits_for_a_row_lock_only_as_long_as_the_lock_timeout(
+    transactional_db: None, acme: World, locker: psycopg.Connection
+):
+    """A transaction left open on a ticket's row (an operator's psql session) does not
+    hold its writers for as long as it lasts: past DB_LOCK_TIMEOUT_SECONDS they are 503,
+    and writes of other tickets go on meanwhile."""
+    server = ServerProcess(DB_LOCK_TIMEOUT_SECONDS="1").start()
+    try:
+        headers = acme.headers("alice")
+        created = [
+            httpx.post(f"{server.url}{TICKETS}", json={"subject": f"t{n}"}, headers=headers, timeout=20)
+            for n in range(2)
+        ]
+        locked, free = (c.json()["data"]["id"] for c in created)
+        locker.execute("SELECT id FROM ticketing_ticket WHERE id = %s FOR UPDATE", [locked])
+        # The lock is held far longer than the client waits: without a lock timeout the
+        # write would still be waiting when the client gives up.
+        response = httpx.patch(f"{server.url}{TICKETS}/{locked}", json={"description": "x"}, headers=headers, timeout=8)
+        body = assert_503_envelope(response)
+        assert body["error"]["details"]["outcome"] == "not_applied"
+        assert response.elapsed.total_seconds() < 5, response.elapsed
+        other = httpx.patch(f"{server.url}{TICKETS}/{free}", json={"description": "y"}, headers=headers, timeout=8)
+        assert other.status_code == 200, other.text
+        locker.rollback()
+        again = httpx.patch(f"{server.url}{TICKETS}/{locked}", json={"description": "z"}, headers=headers, timeout=8)
+        assert again.status_code == 200, again.text
+    finally:
+        server.stop()
