@@ -39,8 +39,9 @@ Outcome = Literal["not_applied", "unknown"]
 # PostgreSQL rolled the transaction back and said so.
 ROLLED_BACK_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 # The server ended or refused the session: class 08 (connection exception), 57P01-03
-# (admin shutdown, e.g. pg_terminate_backend; crash shutdown; cannot connect now).
-LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# (admin shutdown, e.g. pg_terminate_backend; crash shutdown; cannot connect now), 57P05
+# and 25P03 (the session idled past idle_session_timeout / idle_in_transaction_session_timeout).
+LOST_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 # PostgreSQL gave up on a statement: it ran longer than `statement_timeout` or waited for
 # a lock longer than `lock_timeout` (DB_LOCK_TIMEOUT_SECONDS), or someone cancelled it
 # (pg_cancel_backend). Its transaction is rolled back; it is answered 503 and not run

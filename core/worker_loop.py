@@ -6,7 +6,8 @@ Why one helper: the workers must stop the same way (a signal ends the loop betwe
 rounds, never in the middle of one, so a claim or a send is never cut short), fail the
 same way (with `--once`, from cron or a test, an error is the command's error and exit
 code; in the loop it is logged and the next round tries again) and keep their database
-connection healthy the same way. Each command keeps what differs: the work of a round
+connection healthy the same way (a round that meets a dead connection runs again at
+once on a fresh one). Each command keeps what differs: the work of a round
 and what it prints about it. (`deliver_webhooks` is asyncio and has its own loop.)
 """
 
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from types import FrameType
 
 from django.db import close_old_connections
+
+from core.db_retry import call_with_retry
 
 # The wait between rounds is slept in slices this long, so that a signal ends it promptly.
 SLEEP_SLICE_SECONDS = 0.5
@@ -56,7 +59,13 @@ def run_worker_loop(
         signal.signal(signal.SIGINT, stop)
     while True:
         try:
-            handled = work()
+            # A round is safe to run again (it does what is due; the loop repeats it
+            # anyway): a database fault that applied nothing, typically a pooled connection
+            # the server closed while the worker slept between rounds (PostgreSQL
+            # restarted, `idle_session_timeout`, a proxy's idle cut), is retried at once on
+            # a fresh pool instead of failing this round and, with every connection of the
+            # pool dead, the next ones too (core.db_retry).
+            handled = call_with_retry(work)
         except Exception:
             if once:
                 raise
