@@ -68,6 +68,25 @@ GROUP_REFRESH_SECONDS = 600.0
 _db_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stream-db")
 
 
+async def refresh_membership_marker(name: str, ttl: int) -> bool:
+    """Set the Redis key `name` (under REDIS_PREFIX, expiring after `ttl` seconds) and say
+    whether it was there before. A process sets one before its first group_add and checks
+    it now and then: a key gone means Redis restarted or was flushed, and took the channel
+    layer's group memberships with it, which nothing else tells the process (its blocking
+    receive reconnects without an error). Raises when Redis does not answer within
+    GROUP_ADD_TIMEOUT."""
+    from events.leases import lease_store
+
+    marker = f"{settings.REDIS_PREFIX}:{name}"
+    async with asyncio.timeout(GROUP_ADD_TIMEOUT):
+        client = lease_store().client  # type: ignore[attr-defined]
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.exists(marker)
+            pipe.set(marker, 1, ex=ttl)
+            existed, _ = await pipe.execute()
+    return bool(existed)
+
+
 def _run_with_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # Each call is treated like a request: the thread's connection is kept only as long
     # as CONN_MAX_AGE allows (with the default 0, closed after every call).
@@ -649,16 +668,7 @@ class EventHub:
     async def _refresh_marker(self) -> bool:
         """Set this process's marker key; whether it was there before. Raises when Redis
         does not answer within GROUP_ADD_TIMEOUT."""
-        from events.leases import lease_store
-
-        marker = f"{settings.REDIS_PREFIX}:hub-alive:{self.channel}"
-        async with asyncio.timeout(GROUP_ADD_TIMEOUT):
-            client = lease_store().client  # type: ignore[attr-defined]
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.exists(marker)
-                pipe.set(marker, 1, ex=int(MEMBERSHIP_CHECK_SECONDS * 30))
-                existed, _ = await pipe.execute()
-        return bool(existed)
+        return await refresh_membership_marker(f"hub-alive:{self.channel}", int(MEMBERSHIP_CHECK_SECONDS * 30))
 
     async def _keep_memberships(self) -> None:
         """Keep this process in its tenants' groups across Redis restarts.

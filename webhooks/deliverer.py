@@ -40,7 +40,7 @@ from django.db import IntegrityError
 
 from core.aio import wait_event
 from events.announcements import tenant_group
-from events.hub import _run_with_connection
+from events.hub import GROUP_REFRESH_SECONDS, _run_with_connection, refresh_membership_marker
 from events.ids import event_id_to_str
 from events.serializers import event_to_dict
 from webhooks import selectors, services
@@ -56,6 +56,10 @@ T = TypeVar("T")
 _db_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhooks-db")
 # Due deliveries read at once for an endpoint whose in-memory queue ran dry.
 DUE_BATCH = 500
+# The marker of this worker's group memberships (`Deliverer.memberships_lost`) lives this
+# long without a refresh: it is refreshed at every claim (every couple of seconds), and a
+# worker that stalled longer than this (the database away) just joins its groups again.
+MEMBERSHIP_MARKER_SECONDS = 60
 
 
 async def run_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -320,6 +324,7 @@ class Deliverer:
         self.channel_layer = get_channel_layer()
         self.channel: str | None = None
         self.follows_endpoint_changes = False
+        self.joined_at = 0.0
 
     def lease_is_fresh(self) -> bool:
         """False once leases may have run out (the database was unreachable for a while):
@@ -461,11 +466,17 @@ class Deliverer:
         return intake
 
     async def follow_tenants(self, tenants: set[uuid.UUID]) -> None:
-        if self.channel_layer is None or (tenants == self.tenants and self.follows_endpoint_changes):
+        if self.channel_layer is None:
+            return
+        if tenants == self.tenants and self.follows_endpoint_changes and not await self.memberships_lost():
             return
         try:
             if self.channel is None:
                 self.channel = await self.channel_layer.new_channel("webhooks.")
+                # Before the first group_add, so that a Redis restart after it is seen.
+                with contextlib.suppress(Exception):
+                    await refresh_membership_marker(self.membership_marker, MEMBERSHIP_MARKER_SECONDS)
+                self.joined_at = time.monotonic()
             if not self.follows_endpoint_changes:
                 await asyncio.wait_for(self.channel_layer.group_add(services.ENDPOINT_CHANGES_GROUP, self.channel), 2)
                 self.follows_endpoint_changes = True
@@ -477,6 +488,31 @@ class Deliverer:
         except Exception:
             # Announcements only make delivery faster; the endpoints poll meanwhile.
             logger.info("event=webhook_group_join_failed", exc_info=True)
+
+    @property
+    def membership_marker(self) -> str:
+        return f"webhooks-alive:{self.channel}"
+
+    async def memberships_lost(self) -> bool:
+        """Whether the group memberships must be made again: Redis restarted or was flushed
+        (the marker set before the first group_add is gone), or they near the channel
+        layer's group expiry. Then every group is joined again: the worker was, without
+        a word, left with the poll alone (deliveries up to WEBHOOKS_POLL_SECONDS late,
+        endpoint changes such as a secret rotation noticed only at the next claim)."""
+        if not settings.REDIS_URL or self.channel is None:
+            return False
+        try:
+            existed = await refresh_membership_marker(self.membership_marker, MEMBERSHIP_MARKER_SECONDS)
+        except Exception:
+            return False  # Redis is away: the endpoints poll meanwhile; checked again next cycle
+        if existed and time.monotonic() - self.joined_at < GROUP_REFRESH_SECONDS:
+            return False
+        if not existed:
+            logger.warning("event=webhook_memberships_lost worker=%s tenants=%d", self.worker, len(self.tenants))
+        self.tenants = set()
+        self.follows_endpoint_changes = False
+        self.joined_at = time.monotonic()
+        return True
 
     async def listen_loop(self) -> None:
         while True:

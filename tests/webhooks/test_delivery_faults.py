@@ -224,3 +224,44 @@ def test_a_deliverer_whose_lease_ran_out_while_a_request_waited_for_a_slot_does_
         release_first.set()
         receiver.stop()
         proxy.close()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a server and a deliverer share Redis")
+def test_after_a_redis_restart_the_deliverer_is_announced_new_events_again(
+    transactional_db: None, http_allowed: World, receiver: Receiver, private_redis
+) -> None:
+    """A restarted Redis has lost the deliverer's group memberships and nothing tells it:
+    it must join again by itself, or it is left with its poll (here 30 s) for good."""
+    from tests.conftest import ServerProcess, wait_until_database_is_quiet
+    from tests.webhooks.support import WEBHOOK_ENV
+    from webhooks.models import Endpoint
+
+    shared = {"REDIS_URL": private_redis.url, "REDIS_PREFIX": f"hooks{private_redis.port}"}
+    server = ServerProcess(**WEBHOOK_ENV, **shared).start()
+    deliverer = DelivererProcess(WEBHOOKS_POLL_SECONDS="30", **shared)
+    headers = http_allowed.headers("admin")
+    try:
+        endpoint = create_endpoint(server.url, headers, url=f"{receiver.url}/h", eventTypes=["tickets.ticket.created"])
+        with running(deliverer):
+
+            def delivered_within(seconds: float, subject: str) -> float:
+                before = len(receiver.received)
+                started = time.monotonic()
+                create_ticket(server.url, headers, subject)
+                receiver.wait_for(lambda got: len(got) > before, timeout=seconds)
+                return time.monotonic() - started
+
+            # The deliverer has claimed the endpoint, and joins the tenant's group in the same cycle.
+            claimed = Endpoint.objects.filter(id=endpoint["id"]).exclude(claimed_by="")
+            wait_for(claimed.exists, timeout=30, interval=0.1, message="the deliverer never claimed the endpoint")
+            time.sleep(1)
+            delivered_within(3, "announced before")
+            private_redis.stop()
+            private_redis.start()
+            time.sleep(3)  # a couple of the deliverer's claim cycles
+            for n in range(2):
+                delivered_within(3, f"announced after {n}")
+            assert "webhook_memberships_lost" in deliverer.output()
+    finally:
+        server.stop()
+        wait_until_database_is_quiet()
