@@ -7,8 +7,8 @@ Protocol: the client authenticates with the handshake (an `X-API-Key` header, an
 the REST API. `{"action": "ping"}` is answered with `{"action": "pong"}`; the server also
 pings at the websocket level. Close codes: 4401 unauthorized, 4403 forbidden, 4404 unknown
 tenant or realm, 4400 bad message, 4408 slow consumer, 4410 cursor older than retention,
-1013 database unavailable at the handshake (try again later). The close reason is the
-error code an HTTP request would get.
+1013 database unavailable (try again later), at the handshake or when it fails the feed's
+reads. The close reason is the error code an HTTP request would get.
 
 The credential is checked at the handshake and again every `CREDENTIAL_CHECK_SECONDS`
 while the socket is open (`tenants.callers.check_still_valid`): a revoked, deleted or
@@ -74,6 +74,7 @@ END_REASONS = {
     CLOSE_SLOW_CONSUMER: "slow_consumer",
     CLOSE_CURSOR_EXPIRED: "cursor_expired",
     CLOSE_SERVICE_RESTART: "server_shutdown",
+    CLOSE_TRY_AGAIN_LATER: "unavailable",
     1011: "error",
 }
 
@@ -255,6 +256,13 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_SERVICE_RESTART, "The server is restarting; reconnect with after_id.")
         except asyncio.CancelledError:
             raise
+        except DatabaseUnavailable as error:
+            # The database failed the feed's read (the replay after `after_id`, a catch-up)
+            # after its retry: an outage, not a bug of ours; the client tries again later,
+            # as after a 1013 at the handshake (it was 1011, "server error", and an ERROR
+            # with a traceback in the log).
+            logger.warning("event=partner_feed_unavailable tenant=%s", self.reader.tenant.id)
+            await self._refuse(CLOSE_TRY_AGAIN_LATER, error.message, reason=error.code)
         except OSError:
             # The client went away (a crash, a cut network) while a send waited: the ASGI
             # server says so with an OSError (uvicorn's ClientDisconnected). An ordinary

@@ -360,3 +360,33 @@ def test_a_burst_larger_than_the_pool_waits_for_connections_instead_of_failing(t
     descriptions = {e.payload["ticket"]["description"] for e in Event.objects.filter(type="tickets.ticket.updated")}
     assert descriptions == {f"burst {n}" for n in range(20)}
     assert "event=database_fault" not in log_text  # no pool was closed, no request retried as a fault
+
+
+def test_a_partner_socket_whose_replay_the_database_fails_is_closed_try_again_later(
+    proxied_server: ServerProcess, proxy: CuttingProxy, acme: World
+):
+    """The database goes away after the handshake: the replay after `after_id` fails (after
+    its retry), and the socket is closed with 1013 SERVICE_UNAVAILABLE, as a handshake
+    would be, not 1011 (server error); the client comes back later with its cursor."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from events.ids import event_id_to_str
+    from tenants.services import create_api_key
+
+    assert create(proxied_server, acme, "before the outage").status_code == 201
+    first = event_id_to_str(Event.objects.filter(tenant=acme.tenant).order_by("id").values_list("id", flat=True)[0])
+    _, key = create_api_key(tenant=acme.tenant, name="feed")
+    url = proxied_server.url.replace("http://", "ws://") + "/v2/system/events/ws"
+    with connect(url, additional_headers={"X-API-Key": key}, open_timeout=10) as ws:
+        proxy.go_away()
+        ws.send(json.dumps({"action": "subscribe", "after_id": first}))
+        messages = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=30)))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013, (closed.value, messages)
+    assert closed.value.rcvd.reason == "SERVICE_UNAVAILABLE"
+    assert messages[-1]["action"] == "error" and messages[-1]["code"] == 1013, messages
