@@ -28,11 +28,16 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from core.http import ApiError
 from events.announcements import tenant_group
 from events.hub import NOTE_MESSAGE
-from events.leases import RedisLeaseStore, lease_store
+from events.leases import RedisLeaseStore, lease_store, realtime_unavailable
 
 logger = logging.getLogger(__name__)
+
+# Presence is ephemeral: a Redis slower than this is as good as down for it (the hub's
+# bound on a group_add too), and neither a stream's opening nor a typing mark waits longer.
+REDIS_TIMEOUT_SECONDS = 2.0
 
 VIEWING = "viewing"
 TYPING = "typing"
@@ -164,7 +169,19 @@ async def leave(tenant_id: uuid.UUID, ticket_id: str, client_id: str) -> None:
 
 async def set_state(tenant_id: uuid.UUID, ticket_id: str, client_id: str, user_id: str, state: str) -> Roster | None:
     """A viewer's own announcement (typing or back to viewing); None when `client_id` is
-    not a current viewer of this ticket for this user."""
+    not a current viewer of this ticket for this user. Redis away or slower than
+    REDIS_TIMEOUT_SECONDS: `503 SERVICE_UNAVAILABLE` (ApiError), as a stream open."""
+    try:
+        async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+            return await _set_state(tenant_id, ticket_id, client_id, user_id, state)
+    except ApiError:
+        raise
+    except Exception as error:
+        logger.warning("event=presence_unavailable tenant=%s ticket=%s error=%r", tenant_id, ticket_id, error)
+        raise realtime_unavailable() from error
+
+
+async def _set_state(tenant_id: uuid.UUID, ticket_id: str, client_id: str, user_id: str, state: str) -> Roster | None:
     roster = await read_roster(tenant_id, ticket_id)
     current = next((p for p in roster.entries if p.client_id == client_id and p.user_id == user_id), None)
     if current is None:

@@ -4,10 +4,12 @@ Gap-free start: the stream subscribes to the tenant's feed first (so it buffers 
 event committed from then on), then reads the snapshot (or the missed events) together
 with the log position they cover, then sends buffered events above that position."""
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -48,6 +50,8 @@ from ticketing.serializers import (
     ticket_detail,
     user_ref,
 )
+
+logger = logging.getLogger(__name__)
 
 # The enum members as plain strings: a class attribute lookup on an Enum is several times
 # slower than a global, and these run once per frame.
@@ -352,7 +356,18 @@ class TicketActivityStream(EventStream):
 
     async def join_viewers(self) -> AsyncIterator[bytes]:
         self.viewer = dataclasses.replace(self.viewer, expires_at=time.time() + settings.PRESENCE_TTL_SECONDS)
-        roster = await presence.join(self.caller.tenant.id, self.ticket_id, self.viewer)
+        try:
+            async with asyncio.timeout(presence.REDIS_TIMEOUT_SECONDS):
+                roster = await presence.join(self.caller.tenant.id, self.ticket_id, self.viewer)
+        except Exception as error:
+            # Redis away or slow: the stream goes on without the roster for now (it failed
+            # here, after `connected`, with a broken response). Its next renewal writes
+            # its entry, and the roster is read again then.
+            logger.warning("event=presence_join_failed conn=%s error=%r", self.connection_id, error)
+            self.renew_at = time.monotonic() + settings.PRESENCE_RENEW_SECONDS
+            self.stale_at = time.time() + settings.PRESENCE_RENEW_SECONDS
+            self._schedule()
+            return
         self.renew_at = time.monotonic() + settings.PRESENCE_RENEW_SECONDS
         frame = self._viewers_frame(roster.as_list(), roster.stale_at())
         self._schedule()
