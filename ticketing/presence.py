@@ -22,8 +22,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -34,6 +35,7 @@ from events.hub import NOTE_MESSAGE
 from events.leases import RedisLeaseStore, lease_store, realtime_unavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Presence is ephemeral: a Redis slower than this is as good as down for it (the hub's
 # bound on a group_add too), and neither a stream's opening nor a typing mark waits longer.
@@ -165,6 +167,31 @@ async def renew(tenant_id: uuid.UUID, ticket_id: str, presence: Presence) -> Non
 async def leave(tenant_id: uuid.UUID, ticket_id: str, client_id: str) -> None:
     await _remove(_key(tenant_id, ticket_id), client_id)
     await announce(tenant_id, ticket_id, await read_roster(tenant_id, ticket_id))
+
+
+def in_background(call: Awaitable[T]) -> asyncio.Future[T]:
+    """`call` in a task of its own, whose failure nobody needs to hear about."""
+    task = asyncio.ensure_future(call)
+    task.add_done_callback(_outcome_seen)
+    return task
+
+
+async def bounded(call: Awaitable[T]) -> T:
+    """`call`, waited for at most REDIS_TIMEOUT_SECONDS (then TimeoutError), for a stream's
+    presence work: the stream writes no events while it waits, and a paused or unreachable
+    Redis held them for as long as its client's retries lasted (about 15 s per call). The
+    call runs in a task of its own, awaited through a shield, as a stream's lease renewal
+    (events.sse): the Redis client can swallow a cancellation, and a cancellation is how a
+    stream learns that its client left. A call given up on ends by itself."""
+    async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+        return await asyncio.shield(in_background(call))
+
+
+def _outcome_seen(task: asyncio.Future[Any]) -> None:
+    # A failure after the stream stopped waiting is no news (the next renewal tries again),
+    # and asyncio would log it as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 async def set_state(tenant_id: uuid.UUID, ticket_id: str, client_id: str, user_id: str, state: str) -> Roster | None:

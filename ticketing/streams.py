@@ -5,7 +5,6 @@ event committed from then on), then reads the snapshot (or the missed events) to
 with the log position they cover, then sends buffered events above that position."""
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -316,6 +315,7 @@ class TicketActivityStream(EventStream):
         )
         self.viewers_sent: list[dict[str, Any]] | None = None
         self.renew_at = 0.0  # time.monotonic() of the next renewal of this viewer's entry
+        self.renewal: asyncio.Future[None] | None = None  # the renewal under way
         self.stale_at = float("inf")  # time.time() at which the roster last sent goes stale
 
     async def opening(self) -> AsyncIterator[bytes]:
@@ -357,8 +357,7 @@ class TicketActivityStream(EventStream):
     async def join_viewers(self) -> AsyncIterator[bytes]:
         self.viewer = dataclasses.replace(self.viewer, expires_at=time.time() + settings.PRESENCE_TTL_SECONDS)
         try:
-            async with asyncio.timeout(presence.REDIS_TIMEOUT_SECONDS):
-                roster = await presence.join(self.caller.tenant.id, self.ticket_id, self.viewer)
+            roster = await presence.bounded(presence.join(self.caller.tenant.id, self.ticket_id, self.viewer))
         except Exception as error:
             # Redis away or slow: the stream goes on without the roster for now (it failed
             # here, after `connected`, with a broken response). Its next renewal writes
@@ -383,13 +382,16 @@ class TicketActivityStream(EventStream):
         tenant_id = self.caller.tenant.id
         if time.monotonic() >= self.renew_at:
             self.viewer = dataclasses.replace(self.viewer, expires_at=time.time() + settings.PRESENCE_TTL_SECONDS)
-            with contextlib.suppress(Exception):  # Redis away: the next renewal makes up for it
-                await presence.renew(tenant_id, self.ticket_id, self.viewer)
+            # In the background: the stream writes no events while it waits, and a paused
+            # Redis held them for as long as the call's retries lasted. One at a time; a
+            # renewal that fails is made up for by the next one.
+            if self.renewal is None or self.renewal.done():
+                self.renewal = presence.in_background(presence.renew(tenant_id, self.ticket_id, self.viewer))
             self.renew_at = time.monotonic() + settings.PRESENCE_RENEW_SECONDS
         if time.time() >= self.stale_at:
             # An entry lapsed (a viewer whose worker died) or a typing mark ran out: read again.
             try:
-                roster = await presence.read_roster(tenant_id, self.ticket_id)
+                roster = await presence.bounded(presence.read_roster(tenant_id, self.ticket_id))
             except Exception:
                 self.stale_at = time.time() + settings.PRESENCE_RENEW_SECONDS
             else:

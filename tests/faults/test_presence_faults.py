@@ -6,6 +6,9 @@ in the envelope, never a 500."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -82,3 +85,44 @@ def test_a_ticket_stream_that_cannot_join_the_roster_still_serves_its_events(
         assert frame.event != "error", frame
         assert frame.id is not None and "high" in json.dumps(frame.data), frame  # the change, live
     admin.config_set("maxmemory", 0)
+
+
+def test_a_paused_redis_does_not_hold_a_ticket_streams_events(
+    transactional_db: None, private_redis: PrivateRedis, acme: World
+):
+    """Redis stops answering (SIGSTOP: connections stay open, nothing comes back) while
+    the stream renews its roster entry: its events still go out within seconds. They
+    waited for the renewal's retries, about 15 s at a time, for as long as Redis was paused."""
+    server = ServerProcess(
+        REDIS_URL=private_redis.url,
+        REDIS_PREFIX=f"presence{private_redis.port}",
+        PRESENCE_RENEW_SECONDS="1",
+        # Long enough that neither the roster (read again when an entry nears its end)
+        # nor the stream's lease is renewed while Redis is paused: the presence renewal
+        # alone is under test.
+        PRESENCE_TTL_SECONDS="60",
+        SSE_LEASE_SECONDS="90",
+    ).start()
+    assert private_redis.proc is not None
+    try:
+        ticket = create_ticket(server, acme)
+        url = f"{server.url}/api/v2/ticketing/ticket/{ticket}"
+        with open_stream("GET", f"{url}/sse", headers=acme.headers("bob"), read_timeout=30) as stream:
+            assert stream.next().event == "connected"
+            assert stream.next().event == "snapshot"
+            os.kill(private_redis.proc.pid, signal.SIGSTOP)
+            try:
+                time.sleep(1.5)  # a renewal is under way, and waits for Redis
+                for n in range(3):
+                    started = time.monotonic()
+                    changed = httpx.patch(
+                        url, json={"description": f"paused {n}"}, headers=acme.headers("alice"), timeout=20
+                    )
+                    assert changed.status_code == 200, changed.text
+                    frame = stream.next(skip=("heartbeat", "presence"), timeout=20)
+                    assert f"paused {n}" in json.dumps(frame.data), frame
+                    assert time.monotonic() - started < 5, f"change {n} took {time.monotonic() - started:.1f} s"
+            finally:
+                os.kill(private_redis.proc.pid, signal.SIGCONT)
+    finally:
+        server.stop()
