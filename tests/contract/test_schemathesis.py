@@ -92,7 +92,11 @@ _CONDITIONAL = '["2xx", "400", "401", "403", "404", "409", "412", "422", "429"]'
 REFUSED_BY_DESIGN = (  # operation names ("METHOD /path") as regular expressions
     (r"^POST /api/v2/ticketing/ticket$", _REFUSED),
     (r"^(PATCH|DELETE) /api/v2/ticketing/ticket/\{ticket_id\}$", _CONDITIONAL),
-    (r"^POST /api/v2/ticketing/ticket/\{ticket_id\}/(watchers|approvals|merge)$", _REFUSED),
+    # Every other write that moves the ticket's version takes If-Match too (a merge also
+    # names a ticket that must exist and may be refused, 400).
+    (r"^POST /api/v2/ticketing/ticket/\{ticket_id\}/(merge|reopen|escalate|products)$", _CONDITIONAL),
+    (r"^DELETE /api/v2/ticketing/ticket/\{ticket_id\}/products/\{sku\}$", _CONDITIONAL),
+    (r"^POST /api/v2/ticketing/ticket/\{ticket_id\}/(watchers|approvals)$", _REFUSED),
     (r"^POST /api/v2/ticketing/ticket/(list|notifications)$", _REFUSED),
     (r"^GET /api/v2/ticketing/ticket/notification/list$", _REFUSED),
     # Exactly one of `ids`, `all` or `before`, which the schema leaves open: a body with
