@@ -501,17 +501,9 @@ def _user_from_claims(
     fields["teams"] = list(teams)
     cache_key = (tenant.id, realm.pk, subject)
     cached = _user_cache.get(cache_key)
-    # Same claims seen a moment ago: the record is current (the count endpoint is polled
-    # by every open tab, so this saves a query on most requests). A write makes sure it
-    # still exists: one deleted meanwhile (an admin deleting the person) would fail the
-    # write's references to it with a 500 at COMMIT, where the person's next request is
-    # to make them afresh, as after the cache.
-    if (
-        cached is not None
-        and cached[0] > time.monotonic()
-        and cached[1] == fields
-        and (not connection.in_atomic_block or TenantUser.objects.filter(pk=cached[2].pk).exists())
-    ):
+    if cached is not None and cached[0] > time.monotonic() and cached[1] == fields:
+        # Same claims seen a moment ago: the record is current (the count endpoint is
+        # polled by every open tab, so this saves a query on most requests).
         return cached[2]
     identity = {"tenant": tenant, "realm": realm, "subject": subject}
     user = TenantUser.objects.filter(**identity).first()
