@@ -188,9 +188,9 @@ def test_the_running_server_serves_the_same_schema(server: ServerProcess, genera
 RAISED_CODE = re.compile(r'(?:ApiError|__init__)\(\s*(\d{3}),\s*"([A-Z][A-Z_]+)"')
 # core.errors' answer to a DRF ValidationError, which no view lets through (see
 # config.openapi.ERROR_CODES); documenting it would promise clients a code they never get.
-# And the codes an open stream ends with when its credential stops holding
-# (tenants.callers.check_stream_caller): `error` frames of a stream, never a response.
-NEVER_ANSWERED = {"VALIDATION_ERROR", "SESSION_ENDED", "ACCESS_CHANGED"}
+# And the codes an open stream ends with when its credential or its page's origin stops
+# holding (events.sse, events.consumers): `error` frames and close reasons, never a response.
+NEVER_ANSWERED = {"VALIDATION_ERROR", "SESSION_ENDED", "ACCESS_CHANGED", "ORIGIN_NOT_ALLOWED"}
 
 
 def _codes_the_code_raises() -> dict[int, set[str]]:
