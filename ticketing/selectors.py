@@ -15,7 +15,7 @@ from tenants.callers import Caller
 from tenants.models import TenantUser
 from tenants.policy import authorize_list_scope
 from ticketing.filters import parse_ticket_filter, parse_ticket_search
-from ticketing.models import PRIORITY_RANK, STATUS_RANK, Approval, Comment, Ticket, TicketMarks
+from ticketing.models import CLOSED_STATUSES, PRIORITY_RANK, STATUS_RANK, Approval, Comment, Ticket, TicketMarks
 from ticketing.serializers import SORT_COLUMNS
 
 SCOPES = ("user", "agent", "template")
@@ -217,7 +217,11 @@ def ticket_query(scope: Scope, raw_filter: Any, raw_search: Any, **page: Any) ->
 
 
 def merged_into_id(ticket: Ticket) -> uuid.UUID | None:
-    """The id of the ticket this one is merged into, None when it is not merged."""
+    """The id of the ticket this one is merged into, None when it is not merged. A merged
+    ticket is closed and stays closed (its reopening is refused), so an open one needs no
+    read: the answer to most changes of a ticket costs no query for it."""
+    if ticket.status not in CLOSED_STATUSES:
+        return None
     return TicketMarks.objects.filter(ticket=ticket).values_list("merged_into_id", flat=True).first()
 
 
