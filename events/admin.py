@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyAdmin
 from core.text import count_of
 from events.models import REPLAY_TYPE, Event
 from events.services import request_replay
@@ -18,22 +19,13 @@ def staff_actor(request: HttpRequest, tenant_id: object) -> TenantUser | None:
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdmin):
     list_display = ("ulid", "type", "tenant", "occurred_at", "actor", "support", "audience")
     list_filter = ("tenant", "type", "audience", "support", ("occurred_at", admin.DateFieldListFilter))
     search_fields = ("type", "ticket_id")
     date_hierarchy = "occurred_at"
     list_select_related = ("tenant", "actor")
     actions = ["replay_to_live_streams"]
-
-    def has_add_permission(self, request: object) -> bool:
-        return False
-
-    def has_change_permission(self, request: object, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: object, obj: object = None) -> bool:
-        return False
 
     @admin.action(description="Replay selected events to live streams", permissions=["view"])
     def replay_to_live_streams(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:

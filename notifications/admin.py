@@ -4,23 +4,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyAdmin
 from core.text import count_of
 from notifications.models import Notification, NotificationCounter, NotificationEmail, NotificationPreference
 from notifications.services import mark_notifications_read
 from tenants.models import TenantUser
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Notifications change only through the services, which keep counters and events."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Notification)

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from rest_framework.exceptions import ValidationError
 
+from core.admin import ReadOnlyAdmin
 from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
 from sla.serializers import CalendarSerializer, SlaPolicySerializer
 from ticketing.admin import TicketAdmin
@@ -94,7 +95,7 @@ class SlaPolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(TicketSla)
-class TicketSlaAdmin(admin.ModelAdmin):
+class TicketSlaAdmin(ReadOnlyAdmin):
     list_display = (
         "ticket",
         "response_due",
@@ -110,15 +111,7 @@ class TicketSlaAdmin(admin.ModelAdmin):
 
     # A ticket's clock is kept by sla.services beside the ticket's slaDueAt / slaState
     # (and their events): deleting or saving it here left the ticket showing a clock that
-    # no longer existed. It goes away with its ticket.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    # no longer existed. It goes away with its ticket (ReadOnlyAdmin).
 
 
 class SlaInline(admin.StackedInline):

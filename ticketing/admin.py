@@ -5,6 +5,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 from rest_framework import serializers
 
+from core.admin import ReadOnlyAdmin
 from core.http import ApiError
 from core.text import count_of
 from events.admin import staff_actor
@@ -106,22 +107,10 @@ class TicketAdmin(admin.ModelAdmin):
         self._set_status(request, queryset, Status.CLOSED)
 
 
-class ReadOnlyHistoryAdmin(admin.ModelAdmin):
-    """Ticket history that only the services write, each change with its event: support
-    staff read it here (comments are added through the API, as their author)."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
+# Ticket history that only the services write, each change with its event: support staff
+# read it here (comments are added through the API, as their author).
 @admin.register(Comment)
-class CommentAdmin(ReadOnlyHistoryAdmin):
+class CommentAdmin(ReadOnlyAdmin):
     list_display = ("id", "ticket", "author", "created_at")
     search_fields = ("body", "ticket__number")
     list_select_related = ("ticket", "author")
@@ -155,7 +144,7 @@ TicketAdmin.inlines = [*TicketAdmin.inlines, ApprovalInline, MarksInline]  # sla
 
 
 @admin.register(Approval)
-class ApprovalAdmin(ReadOnlyHistoryAdmin):
+class ApprovalAdmin(ReadOnlyAdmin):
     """Read-only history: decisions are made by the approver through the API."""
 
     list_display = ("ticket", "approval_type", "approver", "requested_by", "state", "created_at", "decided_at")

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from rest_framework import serializers
 
+from core.admin import ReadOnlyAdmin
 from core.http import ApiError
 from core.text import count_of
 from webhooks import services
@@ -105,20 +106,8 @@ class EndpointAdmin(TenantFixedOnChange):
             services.delete_endpoint(endpoint=endpoint)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Written by the deliverer alone: a delivery deleted or edited here was an event
-    silently never sent (or sent twice), and an attempt the record of what happened."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
+# Written by the deliverer alone: a delivery deleted or edited here was an event silently
+# never sent (or sent twice), and an attempt is the record of what happened.
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
     list_display = ("event_id", "event_type", "endpoint", "state", "attempts", "next_attempt_at", "delivered_at")
