@@ -18,3 +18,13 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+class TenantFixedOnChange(admin.ModelAdmin):
+    """A row that belongs to one tenant stays with it once created: moved to another, it
+    would hand that tenant what belongs to the first (a realm's people and their tickets, a
+    calendar's policies, an endpoint's deliveries), or serve it with the first's setup."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "tenant") if obj else fields

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from rest_framework.exceptions import ValidationError
 
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, TenantFixedOnChange
 from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
 from sla.serializers import CalendarSerializer, SlaPolicySerializer
 from ticketing.admin import TicketAdmin
@@ -46,17 +46,13 @@ class CalendarForm(forms.ModelForm):
 
 
 @admin.register(Calendar)
-class CalendarAdmin(admin.ModelAdmin):
+class CalendarAdmin(TenantFixedOnChange):
     form = CalendarForm
     list_display = ("name", "tenant", "time_zone", "updated_at")
     list_filter = ("tenant",)
     search_fields = ("name",)
     list_select_related = ("tenant",)
     inlines = [HolidayInline]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Calendar | None = None) -> tuple[str, ...]:
-        # Moved to another tenant, it would keep counting the first tenant's policies.
-        return ("tenant",) if obj else ()
 
 
 class SlaPolicyForm(forms.ModelForm):

@@ -3,16 +3,10 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import TenantFixedOnChange
 from core.text import count_of
 from tenants.models import AllowedOrigin, ApiKey, Realm, Tenant, TenantUser
 from tenants.services import create_api_key, revoke_api_key, subject_for
-
-
-class TenantFixedOnChange(admin.ModelAdmin):
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple[str, ...]:
-        # Moving a realm, an origin or a person to another tenant hands that tenant what
-        # belongs to the first (a realm's people, their tickets), or the reverse.
-        return (*super().get_readonly_fields(request, obj), "tenant") if obj else super().get_readonly_fields(request)
 
 
 def strings(value: object, field: str) -> list[str]:

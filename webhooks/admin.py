@@ -8,18 +8,12 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from rest_framework import serializers
 
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, TenantFixedOnChange
 from core.http import ApiError
 from core.text import count_of
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
 from webhooks.serializers import EventTypePatternField
-
-
-class TenantFixedOnChange(admin.ModelAdmin):
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> tuple[str, ...]:
-        # A row moved to another tenant would serve that tenant with the first one's setup.
-        return (*super().get_readonly_fields(request, obj), "tenant") if obj else super().get_readonly_fields(request)
 
 
 @admin.register(WebhookSettings)
