@@ -26,6 +26,13 @@ class SlaPolicySerializer(StrictObjectSerializer):
         required=False, allow_null=True, default=None, help_text="A calendar of the tenant; null: 24x7."
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The first response is part of the resolution: a resolution due before the first
+        # response would breach a ticket that is on time for its response.
+        if attrs["resolutionMinutes"] < attrs["responseMinutes"]:
+            raise serializers.ValidationError({"resolutionMinutes": ["Must be at least responseMinutes."]})
+        return attrs
+
 
 def sla_policy_to_dict(policy: Any) -> dict[str, Any]:
     return {

@@ -25,6 +25,10 @@ class EndpointForm(forms.ModelForm):
     """Checked as the API checks an endpoint: its URL (https, a public host) and its
     eventTypes (types partners receive); only what changed is checked again."""
 
+    # A URL typed without a scheme is taken as https, the only scheme the API accepts by
+    # default (and Django 6's default; 5.2 warns that it still assumes http).
+    url = forms.URLField(max_length=2000, assume_scheme="https")
+
     class Meta:
         model = Endpoint
         fields = ("tenant", "url", "description", "event_types", "enabled", "ordered")

@@ -71,6 +71,17 @@ def test_calendar_crud_roles_and_tenant_isolation(server, acme: World, globex: W
     assert not Calendar.objects.exists()
 
 
+def test_a_policy_resolved_before_its_first_response_is_400_and_saves_nothing(server, acme: World):
+    policy = {"priority": "high", "responseMinutes": 60, "resolutionMinutes": 30}
+    refused = call(server, acme, "admin", "PUT", "/sla/policy", policy)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "INVALID_BODY" and "resolutionMinutes" in error["details"], error
+    assert not SlaPolicy.objects.exists()
+    # Equal is fine: resolved with the first response.
+    assert call(server, acme, "admin", "PUT", "/sla/policy", {**policy, "resolutionMinutes": 60}).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
