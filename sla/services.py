@@ -330,12 +330,17 @@ def update_calendar(*, caller: Caller, calendar: Calendar, data: dict[str, Any])
     calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
     if "name" in data:
         _refuse_taken_name(caller, data["name"], calendar.pk)
-        calendar.name = data["name"]
-    if "time_zone" in data:
-        calendar.time_zone = data["time_zone"]
-    if "working_hours" in data:
-        calendar.working_hours = data["working_hours"]
-    calendar.save()
+    changed = [
+        name
+        for name in ("name", "time_zone", "working_hours")
+        if name in data and data[name] != getattr(calendar, name)
+    ]
+    for name in changed:
+        setattr(calendar, name, data[name])
+    # `updatedAt` moves when something did: a PATCH that sends the calendar back as it is
+    # (or `{}`) leaves it, as a ticket's does.
+    if changed or "holidays" in data:
+        calendar.save()
     if "holidays" in data:
         _replace_holidays(calendar, data["holidays"])
     return calendar

@@ -71,6 +71,16 @@ def test_calendar_crud_roles_and_tenant_isolation(server, acme: World, globex: W
     assert not Calendar.objects.exists()
 
 
+def test_a_calendar_patch_that_changes_nothing_keeps_its_updated_at(server, acme: World):
+    calendar = call(server, acme, "admin", "POST", "/sla/calendars", BERLIN_OFFICE).json()["data"]
+    one = f"/sla/calendars/{calendar['id']}"
+    for unchanged in ({}, {"name": BERLIN_OFFICE["name"], "timeZone": BERLIN_OFFICE["timeZone"]}):
+        answered = call(server, acme, "admin", "PATCH", one, unchanged)
+        assert answered.status_code == 200 and answered.json()["data"]["updatedAt"] == calendar["updatedAt"], unchanged
+    renamed = call(server, acme, "admin", "PATCH", one, {"name": "Berlin HQ"}).json()["data"]
+    assert renamed["updatedAt"] > calendar["updatedAt"]
+
+
 def test_a_policy_resolved_before_its_first_response_is_400_and_saves_nothing(server, acme: World):
     policy = {"priority": "high", "responseMinutes": 60, "resolutionMinutes": 30}
     refused = call(server, acme, "admin", "PUT", "/sla/policy", policy)
