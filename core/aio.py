@@ -44,6 +44,29 @@ async def run_to_the_end(work: Awaitable[T], *, what: str) -> T:
     return await asyncio.shield(task)
 
 
+def in_background(work: Awaitable[T]) -> asyncio.Future[T]:
+    """`work` in a task of its own, whose failure nobody needs to hear about once its
+    caller stopped waiting (asyncio would log it as "Task exception was never retrieved")."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_outcome_seen)
+    return task
+
+
+async def cancellable(work: Awaitable[T]) -> T:
+    """Await `work` so that a cancellation of the caller always reaches it: `work` runs in
+    a task of its own, awaited through a shield, and ends by itself. A library call can
+    swallow a cancellation that arrives while it runs (redis-py's writes go through
+    `asyncio.wait_for`, which on Python 3.11 returns the result instead when both come at
+    once, CPython gh-86296), and a cancellation is how a stream learns that its client
+    left or that it was replaced."""
+    return await asyncio.shield(in_background(work))
+
+
+def _outcome_seen(task: asyncio.Future[object]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _log_failure(task: asyncio.Future[object], what: str) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
         logger.warning("event=cleanup_failed what=%s error=%s", what, type(error).__name__, exc_info=error)

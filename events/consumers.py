@@ -39,7 +39,7 @@ from events.partner import PartnerFeed, ShuttingDown, SlowConsumer
 from events.selectors import cursor_is_expired
 from events.serializers import PartnerSubscriptionSerializer
 from tenants.callers import check_still_valid, resolve_event_reader
-from tenants.cors import page_origin_allowed
+from tenants.cors import page_origin_allowed, require_page_origin
 from tenants.policy import EVENTS_WEBSOCKET, authorize
 
 logger = logging.getLogger(__name__)
@@ -199,8 +199,8 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
         longer allows it). Blocking: through run_db."""
         reader = check_still_valid(self.reader)
         authorize(reader, EVENTS_WEBSOCKET, "GET")
-        if self.origin is not None and not page_origin_allowed(reader.tenant.id, self.origin, self.host):
-            raise ApiError(403, "ORIGIN_NOT_ALLOWED", "The page's origin is no longer allowed for the tenant.")
+        if self.origin is not None:
+            require_page_origin(reader.tenant.id, self.origin, self.host)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.refused:

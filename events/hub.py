@@ -32,7 +32,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
-from core.aio import wait_event
+from core.aio import cancellable, wait_event
 from core.db_retry import call_with_retry
 from core.metrics import BROADCAST_FAILURES, HUB_FEED_EVENTS, HUB_FEED_LAG, event_commit_time
 from events.announcements import tenant_group
@@ -650,7 +650,7 @@ class EventHub:
         client that left) went on into its live phase, and whoever awaited its end waited
         for ever. Through the shield the cancellation always reaches the caller; the join
         finishes on its own, within GROUP_ADD_TIMEOUT."""
-        await asyncio.shield(asyncio.ensure_future(self._join(group)))
+        await cancellable(self._join(group))
 
     async def _join(self, group: str) -> None:
         channel = await self._ensure_channel()

@@ -35,7 +35,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHt
 from django.urls import Resolver404, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
 
-from core.aio import run_to_the_end
+from core.aio import cancellable, run_to_the_end
 from core.db_retry import DatabaseUnavailable
 from core.http import ApiError, error_response, iso_now
 from core.metrics import STREAM_ENDS, STREAM_OPENS, STREAM_RESUMES, STREAMS_OPEN, observe_delivery, tenant_tier
@@ -48,7 +48,7 @@ from events.hub import EventHub, LogEvent, Subscriber, get_hub, run_db
 from events.ids import parse_event_id
 from events.leases import StreamLease, realtime_unavailable, take_stream_slot
 from tenants.callers import Caller, check_stream_caller, stream_caller_check_is_cached
-from tenants.cors import page_origin_allowed
+from tenants.cors import require_page_origin
 from tenants.policy import authorized_caller
 
 logger = logging.getLogger(__name__)
@@ -806,24 +806,15 @@ class EventStream:
         that its client left (StreamConnection._lost). In production every heartbeat is
         also a renewal (30 s, 45 s / 3), so a client that closed right after a heartbeat
         kept its stream and slot until the next one."""
-        renewal = asyncio.ensure_future(self.lease.renew())
-        renewal.add_done_callback(_outcome_seen)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(LEASE_RENEWAL_TIMEOUT):
-                await asyncio.shield(renewal)
+                await cancellable(self.lease.renew())
 
 
 def _still_admitted(caller: Caller, page: tuple[str, str] | None) -> None:
     check_stream_caller(caller)
-    if page is not None and not page_origin_allowed(caller.tenant.id, *page):
-        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "The page's origin is no longer allowed for the tenant.")
-
-
-def _outcome_seen(task: asyncio.Future[Any]) -> None:
-    # A renewal that failed after its stream stopped waiting for it is no news: the next
-    # renewal tries again (and asyncio would log it as never retrieved).
-    if not task.cancelled():
-        task.exception()
+    if page is not None:
+        require_page_origin(caller.tenant.id, *page)
 
 
 async def give_back_slot(lease: StreamLease) -> None:

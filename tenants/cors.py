@@ -26,6 +26,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
+from core.http import ApiError
 from tenants.models import AllowedOrigin
 
 # The request attribute holding the ids of the active tenants that allow its Origin.
@@ -46,6 +47,14 @@ def page_origin_allowed(tenant_id: uuid.UUID, origin: str, host: str | None) -> 
     if host and urlsplit(origin).netloc.lower() == host.lower():
         return True
     return tenant_id in tenants_allowing_origin(origin)
+
+
+def require_page_origin(tenant_id: uuid.UUID, origin: str, host: str | None) -> None:
+    """`403 ORIGIN_NOT_ALLOWED` unless `page_origin_allowed`: how an open connection of a
+    page (a stream, the partner websocket) learns that its tenant no longer allows it.
+    Blocking: through run_db."""
+    if not page_origin_allowed(tenant_id, origin, host):
+        raise ApiError(403, "ORIGIN_NOT_ALLOWED", "The page's origin is no longer allowed for the tenant.")
 
 
 def _is_api_path(request: HttpRequest) -> bool:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from core.aio import cancellable
 from core.http import ApiError
 from events.announcements import tenant_group
 from events.hub import NOTE_MESSAGE
@@ -169,13 +170,6 @@ async def leave(tenant_id: uuid.UUID, ticket_id: str, client_id: str) -> None:
     await announce(tenant_id, ticket_id, await read_roster(tenant_id, ticket_id))
 
 
-def in_background(call: Awaitable[T]) -> asyncio.Future[T]:
-    """`call` in a task of its own, whose failure nobody needs to hear about."""
-    task = asyncio.ensure_future(call)
-    task.add_done_callback(_outcome_seen)
-    return task
-
-
 async def bounded(call: Awaitable[T]) -> T:
     """`call`, waited for at most REDIS_TIMEOUT_SECONDS (then TimeoutError), for a stream's
     presence work: the stream writes no events while it waits, and a paused or unreachable
@@ -184,14 +178,7 @@ async def bounded(call: Awaitable[T]) -> T:
     (events.sse): the Redis client can swallow a cancellation, and a cancellation is how a
     stream learns that its client left. A call given up on ends by itself."""
     async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-        return await asyncio.shield(in_background(call))
-
-
-def _outcome_seen(task: asyncio.Future[Any]) -> None:
-    # A failure after the stream stopped waiting is no news (the next renewal tries again),
-    # and asyncio would log it as never retrieved.
-    if not task.cancelled():
-        task.exception()
+        return await cancellable(call)
 
 
 async def set_state(tenant_id: uuid.UUID, ticket_id: str, client_id: str, user_id: str, state: str) -> Roster | None:

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
+from core.aio import in_background
 from core.http import ApiError, error_response, iso_now
 from core.json_input import read_json_body
 from core.serializers import StrictObjectSerializer
@@ -386,7 +387,7 @@ class TicketActivityStream(EventStream):
             # Redis held them for as long as the call's retries lasted. One at a time; a
             # renewal that fails is made up for by the next one.
             if self.renewal is None or self.renewal.done():
-                self.renewal = presence.in_background(presence.renew(tenant_id, self.ticket_id, self.viewer))
+                self.renewal = in_background(presence.renew(tenant_id, self.ticket_id, self.viewer))
             self.renew_at = time.monotonic() + settings.PRESENCE_RENEW_SECONDS
         if time.time() >= self.stale_at:
             # An entry lapsed (a viewer whose worker died) or a typing mark ran out: read again.
