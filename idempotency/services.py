@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -46,8 +45,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 # Headers of a stored answer that belong to it (the rest is per delivery, or ours to add).
 STORED_HEADERS = ("Content-Type", "ETag", "Location")
-# The advisory-lock namespace of idempotency keys (first key of the two-key form), "IDEM".
-_LOCK_CLASS = 0x4944454D - 2**31
 # A stored body that begins with this was sealed by the view's `Sealer` (the rest is its
 # ciphertext).
 SEALED_PREFIX = "sealed:"
@@ -107,9 +104,12 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 def _try_lock(tenant_id: Any, caller: str, key: str) -> bool:
     if connection.vendor != "postgresql":
         return True  # one writer at a time anyway
-    lock = zlib.crc32(f"{tenant_id}|{caller}|{key}".encode()) - 2**31
+    # The one-key (64-bit) form: PostgreSQL keeps it apart from the two-key form the event
+    # log's lock uses, and 64 bits of a digest make two keys in flight at once share a lock
+    # (a false 409) practically never, where 32 bits of a CRC made it a matter of luck.
+    digest = hashlib.blake2b(f"{tenant_id}|{caller}|{key}".encode(), digest_size=8, person=b"idempotency").digest()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [_LOCK_CLASS, lock])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
         return bool(cursor.fetchone()[0])
 
 
