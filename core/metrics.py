@@ -90,8 +90,10 @@ EVENTS_WRITTEN = Counter(
 BROADCAST_FAILURES = Counter(
     "ticketing_broadcast_failures_total",
     "Channel-layer operations that failed, by operation (announce: a commit's announcement "
-    "was not published; group_add: a hub could not join a tenant group; receive: a hub's "
-    "receive loop failed). Streams still get the events by polling, later.",
+    "was not published; note: a stream note (ticket presence, saved views changed) was not "
+    "published; group_add: a hub could not join a tenant group; receive: a hub's "
+    "receive loop failed). Streams still get the events by polling, and notes by their "
+    "senders' renewals or the streams' re-reads, later.",
     ["operation"],
 )
 HUB_FEED_EVENTS = Counter(

@@ -51,8 +51,49 @@ logger = logging.getLogger(__name__)
 
 
 def tenant_group(tenant_id: uuid.UUID | str) -> str:
-    """The channel-layer group a tenant's commit announcements go to."""
+    """The channel-layer group a tenant's commit announcements (and notes) go to."""
     return f"events.{uuid.UUID(str(tenant_id)).hex}"
+
+
+# A message on a tenant's group that is not a commit: news for the streams following its
+# `topic` (who is viewing a ticket, the saved views changed), handed to them without
+# reading the log (events.hub). A lost note is tolerated: each topic's sender sends again
+# or its streams read again on their own, so sending one is bounded and never raises.
+NOTE_MESSAGE = "stream.note"
+NOTE_SEND_SECONDS = 2.0
+# Notes handed to the serving loop, held until sent (the loop keeps only weak references).
+_notes_in_flight: set[asyncio.Task[None]] = set()
+
+
+async def send_note(tenant_id: uuid.UUID, topic: str, **fields: Any) -> None:
+    """Send a note on `topic` (with `fields`) to the tenant's streams on every worker."""
+    message = {"type": NOTE_MESSAGE, "tenant": str(tenant_id), "topic": topic, **fields}
+    try:
+        async with asyncio.timeout(NOTE_SEND_SECONDS):
+            await get_channel_layer().group_send(tenant_group(tenant_id), message)
+    except Exception:
+        BROADCAST_FAILURES.labels("note").inc()
+        logger.warning("event=note_failed tenant=%s topic=%s", tenant_id, topic, exc_info=True)
+
+
+def announce_note(tenant_id: uuid.UUID, topic: str, **fields: Any) -> None:
+    """`send_note` from synchronous code (after COMMIT), as `announce_commit` sends: handed
+    to the serving loop, so that the request does not wait for Redis; sent from here where
+    there is no loop."""
+    loop = serving_loop()
+    if loop is not None:
+        try:
+            loop.call_soon_threadsafe(_start_note, tenant_id, topic, fields, context=contextvars.Context())
+            return
+        except RuntimeError:  # the loop closed meanwhile (shutdown)
+            pass
+    async_to_sync(send_note)(tenant_id, topic, **fields)
+
+
+def _start_note(tenant_id: uuid.UUID, topic: str, fields: dict[str, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(send_note(tenant_id, topic, **fields), name="send-note")
+    _notes_in_flight.add(task)
+    task.add_done_callback(_notes_in_flight.discard)
 
 
 # A commit whose events take more than this as JSON (a bulk change of many tickets) is

@@ -35,7 +35,7 @@ from django.db import DatabaseError, close_old_connections, connection
 from core.aio import cancellable, wait_event
 from core.db_retry import call_with_retry
 from core.metrics import BROADCAST_FAILURES, HUB_FEED_EVENTS, HUB_FEED_LAG, event_commit_time
-from events.announcements import tenant_group
+from events.announcements import NOTE_MESSAGE, tenant_group
 from events.ids import event_id_to_str, parse_event_id
 from events.models import REPLAY_TYPE, Event
 from events.selectors import event_exists, events_by_ids, last_event_id, log_after
@@ -50,9 +50,6 @@ FEED_BATCH = 500
 CARRIED_MAX_WAITING_BYTES = 1_048_576
 _CARRIED_EVENTS = HUB_FEED_EVENTS.labels("carried")
 _LOG_EVENTS = HUB_FEED_EVENTS.labels("log")
-# A message on a tenant's group that is not a commit: news for the streams following its
-# `topic` (e.g. who is viewing a ticket), handed to them without reading the log.
-NOTE_MESSAGE = "stream.note"
 # How often a process checks that Redis still has its group memberships (a restarted
 # Redis has none), and the bound on one group_add.
 MEMBERSHIP_CHECK_SECONDS = 1.0

@@ -26,13 +26,11 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from core.aio import cancellable
 from core.http import ApiError
-from events.announcements import tenant_group
-from events.hub import NOTE_MESSAGE
+from events.announcements import send_note
 from events.leases import RedisLeaseStore, lease_store, realtime_unavailable
 
 logger = logging.getLogger(__name__)
@@ -140,18 +138,13 @@ async def read_roster(tenant_id: uuid.UUID, ticket_id: str) -> Roster:
 async def announce(tenant_id: uuid.UUID, ticket_id: str, roster: Roster) -> None:
     """Tell every worker's streams of this ticket the new roster. Loss is tolerated: the
     next change, or the streams' own renewal, sends it again."""
-    message = {
-        "type": NOTE_MESSAGE,
-        "tenant": str(tenant_id),
-        "topic": topic(ticket_id),
-        "viewers": roster.as_list(),
-        "staleAt": None if roster.stale_at() == float("inf") else roster.stale_at(),
-    }
-    try:
-        async with asyncio.timeout(2):
-            await get_channel_layer().group_send(tenant_group(tenant_id), message)
-    except Exception:
-        logger.warning("event=presence_announce_failed tenant=%s ticket=%s", tenant_id, ticket_id, exc_info=True)
+    stale_at = roster.stale_at()
+    await send_note(
+        tenant_id,
+        topic(ticket_id),
+        viewers=roster.as_list(),
+        staleAt=None if stale_at == float("inf") else stale_at,
+    )
 
 
 async def join(tenant_id: uuid.UUID, ticket_id: str, presence: Presence) -> Roster:

@@ -39,14 +39,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from core.http import ApiError, iso_now
-from events.announcements import tenant_group
-from events.hub import NOTE_MESSAGE, EventHub, LogEvent, Subscriber, run_db
+from events.announcements import announce_note
+from events.hub import EventHub, LogEvent, Subscriber, run_db
 from events.selectors import at_log_position
 from events.sse import EventStream, StreamArguments, error_frame, serve_stream, sse_frame, stream_view
 from tenants.callers import Caller
@@ -496,20 +494,9 @@ async def board_for(hub: EventHub, tenant_id: uuid.UUID) -> CountBoard:
 def announce_views_changed(tenant_id: uuid.UUID) -> None:
     """Tell the counts streams of the tenant, on every worker, that a view was saved or
     deleted: each reads the views its caller sees again. Sent after COMMIT (the streams
-    read the views from the database). A lost message is healed by the streams' own
-    re-read every VIEW_COUNT_RESYNC_SECONDS."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    message = {"type": NOTE_MESSAGE, "tenant": str(tenant_id), "topic": VIEWS_TOPIC}
-
-    async def send() -> None:
-        await asyncio.wait_for(layer.group_send(tenant_group(tenant_id), message), 2)
-
-    try:
-        async_to_sync(send)()
-    except Exception:
-        logger.warning("event=saved_views_announce_failed tenant=%s", tenant_id, exc_info=True)
+    read the views from the database), without holding up the request. A lost message is
+    healed by the streams' own re-read every VIEW_COUNT_RESYNC_SECONDS."""
+    announce_note(tenant_id, VIEWS_TOPIC)
 
 
 def caller_view_queries(caller: Caller) -> list[tuple[str, str, TicketQuery]]:
