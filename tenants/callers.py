@@ -97,9 +97,9 @@ def _verified_token(headers: Mapping[str, str]) -> tuple[Tenant, Realm, str, dic
     tenant_id = _parse_tenant_id(headers.get("x-tenantid"))
     realm_name = _parse_realm_name(headers.get("realmname"))
     support = _parse_support_flag(headers.get("issupportrequest"))
-    token = _parse_bearer(headers.get("authorization"))
     tenant, realm = _lookup_realm(tenant_id, realm_name)
-    return tenant, realm, token, _verify_token(realm, token), support
+    claims, token = _verify_token(realm, _parse_bearer(headers.get("authorization")))
+    return tenant, realm, token, claims, support
 
 
 def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
@@ -263,8 +263,8 @@ _realm_cache: dict[tuple[uuid.UUID, str], tuple[float, Tenant, Realm]] = {}
 _backend_cache: dict[tuple[int, str], TokenBackend] = {}
 _user_cache: dict[tuple[uuid.UUID, int, str], tuple[float, dict[str, Any], TenantUser]] = {}
 # Tokens that passed `_verify_token`, by (the realm's verifier, its teams claim, token): until when each is
-# valid (a Unix time) and its claims. Bounded; the oldest entry makes room.
-_claims_cache: dict[tuple[TokenBackend, str, str], tuple[float, dict[str, Any]]] = {}
+# valid (a Unix time), its claims, and the token's string as first seen. Bounded; the oldest entry makes room.
+_claims_cache: dict[tuple[TokenBackend, str, str], tuple[float, dict[str, Any], str]] = {}
 _CLAIMS_CACHE_SIZE = 10_000
 _CACHED_TOKEN_MAX = 8192  # characters; a longer token is verified every time
 _cache_lock = threading.Lock()
@@ -340,9 +340,11 @@ def _pyjwt_leeway() -> float:
     return max(_expiry_leeway(), float(settings.JWT_CLOCK_SKEW_SECONDS))
 
 
-def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
+def _verify_token(realm: Realm, token: str) -> tuple[dict[str, Any], str]:
     """The token's claims, signature and every claim we store checked: nothing is
-    written for a token that fails here (each failure is 401).
+    written for a token that fails here (each failure is 401); and the token's string as
+    remembered, which every caller of the same token then holds (an open stream keeps its
+    token for its credential checks: a user's eight streams keep one copy, not eight).
 
     A token that passed is remembered until it expires: a client sends the same token
     with every request, and checking it again (the signature, and PyJWT's and our
@@ -355,20 +357,20 @@ def _verify_token(realm: Realm, token: str) -> dict[str, Any]:
     key = (backend, realm.teams_claim, token)
     cached = _claims_cache.get(key)
     if cached is not None:
-        valid_until, claims = cached
+        valid_until, claims, remembered = cached
         if time.time() < valid_until:
-            return claims
+            return claims, remembered
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
     claims = _checked_claims(realm, backend, token)
     if len(token) > _CACHED_TOKEN_MAX:
-        return claims  # a realm with its own identity provider could fill the cache with huge tokens
+        return claims, token  # a realm with its own identity provider could fill the cache with huge tokens
     with _cache_lock:
         if len(_claims_cache) >= _CLAIMS_CACHE_SIZE:
             # The oldest entry goes (dicts keep insertion order).
             _claims_cache.pop(next(iter(_claims_cache)), None)
         # PyJWT's own rule: expired once `exp` is more than the leeway past.
-        _claims_cache[key] = (claims["exp"] + _expiry_leeway(), claims)
-    return claims
+        _claims_cache[key] = (claims["exp"] + _expiry_leeway(), claims, token)
+    return claims, token
 
 
 def _checked_claims(realm: Realm, backend: TokenBackend, token: str) -> dict[str, Any]:

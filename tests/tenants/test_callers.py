@@ -129,6 +129,18 @@ class TestTokens:
             callers.check_stream_caller(caller)
         assert refused.value.code == "INVALID_TOKEN"
 
+    def test_the_streams_of_one_token_keep_one_copy_of_it(self, api, acme: World):
+        """An open stream keeps its caller's token for its credential checks; a user's
+        several streams (every request bringing its own copy of the header) keep the one
+        string remembered with the token's claims, not a copy each (memory per stream,
+        docs/benchmarks.md)."""
+        headers = acme.headers("alice")
+        first, second = (
+            callers.resolve_caller({name.lower(): "".join(value) for name, value in headers.items()}) for _ in range(2)
+        )
+        assert first.token == second.token == headers["Authorization"].removeprefix("Bearer ")
+        assert first.token is second.token
+
     def test_wrongly_signed_token_is_401(self, api, acme: World):
         token = signed(base_claims(acme), "some-other-secret-0123456789abcdefghij")
         assert_envelope(get(api, acme.raw_headers(token)), 401, "INVALID_TOKEN")
