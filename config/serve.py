@@ -68,6 +68,49 @@ class _PipelinedRequests(list[Any]):
         self.insert(0, item)
 
 
+class LeanEvent:
+    """`asyncio.Event` as uvicorn uses it (`set`, `clear`, `is_set`, `wait`), in two slots,
+    its list of waiters made only when something waits. Every connection carries two
+    events (the request cycle's `message_event`, the flow control's "writable" event)
+    that an idle stream never waits on, and each `asyncio.Event` costs about 1.1 KB (an
+    instance dictionary and a 760-byte deque): a tenth of an idle stream's memory
+    (docs/benchmarks.md, "Memory per idle stream")."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self, is_set: bool = False) -> None:
+        self._is_set = is_set
+        self._waiters: list[asyncio.Future[bool]] | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> bool:
+        if self._is_set:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class _ConnectionEdge:
     """ServiceHttpProtocol's own state for one connection."""
 
@@ -160,6 +203,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow._is_writable_event = LeanEvent(self.flow._is_writable_event.is_set())  # type: ignore[assignment]
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -177,7 +221,12 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.edge.head_started = False
         self._disarm_header_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not previous:
+            # The request's cycle, just made (current or queued behind a pipelined one;
+            # none for an upgrade): its event has not been used yet.
+            self.cycle.message_event = LeanEvent()  # type: ignore[assignment]
 
 
 def prepare_metrics_dir() -> Path | None:

@@ -165,3 +165,40 @@ def test_requests_pipelined_on_one_connection_are_answered_each_in_order(edge_se
     ]
     assert received.count(b"HTTP/1.1 200") == 3, received[:600]
     assert answered == ids
+
+
+def test_a_body_sent_in_pieces_with_pauses_is_read_whole(edge_server, acme: World):
+    # The request waits for its body's later pieces (the cycle's message event,
+    # config.serve.LeanEvent).
+    body = json.dumps({"subject": "Sent in three pieces", "priority": "high", "team": "operation"}).encode()
+    headers = "".join(f"{name}: {value}\r\n" for name, value in acme.headers("alice").items())
+    head = (
+        f"POST /api/v2/ticketing/ticket HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with raw_connection(edge_server) as sock:
+        sock.sendall(head)
+        for start in range(0, len(body), 30):
+            time.sleep(0.3)
+            sock.sendall(body[start : start + 30])
+        received, _ = read_until_closed(sock, 10)
+    assert received.startswith(b"HTTP/1.1 201"), received[:300]
+    assert json.loads(received.split(b"\r\n\r\n", 1)[1])["data"]["subject"] == "Sent in three pieces"
+
+
+def test_a_large_answer_to_a_client_that_reads_late_arrives_whole(edge_server):
+    # The server's writes pause while the client does not read (the flow control's
+    # writable event, config.serve.LeanEvent) and go on when it does.
+    expected = httpx.get(f"{edge_server.url}/api/schema/", timeout=10).content
+    assert len(expected) > 200_000
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", edge_server.port))
+    with sock:
+        sock.sendall(b"GET /api/schema/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        time.sleep(1.5)  # the server's buffers fill meanwhile
+        received, _ = read_until_closed(sock, 20)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body == expected
