@@ -9,9 +9,11 @@ stream frames for less CPU than daphne, so they arrive sooner, and it applies
 backpressure (a stream's writer waits while the client's socket buffer is full), so a
 client that stops reading is caught by the hub's bounded queue (SLOW_CONSUMER).
 
-Two things uvicorn does not do by itself are added here: a deadline for a request's head
+What uvicorn does not do by itself is added here: a deadline for a request's head
 (`ServiceHttpProtocol`: uvicorn waits for ever on a connection that sends half a
-request line, so a few hundred slow clients could hold every socket — "slowloris"),
+request line, so a few hundred slow clients could hold every socket — "slowloris"), a
+bound on its size (uvicorn's httptools protocol buffers a head of any size: ten
+megabytes of headers were read and answered),
 keeping credentials out of its log lines (config.log_redaction on its handlers), and
 telling a stream when its connection is lost without a task per stream listening for it
 (`ServiceHttpProtocol.call_when_lost`, used by events.sse).
@@ -36,12 +38,14 @@ import argparse
 import asyncio
 import copy
 import functools
+import json
 import logging
 import os
 import shutil
 import signal
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,39 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from config.local_env import load_local_env
+
+# A request head's bounds, those of the shipped nginx (`large_client_header_buffers 4 64k`,
+# deploy/nginx), so that a request passes or fails alike with and without the proxy: a
+# request line or a header line up to 64 KB (a bearer token of a user in hundreds of
+# groups is tens of KB), the head up to four of them.
+MAX_HEADER_LINE_BYTES = 65_536
+MAX_HEAD_BYTES = 4 * MAX_HEADER_LINE_BYTES
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops there and uvicorn answers it with
+    `send_400_response`, which `ServiceHttpProtocol` turns into a 431."""
+
+
+def _header_too_large_response() -> bytes:
+    # The error envelope, as nginx answers a line over its buffers.
+    body = json.dumps(
+        {
+            "success": False,
+            "error": {
+                "code": "HEADER_TOO_LARGE",
+                "message": f"A request header line is larger than {MAX_HEADER_LINE_BYTES} bytes, "
+                f"or the request head larger than {MAX_HEAD_BYTES}.",
+                "details": {"limit": MAX_HEADER_LINE_BYTES, "headLimit": MAX_HEAD_BYTES},
+            },
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+    ).encode()
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    )
+
 
 _HEADER_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -114,11 +151,15 @@ class LeanEvent:
 class _ConnectionEdge:
     """ServiceHttpProtocol's own state for one connection."""
 
-    __slots__ = ("head_started", "header_timer", "when_lost")
+    __slots__ = ("head_bytes", "head_started", "head_too_large", "header_timer", "when_lost")
 
     def __init__(self) -> None:
         self.header_timer: asyncio.TimerHandle | None = None
         self.head_started = False
+        # Bytes received while the current head was incomplete (not counting the read it
+        # began in), and whether a line of it went over MAX_HEADER_LINE_BYTES.
+        self.head_bytes = 0
+        self.head_too_large = False
         self.when_lost: Callable[[], object] | None = None
 
 
@@ -201,6 +242,40 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             self.transport.write(_HEADER_TIMEOUT_RESPONSE)
         self.transport.close()
 
+    def data_received(self, data: bytes) -> None:
+        if self.edge.head_started:
+            self.edge.head_bytes += len(data)
+        super().data_received(data)
+        # A head that does not end (one endless line, or line after line): httptools
+        # would keep all of it. Counted by the read, so the bound holds within a read.
+        if self.edge.head_started and self.edge.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._refuse_head()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > MAX_HEADER_LINE_BYTES:
+            self.edge.head_too_large = True
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > MAX_HEADER_LINE_BYTES:
+            self.edge.head_too_large = True
+            raise _HeadTooLarge
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        if self.edge.head_too_large:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_head(self) -> None:
+        self._disarm_header_timer()
+        self.edge.head_started = False
+        self.logger.info("event=request_header_too_large client=%s", self.client and self.client[0])
+        self.transport.write(_header_too_large_response())
+        self.transport.close()
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow._is_writable_event = LeanEvent(self.flow._is_writable_event.is_set())  # type: ignore[assignment]
@@ -215,6 +290,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self.edge.head_started = True
+        self.edge.head_bytes = 0
         self._arm_header_timer()
         super().on_message_begin()
 
