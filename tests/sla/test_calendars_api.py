@@ -257,3 +257,24 @@ def test_a_priority_lowered_after_a_breach_shows_the_new_targets_state_and_is_br
     assert claim_due_sla_stages(now=sla.response_due + timedelta(seconds=2)) == 0
     shown = call(server, acme, "alice", "GET", f"/ticket/{ticket['id']}").json()["data"]
     assert shown["slaState"] == "breached"
+
+
+def test_a_priority_without_a_policy_keeps_the_clock_and_one_with_a_policy_starts_it(server, acme: World):
+    # docs/api.md, "SLAs on business time": a commitment already made is never erased by
+    # a move to a priority the tenant has no policy for.
+    SlaPolicy.objects.filter(tenant=acme.tenant).delete()
+    policy = {"priority": "high", "responseMinutes": 60, "resolutionMinutes": 480}
+    assert call(server, acme, "admin", "PUT", "/sla/policy", policy).status_code == 200
+    ticket = call(server, acme, "alice", "POST", "/ticket", {"subject": "VPN down", "priority": "high"}).json()["data"]
+    assert ticket["slaDueAt"] is not None
+    lowered = call(server, acme, "alice", "PATCH", f"/ticket/{ticket['id']}", {"priority": "low"})
+    assert lowered.status_code == 200, lowered.text
+    assert (lowered.json()["data"]["slaDueAt"], lowered.json()["data"]["slaState"]) == (
+        ticket["slaDueAt"],
+        ticket["slaState"],
+    )
+    unclocked = call(server, acme, "alice", "POST", "/ticket", {"subject": "Mouse", "priority": "low"}).json()["data"]
+    assert unclocked["slaDueAt"] is None
+    raised = call(server, acme, "alice", "PATCH", f"/ticket/{unclocked['id']}", {"priority": "high"})
+    assert raised.status_code == 200, raised.text
+    assert raised.json()["data"]["slaDueAt"] is not None
