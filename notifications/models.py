@@ -142,7 +142,7 @@ class NotificationPreference(models.Model):
 class EmailStatus(models.TextChoices):
     PENDING = "pending"
     SENT = "sent"
-    SKIPPED = "skipped"  # read in the app before it was due: never emailed
+    SKIPPED = "skipped"  # read in the app before it was due, or withdrawn: never emailed
     FAILED = "failed"  # gave up after NOTIFICATION_EMAIL_MAX_ATTEMPTS
 
 

@@ -35,6 +35,7 @@ from notifications.models import (
     IMMEDIATE_EMAIL_PRIORITIES,
     TYPE_PRIORITY,
     Channel,
+    EmailStatus,
     Notification,
     NotificationCounter,
     NotificationEmail,
@@ -231,6 +232,7 @@ def _write_counter_changes(items: list[Any]) -> None:
         )
     if withdrawals:
         _withdraw(withdrawn_query, counters)
+        _withdraw_emails(withdrawals)
     _save_counters(list(counters.values()))
     if emails:
         enqueue_emails(emails)
@@ -307,6 +309,22 @@ def _withdraw(query: QuerySet[Notification], counters: dict[Any, NotificationCou
             changes={"counts": {"from": before, "to": counts_to_dict(counter)}},
             recipient=users[user_id],
         )
+
+
+def _withdraw_emails(withdrawals: list[_Withdrawal]) -> None:
+    """Skip the withdrawn notices still waiting in the outbox for an email-only recipient:
+    with no in-app row, no read flag tells the worker that the notice was taken back, and
+    the digest would say the ticket is still waiting. (A `both` recipient's row follows its
+    in-app notification, which `_withdraw` has just marked read.)"""
+    condition = Q(pk__in=[])
+    for w in withdrawals:
+        part = Q(tenant_id=w.tenant_id, content__ticketId=str(w.ticket_id), content__type=w.type)
+        if w.keep_user_id is not None:
+            part &= ~Q(recipient_id=w.keep_user_id)
+        condition |= part
+    NotificationEmail.objects.filter(condition, status=EmailStatus.PENDING, notification__isnull=True).update(
+        status=EmailStatus.SKIPPED, last_error="withdrawn", claim=None, claimed_until=None
+    )
 
 
 def enqueue_emails(emails: list[_Email]) -> None:

@@ -223,3 +223,39 @@ def test_channel_none_and_the_on_off_switch_agree(api, acme: World):
     both = {"notificationTypes": {"comment": False}, "channels": {"comment": "email"}}
     data = api.put(url, both, format="json", headers=headers).json()["data"]
     assert data["channels"]["comment"] == "email"  # channels is applied last
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawn_queued_notice_is_not_emailed_on_any_channel(server, smtp: SmtpServer, acme: World):
+    """carol hears of the network queue by email only, admin in the app and by email: once
+    alice takes the ticket, neither is emailed that it is waiting in the queue."""
+    for username, channel in (("carol", "email"), ("admin", "both")):
+        answer = httpx.put(
+            f"{server.url}{BASE}/user/preference",
+            headers=acme.headers(username),
+            json={"channels": {"queued": channel}},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+    created = httpx.post(
+        f"{server.url}{BASE}/ticket",
+        headers=acme.headers("alice"),
+        json={"subject": "Switch port flapping", "team": "network"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    ticket = created.json()["data"]
+    assert NotificationEmail.objects.filter(status=EmailStatus.PENDING).count() == 2  # carol's and admin's
+
+    taken = httpx.patch(
+        f"{server.url}{BASE}/ticket/{ticket['id']}",
+        headers=acme.headers("alice"),
+        json={"assignee": str(acme.users["alice"].id)},
+        timeout=10,
+    )
+    assert taken.status_code == 200, taken.text
+    NotificationEmail.objects.update(due_at=timezone.now())  # the digest delay passes
+    run_worker(smtp.port)
+
+    assert smtp.messages == []
+    assert set(NotificationEmail.objects.values_list("status", flat=True)) == {EmailStatus.SKIPPED}
