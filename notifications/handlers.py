@@ -128,7 +128,8 @@ def ticket_updated(recorded: Recorded) -> None:
 
 def comment_added(recorded: Recorded) -> None:
     """A mention for each @username of the tenant who may see the ticket; a comment
-    notification for the other watchers, requester and assignee."""
+    notification for the other watchers, requester and assignee (and for those mentioned
+    who turned mentions off)."""
     change: TicketChange = recorded.message
     ticket, actor, comment = change.ticket, change.actor, change.comment
     assert comment is not None
@@ -142,7 +143,7 @@ def comment_added(recorded: Recorded) -> None:
         mentioned = [u for u in candidates.order_by("id") if can_see_ticket(u, ticket)]
     url = f"/tickets/{ticket.id}#comment-{comment.id}"
     metadata = {"commentId": str(comment.id), "commentPreview": preview}
-    notify(
+    mentions = notify(
         type=NotificationType.MENTION,
         ticket=ticket,
         recipients=mentioned,
@@ -151,7 +152,9 @@ def comment_added(recorded: Recorded) -> None:
         message=f"{_name(actor)} mentioned you in a comment",
         metadata=metadata,
     )
-    told = {u.id for u in mentioned}
+    # The mention replaces the comment notification only for those it reaches (in the app
+    # or by email): a requester who turned mentions off still hears of the comment.
+    told = {n.recipient_id for n in mentions}
     notify(
         type=NotificationType.COMMENT,
         ticket=ticket,

@@ -62,3 +62,17 @@ def test_an_approver_who_may_not_open_the_ticket_is_still_asked(server, acme: Wo
     approval = call(server, acme, "alice", "POST", f"/ticket/{ticket['id']}/approvals", {"approver": "dave"})
     (asked,) = [n for n in notifications(server, acme, "dave") if n["type"] == "approval"]
     assert asked["ticketId"] == ticket["id"] and asked["metadata"]["approvalId"] == approval["id"]
+
+
+def test_a_requester_who_turned_mentions_off_still_hears_of_a_comment_that_mentions_them(server, acme: World):
+    ticket = call(server, acme, "bob", "POST", "/ticket", {"subject": "VPN drops at noon", "priority": "low"})
+    call(server, acme, "bob", "PUT", "/user/preference", {"notificationTypes": {"mention": False}})
+    call(server, acme, "carol", "PUT", "/user/preference", {"channels": {"mention": "email"}})
+    call(server, acme, "alice", "POST", f"/ticket/{ticket['id']}/watchers", {"user": "carol"})
+    call(server, acme, "alice", "POST", f"/ticket/{ticket['id']}/comments", {"body": "@bob @carol send the logs"})
+
+    # bob gets no mention (turned off), so the comment tells him as it tells any requester.
+    told = [n["type"] for n in notifications(server, acme, "bob") if n["ticketId"] == ticket["id"]]
+    assert told == ["comment"]
+    # carol is told of the mention (by email only): no comment notification besides it.
+    assert [n for n in notifications(server, acme, "carol") if n["type"] in ("comment", "mention")] == []
