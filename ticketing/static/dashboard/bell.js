@@ -155,6 +155,10 @@
           if (Array.isArray(data.ids) && (data.reason === "read" || data.reason === "withdrawn")) {
             for (const item of items) if (data.ids.indexOf(item.id) >= 0) item.read = true;
             render();
+          } else if (data.reason === "deleted" || data.reason === "read") {
+            // Deleted elsewhere (the list refills to ten), or read in a batch too large
+            // for the event to list its ids: only the server knows what the list is now.
+            refreshList();
           }
           // A fresh start after a reconnect (the missed events could not be replayed):
           // the counts are current, the dropdown's list is reloaded to match.
