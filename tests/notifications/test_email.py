@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -259,3 +259,23 @@ def test_a_withdrawn_queued_notice_is_not_emailed_on_any_channel(server, smtp: S
 
     assert smtp.messages == []
     assert set(NotificationEmail.objects.values_list("status", flat=True)) == {EmailStatus.SKIPPED}
+
+
+@pytest.mark.parametrize("command", ["send_notification_emails", "sla_monitor"])
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("--batch", "0"),
+        ("--batch", "-5"),
+        ("--batch", "ten"),
+        ("--interval", "0"),
+        ("--interval", "-1"),
+        ("--interval", "nan"),
+    ],
+)
+def test_the_notification_workers_refuse_a_batch_or_interval_that_cannot_work(command, argument, value):
+    """A zero batch sent nothing round after round without a word, a negative one failed each
+    round with a traceback, and an interval of zero or less (or NaN) ran the rounds back to
+    back against the database: each is now refused before any round, naming the option."""
+    with pytest.raises(CommandError, match=f"argument {argument}"):
+        call_command(command, "--once", argument, value)
