@@ -3,6 +3,7 @@ takes exactly the JSON the schema names, and `ListBodySerializer`, the body (or 
 of a list request: search, paging, sort and filter, each list stating its own sort
 columns, page size and extra fields."""
 
+import re
 from collections.abc import Collection
 from typing import Any, ClassVar
 
@@ -32,6 +33,11 @@ class StrictObjectSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+# A query string's integer: ASCII digits, maybe signed. Not whatever int() takes, which
+# includes `1_0` and digits of other scripts (`٣`).
+QUERY_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def json_type_problem(field: serializers.Field, value: Any, *, query: bool = False) -> str | None:
     """What is wrong with the JSON type of `value` for `field`, or None. DRF would turn
     `0` into `"0"`, `1` into `true` and `"5"` into `5`: a strict body takes the types the
@@ -44,7 +50,8 @@ def json_type_problem(field: serializers.Field, value: Any, *, query: bool = Fal
     if isinstance(field, serializers.BooleanField) and not isinstance(value, bool):
         return "Must be true or false."
     if isinstance(field, serializers.IntegerField) and (
-        isinstance(value, bool) or (isinstance(value, str) and not query)
+        isinstance(value, bool)
+        or (isinstance(value, str) and (not query or not QUERY_INTEGER.fullmatch(value.strip())))
     ):
         return "Must be an integer."
     if isinstance(field, serializers.DictField) and isinstance(value, dict):

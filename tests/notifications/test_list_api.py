@@ -4,6 +4,7 @@ paging and summary, as list-ticket-notifications.md shows them."""
 import json
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.utils import timezone
 
@@ -298,3 +299,16 @@ def test_a_filter_of_the_wrong_shape_is_400_invalid_filter(api, acme: World, fil
     response = post(api, acme, {"filter": filter})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "INVALID_FILTER"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("name", "value"), [("top", "1_0"), ("top", "٣"), ("offset", "1_0"), ("offset", "0x10")])
+def test_get_form_takes_integers_only_as_their_digits(server, acme: World, name, value):
+    """`1_0` and `٣` are what Python's int() reads, not digits a client means: 400, as in the
+    docs ("query strings carry integers as their digits")."""
+    response = httpx.get(f"{server.url}{GET_URL}", params={name: value}, headers=acme.headers("alice"), timeout=10)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_BODY" and list(error["details"]) == [name]
+    fine = httpx.get(f"{server.url}{GET_URL}", params={name: "10"}, headers=acme.headers("alice"), timeout=10)
+    assert fine.status_code == 200, fine.text
