@@ -86,12 +86,15 @@ class TenantUserField(serializers.Field):
     default_error_messages = {
         "unknown": "No user of this tenant has this id or username.",
         "invalid": "Must be a string.",
+        "blank": "Name a user of this tenant by id or username.",
         "null_characters": "Null characters are not allowed.",
     }
 
     def to_internal_value(self, data: Any) -> TenantUser:
-        if not isinstance(data, str) or not data.strip():
+        if not isinstance(data, str):
             self.fail("invalid")
+        if not data.strip():
+            self.fail("blank")  # a string, so "Must be a string." would send the client astray
         if "\x00" in data:  # no username has one, and PostgreSQL's text cannot hold it
             self.fail("null_characters")
         tenant: Tenant = self.context["tenant"]

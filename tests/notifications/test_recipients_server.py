@@ -76,3 +76,18 @@ def test_a_requester_who_turned_mentions_off_still_hears_of_a_comment_that_menti
     assert told == ["comment"]
     # carol is told of the mention (by email only): no comment notification besides it.
     assert [n for n in notifications(server, acme, "carol") if n["type"] in ("comment", "mention")] == []
+
+
+@pytest.mark.parametrize(("path", "field"), [("watchers", "user"), ("approvals", "approver")])
+@pytest.mark.parametrize("value", ["", "   "])
+def test_a_blank_watcher_or_approver_is_a_400_that_says_a_user_is_needed(server, acme: World, path, field, value):
+    ticket = call(server, acme, "alice", "POST", "/ticket", {"subject": "Badge reader offline"})
+    response = httpx.post(
+        f"{server.url}{API}/ticket/{ticket['id']}/{path}",
+        headers=acme.headers("alice"),
+        json={field: value},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["details"] == {field: ["Name a user of this tenant by id or username."]}
+    assert call(server, acme, "alice", "GET", f"/ticket/{ticket['id']}/{path}") == []
