@@ -13,9 +13,7 @@ and what it prints about it. (`deliver_webhooks` is asyncio and has its own loop
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable
@@ -27,30 +25,6 @@ from core.db_retry import call_with_retry
 
 # The wait between rounds is slept in slices this long, so that a signal ends it promptly.
 SLEEP_SLICE_SECONDS = 0.5
-
-
-def interval_seconds(text: str) -> float:
-    """`--interval`: a finite number of seconds above 0. Zero, a negative number or NaN
-    would make the loop run its rounds back to back, hammering the database."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
-    return value
-
-
-def batch_size(text: str) -> int:
-    """`--batch`: a whole number of at least 1. Zero would do nothing, round after round,
-    without a word; a negative number failed every round with a traceback."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least 1")
-    return value
 
 
 def run_worker_loop(

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core.command_args import positive_int
 from core.progress import on_terminal, progress_bar
 from core.text import count_of
 from events.ids import first_event_id_at
@@ -31,7 +32,9 @@ class Command(BaseCommand):
             f"{settings.EVENTS_RETENTION_DAYS}d (EVENTS_RETENTION_DAYS).",
         )
         parser.add_argument("--tenant", help="Only this tenant (slug).")
-        parser.add_argument("--batch", type=int, default=10_000, help="Events deleted per statement (default 10000).")
+        parser.add_argument(
+            "--batch", type=positive_int, default=10_000, help="Events deleted per statement (default 10000)."
+        )
         parser.add_argument("--dry-run", action="store_true", help="Only say how many events would be deleted.")
 
     def handle(self, *args: Any, **options: Any) -> None:

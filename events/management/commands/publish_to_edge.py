@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.aio import stop_event
+from core.command_args import positive_seconds
 from events.edge.publisher import EdgePublisher
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
-            "--seconds", type=float, default=None, help="Stop after this many seconds (default: run until stopped)."
+            "--seconds",
+            type=positive_seconds,
+            default=None,
+            help="Stop after this many seconds (default: run until stopped).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

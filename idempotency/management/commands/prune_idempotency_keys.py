@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from core.command_args import positive_int
 from idempotency.services import prune_expired
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--batch", type=int, default=10_000)
+        parser.add_argument("--batch", type=positive_int, default=10_000)
 
     def handle(self, *args: Any, **options: Any) -> None:
         deleted = prune_expired(batch=options["batch"])

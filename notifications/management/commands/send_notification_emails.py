@@ -7,7 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from core.worker_loop import batch_size, interval_seconds, run_worker_loop
+from core.command_args import positive_int, positive_seconds
+from core.worker_loop import run_worker_loop
 from notifications.emails import send_due_emails
 
 logger = logging.getLogger(__name__)
@@ -25,11 +26,13 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="One pass, then exit.")
         parser.add_argument(
             "--interval",
-            type=interval_seconds,
+            type=positive_seconds,
             default=settings.NOTIFICATION_EMAIL_INTERVAL_SECONDS,
             help="Seconds between passes (default: NOTIFICATION_EMAIL_INTERVAL_SECONDS, 10).",
         )
-        parser.add_argument("--batch", type=batch_size, default=200, help="At most this many emails per kind per pass.")
+        parser.add_argument(
+            "--batch", type=positive_int, default=200, help="At most this many emails per kind per pass."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         def report(sent: int) -> None:

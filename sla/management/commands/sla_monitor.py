@@ -8,8 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core.command_args import positive_int, positive_seconds
 from core.text import count_of
-from core.worker_loop import batch_size, interval_seconds, run_worker_loop
+from core.worker_loop import run_worker_loop
 from sla.services import claim_due_sla_stages
 
 logger = logging.getLogger(__name__)
@@ -28,12 +29,12 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="Check once and exit.")
         parser.add_argument(
             "--interval",
-            type=interval_seconds,
+            type=positive_seconds,
             default=settings.SLA_MONITOR_INTERVAL_SECONDS,
             help="Seconds between checks (default: SLA_MONITOR_INTERVAL_SECONDS, 30).",
         )
         parser.add_argument(
-            "--batch", type=batch_size, default=500, help="At most this many tickets per stage per check."
+            "--batch", type=positive_int, default=500, help="At most this many tickets per stage per check."
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.command_args import positive_int
 from tenants.models import Realm
 from tenants.selectors import tenant_by_slug_or_id
 from tenants.services import issue_token
@@ -22,7 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--realm", help="Realm name; defaults to the tenant's only HS256 realm.")
         parser.add_argument("--roles", default=None, help="Comma-separated realm roles (default: the user's roles).")
         parser.add_argument("--teams", default=None, help="Comma-separated teams (default: the user's teams).")
-        parser.add_argument("--ttl", type=int, default=3600, help="Seconds until the token expires (default 3600).")
+        parser.add_argument(
+            "--ttl", type=positive_int, default=3600, help="Seconds until the token expires (default 3600)."
+        )
         parser.add_argument(
             "--format",
             choices=["token", "headers"],

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from core.command_args import non_negative_int
 from core.progress import progress_bar
 from core.text import count_of
 from events.recording import unit_of_work
@@ -61,7 +62,9 @@ class Command(BaseCommand):
             "the demo realm's token issuer becomes <base-url>/realms/demo and the dashboard origin is allowed. "
             f"Default: keep what is there, {DEFAULT_BASE_URL} for a new demo.",
         )
-        parser.add_argument("--tickets", type=int, default=200, help="How many tickets the tenant should have.")
+        parser.add_argument(
+            "--tickets", type=non_negative_int, default=200, help="How many tickets the tenant should have."
+        )
         parser.add_argument(
             "--admin-password", default=DEMO_ADMIN_PASSWORD, help="Password of the Django admin `admin`."
         )

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from core.aio import stop_event
+from core.command_args import positive_seconds
 from webhooks.deliverer import Deliverer
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--seconds",
-            type=float,
+            type=positive_seconds,
             default=None,
             help="Stop after this many seconds, as on SIGTERM (default: run until stopped).",
         )
