@@ -614,7 +614,7 @@ def stream_caller_check_is_cached(caller: Caller) -> bool:
     return backend is not None and (backend, realm.teams_claim, caller.token) in _claims_cache
 
 
-def check_stream_caller(caller: Caller) -> None:
+def check_stream_caller(caller: Caller, *, fresh: bool = False) -> None:
     """Raise the ApiError that ends an open stream (events.sse) whose caller may no longer
     have it. Streams outlive the request that opened them by up to an hour, so what a new
     request would refuse must end them too:
@@ -630,10 +630,20 @@ def check_stream_caller(caller: Caller) -> None:
       teams those the stream opened with (`ACCESS_CHANGED`: reopened, the stream serves
       what the user may see now). Three indexed reads.
 
-    A caller without either (management commands) has nothing to check. Blocking: call it
-    through run_db."""
+    A caller without either (management commands) has nothing to check. `fresh` reads
+    the tenant and realm again instead of asking the cache (a few connections that must
+    see a change at their next check: the partner websocket). Blocking: call it through
+    run_db."""
     if caller.token is not None and caller.realm is not None:
-        _, realm = _lookup_realm(caller.tenant.pk, caller.realm.name)
+        if fresh:
+            require_active(caller.tenant.pk, caller.realm.pk)
+            # The realm as it is now: a rotated secret or a replaced public key refuses the
+            # tokens signed with the old one (the verified-token cache is keyed by the key).
+            realm = Realm.objects.filter(pk=caller.realm.pk).first()
+            if realm is None:
+                raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.")
+        else:
+            _, realm = _lookup_realm(caller.tenant.pk, caller.realm.name)
         _verify_token(realm, caller.token)
     elif caller.session_key is not None:
         _check_session_holds(caller)
@@ -685,12 +695,7 @@ def check_still_valid(reader: EventReader) -> EventReader:
         return PartnerKeyCaller(tenant=key.tenant, api_key=key)
     if reader.token_expires_at is not None and reader.token_expires_at <= timezone.now():
         raise ApiError(401, "TOKEN_EXPIRED", "The token has expired.")
-    require_active(reader.tenant.pk, reader.realm.pk if reader.realm is not None else None)
-    if reader.token is not None and reader.realm is not None:
-        # The realm as it is now: a rotated secret or a replaced public key refuses the
-        # tokens signed with the old one (the verified-token cache is keyed by the key).
-        realm = Realm.objects.filter(pk=reader.realm.pk).first()
-        if realm is None:
-            raise ApiError(404, "REALM_NOT_FOUND", "The tenant has no active realm of this name.")
-        _verify_token(realm, reader.token)
+    if reader.token is None:
+        require_active(reader.tenant.pk, reader.realm.pk if reader.realm is not None else None)
+    check_stream_caller(reader, fresh=True)
     return reader
