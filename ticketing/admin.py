@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -22,6 +24,7 @@ from ticketing.models import (
 )
 from ticketing.serializers import SortOrderItemSerializer
 from ticketing.services import bulk_set_status, delete_tickets
+from ticketing.view_services import announce_after_commit
 
 
 class CommentInline(admin.TabularInline):
@@ -194,3 +197,21 @@ class SavedViewAdmin(admin.ModelAdmin):
     list_select_related = ("tenant", "owner")
     readonly_fields = ("created_at", "updated_at")
     form = SavedViewAdminForm
+
+    # The tenant's open counts streams read their views again, as after the API's writes
+    # (they would otherwise keep the old view until their periodic re-read, 300 s).
+    def save_model(self, request: HttpRequest, obj: SavedView, form: Any, change: bool) -> None:
+        before = SavedView.objects.filter(pk=obj.pk).values_list("tenant_id", flat=True).first() if change else None
+        super().save_model(request, obj, form, change)
+        for tenant_id in {before, obj.tenant_id} - {None}:
+            announce_after_commit(tenant_id)
+
+    def delete_model(self, request: HttpRequest, obj: SavedView) -> None:
+        super().delete_model(request, obj)
+        announce_after_commit(obj.tenant_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[SavedView]) -> None:
+        tenants = set(queryset.values_list("tenant_id", flat=True))
+        super().delete_queryset(request, queryset)
+        for tenant_id in tenants:
+            announce_after_commit(tenant_id)

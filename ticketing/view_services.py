@@ -25,11 +25,15 @@ from ticketing.view_selectors import may_edit_saved_view, visible_saved_views
 MAX_VIEWS_PER_OWNER = 200
 
 
-def _announce(view: SavedView) -> None:
+def announce_after_commit(tenant_id: Any) -> None:
     """Once committed, the counts streams of the tenant read their views again: a view
-    that someone else deleted, unshared or refiltered must not keep its old count there."""
-    tenant_id = view.tenant_id
+    that someone else deleted, unshared or refiltered must not keep its old count there.
+    (Also for the admin's edits of views.)"""
     transaction.on_commit(lambda: announce_views_changed(tenant_id))
+
+
+def _announce(view: SavedView) -> None:
+    announce_after_commit(view.tenant_id)
 
 
 def _check_sharing(caller: Caller, visibility: str, team: str) -> None:

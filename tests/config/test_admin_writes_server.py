@@ -22,6 +22,7 @@ from tenants.callers import caller_for_user
 from tenants.models import AllowedOrigin, ApiKey, Realm, TenantUser
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
+from tests.sse_client import open_stream
 from ticketing import services
 from ticketing.models import Approval, Comment, SavedView, Ticket
 from webhooks import services as webhook_services
@@ -208,6 +209,24 @@ def saved_view_with_unknown_sort_column(b: StaffBrowser, acme: World, globex: Wo
     assert SavedView.objects.get().sort_order == [{"column": "createdAt", "order": "DESC"}]
 
 
+def saved_view_edits_reach_open_counts_streams(b: StaffBrowser, acme: World, globex: World) -> None:
+    # They reached them only at the streams' periodic re-read (300 s).
+    view = SavedView.objects.create(
+        tenant=acme.tenant, owner=acme.users["admin"], name="Open", filter={}, visibility="tenant"
+    )
+    new_ticket(acme)
+    counts_url = f"{b.http.base_url}/api/v2/ticketing/views/counts/stream"
+    with open_stream("GET", counts_url, headers=acme.headers("alice")) as stream:
+        assert stream.next().event == "connected"
+        assert [(v["name"], v["count"]) for v in stream.next().data["views"]] == [("Open", 1)]
+        assert b.change(f"/admin/ticketing/savedview/{view.pk}/change/", name="Renamed").status_code == 302
+        frame = stream.next(skip=("heartbeat",), timeout=5)
+        assert frame.event == "snapshot" and [v["name"] for v in frame.data["views"]] == ["Renamed"], frame
+        assert b.post(f"/admin/ticketing/savedview/{view.pk}/delete/", {"post": "yes"}).status_code == 302
+        frame = stream.next(skip=("heartbeat",), timeout=5)
+        assert frame.event == "snapshot" and frame.data["views"] == [], frame
+
+
 # --- sla/admin.py --------------------------------------------------------------------------
 
 
@@ -389,6 +408,7 @@ CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     ticket_save,
     ticket_delete_with_its_history,
     saved_view_with_unknown_sort_column,
+    saved_view_edits_reach_open_counts_streams,
     ticket_clock_delete,
     policy_with_another_tenants_calendar,
     calendar_moved_to_another_tenant,
