@@ -81,6 +81,12 @@ class Sent:
     retry_after: float | None = None
 
 
+def _storable(text: str) -> str:
+    """`text` with each NUL shown as U+FFFD: PostgreSQL text cannot hold NUL, and one
+    receiver's answer must not fail the batch of attempts it is recorded with."""
+    return text.replace("\x00", "\N{REPLACEMENT CHARACTER}")
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -124,7 +130,7 @@ async def send(
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
             excerpt = await response.content.read(EXCERPT_BYTES)
             attempt.status_code = response.status
-            attempt.response_excerpt = excerpt.decode("utf-8", "replace")
+            attempt.response_excerpt = _storable(excerpt.decode("utf-8", "replace"))
             if 200 <= response.status < 300:
                 attempt.outcome = DeliveryAttempt.Outcome.SUCCESS
             else:
@@ -137,8 +143,9 @@ async def send(
     except aiohttp.ClientConnectorError as error:
         blocked = isinstance(getattr(error, "os_error", None), BlockedAddress)
         attempt.outcome = DeliveryAttempt.Outcome.BLOCKED if blocked else DeliveryAttempt.Outcome.NETWORK_ERROR
-        attempt.error = str(error)[:500]
+        attempt.error = _storable(str(error)[:500])
     except (aiohttp.ClientError, OSError) as error:
-        attempt.outcome, attempt.error = DeliveryAttempt.Outcome.NETWORK_ERROR, f"{type(error).__name__}: {error}"[:500]
+        attempt.outcome = DeliveryAttempt.Outcome.NETWORK_ERROR
+        attempt.error = _storable(f"{type(error).__name__}: {error}"[:500])
     attempt.latency_ms = int((time.monotonic() - clock) * 1000)
     return Sent(attempt=attempt, retry_after=retry_after)

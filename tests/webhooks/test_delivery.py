@@ -14,7 +14,15 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.builders import World
 from tests.waiting import wait_for
-from tests.webhooks.support import DelivererProcess, Receiver, create_endpoint, create_ticket, running
+from tests.webhooks.support import (
+    DelivererProcess,
+    Receiver,
+    create_endpoint,
+    create_ticket,
+    running,
+    wait_delivered,
+    wait_for_attempt,
+)
 
 API = "/api/v2/webhooks/endpoints"
 
@@ -310,3 +318,29 @@ def test_an_unreadable_secret_stops_only_its_endpoint_until_rotated(webhook_serv
     Webhook(rotated.json()["data"]["secret"]).verify(request.body, request.headers)
     fine = next(x for x in got if x.path == "/fine")
     assert request.headers["webhook-id"] == fine.headers["webhook-id"]
+
+
+def test_an_answer_with_nul_bytes_is_logged_and_holds_back_no_other_endpoint(webhook_server, http_allowed) -> None:
+    # PostgreSQL text cannot hold NUL: such an answer's excerpt once failed the batch of
+    # attempts it was stored with, again and again, so no endpoint of the worker got any
+    # delivery recorded, and the ping answered 500.
+    nul_receiver = Receiver(answer=lambda r: (500, {}, b"bad\x00\xff\xfe answer")).start()
+    healthy = Receiver().start()
+    try:
+        admin = http_allowed.headers("admin")
+        nul = create_endpoint(webhook_server.url, admin, url=f"{nul_receiver.url}/h")
+        fine = create_endpoint(webhook_server.url, admin, url=f"{healthy.url}/h")
+        ping = httpx.post(f"{webhook_server.url}{API}/{nul['id']}/ping", headers=admin, timeout=20)
+        assert ping.status_code == 200, ping.text
+        assert ping.json()["data"]["outcome"] == "http_error"
+        assert ping.json()["data"]["responseExcerpt"] == "bad\ufffd\ufffd\ufffd answer"
+        with running(DelivererProcess()):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "nul answer")
+            wait_delivered(fine["id"], 1)
+            wait_for_attempt(nul["id"], "http_error")
+        attempts = httpx.get(f"{webhook_server.url}{API}/{nul['id']}/deliveries", headers=admin).json()["data"]
+        assert attempts[0]["eventType"] == "tickets.ticket.created"
+        assert attempts[0]["responseExcerpt"] == "bad\ufffd\ufffd\ufffd answer"
+    finally:
+        nul_receiver.stop()
+        healthy.stop()
