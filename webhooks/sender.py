@@ -58,7 +58,10 @@ def new_session(limit: int) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(
             total=settings.WEBHOOKS_TIMEOUT_SECONDS, connect=settings.WEBHOOKS_CONNECT_TIMEOUT_SECONDS
         ),
-        headers={"User-Agent": USER_AGENT},
+        # Answers are not decompressed (a small compressed answer can expand without
+        # bound), so none are asked for: aiohttp's default Accept-Encoding asked for gzip,
+        # and the delivery log stored the compressed bytes as the answer's excerpt.
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )

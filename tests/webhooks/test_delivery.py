@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ from tests.webhooks.support import (
     wait_delivered,
     wait_for_attempt,
 )
+from webhooks.models import DeliveryAttempt
 
 API = "/api/v2/webhooks/endpoints"
 
@@ -344,3 +346,35 @@ def test_an_answer_with_nul_bytes_is_logged_and_holds_back_no_other_endpoint(web
     finally:
         nul_receiver.stop()
         healthy.stop()
+
+
+def test_the_answer_excerpt_is_readable_from_a_receiver_that_compresses_what_it_may(
+    webhook_server, http_allowed
+) -> None:
+    # The deliverer asked for gzip (aiohttp's default Accept-Encoding) and stored the
+    # compressed bytes it never decompressed, so the log showed binary noise.
+    def compressing(request):
+        body = b'{"error": "upstream unavailable"}'
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return 503, {"content-encoding": "gzip"}, gzip.compress(body)
+        return 503, {}, body
+
+    receiver = Receiver(answer=compressing).start()
+    try:
+        admin = http_allowed.headers("admin")
+        endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+        ping = httpx.post(f"{webhook_server.url}{API}/{endpoint['id']}/ping", headers=admin, timeout=20)
+        assert ping.json()["data"]["responseExcerpt"] == '{"error": "upstream unavailable"}'
+        with running(DelivererProcess()):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "compressed answer")
+            wait_for(
+                lambda: DeliveryAttempt.objects.filter(endpoint_id=endpoint["id"], event_id__isnull=False).exists(),
+                timeout=20,
+                interval=0.1,
+                message="the event's attempt was not recorded",
+            )
+        attempts = httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}/deliveries", headers=admin).json()["data"]
+        assert [a["eventType"] for a in attempts][-2:] == ["tickets.ticket.created", "webhooks.ping"]
+        assert {a["responseExcerpt"] for a in attempts} == {'{"error": "upstream unavailable"}'}
+    finally:
+        receiver.stop()
