@@ -27,6 +27,7 @@ from core.http import ApiError
 from events.models import Event
 from events.recording import record_event, unit_of_work
 from events.selectors import last_event_id, log_after
+from events.serializers import iso
 from tenants.models import Tenant
 from webhooks.crypto import encrypt_secret, new_secret
 from webhooks.events import WebhookEvent
@@ -446,7 +447,7 @@ def disable_failing_endpoint(*, endpoint_id: uuid.UUID, reason: str) -> Endpoint
         payload={
             "endpoint": {"id": str(endpoint.id), "url": endpoint.url, "description": endpoint.description},
             "reason": reason,
-            "failingSince": endpoint.failing_since.isoformat() if endpoint.failing_since else None,
+            "failingSince": iso(endpoint.failing_since) if endpoint.failing_since else None,
         },
     )
     return endpoint

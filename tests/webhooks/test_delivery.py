@@ -132,6 +132,8 @@ def test_gone_disables_the_endpoint_and_says_so_in_the_log(webhook_server, http_
         ).json()["result"]
         assert [e["payload"]["endpoint"]["id"] for e in events] == [endpoint["id"]]
         assert events[0]["payload"]["reason"] == "gone"
+        # The same time as the endpoint shows it (and as every time of the log: UTC with "Z").
+        assert events[0]["payload"]["failingSince"] == state["failingSince"]
     finally:
         receiver.stop()
 
