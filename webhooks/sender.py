@@ -131,14 +131,21 @@ async def send(
         if _literal_ip_blocked(url):
             raise BlockedAddress(f"{urlsplit(url).hostname} is not a public address")
         async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
-            excerpt = await response.content.read(EXCERPT_BYTES)
             attempt.status_code = response.status
-            attempt.response_excerpt = _storable(excerpt.decode("utf-8", "replace"))
             if 200 <= response.status < 300:
                 attempt.outcome = DeliveryAttempt.Outcome.SUCCESS
             else:
                 attempt.outcome = DeliveryAttempt.Outcome.HTTP_ERROR
                 retry_after = _retry_after(response.headers.get("retry-after"))
+            # The status decides (a 2xx is the receiver's acknowledgement); the body is only
+            # shown in the log, so one that is late or cut short leaves the outcome be. It
+            # made an acknowledged event a timeout, sent again at every retry.
+            try:
+                excerpt = await response.content.read(EXCERPT_BYTES)
+            except (TimeoutError, aiohttp.ClientError) as error:
+                excerpt = b""
+                attempt.error = _storable(f"answer body unread: {type(error).__name__} {error}".strip()[:500])
+            attempt.response_excerpt = _storable(excerpt.decode("utf-8", "replace"))
     except BlockedAddress as error:
         attempt.outcome, attempt.error = DeliveryAttempt.Outcome.BLOCKED, str(error)[:500]
     except (TimeoutError, aiohttp.ServerTimeoutError):

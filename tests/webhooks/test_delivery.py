@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import socket
 import threading
 import time
 
@@ -378,5 +380,80 @@ def test_the_answer_excerpt_is_readable_from_a_receiver_that_compresses_what_it_
         attempts = httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}/deliveries", headers=admin).json()["data"]
         assert [a["eventType"] for a in attempts][-2:] == ["tickets.ticket.created", "webhooks.ping"]
         assert {a["responseExcerpt"] for a in attempts} == {'{"error": "upstream unavailable"}'}
+    finally:
+        receiver.stop()
+
+
+class AcknowledgeThenStall:
+    """A receiver that answers `200` with its headers at once, then holds the body back
+    longer than the deliverer waits (a framework that flushes the status before its
+    work ends, or a proxy in between that is slow)."""
+
+    def __init__(self, stall: float) -> None:
+        self.stall = stall
+        self.ids: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(
+                next(
+                    v
+                    for k, v in (line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+                    if k.lower() == b"content-length"
+                )
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.ids.append(
+                next(
+                    line.split(b": ", 1)[1].decode()
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"webhook-id")
+                )
+            )
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n")
+            time.sleep(self.stall)
+            with contextlib.suppress(OSError):
+                conn.sendall(b"accepted")
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_2xx_whose_body_is_late_is_delivered_not_retried(webhook_server, http_allowed) -> None:
+    # The status decides (Standard Webhooks: 2xx is success); the body is only shown. The
+    # deliverer waited for the first bytes of the body within its timeout, and a late one
+    # made an acknowledged event a timeout with no status, sent again and again.
+    receiver = AcknowledgeThenStall(stall=4)  # the test processes time out after 2 s
+    try:
+        admin = http_allowed.headers("admin")
+        endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+        ping = httpx.post(f"{webhook_server.url}{API}/{endpoint['id']}/ping", headers=admin, timeout=20)
+        assert ping.json()["data"]["outcome"] == "success" and ping.json()["data"]["statusCode"] == 200
+        with running(DelivererProcess()):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "late body")
+            wait_delivered(endpoint["id"], 1)
+            time.sleep(1.5)  # no second request comes
+        assert len(receiver.ids) == 2 and receiver.ids[1] != receiver.ids[0]
+        attempts = httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}/deliveries", headers=admin).json()["data"]
+        assert [(a["eventType"], a["outcome"], a["statusCode"]) for a in attempts] == [
+            ("tickets.ticket.created", "success", 200),
+            ("webhooks.ping", "success", 200),
+        ]
     finally:
         receiver.stop()
