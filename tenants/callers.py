@@ -573,6 +573,9 @@ def resolve_event_reader(headers: Mapping[str, str]) -> EventReader:
 def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyCaller:
     from tenants.services import API_KEY_PREFIX, hash_api_key_secret
 
+    # Header syntax before any lookup, as for a token ("Who is calling"); and the same
+    # UUID however it is written, as for a token.
+    tenant_id = _parse_tenant_id(tenant_header) if tenant_header and tenant_header.strip() else None
     parts = value.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
@@ -581,7 +584,7 @@ def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyC
     if key is None or not hmac.compare_digest(key.secret_hash, hash_api_key_secret(secret)):
         raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
     _check_api_key_holds(key)
-    if tenant_header and tenant_header.strip().lower() != str(key.tenant_id):
+    if tenant_id is not None and tenant_id != key.tenant_id:
         raise ApiError(401, "INVALID_API_KEY", "The API key belongs to another tenant.")
     # Which scope a route needs is the policy's (`Rule.api_key_scope`, tenants.policy).
     now = timezone.now()

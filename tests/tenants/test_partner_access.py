@@ -78,3 +78,24 @@ def test_end_user_still_cannot_read_the_event_log(server, acme: World):
     response = httpx.get(f"{server.url}/v2/system/events", headers=acme.headers("bob"), timeout=10)
     assert response.status_code == 403
     assert response.json()["error"]["details"]["allowedRoles"] == ["admin", "agent", "partner"]
+
+
+def test_a_partner_keys_tenant_header_is_read_as_a_uuid_and_a_malformed_one_is_400(server, acme: World, globex: World):
+    # The key's own tenant written as another spelling of the same UUID (hex without dashes,
+    # braces) is that tenant, as it is for a token; a header that is no UUID is the 400 of
+    # "Who is calling" (header syntax first). Both were 401 "belongs to another tenant".
+    _, key = create_api_key(tenant=acme.tenant, name="crm", scopes=["events:read", "webhooks"])
+    routes = ("/v2/system/events", "/api/v2/webhooks/endpoints")
+    for spelling in (acme.tenant.id.hex, f"{{{acme.tenant.id}}}", str(acme.tenant.id).upper()):
+        for route in routes:
+            response = httpx.get(f"{server.url}{route}", headers={"X-API-Key": key, "x-tenantid": spelling}, timeout=10)
+            assert response.status_code == 200, (spelling, route, response.text)
+    for route in routes:
+        malformed = httpx.get(f"{server.url}{route}", headers={"X-API-Key": key, "x-tenantid": "acme"}, timeout=10)
+        assert malformed.status_code == 400, malformed.text
+        assert malformed.json()["error"]["code"] == "INVALID_HEADER"
+        assert malformed.json()["error"]["details"] == {"header": "x-tenantid"}
+        other = httpx.get(
+            f"{server.url}{route}", headers={"X-API-Key": key, "x-tenantid": globex.tenant.id.hex}, timeout=10
+        )
+        assert other.status_code == 401 and other.json()["error"]["code"] == "INVALID_API_KEY"
