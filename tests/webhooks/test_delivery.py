@@ -457,3 +457,41 @@ def test_a_2xx_whose_body_is_late_is_delivered_not_retried(webhook_server, http_
         ]
     finally:
         receiver.stop()
+
+
+def test_an_endpoint_enabled_again_gets_what_it_missed_its_own_disabled_event_included(
+    webhook_server, http_allowed
+) -> None:
+    status = {"code": 410}
+    receiver = Receiver(answer=lambda r: (status["code"], {}, b"")).start()
+    try:
+        admin = http_allowed.headers("admin")
+        endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+        base = f"{webhook_server.url}{API}/{endpoint['id']}"
+        with running(DelivererProcess()):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "answered 410")
+            wait_for(
+                lambda: not httpx.get(base, headers=admin).json()["data"]["enabled"],
+                timeout=20,
+                interval=0.2,
+                message="the endpoint that answered 410 stayed enabled",
+            )
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), "while disabled")
+            status["code"] = 200
+            enabled = httpx.patch(base, json={"enabled": True}, headers=admin, timeout=10)
+            assert enabled.status_code == 200 and enabled.json()["data"]["disabledReason"] is None
+            wait_delivered(endpoint["id"], 3)
+        after = [r.json for r in receiver.received[1:]]
+        # The event that was answered 410, then what was committed while it was off: its
+        # own webhooks.endpoint.disabled among them (events.md said "other endpoints").
+        assert sorted((e["type"], e["payload"].get("ticket", {}).get("subject")) for e in after) == [
+            ("tickets.ticket.created", "answered 410"),
+            ("tickets.ticket.created", "while disabled"),
+            ("webhooks.endpoint.disabled", None),
+        ]
+        assert (
+            next(e for e in after if e["type"] == "webhooks.endpoint.disabled")["payload"]["endpoint"]["id"]
+            == (endpoint["id"])
+        )
+    finally:
+        receiver.stop()
