@@ -90,6 +90,12 @@ def first_error(errors: Any, path: str = "") -> str:
     return f"{path}: {errors}" if path else str(errors)
 
 
+def close_reason(text: str) -> str:
+    """`text` cut to what a close frame holds (RFC 6455: 123 bytes of UTF-8), on a
+    character boundary: a message may name a field the client sent, in any script."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 class PartnerEventsConsumer(AsyncWebsocketConsumer):
     # No channel-layer channel of its own: the socket's events come from the process's hub.
     # A per-socket channel would also be a second reader of the layer's process-wide
@@ -300,4 +306,4 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(Exception):
             await self.send(text_data=json.dumps({"action": "error", "code": code, "message": message}))
         with contextlib.suppress(OSError):
-            await self.close(code=code, reason=(reason or message)[:120])
+            await self.close(code=code, reason=close_reason(reason or message))

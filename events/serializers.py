@@ -8,6 +8,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.serializers import StrictObjectSerializer
 from events.ids import event_id_to_str, parse_event_id
 from events.models import Event
 
@@ -78,11 +79,13 @@ class EventQuerySerializer(serializers.Serializer):
 MAX_SUBSCRIBED_TYPES = 50
 
 
-class PartnerSubscriptionSerializer(serializers.Serializer):
-    """The partner websocket's `{"action": "subscribe", "types": [...], "after_id": ...}`;
-    other keys (`action`) are the consumer's. Absent, `null` or `""` `after_id` (and absent
-    or `null` `types`) mean none, as they always have on the socket."""
+class PartnerSubscriptionSerializer(StrictObjectSerializer):
+    """The partner websocket's `{"action": "subscribe", "types": [...], "after_id": ...}`.
+    Absent, `null` or `""` `after_id` (and absent or `null` `types`) mean none, as they
+    always have on the socket. Any other key is refused, as in a request body: a cursor
+    sent as `afterId` was ignored, and the feed then started at "now" without a word."""
 
+    action = serializers.ChoiceField(choices=["subscribe"])
     types = serializers.ListField(
         child=EventTypeField(), max_length=MAX_SUBSCRIBED_TYPES, required=False, allow_null=True
     )

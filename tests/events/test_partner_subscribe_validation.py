@@ -153,3 +153,29 @@ def test_subscriptions_without_a_cursor_or_with_a_padded_type_are_taken(server, 
         recent_event_id(server, acme)
         event = json.loads(ws.recv(timeout=10))
     assert event["type"] == CREATED
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["afterId", "type", "after-id", "é" * 100],
+    # A cursor under a near name was ignored: the feed started at "now" and the events
+    # after the partner's cursor were never sent; a `type` filter was ignored and every
+    # type came. The last one is a close reason that is too long in UTF-8 bytes once named.
+    ids=["afterId", "type", "after-id", "long-non-ascii"],
+)
+def test_a_subscription_naming_an_unknown_field_closes_4400_naming_it(server, acme: World, field: str):
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    after_id = recent_event_id(server, acme)
+    before = log_size(server)
+    with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+        ws.send(json.dumps({"action": "subscribe", field: after_id}))
+        received = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                received.append(json.loads(ws.recv(timeout=10)))
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400, received
+    assert [m["action"] for m in received] == ["error"], received
+    assert f"{field}: Unknown field." in received[0]["message"], received
+    assert len(closed.value.rcvd.reason.encode()) <= 123
+    logged = logged_since(server, before)
+    assert "ERROR" not in logged and "Traceback" not in logged, logged[-3000:]
