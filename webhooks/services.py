@@ -101,7 +101,9 @@ def check_endpoint_url(tenant: Tenant, url: str) -> None:
     try:
         private = not is_public_address(host)
     except ValueError:
-        private = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
+        # A fully qualified name's final dot names the same host (`localhost.`).
+        name = host.rstrip(".")
+        private = name == "localhost" or name.endswith((".localhost", ".local", ".internal"))
     if private:
         raise ApiError(400, "INVALID_WEBHOOK_URL", "The endpoint URL points to a private or loopback address.")
 

@@ -15,7 +15,9 @@ from idempotency.models import IdempotencyRecord
 from idempotency.services import SEALED_PREFIX
 from tenants.services import create_api_key
 from tests.builders import World
+from tests.conftest import ServerProcess
 from tests.events.test_event_vocabulary import documented_types
+from tests.webhooks.support import WEBHOOK_ENV
 from webhooks.crypto import AnswerSealer, decrypt_secret
 from webhooks.events import PARTNER_EVENT_TYPES
 from webhooks.models import Endpoint
@@ -235,3 +237,30 @@ def test_the_answer_kept_for_an_idempotency_key_holds_the_secret_encrypted(
     settings.WEBHOOKS_SECRET_KEYS = [new_key]
     record = IdempotencyRecord.objects.get(key="create-crm-hook")
     assert json.loads(AnswerSealer().unseal(record.body.removeprefix(SEALED_PREFIX))) == created.json()
+
+
+@pytest.fixture(scope="module")
+def _private_networks_off_server(django_db_setup: None, django_db_blocker: object):
+    proc = ServerProcess(**{**WEBHOOK_ENV, "WEBHOOKS_ALLOW_PRIVATE_NETWORKS": "0"}).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://localhost/h",
+        "https://app.localhost./h",
+        "https://metadata.google.internal./h",
+        "https://printer.local./h",
+    ],
+)
+def test_a_reserved_local_name_is_refused_with_or_without_its_final_dot(
+    _private_networks_off_server, transactional_db: None, acme: World, url: str
+) -> None:
+    # A fully qualified name's final dot is the same name; with it, the check of local-only
+    # names at creation let `metadata.google.internal.` through.
+    response = call(_private_networks_off_server, "POST", API, acme.headers("admin"), {"url": url})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "INVALID_WEBHOOK_URL"
+    assert not Endpoint.objects.exists()
