@@ -33,6 +33,12 @@ class StrictObjectSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class NoBodySerializer(StrictObjectSerializer):
+    """The body of an action that takes none (reopen, rotate a secret, ping): nothing, or
+    `{}`. A body that is there anyway is read and refused like any other bad body (not
+    JSON, not an object, an unknown field), so a client's mistake never passes as a change."""
+
+
 # A query string's integer: ASCII digits, maybe signed. Not whatever int() takes, which
 # includes `1_0` and digits of other scripts (`٣`).
 QUERY_INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from config import openapi
 from core.http import ApiError, ok
 from core.preconditions import etag, parse_if_match
+from core.serializers import NoBodySerializer
 from core.views import RetryingAPIView, validated
 from tenants.callers import tenant_named_by
 from ticketing import services
@@ -224,9 +225,9 @@ class TicketReopenView(OneTicketView):
     @extend_schema(**openapi.TICKET_REOPEN)
     def post(self, request: Request, ticket_id: str) -> Response:
         if_match = parse_if_match(request.headers.get("if-match"))
-        ticket = services.reopen_ticket(
-            caller=request.auth, ticket=get_visible_ticket(request.auth, ticket_id, to_change=True), if_match=if_match
-        )
+        ticket = get_visible_ticket(request.auth, ticket_id, to_change=True)
+        validated(NoBodySerializer(data=request.data))
+        ticket = services.reopen_ticket(caller=request.auth, ticket=ticket, if_match=if_match)
         return with_etag(ok(one_ticket(ticket)), ticket)
 
 

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from config.openapi import conflict
 from config.openapi import ok as envelope_schema
 from core.http import ApiError, ok
+from core.serializers import NoBodySerializer
 from core.views import RetryingAPIView as _RetryingAPIView
 from core.views import validated
 from events.ids import event_id_to_str, parse_event_id
@@ -131,6 +132,7 @@ class RotateSecretView(RetryingAPIView):
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
+        validated(NoBodySerializer(data=request.data))
         endpoint, secret = services.rotate_endpoint_secret(endpoint=endpoint)
         return ok(endpoint_to_dict(endpoint, secret=secret))
 
@@ -212,6 +214,7 @@ class PingView(RetryingAPIView):
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = selectors.endpoint_of_tenant(request.auth.tenant, endpoint_id)
+        validated(NoBodySerializer(data=request.data))
         ping_id = f"ping_{timezone.now().strftime('%Y%m%d%H%M%S%f')}"
         body = json.dumps(
             {"id": ping_id, "type": PING_TYPE, "occurred_at": iso(timezone.now()), "payload": {}},

@@ -518,6 +518,40 @@ def test_end_user_create_refuses_agent_fields_as_patch_does(server, acme: World,
     assert patched.status_code == 403 and patched.json()["error"]["code"] == "FORBIDDEN"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        ("application/json", b"{not json"),
+        ("application/json", b'{"status": "open"}'),
+        ("application/json", b"null"),
+        ("text/plain", b"reopen please"),
+    ],
+)
+def test_a_body_on_reopen_is_refused_and_leaves_the_ticket_closed(
+    server, acme: World, content_type: str, content: bytes
+):
+    # Reopen takes no body: one that is there is answered as on every other endpoint.
+    ticket = create_ticket(server, acme)
+    closed = httpx.patch(
+        f"{server.url}{API}/ticket/{ticket['id']}",
+        headers=acme.headers("alice"),
+        json={"status": "closed"},
+        timeout=TIMEOUT,
+    )
+    assert closed.status_code == 200, closed.text
+    refused = httpx.post(
+        f"{server.url}{API}/ticket/{ticket['id']}/reopen",
+        headers={**acme.headers("alice"), "content-type": content_type},
+        content=content,
+        timeout=TIMEOUT,
+    )
+    assert refused.status_code in {400, 415}, refused.text
+    assert refused.json()["error"]["code"] in {"INVALID_JSON", "INVALID_BODY", "UNSUPPORTED_MEDIA_TYPE"}
+    assert Ticket.objects.get(id=ticket["id"]).status == "closed"
+    reopened = post(server, f"{API}/ticket/{ticket['id']}/reopen", acme, {})
+    assert reopened.status_code == 200, reopened.text
+
+
 def test_parent_cycles_are_refused_and_change_nothing(server, acme: World):
     a, b, c = (create_ticket(server, acme, subject=name) for name in "ABC")
 

@@ -130,6 +130,39 @@ def test_a_change_with_a_wrong_json_type_is_400_and_changes_nothing(webhook_serv
     assert (stored.url, stored.enabled, stored.ordered) == ("http://127.0.0.1:9/h", True, False)
 
 
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        ("application/json", b"{not json"),
+        ("application/json", b'{"secret": "mine"}'),
+        ("application/json", b"[]"),
+        ("text/plain", b"rotate please"),
+    ],
+)
+def test_a_body_on_rotate_secret_or_ping_is_refused_and_changes_nothing(
+    webhook_server, http_allowed: World, content_type: str, content: bytes
+) -> None:
+    # Neither takes a body: one that is there is a mistake of the client's, answered as
+    # every other endpoint answers it, before the secret changes or a ping is sent.
+    admin = http_allowed.headers("admin")
+    endpoint = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/h"}).json()["data"]
+    secret_before = Endpoint.objects.get(id=endpoint["id"]).secret_encrypted
+    for action in ("rotate-secret", "ping"):
+        refused = httpx.post(
+            f"{webhook_server.url}{API}/{endpoint['id']}/{action}",
+            headers={**admin, "content-type": content_type},
+            content=content,
+            timeout=10,
+        )
+        assert refused.status_code in {400, 415}, (action, refused.text)
+        assert refused.json()["error"]["code"] in {"INVALID_JSON", "INVALID_BODY", "UNSUPPORTED_MEDIA_TYPE"}
+    assert Endpoint.objects.get(id=endpoint["id"]).secret_encrypted == secret_before
+    deliveries = call(webhook_server, "GET", f"{API}/{endpoint['id']}/deliveries", admin).json()["data"]
+    assert deliveries == []
+    rotated = call(webhook_server, "POST", f"{API}/{endpoint['id']}/rotate-secret", admin, {})
+    assert rotated.status_code == 200, rotated.text
+
+
 def test_http_needs_the_tenants_development_switch(webhook_server, acme: World) -> None:
     response = call(webhook_server, "POST", API, acme.headers("admin"), {"url": "http://example.com/h"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_WEBHOOK_URL"
