@@ -46,7 +46,10 @@ def sla_policy_to_dict(policy: Any) -> dict[str, Any]:
 
 @cache
 def _time_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    # available_timezones() lists every TZif file it finds, and Debian's zoneinfo folder
+    # has `localtime`, a link to the host's /etc/localtime: not an IANA name, and a
+    # calendar in it would keep other hours on every machine (or none where it is absent).
+    return frozenset(zoneinfo.available_timezones()) - {"localtime"}
 
 
 class WorkingHoursItemSerializer(StrictObjectSerializer):
@@ -76,8 +79,8 @@ class CalendarSerializer(StrictObjectSerializer):
     holidays = serializers.ListField(child=HolidaySerializer(), required=False, default=list, max_length=1000)
 
     def validate_timeZone(self, value: str) -> str:
-        # The IANA names Python ships or finds (not any file under the zoneinfo folder,
-        # such as `localtime`, which means something else on every machine).
+        # The IANA names Python ships or finds (not any file under the zoneinfo folder:
+        # `_time_zones`).
         if value not in _time_zones():
             raise serializers.ValidationError("Unknown time zone (an IANA name such as Europe/Berlin).")
         return value

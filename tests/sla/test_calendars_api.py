@@ -97,6 +97,9 @@ def test_a_policy_resolved_before_its_first_response_is_400_and_saves_nothing(se
     [
         ({"timeZone": "Mars/Olympus_Mons"}, "timeZone"),
         ({"timeZone": ""}, "timeZone"),
+        # Debian's zoneinfo folder has `localtime` (a link to the host's /etc/localtime),
+        # and zoneinfo.available_timezones() lists it: not an IANA name.
+        ({"timeZone": "localtime"}, "timeZone"),
         (
             {
                 "workingHours": [
