@@ -15,6 +15,7 @@ from sla.models import Calendar, parse_clock
 from ticketing.serializers import PriorityField
 
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+CALENDAR_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 class SlaPolicySerializer(StrictObjectSerializer):
@@ -63,8 +64,18 @@ class WorkingHoursItemSerializer(StrictObjectSerializer):
         return attrs
 
 
+class CalendarDateField(serializers.DateField):
+    """A date written `YYYY-MM-DD`, and only so: Python 3.11's date.fromisoformat, which
+    DRF's `iso-8601` reads with, also takes `20261225` and `2026-W52-5`."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str) and not CALENDAR_DATE.fullmatch(value):
+            self.fail("invalid", format="YYYY-MM-DD")
+        return super().to_internal_value(value)
+
+
 class HolidaySerializer(StrictObjectSerializer):
-    date = serializers.DateField(input_formats=["iso-8601"])
+    date = CalendarDateField(input_formats=["iso-8601"])
     name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     yearly = serializers.BooleanField(required=False, default=False, help_text="Recurs every year on this day.")
 

@@ -115,6 +115,9 @@ def test_a_policy_resolved_before_its_first_response_is_400_and_saves_nothing(se
         ({"workingHours": []}, "workingHours"),
         ({"holidays": [{"date": "2026-02-30"}]}, "holidays"),
         ({"holidays": [{"date": "25.12.2026"}]}, "holidays"),
+        # ISO 8601 too, but not YYYY-MM-DD (Python 3.11's date.fromisoformat reads them).
+        ({"holidays": [{"date": "20261225"}]}, "holidays"),
+        ({"holidays": [{"date": "2026-W52-5"}]}, "holidays"),
         ({"holidays": [{"date": "2026-12-25"}, {"date": "2026-12-25", "yearly": True}]}, "holidays"),
         ({"holidays": [{"date": "2026-12-25", "yearly": "yes"}]}, "holidays"),
         ({"colour": "blue"}, "colour"),
