@@ -228,5 +228,14 @@ MAX_PRODUCT_QUANTITY = 1_000_000
 
 class ProductWriteSerializer(StrictObjectSerializer):
     sku = serializers.RegexField(rf"^{SKU}$")
+
+    def validate_sku(self, value: str) -> str:
+        # The SKU is written in its product's URL: clients remove `.` and `..` segments
+        # from a path (RFC 3986) and proxies merge slashes, so a SKU with such a part could
+        # not be removed as it was added (`…/products/..` is the ticket's own URL).
+        if any(part in ("", ".", "..") for part in value.split("/")):
+            raise serializers.ValidationError("No part of a SKU between slashes may be empty, `.` or `..`.")
+        return value
+
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_PRODUCT_QUANTITY, default=1)

@@ -171,6 +171,21 @@ def test_a_product_whose_sku_has_a_slash_can_be_removed_as_it_was_added(server, 
     assert_envelope(again, 404, "PRODUCT_NOT_FOUND")
 
 
+@pytest.mark.parametrize("sku", ["..", ".", "A/../B", "A/./B", "A//B", "/A", "A/"])
+def test_a_sku_whose_url_clients_would_rewrite_is_refused(server, acme: World, sku: str):
+    # Clients remove dot segments from a path (RFC 3986) and proxies merge slashes, so
+    # `DELETE …/products/..` is `DELETE …/ticket/{id}`: removing such a product deleted
+    # the ticket (as an admin), and `//A` removed product `A`.
+    ticket = post(server, f"{API}/ticket", acme, {"subject": "Rack"}).json()["data"]
+    products = f"{API}/ticket/{ticket['id']}/products"
+    body = assert_envelope(post(server, products, acme, {"sku": sku}, user="admin"), 400, "INVALID_BODY")
+    assert "sku" in body["error"]["details"], body
+    read = httpx.get(f"{server.url}{API}/ticket/{ticket['id']}", headers=acme.headers("admin"), timeout=TIMEOUT)
+    assert read.json()["data"]["products"] == []
+    assert read.json()["data"]["version"] == ticket["version"]
+    assert post(server, products, acme, {"sku": "v1.2/..x:A-B_C"}, user="admin").status_code == 201
+
+
 def test_more_of_a_product_than_a_ticket_holds_is_400_and_changes_nothing(server, acme: World):
     ticket = post(server, f"{API}/ticket", acme, {"subject": "Cables"}).json()["data"]
     products = f"{API}/ticket/{ticket['id']}/products"
