@@ -29,7 +29,11 @@ from notifications.serializers import (
 
 
 def _list_response(request: Request, data: Any, *, query: bool = False) -> Response:
-    body = validated(NotificationListSerializer(data=data, context={"query": query}))
+    serializer = NotificationListSerializer(data=data, context={"query": query})
+    if query and not serializer.is_valid():
+        # The GET form has no body: its parameters are refused as every query string is.
+        raise ApiError(400, "INVALID_QUERY", "The query parameters are not valid.", serializer.errors)
+    body = validated(serializer)
     result = list_notifications(request.user, notification_query_from(body))
     return ok(
         {

@@ -276,6 +276,17 @@ def test_wrong_types_in_notification_list_paging_are_400(server, acme: World, bo
     assert_envelope(post(server, f"{API}/ticket/notifications", acme, body), 400)
 
 
+@pytest.mark.parametrize("params", [{"top": "0"}, {"top": "abc"}, {"offset": "-1"}, {"sort": "zzz"}, {"bogus": "1"}])
+def test_bad_parameters_of_the_notification_list_query_are_invalid_query(server, acme: World, params: dict[str, str]):
+    # A GET has no body: its parameters are refused as every query string is, not as
+    # "The request body is not valid." (INVALID_BODY).
+    response = httpx.get(
+        f"{server.url}{API}/ticket/notification/list", params=params, headers=acme.headers("bob"), timeout=TIMEOUT
+    )
+    body = assert_envelope(response, 400, "INVALID_QUERY")
+    assert set(body["error"]["details"]) == set(params), body
+
+
 def test_integers_are_json_numbers_in_bodies_and_digits_in_query_strings(server, acme: World):
     """A body takes the JSON types the schema names (an integer as a number, `5.0`
     included, as JSON Schema counts it); a query string, where every value is text, its
