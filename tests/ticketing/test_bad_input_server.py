@@ -123,6 +123,22 @@ def test_json_postgres_or_python_cannot_hold_is_400_on_list_and_stream(server, a
     assert_envelope(open_list_stream(server, acme, content), 400)
 
 
+@pytest.mark.parametrize(
+    ("charset", "content"),
+    [("utf-16", '{"subject": "Drucker"}'.encode("utf-16")), ("latin-1", '{"subject": "Café"}'.encode("latin-1"))],
+)
+def test_a_body_that_is_not_utf8_is_400_whatever_charset_it_declares(server, acme: World, charset: str, content: bytes):
+    # JSON is UTF-8 (RFC 8259, docs/api.md): the views decoded a declared charset and took
+    # what the list stream refused, so one body had two answers.
+    headers = {**acme.headers("alice"), "content-type": f"application/json; charset={charset}"}
+    created = httpx.post(f"{server.url}{API}/ticket", headers=headers, content=content, timeout=TIMEOUT)
+    assert_envelope(created, 400, "INVALID_JSON")
+    listed = httpx.post(f"{server.url}{API}/ticket/list", headers=headers, content=content, timeout=TIMEOUT)
+    assert_envelope(listed, 400, "INVALID_JSON")
+    assert_envelope(refused_stream(list_updates_url(server.url), headers, content), 400, "INVALID_JSON")
+    assert not Ticket.objects.exists()
+
+
 def test_ticket_text_with_a_lone_surrogate_is_400_and_creates_nothing(server, acme: World):
     assert_envelope(post_raw(server, f"{API}/ticket", acme, '{"subject": "a\\ud83d b"}'), 400, "INVALID_JSON")
     assert not Ticket.objects.exists()
