@@ -117,7 +117,9 @@ def _message(rows: list[NotificationEmail]) -> EmailMultiAlternatives:
         template = "digest"
         subject = f"[{first.tenant.name}] {len(rows)} unread notification{'s' if len(rows) != 1 else ''}"
     message = EmailMultiAlternatives(
-        subject=subject[:200],
+        # A ticket's subject (or team, or a name) may hold line breaks, which a header
+        # cannot (Django refuses to send it): one line, each run of whitespace one space.
+        subject=" ".join(subject.split())[:200],
         body=render_to_string(f"notifications/email/{template}.txt", context),
         to=[first.recipient.email],
     )

@@ -91,6 +91,42 @@ def test_a_high_priority_notification_is_emailed_at_once_through_the_running_ser
     assert len(smtp.messages) == 1  # sent once
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_ticket_subject_with_line_breaks_is_emailed_on_one_subject_line(server, smtp: SmtpServer, acme: World):
+    # The API takes a subject with CR/LF; the email's Subject header cannot hold one
+    # (Django refuses it with BadHeaderError), so the approver's email failed every retry
+    # and was given up, never sent.
+    headers = acme.headers("carol")
+    preference = httpx.put(
+        f"{server.url}{BASE}/user/preference", headers=headers, json={"channels": {"approval": "email"}}, timeout=10
+    )
+    assert preference.status_code == 200, preference.text
+    created = httpx.post(
+        f"{server.url}{BASE}/ticket",
+        headers=acme.headers("bob"),
+        json={"subject": "Printer\r\nBcc: mallory@evil.example\n\tjammed"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    ticket = created.json()["data"]
+    approval = httpx.post(
+        f"{server.url}{BASE}/ticket/{ticket['id']}/approvals",
+        headers=acme.headers("alice"),
+        json={"approver": "carol"},
+        timeout=10,
+    )
+    assert approval.status_code == 201, approval.text
+    run_worker(smtp.port)
+
+    (message,) = smtp.messages
+    assert (
+        message["Subject"]
+        == f"[Acme] {ticket['ticketNumber']}: Approval requested for Printer Bcc: mallory@evil.example jammed"
+    )
+    assert message["Bcc"] is None and message["To"] == "carol@acme.example"
+    assert NotificationEmail.objects.get().status == EmailStatus.SENT
+
+
 @pytest.mark.django_db
 def test_the_digest_collects_the_unread_notifications_after_the_delay_and_leaves_out_read_ones(
     smtp: SmtpServer, acme: World
