@@ -23,6 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from core.http import ApiError, error_response
@@ -41,6 +42,7 @@ RETRY_AFTER_SECONDS = 5
 _migrations_applied = False
 
 
+@csrf_exempt  # read-only: another method is require_safe's 405, not Django's CSRF 403
 @require_safe
 async def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -130,6 +132,7 @@ async def _run(name: str, check: Callable[[], Awaitable[str]]) -> str | None:
         return f"failed: {type(error).__name__}"
 
 
+@csrf_exempt  # read-only: another method is require_safe's 405, not Django's CSRF 403
 @require_safe
 async def readyz(request: HttpRequest) -> JsonResponse:
     # Threads not bound to the request (thread_sensitive=False): a hung connect must not

@@ -29,6 +29,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client import generate_latest as render_registry
@@ -336,6 +337,7 @@ def metrics_access_error(request: HttpRequest) -> ApiError | None:
     )
 
 
+@csrf_exempt  # read-only: another method is require_safe's 405, not Django's CSRF 403
 @require_safe
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     error = metrics_access_error(request)

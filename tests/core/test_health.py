@@ -92,6 +92,15 @@ def test_both_probes_answer_200_on_a_ready_server(server: ServerProcess) -> None
     assert httpx.head(f"{server.url}/readyz", timeout=TIMEOUT).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_probe_answers_another_method_with_405(server: ServerProcess, path: str, method: str) -> None:
+    # GET or HEAD only: Django's CSRF check ran before the method check and answered 403.
+    response = httpx.request(method, f"{server.url}{path}", timeout=TIMEOUT)
+    assert response.status_code == 405, response.text[:300]
+    assert response.headers["allow"] == "GET, HEAD"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_redis_down_is_not_ready_but_alive() -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
