@@ -309,6 +309,6 @@ def test_get_form_takes_integers_only_as_their_digits(server, acme: World, name,
     response = httpx.get(f"{server.url}{GET_URL}", params={name: value}, headers=acme.headers("alice"), timeout=10)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert error["code"] == "INVALID_BODY" and list(error["details"]) == [name]
+    assert error["code"] == "INVALID_QUERY" and list(error["details"]) == [name]
     fine = httpx.get(f"{server.url}{GET_URL}", params={name: "10"}, headers=acme.headers("alice"), timeout=10)
     assert fine.status_code == 200, fine.text
