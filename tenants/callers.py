@@ -97,8 +97,9 @@ def _verified_token(headers: Mapping[str, str]) -> tuple[Tenant, Realm, str, dic
     tenant_id = _parse_tenant_id(headers.get("x-tenantid"))
     realm_name = _parse_realm_name(headers.get("realmname"))
     support = _parse_support_flag(headers.get("issupportrequest"))
+    token = _parse_bearer(headers.get("authorization"))  # before any lookup (docs/api.md)
     tenant, realm = _lookup_realm(tenant_id, realm_name)
-    claims, token = _verify_token(realm, _parse_bearer(headers.get("authorization")))
+    claims, token = _verify_token(realm, token)
     return tenant, realm, token, claims, support
 
 
@@ -170,7 +171,12 @@ def _session_applies(request: Any, user: TenantUser) -> bool:
         if urlsplit(origin).netloc.lower() != host.lower():
             return False
     tenant_header = request.headers.get("x-tenantid")
-    return tenant_header is None or tenant_header.strip().lower() == str(user.tenant_id)
+    if tenant_header is None:
+        return True
+    try:  # the same tenant however its UUID is spelt, as for a token or an API key
+        return _parse_tenant_id(tenant_header) == user.tenant_id
+    except ApiError:
+        return False
 
 
 def _check_csrf(request: Any) -> None:

@@ -77,6 +77,19 @@ class TestTokens:
         del headers["Authorization"]
         assert_envelope(get(api, headers), 401, "MISSING_TOKEN")
 
+    @pytest.mark.parametrize("tenant", ["00000000-0000-4000-8000-000000000000", "known"])
+    @pytest.mark.parametrize("realm", ["nosuchrealm", "known"])
+    def test_missing_token_is_401_whether_tenant_and_realm_exist_or_not(self, api, acme: World, tenant, realm):
+        # Headers are checked before any lookup: a 404 for an unknown tenant or realm here
+        # told anyone without a token which tenants and realms exist (docs/api.md).
+        headers = acme.headers("alice")
+        del headers["Authorization"]
+        if tenant != "known":
+            headers["x-tenantid"] = tenant
+        if realm != "known":
+            headers["realmname"] = realm
+        assert_envelope(get(api, headers), 401, "MISSING_TOKEN")
+
     @pytest.mark.parametrize("value", ["Bearer", "Basic abc", "Bearer not-a-jwt", "Token a.b.c", "Bearer a.b"])
     def test_malformed_authorization_is_401(self, api, acme: World, value: str):
         assert_envelope(get(api, {**acme.headers("alice"), "Authorization": value}), 401, "INVALID_TOKEN")

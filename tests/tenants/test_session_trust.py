@@ -81,10 +81,13 @@ def test_the_session_is_ignored_off_its_own_origin_or_tenant(server, acme: World
     assert response.json()["error"]["code"] == "MISSING_TOKEN"
 
 
+@pytest.mark.parametrize("spelling", ["canonical", "hex", "braces"])
 @pytest.mark.parametrize("with_origin", [False, True])
-def test_the_session_still_reads_on_the_servers_own_pages(server, acme: World, with_origin: bool):
+def test_the_session_still_reads_on_the_servers_own_pages(server, acme: World, with_origin: bool, spelling: str):
+    # The session's own tenant in any spelling of its UUID, as a token or an API key takes it.
     ticket = bobs_ticket(acme)
-    headers = {"Cookie": alice_session(server, acme), "x-tenantid": str(acme.tenant.id)}
+    tenant = {"canonical": str(acme.tenant.id), "hex": acme.tenant.id.hex, "braces": f"{{{acme.tenant.id}}}"}[spelling]
+    headers = {"Cookie": alice_session(server, acme), "x-tenantid": tenant}
     if with_origin:
         headers["Origin"] = server.url  # a fetch from the dashboard itself
     response = httpx.get(ticket_url(server, ticket), headers=headers, timeout=10)
