@@ -13,7 +13,8 @@ What uvicorn does not do by itself is added here: a deadline for a request's hea
 (`ServiceHttpProtocol`: uvicorn waits for ever on a connection that sends half a
 request line, so a few hundred slow clients could hold every socket — "slowloris"), a
 bound on its size (uvicorn's httptools protocol buffers a head of any size: ten
-megabytes of headers were read and answered),
+megabytes of headers were read and answered), refusals in the API's error envelope
+(431, and 400 for what its parser refuses, which uvicorn answered in plain text),
 keeping credentials out of its log lines (config.log_redaction on its handlers), and
 telling a stream when its connection is lost without a task per stream listening for it
 (`ServiceHttpProtocol.call_when_lost`, used by events.sse).
@@ -45,7 +46,6 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,23 +68,32 @@ class _HeadTooLarge(Exception):
     `send_400_response`, which `ServiceHttpProtocol` turns into a 431."""
 
 
+def _refusal(status: bytes, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    """A refusal the server makes before the application sees the request, in the API's
+    error envelope (as the shipped nginx answers its own), closing the connection."""
+    from core.http import envelope  # the application is loaded by the time a request comes
+
+    body = json.dumps(envelope(code, message, details)).encode()
+    head = b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    return head % (status, len(body)) + body
+
+
 def _header_too_large_response() -> bytes:
-    # The error envelope, as nginx answers a line over its buffers.
-    body = json.dumps(
-        {
-            "success": False,
-            "error": {
-                "code": "HEADER_TOO_LARGE",
-                "message": f"A request header line is larger than {MAX_HEADER_LINE_BYTES} bytes, "
-                f"or the request head larger than {MAX_HEAD_BYTES}.",
-                "details": {"limit": MAX_HEADER_LINE_BYTES, "headLimit": MAX_HEAD_BYTES},
-            },
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        }
-    ).encode()
-    return (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+    return _refusal(
+        b"431 Request Header Fields Too Large",
+        "HEADER_TOO_LARGE",
+        f"A request header line is larger than {MAX_HEADER_LINE_BYTES} bytes, "
+        f"or the request head larger than {MAX_HEAD_BYTES}.",
+        {"limit": MAX_HEADER_LINE_BYTES, "headLimit": MAX_HEAD_BYTES},
+    )
+
+
+def _malformed_request_response() -> bytes:
+    return _refusal(
+        b"400 Bad Request",
+        "INVALID_REQUEST",
+        "The request is not valid HTTP/1.1 (a control character or NUL in a header, a folded header line, "
+        "an unknown method, a malformed request line).",
     )
 
 
@@ -264,16 +273,20 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def send_400_response(self, msg: str) -> None:
+        # uvicorn's answer to what its parser refuses was plain text.
         if self.edge.head_too_large:
             self._refuse_head()
         else:
-            super().send_400_response(msg)
+            self._refuse(_malformed_request_response())
 
     def _refuse_head(self) -> None:
+        self.logger.info("event=request_header_too_large client=%s", self.client and self.client[0])
+        self._refuse(_header_too_large_response())
+
+    def _refuse(self, response: bytes) -> None:
         self._disarm_header_timer()
         self.edge.head_started = False
-        self.logger.info("event=request_header_too_large client=%s", self.client and self.client[0])
-        self.transport.write(_header_too_large_response())
+        self.transport.write(response)
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -301,7 +314,9 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:
             # The request's cycle, just made (current or queued behind a pipelined one;
-            # none for an upgrade): its event has not been used yet.
+            # none for an upgrade): its event has not been used yet. The cycle's task was
+            # created but has not run (asyncio starts tasks at the loop's next turn, not
+            # eagerly), so nothing waits on the event being replaced.
             self.cycle.message_event = LeanEvent()  # type: ignore[assignment]
 
 
