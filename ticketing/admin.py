@@ -22,7 +22,7 @@ from ticketing.models import (
     TicketMarks,
     Watcher,
 )
-from ticketing.serializers import SortOrderItemSerializer
+from ticketing.serializers import sort_order_field
 from ticketing.services import bulk_set_status, delete_tickets
 from ticketing.view_services import announce_after_commit
 
@@ -171,7 +171,7 @@ class SavedViewAdminForm(forms.ModelForm):
 
     def clean_sort_order(self) -> list:
         # As the API checks it: the dashboard sends a view's sort back with the list request.
-        items = serializers.ListField(child=SortOrderItemSerializer(), allow_null=True, max_length=10)
+        items = sort_order_field()
         try:
             value = items.run_validation(self.cleaned_data.get("sort_order") or [])
         except serializers.ValidationError as error:

@@ -156,6 +156,18 @@ SORT_COLUMNS = {
 }
 
 
+# Sort keys one list request (or saved view, whose sortOrder is sent back with it) may
+# give: more than the sortable columns, and a bound on what is validated item by item.
+MAX_SORT_KEYS = 10
+
+
+def sort_order_field(**kwargs: object) -> serializers.ListField:
+    """A list's `sortOrder`: at most MAX_SORT_KEYS `{column, order}` objects. A ListField,
+    not `many=True`: DRF passes `allow_null` of a many=True serializer on to its items
+    too, and `[null]` would then reach the query as an item."""
+    return serializers.ListField(child=SortOrderItemSerializer(), allow_null=True, max_length=MAX_SORT_KEYS, **kwargs)
+
+
 class SortOrderItemSerializer(StrictObjectSerializer):
     column = serializers.ChoiceField(choices=sorted(SORT_COLUMNS))
     order = serializers.ChoiceField(choices=SORT_DIRECTIONS, default="ASC")
@@ -168,9 +180,7 @@ class TicketListBodySerializer(ListBodySerializer):
     default_top = 30
     max_top_setting = "TICKET_LIST_MAX_TOP"
 
-    # A ListField, not `many=True`: DRF passes `allow_null` of a many=True serializer on
-    # to its items too, and `[null]` would then reach the query as an item.
-    sortOrder = serializers.ListField(child=SortOrderItemSerializer(), required=False, allow_null=True)
+    sortOrder = sort_order_field(required=False)
     lastEventId = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
 
 

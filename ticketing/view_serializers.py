@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from core.serializers import StrictObjectSerializer
 from events.serializers import iso
-from ticketing.serializers import SortOrderItemSerializer, user_ref
+from ticketing.serializers import SortOrderItemSerializer, sort_order_field, user_ref
 
 
 class SavedViewWriteSerializer(StrictObjectSerializer):
@@ -15,7 +15,7 @@ class SavedViewWriteSerializer(StrictObjectSerializer):
 
     name = serializers.CharField(max_length=200, trim_whitespace=True)
     filter = serializers.JSONField(required=False, allow_null=True)
-    sortOrder = serializers.ListField(child=SortOrderItemSerializer(), required=False, allow_null=True, max_length=10)
+    sortOrder = sort_order_field(required=False)
     type = serializers.ChoiceField(choices=["template", "agent", "user"], required=False)
     visibility = serializers.ChoiceField(choices=["private", "team", "tenant"], required=False)
     team = serializers.CharField(max_length=100, required=False, allow_blank=True, allow_null=True)

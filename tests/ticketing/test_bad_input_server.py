@@ -266,6 +266,7 @@ def test_a_stream_is_refused_a_body_that_is_not_json_and_a_client_that_takes_no_
         {"sortOrder": [{"column": "subject", "order": None}]},
         {"sortOrder": [{"column": "subject", "order": "sideways"}]},
         {"sortOrder": [{"column": "subject", "extra": 1}]},
+        {"sortOrder": [{"column": "subject"}] * 11},  # at most 10, as a saved view keeps
         {"top": True},
         {"top": 1.5},
         {"top": "5"},
