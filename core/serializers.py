@@ -44,6 +44,22 @@ class NoBodySerializer(StrictObjectSerializer):
 QUERY_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
+def query_integer(text: str) -> int:
+    """A query string's integer (QUERY_INTEGER); ValueError otherwise."""
+    if not QUERY_INTEGER.fullmatch(text.strip()):
+        raise ValueError(f"not an integer: {text!r}")
+    return int(text)
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer of a query string (QUERY_INTEGER): `1_0` and `٣` are refused."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, str) and not QUERY_INTEGER.fullmatch(data.strip()):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def json_type_problem(field: serializers.Field, value: Any, *, query: bool = False) -> str | None:
     """What is wrong with the JSON type of `value` for `field`, or None. DRF would turn
     `0` into `"0"`, `1` into `true` and `"5"` into `5`: a strict body takes the types the

@@ -8,7 +8,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from core.serializers import StrictObjectSerializer
+from core.serializers import QueryIntegerField, StrictObjectSerializer
 from events.ids import event_id_to_str, parse_event_id
 from events.models import Event
 
@@ -69,7 +69,7 @@ class EventTypeField(serializers.CharField):
 
 class EventQuerySerializer(serializers.Serializer):
     after_id = EventIdField(required=False)
-    limit = serializers.IntegerField(min_value=0, max_value=1000, default=25)
+    limit = QueryIntegerField(min_value=0, max_value=1000, default=25)
     occurred_after = serializers.DateTimeField(required=False)
     type = EventTypeField(required=False)
 

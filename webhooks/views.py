@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from config.openapi import conflict
 from config.openapi import ok as envelope_schema
 from core.http import ApiError, ok
-from core.serializers import NoBodySerializer
+from core.serializers import NoBodySerializer, query_integer
 from core.views import RetryingAPIView as _RetryingAPIView
 from core.views import validated
 from events.ids import event_id_to_str, parse_event_id
@@ -160,7 +160,7 @@ class DeliveriesView(RetryingAPIView, GenericAPIView):
         if not filters.is_valid():
             raise ApiError(400, "INVALID_QUERY", "The query parameters are not valid.", filters.errors)
         try:
-            limit = int(params.get("limit", 50))
+            limit = query_integer(params.get("limit", "50"))
         except ValueError:
             limit = -1
         if not 1 <= limit <= MAX_LIMIT:

@@ -293,7 +293,15 @@ class TestEventsApi:
 
     @pytest.mark.parametrize(
         "params",
-        [{"limit": 1001}, {"limit": -1}, {"limit": "many"}, {"after_id": "not-an-id"}, {"occurred_after": "yesterday"}],
+        [
+            {"limit": 1001},
+            {"limit": -1},
+            {"limit": "many"},
+            {"limit": "1_0"},  # int() reads these; a query's integer is its ASCII digits
+            {"limit": "\u0663"},
+            {"after_id": "not-an-id"},
+            {"occurred_after": "yesterday"},
+        ],
     )
     def test_bad_params_are_400_in_the_envelope(self, api, acme: World, params):
         response = api.get(self.URL, params, headers=acme.headers("alice"))
