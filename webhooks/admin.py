@@ -11,14 +11,45 @@ from rest_framework import serializers
 from core.admin import ReadOnlyAdmin, TenantFixedOnChange
 from core.http import ApiError
 from core.text import count_of
-from webhooks import services
+from webhooks import selectors, services
 from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
 from webhooks.serializers import EventTypePatternField
+
+
+class WebhookSettingsForm(forms.ModelForm):
+    """Plain http stays allowed while endpoints use it: turned off under them, they went on
+    receiving in plain text (the URL is checked when an endpoint is saved, not at each
+    delivery)."""
+
+    class Meta:
+        model = WebhookSettings
+        fields = ("tenant", "allow_http")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        tenant = cleaned.get("tenant") if self.instance._state.adding else self.instance.tenant
+        if (
+            tenant is not None
+            and not cleaned.get("allow_http")
+            and (urls := selectors.plain_http_endpoint_urls(tenant.pk))
+        ):
+            self.add_error(
+                "allow_http",
+                f"These endpoints use http://; change them to https:// or delete them first: {', '.join(urls[:10])}",
+            )
+        return cleaned
 
 
 @admin.register(WebhookSettings)
 class WebhookSettingsAdmin(TenantFixedOnChange):
     list_display = ("tenant", "allow_http")
+    form = WebhookSettingsForm
+
+    def has_delete_permission(self, request: HttpRequest, obj: WebhookSettings | None = None) -> bool:
+        # Deleting the row is turning http off (the default): only where no endpoint uses it.
+        if obj is not None and obj.allow_http and selectors.plain_http_endpoint_urls(obj.tenant_id):
+            return False
+        return super().has_delete_permission(request, obj)
 
 
 class EndpointForm(forms.ModelForm):

@@ -80,3 +80,8 @@ def next_due_at(endpoint_id: uuid.UUID):
         .values_list("next_attempt_at", flat=True)
         .first()
     )
+
+
+def plain_http_endpoint_urls(tenant_id: uuid.UUID) -> list[str]:
+    """The URLs of the tenant's endpoints that use plain http."""
+    return list(Endpoint.objects.filter(tenant_id=tenant_id, url__istartswith="http://").values_list("url", flat=True))

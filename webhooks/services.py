@@ -67,10 +67,28 @@ def announce_endpoint_change(endpoint_id: uuid.UUID) -> None:
         logger.warning("event=webhook_endpoint_announce_failed endpoint=%s", endpoint_id, exc_info=True)
 
 
+# IPv6 addresses that carry an IPv4 address in their last 32 bits, and reach it: NAT64's
+# well-known prefix (RFC 6052; a gateway turns 64:ff9b::7f00:1 into 127.0.0.1) and the
+# deprecated IPv4-compatible form (::127.0.0.1). Python calls both global.
+_IPV4_IN_LAST_32_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+# NAT64's local-use prefix (RFC 8215): the network's own translation, whatever it embeds.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def is_public_address(address: str) -> bool:
+    """Whether a receiver at `address` is on the public internet: not private, loopback,
+    link-local, reserved or multicast, also when an IPv6 address wraps an IPv4 one (mapped,
+    6to4, NAT64, IPv4-compatible), which would otherwise pass as global."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return False
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif any(ip in prefix for prefix in _IPV4_IN_LAST_32_BITS):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip.is_global and not ip.is_multicast
 
 
@@ -136,6 +154,10 @@ def update_endpoint(*, endpoint: Endpoint, changes: dict[str, Any]) -> Endpoint:
     endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
     if "url" in changes:
         check_endpoint_url(endpoint.tenant, changes["url"])
+        if changes["url"] != endpoint.url:
+            # Another receiver: how long the old one failed says nothing of it (kept, the
+            # first failure at the new URL could disable it at once).
+            endpoint.failing_since = None
     for field in ("url", "description", "event_types", "ordered"):
         if field in changes:
             setattr(endpoint, field, changes[field])
@@ -447,7 +469,14 @@ def disable_failing_endpoint(*, endpoint_id: uuid.UUID, reason: str) -> Endpoint
         tenant=endpoint.tenant_id,
         type=WebhookEvent.ENDPOINT_DISABLED,
         payload={
-            "endpoint": {"id": str(endpoint.id), "url": endpoint.url, "description": endpoint.description},
+            # The host only: an endpoint's URL is often its credential (a chat service's
+            # incoming-webhook URL carries its token in the path or query), and this event
+            # goes to every reader of the log, where the endpoints API is the admins'.
+            "endpoint": {
+                "id": str(endpoint.id),
+                "host": urlsplit(endpoint.url).hostname or "",
+                "description": endpoint.description,
+            },
             "reason": reason,
             "failingSince": iso(endpoint.failing_since) if endpoint.failing_since else None,
         },

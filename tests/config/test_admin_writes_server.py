@@ -350,6 +350,22 @@ def webhook_settings_moved_to_another_tenant(b: StaffBrowser, acme: World, globe
     assert WebhookSettings.objects.get(pk=settings.pk).tenant_id == acme.tenant.id
 
 
+def webhook_http_turned_off_under_http_endpoints(b: StaffBrowser, acme: World, globex: World) -> None:
+    # The endpoints went on receiving in plain text: the URL is checked when saved only.
+    settings = WebhookSettings.objects.create(tenant=acme.tenant, allow_http=True)
+    endpoint, _ = webhook_services.create_endpoint(
+        tenant=acme.tenant, url="http://hooks.example.com/h", event_types=[], ordered=False
+    )
+    page = f"/admin/webhooks/webhooksettings/{settings.pk}"
+    refused = b.post(f"{page}/change/", {"tenant": str(acme.tenant.id)})  # the box unticked
+    assert refused.status_code == 200 and "http://hooks.example.com/h" in refused.text
+    assert WebhookSettings.objects.get(pk=settings.pk).allow_http
+    assert b.request("GET", f"{page}/delete/").status_code == 403
+    Endpoint.objects.filter(pk=endpoint.pk).update(url="https://hooks.example.com/h")
+    assert b.post(f"{page}/change/", {"tenant": str(acme.tenant.id)}).status_code == 302
+    assert not WebhookSettings.objects.get(pk=settings.pk).allow_http
+
+
 # --- tenants/admin.py ----------------------------------------------------------------------
 
 
@@ -422,6 +438,7 @@ CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     delivery_resent,
     attempt_delete,
     webhook_settings_moved_to_another_tenant,
+    webhook_http_turned_off_under_http_endpoints,
     realm_moved_to_another_tenant,
     origin_moved_to_another_tenant,
     local_user_moved_to_another_tenant,

@@ -106,6 +106,9 @@ def test_failures_are_retried_until_acknowledged_and_the_log_filters_them(webhoo
         assert httpx.get(base, params={"since": "2999-01-01T00:00:00Z"}, headers=admin).json()["data"] == []
         bad = httpx.get(base, params={"outcome": "weird"}, headers=admin)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_QUERY"
+        for limit in ("1_0", "\u0663", "0"):  # a query's integer is its ASCII digits
+            bad = httpx.get(base, params={"limit": limit}, headers=admin)
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_QUERY", limit
     finally:
         receiver.stop()
 
@@ -133,6 +136,9 @@ def test_gone_disables_the_endpoint_and_says_so_in_the_log(webhook_server, http_
             headers=admin,
         ).json()["result"]
         assert [e["payload"]["endpoint"]["id"] for e in events] == [endpoint["id"]]
+        # Who was turned off, without the URL: it may be the receiver's credential.
+        assert events[0]["payload"]["endpoint"]["host"] == "127.0.0.1"
+        assert endpoint["url"] not in json.dumps(events[0])
         assert events[0]["payload"]["reason"] == "gone"
         # The same time as the endpoint shows it (and as every time of the log: UTC with "Z").
         assert events[0]["payload"]["failingSince"] == state["failingSince"]
@@ -408,7 +414,10 @@ class AcknowledgeThenStall:
         with conn:
             request = b""
             while b"\r\n\r\n" not in request:
-                request += conn.recv(65536)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return  # the sender left early
+                request += chunk
             head, _, body = request.partition(b"\r\n\r\n")
             length = int(
                 next(
@@ -418,7 +427,10 @@ class AcknowledgeThenStall:
                 )
             )
             while len(body) < length:
-                body += conn.recv(65536)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
             self.ids.append(
                 next(
                     line.split(b": ", 1)[1].decode()

@@ -4,12 +4,14 @@ secret shown once and stored encrypted, URL rules, tenant isolation."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from io import StringIO
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
+from django.utils import timezone
 
 from idempotency.models import IdempotencyRecord
 from idempotency.services import SEALED_PREFIX
@@ -286,6 +288,14 @@ def _private_networks_off_server(django_db_setup: None, django_db_blocker: objec
         "https://app.localhost./h",
         "https://metadata.google.internal./h",
         "https://printer.local./h",
+        # IPv6 addresses that reach a private IPv4 one (NAT64, 6to4, IPv4-compatible,
+        # mapped), and NAT64's local-use prefix: Python calls the first three global.
+        "https://[64:ff9b::7f00:1]/h",
+        "https://[64:ff9b::a9fe:a9fe]/latest",
+        "https://[2002:a00:1::1]/h",
+        "https://[::10.0.0.1]/h",
+        "https://[::ffff:192.168.1.1]/h",
+        "https://[64:ff9b:1::808:808]/h",
     ],
 )
 def test_a_reserved_local_name_is_refused_with_or_without_its_final_dot(
@@ -297,3 +307,17 @@ def test_a_reserved_local_name_is_refused_with_or_without_its_final_dot(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "INVALID_WEBHOOK_URL"
     assert not Endpoint.objects.exists()
+
+
+def test_a_new_url_starts_the_failing_clock_afresh(webhook_server, acme: World) -> None:
+    # The clock of five days' failures that disables an endpoint belonged to the old
+    # receiver: kept, the first failure at the new URL disabled the endpoint at once.
+    admin = acme.headers("admin")
+    created = call(webhook_server, "POST", API, admin, {"url": "https://old.example.com/h"}).json()["data"]
+    Endpoint.objects.filter(pk=created["id"]).update(failing_since=timezone.now() - timedelta(days=5))
+    same = call(webhook_server, "PATCH", f"{API}/{created['id']}", admin, {"url": "https://old.example.com/h"})
+    assert same.status_code == 200 and same.json()["data"]["failingSince"] is not None
+    moved = call(webhook_server, "PATCH", f"{API}/{created['id']}", admin, {"url": "https://new.example.com/h"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["data"]["failingSince"] is None
+    assert Endpoint.objects.get(pk=created["id"]).failing_since is None
