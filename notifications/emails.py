@@ -88,7 +88,9 @@ def _failed(rows: list[NotificationEmail], error: Exception) -> None:
         row.attempts += 1
         delay = min(settings.NOTIFICATION_EMAIL_RETRY_SECONDS * 2 ** (row.attempts - 1), 3600)
         gave_up = row.attempts >= settings.NOTIFICATION_EMAIL_MAX_ATTEMPTS
-        NotificationEmail.objects.filter(id=row.id).update(
+        # Only while still pending: a row skipped during the send (its queue notice
+        # withdrawn, its ticket deleted) stays skipped, never sent on the retry.
+        NotificationEmail.objects.filter(id=row.id, status=EmailStatus.PENDING).update(
             attempts=row.attempts,
             status=EmailStatus.FAILED if gave_up else EmailStatus.PENDING,
             due_at=now + timedelta(seconds=delay),

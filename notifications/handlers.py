@@ -12,7 +12,7 @@ from core import statements
 from core.text import time_left
 from events.recording import Recorded
 from notifications.models import NotificationType
-from notifications.services import notify, withdraw_notifications
+from notifications.services import notify, skip_pending_emails, withdraw_notifications
 from sla.events import SlaEvent, SlaStage
 from tenants.models import TenantUser
 from tenants.selectors import team_agents
@@ -124,6 +124,14 @@ def ticket_updated(recorded: Recorded) -> None:
             type = NotificationType.STATUS_CHANGE
             message = f"Ticket status changed from {_label(before.status)} to {_label(after.status)}"
         notify(type=type, ticket=ticket, recipients=_concerned(ticket), actor=actor, message=message, metadata=metadata)
+
+
+def ticket_deleted(recorded: Recorded) -> None:
+    """A deleted ticket waits in no queue: its `queued` notices are withdrawn (they stayed
+    unread in the badges of the team's agents), and no email about it is sent any more."""
+    ticket = recorded.message.ticket
+    withdraw_notifications(ticket=ticket, type=NotificationType.QUEUED, keep=None)
+    skip_pending_emails(ticket=ticket)
 
 
 def comment_added(recorded: Recorded) -> None:
@@ -271,6 +279,7 @@ def sla_stage_reached(recorded: Recorded) -> None:
 HANDLERS = {
     ticket_created: [TicketEvent.CREATED],
     ticket_updated: sorted(UPDATE_EVENTS),
+    ticket_deleted: [TicketEvent.DELETED],
     comment_added: [TicketEvent.COMMENT_ADDED],
     watcher_added: [TicketEvent.WATCHER_ADDED],
     approval_requested: [TicketEvent.APPROVAL_REQUESTED],

@@ -322,8 +322,23 @@ def _withdraw_emails(withdrawals: list[_Withdrawal]) -> None:
         if w.keep_user_id is not None:
             part &= ~Q(recipient_id=w.keep_user_id)
         condition |= part
-    NotificationEmail.objects.filter(condition, status=EmailStatus.PENDING, notification__isnull=True).update(
-        status=EmailStatus.SKIPPED, last_error="withdrawn", claim=None, claimed_until=None
+    _skip_pending(NotificationEmail.objects.filter(condition, notification__isnull=True), "withdrawn")
+
+
+def skip_pending_emails(*, ticket: Ticket) -> None:
+    """The emails about `ticket` still waiting in the outbox are never sent (the ticket
+    is being deleted: each would link to a ticket that is gone). Their in-app
+    notifications stay, as history."""
+    _skip_pending(
+        NotificationEmail.objects.filter(tenant_id=ticket.tenant_id, content__ticketId=str(ticket.id)), "ticket deleted"
+    )
+
+
+def _skip_pending(emails: QuerySet[NotificationEmail], reason: str) -> None:
+    # A worker sending one of them now finds it skipped and leaves it so if the send
+    # fails (notifications.emails._failed); sent, it is recorded as sent.
+    emails.filter(status=EmailStatus.PENDING).update(
+        status=EmailStatus.SKIPPED, last_error=reason, claim=None, claimed_until=None
     )
 
 

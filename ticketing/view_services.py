@@ -9,6 +9,7 @@ Views are configuration, not ticket history: they record no event in the log (pa
 never see them). The counts streams read them when they open, and again when one is
 saved or deleted (`announce_views_changed`, after COMMIT)."""
 
+import uuid
 from typing import Any
 
 from django.db import transaction
@@ -25,7 +26,7 @@ from ticketing.view_selectors import may_edit_saved_view, visible_saved_views
 MAX_VIEWS_PER_OWNER = 200
 
 
-def announce_after_commit(tenant_id: Any) -> None:
+def announce_after_commit(tenant_id: uuid.UUID) -> None:
     """Once committed, the counts streams of the tenant read their views again: a view
     that someone else deleted, unshared or refiltered must not keep its old count there.
     (Also for the admin's edits of views.)"""

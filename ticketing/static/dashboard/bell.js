@@ -77,13 +77,23 @@
     }
   }
 
+  // Reloads may overlap, and frames arrive while one is in flight: only the latest
+  // reload's answer is shown, and a notification that arrives meanwhile starts another
+  // (the answer on its way may predate it), so an older list never replaces a newer one.
+  let listRequests = 0;
+  let listAnswered = 0;
+
   async function refreshList() {
+    const request = ++listRequests;
     try {
       const body = await Dash.api("GET", BASE + "notification/list?top=10");
+      if (request !== listRequests) return;
+      listAnswered = request;
       items = body.data.notifications || [];
       render();
     } catch (error) {
       /* the count call reports availability */
+      if (request === listRequests) listAnswered = request;
     }
   }
 
@@ -146,6 +156,7 @@
         } else if (event === "notification") {
           items = [data].concat(items.filter(function (x) { return x.id !== data.id; }));
           render();
+          if (listAnswered !== listRequests) refreshList();
           if (!data.read) setUnread(Number(badge.dataset.count) + 1);
           const first = list.querySelector("li");
           if (first) Dash.flash(first);
