@@ -276,10 +276,9 @@ def test_channel_none_and_the_on_off_switch_agree(api, acme: World):
     assert data["channels"]["comment"] == "email"  # channels is applied last
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_withdrawn_queued_notice_is_not_emailed_on_any_channel(server, smtp: SmtpServer, acme: World):
-    """carol hears of the network queue by email only, admin in the app and by email: once
-    alice takes the ticket, neither is emailed that it is waiting in the queue."""
+def queued_for_carol_by_email_and_admin_on_both(server, acme: World) -> dict:
+    """A ticket waiting in the network queue, whose notice carol gets by email only and
+    admin in the app and by email (their two emails pending)."""
     for username, channel in (("carol", "email"), ("admin", "both")):
         answer = httpx.put(
             f"{server.url}{BASE}/user/preference",
@@ -295,8 +294,15 @@ def test_a_withdrawn_queued_notice_is_not_emailed_on_any_channel(server, smtp: S
         timeout=10,
     )
     assert created.status_code == 201, created.text
-    ticket = created.json()["data"]
-    assert NotificationEmail.objects.filter(status=EmailStatus.PENDING).count() == 2  # carol's and admin's
+    assert NotificationEmail.objects.filter(status=EmailStatus.PENDING).count() == 2
+    return created.json()["data"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawn_queued_notice_is_not_emailed_on_any_channel(server, smtp: SmtpServer, acme: World):
+    """carol hears of the network queue by email only, admin in the app and by email: once
+    alice takes the ticket, neither is emailed that it is waiting in the queue."""
+    ticket = queued_for_carol_by_email_and_admin_on_both(server, acme)
 
     taken = httpx.patch(
         f"{server.url}{BASE}/ticket/{ticket['id']}",
@@ -312,29 +318,16 @@ def test_a_withdrawn_queued_notice_is_not_emailed_on_any_channel(server, smtp: S
     assert set(NotificationEmail.objects.values_list("status", flat=True)) == {EmailStatus.SKIPPED}
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_deleted_tickets_queue_notices_are_withdrawn_and_its_emails_never_sent(server, smtp: SmtpServer, acme: World):
     """carol hears of the network queue by email only, admin in the app and by email: the
     ticket deleted, the admin's badge no longer counts it and nobody is emailed that a
     ticket that is gone waits in the queue."""
-    for username, channel in (("carol", "email"), ("admin", "both")):
-        answer = httpx.put(
-            f"{server.url}{BASE}/user/preference",
-            headers=acme.headers(username),
-            json={"channels": {"queued": channel}},
-            timeout=10,
-        )
-        assert answer.status_code == 200, answer.text
-    created = httpx.post(
-        f"{server.url}{BASE}/ticket",
-        headers=acme.headers("alice"),
-        json={"subject": "Switch port flapping", "team": "network"},
-        timeout=10,
-    )
-    assert created.status_code == 201, created.text
+    ticket = queued_for_carol_by_email_and_admin_on_both(server, acme)
     count = f"{server.url}{BASE}/ticket/notification/count"
     assert httpx.get(count, headers=acme.headers("admin"), timeout=10).json()["data"]["unread"] == 1
 
-    ticket_url = f"{server.url}{BASE}/ticket/{created.json()['data']['id']}"
+    ticket_url = f"{server.url}{BASE}/ticket/{ticket['id']}"
     deleted = httpx.delete(ticket_url, headers=acme.headers("admin"), timeout=10)
     assert deleted.status_code in (200, 204), deleted.text
     assert httpx.get(count, headers=acme.headers("admin"), timeout=10).json()["data"]["unread"] == 0
