@@ -12,7 +12,7 @@ from core.admin import ReadOnlyAdmin, TenantFixedOnChange
 from core.http import ApiError
 from core.text import count_of
 from webhooks import selectors, services
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
+from webhooks.models import MAX_ENDPOINTS_PER_TENANT, Delivery, DeliveryAttempt, Endpoint, WebhookSettings
 from webhooks.serializers import EventTypePatternField
 
 
@@ -69,6 +69,8 @@ class EndpointForm(forms.ModelForm):
         adding = self.instance._state.adding
         tenant = cleaned.get("tenant") if adding else self.instance.tenant
         url = cleaned.get("url")
+        if adding and tenant is not None and not selectors.may_add_endpoint(tenant.pk):
+            self.add_error(None, f"The tenant has {MAX_ENDPOINTS_PER_TENANT} endpoints: delete one first.")
         if tenant is not None and url and (adding or "url" in self.changed_data):
             try:
                 services.check_endpoint_url(tenant, url)

@@ -26,6 +26,12 @@ class WebhookSettings(models.Model):
         return f"webhook settings of {self.tenant_id}"
 
 
+# Endpoints one tenant may have (409 TOO_MANY_ENDPOINTS past it): each is a task of a
+# deliverer and a delivery row per event, so an unbounded number would let one tenant's
+# admin (or a `webhooks` key) load every worker.
+MAX_ENDPOINTS_PER_TENANT = 50
+
+
 class Endpoint(models.Model):
     class DisabledReason(models.TextChoices):
         NONE = "", "—"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.http import ApiError
 from tenants.models import Tenant
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint
+from webhooks.models import MAX_ENDPOINTS_PER_TENANT, Delivery, DeliveryAttempt, Endpoint
 
 
 def type_matches(patterns: Iterable[str], event_type: str) -> bool:
@@ -85,3 +85,8 @@ def next_due_at(endpoint_id: uuid.UUID):
 def plain_http_endpoint_urls(tenant_id: uuid.UUID) -> list[str]:
     """The URLs of the tenant's endpoints that use plain http."""
     return list(Endpoint.objects.filter(tenant_id=tenant_id, url__istartswith="http://").values_list("url", flat=True))
+
+
+def may_add_endpoint(tenant_id: uuid.UUID) -> bool:
+    """Whether the tenant is under its number of endpoints (MAX_ENDPOINTS_PER_TENANT)."""
+    return Endpoint.objects.filter(tenant_id=tenant_id).count() < MAX_ENDPOINTS_PER_TENANT

@@ -31,8 +31,8 @@ from events.serializers import iso
 from tenants.models import Tenant
 from webhooks.crypto import encrypt_secret, new_secret
 from webhooks.events import WebhookEvent
-from webhooks.models import Delivery, DeliveryAttempt, Endpoint, WebhookSettings
-from webhooks.selectors import type_matches
+from webhooks.models import MAX_ENDPOINTS_PER_TENANT, Delivery, DeliveryAttempt, Endpoint, WebhookSettings
+from webhooks.selectors import may_add_endpoint, type_matches
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,18 @@ def create_endpoint(
     *, tenant: Tenant, url: str, description: str = "", event_types: list[str], enabled: bool = True, ordered: bool
 ) -> tuple[Endpoint, str]:
     """A new endpoint and its secret (shown once). It receives the events committed from
-    now on."""
+    now on. `409 TOO_MANY_ENDPOINTS` past MAX_ENDPOINTS_PER_TENANT."""
     check_endpoint_url(tenant, url)
+    # A tenant's creations take turns (its row, locked until commit), so that two at once
+    # cannot both count 49 and make 51.
+    Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
+    if not may_add_endpoint(tenant.pk):
+        raise ApiError(
+            409,
+            "TOO_MANY_ENDPOINTS",
+            f"A tenant has at most {MAX_ENDPOINTS_PER_TENANT} webhook endpoints; delete one first.",
+            {"limit": MAX_ENDPOINTS_PER_TENANT},
+        )
     secret = new_secret()
     endpoint = Endpoint.objects.create(
         tenant=tenant,

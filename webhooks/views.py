@@ -27,7 +27,7 @@ from webhooks import selectors, services
 from webhooks.crypto import AnswerSealer, SecretUnreadable, signing_keys
 from webhooks.events import PING_TYPE
 from webhooks.filters import DeliveryAttemptFilter
-from webhooks.models import DeliveryAttempt
+from webhooks.models import MAX_ENDPOINTS_PER_TENANT, DeliveryAttempt
 from webhooks.sender import new_session, send
 from webhooks.serializers import (
     AttemptSchema,
@@ -77,7 +77,10 @@ class EndpointsView(RetryingAPIView):
     @extend_schema(
         tags=TAG,
         request=EndpointWriteSerializer,
-        responses={201: ENDPOINT_WITH_SECRET},
+        responses={
+            201: ENDPOINT_WITH_SECRET,
+            409: conflict(f"`TOO_MANY_ENDPOINTS`: the tenant has {MAX_ENDPOINTS_PER_TENANT} endpoints already"),
+        },
         summary="Add a webhook endpoint (its secret is in this answer only)",
         operation_id="webhook_endpoints_create",
     )

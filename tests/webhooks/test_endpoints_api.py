@@ -22,7 +22,8 @@ from tests.events.test_event_vocabulary import documented_types
 from tests.webhooks.support import WEBHOOK_ENV
 from webhooks.crypto import AnswerSealer, decrypt_secret
 from webhooks.events import PARTNER_EVENT_TYPES
-from webhooks.models import Endpoint
+from webhooks.models import MAX_ENDPOINTS_PER_TENANT, Endpoint
+from webhooks.services import create_endpoint
 
 API = "/api/v2/webhooks/endpoints"
 
@@ -321,3 +322,18 @@ def test_a_new_url_starts_the_failing_clock_afresh(webhook_server, acme: World) 
     assert moved.status_code == 200, moved.text
     assert moved.json()["data"]["failingSince"] is None
     assert Endpoint.objects.get(pk=created["id"]).failing_since is None
+
+
+def test_a_tenant_has_at_most_50_endpoints(webhook_server, acme: World, globex: World) -> None:
+    # Each is a deliverer's task and a delivery row per event: unbounded, one tenant's
+    # admin (or a `webhooks` key) could load every worker.
+    for n in range(MAX_ENDPOINTS_PER_TENANT):
+        create_endpoint(tenant=acme.tenant, url=f"https://hooks{n}.example.com/h", event_types=[], ordered=False)
+    refused = call(webhook_server, "POST", API, acme.headers("admin"), {"url": "https://one-more.example.com/h"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "TOO_MANY_ENDPOINTS"
+    assert refused.json()["error"]["details"] == {"limit": MAX_ENDPOINTS_PER_TENANT}
+    assert Endpoint.objects.filter(tenant=acme.tenant).count() == MAX_ENDPOINTS_PER_TENANT
+    # Another tenant's count is its own.
+    other = call(webhook_server, "POST", API, globex.headers("admin"), {"url": "https://one-more.example.com/h"})
+    assert other.status_code == 201, other.text
