@@ -65,14 +65,16 @@ def snapshot_positions(streams: list[SseStream]) -> list[str | None]:
 
 
 def patch_concurrently(base: str, world: World, tickets: list[str], *, writers: int = 6, each: int = 10) -> None:
-    """`writers` threads each flip the priority of the tickets in turn `each` times; every
+    """`writers` threads each rename the tickets in turn `each` times, every write to a new
+    subject, so each records one event (a write that changes nothing records none, and
+    flipping the priority made how many a matter of the threads' interleaving); every
     write must succeed."""
     statuses: list[int] = []
 
     def writer(n: int) -> None:
         try:
             for i in range(each):
-                statuses.append(patch(base, world, tickets[(n + i) % len(tickets)], priority=("low", "high")[i % 2]))
+                statuses.append(patch(base, world, tickets[(n + i) % len(tickets)], subject=f"writer {n} change {i}"))
         finally:
             # The thread's database connection (its tokens are issued from the test
             # database) goes back to the test process's pool, which later tests need.
