@@ -33,10 +33,6 @@ def announce_after_commit(tenant_id: uuid.UUID) -> None:
     transaction.on_commit(lambda: announce_views_changed(tenant_id))
 
 
-def _announce(view: SavedView) -> None:
-    announce_after_commit(view.tenant_id)
-
-
 def _check_sharing(caller: Caller, visibility: str, team: str) -> None:
     if visibility == SavedView.Visibility.TEAM:
         if not team:
@@ -99,7 +95,7 @@ def create_saved_view(*, caller: Caller, data: dict[str, Any]) -> SavedView:
     if SavedView.objects.filter(tenant=caller.tenant, owner=caller.user).count() >= MAX_VIEWS_PER_OWNER:
         raise ApiError(409, "TOO_MANY_VIEWS", f"A user owns at most {MAX_VIEWS_PER_OWNER} views.")
     view.save()
-    _announce(view)
+    announce_after_commit(view.tenant_id)
     return view
 
 
@@ -126,7 +122,7 @@ def update_saved_view(*, caller: Caller, view: SavedView, data: dict[str, Any]) 
     if "visibility" in data or "team" in data:
         _check_sharing(caller, view.visibility, view.team)
     view.save(force_update=True)
-    _announce(view)
+    announce_after_commit(view.tenant_id)
     return view
 
 
@@ -135,5 +131,5 @@ def delete_saved_view(*, caller: Caller, view: SavedView) -> None:
     view = _locked(caller, view)
     if not may_edit_saved_view(caller, view):
         raise ApiError(403, "FORBIDDEN", "Only the view's owner (or an admin, for a shared view) may delete it.")
-    _announce(view)
+    announce_after_commit(view.tenant_id)
     view.delete()
