@@ -28,7 +28,8 @@ Example:
         --settle 35 --client-procs 4                               # 10,000 mostly idle streams
 
 With `--edge` the streams are held by the stream edge (events/edge): one Pushpin
-(tests/pushpin.py) in front of one worker started with SSE_EDGE=pushpin, and the edge
+(tests/pushpin.py; `--edge-nodes N`: N of them side by side, the streams spread over them)
+in front of one worker started with SSE_EDGE=pushpin, and the edge
 publisher (`manage.py publish_to_edge`) beside it. The streams and the writer's requests
 go to Pushpin; "server" CPU and RSS are those of the worker, the publisher and every
 Pushpin process (the runner and its condure, zurl, pushpin-proxy, pushpin-handler).
@@ -543,7 +544,11 @@ class EdgeServer(Server):
         super().__init__(args)
         # Beyond the streams: the warm-up streams, the writer's connections, the headroom
         # for a connection Pushpin has not yet reaped; at client_maxconn it refuses more.
-        self.pushpin = Pushpin(f"127.0.0.1:{self.ports[0]}", max_connections=streams + 2000)
+        # With --edge-nodes N, N Pushpins side by side, the streams spread over them.
+        per_node = -(-streams // args.edge_nodes) + 2000
+        self.pushpins = [
+            Pushpin(f"127.0.0.1:{self.ports[0]}", max_connections=per_node) for _ in range(args.edge_nodes)
+        ]
         self.publisher: subprocess.Popen[bytes] | None = None
         self.publisher_log: Any = None
         # Read from Pushpin's log at stop (whole run, opening included): see pushpin_counts.
@@ -555,7 +560,7 @@ class EdgeServer(Server):
             {
                 "SSE_EDGE": "pushpin",
                 "PUSHPIN_SIG_KEY": SIG_KEY,
-                "PUSHPIN_PUBLISH_URL": self.pushpin.publish_url,
+                "PUSHPIN_PUBLISH_URL": ",".join(node.publish_url for node in self.pushpins),
             }
         )
         if self.args.edge_link_seconds is not None:
@@ -564,12 +569,13 @@ class EdgeServer(Server):
 
     @property
     def client_ports(self) -> list[int]:
-        return [self.pushpin.http_port]
+        return [node.http_port for node in self.pushpins]
 
     def start(self) -> None:
         # Pushpin first: the worker's hand-offs and the publisher's publishes need it. Its
         # processes inherit this process's RLIMIT_NOFILE (raised in main()).
-        self.pushpin.start()
+        for node in self.pushpins:
+            node.start()
         super().start()
         log_dir = Path(self.args.log_dir)
         self.publisher_log = open(log_dir / "publisher.log", "wb")  # noqa: SIM115
@@ -590,23 +596,24 @@ class EdgeServer(Server):
         roles = super().counted()
         if self.publisher is not None:
             roles[self.publisher.pid] = "publisher"
-        if self.pushpin.proc is not None:
-            # Looked up at each call: the runner restarts a child that dies, with a new pid.
-            for pid in [self.pushpin.proc.pid, *descendants(self.pushpin.proc.pid)]:
-                roles[pid] = "pushpin"
+        for node in self.pushpins:
+            if node.proc is not None:
+                # Looked up at each call: the runner restarts a child that dies, with a new pid.
+                for pid in [node.proc.pid, *descendants(node.proc.pid)]:
+                    roles[pid] = "pushpin"
         return roles
 
     def describe(self) -> str:
         names = ", ".join(f"{process_name(pid)} {pid} ({role})" for pid, role in self.counted().items())
-        return f"edge mode: Pushpin {self.pushpin.url} -> worker port {self.ports[0]}; server CPU/RSS count {names}"
+        pushpins = ", ".join(node.url for node in self.pushpins)
+        return f"edge mode: Pushpin {pushpins} -> worker port {self.ports[0]}; server CPU/RSS count {names}"
 
     def alive(self) -> bool:
         return (
             super().alive()
             and self.publisher is not None
             and self.publisher.poll() is None
-            and self.pushpin.proc is not None
-            and self.pushpin.proc.poll() is None
+            and all(node.proc is not None and node.proc.poll() is None for node in self.pushpins)
         )
 
     def stop(self) -> None:
@@ -617,14 +624,18 @@ class EdgeServer(Server):
                 self.publisher_log.close()
             super().stop()
         finally:
-            self.log_counts = pushpin_counts(self.pushpin.rundir / "pushpin.log")
+            self.log_counts = {"dropped": 0, "callbacks": 0}
             # Pushpin.stop() deletes its run directory: keep its logs beside the others, the
             # end of each only (a line per dropped delivery makes hundreds of MB).
             log_dir = Path(self.args.log_dir)
-            for log in self.pushpin.rundir.glob("*.log"):
-                with contextlib.suppress(OSError):
-                    keep_tail(log, log_dir / f"pushpin-{log.name}", PUSHPIN_LOG_KEEP)
-            self.pushpin.stop()
+            for number, node in enumerate(self.pushpins):
+                for kind, count in pushpin_counts(node.rundir / "pushpin.log").items():
+                    self.log_counts[kind] += count
+                prefix = "pushpin-" if number == 0 else f"pushpin{number + 1}-"
+                for log in node.rundir.glob("*.log"):
+                    with contextlib.suppress(OSError):
+                        keep_tail(log, log_dir / f"{prefix}{log.name}", PUSHPIN_LOG_KEEP)
+                node.stop()
 
 
 # --- one run ----------------------------------------------------------------------------
@@ -1066,7 +1077,7 @@ def print_table(title: str, runs: list[dict[str, Any]], args: argparse.Namespace
     )
     if args.edge:
         link = args.edge_link_seconds if args.edge_link_seconds is not None else "default"
-        print(f"SSE_EDGE=pushpin, SSE_EDGE_LINK_SECONDS={link}; {runs[-1]['_counted']}")
+        print(f"SSE_EDGE=pushpin, {args.edge_nodes} edge node(s), SSE_EDGE_LINK_SECONDS={link}; {runs[-1]['_counted']}")
     print()
     keys = [k for k in runs[0] if not k.startswith("_")]
     header = ["metric"] + [f"{r['streams']} streams" for r in runs]
@@ -1138,6 +1149,13 @@ def main() -> None:
         "through Pushpin, and server CPU/RSS count the worker, the publisher and all Pushpin processes",
     )
     parser.add_argument(
+        "--edge-nodes",
+        type=int,
+        default=1,
+        help="with --edge: this many Pushpins side by side in front of the worker, the streams and the writer "
+        "spread over them and the publisher publishing to each (default 1)",
+    )
+    parser.add_argument(
         "--edge-link-seconds",
         type=int,
         default=None,
@@ -1156,7 +1174,9 @@ def main() -> None:
     # for --edge streams that would not fit under it.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     most = max(int(c) for c in args.ramp.split(",")) if args.find_max else args.streams
-    wanted = max(hard, most + 4096) if args.edge else hard
+    if args.edge_nodes < 1 or (args.edge_nodes > 1 and not args.edge):
+        parser.error("--edge-nodes is a positive count, with --edge")
+    wanted = max(hard, -(-most // args.edge_nodes) + 4096) if args.edge else hard
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
     except (ValueError, OSError):
@@ -1167,7 +1187,8 @@ def main() -> None:
         if nofile < wanted:
             print(
                 f"  warning: Pushpin's condure holds all streams in one process; {nofile} file descriptors "
-                f"may not fit {most} streams plus its own sockets (hard limit, not raisable here)",
+                f"may not fit {-(-most // args.edge_nodes)} streams plus its own sockets (hard limit, not raisable "
+                "here; --edge-nodes spreads them over several Pushpins)",
                 flush=True,
             )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -5,6 +5,7 @@ environment here, with embedded defaults that let `make run` work on a bare mach
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from corsheaders.defaults import default_headers
@@ -392,7 +393,16 @@ if SSE_EDGE and not REDIS_URL:
     raise ImproperlyConfigured("SSE_EDGE=pushpin needs REDIS_URL (the workers and the publisher share a registry).")
 # Pushpin's HTTP publish endpoint and the key it signs forwarded requests with (its
 # `sig_key`): a stream is handed off only when its request carries a valid Grip-Sig.
-PUSHPIN_PUBLISH_URL = os.environ.get("PUSHPIN_PUBLISH_URL", "http://127.0.0.1:5561/publish/")
+# Several edge nodes: their endpoints separated by commas; each gets every publish.
+PUSHPIN_PUBLISH_URLS = tuple(
+    url.strip() for url in os.environ.get("PUSHPIN_PUBLISH_URL", "http://127.0.0.1:5561/publish/").split(",")
+)
+if SSE_EDGE and not all(
+    urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname for url in PUSHPIN_PUBLISH_URLS
+):
+    raise ImproperlyConfigured(
+        "PUSHPIN_PUBLISH_URL must be Pushpin's publish URL (http://host:5561/publish/), or several separated by commas."
+    )
 PUSHPIN_SIG_KEY = os.environ.get("PUSHPIN_SIG_KEY", "")
 if SSE_EDGE and not PUSHPIN_SIG_KEY:
     raise ImproperlyConfigured("SSE_EDGE=pushpin needs PUSHPIN_SIG_KEY (Pushpin's sig_key).")

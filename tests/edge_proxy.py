@@ -1,5 +1,5 @@
 """The stream edge as deployed, for tests: a worker with SSE_EDGE=pushpin, Pushpin in
-front of it (tests.pushpin) and the edge publisher beside it."""
+front of it (tests.pushpin; or several, each an edge node) and the edge publisher beside it."""
 
 from __future__ import annotations
 
@@ -13,20 +13,29 @@ __all__ = ["EdgeServer", "pushpin_installed"]
 
 
 class EdgeServer:
-    """A worker with SSE_EDGE=pushpin, Pushpin in front of it and the edge publisher.
-    `url` is Pushpin's: every request goes through it, as in the edge deployment."""
+    """A worker with SSE_EDGE=pushpin, `nodes` Pushpins in front of it and the edge
+    publisher publishing to all of them. `url` is the first Pushpin's (`urls` every
+    one's): every request goes through one, as in the edge deployment."""
 
-    def __init__(self, redis_url: str, **env: str) -> None:
+    def __init__(self, redis_url: str, *, nodes: int = 1, **env: str) -> None:
         self.redis_url = redis_url
         self.extra = env
-        self.pushpin: Pushpin | None = None
+        self.node_count = nodes
+        self.nodes: list[Pushpin] = []
         self.worker: ServerProcess | None = None
         self.publisher: subprocess.Popen | None = None
 
     @property
+    def pushpin(self) -> Pushpin:
+        return self.nodes[0]
+
+    @property
     def url(self) -> str:
-        assert self.pushpin is not None
         return self.pushpin.url
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
 
     @property
     def env(self) -> dict[str, str]:
@@ -35,11 +44,11 @@ class EdgeServer:
 
     def start(self) -> EdgeServer:
         upstream_port = free_port()
-        self.pushpin = Pushpin(f"127.0.0.1:{upstream_port}").start()
+        self.nodes = [Pushpin(f"127.0.0.1:{upstream_port}").start() for _ in range(self.node_count)]
         edge_env = {
             "SSE_EDGE": "pushpin",
             "PUSHPIN_SIG_KEY": SIG_KEY,
-            "PUSHPIN_PUBLISH_URL": self.pushpin.publish_url,
+            "PUSHPIN_PUBLISH_URL": ",".join(node.publish_url for node in self.nodes),
             "REDIS_URL": self.redis_url,
             "SSE_EDGE_LINK_SECONDS": "2",
             **self.extra,
@@ -76,5 +85,5 @@ class EdgeServer:
         if self.worker is not None:
             (ROOT / f".publisher-{self.worker.port}.log").unlink(missing_ok=True)
             self.worker.stop()
-        if self.pushpin is not None:
-            self.pushpin.stop()
+        for node in self.nodes:
+            node.stop()

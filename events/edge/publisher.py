@@ -12,7 +12,12 @@ predecessor, and otherwise calls the channel's link back to fill the gap
 published empty, so the chain of ids stays whole.
 
 Every SSE_HEARTBEAT_SECONDS it publishes one heartbeat frame, which reaches every held
-connection (events.edge.grip.HEARTBEAT_CHANNEL)."""
+connection (events.edge.grip.HEARTBEAT_CHANNEL).
+
+With several edge nodes (PUSHPIN_PUBLISH_URLS) every item goes to every node, each fed by
+a sender of its own (EdgeNode): a node that refuses is sent the same items again, one
+that stays away past MAX_BACKLOG_ITEMS loses its backlog and its streams fill the gap
+from the log through their call-back, and neither holds up the other nodes or the log."""
 
 from __future__ import annotations
 
@@ -40,6 +45,17 @@ logger = logging.getLogger(__name__)
 # Pushpin refuses a publish body over 1 MB (its push_in_http_max_body_size).
 MAX_PUBLISH_BYTES = 500_000
 REGISTRY_POLL_SECONDS = 1.0
+# A node that refuses a publish or cannot be reached is sent the same items again after
+# these pauses (doubling), with what came meanwhile behind them.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 10.0
+# Past this many items waiting for one node (down for minutes, or far slower than the
+# log), its backlog is dropped: its streams then fill the gap from the log through their
+# call-back (Pushpin calls a connection back when an item does not follow the last one it
+# wrote, and at its link's timer), and memory stays bounded.
+MAX_BACKLOG_ITEMS = 100_000
+# At the publisher's stop, how long the nodes get to take what is waiting.
+FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,32 +76,100 @@ class Channel:
         }
 
 
-class PushpinClient:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+class EdgeNode:
+    """One Pushpin's publish endpoint, fed in order by a task of its own: a node that is
+    down or slow holds up neither the reading of the log nor the other nodes."""
 
-    async def publish(self, items: list[dict[str, Any]]) -> None:
-        """Publish in order, in as few requests as the body limit allows."""
-        batch: list[bytes] = []
-        size = 0
-        for item in items:
-            encoded = json.dumps(item, separators=(",", ":")).encode()
-            if batch and size + len(encoded) > MAX_PUBLISH_BYTES:
-                await self._post(batch)
-                batch, size = [], 0
-            batch.append(encoded)
-            size += len(encoded) + 1
-        if batch:
-            await self._post(batch)
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.session = session
+        self.backlog: list[bytes] = []  # encoded items, in the log's order
+        self.wake = asyncio.Event()
+        self.drained = asyncio.Event()  # nothing waiting, nothing in flight
+        self.drained.set()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"edge-node {url}")
+
+    def send(self, items: list[bytes]) -> None:
+        self.backlog.extend(items)
+        if len(self.backlog) > MAX_BACKLOG_ITEMS:
+            self._drop()
+        self.drained.clear()
+        self.wake.set()
+
+    async def _run(self) -> None:
+        pause = RETRY_FIRST_SECONDS
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.backlog:
+                batch = self._next_batch()
+                try:
+                    await self._post(batch)
+                except PublishRefused as refused:
+                    # Sending the same body again would be refused again: its streams fill
+                    # the gap through their call-back.
+                    logger.error("event=edge_publish_refused node=%s items=%d error=%s", self.url, len(batch), refused)
+                except Exception as error:
+                    logger.warning("event=edge_publish_failed node=%s items=%d error=%r", self.url, len(batch), error)
+                    self.backlog[:0] = batch
+                    if len(self.backlog) > MAX_BACKLOG_ITEMS:
+                        self._drop()
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, RETRY_MAX_SECONDS)
+                    continue
+                pause = RETRY_FIRST_SECONDS
+            self.drained.set()
+
+    def _next_batch(self) -> list[bytes]:
+        """The oldest items, in as large a request as Pushpin's body limit allows."""
+        size, count = 0, 0
+        for item in self.backlog:
+            if count and size + len(item) + 1 > MAX_PUBLISH_BYTES:
+                break
+            size += len(item) + 1
+            count += 1
+        batch = self.backlog[:count]
+        del self.backlog[:count]
+        return batch
+
+    def _drop(self) -> None:
+        logger.warning("event=edge_backlog_dropped node=%s items=%d", self.url, len(self.backlog))
+        self.backlog.clear()
 
     async def _post(self, items: list[bytes]) -> None:
         body = b'{"items":[' + b",".join(items) + b"]}"
         async with self.session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as response:
             if response.status >= 300:
-                raise RuntimeError(f"Pushpin refused a publish: {response.status} {await response.text()}")
+                problem = f"{response.status} {(await response.text())[:200]}"
+                if 400 <= response.status < 500 and response.status not in (408, 429):
+                    raise PublishRefused(problem)
+                raise RuntimeError(f"Pushpin did not take a publish: {problem}")
+
+
+class PublishRefused(Exception):
+    """Pushpin answered a publish 4xx: the body itself is refused (too large, malformed)."""
+
+
+class EdgeNodes:
+    """Every edge node (PUSHPIN_PUBLISH_URLS) gets every item: each Pushpin holds its own
+    connections, and a channel's streams may be on any of them."""
+
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self.nodes = [EdgeNode(url, self.session) for url in urls]
+
+    def publish(self, items: list[dict[str, Any]]) -> None:
+        """Queue the items, in order, for every node (encoded once)."""
+        encoded = [json.dumps(item, separators=(",", ":")).encode() for item in items]
+        for node in self.nodes:
+            node.send(encoded)
 
     async def close(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(node.drained.wait() for node in self.nodes)), FLUSH_SECONDS)
+        for node in self.nodes:
+            node.task.cancel()
+        await asyncio.gather(*(node.task for node in self.nodes), return_exceptions=True)
         await self.session.close()
 
 
@@ -129,7 +213,7 @@ class EdgeFeed(TenantFeed):
             if user in private or user in self.last_for_user:
                 self.last_for_user[user] = event.ulid
         if items:
-            await self.hub.pushpin.publish(items)
+            self.hub.nodes.publish(items)
 
     async def _head_before(self, event: LogEvent, *, recipient: uuid.UUID | None = None) -> str:
         """The id of the event before `event` in its chain, read from the log (once per chain)."""
@@ -151,9 +235,9 @@ class EdgeFeed(TenantFeed):
 class EdgeHub(EventHub):
     feed_class = EdgeFeed
 
-    def __init__(self, pushpin: PushpinClient) -> None:
+    def __init__(self, nodes: EdgeNodes) -> None:
         super().__init__()
-        self.pushpin = pushpin
+        self.nodes = nodes
         # Where the feed of a tenant about to be followed begins (EdgeFeed.start).
         self.begin_at: dict[uuid.UUID, uuid.UUID] = {}
 
@@ -161,8 +245,8 @@ class EdgeHub(EventHub):
 class EdgePublisher:
     def __init__(self) -> None:
         self.registry = ChannelRegistry(settings.REDIS_URL)
-        self.pushpin = PushpinClient(settings.PUSHPIN_PUBLISH_URL)
-        self.hub = EdgeHub(self.pushpin)
+        self.nodes = EdgeNodes(settings.PUSHPIN_PUBLISH_URLS)
+        self.hub = EdgeHub(self.nodes)
         self.following: dict[uuid.UUID, Subscriber] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -179,7 +263,7 @@ class EdgePublisher:
             heartbeat.cancel()
             for subscriber in self.following.values():
                 self.hub.unsubscribe(subscriber)
-            await self.pushpin.close()
+            await self.nodes.close()
             await self.registry.close()
 
     async def refresh(self) -> None:
@@ -212,12 +296,7 @@ class EdgePublisher:
 
         while not stop.is_set():
             frame = sse_frame("heartbeat", {"timestamp": iso_now()}).decode()
-            try:
-                await self.pushpin.publish(
-                    [{"channel": HEARTBEAT_CHANNEL, "formats": {"http-stream": {"content": frame}}}]
-                )
-            except Exception:
-                logger.warning("event=edge_heartbeat_failed", exc_info=True)
+            self.nodes.publish([{"channel": HEARTBEAT_CHANNEL, "formats": {"http-stream": {"content": frame}}}])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.SSE_HEARTBEAT_SECONDS)
 

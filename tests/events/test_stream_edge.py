@@ -2,11 +2,15 @@
 edge publisher, checked through Pushpin's socket as a browser would see them. The list
 stream's own behaviour runs in both modes in tests/ticketing/test_list_stream.py; these
 are what only the edge has: the hand-off under concurrent writers, a publisher restart,
-the call-back link, and slots of clients that vanished."""
+the call-back link, slots of clients that vanished, and several edge nodes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import httpx
@@ -14,6 +18,8 @@ import jwt
 import pytest
 
 from tests.builders import World
+from tests.conftest import ROOT
+from tests.edge_proxy import EdgeServer
 from tests.events.list_changes import create, patch, patch_concurrently, read_until, snapshot_positions, state_event_ids
 from tests.pushpin import SIG_KEY
 from tests.sse_client import SseStream, list_updates_url, open_stream
@@ -22,6 +28,15 @@ from tests.waiting import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.edge]
 
 BODY = {"top": 10, "offset": 0, "sort": "updatedAt", "searchOrder": "DESC"}
+
+
+@pytest.fixture
+def two_nodes(edge_server: EdgeServer) -> Iterator[EdgeServer]:
+    """Two Pushpins in front of one worker, the publisher publishing to both (as behind a
+    load balancer). Call-backs only every 600 s: what reaches a stream was published."""
+    edge = EdgeServer(edge_server.redis_url, nodes=2, SSE_EDGE_LINK_SECONDS="600").start()
+    yield edge
+    edge.stop()
 
 
 def test_held_streams_get_every_change_of_concurrent_writers_once_and_in_log_order(edge_server, acme: World):
@@ -112,3 +127,54 @@ def test_a_vanished_clients_slot_comes_back_when_its_lease_lapses(edge_server, a
             return response.status_code == 200
 
     wait_for(opens, timeout=lapse + 3, interval=0.5, message="the vanished clients' slots never came back")
+
+
+def test_with_two_edge_nodes_the_streams_on_each_get_every_change_once_and_in_log_order(two_nodes, acme: World):
+    tickets = [create(two_nodes.url, acme, subject=f"hot {n}")["id"] for n in range(3)]
+    with ExitStack() as stack:
+        streams = [
+            stack.enter_context(open_stream("POST", list_updates_url(node), headers=acme.headers(user), json_body=BODY))
+            for node in two_nodes.urls
+            for user in ("alice", "carol")
+        ]
+        positions = snapshot_positions(streams)
+        patch_concurrently(two_nodes.url, acme, tickets)
+        for stream, position in zip(streams, positions, strict=True):
+            expected = state_event_ids(acme, position)
+            assert len(expected) == 60
+            assert read_until(stream, len(expected)) == expected
+            with pytest.raises(TimeoutError):
+                stream.next(timeout=1.5)
+
+
+def test_an_edge_node_that_is_gone_does_not_hold_up_the_others(two_nodes, acme: World):
+    """The publisher keeps retrying the node that went away (the first it publishes to;
+    its sender alone waits): the other node's streams get each change as it is published,
+    not at a call-back, and once."""
+    first, second = two_nodes.nodes
+    ticket = create(second.url, acme)
+    with open_stream("POST", list_updates_url(second.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        time.sleep(2)  # Debian's Pushpin calls a new connection back once, about a second in
+        first.stop()
+        for priority in ("low", "high", "urgent"):
+            assert patch(second.url, acme, ticket["id"], priority=priority) == 200
+            assert stream.next(timeout=3).data["priority"] == priority
+        with pytest.raises(TimeoutError):
+            stream.next(timeout=1.5)
+
+
+@pytest.mark.parametrize(
+    "urls", ["pushpin-a:5561/publish/", "http://pushpin-a:5561/publish/,", "http://a:5561/publish/, ftp://b/publish/"]
+)
+def test_a_publish_url_that_is_not_one_stops_the_publisher_at_start_naming_the_setting(edge_server, urls):
+    env = {**edge_server.env, "PUSHPIN_PUBLISH_URL": urls}
+    run = subprocess.run(
+        [sys.executable, "manage.py", "publish_to_edge", "--seconds", "1"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and "PUSHPIN_PUBLISH_URL must be" in run.stderr

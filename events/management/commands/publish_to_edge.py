@@ -37,6 +37,6 @@ class Command(BaseCommand):
 
     async def serve(self, seconds: float | None) -> None:
         stop = stop_event(seconds)
-        logger.info("event=edge_publisher_started pushpin=%s", settings.PUSHPIN_PUBLISH_URL)
+        logger.info("event=edge_publisher_started nodes=%s", ",".join(settings.PUSHPIN_PUBLISH_URLS))
         await EdgePublisher().run(stop)
         logger.info("event=edge_publisher_stopped")
