@@ -397,11 +397,18 @@ if SSE_EDGE and not REDIS_URL:
 PUSHPIN_PUBLISH_URLS = tuple(
     url.strip() for url in os.environ.get("PUSHPIN_PUBLISH_URL", "http://127.0.0.1:5561/publish/").split(",")
 )
-if SSE_EDGE and not all(
-    urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname for url in PUSHPIN_PUBLISH_URLS
+if SSE_EDGE and (
+    len(set(PUSHPIN_PUBLISH_URLS)) < len(PUSHPIN_PUBLISH_URLS)
+    or not all(
+        urlsplit(url).scheme in ("http", "https")
+        and urlsplit(url).hostname
+        and urlsplit(url).path.rstrip("/").endswith("/publish")
+        for url in PUSHPIN_PUBLISH_URLS
+    )
 ):
     raise ImproperlyConfigured(
-        "PUSHPIN_PUBLISH_URL must be Pushpin's publish URL (http://host:5561/publish/), or several separated by commas."
+        "PUSHPIN_PUBLISH_URL must be Pushpin's publish URL (http://host:5561/publish/), or several different "
+        "ones separated by commas."
     )
 PUSHPIN_SIG_KEY = os.environ.get("PUSHPIN_SIG_KEY", "")
 if SSE_EDGE and not PUSHPIN_SIG_KEY:

@@ -15,9 +15,10 @@ Every SSE_HEARTBEAT_SECONDS it publishes one heartbeat frame, which reaches ever
 connection (events.edge.grip.HEARTBEAT_CHANNEL).
 
 With several edge nodes (PUSHPIN_PUBLISH_URLS) every item goes to every node, each fed by
-a sender of its own (EdgeNode): a node that refuses is sent the same items again, one
-that stays away past MAX_BACKLOG_ITEMS loses its backlog and its streams fill the gap
-from the log through their call-back, and neither holds up the other nodes or the log."""
+a sender of its own (EdgeNode): a node that cannot be reached (or answers 5xx) is sent the
+same items again without holding up the other nodes; one that stays away past
+MAX_BACKLOG_BYTES loses its backlog and its streams fill the gap from the log at their
+next call-back. Only when every node is stuck does the reading of the log wait."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +47,15 @@ logger = logging.getLogger(__name__)
 # Pushpin refuses a publish body over 1 MB (its push_in_http_max_body_size).
 MAX_PUBLISH_BYTES = 500_000
 REGISTRY_POLL_SECONDS = 1.0
-# A node that refuses a publish or cannot be reached is sent the same items again after
-# these pauses (doubling), with what came meanwhile behind them.
+# A node that cannot be reached, or answers 5xx/408/429, is sent the same items again
+# after these pauses (doubling), with what came meanwhile behind them.
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
-# Past this many items waiting for one node (down for minutes, or far slower than the
-# log), its backlog is dropped: its streams then fill the gap from the log through their
-# call-back (Pushpin calls a connection back when an item does not follow the last one it
-# wrote, and at its link's timer), and memory stays bounded.
-MAX_BACKLOG_ITEMS = 100_000
+# Past this much waiting for one node (down for minutes while other nodes go on), its
+# backlog is dropped: its streams then fill the gap from the log at their next call-back
+# (Pushpin calls a connection back when an item does not follow the last one it wrote,
+# and at the link's timer, SSE_EDGE_LINK_SECONDS), and memory stays bounded.
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 # At the publisher's stop, how long the nodes get to take what is waiting.
 FLUSH_SECONDS = 2.0
 
@@ -77,21 +79,30 @@ class Channel:
 
 
 class EdgeNode:
-    """One Pushpin's publish endpoint, fed in order by a task of its own: a node that is
-    down or slow holds up neither the reading of the log nor the other nodes."""
+    """One Pushpin's publish endpoint, fed in order by a task of its own, so that a node
+    that is down or slow holds up neither the reading of the log nor the other nodes."""
 
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
         self.url = url
         self.session = session
-        self.backlog: list[bytes] = []  # encoded items, in the log's order
+        self.backlog: deque[bytes] = deque()  # encoded items, in the log's order
+        self.backlog_bytes = 0
+        self.failing = False  # the last attempt did not go through
         self.wake = asyncio.Event()
         self.drained = asyncio.Event()  # nothing waiting, nothing in flight
         self.drained.set()
+        self.progress = asyncio.Event()  # set at each publish that went through
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"edge-node {url}")
+        self.task.add_done_callback(self._ended)
+
+    @property
+    def stuck(self) -> bool:
+        return self.failing and bool(self.backlog)
 
     def send(self, items: list[bytes]) -> None:
         self.backlog.extend(items)
-        if len(self.backlog) > MAX_BACKLOG_ITEMS:
+        self.backlog_bytes += sum(len(item) for item in items)
+        if self.backlog_bytes > MAX_BACKLOG_BYTES:
             self._drop()
         self.drained.clear()
         self.wake.set()
@@ -106,35 +117,42 @@ class EdgeNode:
                 try:
                     await self._post(batch)
                 except PublishRefused as refused:
-                    # Sending the same body again would be refused again: its streams fill
-                    # the gap through their call-back.
-                    logger.error("event=edge_publish_refused node=%s items=%d error=%s", self.url, len(batch), refused)
+                    # The same body would be refused again: its streams fill the gap at
+                    # their next call-back.
+                    logger.error("event=edge_publish_refused node=%s items=%d error=%r", self.url, len(batch), refused)
                 except Exception as error:
                     logger.warning("event=edge_publish_failed node=%s items=%d error=%r", self.url, len(batch), error)
-                    self.backlog[:0] = batch
-                    if len(self.backlog) > MAX_BACKLOG_ITEMS:
+                    self.failing = True
+                    self.backlog.extendleft(reversed(batch))
+                    self.backlog_bytes += sum(len(item) for item in batch)
+                    if self.backlog_bytes > MAX_BACKLOG_BYTES:
                         self._drop()
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, RETRY_MAX_SECONDS)
                     continue
+                if self.failing:
+                    logger.info("event=edge_publish_resumed node=%s", self.url)
+                self.failing = False
                 pause = RETRY_FIRST_SECONDS
+                self.progress.set()
+                self.progress.clear()
             self.drained.set()
 
     def _next_batch(self) -> list[bytes]:
         """The oldest items, in as large a request as Pushpin's body limit allows."""
-        size, count = 0, 0
-        for item in self.backlog:
-            if count and size + len(item) + 1 > MAX_PUBLISH_BYTES:
-                break
+        batch: list[bytes] = []
+        size = 0
+        while self.backlog and (not batch or size + len(self.backlog[0]) + 1 <= MAX_PUBLISH_BYTES):
+            item = self.backlog.popleft()
+            batch.append(item)
             size += len(item) + 1
-            count += 1
-        batch = self.backlog[:count]
-        del self.backlog[:count]
+        self.backlog_bytes -= sum(len(item) for item in batch)
         return batch
 
     def _drop(self) -> None:
-        logger.warning("event=edge_backlog_dropped node=%s items=%d", self.url, len(self.backlog))
+        logger.error("event=edge_backlog_dropped node=%s items=%d", self.url, len(self.backlog))
         self.backlog.clear()
+        self.backlog_bytes = 0
 
     async def _post(self, items: list[bytes]) -> None:
         body = b'{"items":[' + b",".join(items) + b"]}"
@@ -145,9 +163,13 @@ class EdgeNode:
                     raise PublishRefused(problem)
                 raise RuntimeError(f"Pushpin did not take a publish: {problem}")
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("event=edge_node_sender_died node=%s", self.url, exc_info=task.exception())
+
 
 class PublishRefused(Exception):
-    """Pushpin answered a publish 4xx: the body itself is refused (too large, malformed)."""
+    """Pushpin answered a publish 4xx: the body itself is refused (malformed)."""
 
 
 class EdgeNodes:
@@ -158,11 +180,30 @@ class EdgeNodes:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self.nodes = [EdgeNode(url, self.session) for url in urls]
 
-    def publish(self, items: list[dict[str, Any]]) -> None:
+    def queue(self, items: list[dict[str, Any]]) -> None:
         """Queue the items, in order, for every node (encoded once)."""
-        encoded = [json.dumps(item, separators=(",", ":")).encode() for item in items]
+        encoded = []
+        for item in items:
+            data = json.dumps(item, separators=(",", ":")).encode()
+            if len(data) + 20 > MAX_PUBLISH_BYTES:  # with the body's own bytes around it
+                logger.error("event=edge_item_too_large channel=%s bytes=%d", item.get("channel"), len(data))
+                continue  # its streams fill the gap at their next call-back, from the log
+            encoded.append(data)
         for node in self.nodes:
             node.send(encoded)
+
+    async def publish(self, items: list[dict[str, Any]]) -> None:
+        """Queue the items, then wait while no node takes anything: when every node is
+        down the log's reading waits (and the feed's lag grows) instead of queueing it
+        all in memory, as a single node's publisher always did."""
+        self.queue(items)
+        while all(node.stuck for node in self.nodes):
+            waits = [asyncio.ensure_future(node.progress.wait()) for node in self.nodes]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
     async def close(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -197,23 +238,27 @@ class EdgeFeed(TenantFeed):
             if channel.recipient is not None:
                 private.setdefault(channel.recipient, []).append(channel)
         items: list[dict[str, Any]] = []
+        # The chains' heads move only once the batch is queued: a read that fails midway
+        # (the feed reads the batch again) leaves them where the published items end.
+        shared_head, last_for_user = self.shared_head, dict(self.last_for_user)
         for event in events:
             user = event.recipient_id
             if user is None:
                 if shared:
-                    before = self.shared_head or await self._head_before(event)
+                    before = shared_head or await self._head_before(event)
                     replayed = await replayed_events(self.tenant_id, event)
                     items.extend(channel.item(event, before, replayed) for channel in shared)
-                if shared or self.shared_head is not None:
-                    self.shared_head = event.ulid
+                if shared or shared_head is not None:
+                    shared_head = event.ulid
                 continue
             if user in private:
-                before = self.last_for_user.get(user) or await self._head_before(event, recipient=user)
+                before = last_for_user.get(user) or await self._head_before(event, recipient=user)
                 items.extend(channel.item(event, before, []) for channel in private[user])
-            if user in private or user in self.last_for_user:
-                self.last_for_user[user] = event.ulid
+            if user in private or user in last_for_user:
+                last_for_user[user] = event.ulid
+        self.shared_head, self.last_for_user = shared_head, last_for_user
         if items:
-            self.hub.nodes.publish(items)
+            await self.hub.nodes.publish(items)
 
     async def _head_before(self, event: LogEvent, *, recipient: uuid.UUID | None = None) -> str:
         """The id of the event before `event` in its chain, read from the log (once per chain)."""
@@ -296,7 +341,8 @@ class EdgePublisher:
 
         while not stop.is_set():
             frame = sse_frame("heartbeat", {"timestamp": iso_now()}).decode()
-            self.nodes.publish([{"channel": HEARTBEAT_CHANNEL, "formats": {"http-stream": {"content": frame}}}])
+            # Queued only: a heartbeat waits for no node (a stuck node's backlog keeps it).
+            self.nodes.queue([{"channel": HEARTBEAT_CHANNEL, "formats": {"http-stream": {"content": frame}}}])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.SSE_HEARTBEAT_SECONDS)
 
