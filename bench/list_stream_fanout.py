@@ -507,7 +507,7 @@ def process_name(pid: int) -> str:
         return "?"
 
 
-PUSHPIN_LOG_KEEP = 20 * 1024 * 1024
+PUSHPIN_LOG_KEEP = 64 * 1024 * 1024
 
 
 def keep_tail(source: Path, target: Path, limit: int) -> None:
