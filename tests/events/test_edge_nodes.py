@@ -60,12 +60,34 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(publisher, "RETRY_MAX_SECONDS", 0.2)
 
 
+class Deployment:
+    """Receivers started on demand and the EdgeNodes publishing to them, all stopped at
+    the test's end (whatever it asserted)."""
+
+    def __init__(self) -> None:
+        self.receivers: list[Receiver] = []
+        self.publishers: list[EdgeNodes] = []
+
+    async def receiver(self, statuses: list[int] | None = None) -> Receiver:
+        self.receivers.append(await Receiver(statuses).start())
+        return self.receivers[-1]
+
+    def nodes(self, *receivers: Receiver) -> EdgeNodes:
+        self.publishers.append(EdgeNodes(tuple(receiver.url for receiver in receivers)))
+        return self.publishers[-1]
+
+    async def stop(self) -> None:
+        for nodes in self.publishers:
+            await nodes.close()
+        for receiver in self.receivers:
+            await receiver.stop()
+
+
 @pytest_asyncio.fixture
-async def receivers() -> AsyncIterator[list[Receiver]]:
-    made: list[Receiver] = []
+async def deployment() -> AsyncIterator[Deployment]:
+    made = Deployment()
     yield made
-    for receiver in made:
-        await receiver.stop()
+    await made.stop()
 
 
 def items(*ids: str, size: int = 10) -> list[dict]:
@@ -79,56 +101,48 @@ async def eventually(check, within: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_a_node_answering_5xx_gets_the_same_items_again_in_order_and_each_once(receivers):
-    node = await Receiver([503, 502]).start()
-    receivers.append(node)
-    nodes = EdgeNodes((node.url,))
+async def test_a_node_answering_5xx_gets_the_same_items_again_in_order_and_each_once(deployment):
+    node = await deployment.receiver([503, 502])
+    nodes = deployment.nodes(node)
     await nodes.publish(items("a", "b"))
     await nodes.publish(items("c"))
     await nodes.publish(items("d"))
     await eventually(lambda: len(node.taken) == 4)
     assert node.taken == ["a", "b", "c", "d"]
-    await nodes.close()
 
 
-async def test_a_refused_body_is_not_sent_again_and_what_follows_goes_on(receivers):
-    node = await Receiver([400]).start()
-    receivers.append(node)
-    nodes = EdgeNodes((node.url,))
+async def test_a_refused_body_is_not_sent_again_and_what_follows_goes_on(deployment):
+    node = await deployment.receiver([400])
+    nodes = deployment.nodes(node)
     await nodes.publish(items("a"))
     await eventually(lambda: node.requests == 1)
     await nodes.publish(items("b"))
     await eventually(lambda: node.taken == ["b"])
     await asyncio.sleep(0.3)
     assert node.requests == 2  # "a" was not sent again
-    await nodes.close()
 
 
 async def test_a_node_that_is_down_does_not_hold_up_the_other_and_drops_its_backlog_past_the_bound(
-    receivers, monkeypatch
+    deployment, monkeypatch
 ):
     monkeypatch.setattr(publisher, "MAX_BACKLOG_BYTES", 2_000)
-    healthy = await Receiver().start()
-    down = await Receiver([503] * 1000).start()
-    receivers += [healthy, down]
-    nodes = EdgeNodes((down.url, healthy.url))
+    healthy = await deployment.receiver()
+    down = await deployment.receiver([503] * 1000)
+    nodes = deployment.nodes(down, healthy)
     for n in range(30):  # about 3 KB for each node: past the bound
         await nodes.publish(items(f"e{n:02d}", size=50))
         await eventually(lambda n=n: len(healthy.taken) == n + 1)  # as a feed between reads of the log
-    await eventually(lambda: len(healthy.taken) == 30)
     assert healthy.taken == [f"e{n:02d}" for n in range(30)]
     down.statuses.clear()  # back
     await nodes.publish(items("after"))
     await eventually(lambda: "after" in down.taken)
     # What it missed was dropped, not sent late: its streams fill that gap by call-back.
     assert down.taken[-1] == "after" and len(down.taken) < 30
-    await nodes.close()
 
 
-async def test_when_every_node_is_stuck_publishing_waits_until_one_takes_items_again(receivers):
-    node = await Receiver([503] * 1000).start()
-    receivers.append(node)
-    nodes = EdgeNodes((node.url,))
+async def test_when_every_node_is_stuck_publishing_waits_until_one_takes_items_again(deployment):
+    node = await deployment.receiver([503] * 1000)
+    nodes = deployment.nodes(node)
     await nodes.publish(items("a"))  # queued; the node starts failing
     await eventually(lambda: node.requests >= 2)
     second = asyncio.ensure_future(nodes.publish(items("b")))
@@ -137,22 +151,18 @@ async def test_when_every_node_is_stuck_publishing_waits_until_one_takes_items_a
     node.statuses.clear()
     await asyncio.wait_for(second, 5)
     await eventually(lambda: node.taken == ["a", "b"])
-    await nodes.close()
 
 
-async def test_an_item_over_the_body_limit_is_left_out_and_the_others_are_published(receivers):
-    node = await Receiver().start()
-    receivers.append(node)
-    nodes = EdgeNodes((node.url,))
+async def test_an_item_over_the_body_limit_is_left_out_and_the_others_are_published(deployment):
+    node = await deployment.receiver()
+    nodes = deployment.nodes(node)
     await nodes.publish(items("small") + items("huge", size=publisher.MAX_PUBLISH_BYTES) + items("next"))
     await eventually(lambda: node.taken == ["small", "next"])
-    await nodes.close()
 
 
-async def test_closing_sends_what_is_waiting_first(receivers):
-    node = await Receiver().start()
-    receivers.append(node)
-    nodes = EdgeNodes((node.url,))
+async def test_closing_sends_what_is_waiting_first(deployment):
+    node = await deployment.receiver()
+    nodes = deployment.nodes(node)
     nodes.queue(items(*(f"i{n}" for n in range(50))))
     await nodes.close()
     assert node.taken == [f"i{n}" for n in range(50)]
