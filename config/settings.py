@@ -397,14 +397,16 @@ if SSE_EDGE and not REDIS_URL:
 PUSHPIN_PUBLISH_URLS = tuple(
     url.strip() for url in os.environ.get("PUSHPIN_PUBLISH_URL", "http://127.0.0.1:5561/publish/").split(",")
 )
+
+
+def _is_publish_url(text: str) -> bool:
+    url = urlsplit(text)
+    return url.scheme in ("http", "https") and bool(url.hostname) and url.path.rstrip("/").endswith("/publish")
+
+
 if SSE_EDGE and (
     len(set(PUSHPIN_PUBLISH_URLS)) < len(PUSHPIN_PUBLISH_URLS)
-    or not all(
-        urlsplit(url).scheme in ("http", "https")
-        and urlsplit(url).hostname
-        and urlsplit(url).path.rstrip("/").endswith("/publish")
-        for url in PUSHPIN_PUBLISH_URLS
-    )
+    or not all(_is_publish_url(url) for url in PUSHPIN_PUBLISH_URLS)
 ):
     raise ImproperlyConfigured(
         "PUSHPIN_PUBLISH_URL must be Pushpin's publish URL (http://host:5561/publish/), or several different "
