@@ -123,15 +123,18 @@ def test_streams_in_both_workers_are_counted_with_their_ends_refusals_and_latenc
     url = list_updates_url(two_workers.url)
     with ExitStack() as stack:
         streams: list[SseStream] = []
+        held: list[tuple[str, str, SseStream, ExitStack]] = []
 
         # Each user may hold STREAM_LIMIT list streams; the connections are spread over
         # the two workers by the kernel.
         def open_one(username: str, scope: str) -> None:
             stream_url = list_updates_url(two_workers.url, type=scope)
-            stream = stack.enter_context(open_stream("POST", stream_url, headers=acme.headers(username), json_body={}))
+            own = stack.enter_context(ExitStack())  # so that one stream can be closed alone
+            stream = own.enter_context(open_stream("POST", stream_url, headers=acme.headers(username), json_body={}))
             assert stream.next().event == "connected"
             assert stream.next().event == "snapshot"
             streams.append(stream)
+            held.append((username, scope, stream, own))
 
         for username in ("alice", "carol"):
             for _ in range(STREAM_LIMIT):
@@ -142,6 +145,19 @@ def test_streams_in_both_workers_are_counted_with_their_ends_refusals_and_latenc
         extra = [("admin", "template")] * STREAM_LIMIT + [("bob", "user")] * STREAM_LIMIT
         while len(pids_with_open_stream_gauges(metrics_dir)) < WORKERS and extra:
             open_one(*extra.pop())
+        # Still all on one worker: the last stream is closed and opened again (its user's
+        # slot freed first, or the new one would be refused) until the other takes one.
+        reopened = 0
+        while len(pids_with_open_stream_gauges(metrics_dir)) < WORKERS:
+            assert reopened < 20, "twenty new connections in a row went to the same worker"
+            username, scope, stream, own = held.pop()
+            own.close()
+            streams.remove(stream)
+            eventually(
+                two_workers, lambda s: value(s, "ticketing_streams_open", kind="list", tier="standard") == len(streams)
+            )
+            open_one(username, scope)
+            reopened += 1
         # One more for alice: 429, counted as a refusal.
         refused = httpx.post(url, headers=acme.headers("alice"), json={}, timeout=TIMEOUT)
         assert refused.status_code == 429
@@ -156,7 +172,7 @@ def test_streams_in_both_workers_are_counted_with_their_ends_refusals_and_latenc
         assert (
             value(samples, opens, kind="list", tier="standard", outcome="opened")
             - value(before, opens, kind="list", tier="standard", outcome="opened")
-            == opened
+            == opened + reopened
         )
         assert (
             value(samples, opens, kind="list", tier="standard", outcome="too_many_streams")
@@ -195,7 +211,7 @@ def test_streams_in_both_workers_are_counted_with_their_ends_refusals_and_latenc
         lambda s: (
             value(s, "ticketing_streams_open", kind="list", tier="standard") == 0
             and value(s, ends, kind="list", reason="client") - value(before, ends, kind="list", reason="client")
-            == opened
+            == opened + reopened
         ),
     )
 
