@@ -32,9 +32,9 @@ def ticket_updated(recorded: Recorded) -> None:
 def comment_added(recorded: Recorded) -> None:
     change: TicketChange = recorded.message
     if change.is_response:
-        moved = mark_responded(ticket=change.ticket)
-        amend_event(recorded, moved)
-        record_sla_moved(change.ticket, moved)
+        # The move is recorded once, after the comment: its `from` is what the comment's
+        # event showed (amending that event too made it show the `to` already).
+        record_sla_moved(change.ticket, mark_responded(ticket=change.ticket))
 
 
 def merged(recorded: Recorded) -> None:

@@ -123,6 +123,12 @@ def test_first_agent_comment_meets_the_response_target_and_moves_the_due_time(ac
     moved = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.sla_updated")
     assert moved.changes == {"slaDueAt": {"from": "2026-03-09T16:00:00.000000Z", "to": "2026-03-10T16:00:00.000000Z"}}
     assert moved.actor_id is None
+    # The comment's own event, just before, shows the ticket as it was until the move: a
+    # reader applying the log in order meets the move once, from the time it last saw.
+    commented = Event.objects.filter(ticket_id=ticket.id, type="tickets.ticket.comment_added").order_by("id").last()
+    assert commented.id < moved.id
+    assert commented.payload["ticket"]["slaDueAt"] == "2026-03-09T16:00:00.000000Z"
+    assert moved.payload["ticket"]["slaDueAt"] == "2026-03-10T16:00:00.000000Z"
 
 
 def test_warning_and_breach_set_the_ticket_state_once(acme: World, clock):
