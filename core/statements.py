@@ -27,13 +27,20 @@ _MAX_PARAMETERS = 65_535
 
 def select(model: type[M], where: str, params: Sequence[Any], *, order_by: str = "", lock: bool = False) -> list[M]:
     """`SELECT <every column> FROM <the model's table> WHERE <where>`, as instances.
-    `where` and `order_by` are SQL on the table's columns; `lock`: FOR UPDATE, where the
-    database has row locks (SQLite has a single writer anyway)."""
+    `where` and `order_by` are SQL on the table's columns; `lock`: the row locked until
+    commit, where the database has row locks (SQLite has a single writer anyway).
+
+    The lock is PostgreSQL's FOR NO KEY UPDATE, the one its own UPDATE of a row takes: no
+    writer changes a primary key, and FOR UPDATE would also stop the foreign-key checks
+    of rows pointing at this one (FOR KEY SHARE). Those checks may run at another
+    transaction's COMMIT, after its log lock (a child ticket's row updated twice in one
+    transaction has its parent key checked again): a writer holding the parent FOR
+    UPDATE and waiting for that log lock deadlocked with it."""
     sql = f"SELECT {_columns(model)} FROM {table(model)} WHERE {where}"  # noqa: S608 (names from the model, values as parameters)
     if order_by:
         sql += f" ORDER BY {order_by}"
     if lock and connection.features.has_select_for_update:
-        sql += " FOR UPDATE"
+        sql += " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else " FOR UPDATE"
     names, converters = _loading(model)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

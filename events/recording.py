@@ -206,13 +206,17 @@ def defer_write(key: str, item: T, write: Callable[[list[T]], None]) -> None:
     items.append((unit.marker(), item))
 
 
+def tenant_log_lock_keys(tenant_id: uuid.UUID) -> tuple[int, int]:
+    """The two keys of the tenant's log lock (PostgreSQL's two-key advisory lock)."""
+    return _EVENT_LOCK_CLASS, zlib.crc32(tenant_id.bytes) - 2**31
+
+
 def lock_tenant_log(tenant_id: uuid.UUID) -> None:
     """Serialize this transaction with every other writer of the tenant's log until it
     ends (PostgreSQL; SQLite has one writer anyway). The last lock a writer takes."""
     if connection.vendor == "postgresql":
-        key = zlib.crc32(tenant_id.bytes) - 2**31
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_EVENT_LOCK_CLASS, key])
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", list(tenant_log_lock_keys(tenant_id)))
 
 
 def _number_and_insert(events: list[Event]) -> None:

@@ -88,7 +88,8 @@ def test_a_locked_ticket_comes_with_its_people_and_its_products_in_sku_order(acm
     assert products == ["A-1", "B-2"]
     # The row lock, the users, the products: reading the relations afterwards asked nothing more.
     assert len(captured.captured_queries) == 3
-    assert ("FOR UPDATE" in captured.captured_queries[0]["sql"]) is connection.features.has_select_for_update
+    lock = "FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else "FOR UPDATE"
+    assert (lock in captured.captured_queries[0]["sql"]) is connection.features.has_select_for_update
 
 
 # SQLite has no row locks (one writer at a time): there the locked-ticket test above holds
@@ -96,25 +97,27 @@ def test_a_locked_ticket_comes_with_its_people_and_its_products_in_sku_order(acm
 @pytest.mark.skipif(not connection.features.has_select_for_update, reason="SQLite has no row locks")
 @pytest.mark.django_db(transaction=True)
 def test_the_lock_holds_the_row_until_the_transaction_ends(acme: World, ticket: Ticket):
+    """Another writer of the row waits; a foreign-key check of a row pointing at it (FOR
+    KEY SHARE, as PostgreSQL runs for a child ticket at COMMIT) does not."""
     other_result: list[str] = []
 
     def other_writer() -> None:
         # Another connection, as another request would have.
-        try:
-            with transaction.atomic(), connections["default"].cursor() as cursor:
-                cursor.execute("SELECT id FROM ticketing_ticket WHERE id = %s FOR UPDATE NOWAIT", [ticket.pk])
-            other_result.append("got it")
-        except OperationalError:
-            other_result.append("locked")
-        finally:
-            connections["default"].close()
+        for clause in ("FOR UPDATE NOWAIT", "FOR KEY SHARE NOWAIT"):
+            try:
+                with transaction.atomic(), connections["default"].cursor() as cursor:
+                    cursor.execute(f"SELECT id FROM ticketing_ticket WHERE id = %s {clause}", [ticket.pk])  # noqa: S608 (a constant)
+                other_result.append("got it")
+            except OperationalError:
+                other_result.append("locked")
+        connections["default"].close()
 
     with transaction.atomic():
         services.lock_ticket(Ticket(pk=ticket.pk))
         thread = threading.Thread(target=other_writer)
         thread.start()
         thread.join()
-    assert other_result == ["locked"]
+    assert other_result == ["locked", "got it"]
 
 
 @pytest.mark.django_db

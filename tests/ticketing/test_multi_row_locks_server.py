@@ -12,6 +12,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from events.recording import tenant_log_lock_keys
 from tests.builders import World
 from tests.envelopes import assert_envelope
 from tests.lockhold import holding, wait_for_lock_waiters
@@ -109,6 +110,42 @@ def test_a_ticket_given_a_parent_while_the_parent_is_being_changed(server_withou
     assert under.answer().status_code in (200, 201), under.answer().text
     assert deadlocks_since(before) == 0
     assert under.answer().json()["data"]["parent"] == parent
+
+
+def test_a_child_whose_change_moves_its_sla_clock_while_its_parent_is_being_changed(
+    server_without_write_slots, acme: World
+):
+    """A priority change of a child moves its SLA clock: two UPDATEs of the child's row in
+    one transaction, after which PostgreSQL checks the unchanged parent foreign key again
+    at COMMIT (FOR KEY SHARE of the parent's row), after the tenant's log lock. A comment
+    on the parent held the parent's row FOR UPDATE and waited for that log lock: a
+    deadlock. Both wait for the log lock here, the child first, so its COMMIT meets the
+    parent's writer."""
+    server = server_without_write_slots
+    for priority, minutes in (("medium", 60), ("urgent", 15)):
+        policy = {"priority": priority, "responseMinutes": minutes, "resolutionMinutes": minutes * 8}
+        saved = httpx.put(f"{server.url}/api/v2/ticketing/sla/policy", headers=acme.headers("admin"), json=policy)
+        assert saved.status_code == 200, saved.text
+    parent = tickets(server, acme, 1)[0]
+    made = httpx.post(
+        f"{server.url}{TICKETS}",
+        headers=acme.headers("alice"),
+        json={"subject": "child", "parent": parent, "priority": "medium"},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    child, due_before = made.json()["data"]["id"], made.json()["data"]["slaDueAt"]
+    before = deadlocks()
+    with holding("SELECT pg_advisory_xact_lock(%s, %s)", list(tenant_log_lock_keys(acme.tenant.id))):
+        child_change = request(server, acme, "PATCH", f"{TICKETS}/{child}", {"priority": "urgent"})
+        wait_for_lock_waiters(1)
+        comment = request(server, acme, "POST", f"{TICKETS}/{parent}/comments", {"body": "Any news?"})
+        wait_for_lock_waiters(2)
+
+    assert child_change.answer().status_code == 200, child_change.answer().text
+    assert comment.answer().status_code == 201, comment.answer().text
+    assert deadlocks_since(before) == 0
+    assert child_change.answer().json()["data"]["slaDueAt"] != due_before  # the clock did move
 
 
 def test_merging_a_ticket_that_another_is_merged_into_while_it_waits(server_without_write_slots, acme: World):

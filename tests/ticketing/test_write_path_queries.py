@@ -87,4 +87,4 @@ def test_a_change_runs_on_prepared_statements_once_the_connection_has_seen_it(ac
         prepared = [row[0] for row in cursor.fetchall()]
     assert any("pg_advisory_xact_lock" in sql for sql in prepared), prepared
     assert any('INSERT INTO "events_event"' in sql for sql in prepared), prepared
-    assert any("FOR UPDATE" in sql for sql in prepared), prepared
+    assert any("FOR NO KEY UPDATE" in sql for sql in prepared), prepared
