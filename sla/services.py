@@ -98,10 +98,15 @@ def sla_view(sla: TicketSla | None) -> tuple[datetime | None, str | None]:
     return due, SlaState.OK
 
 
-def sync_ticket_sla(ticket: Ticket, sla: TicketSla | None) -> dict[str, dict[str, Any]]:
+def sync_ticket_sla(ticket: Ticket, sla: TicketSla | None, *, new_version: bool = False) -> dict[str, dict[str, Any]]:
     """Write the clock's `(slaDueAt, slaState)` onto the (locked) ticket row and object;
     returns their `changes` (empty when nothing moved). A direct update: the ticket's
-    own fields and `updatedAt` are not touched, and the caller records the change."""
+    own fields and `updatedAt` are not touched, and the caller records the change.
+
+    `new_version`: the move is the only write of the ticket in this transaction (a first
+    response by comment, the monitor's warning or breach), so it raises `version`, the
+    strong ETag: the ticket's JSON changed. A move that comes with a change of the ticket
+    shares that change's new version."""
     due, state = sla_view(sla)
     changes: dict[str, dict[str, Any]] = {}
     if due != ticket.sla_due_at:
@@ -109,7 +114,11 @@ def sync_ticket_sla(ticket: Ticket, sla: TicketSla | None) -> dict[str, dict[str
     if state != ticket.sla_state:
         changes["slaState"] = {"from": ticket.sla_state, "to": state}
     if changes:
-        Ticket.objects.filter(pk=ticket.pk).update(sla_due_at=due, sla_state=state)
+        fields: dict[str, Any] = {"sla_due_at": due, "sla_state": state}
+        if new_version:
+            ticket.version += 1  # the row is locked: no lost increment
+            fields["version"] = ticket.version
+        Ticket.objects.filter(pk=ticket.pk).update(**fields)
         ticket.sla_due_at, ticket.sla_state = due, state
     return changes
 
@@ -234,20 +243,22 @@ def _reopen_stages(sla: TicketSla, now: datetime) -> None:
 
 
 def mark_responded(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
-    return _mark(ticket, "responded_at")
+    """A first response by comment: the ticket itself is not written otherwise."""
+    return _mark(ticket, "responded_at", new_version=True)
 
 
 def mark_resolved(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
-    return _mark(ticket, "resolved_at")
+    """A merge, which wrote the ticket (and its new version) already."""
+    return _mark(ticket, "resolved_at", new_version=False)
 
 
-def _mark(ticket: Ticket, field: str) -> dict[str, dict[str, Any]]:
+def _mark(ticket: Ticket, field: str, *, new_version: bool) -> dict[str, dict[str, Any]]:
     """Set the clock's `field` to now unless it is set already."""
     sla = _locked_clock(ticket)
     if sla is not None and getattr(sla, field) is None:
         setattr(sla, field, timezone.now())
         sla.save(update_fields=[field])
-    return sync_ticket_sla(ticket, sla)
+    return sync_ticket_sla(ticket, sla, new_version=new_version)
 
 
 def _locked_clock(ticket: Ticket) -> TicketSla | None:
@@ -420,7 +431,7 @@ def _claim_sla_stage(*, ticket_id: Any, pending: Q, stamp: str, target: str, bre
     stage = SlaStage(ticket=ticket, target=target, breached=breached, due=due, now=now)
     # The ticket turns `warning` / `breached` by time alone: its state moves with this
     # event (which lists therefore see as an update of the ticket).
-    changes = sync_ticket_sla(ticket, sla)
+    changes = sync_ticket_sla(ticket, sla, new_version=True)
     payload = ticket_payload(ticket)
     payload["sla"] = {"target": target, "due": iso(due), "timeRemaining": stage.seconds_remaining}
     record_event(

@@ -118,8 +118,11 @@ def test_first_agent_comment_meets_the_response_target_and_moves_the_due_time(ac
     services.add_comment(caller=as_user(acme, "bob"), ticket=ticket, body="Any news?")  # the requester: no response
     assert Ticket.objects.get(pk=ticket.pk).sla_due_at == berlin(2026, 3, 9, 17)
     clock.set(2026, 3, 9, 10)
+    version = Ticket.objects.get(pk=ticket.pk).version
     services.add_comment(caller=as_user(acme, "alice"), ticket=ticket, body="Looking")
     assert Ticket.objects.get(pk=ticket.pk).sla_due_at == berlin(2026, 3, 10, 17)  # resolution: 16 business hours
+    # The ticket's JSON changed, so its version (the strong ETag) moved, once.
+    assert Ticket.objects.get(pk=ticket.pk).version == version + 1
     moved = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.sla_updated")
     assert moved.changes == {"slaDueAt": {"from": "2026-03-09T16:00:00.000000Z", "to": "2026-03-10T16:00:00.000000Z"}}
     assert moved.actor_id is None
@@ -129,12 +132,14 @@ def test_first_agent_comment_meets_the_response_target_and_moves_the_due_time(ac
     assert commented.id < moved.id
     assert commented.payload["ticket"]["slaDueAt"] == "2026-03-09T16:00:00.000000Z"
     assert moved.payload["ticket"]["slaDueAt"] == "2026-03-10T16:00:00.000000Z"
+    assert (commented.payload["ticket"]["version"], moved.payload["ticket"]["version"]) == (version, version + 1)
 
 
 def test_warning_and_breach_set_the_ticket_state_once(acme: World, clock):
     berlin_policy(acme)
     clock.set(2026, 3, 9, 9)
     ticket = make_ticket(acme, by="admin", priority="high", assignee=acme.users["alice"])
+    version = Ticket.objects.get(pk=ticket.pk).version
     clock.set(2026, 3, 9, 15, 1)
     assert claim_due_sla_stages() == 1
     assert Ticket.objects.get(pk=ticket.pk).sla_state == "warning"
@@ -142,5 +147,9 @@ def test_warning_and_breach_set_the_ticket_state_once(acme: World, clock):
     assert claim_due_sla_stages() == 1
     assert claim_due_sla_stages() == 0
     assert Ticket.objects.get(pk=ticket.pk).sla_state == "breached"
+    # Each move of the state by time alone is a new version of the ticket, in its event too.
+    assert Ticket.objects.get(pk=ticket.pk).version == version + 2
+    breached = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.sla_breached")
+    assert breached.payload["ticket"]["version"] == version + 2
     breach = Event.objects.get(ticket_id=ticket.id, type="tickets.ticket.sla_breached")
     assert breach.changes == {"slaState": {"from": "warning", "to": "breached"}}
