@@ -33,12 +33,16 @@ def tenant_endpoints(tenant: Tenant) -> QuerySet[Endpoint]:
     return Endpoint.objects.filter(tenant=tenant).order_by("created_at", "id")
 
 
+def endpoint_not_found() -> ApiError:
+    return ApiError(404, "WEBHOOK_ENDPOINT_NOT_FOUND", "No such webhook endpoint.")
+
+
 def endpoint_of_tenant(tenant: Tenant, endpoint_id: uuid.UUID | str) -> Endpoint:
     """The tenant's endpoint, or `404 WEBHOOK_ENDPOINT_NOT_FOUND` (also for another tenant's)."""
     try:
         return Endpoint.objects.get(tenant=tenant, id=uuid.UUID(str(endpoint_id)))
     except (Endpoint.DoesNotExist, ValueError):
-        raise ApiError(404, "WEBHOOK_ENDPOINT_NOT_FOUND", "No such webhook endpoint.") from None
+        raise endpoint_not_found() from None
 
 
 def endpoint_attempts(endpoint: Endpoint) -> QuerySet[DeliveryAttempt]:

@@ -32,7 +32,7 @@ from tenants.models import Tenant
 from webhooks.crypto import encrypt_secret, new_secret
 from webhooks.events import WebhookEvent
 from webhooks.models import MAX_ENDPOINTS_PER_TENANT, Delivery, DeliveryAttempt, Endpoint, WebhookSettings
-from webhooks.selectors import may_add_endpoint, type_matches
+from webhooks.selectors import endpoint_not_found, may_add_endpoint, type_matches
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,20 @@ def create_endpoint(
     return endpoint, secret
 
 
+def _locked(endpoint: Endpoint) -> Endpoint:
+    """The endpoint's row, locked until commit; 404 if it was deleted since it was read
+    (a DELETE racing the change: it was a 500)."""
+    locked = Endpoint.objects.select_for_update().filter(pk=endpoint.pk).first()
+    if locked is None:
+        raise endpoint_not_found()
+    return locked
+
+
 @transaction.atomic
 def update_endpoint(*, endpoint: Endpoint, changes: dict[str, Any]) -> Endpoint:
     """Change an endpoint. Enabling a disabled one resumes from where it stopped (the
     events it missed meanwhile are delivered then)."""
-    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    endpoint = _locked(endpoint)
     if "url" in changes:
         check_endpoint_url(endpoint.tenant, changes["url"])
         if changes["url"] != endpoint.url:
@@ -199,7 +208,7 @@ def delete_endpoint(*, endpoint: Endpoint) -> None:
 def rotate_endpoint_secret(*, endpoint: Endpoint) -> tuple[Endpoint, str]:
     """A new secret (returned once); the old one keeps signing beside it for
     WEBHOOKS_SECRET_OVERLAP_SECONDS, so receivers can switch without losing an event."""
-    endpoint = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+    endpoint = _locked(endpoint)
     secret = new_secret()
     endpoint.previous_secret_encrypted = endpoint.secret_encrypted
     endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=settings.WEBHOOKS_SECRET_OVERLAP_SECONDS)

@@ -8,6 +8,7 @@ from datetime import timedelta
 from io import StringIO
 
 import httpx
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
@@ -17,8 +18,11 @@ from idempotency.models import IdempotencyRecord
 from idempotency.services import SEALED_PREFIX
 from tenants.services import create_api_key
 from tests.builders import World
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, test_database_url
+from tests.envelopes import assert_envelope
 from tests.events.test_event_vocabulary import documented_types
+from tests.lockhold import wait_for_lock_waiters
+from tests.ticketing.test_multi_row_locks_server import InFlight
 from tests.webhooks.support import WEBHOOK_ENV
 from webhooks.crypto import AnswerSealer, decrypt_secret
 from webhooks.events import PARTNER_EVENT_TYPES
@@ -337,3 +341,24 @@ def test_a_tenant_has_at_most_50_endpoints(webhook_server, acme: World, globex: 
     # Another tenant's count is its own.
     other = call(webhook_server, "POST", API, globex.headers("admin"), {"url": "https://one-more.example.com/h"})
     assert other.status_code == 201, other.text
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"), [("PATCH", "", {"description": "x"}), ("POST", "/rotate-secret", None)]
+)
+def test_a_change_racing_the_endpoints_deletion_is_404(
+    webhook_server, http_allowed: World, method: str, suffix: str, body: dict | None
+) -> None:
+    """The change read the endpoint, then waited for its row while a DELETE held it and
+    committed: the change found it gone (it was a 500, `DoesNotExist`)."""
+    admin = http_allowed.headers("admin")
+    created = call(webhook_server, "POST", API, admin, {"url": "http://127.0.0.1:9/hook"})
+    assert created.status_code == 201, created.text
+    endpoint_id = created.json()["data"]["id"]
+    with psycopg.connect(test_database_url()) as conn:
+        conn.execute("SELECT 1 FROM webhooks_endpoint WHERE id = %s FOR UPDATE", [endpoint_id])
+        change = InFlight(lambda: call(webhook_server, method, f"{API}/{endpoint_id}{suffix}", admin, body))
+        wait_for_lock_waiters(1)
+        conn.execute("DELETE FROM webhooks_endpoint WHERE id = %s", [endpoint_id])
+        conn.commit()
+    assert_envelope(change.answer(), 404, "WEBHOOK_ENDPOINT_NOT_FOUND")
