@@ -27,6 +27,7 @@ from sla.business_time import (
 )
 from sla.events import SlaEvent, SlaStage
 from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
+from sla.selectors import calendar_not_found
 from tenants.callers import Caller
 from tenants.permissions import require_admin
 from ticketing.models import CLOSED_STATUSES, SlaState, Status, Ticket
@@ -275,9 +276,12 @@ def _locked_clock(ticket: Ticket) -> TicketSla | None:
 
 
 def _tenant_calendar(caller: Caller, calendar_id: Any) -> Calendar | None:
+    """The calendar a policy names, locked until commit: a deletion of it waits for the
+    policy's commit and then sees the policy (409), or went first and the policy is
+    refused here (its foreign key failed at COMMIT, a 500)."""
     if calendar_id is None:
         return None
-    calendar = Calendar.objects.filter(tenant=caller.tenant, id=calendar_id).first()
+    calendar = Calendar.objects.select_for_update(no_key=True).filter(tenant=caller.tenant, id=calendar_id).first()
     if calendar is None:
         raise ApiError(400, "INVALID_BODY", "The request body is not valid.", {"calendar": ["No such calendar."]})
     return calendar
@@ -338,7 +342,10 @@ def update_calendar(*, caller: Caller, calendar: Calendar, data: dict[str, Any])
     Clocks already running keep the due times they have; a ticket created or changing
     priority from now on counts in the new hours."""
     require_admin(caller)
-    calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
+    locked = _locked_calendar(calendar)
+    if locked is None:
+        raise calendar_not_found()  # deleted since the view read it
+    calendar = locked
     if "name" in data:
         _refuse_taken_name(caller, data["name"], calendar.pk)
     changed = [
@@ -361,10 +368,18 @@ def update_calendar(*, caller: Caller, calendar: Calendar, data: dict[str, Any])
 def delete_calendar(*, caller: Caller, calendar: Calendar) -> None:
     """Delete a calendar (admins); refused (409) while a policy counts in it."""
     require_admin(caller)
-    if SlaPolicy.objects.filter(calendar=calendar).exists():
-        priorities = sorted(SlaPolicy.objects.filter(calendar=calendar).values_list("priority", flat=True))
+    # Locked before the policies are counted: a policy naming it meanwhile locks it too
+    # (_tenant_calendar), so it is either seen here or refused there.
+    if _locked_calendar(calendar) is None:
+        raise calendar_not_found()  # deleted meanwhile, as a DELETE after the other would be told
+    priorities = sorted(SlaPolicy.objects.filter(calendar=calendar).values_list("priority", flat=True))
+    if priorities:
         raise ApiError(409, "CALENDAR_IN_USE", "SLA policies count in this calendar.", {"policies": priorities})
     calendar.delete()
+
+
+def _locked_calendar(calendar: Calendar) -> Calendar | None:
+    return Calendar.objects.select_for_update().filter(pk=calendar.pk).first()
 
 
 def _refuse_taken_name(caller: Caller, name: str, own: Any) -> None:

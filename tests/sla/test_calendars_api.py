@@ -5,12 +5,17 @@ calendar, and `slaDueAt` / `slaState` on tickets, in list filters and in the liv
 from datetime import timedelta
 
 import httpx
+import psycopg
 import pytest
 
 from sla.models import Calendar, SlaPolicy, TicketSla
 from sla.services import claim_due_sla_stages
 from tests.builders import World
+from tests.conftest import test_database_url
+from tests.envelopes import assert_envelope
+from tests.lockhold import holding, wait_for_lock_waiters
 from tests.sse_client import list_updates_url, open_stream
+from tests.ticketing.test_multi_row_locks_server import InFlight
 
 API = "/api/v2/ticketing"
 ALL_WEEK = [{"day": d, "start": "00:00", "end": "24:00"} for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]
@@ -284,3 +289,58 @@ def test_a_priority_without_a_policy_keeps_the_clock_and_one_with_a_policy_start
     raised = call(server, acme, "alice", "PATCH", f"/ticket/{unclocked['id']}", {"priority": "high"})
     assert raised.status_code == 200, raised.text
     assert raised.json()["data"]["slaDueAt"] is not None
+
+
+@pytest.fixture
+def held_calendar(server_without_write_slots, acme: World) -> tuple[object, str]:
+    created = call(server_without_write_slots, acme, "admin", "POST", "/sla/calendars", BERLIN_OFFICE)
+    assert created.status_code == 201, created.text
+    return server_without_write_slots, created.json()["data"]["id"]
+
+
+def test_a_change_of_a_calendar_deleted_while_it_waited_is_404(held_calendar, acme: World):
+    """The PATCH read the calendar, then waited for its row while a DELETE held it and
+    committed (it was a 500, `DoesNotExist`)."""
+    server, calendar_id = held_calendar
+    with psycopg.connect(test_database_url()) as conn:
+        conn.execute("SELECT 1 FROM sla_calendar WHERE id = %s FOR UPDATE", [calendar_id])
+        change = InFlight(lambda: call(server, acme, "admin", "PATCH", f"/sla/calendars/{calendar_id}", {"name": "x"}))
+        wait_for_lock_waiters(1)
+        conn.execute("DELETE FROM sla_holiday WHERE calendar_id = %s", [calendar_id])
+        conn.execute("DELETE FROM sla_calendar WHERE id = %s", [calendar_id])
+        conn.commit()
+    assert_envelope(change.answer(), 404, "CALENDAR_NOT_FOUND")
+
+
+@pytest.mark.parametrize("first", ["policy", "deletion"])
+def test_a_policy_naming_a_calendar_and_its_deletion_at_once(held_calendar, acme: World, first: str):
+    """Whichever takes the calendar first wins, and the other is told: the deletion sees
+    the new policy (409), or the policy finds the calendar gone (400). Before, the
+    deletion counted no policy while one was being written (the policy's foreign key
+    then failed at COMMIT, or the deletion hit it: a 500 either way)."""
+    server, calendar_id = held_calendar
+    policy = {"priority": "high", "responseMinutes": 60, "resolutionMinutes": 480, "calendar": calendar_id}
+
+    def put_policy() -> httpx.Response:
+        return call(server, acme, "admin", "PUT", "/sla/policy", policy)
+
+    def delete() -> httpx.Response:
+        return call(server, acme, "admin", "DELETE", f"/sla/calendars/{calendar_id}")
+
+    with holding("SELECT 1 FROM sla_calendar WHERE id = %s FOR UPDATE", [calendar_id]):
+        one = InFlight(put_policy if first == "policy" else delete)
+        wait_for_lock_waiters(1)
+        other = InFlight(delete if first == "policy" else put_policy)
+        wait_for_lock_waiters(2)
+    saved, deleted = (one.answer(), other.answer()) if first == "policy" else (other.answer(), one.answer())
+
+    if first == "policy":
+        assert saved.status_code == 200, saved.text
+        assert_envelope(deleted, 409, "CALENDAR_IN_USE")
+        assert SlaPolicy.objects.get(tenant=acme.tenant, priority="high").calendar_id is not None
+    else:
+        assert deleted.status_code == 204, deleted.text
+        assert_envelope(saved, 400, "INVALID_BODY")
+        assert "calendar" in saved.json()["error"]["details"]
+        assert not SlaPolicy.objects.filter(tenant=acme.tenant, priority="high").exists()
+        assert not Calendar.objects.filter(pk=calendar_id).exists()
