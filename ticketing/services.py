@@ -344,10 +344,16 @@ def _lock_with_parent(ticket: Ticket | None, data: dict[str, Any]) -> tuple[Tick
             raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
         ticket = locked[ticket.pk]
     if parent.pk not in locked:
-        raise ApiError(
-            400, "INVALID_BODY", "The request body is not valid.", {"parent": ["No ticket of this tenant has this id."]}
-        )
+        raise _no_ticket_named("parent")
     return ticket, {**data, "parent": locked[parent.pk]}
+
+
+def _no_ticket_named(field: str) -> ApiError:
+    """The body's `field` names a ticket deleted while the change waited for its lock:
+    the answer the body would have got a moment later (ParentTicketField's)."""
+    return ApiError(
+        400, "INVALID_BODY", "The request body is not valid.", {field: ["No ticket of this tenant has this id."]}
+    )
 
 
 def _let_go_watchers_who_cannot_see(ticket: Ticket, *, actor: TenantUser | None, support: bool) -> None:
@@ -617,8 +623,10 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket, if_match: froz
     # lock_tickets_closed).
     pair = {ticket.pk, into.pk}
     locked = lock_tickets_closed(lambda: pair | set(_merged_into([ticket.pk]).values_list("ticket_id", flat=True)))
-    if ticket.pk not in locked or into.pk not in locked:
+    if ticket.pk not in locked:
         raise ApiError(404, "TICKET_NOT_FOUND", "No ticket with this id.")
+    if into.pk not in locked:
+        raise _no_ticket_named("into")  # deleted since the body was read: as if it had been before
     ticket, into = locked[ticket.pk], locked[into.pk]
     check_version(ticket, if_match)
     marks, _ = TicketMarks.objects.select_for_update().get_or_create(ticket=ticket)

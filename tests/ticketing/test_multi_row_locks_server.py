@@ -170,6 +170,25 @@ def test_merging_a_ticket_that_another_is_merged_into_while_it_waits(server_with
     assert {str(k): str(v) for k, v in merged.items()} == {a: b, c: b}  # C re-pointed at B
 
 
+def test_merging_into_a_ticket_deleted_while_the_merge_waited(server_without_write_slots, acme: World):
+    """The merge's body named a ticket that a deletion holding it then removed: the body
+    is refused for its `into`, as a moment later (it was a 404 for the merged ticket,
+    which still exists)."""
+    server = server_without_write_slots
+    a, b = tickets(server, acme, 2)
+    with holding(LOCK_TICKET, [b]):
+        deletion = request(server, acme, "DELETE", f"{TICKETS}/{b}", user="admin")
+        wait_for_lock_waiters(1)
+        merge = request(server, acme, "POST", f"{TICKETS}/{a}/merge", {"into": b})
+        wait_for_lock_waiters(2)
+
+    assert deletion.answer().status_code == 204, deletion.answer().text
+    refused = merge.answer()
+    assert_envelope(refused, 400, "INVALID_BODY")
+    assert "into" in refused.json()["error"]["details"], refused.text
+    assert Ticket.objects.get(pk=a).status != "closed"
+
+
 def test_deleting_a_ticket_while_one_is_merged_into_it(server_without_write_slots, acme: World):
     """The deletion's lock of the tickets merged into the deleted one, as the merge's:
     one merged while the deletion waited is locked with the rest, not after them."""
