@@ -231,7 +231,9 @@ def merged(recorded: Recorded) -> None:
     notify(
         type=NotificationType.MERGE,
         ticket=ticket,
-        recipients=[*_watchers(ticket), *_watchers(into)],
+        # The merged ticket's requester and assignee too: the merge closed their ticket,
+        # and its statusChange is left to this notification.
+        recipients=[*_concerned(ticket), *_watchers(into)],
         actor=change.actor,
         action_url=f"/tickets/{into.id}",
         message=f"Ticket {ticket.number} was merged into {into.number}",

@@ -143,16 +143,19 @@ def test_approval_decision_tells_who_requested_it_and_the_ticket_requester(acme:
     assert note.metadata["decision"] == "rejected" and note.metadata["approvalId"] == str(approval.id)
 
 
-def test_merge_tells_the_watchers_of_both_tickets(acme: World):
+def test_merge_tells_the_merged_tickets_people_and_the_watchers_of_both_tickets(acme: World):
     source, target = make_ticket(acme, by="bob"), make_ticket(acme, by="dave")
     admin = as_user(acme, "admin")
+    services.update_ticket(caller=admin, ticket=source, data={"assignee": acme.users["admin"]})
     services.add_watcher(caller=admin, ticket=source, user=acme.users["alice"])
     services.add_watcher(caller=admin, ticket=target, user=acme.users["carol"])
     services.add_watcher(caller=admin, ticket=target, user=acme.users["dave"])
     services.merge_ticket(caller=as_user(acme, "alice"), ticket=source, into=target)
-    # Alice merged it; dave watches the target but may not see bob's ticket, which the
-    # notification shows.
-    assert recipients(acme, "merge") == {"carol"}
+    # Alice merged it; bob (whose ticket it closed) and its assignee are told, and no
+    # statusChange besides; dave watches the target but may not see bob's ticket, which
+    # the notification shows.
+    assert recipients(acme, "merge") == {"bob", "admin", "carol"}
+    assert "bob" not in recipients(acme, "statusChange")
     note = told(acme, "merge")["carol"][0]
     assert note.priority == "low" and note.ticket_number == source.number
     assert note.metadata == {"mergedIntoId": str(target.id), "mergedIntoNumber": target.number}
