@@ -170,6 +170,10 @@ def _list_frame(event: LogEvent, query: TicketQuery) -> bytes | None:
         key = ("created", real_create, replayed)
         return event.frame(key, lambda: sse_frame("created", _created(event, after, real_create), id=event.resume_id))
     if was_in and is_in:
+        if not event.changes:
+            # Nothing a list shows moved: a merge's own event, after the status change
+            # that closed the ticket (its own frame), was an `updated` with `changes: {}`.
+            return None
         key = ("updated", replayed)
         return event.frame(key, lambda: sse_frame("updated", _updated(event, after), id=event.resume_id))
     if was_in and not is_in:

@@ -375,6 +375,25 @@ def test_product_changes_come_as_updates_with_the_product_list(server, acme: Wor
         assert updated.data["changes"]["products"] == {"from": [], "to": updated.data["products"]}
 
 
+def test_a_merge_comes_as_one_update_of_the_merged_ticket(server, acme: World):
+    """The status change that closed it, with its changes: the merge's own event moved
+    nothing a list shows and sent no second, empty `updated`."""
+    source, target = create(server, acme, subject="Duplicate"), create(server, acme, subject="Original")
+    with open_stream("POST", list_updates_url(server.url), headers=acme.headers("alice"), json_body=BODY) as stream:
+        stream.collect(2)
+        merged = httpx.post(
+            f"{server.url}/api/v2/ticketing/ticket/{source['id']}/merge",
+            headers=acme.headers("alice"),
+            json={"into": target["id"]},
+            timeout=10,
+        )
+        assert merged.status_code == 200, merged.text
+        patch(server, acme, target["id"], subject="Original, with the duplicate's report")
+        frames = [stream.next(), stream.next()]
+    assert [(f.event, f.data["id"]) for f in frames] == [("updated", source["id"]), ("updated", target["id"])]
+    assert frames[0].data["changes"]["status"]["to"] == "closed"
+
+
 def _thread_count(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))
