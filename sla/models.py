@@ -132,7 +132,9 @@ class TicketSla(models.Model):
     # Set while the ticket is on hold (pending the customer): the monitor leaves a paused
     # clock alone, and resuming moves the unmet targets by the business time paused.
     paused_at = models.DateTimeField(null=True, blank=True)
-    # Business time spent paused so far: targets are counted from creation plus this.
+    # Business time paused before the pauses were kept one by one (SlaPause, 2026-12-05),
+    # as counted then; a clock paused since has 0 here. Targets are counted from creation
+    # plus this plus each pause's business time in the calendar in force.
     paused_for = models.DurationField(default=timedelta(0))
 
     class Meta:
@@ -163,3 +165,20 @@ class TicketSla(models.Model):
 
     def __str__(self) -> str:
         return f"SLA of {self.ticket_id}"
+
+
+class SlaPause(models.Model):
+    """One ended pause of a clock (the ticket was on hold from `started_at` to
+    `ended_at`). Kept as times, not as the business time they made: a new priority may
+    count in another calendar, where the same pause is another span of working time (a
+    weekend paused on a 24x7 clock is no working time in office hours)."""
+
+    clock = models.ForeignKey(TicketSla, on_delete=models.CASCADE, related_name="pauses")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "SLA pause"
+
+    def __str__(self) -> str:
+        return f"pause of {self.clock_id} from {self.started_at:%Y-%m-%d %H:%M}"

@@ -26,7 +26,7 @@ from sla.business_time import (
     resumed_due,
 )
 from sla.events import SlaEvent, SlaStage
-from sla.models import Calendar, Holiday, SlaPolicy, TicketSla
+from sla.models import Calendar, Holiday, SlaPause, SlaPolicy, TicketSla
 from sla.selectors import calendar_not_found
 from tenants.callers import Caller
 from tenants.permissions import require_admin
@@ -180,11 +180,22 @@ def _resume(sla: TicketSla, calendar: WorkCalendar | None, now: datetime) -> Non
     paused_at = sla.paused_at
     if paused_at is None:
         return
-    sla.paused_for += business_time_between(calendar, paused_at, now)
+    SlaPause.objects.create(clock=sla, started_at=paused_at, ended_at=now)
     for target in TARGETS:
         for name in (f"{target}_due", f"{target}_warn_at"):
             setattr(sla, name, resumed_due(calendar, getattr(sla, name), paused_at, now))
     sla.paused_at = None
+
+
+def _paused_business_time(sla: TicketSla, calendar: WorkCalendar | None, now: datetime) -> timedelta:
+    """The business time the clock has been paused, in `calendar` (the one its targets
+    are counted in now, which may not be the one in force when it was paused)."""
+    total = sla.paused_for  # paused before the pauses were kept one by one, as counted then
+    for started, ended in SlaPause.objects.filter(clock=sla).values_list("started_at", "ended_at"):
+        total += business_time_between(calendar, started, ended)
+    if sla.paused_at is not None:
+        total += business_time_between(calendar, sla.paused_at, now)
+    return total
 
 
 def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) -> dict[str, dict[str, Any]]:
@@ -203,15 +214,15 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
         if sla is None:
             sla = start_clock(ticket=ticket)
         else:
-            paused_for = sla.paused_for
-            if sla.paused_at is not None:
-                paused_for += business_time_between(calendar, sla.paused_at, now)
+            paused_for = _paused_business_time(sla, calendar, now)
             for name, value in sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for).items():
                 setattr(sla, name, value)
             _reopen_stages(sla, now)
             if sla.paused_at is not None:
-                # Still paused: the targets above already count the pause up to now.
-                sla.paused_at, sla.paused_for = now, paused_for
+                # Still paused: the targets above count the pause up to now, so it ends
+                # here and a new one runs from now (resuming moves the targets by that).
+                SlaPause.objects.create(clock=sla, started_at=sla.paused_at, ended_at=now)
+                sla.paused_at = now
     if sla is None:
         return sync_ticket_sla(ticket, None)
     if previous_status != ticket.status:

@@ -2,7 +2,7 @@
 and a holiday, pausing while on hold and resuming, first response by a comment, and the
 ticket's `slaDueAt` / `slaState` with the events that carry their changes."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -102,13 +102,47 @@ def test_on_hold_pauses_and_resuming_moves_the_targets_by_the_business_time_paus
     sla = TicketSla.objects.get(pk=ticket.pk)
     # 6 business hours were left at the pause: Tuesday 12:00 + 5 h -> 17:00, + 1 h -> Wednesday 10:00.
     assert sla.response_due == berlin(2026, 3, 11, 10)
-    assert sla.paused_at is None and sla.paused_for == timedelta(hours=9)
+    assert sla.paused_at is None
+    assert list(sla.pauses.values_list("started_at", "ended_at")) == [(berlin(2026, 3, 9, 11), berlin(2026, 3, 10, 12))]
     resumed = Ticket.objects.get(pk=ticket.pk)
     assert (resumed.sla_state, resumed.sla_due_at) == ("ok", berlin(2026, 3, 11, 10))
 
     # A priority change now recounts from creation plus the time paused: the same targets.
     services.update_ticket(caller=alice, ticket=ticket, data={"priority": "high", "subject": "still"})
     assert TicketSla.objects.get(pk=ticket.pk).response_due == berlin(2026, 3, 11, 10)
+
+
+def test_a_pause_counted_again_in_a_new_priority_calendar_is_counted_in_its_hours(acme: World, clock):
+    """Paused all weekend under a 24x7 policy, then moved to a priority counted in Berlin
+    office hours: the weekend is no business time there, so the new targets are those
+    of a ticket never paused (the 48 hours paused on the 24x7 clock were added to the
+    office-hours targets, six working days late)."""
+    berlin_policy(acme)
+    SlaPolicy.objects.create(
+        tenant=acme.tenant, priority="urgent", response_minutes=60, resolution_minutes=240, warning_percent=75
+    )
+    clock.set(2026, 3, 6, 18)  # Friday evening, after office hours
+    paused = make_ticket(acme, by="bob", priority="urgent")
+    alice = as_user(acme, "alice")
+    services.update_ticket(caller=alice, ticket=paused, data={"status": "on_hold"})
+    clock.set(2026, 3, 8, 18)  # Sunday evening: 48 hours paused
+    services.update_ticket(caller=alice, ticket=Ticket.objects.get(pk=paused.pk), data={"status": "open"})
+    clock.set(2026, 3, 8, 19)
+    services.update_ticket(caller=alice, ticket=Ticket.objects.get(pk=paused.pk), data={"priority": "high"})
+
+    sla = TicketSla.objects.get(pk=paused.pk)
+    # Created Friday 18:00, 8 office hours: due Monday 17:00, as if never paused.
+    assert sla.response_due == berlin(2026, 3, 9, 17)
+    assert Ticket.objects.get(pk=paused.pk).sla_due_at == berlin(2026, 3, 9, 17)
+    # Put on hold again on Monday at 10:00 for two office hours, then back to urgent
+    # (24x7): the two hours count there, and the weekend too, as it did at first.
+    clock.set(2026, 3, 9, 10)
+    services.update_ticket(caller=alice, ticket=Ticket.objects.get(pk=paused.pk), data={"status": "on_hold"})
+    clock.set(2026, 3, 9, 12)
+    services.update_ticket(caller=alice, ticket=Ticket.objects.get(pk=paused.pk), data={"status": "open"})
+    services.update_ticket(caller=alice, ticket=Ticket.objects.get(pk=paused.pk), data={"priority": "urgent"})
+    # Friday 18:00 + 1 h + 48 h + 2 h paused: Sunday 21:00; the response target is long past.
+    assert TicketSla.objects.get(pk=paused.pk).response_due == berlin(2026, 3, 8, 21)
 
 
 def test_first_agent_comment_meets_the_response_target_and_moves_the_due_time(acme: World, clock):
