@@ -13,8 +13,12 @@ What uvicorn does not do by itself is added here: a deadline for a request's hea
 (`ServiceHttpProtocol`: uvicorn waits for ever on a connection that sends half a
 request line, so a few hundred slow clients could hold every socket — "slowloris"), a
 bound on its size (uvicorn's httptools protocol buffers a head of any size: ten
-megabytes of headers were read and answered), refusals in the API's error envelope
-(431, and 400 for what its parser refuses, which uvicorn answered in plain text),
+megabytes of headers were read and answered), the same for a body (its size, refused
+from the `Content-Length` before `100 Continue`, and a deadline between its reads: a
+body was read whole, 52 MB spooled to disk, before the application refused it, and
+one that never came held its connection for ever), refusals in the API's error
+envelope (431, 413, 408, and 400 for what its parser refuses, which uvicorn answered in
+plain text),
 keeping credentials out of its log lines (config.log_redaction on its handlers), and
 telling a stream when its connection is lost without a task per stream listening for it
 (`ServiceHttpProtocol.call_when_lost`, used by events.sse).
@@ -47,7 +51,7 @@ import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
@@ -63,9 +67,24 @@ MAX_HEADER_LINE_BYTES = 65_536
 MAX_HEAD_BYTES = 4 * MAX_HEADER_LINE_BYTES
 
 
-class _HeadTooLarge(Exception):
-    """Raised from a parser callback: httptools stops there and uvicorn answers it with
-    `send_400_response`, which `ServiceHttpProtocol` turns into a 431."""
+# How long a connection whose request was refused once its head was read is kept open to
+# drop what the client still sends (nginx's lingering close). Closed at once with bytes
+# unread, the kernel resets it, and a client still sending its body (one that did not wait
+# for `100 Continue`) loses the answer.
+_LINGER_SECONDS = 5.0
+
+
+class _Unread:
+    """The parser of a connection whose request was refused: what comes after is dropped."""
+
+    @staticmethod
+    def feed_data(data: bytes) -> None:
+        pass
+
+
+class _Refused(Exception):
+    """Raised from a parser callback once `ServiceHttpProtocol.edge.refusal` is set:
+    httptools stops there and uvicorn calls `send_400_response`, which sends it."""
 
 
 def _refusal(status: bytes, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
@@ -85,6 +104,24 @@ def _header_too_large_response() -> bytes:
         f"A request header line is larger than {MAX_HEADER_LINE_BYTES} bytes, "
         f"or the request head larger than {MAX_HEAD_BYTES}.",
         {"limit": MAX_HEADER_LINE_BYTES, "headLimit": MAX_HEAD_BYTES},
+    )
+
+
+def _payload_too_large_response(limit: int) -> bytes:
+    return _refusal(
+        b"413 Payload Too Large",
+        "PAYLOAD_TOO_LARGE",
+        f"The request body is larger than {limit} bytes.",
+        {"limit": limit},
+    )
+
+
+def _body_timeout_response(timeout: float) -> bytes:
+    return _refusal(
+        b"408 Request Timeout",
+        "REQUEST_TIMEOUT",
+        f"No byte of the request body arrived for {timeout:g} s.",
+        {"timeout": timeout},
     )
 
 
@@ -160,15 +197,19 @@ class LeanEvent:
 class _ConnectionEdge:
     """ServiceHttpProtocol's own state for one connection."""
 
-    __slots__ = ("head_bytes", "head_started", "head_too_large", "header_timer", "when_lost")
+    __slots__ = ("body_bytes", "deadline", "head_bytes", "head_started", "refusal", "when_lost")
 
     def __init__(self) -> None:
-        self.header_timer: asyncio.TimerHandle | None = None
+        # The head's deadline until it is complete, then its body's until that is: one at
+        # a time, so one slot (six keep the object in the allocator's 80-byte class).
+        self.deadline: asyncio.TimerHandle | None = None
         self.head_started = False
         # Bytes received while the current head was incomplete (not counting the read it
-        # began in), and whether a line of it went over MAX_HEADER_LINE_BYTES.
+        # began in); bytes of its body so far.
         self.head_bytes = 0
-        self.head_too_large = False
+        self.body_bytes = 0
+        # What `send_400_response` sends for a request a parser callback refused.
+        self.refusal: bytes | None = None
         self.when_lost: Callable[[], object] | None = None
 
 
@@ -188,16 +229,38 @@ def _header_timeout() -> float:
     return float(settings.HTTP_HEADER_TIMEOUT_SECONDS)
 
 
-class ServiceHttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools), with a deadline for each request's head
-    and a callback for the connection's loss.
+@functools.cache
+def _body_timeout() -> float:
+    from django.conf import settings
 
-    The clock starts when the connection opens (for its first request) or when the first
-    byte of a later request arrives, and stops when the head is complete: a body, a long
+    return float(settings.HTTP_BODY_TIMEOUT_SECONDS)
+
+
+@functools.cache
+def _max_body_bytes() -> int | None:
+    """The application's own limit (413 PAYLOAD_TOO_LARGE, core.json_input), held here
+    before a byte of the body is read; None: no limit."""
+    from django.conf import settings
+
+    return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+class ServiceHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools), with a deadline and a bound for each
+    request's head and body, and a callback for the connection's loss.
+
+    The head's clock starts when the connection opens (for its first request) or when the
+    first byte of a later request arrives, and stops when the head is complete: a
     response or a stream is never timed by it (uvicorn's keep-alive timeout covers idle
     connections between requests). A head started but not complete in time gets `408`
     and the connection is closed; a connection that sent nothing at all is just closed
     (a browser's speculative pre-connection must not read a stray response).
+
+    A body gets `HTTP_BODY_TIMEOUT_SECONDS` between two of its reads (nginx's
+    `client_body_timeout`, deploy/nginx), counted only while the server reads it, and is
+    held to the application's limit (`DATA_UPLOAD_MAX_MEMORY_SIZE`): a `Content-Length`
+    over it is refused with the head, before uvicorn's `100 Continue`; a chunked body
+    once it passes it.
 
     `call_when_lost` is how a stream's live phase learns that its client left
     (events.sse.StreamAwareASGIHandler._serve_live). uvicorn's own way is `receive()`
@@ -228,16 +291,25 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         timeout = _header_timeout()
-        if self.edge.header_timer is None and timeout > 0:
-            self.edge.header_timer = self.loop.call_later(timeout, self._header_timed_out)
+        if self.edge.deadline is None and timeout > 0:
+            self.edge.deadline = self.loop.call_later(timeout, self._header_timed_out)
 
-    def _disarm_header_timer(self) -> None:
-        if self.edge.header_timer is not None:
-            self.edge.header_timer.cancel()
-            self.edge.header_timer = None
+    def _arm_body_timer(self) -> None:
+        self._disarm_deadline()
+        timeout = _body_timeout()
+        if timeout > 0:
+            self.edge.deadline = self.loop.call_later(timeout, self._body_timed_out)
+
+    def _disarm_deadline(self) -> None:
+        if self.edge.deadline is not None:
+            self.edge.deadline.cancel()
+            self.edge.deadline = None
+
+    def _log(self, event: str) -> None:
+        self.logger.info("event=%s client=%s", event, self.client and self.client[0])
 
     def _header_timed_out(self) -> None:
-        self.edge.header_timer = None
+        self.edge.deadline = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
@@ -247,9 +319,24 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
             return
         if self.edge.head_started:
-            self.logger.info("event=request_header_timeout client=%s", self.client and self.client[0])
+            self._log("request_header_timeout")
             self.transport.write(_HEADER_TIMEOUT_RESPONSE)
         self.transport.close()
+
+    def _body_timed_out(self) -> None:
+        self.edge.deadline = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused or self.pipeline:
+            # The server is not reading this body (the application has not taken what
+            # came, or the request waits behind another): the client is not late.
+            self._arm_body_timer()
+            return
+        self._log("request_body_timeout")
+        # An application that answered before reading the whole body has had its say:
+        # another answer would be read as the one to the client's next request.
+        started = self.cycle.response_started
+        self._refuse(b"" if started else _body_timeout_response(_body_timeout()))
 
     def data_received(self, data: bytes) -> None:
         if self.edge.head_started:
@@ -258,36 +345,44 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         # A head that does not end (one endless line, or line after line): httptools
         # would keep all of it. Counted by the read, so the bound holds within a read.
         if self.edge.head_started and self.edge.head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
-            self._refuse_head()
+            self._log("request_header_too_large")
+            self._refuse(_header_too_large_response())
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > MAX_HEADER_LINE_BYTES:
-            self.edge.head_too_large = True
-            raise _HeadTooLarge
+            self._stop_parsing(_header_too_large_response(), "request_header_too_large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) > MAX_HEADER_LINE_BYTES:
-            self.edge.head_too_large = True
-            raise _HeadTooLarge
+            self._stop_parsing(_header_too_large_response(), "request_header_too_large")
         super().on_header(name, value)
+
+    def _stop_parsing(self, refusal: bytes, event: str) -> NoReturn:
+        """Refuse the request from a parser callback (see `_Refused`)."""
+        self._log(event)
+        self.edge.refusal = refusal
+        raise _Refused
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's answer to what its parser refuses was plain text.
-        if self.edge.head_too_large:
-            self._refuse_head()
-        else:
-            self._refuse(_malformed_request_response())
+        refusal, self.edge.refusal = self.edge.refusal, None
+        # Refused once its head was read, a request may have its body on the way.
+        linger = not self.edge.head_started
+        self._refuse(_malformed_request_response() if refusal is None else refusal, linger=linger)
 
-    def _refuse_head(self) -> None:
-        self.logger.info("event=request_header_too_large client=%s", self.client and self.client[0])
-        self._refuse(_header_too_large_response())
-
-    def _refuse(self, response: bytes) -> None:
-        self._disarm_header_timer()
+    def _refuse(self, response: bytes, *, linger: bool = False) -> None:
+        self._disarm_deadline()
         self.edge.head_started = False
         self.transport.write(response)
-        self.transport.close()
+        if not linger:
+            self.transport.close()
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client sees the answer end, then the connection
+        self.parser = _Unread()  # type: ignore[assignment]
+        self.flow.resume_reading()
+        self.edge.deadline = self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -295,7 +390,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
+        self._disarm_deadline()
         super().connection_lost(exc)
         callback, self.edge.when_lost = self.edge.when_lost, None
         if callback is not None:
@@ -309,7 +404,12 @@ class ServiceHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.edge.head_started = False
-        self._disarm_header_timer()
+        self._disarm_deadline()
+        limit = _max_body_bytes()
+        if limit is not None and self._content_length() > limit:
+            # Before uvicorn makes the request's cycle, whose first `receive()` would
+            # answer `100 Continue` and read the body whole before the application refused it.
+            self._stop_parsing(_payload_too_large_response(limit), "request_body_too_large")
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:
@@ -318,6 +418,28 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             # created but has not run (asyncio starts tasks at the loop's next turn, not
             # eagerly), so nothing waits on the event being replaced.
             self.cycle.message_event = LeanEvent()  # type: ignore[assignment]
+            self.edge.body_bytes = 0
+            self._arm_body_timer()  # stopped at once by on_message_complete when there is no body
+
+    def _content_length(self) -> int:
+        # httptools has refused a Content-Length that is not a number, or given twice.
+        for name, value in self.headers:
+            if name == b"content-length":
+                return int(value)
+        return 0
+
+    def on_body(self, body: bytes) -> None:
+        self.edge.body_bytes += len(body)
+        limit = _max_body_bytes()
+        if limit is not None and self.edge.body_bytes > limit and not self.cycle.response_started:
+            # A chunked body, which declares no length: refused once it passes the limit.
+            self._stop_parsing(_payload_too_large_response(limit), "request_body_too_large")
+        super().on_body(body)
+        self._arm_body_timer()  # from this piece on
+
+    def on_message_complete(self) -> None:
+        self._disarm_deadline()
+        super().on_message_complete()
 
 
 def prepare_metrics_dir() -> Path | None:

@@ -74,6 +74,9 @@ CONTENT_SECURITY_POLICY_REPORT_ONLY = env_bool("CONTENT_SECURITY_POLICY_REPORT_O
 # uvicorn closes a connection whose request head (request line and headers) is not
 # complete this long after it started (config.serve): slow-header ("slowloris") clients.
 HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0)
+# ... and one whose request body sends nothing for this long (between two reads, as the
+# shipped nginx's client_body_timeout): a body that stopped arriving held it for ever.
+HTTP_BODY_TIMEOUT_SECONDS = env_float("HTTP_BODY_TIMEOUT_SECONDS", 30.0)
 # On SIGTERM a worker tells its streams to end (SERVER_SHUTDOWN) and lets requests in
 # flight finish for this long (config.serve); streams that could not end by then are cut
 # by the worker itself shortly before (events.hub.EventHub.close_all), so that they give

@@ -3,6 +3,7 @@ request heads are cut, streams are not, and no credential reaches its log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -16,23 +17,29 @@ from websockets.sync.client import connect
 from tenants.services import create_api_key
 from tests.builders import World
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
+from tests.sse_client import list_updates_url, open_stream
+from ticketing.models import Ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HEADER_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
+BODY_LIMIT = 2_621_440  # DATA_UPLOAD_MAX_MEMORY_SIZE, Django's default
 NOTIFICATIONS = "/api/v2/ticketing/ticket/sse/notifications"
 
 
 @pytest.fixture(scope="module")
 def _edge_process(django_db_setup: None, django_db_blocker: object) -> Iterator[ServerProcess]:
-    proc = ServerProcess(HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT), LOG_LEVEL="INFO").start()
+    proc = ServerProcess(
+        HTTP_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT), HTTP_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT), LOG_LEVEL="INFO"
+    ).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
 def edge_server(transactional_db: None, _edge_process: ServerProcess) -> Iterator[ServerProcess]:
-    """A server with a short header timeout that logs at INFO (into its log file)."""
+    """A server with short header and body timeouts that logs at INFO (into its log file)."""
     yield _edge_process
     wait_until_database_is_quiet()
 
@@ -275,3 +282,103 @@ def test_a_request_that_is_not_valid_http_is_400_in_the_envelope(edge_server, re
     assert b"content-type: application/json" in head.lower()
     error = json.loads(body)
     assert error["success"] is False and error["error"]["code"] == "INVALID_REQUEST"
+
+
+def refusal(received: bytes, status: int, code: str) -> dict:
+    """The error of a refusal the server made itself, in the API's envelope, closing."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d" % status), received[:300]
+    assert b"connection: close" in head.lower() and b"content-type: application/json" in head.lower(), head
+    assert b"content-security-policy" not in head.lower(), "the application answered: it was given the request"
+    error = json.loads(body)
+    assert error["success"] is False and error["error"]["code"] == code, error
+    return error["error"]
+
+
+def post_head(world: World | None, length: str, *extra: str) -> bytes:
+    credentials = world.headers("alice") if world else {}
+    lines = [f"{name}: {value}" for name, value in credentials.items()] + [length, *extra]
+    return (
+        "POST /api/v2/ticketing/ticket HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + "".join(f"{line}\r\n" for line in lines)
+        + "\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("length", [52_000_000, 3_000_000_000])
+def test_a_body_declared_over_the_limit_is_413_before_100_continue(edge_server, length: int):
+    # It got `100 Continue`, then all 52 MB were read (spooled to disk) before the answer;
+    # 3 GB declared and never sent held the connection for ever.
+    started = time.monotonic()
+    with raw_connection(edge_server) as sock:
+        sock.sendall(post_head(None, f"Content-Length: {length}", "Expect: 100-continue"))
+        received, _ = read_until_closed(sock, 5)
+    assert time.monotonic() - started < 2
+    assert not received.startswith(b"HTTP/1.1 100"), received[:100]
+    assert refusal(received, 413, "PAYLOAD_TOO_LARGE")["details"] == {"limit": BODY_LIMIT}
+
+
+def test_a_client_sending_a_body_over_the_limit_without_waiting_reads_the_413(edge_server, acme: World):
+    # A client that does not ask for `100 Continue` sends its whole body, then reads: the
+    # server drops what comes after its answer for a while (nginx's lingering close)
+    # rather than reset the connection under the client's feet, answer and all.
+    body = b"x" * 20_000_000
+    with raw_connection(edge_server) as sock:
+        sock.sendall(post_head(acme, f"Content-Length: {len(body)}") + body)
+        received, _ = read_until_closed(sock, 10)
+    refusal(received, 413, "PAYLOAD_TOO_LARGE")
+    # httpx alike, with a body it sends as JSON.
+    big = json.dumps({"subject": "x" * 3_000_000, "priority": "high", "team": "operation"})
+    response = httpx.post(
+        f"{edge_server.url}/api/v2/ticketing/ticket", content=big, headers=acme.headers("alice"), timeout=10
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert not Ticket.objects.exists()
+
+
+def test_a_chunked_body_is_413_once_it_passes_the_limit_without_the_rest_being_read(edge_server, acme: World):
+    chunk = b"x" * 65_536
+    sent = 0
+    received = b""
+    with raw_connection(edge_server) as sock:
+        sock.sendall(post_head(acme, "Transfer-Encoding: chunked"))
+        sock.settimeout(0.01)
+        try:
+            while sent < 50_000_000 and not received:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+                with contextlib.suppress(TimeoutError):  # no answer yet
+                    received = sock.recv(65_536)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server gave up on us after its answer
+        assert received, f"no answer after {sent} bytes of body"
+        rest, _ = read_until_closed(sock, 10)
+    assert sent < 20_000_000, "the server kept reading a body past its limit"
+    refusal(received + rest, 413, "PAYLOAD_TOO_LARGE")
+    assert not Ticket.objects.exists()
+
+
+def test_a_body_that_stops_arriving_is_408_after_the_body_timeout(edge_server, acme: World):
+    with raw_connection(edge_server) as sock:
+        sock.sendall(post_head(acme, "Content-Length: 100") + b'{"subject": "Half a bo')
+        received, elapsed = read_until_closed(sock, BODY_TIMEOUT + 5)
+    assert elapsed >= BODY_TIMEOUT - 0.5, "cut before the client had its time"
+    assert refusal(received, 408, "REQUEST_TIMEOUT")["details"] == {"timeout": BODY_TIMEOUT}
+    with raw_connection(edge_server) as sock:
+        sock.sendall(post_head(acme, "Transfer-Encoding: chunked") + b'5\r\n{"sub\r\n')
+        received, _ = read_until_closed(sock, BODY_TIMEOUT + 5)
+    refusal(received, 408, "REQUEST_TIMEOUT")
+    time.sleep(0.5)  # let the server flush its log lines
+    assert "event=request_body_timeout" in edge_server.log_path.read_text()
+    assert not Ticket.objects.exists()
+
+
+def test_a_stream_opened_with_a_body_outlives_the_body_timeout(edge_server, acme: World):
+    # The body's deadline ends with the body: the stream it opened is not timed by it.
+    url = list_updates_url(edge_server.url)
+    with open_stream("POST", url, headers=acme.headers("alice"), json_body={"top": 5}) as stream:
+        assert [stream.next().event, stream.next().event] == ["connected", "snapshot"]
+        started = time.monotonic()
+        while time.monotonic() - started < BODY_TIMEOUT * 2:
+            assert stream.next(skip=(), timeout=5).event == "heartbeat"
