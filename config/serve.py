@@ -18,7 +18,8 @@ from the `Content-Length` before `100 Continue`, and a deadline between its read
 body was read whole, 52 MB spooled to disk, before the application refused it, and
 one that never came held its connection for ever), refusals in the API's error
 envelope (431, 413, 408, and 400 for what its parser refuses, which uvicorn answered in
-plain text),
+plain text), the websocket handshake's bounds raised to the head's (the websockets
+library re-parses it with 8 KB lines) and its messages bounded to the protocol's size,
 keeping credentials out of its log lines (config.log_redaction on its handlers), and
 telling a stream when its connection is lost without a task per stream listening for it
 (`ServiceHttpProtocol.call_when_lost`, used by events.sse).
@@ -65,6 +66,11 @@ from config.local_env import load_local_env
 # groups is tens of KB), the head up to four of them.
 MAX_HEADER_LINE_BYTES = 65_536
 MAX_HEAD_BYTES = 4 * MAX_HEADER_LINE_BYTES
+# The largest message a partner sends on the websocket (docs/api.md): a subscribe with
+# the 50 types the server takes, each of 255 characters written as JSON escapes of
+# characters outside the BMP (12 bytes each), is 153 KB; every real one is far smaller.
+# uvicorn's default, 16 MB, let every socket make its worker hold that much.
+MAX_WEBSOCKET_MESSAGE_BYTES = 262_144
 
 
 # How long a connection whose request was refused once its head was read is kept open to
@@ -512,6 +518,11 @@ def served_application() -> Any:
 
 
 def serve_uvicorn(args: argparse.Namespace) -> None:
+    # uvicorn's websocket protocol parses a handshake's head again with the websockets
+    # library, whose bounds (8 KB lines, 128 headers: a 20 KB bearer token got a plain-text
+    # 431) it reads from these variables when imported, in this process or a worker's,
+    # after this: let pass every head ServiceHttpProtocol has let pass.
+    os.environ.update(WEBSOCKETS_MAX_LINE_LENGTH=str(MAX_HEAD_BYTES), WEBSOCKETS_MAX_NUM_HEADERS=str(MAX_HEAD_BYTES))
     proxies = trusted_proxies()
     uvicorn.run(
         # A factory, called in each worker process once it has imported the application.
@@ -533,6 +544,7 @@ def serve_uvicorn(args: argparse.Namespace) -> None:
         # Partner events are small JSON messages; compressing them costs more memory per
         # socket than it saves.
         ws_per_message_deflate=False,
+        ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
         proxy_headers=bool(proxies),
         forwarded_allow_ips=proxies or None,
     )

@@ -1,11 +1,15 @@
-"""The server's edges, through a real server process (config.serve: uvicorn): slow
-request heads are cut, streams are not, and no credential reaches its log."""
+"""The server's edges, through a real server process (config.serve: uvicorn): slow or
+oversized request heads and bodies are refused, streams are not, the partner websocket
+takes the heads plain requests take and refuses oversized messages, and no credential
+reaches its log."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
@@ -15,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tenants.services import create_api_key
-from tests.builders import World
+from tests.builders import World, base_claims, signed
 from tests.conftest import ServerProcess, wait_until_database_is_quiet
 from tests.sse_client import list_updates_url, open_stream
 from ticketing.models import Ticket
@@ -382,3 +386,31 @@ def test_a_stream_opened_with_a_body_outlives_the_body_timeout(edge_server, acme
         started = time.monotonic()
         while time.monotonic() - started < BODY_TIMEOUT * 2:
             assert stream.next(skip=(), timeout=5).event == "heartbeat"
+
+
+def partner_socket_url(server: ServerProcess) -> str:
+    return server.url.replace("http://", "ws://") + "/v2/system/events/ws"
+
+
+def test_the_partner_socket_opens_with_a_20_kb_bearer_token_and_refuses_a_10_mb_message(edge_server, acme: World):
+    # The websockets library re-read the handshake with 8 KB lines: a plain-text 431,
+    # though plain requests take header lines up to 64 KB.
+    groups = [f"/org/department-{i:04d}/team" for i in range(600)]
+    token = signed(base_claims(acme, "crm", realm_access={"roles": ["partner"]}, groups=groups), acme.realm.secret)
+    assert len(token) > 16_000
+    with connect(partner_socket_url(edge_server), additional_headers=acme.raw_headers(token), open_timeout=5) as ws:
+        ws.send(json.dumps({"action": "ping"}))
+        assert json.loads(ws.recv(timeout=5))["action"] == "pong"
+        # The largest message the protocol takes (docs/api.md): 50 types of 255 characters,
+        # written as JSON escapes of characters outside the BMP, 153 KB.
+        types = ["\U0001f600" * 255] * 50
+        largest = json.dumps({"action": "subscribe", "types": types})
+        assert len(largest) > 150_000
+        ws.send(largest)
+        assert json.loads(ws.recv(timeout=5))["action"] == "subscribed"
+        # A 10 MB text message (uvicorn took up to 16 MB) is refused once its frame's head
+        # says so, before its payload: the head of one, masked as a client's.
+        ws.socket.sendall(struct.pack("!BBQ", 0x81, 0x80 | 127, 10_000_000) + os.urandom(4))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
