@@ -9,7 +9,10 @@ before any code looks at it:
 - nesting deeper than `MAX_JSON_DEPTH`: json's C parser recurses, and 5,000 levels end
   in a RecursionError; nothing the API takes is more than a few levels deep;
 - a string or key with a lone UTF-16 surrogate (`"\\ud800"`): it has no UTF-8 encoding,
-  so PostgreSQL (and the JSON renderer) would fail on it.
+  so PostgreSQL (and the JSON renderer) would fail on it;
+- a key repeated in one object (`{"priority": "bogus", "priority": "high"}`), at any
+  depth: Python keeps the last one, a proxy or gateway in front may read the first, so
+  the request it checked would not be the request that runs.
 
 Bodies are also held to `DATA_UPLOAD_MAX_MEMORY_SIZE` (`413 PAYLOAD_TOO_LARGE`): DRF reads
 the request stream itself and so skips Django's own check."""
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 from django.conf import settings
@@ -53,6 +57,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        repeated = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise invalid_json(f"The JSON repeats the key {_quoted(repeated)} in one object; each key may appear once.")
+    return value
+
+
+def _quoted(key: str) -> str:
+    # Escaped to ASCII and cut short: the key may hold a lone surrogate or control
+    # characters, and the message goes into a response body and a websocket close reason.
+    return json.dumps(key if len(key) <= 60 else key[:60] + "...")
+
+
 def load_json(data: str | bytes | bytearray) -> Any:
     """Parse `data` as JSON the API can take, or raise `400 INVALID_JSON` saying why."""
     if isinstance(data, bytes | bytearray):
@@ -61,7 +79,12 @@ def load_json(data: str | bytes | bytearray) -> Any:
         except UnicodeDecodeError:
             raise invalid_json("The JSON is not UTF-8 text.") from None
     try:
-        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(
+            data,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_object_without_repeated_keys,
+        )
     except RecursionError:
         raise invalid_json(f"The JSON nests deeper than {MAX_JSON_DEPTH} levels.") from None
     except json.JSONDecodeError as error:

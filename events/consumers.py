@@ -212,7 +212,7 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
         if self.refused:
             return
         try:
-            message = load_json(text_data or "")  # deep nesting, NaN, lone surrogates: refused too
+            message = load_json(text_data or "")  # deep nesting, NaN, surrogates, repeated keys: refused too
         except ApiError as error:
             await self._refuse(CLOSE_BAD_MESSAGE, f"Messages must be JSON objects. {error.message}")
             return

@@ -58,8 +58,9 @@ class NotificationListQueryView(RetryingAPIView):
         if "filter" in data:
             try:
                 data["filter"] = load_json(data["filter"])
-            except ApiError:
-                raise ApiError(400, "INVALID_QUERY", "filter must be a JSON array.", {"field": "filter"}) from None
+            except ApiError as error:
+                message = f"filter must be a JSON array. {error.message}"
+                raise ApiError(400, "INVALID_QUERY", message, {"field": "filter"}) from None
         return _list_response(request, data, query=True)
 
 

@@ -139,6 +139,34 @@ def test_a_body_that_is_not_utf8_is_400_whatever_charset_it_declares(server, acm
     assert not Ticket.objects.exists()
 
 
+def test_a_key_repeated_in_one_object_is_400_naming_it_and_changes_nothing(server, acme: World):
+    # Python kept the last of the two, a proxy in front may read the first: the request it
+    # checked was not the one that ran (`"priority": "bogus"` was applied as "high").
+    ticket = create_ticket(server, acme, priority="low")
+    patched = httpx.patch(
+        f"{server.url}{API}/ticket/{ticket['id']}",
+        headers={**acme.headers("alice"), "content-type": "application/json"},
+        content='{"priority": "bogus", "priority": "high"}',
+        timeout=TIMEOUT,
+    )
+    assert '"priority"' in assert_envelope(patched, 400, "INVALID_JSON")["error"]["message"]
+    assert Ticket.objects.get().priority == "low"
+    top = assert_envelope(post_raw(server, f"{API}/ticket/list", acme, '{"top": 500, "top": 1}'), 400, "INVALID_JSON")
+    assert '"top"' in top["error"]["message"]
+    nested = '{"top": 5, "filter": {"op": "AND", "op": "OR", "operand": []}}'
+    assert '"op"' in assert_envelope(open_list_stream(server, acme, nested), 400, "INVALID_JSON")["error"]["message"]
+    query = httpx.get(
+        f"{server.url}{API}/ticket/notification/list",
+        params={"filter": '[{"field": "type", "op": "EQ", "value": "x", "value": "y"}]'},
+        headers=acme.headers("alice"),
+        timeout=TIMEOUT,
+    )
+    assert '"value"' in assert_envelope(query, 400, "INVALID_QUERY")["error"]["message"]  # as any bad parameter
+    # The same key in two different objects is no repeat.
+    listed = post_raw(server, f"{API}/ticket/list", acme, '{"top": 5, "sortOrder": [{"column": "subject"}]}')
+    assert listed.status_code == 200, listed.text
+
+
 def test_ticket_text_with_a_lone_surrogate_is_400_and_creates_nothing(server, acme: World):
     assert_envelope(post_raw(server, f"{API}/ticket", acme, '{"subject": "a\\ud83d b"}'), 400, "INVALID_JSON")
     assert not Ticket.objects.exists()
@@ -387,6 +415,17 @@ def test_websocket_message_json_that_cannot_be_read_closes_4400_with_a_message(s
         code, error = closing_message(ws)
     assert code == 4400
     assert error is not None and error["code"] == 4400 and error["message"]
+
+
+def test_websocket_message_repeating_a_key_closes_4400_naming_it(server, acme: World):
+    # Read as the last one, `{"action": "subscribe", "action": "ping"}` was answered with a
+    # pong where a proxy reading the first saw a subscribe.
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+        ws.send('{"action": "subscribe", "action": "ping"}')
+        code, error = closing_message(ws)
+    assert code == 4400
+    assert error is not None and '"action"' in error["message"]
 
 
 # --- 4. cursors whose timestamp is past the year 9999 ---------------------------------------
