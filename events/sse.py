@@ -34,6 +34,7 @@ from django.core.handlers.base import BaseHandler
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RoutePattern
+from django.utils.http import parse_header_parameters
 
 from core.aio import cancellable, run_to_the_end
 from core.db_retry import DatabaseUnavailable
@@ -910,6 +911,48 @@ class StreamArguments(NamedTuple):
     resume_from: str | None = None  # a body or query `lastEventId` (the header wins)
 
 
+def accepts_event_stream(accept: str | None) -> bool:
+    """Does an `Accept` header take `text/event-stream`? By the most specific range that
+    names it (`text/event-stream`, then `text/*`, then `*/*`), whose `q=0` refuses it
+    (RFC 9110 12.5.1); no header at all takes anything.
+
+    Parameters other than `q` are not compared: Django's `request.accepts` matched a range
+    with parameters only to a type with the same ones, so `text/event-stream;
+    charset=utf-8` (what some clients send, and what these streams are) was a 406, and it
+    dropped `q=0` ranges, so `text/event-stream;q=0, */*` was taken."""
+    if accept is None:
+        return True
+    best: tuple[int, float] | None = None  # (specificity, q) of the most specific match
+    for token in accept.split(","):
+        try:
+            media_range, params = parse_header_parameters(token)
+        except ValueError:  # an RFC 2231 parameter in an unknown charset: not a range we take
+            continue
+        specificity = _EVENT_STREAM_RANGES.get(media_range)
+        if specificity is None:
+            continue
+        weight = (specificity, _quality(params.get("q")))
+        # Ranges as specific as one another (`text/event-stream;charset=latin-1;q=0,
+        # text/event-stream`) differ in parameters this check does not read: the
+        # most willing one decides.
+        if best is None or weight > best:
+            best = weight
+    return best is not None and best[1] > 0
+
+
+_EVENT_STREAM_RANGES = {"text/event-stream": 2, "text/*": 1, "*/*": 0}
+
+
+def _quality(value: str | None) -> float:
+    # A weight that is not a number from 0 to 1 is ignored (as Django does): the range
+    # counts at the default weight rather than refusing the whole header.
+    try:
+        quality = float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+    return quality if 0 <= quality <= 1 else 1.0
+
+
 async def serve_stream(
     request: HttpRequest,
     stream_class: type[EventStream],
@@ -926,7 +969,7 @@ async def serve_stream(
     order. Every failure before the response starts is answered in the envelope."""
     if request.method != method:
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", f"Use {method}.", headers={"Allow": method}))
-    if not request.accepts("text/event-stream"):  # no Accept header accepts anything
+    if not accepts_event_stream(request.headers.get("accept")):
         return error_response(ApiError(406, "NOT_ACCEPTABLE", "This endpoint answers text/event-stream."))
     held_by_edge = stream_class.edge_held and from_edge(request)
     try:

@@ -279,6 +279,47 @@ def test_a_stream_is_refused_a_body_that_is_not_json_and_a_client_that_takes_no_
     assert_envelope(presence, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("text/event-stream; charset=utf-8", 200),  # was a 406 on every stream
+        ("text/event-stream;charset=UTF-8;q=0.5, application/json", 200),
+        ("text/*", 200),
+        ("application/json, */*;q=0.1", 200),
+        ("text/event-stream;q=0, */*", 406),  # the most specific range decides
+        ("text/*;q=0", 406),
+        ("text/event-stream;charset=utf-8;q=0", 406),
+        ("application/json; charset=utf-8", 406),
+    ],
+)
+def test_every_stream_compares_accept_by_type_and_subtype_and_honours_q_0(
+    server, acme: World, accept: str, status: int
+):
+    ticket = create_ticket(server, acme)
+    streams = [
+        ("POST", list_updates_url(server.url), {"top": 5}),
+        ("GET", f"{server.url}{API}/ticket/sse/notifications", None),
+        ("GET", f"{server.url}{API}/views/counts/stream", None),
+        ("GET", f"{server.url}{API}/ticket/{ticket['id']}/sse", None),
+    ]
+    headers = {**acme.headers("alice"), "accept": accept}
+    for method, url, body in streams:
+        with (
+            httpx.Client(timeout=TIMEOUT) as client,
+            client.stream(method, url, headers=headers, json=body) as response,
+        ):
+            if status == 200:
+                assert response.status_code == 200, (url, response.read())
+                assert response.headers["content-type"].startswith("text/event-stream")
+            else:
+                assert response.status_code == 406, (
+                    url,
+                    "the stream started",
+                )  # before reading a stream that never ends
+                response.read()
+                assert_envelope(response, 406, "NOT_ACCEPTABLE")
+
+
 # --- 2. wrong element types in sort and paging fields -----------------------------------------
 
 
