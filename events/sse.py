@@ -967,6 +967,12 @@ async def serve_stream(
     caller; raises ApiError; may be a coroutine), the resume position, a slot of the user's `limit` for
     streams of `stream_class.kind` and a hub subscription (`open_subscription`), in this
     order. Every failure before the response starts is answered in the envelope."""
+    # Django counts the query's parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS) only when
+    # request.GET is first read; DRF views read it in content negotiation and most streams
+    # in their read_request, but a stream that takes no parameter (the saved-view counts)
+    # never did and opened with any number of them. Read before anything else, as DRF
+    # does: TooManyFieldsSent is answered by core.errors (400 TOO_MANY_PARAMETERS).
+    request.GET  # noqa: B018
     if request.method != method:
         return error_response(ApiError(405, "METHOD_NOT_ALLOWED", f"Use {method}.", headers={"Allow": method}))
     if not accepts_event_stream(request.headers.get("accept")):

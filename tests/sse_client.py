@@ -61,16 +61,25 @@ def open_stream(
         yield SseStream(response)
 
 
-def refused_stream(url: str, headers: dict[str, str], body: Any, *, timeout: float = 15.0) -> httpx.Response:
-    """POST a stream that must be refused (a JSON body as `application/json`, unless
-    `headers` say otherwise): its answer, read in full; fails if the stream started."""
+def refused_stream(
+    url: str, headers: dict[str, str], body: Any = None, *, method: str = "POST", timeout: float = 15.0
+) -> httpx.Response:
+    """Open a stream that must be refused (a POST's JSON body as `application/json`, unless
+    `headers` say otherwise; a GET has none): its answer, read in full; fails at once if
+    the stream started, rather than waiting on a stream that never ends."""
+    if method == "GET":
+        body_headers: dict[str, str] = {}
+        content = None
+    else:
+        body_headers = {"content-type": "application/json"}
+        content = body if isinstance(body, str | bytes) else json.dumps(body)
     with (
         httpx.Client(timeout=timeout) as client,
         client.stream(
-            "POST",
+            method,
             url,
-            headers={"accept": "text/event-stream", "content-type": "application/json", **headers},
-            content=body if isinstance(body, str | bytes) else json.dumps(body),
+            headers={"accept": "text/event-stream", **body_headers, **headers},
+            content=content,
         ) as response,
     ):
         if response.status_code == 200:
