@@ -3,13 +3,14 @@ for: the REST query (`GET /v2/system/events`) and the websocket's subscribe mess
 the fields, so a type or a cursor is held to the same rules on both."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from core.serializers import QueryIntegerField, StrictObjectSerializer
-from events.ids import event_id_to_str, parse_event_id
+from events.ids import event_id_time, event_id_to_str, parse_event_id
 from events.models import Event
 
 
@@ -51,6 +52,24 @@ class EventIdField(serializers.Field):
         return event_id_to_str(value)
 
 
+# How far past this server's clock a cursor's time may be. Ids are minted from the clocks
+# of several workers (and one minted in a millisecond the clock has not passed yet is
+# moved past the last id, events.ids.new_event_id), so a cursor a partner just received
+# can be a little ahead of the clock that checks it; NTP keeps that to well under a
+# second, and 5 minutes leaves room for a worse clock. Later than that, no event has the
+# id yet: the feed would answer `[]` (the socket: nothing) until that time came, where the
+# partner needs to hear its cursor is wrong.
+CURSOR_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def minted_by_now(value: uuid.UUID) -> None:
+    """A cursor (`after_id`) must be the id of a time that has come (CURSOR_CLOCK_SKEW)."""
+    if event_id_time(value) > timezone.now() + CURSOR_CLOCK_SKEW:
+        raise serializers.ValidationError(
+            "Must not be the id of a time later than now: no event has it yet. Use the id of an event received."
+        )
+
+
 class EventTypeField(serializers.CharField):
     """An event type to filter the log by. It is compared with `Event.type` in SQL, so it
     is held to what that column can hold: at most its length, and no NUL (which
@@ -68,7 +87,7 @@ class EventTypeField(serializers.CharField):
 
 
 class EventQuerySerializer(serializers.Serializer):
-    after_id = EventIdField(required=False)
+    after_id = EventIdField(required=False, validators=[minted_by_now])
     limit = QueryIntegerField(min_value=0, max_value=1000, default=25)
     occurred_after = serializers.DateTimeField(required=False)
     type = EventTypeField(required=False)
@@ -89,7 +108,7 @@ class PartnerSubscriptionSerializer(StrictObjectSerializer):
     types = serializers.ListField(
         child=EventTypeField(), max_length=MAX_SUBSCRIBED_TYPES, required=False, allow_null=True
     )
-    after_id = EventIdField(required=False, allow_null=True)
+    after_id = EventIdField(required=False, allow_null=True, validators=[minted_by_now])
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, dict) and data.get("after_id") == "":

@@ -10,12 +10,15 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from django.db import connection
+from django.utils import timezone
+from ulid import ULID
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -500,6 +503,31 @@ def test_cursor_past_year_9999_is_400_on_rest_streams_and_4400_on_websocket(serv
         ws.send(json.dumps({"action": "subscribe", "types": [], "after_id": FAR_FUTURE_ULID}))
         code, error = closing_message(ws)
     assert code == 4400 and error is not None and "after_id" in error["message"]
+
+
+def test_cursor_later_than_now_is_400_on_the_event_api_and_4400_on_the_websocket(server, acme: World):
+    # No event has such an id yet: the page was `[]` and the socket said `subscribed`,
+    # then both stayed silent until the year 2100.
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    year_2100 = str(ULID.from_datetime(datetime(2100, 1, 1, tzinfo=UTC)))
+    for cursor in (year_2100, str(ULID.from_datetime(timezone.now() + timedelta(minutes=10)))):
+        response = httpx.get(
+            f"{server.url}/v2/system/events", params={"after_id": cursor}, headers={"X-API-Key": key}, timeout=TIMEOUT
+        )
+        assert "after_id" in assert_envelope(response, 400, "INVALID_QUERY")["error"]["details"]
+    with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+        ws.send(json.dumps({"action": "subscribe", "types": [], "after_id": year_2100}))
+        code, error = closing_message(ws)
+    assert code == 4400 and error is not None and "after_id" in error["message"]
+    # A cursor a little ahead of this clock (another worker's runs ahead) is still a cursor.
+    ahead = str(ULID.from_datetime(timezone.now() + timedelta(seconds=30)))
+    response = httpx.get(
+        f"{server.url}/v2/system/events", params={"after_id": ahead}, headers={"X-API-Key": key}, timeout=TIMEOUT
+    )
+    assert response.status_code == 200 and response.json()["result"] == [], response.text
+    with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
+        ws.send(json.dumps({"action": "subscribe", "types": [], "after_id": ahead}))
+        assert json.loads(ws.recv(timeout=5))["action"] == "subscribed"
 
 
 # --- 5. the edges of HTTP: size, parameter count, unknown paths, methods, 500s ----------------
