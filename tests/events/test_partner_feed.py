@@ -117,6 +117,29 @@ class TestWebsocket:
                     ws.recv(timeout=5)
                 assert closed.value.rcvd.code == code
 
+    def test_two_credentials_at_once_are_refused_everywhere(self, server, acme: World, globex: World):
+        """A key of one tenant beside another tenant's token (or `Authorization: ApiKey`
+        of another key): `X-API-Key` won silently, so the request ran as whichever
+        credential a proxy in front did not check."""
+        _, key = create_api_key(tenant=acme.tenant, name="crm")
+        _, other_key = create_api_key(tenant=globex.tenant, name="crm")
+        for second in ({**globex.headers("alice")}, {"Authorization": f"ApiKey {other_key}"}):
+            headers = {"X-API-Key": key, **second}
+            refused = httpx.get(f"{server.url}{EVENTS}", headers=headers, timeout=10)
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == "INVALID_HEADER"
+            write = httpx.post(
+                f"{server.url}/api/v2/ticketing/ticket", headers=headers, json={"subject": "x"}, timeout=10
+            )
+            assert (write.status_code, write.json()["error"]["code"]) == (400, "INVALID_HEADER"), write.text
+            with connect(ws_url(server), additional_headers=headers, open_timeout=5) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=5)
+                assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "INVALID_HEADER")
+        assert not Event.objects.filter(tenant_id__in=[acme.tenant.id, globex.tenant.id], type="tickets.ticket.created")
+        # Each alone still works.
+        assert httpx.get(f"{server.url}{EVENTS}", headers={"X-API-Key": key}, timeout=10).status_code == 200
+
     def test_bad_message_closes_4400(self, server, acme: World):
         _, key = create_api_key(tenant=acme.tenant, name="crm")
         with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
