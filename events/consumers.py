@@ -211,8 +211,12 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.refused:
             return
+        if text_data is None:
+            # A binary frame: told so, not "Expecting value at character 0".
+            await self._refuse(CLOSE_BAD_MESSAGE, "Messages are JSON objects in text frames, not binary ones.")
+            return
         try:
-            message = load_json(text_data or "")  # deep nesting, NaN, surrogates, repeated keys: refused too
+            message = load_json(text_data)  # deep nesting, NaN, surrogates, repeated keys: refused too
         except ApiError as error:
             await self._refuse(CLOSE_BAD_MESSAGE, f"Messages must be JSON objects. {error.message}")
             return

@@ -140,14 +140,19 @@ class TestWebsocket:
         # Each alone still works.
         assert httpx.get(f"{server.url}{EVENTS}", headers={"X-API-Key": key}, timeout=10).status_code == 200
 
-    def test_bad_message_closes_4400(self, server, acme: World):
+    @pytest.mark.parametrize(
+        ("message", "reason"),
+        [("not json", "Messages must be JSON objects"), (b'{"action": "ping"}', "not binary ones")],
+    )
+    def test_bad_message_closes_4400(self, server, acme: World, message: str | bytes, reason: str):
         _, key = create_api_key(tenant=acme.tenant, name="crm")
         with connect(ws_url(server), additional_headers={"X-API-Key": key}, open_timeout=5) as ws:
-            ws.send("not json")
+            ws.send(message)
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     ws.recv(timeout=5)
             assert closed.value.rcvd.code == 4400
+            assert reason in closed.value.rcvd.reason
 
     def test_a_worker_shutting_down_closes_its_sockets_with_service_restart(self, transactional_db, acme: World):
         """A deploy stops the worker: its partners are told to reconnect (1012, RFC 6455's
