@@ -34,7 +34,12 @@ def _views(resolver: URLResolver | None = None) -> list[type]:
 
 
 def test_every_api_view_goes_through_the_retrying_base():
-    api_views = [v for v in _views() if issubclass(v, APIView) and not v.__module__.startswith("drf_spectacular")]
+    # The schema and its docs page (drf-spectacular's views, ours a subclass) read no table.
+    api_views = [
+        v
+        for v in _views()
+        if issubclass(v, APIView) and not any(base.__module__.startswith("drf_spectacular") for base in v.__mro__)
+    ]
     assert len(api_views) > 20
     assert [v.__name__ for v in api_views if not issubclass(v, RetryingAPIView)] == []
 
