@@ -12,8 +12,13 @@ Each pass:
    rows (the first due one opens the digest; later ones ride along);
 in both, a notification already read (or deleted) in the app is never emailed
 (`skipped`). Rows are claimed by a conditional UPDATE (claim token + lease) and sent
-outside any transaction; a worker that dies after sending and before marking sends
-again when the lease expires (at least once).
+outside any transaction. Just before each email is sent its rows' lease is renewed, only
+where they still carry the pass's token: rows whose lease ran out while the pass sent
+others (a slow relay) and that another worker claimed since are left to that worker, not
+sent twice; rows skipped meanwhile are left out. Marking a row (sent, failed, skipped)
+also needs the token. A worker that dies after sending and before marking sends again
+when the lease expires (at least once); its rows not yet sent wait for the lease too,
+which is therefore short: it only has to cover one send.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from notifications.models import EmailStatus, NotificationEmail
 
 logger = logging.getLogger(__name__)
 
-CLAIM_LEASE = timedelta(minutes=5)
+# Renewed before each send, so it bounds one send (EMAIL_TIMEOUT per step of the SMTP
+# dialogue), not a pass: and how long a dead worker's unsent rows wait.
+CLAIM_LEASE = timedelta(minutes=2)
 
 
 def ticket_link(content: dict[str, Any]) -> str:
@@ -68,11 +75,29 @@ def _still_wanted(rows: Iterable[NotificationEmail]) -> tuple[list[NotificationE
     return send, skip
 
 
+def _ours(rows: list[NotificationEmail]) -> QuerySet[NotificationEmail]:
+    """The rows that still carry the claim of the pass that read them (one `_claim`, one
+    token: a group's rows come from one claim)."""
+    return NotificationEmail.objects.filter(id__in=[r.id for r in rows], claim=rows[0].claim)
+
+
+def _renew(rows: list[NotificationEmail]) -> list[NotificationEmail]:
+    """Just before sending `rows`: those still pending and still this pass's, their lease
+    renewed. Fewer than given when a row was skipped meanwhile or, its lease run out while
+    the pass sent others, claimed by another worker (which sends it)."""
+    now = timezone.now()
+    ours = _ours(rows).filter(status=EmailStatus.PENDING)
+    kept = set(ours.values_list("id", flat=True))
+    if kept:
+        ours.filter(id__in=kept).update(claimed_until=now + CLAIM_LEASE)
+    return [r for r in rows if r.id in kept]
+
+
 def _finish(rows: list[NotificationEmail], status: str, error: str = "") -> None:
     if not rows:
         return
     now = timezone.now()
-    NotificationEmail.objects.filter(id__in=[r.id for r in rows]).update(
+    _ours(rows).update(
         status=status,
         sent_at=now if status == EmailStatus.SENT else None,
         claim=None,
@@ -90,7 +115,7 @@ def _failed(rows: list[NotificationEmail], error: Exception) -> None:
         gave_up = row.attempts >= settings.NOTIFICATION_EMAIL_MAX_ATTEMPTS
         # Only while still pending: a row skipped during the send (its queue notice
         # withdrawn, its ticket deleted) stays skipped, never sent on the retry.
-        NotificationEmail.objects.filter(id=row.id, status=EmailStatus.PENDING).update(
+        NotificationEmail.objects.filter(id=row.id, status=EmailStatus.PENDING, claim=row.claim).update(
             attempts=row.attempts,
             status=EmailStatus.FAILED if gave_up else EmailStatus.PENDING,
             due_at=now + timedelta(seconds=delay),
@@ -166,7 +191,12 @@ def _deliver(outgoing: list[tuple[EmailMultiAlternatives, list[NotificationEmail
         return 0
     sent = 0
     try:
-        for message, rows in outgoing:
+        for message, claimed in outgoing:
+            rows = _renew(claimed)
+            if not rows:
+                continue
+            if len(rows) < len(claimed):
+                message = _message(rows)  # a digest that lost some of its rows
             message.connection = connection
             try:
                 message.send()

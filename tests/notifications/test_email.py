@@ -242,6 +242,30 @@ def test_an_email_skipped_while_its_send_fails_stays_skipped(acme: World):
     assert NotificationEmail.objects.get().status == EmailStatus.SKIPPED
 
 
+@pytest.mark.django_db(transaction=True)
+def test_rows_another_worker_claimed_when_the_lease_ran_out_are_not_sent_twice(smtp: SmtpServer, acme: World):
+    """A pass claimed two immediate emails; a slow relay made it outlast the lease, and
+    a second worker claimed and sent both. The first pass, going on, sends neither again
+    (it sent every row it had claimed: 8 emails twice in a tester's run)."""
+    set_notification_preferences(user=acme.users["alice"], channels={"assignment": "email"})
+    for _ in range(2):
+        make_ticket(acme, by="admin", assignee=acme.users["alice"])
+    NotificationEmail.objects.update(due_at=timezone.now())
+    first_pass = emails._claim(NotificationEmail.objects.filter(status=EmailStatus.PENDING), 10)
+    assert len(first_pass) == 2
+    NotificationEmail.objects.update(claimed_until=timezone.now() - timedelta(seconds=1))  # the lease ran out
+
+    run_worker(smtp.port)  # the second worker
+    assert len(smtp.messages) == 2
+    with override_settings(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1", EMAIL_PORT=smtp.port
+    ):
+        sent_again = emails._deliver([(emails._message([row]), [row]) for row in first_pass])
+    assert sent_again == 0
+    assert len(smtp.messages) == 2
+    assert set(NotificationEmail.objects.values_list("status", flat=True)) == {EmailStatus.SENT}
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "body",
