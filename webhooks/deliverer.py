@@ -289,6 +289,11 @@ class EndpointTask:
             finally:
                 self.requests -= 1  # taken by `run` when it started this task
                 self.wake.set()
+            if sent.attempt.status_code == 410:
+                # Gone: the endpoint is disabled when this attempt is stored (Deliverer.flush,
+                # batched); no request starts meanwhile (about ten more did). Those already
+                # in flight finish; the rest stay pending for when it is turned back on.
+                self.stopped = True
             attempt = sent.attempt
             attempt.endpoint_id = target.id
             attempt.delivery_id = delivery.id

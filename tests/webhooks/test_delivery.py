@@ -26,7 +26,7 @@ from tests.webhooks.support import (
     wait_delivered,
     wait_for_attempt,
 )
-from webhooks.models import DeliveryAttempt
+from webhooks.models import Delivery, DeliveryAttempt
 
 API = "/api/v2/webhooks/endpoints"
 
@@ -142,6 +142,35 @@ def test_gone_disables_the_endpoint_and_says_so_in_the_log(webhook_server, http_
         assert events[0]["payload"]["reason"] == "gone"
         # The same time as the endpoint shows it (and as every time of the log: UTC with "Z").
         assert events[0]["payload"]["failingSince"] == state["failingSince"]
+    finally:
+        receiver.stop()
+
+
+def test_gone_stops_the_endpoints_requests_at_once(webhook_server, http_allowed) -> None:
+    """Ten events waiting, one request at a time: after the first 410 no other request
+    starts (about ten more went out before the endpoint was disabled), and the ten stay
+    pending for when it is turned back on."""
+    receiver = Receiver(answer=lambda r: (410, {}, b"gone")).start()
+    try:
+        admin = http_allowed.headers("admin")
+        endpoint = create_endpoint(webhook_server.url, admin, url=f"{receiver.url}/h")
+        for n in range(10):
+            create_ticket(webhook_server.url, http_allowed.headers("alice"), f"gone {n}")
+        with running(DelivererProcess(WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT="1")):
+            wait_for(
+                lambda: (
+                    not httpx.get(f"{webhook_server.url}{API}/{endpoint['id']}", headers=admin).json()["data"][
+                        "enabled"
+                    ]
+                ),
+                timeout=20,
+                interval=0.2,
+                message="the endpoint that answered 410 stayed enabled",
+            )
+            time.sleep(1)  # what a deliverer still sending would send by now
+        assert len(receiver.received) == 1
+        pending = Delivery.objects.filter(endpoint_id=endpoint["id"], state=Delivery.State.PENDING).count()
+        assert pending == 10
     finally:
         receiver.stop()
 
