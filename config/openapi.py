@@ -643,6 +643,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "INVALID_API_KEY",
         "REVOKED_API_KEY",
         "API_KEY_EXPIRED",
+        "AMBIGUOUS_CREDENTIALS",  # X-API-Key and Authorization both sent
         "UNAUTHORIZED",  # /metrics without its bearer token (docs/operations.md)
     ),
     403: ("MISSING_ROLE", "FORBIDDEN", "INSUFFICIENT_SCOPE", "SUPPORT_ROLE_REQUIRED", "CSRF_FAILED"),

@@ -558,16 +558,16 @@ _KEY_TOUCH_SECONDS = 60.0
 
 def api_key_from(headers: Mapping[str, str]) -> str | None:
     """The partner API key a request carries (`X-API-Key: <key>` or
-    `Authorization: ApiKey <key>`), or None. Both headers at once are refused (`400
-    INVALID_HEADER`): `X-API-Key` won silently, so a request naming two credentials (of
-    two tenants, or a key and a user's token) ran as whichever a proxy did not check."""
+    `Authorization: ApiKey <key>`), or None. Both headers at once are refused (`401
+    AMBIGUOUS_CREDENTIALS`): `X-API-Key` won silently, so a request naming two credentials
+    (of two tenants, or a key and a user's token) ran as whichever a proxy did not check."""
     key = headers.get("x-api-key")
     if key is not None and "authorization" in headers:
         raise ApiError(
-            400,
-            "INVALID_HEADER",
+            401,
+            "AMBIGUOUS_CREDENTIALS",
             "Send one credential: X-API-Key or Authorization, not both.",
-            {"header": "x-api-key"},
+            {"headers": ["x-api-key", "authorization"]},
         )
     if key is None:
         scheme, _, value = (headers.get("authorization") or "").strip().partition(" ")
