@@ -562,6 +562,15 @@ def test_more_than_1000_query_parameters_is_400_on_views_and_streams(server, acm
     for path in (f"{API}/ticket/sse/notifications", f"{API}/views/counts/stream", f"{API}/ticket/{ticket['id']}/sse"):
         url = f"{server.url}{path}?" + "&".join(f"{name}={value}" for name, value in params.items())
         assert_envelope(refused_stream(url, acme.headers("alice"), method="GET"), 400, "TOO_MANY_PARAMETERS")
+    # Nor did the presence write, which reads its body only.
+    presence = httpx.post(
+        f"{server.url}{API}/ticket/{ticket['id']}/presence",
+        params=params,
+        headers=acme.headers("alice"),
+        json={"clientId": "c1", "state": "typing"},
+        timeout=TIMEOUT,
+    )
+    assert_envelope(presence, 400, "TOO_MANY_PARAMETERS")
 
 
 @pytest.mark.parametrize(
