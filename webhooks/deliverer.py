@@ -289,19 +289,18 @@ class EndpointTask:
             finally:
                 self.requests -= 1  # taken by `run` when it started this task
                 self.wake.set()
-            if sent.attempt.status_code == 410:
-                # Gone: the endpoint is disabled when this attempt is stored (Deliverer.flush,
-                # batched); no request starts meanwhile (about ten more did). Those already
-                # in flight finish; the rest stay pending for when it is turned back on.
-                self.stopped = True
             attempt = sent.attempt
             attempt.endpoint_id = target.id
             attempt.delivery_id = delivery.id
             attempt.event_id = delivery.event_id
             attempt.attempt = delivery.attempts + 1
-            await self.deliverer.record(
-                services.AttemptResult(delivery.id, target.id, attempt, retry_after=sent.retry_after)
-            )
+            result = services.AttemptResult(delivery.id, target.id, attempt, retry_after=sent.retry_after)
+            if result.gone:
+                # The endpoint is disabled when this attempt is stored (Deliverer.flush,
+                # batched); no request starts meanwhile (about ten more did). Those already
+                # in flight finish; the rest stay pending for when it is turned back on.
+                self.stopped = True
+            await self.deliverer.record(result)
         except Exception:
             # Not recorded: the delivery stays pending and is sent again (same webhook-id).
             logger.warning("event=webhook_delivery_failed endpoint=%s", target.id, exc_info=True)
