@@ -89,7 +89,7 @@ def _renew(rows: list[NotificationEmail]) -> list[NotificationEmail]:
     ours = _ours(rows).filter(status=EmailStatus.PENDING)
     kept = set(ours.values_list("id", flat=True))
     if kept:
-        ours.filter(id__in=kept).update(claimed_until=now + CLAIM_LEASE)
+        ours.update(claimed_until=now + CLAIM_LEASE)
     return [r for r in rows if r.id in kept]
 
 
