@@ -13,9 +13,8 @@ from sla.services import claim_due_sla_stages
 from tests.builders import World
 from tests.conftest import test_database_url
 from tests.envelopes import assert_envelope
-from tests.lockhold import holding, wait_for_lock_waiters
+from tests.lockhold import InFlight, holding, wait_for_lock_waiters
 from tests.sse_client import list_updates_url, open_stream
-from tests.ticketing.test_multi_row_locks_server import InFlight
 
 API = "/api/v2/ticketing"
 ALL_WEEK = [{"day": d, "start": "00:00", "end": "24:00"} for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]

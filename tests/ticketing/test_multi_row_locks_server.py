@@ -4,8 +4,6 @@ known order. Each write answers as it would alone and PostgreSQL detects no dead
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +13,7 @@ from django.db import connection
 from events.recording import tenant_log_lock_keys
 from tests.builders import World
 from tests.envelopes import assert_envelope
-from tests.lockhold import holding, wait_for_lock_waiters
+from tests.lockhold import InFlight, holding, wait_for_lock_waiters
 from tests.ticketing.test_concurrent_writers import deadlocks, deadlocks_since
 from ticketing.models import Ticket, TicketMarks
 
@@ -28,27 +26,6 @@ pytestmark = [
 
 TICKETS = "/api/v2/ticketing/ticket"
 LOCK_TICKET = "SELECT 1 FROM ticketing_ticket WHERE id = %s FOR UPDATE"
-
-
-class InFlight:
-    """A request sent on a thread of its own; `answer()` waits for it."""
-
-    def __init__(self, send: Callable[[], httpx.Response]) -> None:
-        self._answer: httpx.Response | BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(send,))
-        self._thread.start()
-
-    def _run(self, send: Callable[[], httpx.Response]) -> None:
-        try:
-            self._answer = send()
-        except BaseException as error:  # shown by answer()
-            self._answer = error
-
-    def answer(self) -> httpx.Response:
-        self._thread.join(timeout=30)
-        assert not isinstance(self._answer, BaseException), repr(self._answer)
-        assert self._answer is not None, "no answer within 30 s"
-        return self._answer
 
 
 def request(server, world: World, method: str, path: str, body: Any = None, user: str = "alice") -> InFlight:

@@ -10,8 +10,7 @@ from django.db import connection
 
 from tests.builders import World
 from tests.envelopes import assert_envelope
-from tests.lockhold import holding, wait_for_lock_waiters
-from tests.ticketing.test_multi_row_locks_server import InFlight
+from tests.lockhold import InFlight, holding, wait_for_lock_waiters
 from tests.ticketing.test_saved_views import call, create
 from ticketing.models import SavedView
 from ticketing.view_services import MAX_VIEWS_PER_OWNER

@@ -21,8 +21,7 @@ from tests.builders import World
 from tests.conftest import ServerProcess, test_database_url
 from tests.envelopes import assert_envelope
 from tests.events.test_event_vocabulary import documented_types
-from tests.lockhold import wait_for_lock_waiters
-from tests.ticketing.test_multi_row_locks_server import InFlight
+from tests.lockhold import InFlight, wait_for_lock_waiters
 from tests.webhooks.support import WEBHOOK_ENV
 from webhooks.crypto import AnswerSealer, decrypt_secret
 from webhooks.events import PARTNER_EVENT_TYPES
