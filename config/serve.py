@@ -122,6 +122,14 @@ def _payload_too_large_response(limit: int) -> bytes:
     )
 
 
+def _transfer_coding_not_implemented_response() -> bytes:
+    return _refusal(
+        b"501 Not Implemented",
+        "NOT_IMPLEMENTED",
+        "The Transfer-Encoding of a request body must be chunked, or absent (with a Content-Length).",
+    )
+
+
 def _body_timeout_response(timeout: float) -> bytes:
     return _refusal(
         b"408 Request Timeout",
@@ -411,6 +419,13 @@ class ServiceHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.edge.head_started = False
         self._disarm_deadline()
+        codings = self._transfer_codings()
+        if codings is not None and [c.strip().lower() for c in codings.split(",")] != ["chunked"]:
+            # httptools decodes the final `chunked` and hands on what is inside as the
+            # body: a `gzip, chunked` body would reach the application still compressed.
+            # RFC 9112 section 6.1 answers a coding the server does not know with 501, as
+            # the shipped nginx does.
+            self._stop_parsing(_transfer_coding_not_implemented_response(), "request_transfer_coding_refused")
         limit = _max_body_bytes()
         if limit is not None and self._content_length() > limit:
             # Before uvicorn makes the request's cycle, whose first `receive()` would
@@ -433,6 +448,11 @@ class ServiceHttpProtocol(HttpToolsProtocol):
             if name == b"content-length":
                 return int(value)
         return 0
+
+    def _transfer_codings(self) -> str | None:
+        """The request's transfer codings, its `Transfer-Encoding` lines joined; None without one."""
+        lines = [value.decode("latin-1") for name, value in self.headers if name == b"transfer-encoding"]
+        return ", ".join(lines) if lines else None
 
     def on_body(self, body: bytes) -> None:
         self.edge.body_bytes += len(body)

@@ -22,6 +22,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -336,13 +337,27 @@ class StreamAwareASGIHandler(ASGIHandler):
       sessions, CSRF, ...) hops to that thread and back twice per request, and the view
       once more: measured at about a tenth of a ticket change's server CPU
       (docs/benchmarks.md, write throughput). That thread is one of a fixed set kept
-      for the process (core.request_threads), not a new one per request."""
+      for the process (core.request_threads), not a new one per request.
+
+    A chunked request body (no `Content-Length`) is given its length once read: DRF reads
+    a body only as far as `CONTENT_LENGTH` says, so a chunked `POST` or `PATCH` ran as if
+    its body were empty (curl sends chunked when its data comes from a pipe)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._sync_chain = BaseHandler()
         self._sync_chain.load_middleware(is_async=False)
         self._threads = RequestThreads(settings.REQUEST_THREADS)
+
+    def create_request(self, scope: dict[str, Any], body_file: Any) -> tuple[HttpRequest | None, Any]:
+        request, refusal = super().create_request(scope, body_file)
+        if request is not None and "CONTENT_LENGTH" not in request.META:
+            # read_body has read it all into body_file and rewound it.
+            size = body_file.seek(0, os.SEEK_END)
+            body_file.seek(0)
+            if size:
+                request.META["CONTENT_LENGTH"] = str(size)
+        return request, refusal
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         if _stream_connection.get() is not None:

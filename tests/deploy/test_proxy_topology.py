@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -242,6 +243,32 @@ def test_a_10_mb_body_is_refused_by_the_proxy_in_the_error_envelope(topo: Topolo
     assert response.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert "content-security-policy" not in response.headers, "the app answered: the body went past the proxy"
     assert not Event.objects.filter(tenant=acme.tenant).exists()
+
+
+def test_a_chunked_body_passes_the_proxy_and_another_transfer_coding_gets_the_envelope(topo: Topology, acme: World):
+    def pieces() -> Iterator[bytes]:  # httpx sends a body it does not know the length of chunked
+        yield b'{"subject": "in chunks", '
+        yield b'"priority": "high", "team": "operation"}'
+
+    url = f"{topo.nginx.url}/api/v2/ticketing/ticket"
+    headers = {**acme.headers("alice"), "content-type": "application/json"}
+    response = httpx.post(url, content=pieces(), headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["subject"] == "in chunks"
+
+    host, port = topo.nginx.url.removeprefix("http://").split(":")
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /api/v2/ticketing/ticket HTTP/1.1\r\nHost: {host}\r\n{head}Transfer-Encoding: gzip, chunked\r\n"
+            "Connection: close\r\n\r\n0\r\n\r\n".encode()
+        )
+        received = b""
+        while chunk := sock.recv(65_536):
+            received += chunk
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 501"), received[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "NOT_IMPLEMENTED"
 
 
 def test_a_token_with_many_groups_passes_the_proxy_and_a_huge_header_gets_the_envelope(topo: Topology, acme: World):
