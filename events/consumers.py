@@ -96,6 +96,31 @@ def close_reason(text: str) -> str:
     return text.encode()[:123].decode(errors="ignore")
 
 
+def handshake_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """The handshake's headers by lower-case name, with an `api_key` query parameter as
+    `x-api-key` (a browser cannot set headers on a websocket). A credential given twice
+    (two `Authorization` or `X-API-Key` lines, two `api_key` parameters, a parameter and a
+    header) is refused as REST refuses two credentials (`401 AMBIGUOUS_CREDENTIALS`): the
+    socket ran as whichever copy was read last or first, maybe not the one a gateway in
+    front checked, and maybe of another tenant."""
+    headers: dict[str, str] = {}
+    credentials = 0
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        headers[name] = raw_value.decode("latin-1")
+        credentials += name in ("authorization", "x-api-key")
+    keys = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", [])
+    if credentials + len(keys) > 1:
+        raise ApiError(
+            401,
+            "AMBIGUOUS_CREDENTIALS",
+            "Send one credential: one Authorization header, one X-API-Key header or one api_key parameter.",
+        )
+    if keys:
+        headers["x-api-key"] = keys[0]
+    return headers
+
+
 class PartnerEventsConsumer(AsyncWebsocketConsumer):
     # No channel-layer channel of its own: the socket's events come from the process's hub.
     # A per-socket channel would also be a second reader of the layer's process-wide
@@ -118,11 +143,8 @@ class PartnerEventsConsumer(AsyncWebsocketConsumer):
     host: str | None = None
 
     async def connect(self) -> None:
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope["headers"]}
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        if "api_key" in query:
-            headers.setdefault("x-api-key", query["api_key"][0])
         try:
+            headers = handshake_headers(self.scope)
             self.reader = await run_db(resolve_event_reader, headers)
             authorize(self.reader, EVENTS_WEBSOCKET, "GET")
         except ApiError as error:

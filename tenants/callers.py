@@ -113,7 +113,7 @@ def resolve_request_caller(request: Any) -> Caller | PartnerKeyCaller:
     run_db."""
     key = api_key_from(request.headers)
     if key is not None:
-        return resolve_api_key(key, request.headers.get("x-tenantid"))
+        return resolve_api_key(key, request.headers)
     refusal = getattr(request, "_bearer_refusal", None)
     if refusal is not None:
         raise refusal  # found by bearer_token_refused; its identity provider is not asked twice
@@ -581,16 +581,20 @@ def resolve_event_reader(headers: Mapping[str, str]) -> EventReader:
     Whether this caller may read the log is the policy's (tenants.policy)."""
     key = api_key_from(headers)
     if key is not None:
-        return resolve_api_key(key, headers.get("x-tenantid"))
+        return resolve_api_key(key, headers)
     return resolve_caller(headers)
 
 
-def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyCaller:
+def resolve_api_key(value: str, headers: Mapping[str, str]) -> PartnerKeyCaller:
+    """The partner a key names, checked against the request's other headers (`headers`, a
+    case-insensitive mapping or one with lower-case names)."""
     from tenants.services import API_KEY_PREFIX, hash_api_key_secret
 
     # Header syntax before any lookup, as for a token ("Who is calling"); and the same
     # UUID however it is written, as for a token.
+    tenant_header = headers.get("x-tenantid")
     tenant_id = _parse_tenant_id(tenant_header) if tenant_header and tenant_header.strip() else None
+    support = _parse_support_flag(headers.get("issupportrequest"))
     parts = value.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         raise ApiError(401, "INVALID_API_KEY", "The API key is not valid.")
@@ -601,6 +605,9 @@ def resolve_api_key(value: str, tenant_header: str | None = None) -> PartnerKeyC
     _check_api_key_holds(key)
     if tenant_id is not None and tenant_id != key.tenant_id:
         raise ApiError(401, "INVALID_API_KEY", "The API key belongs to another tenant.")
+    if support:
+        # A key has no roles, so never `support`; the flag would be recorded on what it does.
+        raise ApiError(403, "SUPPORT_ROLE_REQUIRED", "issupportrequest: true needs the `support` role; a key has none.")
     # Which scope a route needs is the policy's (`Rule.api_key_scope`, tenants.policy).
     now = timezone.now()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > _KEY_TOUCH_SECONDS:

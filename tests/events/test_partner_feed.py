@@ -140,6 +140,52 @@ class TestWebsocket:
         # Each alone still works.
         assert httpx.get(f"{server.url}{EVENTS}", headers={"X-API-Key": key}, timeout=10).status_code == 200
 
+    def test_a_credential_repeated_in_the_handshake_is_refused_not_picked(self, server, acme: World, globex: World):
+        """Two `X-API-Key` lines, two `Authorization` lines, a parameter beside a header, two
+        parameters: the socket ran as the last header, or the header over the parameter,
+        or the first parameter, so as whichever a gateway did not check (another tenant's)."""
+        _, key = create_api_key(tenant=acme.tenant, name="crm")
+        _, other_key = create_api_key(tenant=globex.tenant, name="crm")
+        url = ws_url(server)
+        cases = [
+            (url, [("X-API-Key", key), ("X-API-Key", other_key)]),
+            (url, [("Authorization", f"ApiKey {key}"), ("Authorization", f"ApiKey {other_key}")]),
+            (f"{url}?api_key={key}", [("X-API-Key", other_key)]),
+            (f"{url}?api_key={key}&api_key={other_key}", []),
+        ]
+        for target, headers in cases:
+            with connect(target, additional_headers=headers, open_timeout=5) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=5)
+                assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "AMBIGUOUS_CREDENTIALS"), headers
+        # One of each alone still opens the feed.
+        for target, headers in [(f"{url}?api_key={key}", []), (url, [("X-API-Key", other_key)])]:
+            with connect(target, additional_headers=headers, open_timeout=5) as ws:
+                ws.send(json.dumps({"action": "ping"}))
+                assert receive_json(ws)["action"] == "pong"
+
+    def test_a_support_flag_beside_a_key_is_checked_as_beside_a_token(self, server, acme: World):
+        """A key has no roles: `issupportrequest: true` needs `support`, and garbage is a bad
+        header, as with a token. Both passed with a key, unread."""
+        _, key = create_api_key(tenant=acme.tenant, name="crm", scopes=["events:read", "webhooks"])
+        for value, status, code in [("garbage", 400, "INVALID_HEADER"), ("true", 403, "SUPPORT_ROLE_REQUIRED")]:
+            headers = {"X-API-Key": key, "issupportrequest": value}
+            refused = httpx.get(f"{server.url}{EVENTS}", headers=headers, timeout=10)
+            assert (refused.status_code, refused.json()["error"]["code"]) == (status, code), refused.text
+            with connect(ws_url(server), additional_headers=headers, open_timeout=5) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=5)
+                assert (closed.value.rcvd.code, closed.value.rcvd.reason) == ({400: 4401, 403: 4403}[status], code)
+        created = httpx.post(
+            f"{server.url}/api/v2/webhooks/endpoints",
+            headers={"X-API-Key": key, "issupportrequest": "true"},
+            json={"url": "https://hooks.example.com/in"},
+            timeout=10,
+        )
+        assert (created.status_code, created.json()["error"]["code"]) == (403, "SUPPORT_ROLE_REQUIRED")
+        ok = httpx.get(f"{server.url}{EVENTS}", headers={"X-API-Key": key, "issupportrequest": "false"}, timeout=10)
+        assert ok.status_code == 200, ok.text
+
     @pytest.mark.parametrize(
         ("message", "reason"),
         [("not json", "Messages must be JSON objects"), (b'{"action": "ping"}', "not binary ones")],
