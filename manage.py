@@ -12,6 +12,10 @@ def main() -> None:
     # shell; a variable set in the environment wins.
     load_local_env()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from config.env import load_settings_or_exit
+
+    # A bad setting ends the command with one line naming it, not a traceback.
+    load_settings_or_exit("manage.py")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

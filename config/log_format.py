@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from datetime import UTC, datetime
 from typing import Any
+
+from config.env import env_bool, env_choice
 
 # What a record may carry from core.request_context, in the order they are written.
 CONTEXT_FIELDS = ("request_id", "tenant", "user", "key", "route", "method", "status", "duration_ms")
@@ -26,11 +27,10 @@ _STRUCTURED = re.compile(r"^event=\S+(?: \w+=\S*)*$")
 
 def log_format() -> str:
     """`json` or `text`."""
-    chosen = os.environ.get("LOG_FORMAT", "").strip().lower()
-    if chosen in ("json", "text"):
+    chosen = env_choice("LOG_FORMAT", "", ("", "json", "text"))
+    if chosen:
         return chosen
-    debug = os.environ.get("DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
-    return "text" if debug else "json"
+    return "text" if env_bool("DEBUG") else "json"
 
 
 class RequestContextFilter(logging.Filter):

@@ -55,9 +55,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import uvicorn
+from django.core.exceptions import ImproperlyConfigured
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from config.env import env_int, env_log_level, exit_misconfigured, load_settings_or_exit
 from config.local_env import load_local_env
 
 # A request head's bounds, those of the shipped nginx (`large_client_header_buffers 4 64k`,
@@ -522,7 +524,7 @@ def trusted_proxies() -> str:
 
 def log_level() -> int:
     # As a number: uvicorn knows fewer level names than logging (WARN, FATAL, NOTSET).
-    return logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").upper())
+    return logging.getLevelName(env_log_level())
 
 
 def served_application() -> Any:
@@ -612,17 +614,24 @@ def serve_daphne(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     load_local_env()  # the checkout's .env (DEBUG=1 after `make run`); the environment wins
-    parser = argparse.ArgumentParser(prog="python -m config.serve", description=__doc__.splitlines()[0])
+    prog = "python -m config.serve"
+    # A bad setting stops the start here, in one line naming it (config.env), before a
+    # worker starts: not a server that answers /readyz and then fails requests.
+    load_settings_or_exit(prog)
+    try:
+        port = env_int("PORT", 8000, maximum=65_535)
+        workers = env_int("WEB_WORKERS", 1, minimum=1)
+    except ImproperlyConfigured as exc:
+        exit_misconfigured(prog, exc)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument(
         "--host", default=os.environ.get("HOST", "127.0.0.1"), help="address to listen on (HOST, 127.0.0.1)"
     )
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT", "8000")), help="port to listen on (PORT, 8000)"
-    )
+    parser.add_argument("--port", type=int, default=port, help="port to listen on (PORT, 8000)")
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("WEB_WORKERS", "1")),
+        default=workers,
         help="worker processes sharing the port; they share streams through the channel layer (WEB_WORKERS, 1)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (off: the app logs streams)")

@@ -2,33 +2,32 @@
 environment here, with embedded defaults that let `make run` work on a bare machine
 (SQLite file + in-memory channel layer)."""
 
-import json
+import math
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
 from corsheaders.defaults import default_headers
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from limits import parse as parse_rate_limit
 
+# Every value is read through these (config.env): a bad one stops the start with a line
+# naming it, instead of failing the requests that read it.
+from config.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_json_object,
+    env_list,
+    env_log_level,
+    env_parsed,
+)
 from config.log_format import formatter_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
 
 
 DEBUG = env_bool("DEBUG")
@@ -148,6 +147,18 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------
 # DATABASE_URL=postgres://user@host:5432/name selects PostgreSQL (psycopg 3); without it
 # a SQLite file in the project folder (or at SQLITE_PATH).
+
+
+def _count_or_off(text: str) -> int | None:
+    """A whole number of at least 0, or None for empty text."""
+    if not text.strip():
+        return None
+    count = int(text)
+    if count < 0:
+        raise ValueError(text)
+    return count
+
+
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{os.environ.get('SQLITE_PATH') or BASE_DIR / 'db.sqlite3'}",
@@ -167,9 +178,13 @@ if IS_POSTGRES and env_bool("DB_POOL", True):
     # failed check. A dead pooled connection fails its first statement instead, and the
     # unit of work is retried on a new pool (core.db_retry).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    # A pool of no connection never became ready; one whose minimum is above its maximum
+    # cannot be made.
+    _pool_max_size = env_int("DB_POOL_MAX_SIZE", 20, minimum=1)
+    _pool_min_size = env_int("DB_POOL_MIN_SIZE", 2, maximum=_pool_max_size)
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env_int("DB_POOL_MIN_SIZE", 2),
-        "max_size": env_int("DB_POOL_MAX_SIZE", 20),
+        "min_size": _pool_min_size,
+        "max_size": _pool_max_size,
         # Waiting longer than this for a connection fails the request (503, not retried):
         # also how long a request waits when PostgreSQL cannot be reached at all.
         "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 3.0),
@@ -182,10 +197,12 @@ if IS_POSTGRES:
     # (server-side binding; Django's default quotes them into the SQL text). Empty turns
     # both off: needed behind a pooler in transaction mode (PgBouncer's default), where
     # a prepared statement may be asked of another server connection.
-    _prepare_threshold = os.environ.get("DB_PREPARE_THRESHOLD", "5").strip()
-    if _prepare_threshold:
+    _prepare_threshold = env_parsed(
+        "DB_PREPARE_THRESHOLD", 5, _count_or_off, "expected a whole number of at least 0, or empty (off)"
+    )
+    if _prepare_threshold is not None:
         DATABASES["default"].setdefault("OPTIONS", {}).update(
-            {"server_side_binding": True, "prepare_threshold": int(_prepare_threshold)}
+            {"server_side_binding": True, "prepare_threshold": _prepare_threshold}
         )
 if IS_POSTGRES:
     # PostgreSQL lets a statement wait for a lock for ever: a transaction left open on a
@@ -209,7 +226,18 @@ if not IS_POSTGRES:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------
-REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def _redis_url(text: str) -> str:
+    if text and urlsplit(text).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(text)
+    return text
+
+
+# A password may be in it: a refused one is not repeated.
+REDIS_URL = env_parsed(
+    "REDIS_URL", "", _redis_url, "expected a redis://, rediss:// or unix:// URL, or empty (off)", secret=True
+)
 # Prefix of every key this service keeps in Redis (channel layer, stream leases).
 REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "ticketing")
 if REDIS_URL:
@@ -238,12 +266,12 @@ if REDIS_URL:
                         "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 60.0),
                         "socket_connect_timeout": 5,
                         "socket_keepalive": True,
-                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 200),
+                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 200, minimum=1),
                         "health_check_interval": 15,
                         **REDIS_RETRY_OPTIONS,
                     }
                 ],
-                "capacity": env_int("CHANNEL_CAPACITY", 5000),
+                "capacity": env_int("CHANNEL_CAPACITY", 5000, minimum=1),
                 "expiry": 60,
                 "prefix": REDIS_PREFIX,
             },
@@ -350,12 +378,12 @@ CORS_ALLOW_CREDENTIALS = True
 DEMO_REALM_SECRET_DEFAULT = "demo-realm-secret-change-me-in-production-0123456789"  # noqa: S105
 DEMO_REALM_SECRET = os.environ.get("DEMO_REALM_SECRET", DEMO_REALM_SECRET_DEFAULT)
 
-TICKET_LIST_MAX_TOP = env_int("TICKET_LIST_MAX_TOP", 200)
+TICKET_LIST_MAX_TOP = env_int("TICKET_LIST_MAX_TOP", 200, minimum=1)
 # Totals are exact up to this many tickets, then reported as this number with totalExact: false.
 TICKET_LIST_COUNT_LIMIT = env_int("TICKET_LIST_COUNT_LIMIT", 10_000)
-NOTIFICATION_LIST_MAX_TOP = env_int("NOTIFICATION_LIST_MAX_TOP", 100)
+NOTIFICATION_LIST_MAX_TOP = env_int("NOTIFICATION_LIST_MAX_TOP", 100, minimum=1)
 # How often `manage.py sla_monitor` looks for due SLA warnings and breaches.
-SLA_MONITOR_INTERVAL_SECONDS = env_float("SLA_MONITOR_INTERVAL_SECONDS", 30.0)
+SLA_MONITOR_INTERVAL_SECONDS = env_float("SLA_MONITOR_INTERVAL_SECONDS", 30.0, above=0)
 FILTER_MAX_DEPTH = env_int("FILTER_MAX_DEPTH", 5)
 FILTER_MAX_CONDITIONS = env_int("FILTER_MAX_CONDITIONS", 50)
 FILTER_MAX_IN_VALUES = env_int("FILTER_MAX_IN_VALUES", 500)
@@ -363,10 +391,10 @@ FILTER_MAX_IN_VALUES = env_int("FILTER_MAX_IN_VALUES", 500)
 EVENTS_PAGE_MAX = 1000
 EVENTS_RETENTION_DAYS = env_int("EVENTS_RETENTION_DAYS", 30)
 
-SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 30.0)
-SSE_IDLE_TIMEOUT_SECONDS = env_float("SSE_IDLE_TIMEOUT_SECONDS", 3600.0)
+SSE_HEARTBEAT_SECONDS = env_float("SSE_HEARTBEAT_SECONDS", 30.0, above=0)
+SSE_IDLE_TIMEOUT_SECONDS = env_float("SSE_IDLE_TIMEOUT_SECONDS", 3600.0, above=0)
 # How often an open stream checks that its credential still holds (events.sse).
-SSE_CREDENTIAL_CHECK_SECONDS = env_float("SSE_CREDENTIAL_CHECK_SECONDS", 15.0)
+SSE_CREDENTIAL_CHECK_SECONDS = env_float("SSE_CREDENTIAL_CHECK_SECONDS", 15.0, above=0)
 SSE_MAX_LIST_STREAMS_PER_USER = env_int("SSE_MAX_LIST_STREAMS_PER_USER", 8)
 SSE_MAX_NOTIFICATION_STREAMS_PER_USER = env_int("SSE_MAX_NOTIFICATION_STREAMS_PER_USER", 5)
 # Ticket pages open at once per user (one per browser tab on a ticket).
@@ -374,24 +402,22 @@ SSE_MAX_TICKET_STREAMS_PER_USER = env_int("SSE_MAX_TICKET_STREAMS_PER_USER", 10)
 # Who is on a ticket (ticketing/presence.py): an entry lapses PRESENCE_TTL_SECONDS after
 # its stream last renewed it (every PRESENCE_RENEW_SECONDS), so a viewer whose worker died
 # is gone for everyone within TTL + renew interval; a typing mark shows this long.
-PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 20.0)
-PRESENCE_RENEW_SECONDS = env_float("PRESENCE_RENEW_SECONDS", 8.0)
+PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 20.0, above=0)
+PRESENCE_RENEW_SECONDS = env_float("PRESENCE_RENEW_SECONDS", 8.0, above=0)
 PRESENCE_TYPING_SECONDS = env_float("PRESENCE_TYPING_SECONDS", 6.0)
-SSE_LEASE_SECONDS = env_float("SSE_LEASE_SECONDS", 45.0)
+SSE_LEASE_SECONDS = env_float("SSE_LEASE_SECONDS", 45.0, above=0)
 SSE_RETRY_AFTER_SECONDS = env_int("SSE_RETRY_AFTER_SECONDS", 5)
-SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000)
+SSE_QUEUE_MAX = env_int("SSE_QUEUE_MAX", 1000, minimum=1)
 # A stream whose client reads nothing for this long while a frame waits is cut
 # (SLOW_CONSUMER if that can still be written, else the connection is dropped).
-SSE_SEND_TIMEOUT = env_float("SSE_SEND_TIMEOUT", 30.0)
+SSE_SEND_TIMEOUT = env_float("SSE_SEND_TIMEOUT", 30.0, above=0)
 SSE_RESUME_MAX_EVENTS = env_int("SSE_RESUME_MAX_EVENTS", 5000)
 # The stream edge (events/edge): with SSE_EDGE=pushpin, list streams that arrive through
 # Pushpin (a GRIP proxy in front of the workers) are handed to it after their opening
 # frames; Pushpin holds the connections and the edge publisher (`manage.py
 # publish_to_edge`) sends each change once per channel. Off (empty) by default; it needs
 # Redis (the channel registry is shared by the workers and the publisher).
-SSE_EDGE = os.environ.get("SSE_EDGE", "").strip().lower()
-if SSE_EDGE not in ("", "pushpin"):
-    raise ImproperlyConfigured("SSE_EDGE must be empty (off) or `pushpin`.")
+SSE_EDGE = env_choice("SSE_EDGE", "", ("", "pushpin"))
 if SSE_EDGE and not REDIS_URL:
     raise ImproperlyConfigured("SSE_EDGE=pushpin needs REDIS_URL (the workers and the publisher share a registry).")
 # Pushpin's HTTP publish endpoint and the key it signs forwarded requests with (its
@@ -422,13 +448,13 @@ if SSE_EDGE and not PUSHPIN_SIG_KEY:
 # expiry and idle timeout get a call-back at their own second): each call is a request to
 # the workers (20,000 streams every 600 s are 33 a second), so this is long. A vanished
 # client's slot is given back when its lease lapses, within twice this.
-SSE_EDGE_LINK_SECONDS = env_int("SSE_EDGE_LINK_SECONDS", 600)
+SSE_EDGE_LINK_SECONDS = env_int("SSE_EDGE_LINK_SECONDS", 600, minimum=1)
 # The per-process hub re-reads the log this often even without a broadcast, so a lost
 # broadcast (Redis restart, worker killed between commit and publish) only delays events.
-EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0)
+EVENT_HUB_POLL_SECONDS = env_float("EVENT_HUB_POLL_SECONDS", 2.0, above=0)
 # Threads kept for ordinary requests' sync work (core.request_threads); when all are busy a
 # request gets a thread of its own for its duration, as under Django's own handler.
-REQUEST_THREADS = env_int("REQUEST_THREADS", 32)
+REQUEST_THREADS = env_int("REQUEST_THREADS", 32, minimum=1)
 # Python's cycle collector in a served worker (config.heap): it runs its youngest
 # generation after this many more container objects (Python's default: 700). 0 keeps
 # Python's default, and leaves the start-up heap unfrozen.
@@ -450,12 +476,38 @@ IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600)
 # as `limits` strings ("600/minute", "10/second"), counted in Redis across worker processes
 # (in process memory without REDIS_URL). Every bucket that applies must have room.
 RATE_LIMITS_ENABLED = env_bool("RATE_LIMITS_ENABLED", True)
-RATE_LIMIT_PER_USER = os.environ.get("RATE_LIMIT_PER_USER", "600/minute")
-RATE_LIMIT_PER_API_KEY = os.environ.get("RATE_LIMIT_PER_API_KEY", "1200/minute")
-RATE_LIMIT_PER_TENANT = os.environ.get("RATE_LIMIT_PER_TENANT", "6000/minute")
+_RATE_LIMIT_ALLOWED = "expected a rate such as 600/minute or 10/second, its count above 0"
+
+
+def _rate_limit(text: str) -> str:
+    """A `limits` rate string that allows at least one request (`0/minute` refused everyone)."""
+    if parse_rate_limit(text).amount < 1:
+        raise ValueError(text)
+    return text
+
+
+RATE_LIMIT_PER_USER = env_parsed("RATE_LIMIT_PER_USER", "600/minute", _rate_limit, _RATE_LIMIT_ALLOWED)
+RATE_LIMIT_PER_API_KEY = env_parsed("RATE_LIMIT_PER_API_KEY", "1200/minute", _rate_limit, _RATE_LIMIT_ALLOWED)
+RATE_LIMIT_PER_TENANT = env_parsed("RATE_LIMIT_PER_TENANT", "6000/minute", _rate_limit, _RATE_LIMIT_ALLOWED)
+
+
+def _check_rate_limit_overrides(overrides: dict[str, object]) -> None:
+    for limits in overrides.values():
+        if not isinstance(limits, dict) or not set(limits) <= {"user", "apiKey", "tenant"}:
+            raise ValueError(limits)
+        for rate in limits.values():
+            _rate_limit(rate)
+
+
 # Per-tenant overrides, JSON by tenant slug or id:
 # {"acme": {"user": "1200/minute", "apiKey": "5000/minute", "tenant": "20000/minute"}}
-RATE_LIMIT_TENANT_OVERRIDES = json.loads(os.environ.get("RATE_LIMIT_TENANT_OVERRIDES", "") or "{}")
+RATE_LIMIT_TENANT_OVERRIDES = env_json_object(
+    "RATE_LIMIT_TENANT_OVERRIDES",
+    {},
+    _check_rate_limit_overrides,
+    'expected a JSON object by tenant slug or id, each {"user", "apiKey", "tenant"} (any of them) a rate '
+    "such as 600/minute, its count above 0",
+)
 
 LOGGING = {
     "version": 1,
@@ -475,7 +527,7 @@ LOGGING = {
             "filters": ["redact_credentials", "request_context"],
         }
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env_log_level()},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
@@ -488,7 +540,7 @@ METRICS_LOOPBACK_OPEN = env_bool("METRICS_LOOPBACK_OPEN", True)
 # Saved views' live counts (ticketing.view_counts): streams per user, and how often each
 # distinct count is read again with a COUNT to heal drift (docs/api.md, saved views).
 SSE_MAX_VIEW_COUNT_STREAMS_PER_USER = env_int("SSE_MAX_VIEW_COUNT_STREAMS_PER_USER", 5)
-VIEW_COUNT_RESYNC_SECONDS = env_float("VIEW_COUNT_RESYNC_SECONDS", 300.0)
+VIEW_COUNT_RESYNC_SECONDS = env_float("VIEW_COUNT_RESYNC_SECONDS", 300.0, above=0)
 # Least time between two `counts` frames of one stream (a burst of changes becomes one frame).
 VIEW_COUNT_FRAME_INTERVAL_SECONDS = env_float("VIEW_COUNT_FRAME_INTERVAL_SECONDS", 0.5)
 
@@ -496,7 +548,7 @@ VIEW_COUNT_FRAME_INTERVAL_SECONDS = env_float("VIEW_COUNT_FRAME_INTERVAL_SECONDS
 # Django's email backend; by default SMTP on EMAIL_HOST:EMAIL_PORT (localhost:25).
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
-EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65_535)
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
@@ -504,29 +556,54 @@ EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)  # a hanging SMTP server delays
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Help desk <helpdesk@localhost>")
 # Where the links in emails point (the dashboard's ticket page is appended).
 NOTIFICATION_EMAIL_BASE_URL = os.environ.get("NOTIFICATION_EMAIL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
-NOTIFICATION_EMAIL_INTERVAL_SECONDS = env_float("NOTIFICATION_EMAIL_INTERVAL_SECONDS", 10.0)
+NOTIFICATION_EMAIL_INTERVAL_SECONDS = env_float("NOTIFICATION_EMAIL_INTERVAL_SECONDS", 10.0, above=0)
 # After a failed delivery: wait this long, doubled per attempt (at most an hour), give up after MAX_ATTEMPTS.
 NOTIFICATION_EMAIL_RETRY_SECONDS = env_float("NOTIFICATION_EMAIL_RETRY_SECONDS", 60.0)
-NOTIFICATION_EMAIL_MAX_ATTEMPTS = env_int("NOTIFICATION_EMAIL_MAX_ATTEMPTS", 10)
+NOTIFICATION_EMAIL_MAX_ATTEMPTS = env_int("NOTIFICATION_EMAIL_MAX_ATTEMPTS", 10, minimum=1)
 # --- webhooks (webhooks app, docs/webhooks.md) ---
 # Fernet keys encrypting endpoint secrets at rest: the first encrypts, all decrypt (rotate
 # by prepending a key, then `manage.py rotate_webhook_keys`). Empty: derived from SECRET_KEY.
-WEBHOOKS_SECRET_KEYS = [k for k in os.environ.get("WEBHOOKS_SECRET_KEYS", "").split(",") if k.strip()]
+
+
+def _fernet_key(text: str) -> str:
+    Fernet(text)  # raises ValueError for anything but 32 bytes in urlsafe base64
+    return text
+
+
+# Keys are not repeated in the message.
+WEBHOOKS_SECRET_KEYS = env_parsed(
+    "WEBHOOKS_SECRET_KEYS",
+    [],
+    lambda text: [_fernet_key(key.strip()) for key in text.split(",") if key.strip()],
+    "expected Fernet keys (32 bytes in urlsafe base64: `Fernet.generate_key()`), separated by commas",
+    secret=True,
+)
 # Deliver to loopback, link-local and private addresses (development and tests only).
 WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", DEBUG)
 # Seconds to wait after each failed attempt (jittered ±10%); after the last one the event is
 # given up (failed, recoverable). Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, 1 d, 1 d.
-WEBHOOKS_RETRY_SCHEDULE = [
-    float(x)
-    for x in os.environ.get("WEBHOOKS_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000,86400,86400").split(",")
-]
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+WEBHOOKS_RETRY_SCHEDULE = env_list(
+    "WEBHOOKS_RETRY_SCHEDULE",
+    "5,300,1800,7200,18000,36000,36000,86400,86400",
+    _seconds,
+    "expected seconds (numbers of at least 0) separated by commas",
+)
 WEBHOOKS_DISABLE_AFTER_SECONDS = env_float("WEBHOOKS_DISABLE_AFTER_SECONDS", 5 * 86400.0)
 WEBHOOKS_SECRET_OVERLAP_SECONDS = env_float("WEBHOOKS_SECRET_OVERLAP_SECONDS", 86400.0)
 WEBHOOKS_CONNECT_TIMEOUT_SECONDS = env_float("WEBHOOKS_CONNECT_TIMEOUT_SECONDS", 5.0)
 WEBHOOKS_TIMEOUT_SECONDS = env_float("WEBHOOKS_TIMEOUT_SECONDS", 15.0)
-WEBHOOKS_POLL_SECONDS = env_float("WEBHOOKS_POLL_SECONDS", 1.0)
-WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 30.0)
-WEBHOOKS_MAX_IN_FLIGHT = env_int("WEBHOOKS_MAX_IN_FLIGHT", 256)
-WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env_int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", 64)
+WEBHOOKS_POLL_SECONDS = env_float("WEBHOOKS_POLL_SECONDS", 1.0, above=0)
+WEBHOOKS_LEASE_SECONDS = env_float("WEBHOOKS_LEASE_SECONDS", 30.0, above=0)
+WEBHOOKS_MAX_IN_FLIGHT = env_int("WEBHOOKS_MAX_IN_FLIGHT", 256, minimum=1)
+WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT = env_int("WEBHOOKS_MAX_IN_FLIGHT_PER_ENDPOINT", 64, minimum=1)
 WEBHOOKS_MAX_PENDING = env_int("WEBHOOKS_MAX_PENDING", 1000)
-WEBHOOKS_MAX_ENDPOINTS_PER_WORKER = env_int("WEBHOOKS_MAX_ENDPOINTS_PER_WORKER", 1000)
+WEBHOOKS_MAX_ENDPOINTS_PER_WORKER = env_int("WEBHOOKS_MAX_ENDPOINTS_PER_WORKER", 1000, minimum=1)

@@ -9,9 +9,9 @@ from tests.conftest import ROOT
 
 # Read by Django itself, not a setting of this service.
 NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE"}
-# `os.environ.get("X"`, `os.environ["X"]`, `env_int("X"`, … (a call may wrap its line).
+# `os.environ.get("X"`, `os.environ["X"]`, `env_int("X"`, `env_parsed(\n "X"`, … (a call may wrap its line).
 READ = re.compile(
-    r"""(?:environ\.get|environ\.setdefault|getenv|environ\[|env_(?:bool|int|float))\(?\s*['"]([A-Z][A-Z0-9_]+)['"]"""
+    r"""(?:environ\.get|environ\.setdefault|getenv|environ\[|\benv_[a-z_]+)\(?\s*['"]([A-Z][A-Z0-9_]+)['"]"""
 )
 
 
