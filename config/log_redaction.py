@@ -30,7 +30,22 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(x-api-key|api_key|token|secret|password)(\s*[:=]\s*)[^\s,;&\"']{6,}"), rf"\1\2{REDACTED}"),
     # A JWT on its own (three base64url parts, the first a JSON header).
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # A Cookie or Set-Cookie header line: all of its value, whatever cookies it holds.
+    (re.compile(r"(?i)\b((?:set-)?cookie)(\s*:\s*)[^\r\n]+"), rf"\1\2{REDACTED}"),
+    # ... and as a repr: ('cookie', '…'), (b'cookie', b'…'), {'cookie': '…'}.
+    (re.compile(r"""(?i)(['"](?:set-)?cookie['"]\s*[:,]\s*b?)(['"])[^'"]*"""), rf"\1\2{REDACTED}"),
+    # The session and CSRF cookies' values wherever they appear (`; sessionid=…` in a
+    # header dump, `sessionid = …`, `'csrftoken': '…'`).
+    (
+        re.compile(r"""(?i)\b(sessionid|csrftoken|csrfmiddlewaretoken)(\s*=\s*|['"]?\s*:\s*b?['"]?)[^;&\s"',]+"""),
+        rf"\1\2{REDACTED}",
+    ),
 )
+
+# Headers whose whole value is a credential: a logger that passes a header's name and value
+# as separate arguments (`"< %s: %s", name, value`: the websockets library at DEBUG) has
+# its value replaced, as a header line's would be.
+_CREDENTIAL_HEADERS = frozenset({"cookie", "set-cookie", "authorization", "proxy-authorization", "x-api-key"})
 
 
 def redact(text: str) -> str:
@@ -44,6 +59,19 @@ def _redact_value(value: Any) -> Any:
     return redact(value) if isinstance(value, str) else value
 
 
+def _redact_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    cleaned: list[Any] = []
+    previous: Any = None
+    for arg in args:
+        name = previous.decode("latin-1") if isinstance(previous, bytes) else previous
+        if isinstance(arg, str | bytes) and isinstance(name, str) and name.strip().lower() in _CREDENTIAL_HEADERS:
+            cleaned.append(REDACTED)
+        else:
+            cleaned.append(_redact_value(arg))
+        previous = arg
+    return tuple(cleaned)
+
+
 class RedactCredentials(logging.Filter):
     """Rewrites credentials out of a record before any handler formats it."""
 
@@ -51,7 +79,7 @@ class RedactCredentials(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(_redact_value(arg) for arg in record.args)
+            record.args = _redact_args(record.args)
         elif isinstance(record.args, dict):
             record.args = {name: _redact_value(value) for name, value in record.args.items()}
         if record.exc_info and not record.exc_text:

@@ -158,6 +158,28 @@ def test_no_credential_reaches_the_server_log(edge_server, acme: World):
         assert secret not in log, f"{secret[:12]}… is in the server log"
 
 
+def test_no_cookie_or_api_key_reaches_a_debug_log(transactional_db: None, acme: World):
+    # At DEBUG the websockets library logs every handshake header (`< cookie: …`, its name
+    # and value as separate arguments).
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    server = ServerProcess(LOG_LEVEL="DEBUG").start()
+    try:
+        cookies = "csrftoken=CSRFSECRET4567890; sessionid=SESSIONSECRET1234567"
+        ws_url = server.url.replace("http://", "ws://") + "/v2/system/events/ws"
+        with connect(
+            f"{ws_url}?api_key={key}", additional_headers={"Cookie": cookies, "X-Other": "sessionid=SIDSECRET99"}
+        ) as ws:
+            ws.send(json.dumps({"action": "ping"}))
+            assert json.loads(ws.recv(timeout=5))["action"] == "pong"
+        time.sleep(0.5)  # let the server flush its log lines
+        log = server.log_path.read_text()
+        assert "< cookie: [REDACTED]" in log, log[-3000:]  # the line is written, without its value
+        for secret in ("CSRFSECRET4567890", "SESSIONSECRET1234567", "SIDSECRET99"):
+            assert secret not in log, f"{secret[:12]}… is in the server log"
+    finally:
+        server.stop()
+
+
 def test_requests_pipelined_on_one_connection_are_answered_each_in_order(edge_server):
     # A client may send its next requests before the first answer (HTTP/1.1 pipelining);
     # the server's protocol queues them (config.serve._PipelinedRequests).
