@@ -30,6 +30,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(x-api-key|api_key|token|secret|password)(\s*[:=]\s*)[^\s,;&\"']{6,}"), rf"\1\2{REDACTED}"),
     # A JWT on its own (three base64url parts, the first a JSON header).
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # A partner API key on its own, `tk_<prefix>_<secret>` (tenants.services.create_api_key;
+    # `tk` is API_KEY_PREFIX), in a path, a message, anywhere: the prefix, which names the
+    # key in the admin, is kept.
+    (re.compile(r"\b(tk_[A-Za-z0-9]{1,16}_)[A-Za-z0-9_-]{16,}"), rf"\1{REDACTED}"),
     # A Cookie or Set-Cookie header line: all of its value, whatever cookies it holds.
     (re.compile(r"(?i)\b((?:set-)?cookie)(\s*:\s*)[^\r\n]+"), rf"\1\2{REDACTED}"),
     # ... and as a repr: ('cookie', '…'), (b'cookie', b'…'), {'cookie': '…'}.

@@ -8,6 +8,17 @@ import logging
 import pytest
 
 from config.log_redaction import REDACTED, RedactCredentials, redact
+from tenants.services import create_api_key
+
+
+@pytest.mark.django_db
+def test_an_api_key_is_redacted_anywhere_keeping_its_prefix(acme):
+    _, key = create_api_key(tenant=acme.tenant, name="crm")
+    secret = key.split("_", 2)[-1]
+    for text in (f"Not Found: /api/nonexistent/{key}/x", f"refused {key}.", f'{{"key": "{key}"}}'):
+        cleaned = redact(text)
+        assert secret not in cleaned
+        assert f"{'_'.join(key.split('_', 2)[:2])}_{REDACTED}" in cleaned, cleaned
 
 
 @pytest.mark.parametrize(
