@@ -126,6 +126,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Messages are kept in the session (server side), not Django's default cookie: the admin's
+# "API key created" message holds the whole key, and a signed cookie is readable by
+# whoever holds it (tenants.admin.ApiKeyAdmin).
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
 

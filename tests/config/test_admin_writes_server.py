@@ -416,6 +416,24 @@ def api_key_with_scopes_not_a_list(b: StaffBrowser, acme: World, globex: World) 
     assert not ApiKey.objects.exists()
 
 
+def api_key_created_is_shown_once_and_never_in_a_cookie(b: StaffBrowser, acme: World, globex: World) -> None:
+    # The success message holds the whole key: kept in the session (server side), not in a
+    # signed but readable `messages` cookie.
+    fields = {"tenant": str(acme.tenant.id), "name": "CRM", "scopes": '["events:read"]'}
+    created = b.post("/admin/tenants/apikey/add/", fields)
+    assert created.status_code == 302, created.text[:500]
+    shown = b.request("GET", created.headers["location"])
+    key = ApiKey.objects.get()
+    full = shown.text.split("it will not be shown again: ", 1)[1].split("<", 1)[0].strip()
+    assert full.startswith(f"tk_{key.prefix}_"), full
+    for response in (created, shown):
+        set_cookies = response.headers.get_list("set-cookie")
+        assert not any(cookie.startswith("messages=") for cookie in set_cookies), set_cookies
+        assert not any(full in cookie for cookie in set_cookies), set_cookies
+    assert "messages" not in b.cookies
+    assert "it will not be shown again" not in b.request("GET", created.headers["location"]).text
+
+
 CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     comment_add_with_body,
     comment_edit,
@@ -445,6 +463,7 @@ CASES: list[Callable[[StaffBrowser, World, World], None]] = [
     user_delete,
     local_users_added,
     api_key_with_scopes_not_a_list,
+    api_key_created_is_shown_once_and_never_in_a_cookie,
 ]
 
 
