@@ -48,6 +48,18 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+class UncaughtExceptionsOnly(logging.Filter):
+    """On `django.request`: only the records of an exception nobody handled (they carry
+    its traceback). Django also logs every 4xx and 5xx response there ("Bad Request: …",
+    "Service Unavailable: /readyz" at ERROR during an expected outage), a second line for
+    a request whose `event=request` line (core.request_context) already says its status;
+    an exception on /api/ and /v2/ is logged once by core.errors and answered, so Django
+    sees only its response."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is not None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, the request context, the
     message's own `key=value` pairs, and the traceback if any."""

@@ -524,6 +524,7 @@ LOGGING = {
     "filters": {
         "redact_credentials": {"()": "config.log_redaction.RedactCredentials"},
         "request_context": {"()": "config.log_format.RequestContextFilter"},
+        "uncaught_exceptions_only": {"()": "config.log_format.UncaughtExceptionsOnly"},
     },
     "handlers": {
         "console": {
@@ -533,7 +534,11 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env_log_level()},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # One line per request: ours (core.request_context), not Django's for each 4xx/5xx.
+        "django.request": {"filters": ["uncaught_exceptions_only"]},
+    },
 }
 
 # --- Observability (docs/operations.md) -------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -650,6 +651,31 @@ def test_unhandled_errors_are_500_in_the_envelope_and_logged_with_a_traceback(tr
         assert_envelope(response, 500, "INTERNAL_ERROR")
         assert f"event=unhandled_exception method={response.request.method} path={path.split('?')[0]}" in log
     assert log.count("Traceback (most recent call last)") >= len(paths), log[-3000:]
+    # Once each (one JSON line with its traceback): by core.errors, not again by Django
+    # for the 500 it was answered with.
+    assert sum("Traceback (most recent call last)" in line for line in log.splitlines()) == len(paths)
+    assert '"logger": "django.request"' not in log, log[-3000:]
+
+
+def test_a_refused_request_is_logged_once(transactional_db, acme: World):
+    """Each request has one line, `event=request` with its status: Django's own second
+    line for every 4xx/5xx ("Not Found: …", and "Service Unavailable: /readyz" at ERROR
+    while the database is not ready, an alert for an expected outage) is not written."""
+    with empty_database() as url:
+        broken = conftest.ServerProcess(DATABASE_URL=url, LOG_LEVEL="INFO").start()
+        try:
+            assert httpx.get(f"{broken.url}/readyz", timeout=TIMEOUT).status_code == 503
+            assert httpx.get(f"{broken.url}/api/nonexistent", timeout=TIMEOUT).status_code == 404
+            time.sleep(0.5)  # let the server flush its log lines
+            lines = [json.loads(line) for line in broken.log_path.read_text().splitlines() if line.startswith("{")]
+        finally:
+            broken.stop()
+    requests = [line for line in lines if line["message"].startswith("event=request ")]
+    assert [(line["route"], line["status"]) for line in requests][-2:] == [("/readyz", 503), ("unmatched", 404)], (
+        requests
+    )
+    assert not [line for line in lines if line["logger"] == "django.request"], lines
+    assert not [line for line in lines if line["level"] == "ERROR"], lines
 
 
 # --- 6. tickets: end-user create, parent cycles ---------------------------------------------
