@@ -325,6 +325,13 @@ def metrics_access_error(request: HttpRequest) -> ApiError | None:
         return None
     expected = settings.METRICS_TOKEN
     if not expected:
+        if not settings.METRICS_LOOPBACK_OPEN:
+            # Loopback callers are refused too: the message said they were served.
+            return ApiError(
+                403,
+                "FORBIDDEN",
+                "Metrics are served to no caller: METRICS_LOOPBACK_OPEN is off and no METRICS_TOKEN is set.",
+            )
         return ApiError(403, "FORBIDDEN", "Metrics are served to loopback callers only (no METRICS_TOKEN is set).")
     given = _bearer_token(request)
     if given and hmac.compare_digest(given.encode(), expected.encode()):

@@ -65,6 +65,16 @@ def test_outside_callers_need_the_bearer_token() -> None:
         assert metrics_access_error(request_from("127.0.0.1")).status == 401  # type: ignore[union-attr]
 
 
+@override_settings(METRICS_TOKEN="", METRICS_LOOPBACK_OPEN=False)
+def test_with_loopback_closed_and_no_token_the_refusal_says_no_caller_is_served() -> None:
+    for address in ("127.0.0.1", "10.1.2.3"):
+        response = Client(REMOTE_ADDR=address).get("/metrics")
+        assert response.status_code == 403
+        message = response.json()["error"]["message"]
+        assert "loopback callers only" not in message
+        assert "METRICS_LOOPBACK_OPEN is off and no METRICS_TOKEN is set" in message, message
+
+
 def test_a_refused_scrape_is_answered_in_the_envelope() -> None:
     response = Client(REMOTE_ADDR="192.0.2.7").get("/metrics")
     assert response.status_code == 403
