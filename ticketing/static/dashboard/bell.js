@@ -131,52 +131,104 @@
   document.addEventListener("click", function (event) {
     if (!panel.hidden && !root.contains(event.target)) openPanel(false);
   });
-  if (channel) {
-    channel.onmessage = function () {
-      refreshCount();
-      refreshList();
-    };
+  /* One stream's frames, in the tab that holds it or relayed to another tab. */
+  let connections = 0;
+  function onFrame(event, data) {
+    if (event === "connected") {
+      connections += 1;
+    } else if (event === "notification") {
+      items = [data].concat(items.filter(function (x) { return x.id !== data.id; }));
+      render();
+      if (listAnswered !== listRequests) refreshList();
+      if (!data.read) setUnread(Number(badge.dataset.count) + 1);
+      const first = list.querySelector("li");
+      if (first) Dash.flash(first);
+    } else if (event === "count") {
+      setUnread(data.unread);
+      // Read elsewhere, or a queued notice withdrawn because someone took the ticket.
+      if (Array.isArray(data.ids) && (data.reason === "read" || data.reason === "withdrawn")) {
+        for (const item of items) if (data.ids.indexOf(item.id) >= 0) item.read = true;
+        render();
+      } else if (data.reason === "deleted" || data.reason === "read") {
+        // Deleted elsewhere (the list refills to ten), or read in a batch too large
+        // for the event to list its ids: only the server knows what the list is now.
+        refreshList();
+      }
+      // A fresh start after a reconnect (the missed events could not be replayed), or a
+      // stream another tab took over: the counts are current, the dropdown's list is
+      // reloaded to match.
+      if (data.reason === "snapshot" && (connections > 1 || data.reset)) refreshList();
+    }
+  }
+
+  function showStreamState(state) {
+    root.dataset.stream = state === "failed" ? "closed" : state;
   }
 
   /* The stream goes through the list stream's client (Dash.FetchEventStream) rather than
      a native EventSource: that one gives up for good on a refused open (503, 429) and
      cannot send Last-Event-ID when reopened by hand, so notifications made meanwhile
-     never arrived live. This one retries with backoff and resumes from the last id. */
-  function connect() {
-    let connections = 0;
-    new Dash.FetchEventStream({
+     never arrived live. This one retries with backoff and resumes from the last id.
+
+     One stream per browser, not one per tab: a browser keeps at most 6 connections per
+     host over HTTP/1.1, and with a bell stream in every tab three tabs took them all (the
+     next request of any tab then waited for good). The tab holding the Web Lock
+     "dashboard-bell-stream" opens it and passes every frame to the other tabs over the
+     BroadcastChannel; when that tab closes, its lock is released and the next tab waiting
+     for it takes over, resuming from the last event id the tabs saw. Without Web Locks
+     (a page not served from a secure context) every tab opens its own, as before. */
+  let lastEventId = null;
+  let holder = false; // this tab holds the browser's bell stream
+  let holderState = null;
+  function openStream(shared) {
+    holder = shared;
+    const stream = new Dash.FetchEventStream({
       url: BASE + "sse/notifications",
       method: "GET",
       onState: function (state) {
-        root.dataset.stream = state === "failed" ? "closed" : state;
+        holderState = state;
+        showStreamState(state);
+        if (shared) channel.postMessage({ type: "state", state: state });
       },
-      onEvent: function (event, data) {
-        if (event === "connected") {
-          connections += 1;
-        } else if (event === "notification") {
-          items = [data].concat(items.filter(function (x) { return x.id !== data.id; }));
-          render();
-          if (listAnswered !== listRequests) refreshList();
-          if (!data.read) setUnread(Number(badge.dataset.count) + 1);
-          const first = list.querySelector("li");
-          if (first) Dash.flash(first);
-        } else if (event === "count") {
-          setUnread(data.unread);
-          // Read elsewhere, or a queued notice withdrawn because someone took the ticket.
-          if (Array.isArray(data.ids) && (data.reason === "read" || data.reason === "withdrawn")) {
-            for (const item of items) if (data.ids.indexOf(item.id) >= 0) item.read = true;
-            render();
-          } else if (data.reason === "deleted" || data.reason === "read") {
-            // Deleted elsewhere (the list refills to ten), or read in a batch too large
-            // for the event to list its ids: only the server knows what the list is now.
-            refreshList();
-          }
-          // A fresh start after a reconnect (the missed events could not be replayed):
-          // the counts are current, the dropdown's list is reloaded to match.
-          if (data.reason === "snapshot" && (connections > 1 || data.reset)) refreshList();
-        }
+      onEvent: function (event, data, id) {
+        if (id) lastEventId = id;
+        onFrame(event, data);
+        if (shared) channel.postMessage({ type: "frame", event: event, data: data, id: id || null });
       },
-    }).start();
+    });
+    stream.lastEventId = lastEventId;
+    return stream.start();
+  }
+
+  function connect() {
+    if (!channel || !(navigator.locks && navigator.locks.request)) {
+      openStream(false);
+      return;
+    }
+    navigator.locks.request("dashboard-bell-stream", function () {
+      openStream(true);
+      return new Promise(function () {}); // held until this tab goes away
+    });
+    channel.postMessage({ type: "hello" }); // the holder answers with its stream's state
+  }
+
+  if (channel) {
+    channel.onmessage = function (message) {
+      const data = message.data || {};
+      if (data.type === "frame") {
+        if (data.id) lastEventId = data.id;
+        onFrame(data.event, data.data);
+      } else if (data.type === "state") {
+        showStreamState(data.state);
+        if (data.state === "signed-out") Dash.toSignIn();
+      } else if (data.type === "hello") {
+        if (holder && holderState) channel.postMessage({ type: "state", state: holderState });
+      } else {
+        // Marked read in another tab.
+        refreshCount();
+        refreshList();
+      }
+    };
   }
 
   refreshCount();

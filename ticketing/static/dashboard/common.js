@@ -75,19 +75,56 @@
       this.retryTimer = null;
       this.watchdog = null;
       this.silenceMs = options.silenceMs || 75000;
+      this.pauseWhenHidden = Boolean(options.pauseWhenHidden);
+      this.paused = false;
+      this.hiddenTimer = null;
+      this.onVisibility = this.onVisibility.bind(this);
     }
 
     start() {
       this.stopped = false;
+      this.paused = false;
+      if (this.pauseWhenHidden) document.addEventListener("visibilitychange", this.onVisibility);
+      if (this.pauseWhenHidden && document.hidden) this.onVisibility();
       this.connect();
       return this;
     }
 
-    stop() {
+    halt() {
       this.stopped = true;
       clearTimeout(this.retryTimer);
       clearTimeout(this.watchdog);
       if (this.controller) this.controller.abort();
+    }
+
+    stop() {
+      this.halt();
+      clearTimeout(this.hiddenTimer);
+      document.removeEventListener("visibilitychange", this.onVisibility);
+    }
+
+    /* A browser keeps at most 6 connections per host over HTTP/1.1, and every open tab's
+       stream holds one: with a few tabs open, the next request of any of them waited for
+       good. So a page's own stream (`pauseWhenHidden`) closes once its tab has been hidden
+       for HIDDEN_PAUSE_MS, and reopens when the tab shows again, sending Last-Event-ID:
+       the server replays what happened meanwhile (or sends a fresh snapshot, reset: true,
+       when it cannot), so nothing is missed. A tab hidden only briefly keeps its stream. */
+    onVisibility() {
+      clearTimeout(this.hiddenTimer);
+      if (document.hidden) {
+        if (this.paused || this.stopped) return;
+        this.hiddenTimer = setTimeout(() => {
+          if (!document.hidden || this.stopped) return;
+          this.halt();
+          this.paused = true;
+          this.onState("paused");
+        }, Dash.HIDDEN_PAUSE_MS);
+      } else if (this.paused) {
+        this.paused = false;
+        this.stopped = false;
+        this.attempt = Math.max(this.attempt, 1); // shown as a reconnect, not a first open
+        this.connect();
+      }
     }
 
     signedOut() {
@@ -219,6 +256,7 @@
     live: "Live",
     reconnecting: "Reconnecting…",
     failed: "Not connected",
+    paused: "Paused while the tab is hidden",
     "signed-out": "Signed out",
   };
 
@@ -284,8 +322,11 @@
     return node ? JSON.parse(node.textContent) : {};
   }
 
-  window.Dash = {
+  const Dash = {
+    // How long a tab stays hidden before its page stream closes (FetchEventStream, pauseWhenHidden).
+    HIDDEN_PAUSE_MS: 10000,
     api: api,
+    toSignIn: toSignIn,
     csrfToken: csrfToken,
     FetchEventStream: FetchEventStream,
     showConnection: showConnection,
@@ -299,4 +340,5 @@
       return "/api/v2/ticketing/ticket/sse/list/updates?type=" + encodeURIComponent(view) + "&module=ticketing";
     },
   };
+  window.Dash = Dash;
 })();

@@ -232,6 +232,7 @@
       body: body(),
       onEvent: onEvent,
       onState: Dash.showConnection,
+      pauseWhenHidden: true,
     }).start();
   }
 

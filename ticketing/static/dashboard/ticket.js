@@ -434,5 +434,7 @@
   }
 
   renderComments(comments);
-  new Dash.FetchEventStream({ url: ticketUrl + "/sse", method: "GET", onEvent: onEvent, onState: onState }).start();
+  // Closed while the tab is hidden (the browser's connections per host are few), resumed
+  // with Last-Event-ID when it shows again.
+  new Dash.FetchEventStream({ url: ticketUrl + "/sse", method: "GET", onEvent: onEvent, onState: onState, pauseWhenHidden: true }).start();
 })();
