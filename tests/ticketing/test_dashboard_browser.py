@@ -171,6 +171,27 @@ def test_an_update_that_leaves_the_filter_removes_the_row(server, acme: World, n
     expect(page.locator("#summary")).to_have_text(f"1{DASH}1 of 1")
 
 
+def test_after_a_row_leaves_an_update_from_a_later_page_stays_off_this_page(server, acme: World, new_context):
+    """The page is short once a row left, but it is not the list's end: a ticket of a
+    later page that changes is not shown on it (only where the sort puts it on this page)."""
+    link_login(acme, "alice")
+    tickets = [create(server.url, acme, subject=f"Numbered {n}") for n in range(12)]
+    page = new_context().new_page()
+    sign_in(page, server.url, acme, "alice", path="/dashboard/?status=open&top=10&sort=ticketNumber&order=ASC")
+    expect(page.locator("#summary")).to_have_text(f"1{DASH}10 of 12")
+    numbers = page.locator("#rows tr").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    later = [t for t in tickets if t["id"] not in numbers]
+    assert len(later) == 2
+
+    patch(server.url, acme, numbers[2], status="in_progress")  # leaves the filter
+    expect(page.locator("#rows tr")).to_have_count(9, timeout=2_000)
+    patch(server.url, acme, later[-1]["id"], priority="urgent")
+    expect(page.locator(f'#activity li[data-kind="updated"][data-id="{later[-1]["id"]}"]')).to_have_count(1)
+    expect(row(page, later[-1])).to_have_count(0)
+    expect(page.locator("#rows tr")).to_have_count(9)
+    expect(page.locator("#summary")).to_have_text(f"1{DASH}9 of 11")
+
+
 def test_filter_bar_sorting_and_search_reload_the_list_from_the_stream(server, acme: World, new_context):
     link_login(acme, "alice")
     low = create(server.url, acme, subject="Mouse squeaks", priority="low")

@@ -167,14 +167,18 @@
       .join(", ");
   }
 
-  /* Put a ticket where the current order says, if that place is on this page. */
+  /* Put a ticket where the current order says, if that place is on this page. A ticket
+     that sorts after every row is on this page only when no other ticket comes after
+     them: a page left short by a row that went away is not the list's end, and the
+     ticket's place may be on a later page (the total, which counts this ticket, says). */
   function place(ticket) {
     const top = body().top;
     const rows = state.rows.filter(function (t) { return t.id !== ticket.id; });
     let index = rows.findIndex(function (t) { return compare(ticket, t) < 0; });
     if (index < 0) index = rows.length;
+    const moreAfter = state.total - 1 > state.offset + rows.length;
     const beforePage = index === 0 && state.offset > 0 && rows.length > 0;
-    const afterPage = index >= top || (index === rows.length && rows.length >= top);
+    const afterPage = index >= top || (index === rows.length && (rows.length >= top || moreAfter));
     if (beforePage || afterPage) {
       state.rows = rows;
       return false;
