@@ -192,6 +192,35 @@ def test_after_a_row_leaves_an_update_from_a_later_page_stays_off_this_page(serv
     expect(page.locator("#summary")).to_have_text(f"1{DASH}9 of 11")
 
 
+def test_a_list_the_server_refuses_says_why_and_search_is_capped_at_200_characters(server, acme: World, new_context):
+    link_login(acme, "alice")
+    ticket = create(server.url, acme, subject="Printer on fire")
+    page = new_context().new_page()
+    sign_in(page, server.url, acme, "alice")
+    search = page.get_by_label("Search")
+    expect(search).to_have_attribute("maxlength", "200")
+    search.fill("printer " + "x" * 300)
+    settled(page)
+    expect(page.locator("#list-error")).to_be_hidden()
+    # A shared link with a longer search is cut to what the API takes.
+    page.goto(f"{server.url}/dashboard/?search=" + "p" * 300)
+    settled(page)
+    assert len(search.input_value()) == 200
+    expect(page.locator("#list-error")).to_be_hidden()
+
+    page.goto(f"{server.url}/dashboard/?view=template&sort=bogus")
+    error = page.locator("#list-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("The list could not be loaded:")
+    expect(error).to_contain_text("sort")
+    expect(error).not_to_contain_text("{")
+    expect(page.locator("#conn-text")).to_have_text("Not connected")
+    page.locator('th[data-sort="subject"]').get_by_role("button").click()  # a sort it knows
+    settled(page)
+    expect(error).to_be_hidden()
+    expect(row(page, ticket)).to_be_visible()
+
+
 def test_filter_bar_sorting_and_search_reload_the_list_from_the_stream(server, acme: World, new_context):
     link_login(acme, "alice")
     low = create(server.url, acme, subject="Mouse squeaks", priority="low")

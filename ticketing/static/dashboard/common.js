@@ -22,6 +22,27 @@
     return status === 401 || (status === 400 && code === "MISSING_HEADER");
   }
 
+  /* What the API said when it refused a request, for a person: the envelope's
+     `error.message` and, for a 400 with `details` (a serializer's errors), each field
+     named with its messages; never the raw JSON. */
+  function errorText(body, status) {
+    const error = body && body.error;
+    if (!error) return "HTTP " + status;
+    let text = error.message || error.code || "HTTP " + status;
+    const fields = [];
+    (function walk(value, path) {
+      if (value === null || value === undefined) return;
+      if (typeof value !== "object") fields.push((path ? path + ": " : "") + value);
+      else if (Array.isArray(value) && value.every(function (v) { return typeof v !== "object"; })) {
+        if (value.length) fields.push((path ? path + ": " : "") + value.join(" "));
+      } else {
+        for (const [key, inner] of Object.entries(value)) walk(inner, Array.isArray(value) || key === "non_field_errors" ? path : path ? path + "." + key : key);
+      }
+    })(status === 400 ? error.details : null, "");
+    if (fields.length) text += " " + fields.join("; ");
+    return text;
+  }
+
   function toSignIn() {
     window.location.assign("/dashboard/login/?next=" + encodeURIComponent(location.pathname));
   }
@@ -172,7 +193,7 @@
             return;
           }
           if (response.status === 400 || response.status === 403 || response.status === 404) {
-            this.onState("failed", text);
+            this.onState("failed", text, errorText(body, response.status));
             return;
           }
           throw new Error("HTTP " + response.status);
@@ -326,6 +347,7 @@
     // How long a tab stays hidden before its page stream closes (FetchEventStream, pauseWhenHidden).
     HIDDEN_PAUSE_MS: 10000,
     api: api,
+    errorText: errorText,
     toSignIn: toSignIn,
     csrfToken: csrfToken,
     FetchEventStream: FetchEventStream,

@@ -35,7 +35,8 @@
   function readUrl() {
     const params = new URLSearchParams(location.search);
     for (const name of FILTER_FIELDS) {
-      if (params.has(name)) field(name).value = params.get(name);
+      // A shared link's search is cut to the input's maxlength (the API takes no more).
+      if (params.has(name)) field(name).value = name === "search" ? params.get(name).slice(0, field(name).maxLength) : params.get(name);
     }
     if (!params.has("view")) field("view").value = config.defaultView;
     if (params.has("sort")) state.sort = params.get("sort");
@@ -229,13 +230,26 @@
     restartTimer = setTimeout(openStream, 150);
   }
 
+  /* A list request the server refuses (400: a sort from a link it does not know, a search
+     it does not take) is not retried: say why, rather than leave a dead list. */
+  const listError = document.getElementById("list-error");
+  function onState(name, detail, message) {
+    Dash.showConnection(name, detail);
+    if (name === "failed") {
+      listError.textContent = "The list could not be loaded: " + (message || detail);
+      listError.hidden = false;
+    } else if (name === "live") {
+      listError.hidden = true;
+    }
+  }
+
   function openStream() {
     writeUrl();
     state.stream = new Dash.FetchEventStream({
       url: Dash.listStreamUrl(field("view").value),
       body: body(),
       onEvent: onEvent,
-      onState: Dash.showConnection,
+      onState: onState,
       pauseWhenHidden: true,
     }).start();
   }
