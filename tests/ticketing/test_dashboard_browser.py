@@ -7,6 +7,7 @@ keep the screenshots the tests take (docs/screenshots/ holds a committed set).""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -429,6 +430,18 @@ def test_end_user_sees_only_their_requests_and_the_page_is_labelled_and_fits_a_p
     expect(page.get_by_label("Status")).to_be_disabled()
     page.get_by_role("button", name="Cancel this ticket").click()
     expect(page.get_by_label("Status")).to_have_value("cancelled")
+
+
+def test_a_shared_link_with_a_view_the_user_does_not_have_falls_back_to_their_own(server, acme: World, new_context):
+    link_login(acme, "bob")
+    mine = create(server.url, acme, user="bob", subject="My monitor flickers")
+    create(server.url, acme, user="dave", subject="Not bob's")
+    page = sign_in(new_context().new_page(), server.url, acme, "bob", path="/dashboard/?view=template&status=open")
+    expect(page.get_by_label("View")).to_have_value("user")
+    expect(page.get_by_label("Status")).to_have_value("open")
+    expect(page.locator("#rows tr")).to_have_count(1)
+    expect(row(page, mine)).to_be_visible()
+    expect(page).to_have_url(re.compile(r"view=user"))
 
 
 def test_an_account_without_a_tenant_user_gets_a_clear_403(server, acme: World, new_context):

@@ -34,11 +34,18 @@
 
   function readUrl() {
     const params = new URLSearchParams(location.search);
+    field("view").value = config.defaultView;
     for (const name of FILTER_FIELDS) {
+      if (!params.has(name)) continue;
+      const input = field(name);
+      const value = params.get(name);
+      // A shared link may name what this user is not offered (a view an end user does not
+      // have, a team or agent of someone else's): such a value keeps the field's default,
+      // rather than a select with nothing chosen and a list the server refuses.
+      if (input.options && ![...input.options].some(function (o) { return o.value === value; })) continue;
       // A shared link's search is cut to the input's maxlength (the API takes no more).
-      if (params.has(name)) field(name).value = name === "search" ? params.get(name).slice(0, field(name).maxLength) : params.get(name);
+      input.value = name === "search" ? value.slice(0, input.maxLength) : value;
     }
-    if (!params.has("view")) field("view").value = config.defaultView;
     if (params.has("sort")) state.sort = params.get("sort");
     if (params.has("order")) state.order = params.get("order") === "ASC" ? "ASC" : "DESC";
     state.offset = Math.max(0, Number(params.get("offset")) || 0);
