@@ -444,6 +444,38 @@ def test_a_shared_link_with_a_view_the_user_does_not_have_falls_back_to_their_ow
     expect(page).to_have_url(re.compile(r"view=user"))
 
 
+def test_an_end_user_is_offered_only_their_own_watching_and_errors_read_as_messages(server, acme: World, new_context):
+    link_login(acme, "bob")
+    ticket = create(server.url, acme, user="bob", subject="My monitor flickers")
+    added = httpx.post(
+        f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}/watchers",
+        headers=acme.headers("alice"),
+        json={"user": "alice"},
+        timeout=10,
+    )
+    assert added.status_code in (200, 201), added.text
+    page = sign_in(new_context().new_page(), server.url, acme, "bob", path=f"/dashboard/tickets/{ticket['id']}/")
+    alice = str(acme.users["alice"].id)
+    bob = str(acme.users["bob"].id)
+    expect(page.locator(f'#watchers li[data-id="{alice}"]')).to_be_visible()
+    # Nobody else to add, nobody else to remove: the API lets end users change only themselves.
+    expect(page.get_by_label("Add a watcher").locator("option")).to_have_count(1)
+    expect(page.get_by_label("Add a watcher").locator("option")).to_contain_text("(you)")
+    expect(page.locator(f'#watchers li[data-id="{alice}"] button')).to_have_count(0)
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#watcher-status")).to_contain_text("now watches.")
+    page.locator(f'#watchers li[data-id="{bob}"]').get_by_role("button", name=re.compile("^Stop .* watching$")).click()
+    expect(page.locator("#watcher-status")).to_contain_text("no longer watches.")
+
+    # A refused request shows the API's message and the field it names, not its JSON.
+    page.locator("#comment-body").evaluate("(box, text) => { box.value = text; }", "x" * 20_001)
+    page.get_by_role("button", name="Comment", exact=True).click()
+    status = page.locator("#comment-status")
+    expect(status).to_contain_text("Not sent: The request body is not valid. body: ")
+    expect(status).to_contain_text("20000")
+    expect(status).not_to_contain_text("{")
+
+
 def test_an_account_without_a_tenant_user_gets_a_clear_403(server, acme: World, new_context):
     get_user_model().objects.create_user(username="stranger", password=PASSWORD)
     page = new_context().new_page()

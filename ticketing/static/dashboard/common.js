@@ -58,17 +58,12 @@
       options.body = JSON.stringify(body);
     }
     const response = await fetch(url, options);
-    if (response.status === 401 || response.status === 403) {
-      const text = await response.text();
-      if (response.status === 401) toSignIn();
-      throw new Error("HTTP " + response.status + ": " + text);
-    }
     if (response.status === 204) return null;
     const data = await response.json().catch(function () { return null; });
     if (!response.ok) {
       if (sessionEnded(response.status, data)) toSignIn();
-      const message = data && data.error ? data.error.message : "HTTP " + response.status;
-      const error = new Error(message);
+      // The envelope's message (a 403 showed as "HTTP 403: {…}", its raw JSON).
+      const error = new Error(errorText(data, response.status));
       error.status = response.status;
       error.body = data;
       throw error;

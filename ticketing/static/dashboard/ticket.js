@@ -223,6 +223,8 @@
     watchersList.replaceChildren.apply(
       watchersList,
       watchers.map(function (user) {
+        // End users may only remove themselves (the API refuses the rest with 403).
+        if (!config.isAgent && user.id !== config.me.id) return Dash.el("li", { "data-id": user.id }, [user.name]);
         const remove = Dash.el("button", { type: "button", className: "link", text: "Remove", "aria-label": "Stop " + user.name + " watching" });
         remove.addEventListener("click", async function () {
           watcherStatus.textContent = "Removing…";
