@@ -85,3 +85,19 @@ def test_the_list_as_filtered_now_is_saved_as_a_view_with_its_count(server, acme
 
     create(server.url, acme, subject="Database slow", priority="high")
     expect(link.locator(".view-count")).to_have_text("2", timeout=2_000)
+
+
+def test_a_searched_list_cannot_be_saved_as_a_view_and_the_page_says_why(server, acme: World, new_context):  # noqa: F811
+    link_login(acme, "alice")
+    create(server.url, acme, subject="Server room flooded", priority="high")
+    page = sign_in(new_context().new_page(), server.url, acme, "alice", path="/dashboard/?search=flooded")
+    save = page.get_by_role("button", name="Save view")
+    expect(save).to_be_disabled()
+    expect(page.locator("#save-view-search")).to_have_text(
+        "A view cannot keep a search: clear the search to save this list."
+    )
+    page.get_by_label("Search").fill("")
+    expect(save).to_be_enabled()
+    expect(page.locator("#save-view-search")).to_be_hidden()
+    page.get_by_label("Search").fill("room")
+    expect(save).to_be_disabled()

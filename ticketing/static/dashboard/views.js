@@ -87,10 +87,26 @@
     }
   });
 
+  /* A saved view has a filter, a sort and a list type, but no search (the views API has
+     no field for it): saving a searched list silently dropped the search, so Save view is
+     off while a search is active, and says why. */
+  const search = document.getElementById("f-search");
+  const saveButton = document.getElementById("save-view-button");
+  const searchNote = document.getElementById("save-view-search");
+  function searching() {
+    return Boolean(search && search.value.trim());
+  }
+  function showSearchState() {
+    saveButton.disabled = searching();
+    searchNote.hidden = !searching();
+  }
+  if (search) search.addEventListener("input", showSearchState);
+  showSearchState();
+
   form.addEventListener("submit", async function (event) {
     event.preventDefault();
     const name = form.elements.name.value.trim();
-    if (!name || !window.DashList) return;
+    if (!name || !window.DashList || searching()) return;
     const current = window.DashList.body();
     const body = {
       name: name,
