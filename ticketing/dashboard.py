@@ -67,10 +67,20 @@ def _change_text(value: Any) -> str:
     return NONE_TEXT if value in (None, "") else str(value)
 
 
+# Fields whose values are codes (`in_progress`): shown as words (`in progress`), as the
+# page's live history lines (ticket.js historyLine) show them.
+CODED_FIELDS = frozenset({"status", "priority"})
+
+
+def _history_value(name: str, value: Any) -> str:
+    text = _change_text(value)
+    return text.replace("_", " ") if name in CODED_FIELDS else text
+
+
 def history_row(event: Event) -> dict[str, Any]:
     """One line of a ticket's history as the ticket page shows it."""
     changes = [
-        (name, _change_text(change.get("from")), _change_text(change.get("to")))
+        (name, _history_value(name, change.get("from")), _history_value(name, change.get("to")))
         for name, change in (event.changes or {}).items()
         if name != "updatedAt"
     ]

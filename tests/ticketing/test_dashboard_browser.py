@@ -343,6 +343,31 @@ def test_ticket_page_edits_show_up_live_in_another_tab_and_comments_highlight_me
     screenshot(editor, "ticket-test")
 
 
+def test_a_live_history_line_reads_as_the_served_one_support_tag_and_status_words(server, acme: World, new_context):
+    from ticketing.models import Ticket
+    from ticketing.services import bulk_set_status
+
+    link_login(acme, "alice")
+    ticket = create(server.url, acme, subject="VPN drops")
+    page = sign_in(new_context().new_page(), server.url, acme, "alice", path=f"/dashboard/tickets/{ticket['id']}/")
+    expect(page.locator("#history li")).to_have_count(1)
+
+    # A support action from the admin (ticket status action), with the support flag.
+    bulk_set_status(
+        tickets=Ticket.objects.filter(pk=ticket["id"]), status="in_progress", actor=acme.users["admin"], support=True
+    )
+    live_line = page.locator("#history li").nth(1)
+    expect(live_line).to_contain_text("status: open → in progress", timeout=3_000)
+    expect(live_line.locator(".tag")).to_have_text("support")
+    shown_live = " ".join(live_line.inner_text().split()[2:])  # without the time
+
+    page.reload()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    served = page.locator("#history li").nth(1)
+    expect(served.locator(".tag")).to_have_text("support")
+    assert " ".join(served.inner_text().split()[2:]) == shown_live
+
+
 def test_ticket_page_is_fully_live_comments_watchers_and_approvals_from_other_people(server, acme: World, new_context):
     link_login(acme, "alice")
     link_login(acme, "bob")

@@ -343,17 +343,27 @@
 
   // --- live changes ----------------------------------------------------------------------
 
+  /* A live history line reads as the lines the page was served with (ticketing/dashboard.py
+     history_row): coded values (status, priority) as words, other values as they are, and
+     a support action tagged *support*. */
+  const CODED = ["status", "priority"];
   function historyLine(event) {
-    const text = function (v) { return v && typeof v === "object" ? v.name : Dash.label(v); };
+    const text = function (name, v) {
+      if (v && typeof v === "object") return v.name || v.id || "–";
+      if (v === null || v === undefined || v === "") return "–";
+      return CODED.indexOf(name) >= 0 ? Dash.label(v) : String(v);
+    };
     const changes = Object.entries(event.changes || {})
       .filter(function (e) { return e[0] !== "updatedAt"; })
-      .map(function (e) { return Dash.el("span", { text: e[0] + ": " + text(e[1].from) + " → " + text(e[1].to) }); });
+      .map(function (e) { return Dash.el("span", { text: e[0] + ": " + text(e[0], e[1].from) + " → " + text(e[0], e[1].to) }); });
     const what = event.type.replace("tickets.ticket.", "").replace(/_/g, " ");
     const line = Dash.el("li", {}, [
       Dash.el("time", { datetime: event.occurred_at, text: Dash.shortTime(event.occurred_at, true) }),
       " ",
       Dash.el("strong", { text: event.replayed ? what + " (replayed)" : what }),
       " by " + (event.actor ? event.actor.name : "system"),
+      event.support ? " " : null,
+      event.support ? Dash.el("span", { className: "tag", text: "support" }) : null,
       " ",
       Dash.el("span", { className: "changes" }, changes),
     ]);
