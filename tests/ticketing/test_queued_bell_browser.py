@@ -52,3 +52,28 @@ def test_the_bell_shows_a_ticket_queued_for_the_team_and_drops_it_when_someone_t
     expect(badge).to_be_hidden()
     expect(item).to_have_class("read")
     expect(item.get_by_role("button", name="Mark read")).to_have_count(0)
+
+
+def test_every_notification_type_has_its_own_icon_and_label(server, acme: World, new_context):  # noqa: F811
+    link_login(acme, "alice")
+    page = sign_in(new_context().new_page(), server.url, acme, "alice")
+    # alice's own request, resolved by carol: a `resolution` notification for alice.
+    ticket = create(server.url, acme, subject="Keyboard sticky")
+    resolved = httpx.patch(
+        f"{server.url}/api/v2/ticketing/ticket/{ticket['id']}",
+        headers=acme.headers("carol"),
+        json={"status": "resolved"},
+        timeout=10,
+    )
+    assert resolved.status_code == 200, resolved.text
+    expect(page.locator("#bell-badge")).not_to_have_attribute("data-count", "0", timeout=5_000)
+    page.locator("#bell-button").click()
+    item = page.locator("#bell-list li[data-type='resolution']").first
+    expect(item).to_contain_text("Resolved:")
+    expect(item.locator(".type-icon")).not_to_have_text("•")
+    icons = page.evaluate(
+        "() => [...document.querySelectorAll('script[src]')].map(s => s.src).find(s => s.includes('bell.js'))"
+    )
+    source = httpx.get(icons, timeout=10).text
+    for kind in ("reassignment", "resolution", "reopened", "merge", "watchAdded", "approvalDecision"):
+        assert f"    {kind}: [" in source, kind

@@ -16,6 +16,12 @@
     approval: ["✓", "Approval"],
     escalation: ["↑", "Escalation"],
     queued: ["⇥", "In your team's queue"],
+    reassignment: ["⇄", "Reassigned"],
+    resolution: ["✔", "Resolved"],
+    reopened: ["↺", "Reopened"],
+    merge: ["⇉", "Merged"],
+    watchAdded: ["◉", "Now watching"],
+    approvalDecision: ["☑", "Approval decided"],
   };
 
   const root = document.getElementById("bell");
