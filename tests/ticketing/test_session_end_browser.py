@@ -17,6 +17,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.builders import World
 from tests.ticketing.test_dashboard_browser import (  # noqa: F401  (fixtures)
+    PASSWORD,
     browser,
     create,
     link_login,
@@ -57,3 +58,19 @@ def test_the_open_list_goes_to_the_sign_in_page_when_the_session_ends(
     end(context, page, server.url, acme)
     page.wait_for_url("**/dashboard/login/**", timeout=LEAVES_WITHIN_MS)
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_signing_in_again_returns_to_the_list_with_its_filter(server, acme: World, new_context) -> None:  # noqa: F811
+    link_login(acme, "alice")
+    context = new_context()
+    page = sign_in(context.new_page(), server.url, acme, "alice", path="/dashboard/?status=open&priority=high")
+    expect(page.get_by_label("Priority")).to_have_value("high")
+
+    sign_out_in_another_tab(context, page, server.url, acme)
+    page.wait_for_url("**/dashboard/login/**", timeout=LEAVES_WITHIN_MS)
+    page.get_by_label("Username").fill(f"{acme.tenant.slug}-alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(page.get_by_label("Priority")).to_have_value("high")
+    expect(page.get_by_label("Status")).to_have_value("open")

@@ -43,8 +43,13 @@
     return text;
   }
 
+  /* Back to this very page after signing in: its path and query (a list's filter, sort and
+     page), never another origin. The path is this origin's own; leading slashes are
+     collapsed so it cannot read as a scheme-relative `//host` address (Django's login view
+     refuses another host too). */
   function toSignIn() {
-    window.location.assign("/dashboard/login/?next=" + encodeURIComponent(location.pathname));
+    const back = "/" + location.pathname.replace(/^[/\\]+/, "") + location.search;
+    window.location.assign("/dashboard/login/?next=" + encodeURIComponent(back));
   }
 
   async function api(method, url, body, headers) {
