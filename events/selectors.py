@@ -13,7 +13,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from core import statements
-from events.ids import event_id_time, event_id_to_str
+from events.ids import event_id_time, event_id_to_str, first_event_id_at
 from events.models import Event
 from events.serializers import iso
 from tenants.models import Tenant, TenantUser
@@ -219,3 +219,10 @@ def partner_page_json(events: QuerySet[Event], limit: int) -> tuple[str, int]:
             f'"support":{"true" if support else "false"}}}'
         )
     return "[" + ",".join(items) + "]", len(rows)
+
+
+def events_older_than(cutoff: datetime, tenant: Tenant | None = None) -> QuerySet[Event]:
+    """Events that occurred before `cutoff` (of one tenant, or of all): what pruning takes."""
+    # Ids start with their time, so "older than" is "id below the first id of the cutoff".
+    old = Event.objects.filter(id__lt=first_event_id_at(cutoff))
+    return old.filter(tenant=tenant) if tenant is not None else old

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from core.http import ApiError
@@ -94,3 +94,11 @@ def plain_http_endpoint_urls(tenant_id: uuid.UUID) -> list[str]:
 def may_add_endpoint(tenant_id: uuid.UUID) -> bool:
     """Whether the tenant is under its number of endpoints (MAX_ENDPOINTS_PER_TENANT)."""
     return Endpoint.objects.filter(tenant_id=tenant_id).count() < MAX_ENDPOINTS_PER_TENANT
+
+
+def owed_to_an_endpoint() -> Exists:
+    """Whether an event (the outer query's row) still has a delivery owed to an endpoint:
+    pending, whether not tried yet or waiting for a retry, and also the backlog of a
+    disabled endpoint, which is sent once it is enabled again. Pruning such an event would
+    delete the delivery with its attempts (`Delivery.event` cascades)."""
+    return Exists(Delivery.objects.filter(event_id=OuterRef("pk"), state=Delivery.State.PENDING))

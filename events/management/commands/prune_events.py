@@ -12,8 +12,9 @@ from django.utils import timezone
 from core.command_args import positive_int
 from core.progress import on_terminal, progress_bar
 from core.text import count_of
-from events.ids import first_event_id_at
-from events.models import Event
+from events.selectors import events_older_than
+from events.services import delete_events
+from webhooks.selectors import owed_to_an_endpoint
 
 _DURATION = re.compile(r"^(\d+)([dh])$")
 
@@ -21,7 +22,9 @@ _DURATION = re.compile(r"^(\d+)([dh])$")
 class Command(BaseCommand):
     help = (
         "Delete events older than --older-than (e.g. 30d or 12h; default: EVENTS_RETENTION_DAYS). A client whose "
-        "cursor points before the retention gets 410 CURSOR_EXPIRED and must start again."
+        "cursor points before the retention gets 410 CURSOR_EXPIRED and must start again. Events a webhook "
+        "delivery is still owed for (pending or retrying, also a disabled endpoint's backlog) are kept until "
+        "it is delivered or fails for good."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -43,26 +46,45 @@ class Command(BaseCommand):
             raise CommandError("--older-than must look like 30d or 12h.")
         amount, unit = int(match.group(1)), match.group(2)
         cutoff = timezone.now() - (timedelta(days=amount) if unit == "d" else timedelta(hours=amount))
-        # Ids start with their time, so "older than" is "id below the first id of the cutoff".
-        old = Event.objects.filter(id__lt=first_event_id_at(cutoff))
+        old = events_older_than(cutoff)
         if options["tenant"]:
             old = old.filter(tenant__slug=options["tenant"])
+        # Deleting an event deletes its deliveries and their attempts: one still owed would
+        # never be sent (webhooks.md "No loss"), so those events wait for a later prune.
+        prunable = old.filter(~owed_to_an_endpoint())
         if options["dry_run"]:
-            self.stdout.write(f"would delete {count_of(old.count(), 'event')} older than {cutoff.isoformat()}")
+            kept = old.filter(owed_to_an_endpoint()).count()
+            self.stdout.write(
+                f"would delete {count_of(prunable.count(), 'event')} older than {cutoff.isoformat()}"
+                + self._kept_note(kept)
+            )
             return
         deleted = 0
         with progress_bar(
             self,
-            total=old.count() if on_terminal(self) else None,
+            total=prunable.count() if on_terminal(self) else None,
             unit="event",
             desc="prune",
             quiet=options["verbosity"] == 0,
         ) as bar:
             while True:
-                ids = list(old.values_list("id", flat=True)[: options["batch"]])
+                ids = list(prunable.values_list("id", flat=True)[: options["batch"]])
                 if not ids:
                     break
-                removed = Event.objects.filter(id__in=ids).delete()[0]
+                removed = delete_events(ids)
                 deleted += removed
                 bar.update(removed)
-        self.stdout.write(f"deleted {count_of(deleted, 'event')} older than {cutoff.isoformat()}")
+        # Counted after the deletes: a delivery may have become owed again meanwhile.
+        kept = old.filter(owed_to_an_endpoint()).count()
+        self.stdout.write(
+            f"deleted {count_of(deleted, 'event')} older than {cutoff.isoformat()}" + self._kept_note(kept)
+        )
+
+    @staticmethod
+    def _kept_note(kept: int) -> str:
+        if not kept:
+            return ""
+        return (
+            f"; kept {count_of(kept, 'event')} a webhook delivery is still owed for (pending or retrying, "
+            "or waiting for a disabled endpoint): pruned once delivered or failed for good"
+        )
