@@ -3,8 +3,44 @@ of the people their tokens name."""
 
 import uuid
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+
+# RFC 7518 section 3.2: an HS256 key at least as long as the hash output (256 bits). A
+# shorter secret is guessed offline from any one token, and then anyone can sign tokens.
+MIN_HS256_SECRET_BYTES = 32
+# RFC 7518 section 3.3: RS256 keys of 2048 bits or larger.
+MIN_RSA_KEY_BITS = 2048
+
+
+def hs256_secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot be a realm's HS256 secret, or None when it can."""
+    size = len(secret.encode())
+    if size < MIN_HS256_SECRET_BYTES:
+        return (
+            f"An HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 section 3.2); this one is "
+            f"{size}. A short secret can be guessed from any token, and then anyone can sign tokens."
+        )
+    return None
+
+
+def rs256_public_key_problem(pem: str) -> str | None:
+    """Why `pem` cannot be a realm's RS256 public key, or None when it can."""
+    try:
+        key = load_pem_public_key(pem.strip().encode())
+    except (ValueError, TypeError):
+        return "Not a PEM public key: paste it with its -----BEGIN PUBLIC KEY----- and -----END PUBLIC KEY----- lines."
+    if not isinstance(key, rsa.RSAPublicKey):
+        return "RS256 needs an RSA public key; this is another kind of key."
+    if key.key_size < MIN_RSA_KEY_BITS:
+        return (
+            f"An RS256 key must have at least {MIN_RSA_KEY_BITS} bits (RFC 7518 section 3.3); "
+            f"this one has {key.key_size}."
+        )
+    return None
 
 
 class Tenant(models.Model):
@@ -54,6 +90,27 @@ class Realm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant.slug}/{self.name}"
+
+    def clean(self) -> None:
+        """Refuse keys that make the realm's tokens forgeable (a short HS256 secret) or
+        unusable (an RS256 key that is not one, or no key at all): saved, they were
+        accepted or refused token by token, never at the form. Checked by the admin's
+        forms; code that creates realms calls `full_clean()`."""
+        errors: dict[str, str] = {}
+        if self.algorithm == self.Algorithm.HS256:
+            problem = hs256_secret_problem(self.secret)
+            if problem:
+                errors["secret"] = problem
+        elif self.public_key.strip():
+            # The pasted key is used whenever it is set, a JWKS URL only without it
+            # (tenants.callers.token_backend_for), so it is checked even beside a URL.
+            problem = rs256_public_key_problem(self.public_key)
+            if problem:
+                errors["public_key"] = problem
+        elif not self.jwks_url:
+            errors["public_key"] = "An RS256 realm needs a public key (PEM) or a JWKS URL."
+        if errors:
+            raise ValidationError(errors)
 
 
 class AllowedOrigin(models.Model):

@@ -17,7 +17,7 @@ from core.progress import progress_bar
 from core.text import count_of
 from events.recording import unit_of_work
 from tenants.callers import caller_for_user
-from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser
+from tenants.models import AllowedOrigin, Realm, Tenant, TenantUser, hs256_secret_problem
 from tenants.services import subject_for
 from ticketing import services
 from ticketing.models import Priority, Status
@@ -84,6 +84,12 @@ class Command(BaseCommand):
                 )
             if options["admin_password"] == DEMO_ADMIN_PASSWORD or options["user_password"] == DEMO_PASSWORD:
                 raise CommandError("DEBUG is off: pass --admin-password and --user-password of your own.")
+        if not Realm.objects.filter(tenant__slug="demo", name="demo").exists():
+            # Created here, not through the admin's form: the same refusal of a secret
+            # short enough to be guessed from a token (Realm.clean).
+            problem = hs256_secret_problem(settings.DEMO_REALM_SECRET)
+            if problem:
+                raise CommandError(f"DEMO_REALM_SECRET: {problem}")
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Help Desk"})
         base_url = (options["base_url"] or "").rstrip("/")
         realm, _ = Realm.objects.get_or_create(
