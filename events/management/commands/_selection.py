@@ -1,40 +1,68 @@
 """Options shared by the event commands for choosing a tenant's events."""
 
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
-from django.utils.dateparse import parse_datetime
 
+from core.command_args import moment
 from events.ids import parse_event_id
 from events.models import Event
 from events.selectors import log_after
 from tenants.models import Tenant
 from tenants.selectors import tenant_by_slug_or_id
+from webhooks.events import PARTNER_EVENT_TYPES
+
+
+def partner_event_type(text: str) -> str:
+    """An exact type of the partner log (`--type`): a misspelt one matched no event, and
+    the command said it had nothing to do as if that were true."""
+    if text not in PARTNER_EVENT_TYPES:
+        raise ArgumentTypeError(f"{text!r} is not an event type; one of: {', '.join(sorted(PARTNER_EVENT_TYPES))}")
+    return text
 
 
 def add_selection_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--tenant", required=True, help="Tenant slug or id.")
     parser.add_argument("--after-id", help="Only events after this id (ULID or UUID).")
-    parser.add_argument("--occurred-after", help="Only events that occurred after this ISO 8601 time.")
-    parser.add_argument("--type", action="append", dest="types", help="Only this event type (repeatable).")
+    parser.add_argument(
+        "--occurred-after",
+        type=moment,
+        help="Only events that occurred after this ISO 8601 date-time or date; without an offset it is UTC.",
+    )
+    parser.add_argument(
+        "--type",
+        action="append",
+        dest="types",
+        type=partner_event_type,
+        help="Only this event type, exactly (repeatable), e.g. tickets.ticket.created.",
+    )
+
+
+def tenant_named(value: str) -> Tenant:
+    """The tenant an operator named (slug or id), or a `CommandError` saying there is none."""
+    tenant = tenant_by_slug_or_id(value)
+    if tenant is None:
+        raise CommandError(f"No tenant {value!r}.")
+    return tenant
 
 
 def selected_events(options: dict[str, Any]) -> tuple[Tenant, QuerySet[Event]]:
-    tenant = tenant_by_slug_or_id(options["tenant"])
-    if tenant is None:
-        raise CommandError(f"No tenant {options['tenant']!r}.")
+    tenant = tenant_named(options["tenant"])
     try:
         after = parse_event_id(options["after_id"]) if options.get("after_id") else None
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     events = log_after(tenant, after, audience=Event.Audience.PARTNER, types=options.get("types") or ())
-    if options.get("occurred_after"):
-        moment = parse_datetime(options["occurred_after"])
-        if moment is None:
-            raise CommandError("--occurred-after must be an ISO 8601 date-time.")
-        events = events.filter(occurred_at__gt=moment)
+    after_time = options.get("occurred_after")
+    if isinstance(after_time, str):  # call_command(occurred_after=...) skips the option's type
+        try:
+            after_time = moment(after_time)
+        except ArgumentTypeError as exc:
+            raise CommandError(f"--occurred-after: {exc}") from None
+    if after_time:
+        events = events.filter(occurred_at__gt=after_time)
     return tenant, events
 
 

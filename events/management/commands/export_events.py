@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from core.command_args import positive_int
+from core.command_errors import handles_database_faults
 from core.progress import on_terminal, progress_bar
 from core.text import count_of
 from events.management.commands._selection import add_selection_arguments, keyset_pages, selected_events
@@ -28,6 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--output", "-o", help="File to write (default: stdout).")
         parser.add_argument("--batch", type=positive_int, default=2000, help="Events read per query (default 2000).")
 
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
         tenant, events = selected_events(options)
         try:

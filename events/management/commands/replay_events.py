@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from core.command_args import positive_int
+from core.command_errors import handles_database_faults
 from core.progress import progress_bar
 from core.text import count_of
 from events.management.commands._selection import add_selection_arguments, keyset_pages, selected_events
@@ -23,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only say what would be replayed.")
         parser.add_argument("--batch", type=positive_int, default=200, help="Events per broadcast (default 200).")
 
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
         tenant, events = selected_events(options)
         total = events.count()

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from core.command_args import positive_int
+from core.command_errors import handles_database_faults
 from idempotency.services import prune_expired
 
 
@@ -19,6 +20,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--batch", type=positive_int, default=10_000)
 
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
         deleted = prune_expired(batch=options["batch"])
         self.stdout.write(f"Deleted {deleted} expired idempotency record(s).")

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from core.command_args import positive_int, positive_seconds
+from core.command_errors import handles_database_faults
 from core.worker_loop import run_worker_loop
 from notifications.emails import send_due_emails
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
             "--batch", type=positive_int, default=200, help="At most this many emails per kind per pass."
         )
 
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
         def report(sent: int) -> None:
             if sent or options["verbosity"] > 1:

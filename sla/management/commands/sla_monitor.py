@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from core.command_args import positive_int, positive_seconds
+from core.command_errors import handles_database_faults
 from core.text import count_of
 from core.worker_loop import run_worker_loop
 from sla.services import claim_due_sla_stages
@@ -37,6 +38,8 @@ class Command(BaseCommand):
             "--batch", type=positive_int, default=500, help="At most this many tickets per stage per check."
         )
 
+    # With --once a failed check is the command's error (the loop logs it and goes on).
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
         # Kept across work and report: a failed check reports what it recorded before failing.
         tally: Counter[str] = Counter()

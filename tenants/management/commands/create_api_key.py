@@ -8,7 +8,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from tenants.models import ApiKey, Tenant
+from core.command_args import label
+from core.command_errors import handles_database_faults
+from tenants.models import ApiKey
+from tenants.selectors import tenant_by_slug_or_id
 from tenants.services import create_api_key
 
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
@@ -30,8 +33,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("--tenant", required=True, help="Tenant slug.")
-        parser.add_argument("--name", required=True, help='What the key is for, e.g. "crm sync".')
+        parser.add_argument("--tenant", required=True, help="Tenant slug or id.")
+        parser.add_argument(
+            "--name",
+            required=True,
+            # The admin lists keys by name: an empty one could not be told apart or revoked
+            # knowingly, and a longer one than the column failed at the INSERT.
+            type=label(ApiKey._meta.get_field("name").max_length),
+            help=f'What the key is for, e.g. "crm sync" (1 to {ApiKey._meta.get_field("name").max_length} characters).',
+        )
         parser.add_argument(
             "--scope",
             action="append",
@@ -45,8 +55,9 @@ class Command(BaseCommand):
             "Default: never expires.",
         )
 
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
-        tenant = Tenant.objects.filter(slug=options["tenant"]).first()
+        tenant = tenant_by_slug_or_id(options["tenant"])
         if tenant is None:
             raise CommandError(f"No tenant {options['tenant']!r}.")
         lifetime = parse_duration(options["expires_in"]) if options["expires_in"] is not None else None
