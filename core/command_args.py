@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -108,6 +109,28 @@ def label(max_length: int) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def http_base_url(text: str) -> str:
+    """An absolute http(s) URL, without a trailing slash (`--base-url`): `notaurl` became
+    the demo realm's issuer `notaurl/realms/demo`, and every live token stopped working."""
+    value = text.strip().rstrip("/")
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number, or out of range
+        parts, port_ok = None, False
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in value)
+    ):
+        raise argparse.ArgumentTypeError(f"{text!r}: give an absolute http(s) URL, like http://127.0.0.1:8000")
+    return value
 
 
 def _whole_number(text: str) -> int:

@@ -54,3 +54,39 @@ def test_quickstart_prints_a_silent_stream_curl_and_a_token_issued_for_its_port(
     assert stream.startswith("curl -sN -X POST 'http://127.0.0.1:8123/api/v2/ticketing/ticket/sse/list/updates")
     token = printed.split("Authorization: Bearer ")[1].split("'")[0]
     assert jwt.decode(token, options={"verify_signature": False})["iss"] == "http://127.0.0.1:8123/realms/demo"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["notaurl", "127.0.0.1:8000", "ftp://127.0.0.1", "http://", "http://host:99999", "http://h/?q=1", "http:/x"],
+)
+def test_load_demo_refuses_a_base_url_that_is_not_an_absolute_http_url(settings, value):
+    from tenants.models import Tenant
+
+    settings.DEBUG = True
+    with pytest.raises(CommandError, match=r"argument --base-url: .*absolute http"):
+        call_command("load_demo", "--tickets", "0", "--base-url", value, stdout=StringIO())
+    # Given as call_command does (without the option's type): refused the same.
+    with pytest.raises(CommandError, match=r"--base-url: .*absolute http"):
+        call_command("load_demo", tickets=0, base_url=value, stdout=StringIO())
+    assert not Tenant.objects.filter(slug="demo").exists()
+
+
+def test_load_demo_warns_when_it_moves_the_issuer_of_live_tokens(settings):
+    from tenants.models import Realm
+
+    settings.DEBUG = True
+    first = StringIO()
+    call_command("load_demo", "--tickets", "0", "--base-url", "https://desk.example/", stdout=StringIO(), stderr=first)
+    assert first.getvalue() == ""  # a new realm: no token was issued for another issuer
+    assert Realm.objects.get(tenant__slug="demo").issuer == "https://desk.example/realms/demo"
+    same = StringIO()
+    call_command("load_demo", "--tickets", "0", "--base-url", "https://desk.example", stdout=StringIO(), stderr=same)
+    assert same.getvalue() == ""
+    moved = StringIO()
+    call_command("load_demo", "--tickets", "0", "--base-url", "http://127.0.0.1:8001", stdout=StringIO(), stderr=moved)
+    assert moved.getvalue() == (
+        "warning: the demo realm's issuer changed from https://desk.example/realms/demo to "
+        "http://127.0.0.1:8001/realms/demo; tokens issued for the old issuer are refused from now on "
+        "(issue new ones).\n"
+    )

@@ -5,14 +5,14 @@ A ticketing command: the demo is a help desk, its tickets are made through
 ticketing.services, and ticketing may use tenants (never the other way round)."""
 
 import random
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from core.command_args import non_negative_int
+from core.command_args import http_base_url, non_negative_int
 from core.progress import progress_bar
 from core.text import count_of
 from events.recording import unit_of_work
@@ -52,12 +52,24 @@ DEMO_ADMIN_PASSWORD = "admin"  # noqa: S105  (documented demo credential)
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
+def checked_base_url(value: str | None) -> str:
+    """`--base-url` as `http_base_url` reads it, also when given to call_command (which
+    skips an option's type); empty when not given."""
+    if not value:
+        return ""
+    try:
+        return http_base_url(value)
+    except ArgumentTypeError as exc:
+        raise CommandError(f"--base-url: {exc}") from None
+
+
 class Command(BaseCommand):
     help = "Create (or complete) the `demo` tenant with users and ~200 tickets. Safe to run again."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument(
             "--base-url",
+            type=http_base_url,
             help="Where the service is reached, e.g. http://127.0.0.1:8001 (`make run` passes its HOST and PORT): "
             "the demo realm's token issuer becomes <base-url>/realms/demo and the dashboard origin is allowed. "
             f"Default: keep what is there, {DEFAULT_BASE_URL} for a new demo.",
@@ -75,6 +87,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        base_url = checked_base_url(options["base_url"])
         if not settings.DEBUG:
             # Outside development the demo's published credentials would let anyone sign
             # tokens for the demo realm or sign in as its admin.
@@ -91,7 +104,6 @@ class Command(BaseCommand):
             if problem:
                 raise CommandError(f"DEMO_REALM_SECRET: {problem}")
         tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo Help Desk"})
-        base_url = (options["base_url"] or "").rstrip("/")
         realm, _ = Realm.objects.get_or_create(
             tenant=tenant,
             name="demo",
@@ -99,9 +111,14 @@ class Command(BaseCommand):
         )
         if base_url and realm.issuer != f"{base_url}/realms/demo":
             # The service moved (another port): its tokens name where it is now. Tokens
-            # issued for the old address are refused from here on (wrong `iss`).
-            realm.issuer = f"{base_url}/realms/demo"
+            # issued for the old address are refused from here on (wrong `iss`): said, since
+            # every client holding one stops working.
+            old_issuer, realm.issuer = realm.issuer, f"{base_url}/realms/demo"
             realm.save(update_fields=["issuer"])
+            self.stderr.write(
+                f"warning: the demo realm's issuer changed from {old_issuer or '(none)'} to {realm.issuer}; "
+                "tokens issued for the old issuer are refused from now on (issue new ones)."
+            )
         origins = {"http://127.0.0.1:8000", "http://localhost:8000"}
         if base_url:
             origins.add(base_url)
