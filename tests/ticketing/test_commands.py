@@ -90,3 +90,59 @@ def test_load_demo_warns_when_it_moves_the_issuer_of_live_tokens(settings):
         "http://127.0.0.1:8001/realms/demo; tokens issued for the old issuer are refused from now on "
         "(issue new ones).\n"
     )
+
+
+def test_quickstart_prints_the_demo_passwords_only_where_they_sign_in(settings):
+    settings.DEBUG = True
+    call_command("load_demo", tickets=0, stdout=StringIO())
+    published = StringIO()
+    call_command("quickstart", stdout=published)
+    assert "password demo1234;" in published.getvalue()
+    assert "(user: admin, password: admin)" in published.getvalue()
+
+    from django.contrib.auth import get_user_model
+
+    for account in get_user_model().objects.filter(username__in=["admin", "alice"]):
+        account.set_password("an-own-password-0123")
+        account.save()
+    own = StringIO()
+    call_command("quickstart", stdout=own)
+    printed = own.getvalue()
+    assert "password: admin" not in printed and "password admin" not in printed and "demo1234" not in printed
+    assert "(user: admin, password: the --admin-password given to load_demo)" in printed
+    assert "(end users), the --user-password given to load_demo;" in printed
+
+
+def test_quickstart_defaults_to_where_the_demo_realm_says_the_service_is(settings):
+    import jwt
+
+    settings.DEBUG = True
+    call_command("load_demo", "--tickets", "0", "--base-url", "http://127.0.0.1:8123", stdout=StringIO())
+    out = StringIO()
+    call_command("quickstart", stdout=out)
+    printed = out.getvalue()
+    assert "==> The service is starting on http://127.0.0.1:8123\n" in printed
+    assert "curl -s 'http://127.0.0.1:8123/v2/system/events" in printed
+    token = printed.split("Authorization: Bearer ")[1].split("'")[0]
+    assert jwt.decode(token, options={"verify_signature": False})["iss"] == "http://127.0.0.1:8123/realms/demo"
+
+
+@pytest.mark.parametrize("value", ["notaurl", "ftp://x", "http://"])
+def test_quickstart_refuses_a_base_url_that_is_not_an_absolute_http_url(settings, value):
+    settings.DEBUG = True
+    call_command("load_demo", tickets=0, stdout=StringIO())
+    with pytest.raises(CommandError, match=r"argument --base-url: .*absolute http"):
+        call_command("quickstart", "--base-url", value, stdout=StringIO())
+
+
+@pytest.mark.parametrize(("value", "refused"), [("2592000", False), ("2592001", True), ("99999999999999", True)])
+def test_issue_token_caps_the_ttl_at_30_days(settings, value, refused):
+    settings.DEBUG = True
+    call_command("load_demo", tickets=0, stdout=StringIO())
+    if refused:
+        with pytest.raises(CommandError, match=r"argument --ttl: .*at most 2592000 seconds \(30 days\)"):
+            call_command("issue_token", "--tenant", "demo", "--user", "alice", "--ttl", value, stdout=StringIO())
+    else:
+        out = StringIO()
+        call_command("issue_token", "--tenant", "demo", "--user", "alice", "--ttl", value, stdout=out)
+        assert out.getvalue().count(".") == 2

@@ -5,10 +5,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from core.command_args import positive_int
+from core.command_args import positive_int_up_to
+from core.command_errors import handles_database_faults
 from tenants.models import Realm
 from tenants.selectors import tenant_by_slug_or_id
 from tenants.services import issue_token
+
+# A token cannot be revoked (only its realm's secret changed): one valid for years is a
+# password that never expires. 30 days covers a long-running script or test setup.
+MAX_TTL_SECONDS = 30 * 86400
 
 
 class Command(BaseCommand):
@@ -19,12 +24,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--tenant", required=True, help="Tenant slug or id.")
-        parser.add_argument("--user", required=True, help="Username (preferred_username).")
+        parser.add_argument(
+            "--user",
+            required=True,
+            help="Username (preferred_username). One the tenant does not know yet is created from the token's "
+            "claims at its first request, as for any identity provider's token.",
+        )
         parser.add_argument("--realm", help="Realm name; defaults to the tenant's only HS256 realm.")
         parser.add_argument("--roles", default=None, help="Comma-separated realm roles (default: the user's roles).")
         parser.add_argument("--teams", default=None, help="Comma-separated teams (default: the user's teams).")
         parser.add_argument(
-            "--ttl", type=positive_int, default=3600, help="Seconds until the token expires (default 3600)."
+            "--ttl",
+            type=positive_int_up_to(MAX_TTL_SECONDS, " seconds (30 days)"),
+            default=3600,
+            help=f"Seconds until the token expires (default 3600, at most {MAX_TTL_SECONDS}: 30 days).",
         )
         parser.add_argument(
             "--format",
@@ -33,6 +46,7 @@ class Command(BaseCommand):
             help="token: the bare token (default); headers: Authorization, x-tenantid and realmname, one a line.",
         )
 
+    @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_by_slug_or_id(options["tenant"])
         if tenant is None:
