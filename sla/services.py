@@ -157,16 +157,26 @@ def record_sla_moved(ticket: Ticket, changes: dict[str, dict[str, Any]]) -> None
 # --- moving the clock (from sla.handlers, under the ticket's row lock) ---------------------
 
 
-def start_clock(*, ticket: Ticket) -> TicketSla | None:
-    """Start the ticket's SLA clock from its tenant's policy for its priority, if any."""
+def start_clock(*, ticket: Ticket, status: str | None = None, now: datetime | None = None) -> TicketSla | None:
+    """Start the ticket's SLA clock from its tenant's policy for its priority, if any, as
+    the ticket stands in `status` (default: its own) at `now` (default: its creation).
+    A target that status has met already is met from the start: a ticket created (or
+    first given a policy) resolved, closed or cancelled owes neither, one `in_progress`
+    no first response, or the monitor breached a ticket nobody waits on."""
     policy = _policy(ticket)
     if policy is None:
         return None
+    status = status or ticket.status
+    now = now or ticket.created_at
     targets = sla_targets(policy, ticket.created_at, calendar=work_calendar(policy))
-    sla = TicketSla.objects.create(ticket=ticket, tenant_id=ticket.tenant_id, **targets)
-    if ticket.status == Status.ON_HOLD:
-        sla.paused_at = ticket.created_at
-        sla.save(update_fields=["paused_at"])
+    sla = TicketSla(ticket=ticket, tenant_id=ticket.tenant_id, **targets)
+    if status == Status.ON_HOLD:
+        sla.paused_at = now
+    if status not in {Status.OPEN, Status.ON_HOLD}:
+        sla.responded_at = now
+    if status in CLOSED_STATUSES:
+        sla.resolved_at = now
+    sla.save(force_insert=True)
     return sla
 
 
@@ -212,7 +222,9 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
     calendar = work_calendar(policy)
     if previous_priority != ticket.priority and policy is not None:
         if sla is None:
-            sla = start_clock(ticket=ticket)
+            # Started as the ticket stood before this change, which the status handling
+            # below then applies as to any clock.
+            sla = start_clock(ticket=ticket, status=previous_status, now=now)
         else:
             paused_for = _paused_business_time(sla, calendar, now)
             for name, value in sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for).items():
