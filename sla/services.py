@@ -6,6 +6,7 @@ tenant's policies and calendars, and the monitor's claims of due warnings and br
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from sla.business_time import (
 )
 from sla.events import SlaEvent, SlaStage
 from sla.models import Calendar, Holiday, SlaPause, SlaPolicy, TicketSla
-from sla.selectors import calendar_not_found
+from sla.selectors import calendar_not_found, ticket_holds
 from tenants.callers import Caller
 from tenants.permissions import require_admin
 from ticketing.models import CLOSED_STATUSES, SlaState, Status, Ticket
@@ -157,18 +158,34 @@ def record_sla_moved(ticket: Ticket, changes: dict[str, dict[str, Any]]) -> None
 # --- moving the clock (from sla.handlers, under the ticket's row lock) ---------------------
 
 
-def start_clock(*, ticket: Ticket, status: str | None = None, now: datetime | None = None) -> TicketSla | None:
+def start_clock(
+    *,
+    ticket: Ticket,
+    status: str | None = None,
+    now: datetime | None = None,
+    holds: Sequence[tuple[datetime, datetime | None]] = (),
+) -> TicketSla | None:
     """Start the ticket's SLA clock from its tenant's policy for its priority, if any, as
     the ticket stands in `status` (default: its own) at `now` (default: its creation).
     A target that status has met already is met from the start: a ticket created (or
     first given a policy) resolved, closed or cancelled owes neither, one `in_progress`
-    no first response, or the monitor breached a ticket nobody waits on."""
+    no first response, or the monitor breached a ticket nobody waits on.
+
+    `holds`: the spans the ticket already spent on hold (sla.selectors.ticket_holds; the
+    last open-ended if it still is). They count as paused, as they would have on a clock
+    running since creation: the targets are counted from creation plus their business
+    time up to `now`, and a ticket on hold is paused from `now` on (resuming moves the
+    targets by what follows), as a priority change of a paused clock does. Never from its
+    creation: a ticket open for an hour before its hold was not paused for that hour."""
     policy = _policy(ticket)
     if policy is None:
         return None
     status = status or ticket.status
     now = now or ticket.created_at
-    targets = sla_targets(policy, ticket.created_at, calendar=work_calendar(policy))
+    calendar = work_calendar(policy)
+    paused = [(started, ended or now) for started, ended in holds]
+    paused_for = sum((business_time_between(calendar, started, ended) for started, ended in paused), timedelta(0))
+    targets = sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for)
     sla = TicketSla(ticket=ticket, tenant_id=ticket.tenant_id, **targets)
     if status == Status.ON_HOLD:
         sla.paused_at = now
@@ -177,6 +194,9 @@ def start_clock(*, ticket: Ticket, status: str | None = None, now: datetime | No
     if status in CLOSED_STATUSES:
         sla.resolved_at = now
     sla.save(force_insert=True)
+    SlaPause.objects.bulk_create(
+        SlaPause(clock=sla, started_at=started, ended_at=ended) for started, ended in paused if ended > started
+    )
     return sla
 
 
@@ -224,7 +244,8 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
         if sla is None:
             # Started as the ticket stood before this change, which the status handling
             # below then applies as to any clock.
-            sla = start_clock(ticket=ticket, status=previous_status, now=now)
+            holds = ticket_holds(ticket, on_hold=previous_status == Status.ON_HOLD)
+            sla = start_clock(ticket=ticket, status=previous_status, now=now, holds=holds)
         else:
             paused_for = _paused_business_time(sla, calendar, now)
             for name, value in sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for).items():
