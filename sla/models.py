@@ -136,6 +136,11 @@ class TicketSla(models.Model):
     # as counted then; a clock paused since has 0 here. Targets are counted from creation
     # plus this plus each pause's business time in the calendar in force.
     paused_for = models.DurationField(default=timedelta(0))
+    # The priority whose policy set the targets: its calendar is the one the clock keeps
+    # counting pauses in after the ticket moves to a priority with no policy (which keeps
+    # the clock as it is). Blank on clocks started before 2026-12-06: read as the ticket's
+    # priority before the change being made, as it was then.
+    priority = models.CharField(max_length=10, choices=Priority.choices, blank=True, default="")
 
     class Meta:
         db_table = "ticketing_ticketsla"  # its first home (see the module docstring)

@@ -68,10 +68,11 @@ def sla_targets(
     return targets
 
 
-def _policy(ticket: Ticket) -> SlaPolicy | None:
+def _policy(ticket: Ticket, priority: str | None = None) -> SlaPolicy | None:
+    """The tenant's policy for `priority` (default: the ticket's)."""
     return (
         SlaPolicy.objects.select_related("calendar")
-        .filter(tenant_id=ticket.tenant_id, priority=ticket.priority)
+        .filter(tenant_id=ticket.tenant_id, priority=priority or ticket.priority)
         .first()
     )
 
@@ -186,7 +187,7 @@ def start_clock(
     paused = [(started, ended or now) for started, ended in holds]
     paused_for = sum((business_time_between(calendar, started, ended) for started, ended in paused), timedelta(0))
     targets = sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for)
-    sla = TicketSla(ticket=ticket, tenant_id=ticket.tenant_id, **targets)
+    sla = TicketSla(ticket=ticket, tenant_id=ticket.tenant_id, priority=ticket.priority, **targets)
     if status == Status.ON_HOLD:
         sla.paused_at = now
     if status not in {Status.OPEN, Status.ON_HOLD}:
@@ -238,9 +239,14 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
     now = timezone.now()
     # The policy (for its calendar) only when targets are recounted or moved.
     resuming = sla is not None and previous_status == Status.ON_HOLD and ticket.status != Status.ON_HOLD
-    policy = _policy(ticket) if previous_priority != ticket.priority or resuming else None
+    policy = _policy(ticket) if previous_priority != ticket.priority else None
+    if policy is None and resuming:
+        # Not recounted (same priority, or one with no policy, which keeps the clock as it
+        # is): the pause counts in the calendar of the policy that set the targets, not
+        # 24x7 for want of a policy at the new priority.
+        policy = _policy(ticket, sla.priority or previous_priority)
     calendar = work_calendar(policy)
-    if previous_priority != ticket.priority and policy is not None:
+    if previous_priority != ticket.priority and policy is not None and policy.priority == ticket.priority:
         if sla is None:
             # Started as the ticket stood before this change, which the status handling
             # below then applies as to any clock.
@@ -250,6 +256,7 @@ def move_clock(*, ticket: Ticket, previous_status: str, previous_priority: str) 
             paused_for = _paused_business_time(sla, calendar, now)
             for name, value in sla_targets(policy, ticket.created_at, calendar=calendar, paused_for=paused_for).items():
                 setattr(sla, name, value)
+            sla.priority = ticket.priority
             _reopen_stages(sla, now)
             if sla.paused_at is not None:
                 # Still paused: the targets above count the pause up to now, so it ends
