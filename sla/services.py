@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import IntegrityError, transaction
 from django.db.models import DateTimeField, F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -37,6 +38,7 @@ from ticketing.services import lock_tickets
 
 logger = logging.getLogger(__name__)
 TARGETS = ("response", "resolution")
+NAME_UNIQUE = "sla_calendar_name_unique"  # sla.Calendar's constraint: a tenant's calendar names
 
 
 def work_calendar(policy: SlaPolicy | None) -> WorkCalendar | None:
@@ -380,9 +382,8 @@ def create_calendar(
     """A business-hours calendar of the caller's tenant (admins); names are unique."""
     require_admin(caller)
     _refuse_taken_name(caller, name, None)
-    calendar = Calendar.objects.create(
-        tenant=caller.tenant, name=name, time_zone=time_zone, working_hours=working_hours
-    )
+    calendar = Calendar(tenant=caller.tenant, name=name, time_zone=time_zone, working_hours=working_hours)
+    _save_named(calendar, caller, force_insert=True)
     _replace_holidays(calendar, holidays)
     return calendar
 
@@ -409,7 +410,7 @@ def update_calendar(*, caller: Caller, calendar: Calendar, data: dict[str, Any])
     # `updatedAt` moves when something did: a PATCH that sends the calendar back as it is
     # (or `{}`) leaves it, as a ticket's does.
     if changed or "holidays" in data:
-        calendar.save()
+        _save_named(calendar, caller)
     if "holidays" in data:
         _replace_holidays(calendar, data["holidays"])
     return calendar
@@ -434,8 +435,27 @@ def _locked_calendar(calendar: Calendar) -> Calendar | None:
 
 
 def _refuse_taken_name(caller: Caller, name: str, own: Any) -> None:
+    """The usual case, before anything is written (see _save_named for a race)."""
     if Calendar.objects.filter(tenant=caller.tenant, name=name).exclude(pk=own).exists():
-        raise ApiError(409, "CALENDAR_EXISTS", "The tenant has a calendar of this name.", {"name": name})
+        raise _name_taken(name)
+
+
+def _name_taken(name: str) -> ApiError:
+    return ApiError(409, "CALENDAR_EXISTS", "The tenant has a calendar of this name.", {"name": name})
+
+
+def _save_named(calendar: Calendar, caller: Caller, **options: Any) -> None:
+    """Save a calendar whose name _refuse_taken_name found free. A concurrent create or
+    rename to the same name passes that check too; the unique constraint then makes the
+    later writer wait for the first and fail (it was a 500). In a savepoint, so the
+    loser is told 409 as if it had come a moment later, and its transaction stays usable."""
+    try:
+        with transaction.atomic():
+            calendar.save(**options)
+    except IntegrityError as error:
+        if getattr(error.__cause__, "diag", None) is None or error.__cause__.diag.constraint_name != NAME_UNIQUE:
+            raise
+        raise _name_taken(calendar.name) from None
 
 
 # --- the monitor's claims ------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tests.conftest import test_database_url
 from tests.envelopes import assert_envelope
 from tests.lockhold import InFlight, holding, wait_for_lock_waiters
 from tests.sse_client import list_updates_url, open_stream
+from tests.waiting import wait_for
 
 API = "/api/v2/ticketing"
 ALL_WEEK = [{"day": d, "start": "00:00", "end": "24:00"} for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]
@@ -343,3 +344,49 @@ def test_a_policy_naming_a_calendar_and_its_deletion_at_once(held_calendar, acme
         assert "calendar" in saved.json()["error"]["details"]
         assert not SlaPolicy.objects.filter(tenant=acme.tenant, priority="high").exists()
         assert not Calendar.objects.filter(pk=calendar_id).exists()
+
+
+@pytest.mark.parametrize("other", ["create", "rename"])
+def test_concurrent_calendars_of_one_name_are_one_saved_and_the_other_409(server_without_write_slots, acme, other):
+    """Two admins create (or one renames to) the same name at once: both found the name
+    free, and the unique constraint failed the later one with a 500 (IntegrityError)."""
+    server = server_without_write_slots
+    renamed = None
+    # The admin's user row is refreshed on a first request: done here, so neither request
+    # below waits for the other's refresh instead of reaching the name.
+    assert call(server, acme, "admin", "GET", "/sla/calendars").status_code == 200
+    if other == "rename":
+        renamed = call(server, acme, "admin", "POST", "/sla/calendars", {**BERLIN_OFFICE, "name": "Old"}).json()["data"]
+
+    def create() -> httpx.Response:
+        return call(server, acme, "admin", "POST", "/sla/calendars", BERLIN_OFFICE)
+
+    def rename() -> httpx.Response:
+        return call(server, acme, "admin", "PATCH", f"/sla/calendars/{renamed['id']}", {"name": BERLIN_OFFICE["name"]})
+
+    # An uncommitted row of that name, from outside: both requests find the name free
+    # and wait at the unique index, then race for it once the row is gone.
+    with holding(
+        "INSERT INTO sla_calendar (id, tenant_id, name, time_zone, working_hours, created_at, updated_at)"
+        " VALUES (gen_random_uuid(), %s, %s, 'UTC', '{}', now(), now())",
+        [str(acme.tenant.id), BERLIN_OFFICE["name"]],
+    ) as holder:
+        first = InFlight(create)
+        second = InFlight(create if other == "create" else rename)
+        wait_for_blocked_by(holder.info.backend_pid, 2)
+    answers = [first.answer(), second.answer()]
+    assert sorted(a.status_code for a in answers) in ([201, 409], [200, 409]), [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code == 409):
+        assert_envelope(refused, 409, "CALENDAR_EXISTS")
+    assert Calendar.objects.filter(tenant=acme.tenant, name=BERLIN_OFFICE["name"]).count() == 1
+
+
+def wait_for_blocked_by(pid: int, count: int) -> None:
+    """Until `count` sessions wait for session `pid` (not merely for some lock)."""
+    with psycopg.connect(test_database_url(), autocommit=True) as conn:
+
+        def enough() -> bool:
+            sql = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+            return conn.execute(sql, [pid]).fetchone()[0] >= count
+
+        wait_for(enough, timeout=20, interval=0.05, message=f"fewer than {count} requests waited for session {pid}")
