@@ -141,6 +141,11 @@ class TicketSla(models.Model):
     # the clock as it is). Blank on clocks started before 2026-12-06: read as the ticket's
     # priority before the change being made, as it was then.
     priority = models.CharField(max_length=10, choices=Priority.choices, blank=True, default="")
+    # Every warning and breach the monitor has sent, keyed by its stamp field and then by
+    # the target instant it was sent for (ISO) -> when it was claimed (ISO). A priority
+    # change clears the stamp of a target moved later; moved back to an instant already
+    # sent, the stamp comes back from here instead of the stage being sent again.
+    sent = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "ticketing_ticketsla"  # its first home (see the module docstring)

@@ -7,7 +7,7 @@ tenant's policies and calendars, and the monitor's claims of due warnings and br
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -288,12 +288,22 @@ def _reopen_stages(sla: TicketSla, now: datetime) -> None:
     target. Its stamp is cleared, so the ticket is not shown `breached` (or `warning`)
     while on time for its priority, and the monitor claims the stage when the new time
     comes (else a target moved later was never warned of nor breached again). A stage
-    whose new time has passed too keeps its stamp: it was sent, and is still true."""
-    for target in TARGETS:
-        if getattr(sla, f"{target}_due") > now:
-            setattr(sla, f"{target}_breached_at", None)
-        if getattr(sla, f"{target}_warn_at") > now:
-            setattr(sla, f"{target}_warned_at", None)
+    whose new time has passed too keeps its stamp: it was sent, and is still true; and
+    one whose new time is an instant it was sent for already (the priority moved away
+    and back) gets its stamp back from `sent`, so the same breach is not sent twice."""
+    for _, _, when, stamp, _ in SLA_STAGES:
+        instant = getattr(sla, when)
+        if instant > now:
+            setattr(sla, stamp, None)
+        elif getattr(sla, stamp) is None:
+            claimed = (sla.sent or {}).get(stamp, {}).get(_sent_key(instant))
+            if claimed is not None:
+                setattr(sla, stamp, datetime.fromisoformat(claimed))
+
+
+def _sent_key(instant: datetime) -> str:
+    """A target instant as `TicketSla.sent` keys it (UTC, whatever zone it was read in)."""
+    return iso(instant.astimezone(UTC))
 
 
 def mark_responded(*, ticket: Ticket) -> dict[str, dict[str, Any]]:
@@ -513,6 +523,11 @@ def _claim_sla_stage(*, ticket_id: Any, pending: Q, stamp: str, target: str, bre
     if not TicketSla.objects.filter(pending, pk=ticket_id).update(**updates):
         return False  # met meanwhile, or another monitor claimed it
     sla = TicketSla.objects.get(pk=ticket_id)
+    # Kept by the instant it was sent for (the clock's row is locked by the claim above).
+    when = next(stage[2] for stage in SLA_STAGES if stage[3] == stamp)
+    sent_for = {**(sla.sent or {}).get(stamp, {}), _sent_key(getattr(sla, when)): iso(now)}
+    sla.sent = {**(sla.sent or {}), stamp: sent_for}
+    sla.save(update_fields=["sent"])
     due = sla.response_due if target == "response" else sla.resolution_due
     stage = SlaStage(ticket=ticket, target=target, breached=breached, due=due, now=now)
     # The ticket turns `warning` / `breached` by time alone: its state moves with this
