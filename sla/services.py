@@ -417,13 +417,22 @@ def update_calendar(*, caller: Caller, calendar: Calendar, data: dict[str, Any])
     ]
     for name in changed:
         setattr(calendar, name, data[name])
+    # Compared as sets of what a holiday is: the list comes back in date order, with the
+    # defaults filled in, and dates are unique, so its order and spelling do not count.
+    holidays_changed = "holidays" in data and _holiday_set(data["holidays"]) != {
+        (h.date, h.name, h.yearly) for h in calendar.holidays.all()
+    }
     # `updatedAt` moves when something did: a PATCH that sends the calendar back as it is
-    # (or `{}`) leaves it, as a ticket's does.
-    if changed or "holidays" in data:
+    # (or `{}`, or its holidays as they are) leaves it, as a ticket's does.
+    if changed or holidays_changed:
         _save_named(calendar, caller)
-    if "holidays" in data:
+    if holidays_changed:
         _replace_holidays(calendar, data["holidays"])
     return calendar
+
+
+def _holiday_set(holidays: list[dict[str, Any]]) -> set[tuple[Any, str, bool]]:
+    return {(h["date"], h.get("name", ""), h.get("yearly", False)) for h in holidays}
 
 
 @unit_of_work()

@@ -79,11 +79,22 @@ def test_calendar_crud_roles_and_tenant_isolation(server, acme: World, globex: W
 def test_a_calendar_patch_that_changes_nothing_keeps_its_updated_at(server, acme: World):
     calendar = call(server, acme, "admin", "POST", "/sla/calendars", BERLIN_OFFICE).json()["data"]
     one = f"/sla/calendars/{calendar['id']}"
-    for unchanged in ({}, {"name": BERLIN_OFFICE["name"], "timeZone": BERLIN_OFFICE["timeZone"]}):
+    for unchanged in (
+        {},
+        {"name": BERLIN_OFFICE["name"], "timeZone": BERLIN_OFFICE["timeZone"]},
+        # The holidays as they are (it moved updatedAt): as sent, and as the API shows them.
+        {"holidays": BERLIN_OFFICE["holidays"]},
+        {"holidays": calendar["holidays"], "workingHours": calendar["workingHours"]},
+    ):
         answered = call(server, acme, "admin", "PATCH", one, unchanged)
         assert answered.status_code == 200 and answered.json()["data"]["updatedAt"] == calendar["updatedAt"], unchanged
     renamed = call(server, acme, "admin", "PATCH", one, {"name": "Berlin HQ"}).json()["data"]
     assert renamed["updatedAt"] > calendar["updatedAt"]
+    holiday = {"date": "2026-12-26", "name": "Boxing Day", "yearly": True}
+    more = call(server, acme, "admin", "PATCH", one, {"holidays": [*calendar["holidays"], holiday]}).json()["data"]
+    assert more["updatedAt"] > renamed["updatedAt"] and more["holidays"][-1] == holiday
+    renamed_again = call(server, acme, "admin", "PATCH", one, {"holidays": [{**holiday, "name": "St Stephen"}]})
+    assert renamed_again.json()["data"]["holidays"] == [{**holiday, "name": "St Stephen"}]
 
 
 def test_a_policy_resolved_before_its_first_response_is_400_and_saves_nothing(server, acme: World):
