@@ -81,17 +81,28 @@ def add_business_time(calendar: WorkCalendar | None, start: datetime, span: time
     raise NoWorkingTime(f"no working time within {MAX_SEARCH_DAYS} days")
 
 
-def due_after(calendar: WorkCalendar | None, start: datetime, span: timedelta) -> datetime:
-    """Where a clock's target of `span` working time falls: `add_business_time`, held at
-    the end of the span searched when the calendar's working time does not reach it
-    there. A calendar of a few hours a week cannot reach a target of a year of working
-    time within ten years (8 hours a week: 21 years), and both are valid settings; such a
-    target is as good as never due, and must not make the change that starts or resumes
-    the clock fail."""
+def ten_years_after(start: datetime) -> datetime:
+    """The same UTC date and time ten years later (29 February: the 28th)."""
+    start = start.astimezone(UTC)
     try:
-        return add_business_time(calendar, start, span)
+        return start.replace(year=start.year + 10)
+    except ValueError:
+        return start.replace(year=start.year + 10, day=28)
+
+
+def due_after(calendar: WorkCalendar | None, start: datetime, span: timedelta) -> datetime:
+    """Where a clock's target of `span` working time falls: `add_business_time`, but no
+    later than ten years after `start` (docs/api.md). A calendar of a few hours a week
+    cannot reach a target of a year of working time within ten years (8 hours a week: 21
+    years), and both are valid settings; such a target is as good as never due, and must
+    not make the change that starts or resumes the clock fail. (The search runs a few
+    days past ten years, MAX_SEARCH_DAYS; held at its end, such a target was due 3,660
+    days after the start rather than the ten years documented.)"""
+    horizon = ten_years_after(start)
+    try:
+        return min(add_business_time(calendar, start, span), horizon)
     except NoWorkingTime:
-        return start + timedelta(days=MAX_SEARCH_DAYS)
+        return horizon
 
 
 def business_time_between(calendar: WorkCalendar | None, start: datetime, end: datetime) -> timedelta:

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from sla.business_time import (
     END_OF_DAY,
-    MAX_SEARCH_DAYS,
     NoWorkingTime,
     WorkCalendar,
     add_business_time,
@@ -81,11 +80,22 @@ SATURDAY_DESK = WorkCalendar(tz=BERLIN, hours={5: ((time(9), time(17)),)})  # 8 
 A_YEAR = timedelta(minutes=525_600)  # the largest target a policy takes
 
 
-def test_a_target_the_calendar_cannot_reach_in_the_search_span_is_held_at_its_end():
+def test_a_target_the_calendar_cannot_reach_in_ten_years_is_due_ten_years_after_the_start():
     start = berlin(2026, 12, 2, 10)
     with pytest.raises(NoWorkingTime):  # 8 hours a week make a year of working time in 21 years
         add_business_time(SATURDAY_DESK, start, A_YEAR)
-    assert due_after(SATURDAY_DESK, start, A_YEAR) == start + timedelta(days=MAX_SEARCH_DAYS)
+    # docs/api.md: ten years after the clock starts (it was 3,660 days, a week later).
+    assert due_after(SATURDAY_DESK, start, A_YEAR) == berlin(2036, 12, 2, 10)
+    # One hour a week (Sunday 09:00-10:00), as the tester had it.
+    sunday_hour = WorkCalendar(tz=BERLIN, hours={6: ((time(9), time(10)),)})
+    assert due_after(sunday_hour, start, A_YEAR) == berlin(2036, 12, 2, 10)
+    # Reachable only a few days past ten years, within the span searched: held there too.
+    assert add_business_time(SATURDAY_DESK, start, timedelta(hours=8 * 523)) > berlin(2036, 12, 2, 10)
+    assert due_after(SATURDAY_DESK, start, timedelta(hours=8 * 523)) == berlin(2036, 12, 2, 10)
+    # 29 February has no tenth anniversary: the 28th.
+    assert due_after(SATURDAY_DESK, datetime(2028, 2, 29, 12, tzinfo=UTC), A_YEAR) == datetime(
+        2038, 2, 28, 12, tzinfo=UTC
+    )
     # A reachable target is where add_business_time puts it.
     assert due_after(SATURDAY_DESK, start, EIGHT_HOURS) == berlin(2026, 12, 5, 17)
     # Resuming such a clock does not fail either.
