@@ -617,7 +617,13 @@ def merge_ticket(*, caller: Caller, ticket: Ticket, into: Ticket, if_match: froz
     and a new version, instead of being left pointing at a closed, merged ticket."""
     require_agent(caller)
     if ticket.pk == into.pk or ticket.tenant_id != into.tenant_id:
-        raise ApiError(400, "INVALID_BODY", "A ticket can only be merged into another ticket of its tenant.")
+        # The body's field is named, as for every other bad body (details were null).
+        raise ApiError(
+            400,
+            "INVALID_BODY",
+            "The request body is not valid.",
+            {"into": ["A ticket can only be merged into another ticket of its tenant."]},
+        )
     # Both rows and those merged into `ticket`, locked in one statement in primary-key
     # order, so that two merges meeting on the same tickets cannot deadlock (see
     # lock_tickets_closed).

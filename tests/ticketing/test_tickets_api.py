@@ -344,3 +344,16 @@ def test_deleting_a_tenant_takes_its_tickets_and_events_along(api, acme: World, 
     acme.tenant.delete()
     assert Ticket.objects.count() == 1 and Event.objects.filter(tenant=globex.tenant).exists()
     assert not Event.objects.filter(tenant_id=acme_id).exists()
+
+
+def test_merging_a_ticket_into_itself_is_400_naming_into(api, acme: World):
+    """It was 400 INVALID_BODY with `details: null`; every other body error names its field."""
+    ticket = create(api, acme).json()["data"]
+    refused = api.post(
+        f"{BASE}/{ticket['id']}/merge", {"into": ticket["id"]}, format="json", headers=acme.headers("alice")
+    )
+    assert refused.status_code == 400, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "INVALID_BODY" and list(error["details"]) == ["into"]
+    assert isinstance(error["details"]["into"], list) and error["details"]["into"]
+    assert Ticket.objects.get(pk=ticket["id"]).status == "open"
