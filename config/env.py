@@ -66,7 +66,9 @@ def _bounds(minimum: float | None, maximum: float | None, above: float | None) -
     return f" of at least {minimum:g}" if minimum is not None else ""
 
 
-def _checked(value: T, *, minimum: float | None, maximum: float | None, above: float | None) -> T:
+def within(value: T, *, minimum: float | None = 0, maximum: float | None = None, above: float | None = None) -> T:
+    """`value` if it is a finite number within the bounds (by default: not negative), else
+    ValueError; for a setting's own parser (a list of numbers, a number or empty)."""
     number = float(value)  # type: ignore[arg-type]
     if (
         not math.isfinite(number)
@@ -84,16 +86,14 @@ def env_int(
     """A whole number, by default not negative."""
     allowed = "expected a whole number" + _bounds(minimum, maximum, above)
     return env_parsed(
-        name, default, lambda text: _checked(int(text), minimum=minimum, maximum=maximum, above=above), allowed
+        name, default, lambda text: within(int(text), minimum=minimum, maximum=maximum, above=above), allowed
     )
 
 
 def env_float(name: str, default: float, *, minimum: float | None = 0, above: float | None = None) -> float:
     """A number of seconds (or other finite number), by default not negative."""
     allowed = "expected a number" + _bounds(minimum, None, above)
-    return env_parsed(
-        name, default, lambda text: _checked(float(text), minimum=minimum, maximum=None, above=above), allowed
-    )
+    return env_parsed(name, default, lambda text: within(float(text), minimum=minimum, above=above), allowed)
 
 
 def env_choice(

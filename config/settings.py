@@ -2,7 +2,6 @@
 environment here, with embedded defaults that let `make run` work on a bare machine
 (SQLite file + in-memory channel layer)."""
 
-import math
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from config.env import (
     env_list,
     env_log_level,
     env_parsed,
+    within,
 )
 from config.log_format import formatter_config
 
@@ -156,12 +156,7 @@ TEMPLATES = [
 
 def _count_or_off(text: str) -> int | None:
     """A whole number of at least 0, or None for empty text."""
-    if not text.strip():
-        return None
-    count = int(text)
-    if count < 0:
-        raise ValueError(text)
-    return count
+    return within(int(text)) if text.strip() else None
 
 
 DATABASES = {
@@ -592,19 +587,10 @@ WEBHOOKS_SECRET_KEYS = env_parsed(
 WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env_bool("WEBHOOKS_ALLOW_PRIVATE_NETWORKS", DEBUG)
 # Seconds to wait after each failed attempt (jittered ±10%); after the last one the event is
 # given up (failed, recoverable). Default: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, 1 d, 1 d.
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(text)
-    return value
-
-
 WEBHOOKS_RETRY_SCHEDULE = env_list(
     "WEBHOOKS_RETRY_SCHEDULE",
     "5,300,1800,7200,18000,36000,36000,86400,86400",
-    _seconds,
+    lambda text: within(float(text)),
     "expected seconds (numbers of at least 0) separated by commas",
 )
 WEBHOOKS_DISABLE_AFTER_SECONDS = env_float("WEBHOOKS_DISABLE_AFTER_SECONDS", 5 * 86400.0)
