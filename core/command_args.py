@@ -12,10 +12,27 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+
+T = TypeVar("T")
+
+
+def option_value(value: Any, parse: Callable[[str], T], option: str) -> Any:
+    """An option's value as its `type` (`parse`) makes it, also when it came through
+    `call_command(name=...)`, which hands keyword options over as given, past argparse:
+    text is parsed here, and a bad one is the command's error naming the option. A value
+    already parsed (or None, not given) is returned as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"{option}: {exc}") from None
 
 
 def positive_int(text: str) -> int:

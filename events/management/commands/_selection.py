@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
-from core.command_args import moment
+from core.command_args import moment, option_value
 from events.ids import parse_event_id
 from events.models import Event
 from events.selectors import log_after
@@ -55,12 +55,7 @@ def selected_events(options: dict[str, Any]) -> tuple[Tenant, QuerySet[Event]]:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     events = log_after(tenant, after, audience=Event.Audience.PARTNER, types=options.get("types") or ())
-    after_time = options.get("occurred_after")
-    if isinstance(after_time, str):  # call_command(occurred_after=...) skips the option's type
-        try:
-            after_time = moment(after_time)
-        except ArgumentTypeError as exc:
-            raise CommandError(f"--occurred-after: {exc}") from None
+    after_time = option_value(options.get("occurred_after"), moment, "--occurred-after")
     if after_time:
         events = events.filter(occurred_at__gt=after_time)
     return tenant, events

@@ -1,13 +1,13 @@
 """Delete events older than the retention period, in batches."""
 
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from core.command_args import age, positive_int
+from core.command_args import age, option_value, positive_int
 from core.command_errors import handles_database_faults
 from core.progress import on_terminal, progress_bar
 from core.text import count_of
@@ -41,13 +41,7 @@ class Command(BaseCommand):
 
     @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
-        older_than = options["older_than"]
-        if isinstance(older_than, str):  # call_command(older_than=...) skips the option's type
-            try:
-                older_than = age(older_than)
-            except ArgumentTypeError as exc:
-                raise CommandError(f"--older-than: {exc}") from None
-        cutoff = timezone.now() - older_than
+        cutoff = timezone.now() - option_value(options["older_than"], age, "--older-than")
         # An unknown tenant is said, as replay_events and export_events say it: filtering
         # on it deleted nothing and reported 0, as if its log were already pruned.
         old = events_older_than(cutoff, tenant_named(options["tenant"]) if options["tenant"] else None)

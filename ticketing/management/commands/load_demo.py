@@ -5,14 +5,14 @@ A ticketing command: the demo is a help desk, its tickets are made through
 ticketing.services, and ticketing may use tenants (never the other way round)."""
 
 import random
-from argparse import ArgumentParser, ArgumentTypeError
+from argparse import ArgumentParser
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from core.command_args import http_base_url, non_negative_int
+from core.command_args import http_base_url, non_negative_int, option_value
 from core.progress import progress_bar
 from core.text import count_of
 from events.recording import unit_of_work
@@ -52,17 +52,6 @@ DEMO_ADMIN_PASSWORD = "admin"  # noqa: S105  (documented demo credential)
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 
-def checked_base_url(value: str | None) -> str:
-    """`--base-url` as `http_base_url` reads it, also when given to call_command (which
-    skips an option's type); empty when not given."""
-    if not value:
-        return ""
-    try:
-        return http_base_url(value)
-    except ArgumentTypeError as exc:
-        raise CommandError(f"--base-url: {exc}") from None
-
-
 class Command(BaseCommand):
     help = "Create (or complete) the `demo` tenant with users and ~200 tickets. Safe to run again."
 
@@ -87,7 +76,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        base_url = checked_base_url(options["base_url"])
+        base_url = option_value(options["base_url"] or None, http_base_url, "--base-url") or ""
         if not settings.DEBUG:
             # Outside development the demo's published credentials would let anyone sign
             # tokens for the demo realm or sign in as its admin.

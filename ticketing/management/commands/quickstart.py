@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from core.command_args import http_base_url
+from core.command_args import http_base_url, option_value
 from core.command_errors import handles_database_faults
 from tenants.models import Realm, Tenant
 from tenants.services import issue_token
@@ -15,7 +15,6 @@ from ticketing.management.commands.load_demo import (
     DEFAULT_BASE_URL,
     DEMO_ADMIN_PASSWORD,
     DEMO_PASSWORD,
-    checked_base_url,
 )
 
 
@@ -62,7 +61,7 @@ class Command(BaseCommand):
         realm = Realm.objects.filter(tenant=tenant, algorithm=Realm.Algorithm.HS256).first() if tenant else None
         if realm is None:
             raise CommandError("No demo tenant: run `python manage.py load_demo` first.")
-        base = checked_base_url(options["base_url"]) or base_url_of(realm)
+        base = option_value(options["base_url"] or None, http_base_url, "--base-url") or base_url_of(realm)
         user = tenant.users.filter(username=options["user"]).first()
         token = issue_token(
             realm=realm,
