@@ -10,8 +10,8 @@ from core.command_args import moment, option_value
 from events.ids import parse_event_id
 from events.models import Event
 from events.selectors import log_after
+from tenants.management.commands._tenant import tenant_named
 from tenants.models import Tenant
-from tenants.selectors import tenant_by_slug_or_id
 from webhooks.events import PARTNER_EVENT_TYPES
 
 
@@ -38,14 +38,6 @@ def add_selection_arguments(parser: ArgumentParser) -> None:
         type=partner_event_type,
         help="Only this event type, exactly (repeatable), e.g. tickets.ticket.created.",
     )
-
-
-def tenant_named(value: str) -> Tenant:
-    """The tenant an operator named (slug or id), or a `CommandError` saying there is none."""
-    tenant = tenant_by_slug_or_id(value)
-    if tenant is None:
-        raise CommandError(f"No tenant {value!r}.")
-    return tenant
 
 
 def selected_events(options: dict[str, Any]) -> tuple[Tenant, QuerySet[Event]]:

@@ -11,9 +11,9 @@ from core.command_args import age, option_value, positive_int
 from core.command_errors import handles_database_faults
 from core.progress import on_terminal, progress_bar
 from core.text import count_of
-from events.management.commands._selection import tenant_named
 from events.selectors import events_older_than
 from events.services import delete_events
+from tenants.management.commands._tenant import tenant_named
 from webhooks.selectors import owed_to_an_endpoint
 
 

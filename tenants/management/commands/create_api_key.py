@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from core.command_args import label
 from core.command_errors import handles_database_faults
+from tenants.management.commands._tenant import tenant_named
 from tenants.models import ApiKey
-from tenants.selectors import tenant_by_slug_or_id
 from tenants.services import create_api_key
 
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
@@ -57,9 +57,7 @@ class Command(BaseCommand):
 
     @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
-        tenant = tenant_by_slug_or_id(options["tenant"])
-        if tenant is None:
-            raise CommandError(f"No tenant {options['tenant']!r}.")
+        tenant = tenant_named(options["tenant"])
         lifetime = parse_duration(options["expires_in"]) if options["expires_in"] is not None else None
         expires_at = timezone.now() + lifetime if lifetime else None
         key, full = create_api_key(tenant=tenant, name=options["name"], scopes=options["scopes"], expires_at=expires_at)

@@ -7,8 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.command_args import positive_int_up_to
 from core.command_errors import handles_database_faults
+from tenants.management.commands._tenant import tenant_named
 from tenants.models import Realm
-from tenants.selectors import tenant_by_slug_or_id
 from tenants.services import issue_token
 
 # A token cannot be revoked (only its realm's secret changed): one valid for years is a
@@ -48,9 +48,7 @@ class Command(BaseCommand):
 
     @handles_database_faults
     def handle(self, *args: Any, **options: Any) -> None:
-        tenant = tenant_by_slug_or_id(options["tenant"])
-        if tenant is None:
-            raise CommandError(f"No tenant {options['tenant']!r}. Run `python manage.py load_demo` first?")
+        tenant = tenant_named(options["tenant"], "Run `python manage.py load_demo` first?")
         realms = Realm.objects.filter(tenant=tenant, algorithm=Realm.Algorithm.HS256).exclude(secret="")
         if options["realm"]:
             realms = realms.filter(name=options["realm"])
